@@ -1,0 +1,39 @@
+//! Command-line front ends. Each subcommand lives in its own file and returns the process
+//! exit code; `main.rs` only parses arguments and sets up logging.
+
+use std::path::{Path, PathBuf};
+
+/// Options every subcommand shares.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// The project folder (`--project-dir`, default `.`).
+    pub project_dir: PathBuf,
+    /// Where runs, audit and logs live (`--data-dir`, default `<project>/.flightdeck`).
+    pub data_dir: PathBuf,
+    /// Who is acting (`--as`, else `FLIGHTDECK_USER`, else `USER`).
+    pub user: String,
+    /// Theme name (`--theme`).
+    pub theme: Option<String>,
+}
+
+impl Globals {
+    /// The agent pool folder of the project.
+    pub fn agentpool_dir(&self) -> PathBuf {
+        self.project_dir.join("agentpool")
+    }
+
+    /// Resolve a path given on the command line against the current directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_owned() } else { std::env::current_dir().map_or_else(|_| path.to_owned(), |cwd| cwd.join(path)) }
+    }
+}
+
+/// Exit codes shared by every subcommand.
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: i32 = 0;
+    /// The work ran and something failed (or validation found errors).
+    pub const FAILED: i32 = 1;
+    /// The input was invalid; nothing ran.
+    pub const INVALID: i32 = 2;
+}

@@ -1,0 +1,306 @@
+//! Everything the runtime tells the world. Events are past tense; each one published through
+//! [`crate::bus::EventBus`] gets a sequence number and a timestamp in an [`Envelope`].
+//!
+//! The console, the headless printer, `--json` output, the run store and replay are all
+//! projections of this one stream, so a field added here is visible everywhere.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
+
+/// One published event with its place in the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Strictly increasing across the whole process.
+    pub seq: u64,
+    /// Wall-clock time of publication, RFC 3339 with milliseconds in JSON.
+    #[serde(rename = "ts", with = "rfc3339_ms")]
+    pub ts_ms: u64,
+    /// The run this event belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run_id: Option<RunId>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Severity of a [`Event::Notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Which stream a line of task output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+    /// Streamed model tokens (HTTP executors).
+    Tokens,
+}
+
+/// Final status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// Risk of a task, assessed before it runs. High and critical need approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Token counts reported by a model backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// What the console needs to list an agent definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub agent: AgentId,
+    pub file: PathBuf,
+    pub tier: u8,
+    pub category: Option<String>,
+    pub triggers: usize,
+    pub max_instances: u32,
+    pub backend: Option<String>,
+    /// Non-fatal findings, e.g. "frontmatter is not strict YAML; read line by line".
+    pub warnings: Vec<String>,
+}
+
+/// One task of a planned run, as the DAG pane draws it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedTask {
+    pub task: TaskId,
+    pub description: String,
+    pub agent: AgentId,
+    /// Selection score when the agent was chosen automatically.
+    pub score: Option<f64>,
+    pub depends_on: Vec<TaskId>,
+    /// Zero-based layer in the topological layering.
+    pub layer: usize,
+    pub timeout_ms: u64,
+    pub retries: u32,
+}
+
+/// Everything the runtime reports. `type` in JSON is the snake_case variant name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    // ---- agent registry ----
+    /// A definition file loaded for the first time.
+    AgentAdded(AgentSummary),
+    /// A definition changed on disk and the new version is active.
+    AgentUpdated(AgentSummary),
+    /// A definition file was deleted or renamed away.
+    AgentRemoved { agent: AgentId, file: PathBuf },
+    /// A definition file failed to load; the last good version (if any) stays active.
+    AgentInvalid { file: PathBuf, agent: Option<AgentId>, error: String },
+
+    // ---- pool ----
+    /// An instance was created and reserved for a caller.
+    InstanceReserved { instance: InstanceId, agent: AgentId },
+    /// An instance started work.
+    InstanceWorking { instance: InstanceId, agent: AgentId, task: Option<TaskId> },
+    /// An instance finished work and waits for reuse.
+    InstanceIdle { instance: InstanceId, agent: AgentId },
+    /// An instance is gone for good.
+    InstanceTerminated { instance: InstanceId, agent: AgentId, reason: String },
+    /// A caller is queued because the agent or the pool is at capacity.
+    InstanceQueued { agent: AgentId, waiting: usize },
+
+    // ---- runs and tasks ----
+    /// A run was planned and begins.
+    RunStarted {
+        workflow: String,
+        file: PathBuf,
+        goal: Option<String>,
+        max_parallel: usize,
+        fail_fast: bool,
+        /// True when any task runs on the simulation backend.
+        simulated: bool,
+        tasks: Vec<PlannedTask>,
+    },
+    /// All dependencies succeeded; the task waits for a slot.
+    TaskReady { task: TaskId },
+    /// The task is high-risk and waits for a reviewer.
+    TaskAwaitingApproval { task: TaskId, agent: AgentId, risk: Risk, reasons: Vec<String> },
+    /// An attempt began on an instance.
+    TaskStarted {
+        task: TaskId,
+        agent: AgentId,
+        attempt: u32,
+        instance: InstanceId,
+        backend: String,
+        simulated: bool,
+    },
+    /// A line (or token chunk) of output from a running attempt.
+    TaskOutput { task: TaskId, stream: OutputStream, text: String },
+    /// An attempt failed and another follows after a delay.
+    TaskRetrying {
+        task: TaskId,
+        agent: AgentId,
+        attempt: u32,
+        delay_ms: u64,
+        duration_ms: u64,
+        error: String,
+    },
+    /// The agent's breaker is open; the task moves along the fallback chain.
+    TaskFallback { task: TaskId, from: AgentId, to: AgentId, reason: String },
+    /// The task finished successfully.
+    TaskSucceeded {
+        task: TaskId,
+        agent: AgentId,
+        attempt: u32,
+        duration_ms: u64,
+        output: String,
+        usage: Option<TokenUsage>,
+        simulated: bool,
+    },
+    /// The task failed for good.
+    TaskFailed {
+        task: TaskId,
+        agent: Option<AgentId>,
+        attempt: u32,
+        duration_ms: u64,
+        error: String,
+    },
+    /// A dependency failed or was cancelled, so the task never ran.
+    TaskSkipped { task: TaskId, reason: String },
+    /// The task was cancelled by an operator or by fail_fast.
+    TaskCancelled { task: TaskId, reason: String },
+    /// The run reached a final state.
+    RunFinished {
+        status: RunStatus,
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+        cancelled: usize,
+        duration_ms: u64,
+    },
+
+    // ---- approvals ----
+    /// A reviewer must approve or reject the task before it runs.
+    ApprovalRequested { task: TaskId, agent: AgentId, risk: Risk, reasons: Vec<String> },
+    /// A reviewer decided.
+    ApprovalDecided { task: TaskId, approved: bool, by: UserId, note: Option<String> },
+
+    // ---- circuit breakers ----
+    /// Failures reached the threshold; calls are refused until the recovery timeout.
+    BreakerOpened {
+        agent: AgentId,
+        failures: u32,
+        threshold: u32,
+        recovery_ms: u64,
+        last_error: String,
+    },
+    /// The recovery timeout passed; a limited number of probe calls are allowed.
+    BreakerHalfOpened { agent: AgentId, probes: u32 },
+    /// Probes succeeded or an operator reset the breaker.
+    BreakerClosed { agent: AgentId, reason: String },
+
+    // ---- governance ----
+    /// The gate let a command through.
+    CommandAccepted { user: UserId, role: String, command: String },
+    /// The gate refused a command.
+    CommandDenied { user: UserId, role: String, command: String, reason: String },
+
+    // ---- everything else ----
+    /// A message for the operator.
+    Notice { level: Level, message: String },
+}
+
+impl Event {
+    /// The snake_case name used as `type` in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AgentAdded(_) => "agent_added",
+            Self::AgentUpdated(_) => "agent_updated",
+            Self::AgentRemoved { .. } => "agent_removed",
+            Self::AgentInvalid { .. } => "agent_invalid",
+            Self::InstanceReserved { .. } => "instance_reserved",
+            Self::InstanceWorking { .. } => "instance_working",
+            Self::InstanceIdle { .. } => "instance_idle",
+            Self::InstanceTerminated { .. } => "instance_terminated",
+            Self::InstanceQueued { .. } => "instance_queued",
+            Self::RunStarted { .. } => "run_started",
+            Self::TaskReady { .. } => "task_ready",
+            Self::TaskAwaitingApproval { .. } => "task_awaiting_approval",
+            Self::TaskStarted { .. } => "task_started",
+            Self::TaskOutput { .. } => "task_output",
+            Self::TaskRetrying { .. } => "task_retrying",
+            Self::TaskFallback { .. } => "task_fallback",
+            Self::TaskSucceeded { .. } => "task_succeeded",
+            Self::TaskFailed { .. } => "task_failed",
+            Self::TaskSkipped { .. } => "task_skipped",
+            Self::TaskCancelled { .. } => "task_cancelled",
+            Self::RunFinished { .. } => "run_finished",
+            Self::ApprovalRequested { .. } => "approval_requested",
+            Self::ApprovalDecided { .. } => "approval_decided",
+            Self::BreakerOpened { .. } => "breaker_opened",
+            Self::BreakerHalfOpened { .. } => "breaker_half_opened",
+            Self::BreakerClosed { .. } => "breaker_closed",
+            Self::CommandAccepted { .. } => "command_accepted",
+            Self::CommandDenied { .. } => "command_denied",
+            Self::Notice { .. } => "notice",
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, written as RFC 3339 (`2026-11-22T01:45:00.123Z`).
+pub mod rfc3339_ms {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        let at = UNIX_EPOCH + Duration::from_millis(*ms);
+        s.collect_str(&humantime::format_rfc3339_millis(at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        let at = humantime::parse_rfc3339_weak(&text).map_err(D::Error::custom)?;
+        let since = at.duration_since(UNIX_EPOCH).map_err(D::Error::custom)?;
+        Ok(since.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_json_has_flat_type_and_rfc3339_ts() {
+        let env = Envelope {
+            seq: 7,
+            ts_ms: 1_700_000_000_123,
+            run_id: Some(RunId::new("r1")),
+            event: Event::TaskReady { task: TaskId::new("build") },
+        };
+        let json = serde_json::to_string(&env).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"seq":7,"ts":"2023-11-14T22:13:20.123Z","run_id":"r1","type":"task_ready","task":"build"}"#
+        );
+        let back: Envelope = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, env);
+        assert_eq!(env.event.kind(), "task_ready");
+    }
+}

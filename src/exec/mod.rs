@@ -1,0 +1,96 @@
+//! Executors: how one attempt of one task actually runs.
+//!
+//! Every backend implements [`Executor`]. The engine owns retries, breakers and the pool; an
+//! executor owns exactly one attempt, including its timeout and cancellation: when either
+//! fires, the executor stops all the work it started (for a process, the whole process group)
+//! before it returns.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{OutputStream, TokenUsage};
+use crate::ids::{AgentId, RunId, TaskId};
+
+/// Everything an executor needs for one attempt.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub run: RunId,
+    pub task: TaskId,
+    pub agent: AgentId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The agent definition's markdown body.
+    pub system_prompt: String,
+    /// The task's description from the workflow.
+    pub task_description: String,
+    /// The task's own `context` plus `dependencies: {task_id: output}`.
+    pub context: serde_json::Value,
+    /// The whole attempt, start to finish.
+    pub timeout: Duration,
+    /// The project folder; relative working directories resolve against it.
+    pub project_dir: PathBuf,
+    /// Model named by the agent definition, overriding the backend's default.
+    pub model: Option<String>,
+}
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOutcome {
+    /// The result text handed to dependent tasks.
+    pub output: String,
+    pub usage: Option<TokenUsage>,
+    /// Output bytes beyond the configured bound, counted and dropped.
+    pub dropped_bytes: u64,
+}
+
+/// Receives output as it is produced: whole lines for processes, token chunks for models.
+pub type OutputSink = Arc<dyn Fn(OutputStream, String) + Send + Sync>;
+
+/// A boxed future, so executors can live behind `dyn Executor`.
+pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<ExecOutcome, ExecError>> + Send + 'a>>;
+
+/// One backend kind.
+pub trait Executor: Send + Sync {
+    /// `process`, `openai`, `anthropic` or `sim`.
+    fn kind(&self) -> &'static str;
+
+    /// True for the rehearsal backend, whose results must be labelled as simulated.
+    fn is_simulated(&self) -> bool {
+        false
+    }
+
+    /// Run one attempt. Must return promptly after `cancel` fires or `req.timeout` passes,
+    /// having stopped everything it started.
+    fn execute(&self, req: ExecRequest, output: OutputSink, cancel: CancellationToken)
+    -> ExecFuture<'_>;
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("cannot start `{program}`: {message}")]
+    Spawn { program: String, message: String },
+    #[error("exited with {status}{}", if .stderr_tail.is_empty() { String::new() } else { format!(": {}", .stderr_tail) })]
+    Exit { status: String, stderr_tail: String },
+    #[error("HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("connection failed: {0}")]
+    Connection(String),
+    #[error("bad response: {0}")]
+    Protocol(String),
+    #[error("environment variable `{0}` holding the API key is not set")]
+    MissingKey(String),
+    #[error("simulated failure: {0}")]
+    Simulated(String),
+    #[error("{0}")]
+    Other(String),
+}

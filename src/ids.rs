@@ -1,0 +1,82 @@
+//! Identifier newtypes. Each id is a distinct type so a task id can never be passed where a
+//! run id is expected.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self(value.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// The name of an agent definition (`backend-architect`); also the breaker key.
+    AgentId
+);
+string_id!(
+    /// One run of a workflow, e.g. `r-20261122-014501-7f3a`.
+    RunId
+);
+string_id!(
+    /// A task id as written in the workflow file.
+    TaskId
+);
+string_id!(
+    /// A user name as given by `--as` or the `FLIGHTDECK_USER`/`USER` environment.
+    UserId
+);
+
+/// One pool instance of an agent: `backend-architect#3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub u64);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+impl RunId {
+    /// A fresh, sortable run id from the wall clock and a random suffix.
+    pub fn generate() -> Self {
+        let now = std::time::SystemTime::now();
+        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        let suffix: u16 = rand::random();
+        Self(format!("r{compact}-{suffix:04x}"))
+    }
+}

@@ -1,0 +1,22 @@
+//! Flightdeck: a terminal operator console for multi-agent workflows.
+//!
+//! The runtime publishes [`event::Event`]s on an [`bus::EventBus`]; operators act through
+//! [`command::Command`]s that pass the gate in [`governance`]. See `DESIGN.md` for the picture.
+
+pub mod agents;
+pub mod audit;
+pub mod bus;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod console;
+pub mod engine;
+pub mod event;
+pub mod exec;
+pub mod governance;
+pub mod ids;
+pub mod pool;
+pub mod resilience;
+pub mod runtime;
+pub mod store;
+pub mod workflow;

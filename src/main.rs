@@ -1,0 +1,109 @@
+//! `flightdeck`: arguments, logging, panic hook, config, runtime, console.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use flightdeck::cli::Globals;
+
+/// Terminal operator console for multi-agent workflows.
+#[derive(Debug, Parser)]
+#[command(name = "flightdeck", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    globals: GlobalArgs,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Start this workflow as soon as the console opens.
+    #[arg(long, value_name = "FILE")]
+    workflow: Option<PathBuf>,
+    /// Keep acquiring and releasing pool instances so the console shows life without a run.
+    #[arg(long)]
+    demo_pool: bool,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Project folder holding agentpool/, workflows/ and flightdeck.yaml.
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    project_dir: PathBuf,
+    /// Where runs, the audit log and logs are kept [default: <project>/.flightdeck].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Act as this user (default: $FLIGHTDECK_USER, else $USER).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    user: Option<String>,
+    /// Theme from themes/: dark, light, high-contrast.
+    #[arg(long, global = true, value_name = "NAME")]
+    theme: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Inspect, validate and watch agent definitions.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCmd {
+    /// Check every definition in a folder; exit 1 if any has an error.
+    Validate {
+        /// Folder to check [default: <project>/agentpool].
+        dir: Option<PathBuf>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the definitions of the pool.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one line per change to the pool folder until interrupted.
+    Watch {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score every agent against a task and show why.
+    Explain {
+        /// The task description.
+        task: String,
+        /// Extra context that may match focus areas.
+        #[arg(long)]
+        context: Option<String>,
+        /// How many agents to show.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let project_dir = cli.globals.project_dir.clone();
+    let globals = Globals {
+        data_dir: cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck")),
+        project_dir,
+        user: cli
+            .globals
+            .user
+            .clone()
+            .or_else(|| std::env::var("FLIGHTDECK_USER").ok())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_owned()),
+        theme: cli.globals.theme.clone(),
+    };
+    let code = match cli.command {
+        None => {
+            let _ = (cli.workflow, cli.demo_pool);
+            eprintln!("console: being written");
+            0
+        }
+        Some(Cmd::Agents(cmd)) => {
+            let _ = (&globals, cmd);
+            0
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,1 @@
+//! Wires the parts together: registry, pool, breakers, executors, engine, gate, audit, store.
