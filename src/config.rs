@@ -320,7 +320,9 @@ impl Settings {
             }
         }
         const ROLES: [&str; 5] = ["admin", "developer", "operator", "reviewer", "viewer"];
-        for (user, role) in self.users.iter().chain([(&"default_role".to_owned(), &self.default_role)]) {
+        for (user, role) in
+            self.users.iter().chain([(&"default_role".to_owned(), &self.default_role)])
+        {
             if !ROLES.contains(&role.as_str()) {
                 return Err(invalid(
                     &format!("users.{user}"),
@@ -408,8 +410,8 @@ mod tests {
 
     #[test]
     fn unknown_role_is_refused() {
-        let err = Settings::parse("users:\n  ann: wizard\n", Path::new("f.yaml"))
-            .expect_err("bad role");
+        let err =
+            Settings::parse("users:\n  ann: wizard\n", Path::new("f.yaml")).expect_err("bad role");
         assert!(err.to_string().contains("users.ann"), "{err}");
     }
 }

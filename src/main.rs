@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use flightdeck::cli::Globals;
+use flightdeck::cli::{self, Globals};
 
 /// Terminal operator console for multi-agent workflows.
 #[derive(Debug, Parser)]
@@ -42,6 +42,27 @@ enum Cmd {
     /// Inspect, validate and watch agent definitions.
     #[command(subcommand)]
     Agents(AgentsCmd),
+    /// Validate a workflow and print its plan: layers, agents, timeouts, estimate.
+    Plan {
+        /// The workflow file.
+        workflow: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a workflow without the console; progress on stderr.
+    Run {
+        /// The workflow file.
+        workflow: PathBuf,
+        /// One JSON event per line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Run every task on this backend (e.g. `sim`).
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+        /// Override the workflow's max_parallel.
+        #[arg(long, value_name = "N")]
+        max_parallel: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,9 +121,18 @@ fn main() {
             eprintln!("console: being written");
             0
         }
-        Some(Cmd::Agents(cmd)) => {
-            let _ = (&globals, cmd);
-            0
+        Some(Cmd::Agents(cmd)) => match cmd {
+            AgentsCmd::Validate { dir, json } => cli::agents::validate(&globals, dir, json),
+            AgentsCmd::List { json } => cli::agents::list(&globals, json),
+            AgentsCmd::Watch { json } => cli::agents::watch(&globals, json),
+            AgentsCmd::Explain { task, context, top, json } => {
+                cli::agents::explain(&globals, &task, context.as_deref(), top, json)
+            }
+        },
+        Some(Cmd::Plan { workflow, json }) => cli::workflow::plan(&globals, &workflow, json),
+        Some(Cmd::Run { workflow, json, backend, max_parallel }) => {
+            let options = cli::workflow::RunOptions { json, backend, max_parallel };
+            cli::workflow::run(&globals, &workflow, &options)
         }
     };
     std::process::exit(code);

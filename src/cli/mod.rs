@@ -1,6 +1,9 @@
 //! Command-line front ends. Each subcommand lives in its own file and returns the process
 //! exit code; `main.rs` only parses arguments and sets up logging.
 
+pub mod agents;
+pub mod workflow;
+
 use std::path::{Path, PathBuf};
 
 /// Options every subcommand shares.
@@ -24,7 +27,11 @@ impl Globals {
 
     /// Resolve a path given on the command line against the current directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_owned() } else { std::env::current_dir().map_or_else(|_| path.to_owned(), |cwd| cwd.join(path)) }
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            std::env::current_dir().map_or_else(|_| path.to_owned(), |cwd| cwd.join(path))
+        }
     }
 }
 

@@ -66,8 +66,12 @@ pub trait Executor: Send + Sync {
 
     /// Run one attempt. Must return promptly after `cancel` fires or `req.timeout` passes,
     /// having stopped everything it started.
-    fn execute(&self, req: ExecRequest, output: OutputSink, cancel: CancellationToken)
-    -> ExecFuture<'_>;
+    fn execute(
+        &self,
+        req: ExecRequest,
+        output: OutputSink,
+        cancel: CancellationToken,
+    ) -> ExecFuture<'_>;
 }
 
 /// Why an attempt failed.
