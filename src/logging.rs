@@ -1,0 +1,46 @@
+//! Diagnostics go to a daily-rotated file under the data dir, never to the terminal: the
+//! console owns the screen, and headless output on stdout is data.
+
+use std::path::{Path, PathBuf};
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+/// Keeps the background log writer alive; logs are flushed when it drops.
+pub struct LogGuard {
+    _worker: Option<WorkerGuard>,
+    /// The folder holding `flightdeck.log.YYYY-MM-DD` files.
+    pub dir: PathBuf,
+}
+
+/// Start logging into `<data_dir>/logs/`. The level comes from `FLIGHTDECK_LOG`, else
+/// `RUST_LOG`, else `info`. If the folder cannot be created, logging is off rather than
+/// falling back to the terminal.
+pub fn init(data_dir: &Path) -> LogGuard {
+    let dir = data_dir.join("logs");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return LogGuard { _worker: None, dir };
+    }
+    let filter = std::env::var("FLIGHTDECK_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("flightdeck")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&dir);
+    let Ok(appender) = appender else {
+        return LogGuard { _worker: None, dir };
+    };
+    let (writer, worker) = tracing_appender::non_blocking(appender);
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init()
+        .is_ok();
+    LogGuard { _worker: installed.then_some(worker), dir }
+}
