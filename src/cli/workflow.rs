@@ -1,12 +1,161 @@
-//! `flightdeck plan` and `flightdeck run` (being written).
+//! `flightdeck plan` and `flightdeck run`.
+//!
+//! `run` exits 0 when every task succeeded, 1 when any failed or was cancelled, 2 when the
+//! input was invalid (nothing ran) and 130 when interrupted with Ctrl-C (the run is
+//! cancelled, its children stopped and the run recorded as cancelled first).
+//!
+//! Headless runs have no reviewer: a task that needs approval is rejected at once, with a
+//! note saying so (raise `policies.approval_at` or run it from the console).
 
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::Globals;
+use serde_json::{Value, json};
+
+use super::{Globals, exit};
+use crate::agents::Registry;
+use crate::config::Settings;
+use crate::event::{Envelope, Event, RunStatus};
+use crate::ids::{RunId, TaskId};
+use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
+use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+pub const INTERRUPTED: i32 = 130;
+
+/// Said to reviewers-in-waiting of a headless run.
+const NO_REVIEWER: &str = "headless run: no reviewer can approve it (raise policies.approval_at \
+                           in flightdeck.yaml or run the workflow from the console)";
 
 /// `plan WORKFLOW [--json]`: 0 when the workflow is valid, 2 otherwise.
-pub fn plan(_globals: &Globals, _workflow: &Path, _json: bool) -> i32 {
-    super::exit::OK
+pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => return invalid(&error.to_string(), json),
+    };
+    let registry = Registry::load(&globals.agentpool_dir());
+    let file = globals.resolve(workflow);
+    let planned = Workflow::load(&file)
+        .and_then(|w| plan_with(&w, &registry, &settings, &PlanOverrides::default()));
+    match planned {
+        Ok(plan) => {
+            if json {
+                println!("{}", plan_json(&plan));
+            } else {
+                print!("{}", plan_text(&plan));
+            }
+            exit::OK
+        }
+        Err(error) => {
+            if json {
+                println!("{}", errors_json(&error));
+            }
+            eprintln!("{error}");
+            exit::INVALID
+        }
+    }
+}
+
+fn invalid(message: &str, json: bool) -> i32 {
+    if json {
+        println!("{}", json!({ "valid": false, "errors": [{ "message": message }] }));
+    }
+    eprintln!("{message}");
+    exit::INVALID
+}
+
+fn errors_json(error: &WorkflowError) -> Value {
+    let errors: Vec<Value> = match error {
+        WorkflowError::Invalid { file, problems } => problems
+            .iter()
+            .map(|p| json!({ "file": file, "line": p.line, "message": p.kind.to_string() }))
+            .collect(),
+        WorkflowError::Syntax { file, line, column, message } => {
+            vec![json!({ "file": file, "line": line, "column": column, "message": message })]
+        }
+        WorkflowError::Read { file, .. } => {
+            vec![json!({ "file": file, "message": error.to_string() })]
+        }
+    };
+    json!({ "valid": false, "errors": errors })
+}
+
+/// The plan as JSON, with layers and the critical path as task ids.
+fn plan_json(plan: &Plan) -> Value {
+    let ids = |indices: &[usize]| -> Vec<&str> {
+        indices.iter().map(|&i| plan.steps[i].id.as_str()).collect()
+    };
+    let mut value = serde_json::to_value(plan).unwrap_or(Value::Null);
+    value["valid"] = json!(true);
+    value["layers"] = json!(plan.layers.iter().map(|l| ids(l)).collect::<Vec<_>>());
+    value["critical_path"] = json!(ids(&plan.critical_path));
+    value
+}
+
+fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "workflow {} ({})", plan.workflow, plan.file.display());
+    if let Some(goal) = &plan.goal {
+        let _ = writeln!(out, "goal: {goal}");
+    }
+    let _ = writeln!(
+        out,
+        "{} tasks in {} layers, max_parallel {}, fail_fast {}, estimate ~{}{}",
+        plan.steps.len(),
+        plan.layers.len(),
+        plan.max_parallel,
+        if plan.fail_fast { "on" } else { "off" },
+        short(plan.estimate),
+        if plan.simulated { "  [SIMULATED: sim backend, no real agent runs]" } else { "" },
+    );
+    let id_width = plan.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
+    let agent_width = plan.steps.iter().map(|s| agent_label(s).len()).max().unwrap_or(0);
+    for (number, layer) in plan.layers.iter().enumerate() {
+        let _ = writeln!(out, "\nlayer {number}");
+        for &i in layer {
+            let step = &plan.steps[i];
+            let _ = write!(
+                out,
+                "  {:id_width$}  {:agent_width$}  {}  timeout {}  retries {}  ~{}",
+                step.id.as_str(),
+                agent_label(step),
+                step.backend,
+                short(step.timeout),
+                step.retries,
+                short(step.estimate),
+            );
+            if !step.depends_on.is_empty() {
+                let deps: Vec<&str> = step.depends_on.iter().map(TaskId::as_str).collect();
+                let _ = write!(out, "  after {}", deps.join(", "));
+            }
+            out.push('\n');
+        }
+    }
+    let path: Vec<&str> = plan.critical_path.iter().map(|&i| plan.steps[i].id.as_str()).collect();
+    let _ = writeln!(out, "\ncritical path: {}", path.join(" → "));
+    out
+}
+
+fn agent_label(step: &crate::workflow::PlannedStep) -> String {
+    match &step.selection {
+        Some(selection) => format!("{} (auto, score {:.1})", step.agent, selection.score),
+        None => step.agent.to_string(),
+    }
+}
+
+/// A duration rounded for people: `850ms`, `12.3s`, `4m 5s`.
+fn short(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    }
 }
 
 /// Options of `flightdeck run`.
@@ -17,7 +166,224 @@ pub struct RunOptions {
     pub max_parallel: Option<usize>,
 }
 
-/// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input.
-pub fn run(_globals: &Globals, _workflow: &Path, _options: &RunOptions) -> i32 {
-    super::exit::OK
+/// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
+/// 130 when interrupted.
+pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{error}");
+            return exit::INVALID;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    tokio.block_on(run_headless(globals, workflow, options, settings))
+}
+
+async fn run_headless(
+    globals: &Globals,
+    workflow: &Path,
+    options: &RunOptions,
+    settings: Settings,
+) -> i32 {
+    let runtime = match Runtime::start(RuntimeOptions {
+        project_dir: globals.project_dir.clone(),
+        data_dir: globals.data_dir.clone(),
+        settings,
+        watch_agents: false,
+    }) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    let overrides =
+        PlanOverrides { backend: options.backend.clone(), max_parallel: options.max_parallel };
+    let plan = match runtime.plan(&globals.resolve(workflow), &overrides) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("{error}");
+            runtime.shutdown().await;
+            return exit::INVALID;
+        }
+    };
+    // Subscribed before the run starts, so no event is missed.
+    let mut events = runtime.bus().sink();
+    let handle = match runtime.start_planned(&globals.user, plan) {
+        Ok(handle) => handle,
+        Err(error) => {
+            match &error {
+                RuntimeError::Denied(denied) => eprintln!("flightdeck: refused: {denied}"),
+                other => eprintln!("flightdeck: {other}"),
+            }
+            runtime.shutdown().await;
+            return exit::INVALID;
+        }
+    };
+    let run = handle.id().clone();
+    let mut printer = Printer::new(options.json, run.clone());
+    let mut interrupted = false;
+    let status = loop {
+        let envelope = tokio::select! {
+            biased;
+            signal = tokio::signal::ctrl_c(), if !interrupted => {
+                if signal.is_ok() {
+                    interrupted = true;
+                    printer.line("interrupted: cancelling the run");
+                    let _ = handle.cancel().await;
+                }
+                continue;
+            }
+            envelope = events.recv() => envelope,
+        };
+        let Some(envelope) = envelope else { break RunStatus::Cancelled };
+        if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
+            && envelope.run_id.as_ref() == Some(&run)
+        {
+            printer.print(&envelope);
+            if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
+                printer.line(&format!("cannot refuse approval of {task}: {error}"));
+            }
+            continue;
+        }
+        if let Some(status) = printer.print(&envelope) {
+            break status;
+        }
+        if events.is_empty() {
+            printer.flush();
+        }
+    };
+    printer.flush();
+    runtime.shutdown().await;
+    if interrupted {
+        INTERRUPTED
+    } else if status == RunStatus::Succeeded {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}
+
+/// Human progress on stderr; with `--json`, every envelope on stdout too.
+struct Printer {
+    json: bool,
+    run: RunId,
+    began: Instant,
+    simulated: bool,
+    out: BufWriter<std::io::Stdout>,
+    err: BufWriter<std::io::Stderr>,
+}
+
+impl Printer {
+    fn new(json: bool, run: RunId) -> Self {
+        Self {
+            json,
+            run,
+            began: Instant::now(),
+            simulated: false,
+            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+            err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        let elapsed = self.began.elapsed().as_secs_f64();
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+        let _ = self.err.flush();
+    }
+
+    /// Print one envelope; returns the run's status when this was its `RunFinished`.
+    fn print(&mut self, envelope: &Arc<Envelope>) -> Option<RunStatus> {
+        if self.json
+            && let Ok(text) = serde_json::to_string(&**envelope)
+        {
+            let _ = writeln!(self.out, "{text}");
+        }
+        let ours = envelope.run_id.as_ref() == Some(&self.run);
+        let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
+        match &envelope.event {
+            Event::RunStarted { workflow, tasks, simulated, .. } if ours => {
+                self.simulated = *simulated;
+                let text = format!(
+                    "run {} of {workflow}: {} tasks{}",
+                    self.run,
+                    tasks.len(),
+                    label(*simulated)
+                );
+                self.line(&text);
+            }
+            Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
+                let text = format!(
+                    "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
+                    label(*simulated)
+                );
+                self.line(&text);
+            }
+            Event::TaskSucceeded { task, duration_ms, simulated, .. } if ours => {
+                let took = short(Duration::from_millis(*duration_ms));
+                self.line(&format!("done      {task}  in {took}{}", label(*simulated)));
+            }
+            Event::TaskRetrying { task, attempt, delay_ms, error, .. } if ours => {
+                let delay = short(Duration::from_millis(*delay_ms));
+                let text =
+                    format!("retry     {task}  attempt {attempt} failed: {error}; next in {delay}");
+                self.line(&text);
+            }
+            Event::TaskFallback { task, from, to, reason } if ours => {
+                self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
+            }
+            Event::TaskFailed { task, attempt, error, .. } if ours => {
+                self.line(&format!("FAILED    {task}  after {attempt} attempt(s): {error}"));
+            }
+            Event::TaskSkipped { task, reason } if ours => {
+                self.line(&format!("skipped   {task}  {reason}"));
+            }
+            Event::TaskCancelled { task, reason } if ours => {
+                self.line(&format!("cancelled {task}  {reason}"));
+            }
+            Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
+                let text = format!(
+                    "approval  {task}  risk {risk:?}: {}; refused: no reviewer in a headless run",
+                    reasons.join("; ")
+                );
+                self.line(&text);
+            }
+            Event::BreakerOpened { agent, failures, last_error, .. } => {
+                self.line(&format!(
+                    "breaker   {agent} opened after {failures} failures: {last_error}"
+                ));
+            }
+            Event::Notice { message, .. } => self.line(&format!("notice    {message}")),
+            Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms }
+                if ours =>
+            {
+                let word = match status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::Failed => "FAILED",
+                    RunStatus::Cancelled => "cancelled",
+                };
+                let text = format!(
+                    "run {} {word} in {}: {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled{}",
+                    self.run,
+                    short(Duration::from_millis(*duration_ms)),
+                    if self.simulated { "  (SIMULATED: no real agent ran)" } else { "" }
+                );
+                self.line(&text);
+                return Some(*status);
+            }
+            _ => {}
+        }
+        None
+    }
 }

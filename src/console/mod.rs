@@ -1,1 +1,58 @@
-//! (console: being written)
+//! The operator console: a ratatui view over the runtime's event stream.
+//!
+//! Three layers (see `STYLE.md`): [`state`] is plain data, [`reducer`] folds one input into it
+//! and returns the [`Command`]s to send, [`app`] is the only file doing IO (terminal, channels,
+//! timers). Panes in [`panes`] draw from borrowed state; keys are data in [`keys`]; colours are
+//! semantic roles in [`theme`]. The console never touches runtime state: it reads events and
+//! sends commands, and the runtime's gate decides.
+
+pub mod app;
+pub mod command_line;
+pub mod error;
+pub mod keys;
+pub mod layout;
+pub mod panes;
+pub mod reducer;
+pub mod state;
+pub mod theme;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::command::Command;
+use crate::event::Envelope;
+
+pub use app::run;
+pub use error::ConsoleError;
+
+/// Everything the console needs from the runtime. The console holds no other handle to it.
+pub struct ConsoleLink {
+    /// Events that rebuild the current picture (registry, pool, breakers, active run) — applied
+    /// before live events. Envelopes keep their real `seq`; live events with a `seq` at or
+    /// below the highest one seen here are treated as duplicates and dropped.
+    pub backlog: Vec<Arc<Envelope>>,
+    pub events: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
+    /// Commands go to the runtime, which passes them through the gate as `user`.
+    pub commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    pub user: String,
+    /// "admin" | "developer" | "operator" | "reviewer" | "viewer" — used only to hide keys the
+    /// role can't use; the gate still decides.
+    pub role: String,
+    /// Called when the broadcast lagged: returns a fresh backlog to rebuild from (the console
+    /// says it lagged).
+    pub resync: Box<dyn Fn() -> Vec<Arc<Envelope>> + Send + Sync>,
+}
+
+/// How the console is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleOptions {
+    /// Project folder: themes are read from `<project_dir>/themes/`, `:run PATH` resolves
+    /// relative paths against it.
+    pub project_dir: PathBuf,
+    /// Theme name (`--theme` or `theme:` in `flightdeck.yaml`); `None` means `dark`.
+    pub theme: Option<String>,
+    /// Where tracing writes; the panic hook prints it after restoring the terminal.
+    pub log_file: PathBuf,
+    /// Send `StartRun` for this workflow at startup.
+    pub start_workflow: Option<PathBuf>,
+}

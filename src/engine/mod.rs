@@ -1,1 +1,189 @@
-//! (engine: being written)
+//! The engine: runs planned workflows.
+//!
+//! A task starts as soon as its dependencies have succeeded, within the run's `max_parallel`
+//! and within its agent's `max_instances` (the pool queues the rest). High-risk tasks wait
+//! for a reviewer first. Each attempt passes the agent's breaker (an open breaker moves the
+//! task along the agent's `fallback` chain), takes a pool instance and runs on the backend's
+//! executor; failures are retried with exponential backoff and jitter. Every transition is
+//! published on the bus with the run id.
+//!
+//! Operators reach a run through its [`RunHandle`] — after the gate, which the runtime
+//! applies; the engine itself trusts its callers.
+
+mod approval;
+mod attempt;
+pub mod error;
+mod executors;
+mod handle;
+mod scheduler;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{mpsc, watch};
+
+pub use error::EngineError;
+pub use handle::{RunHandle, RunPhase};
+pub use scheduler::TaskStatus;
+
+use crate::agents::{AgentDefinition, Registry};
+use crate::bus::EventBus;
+use crate::config::Settings;
+use crate::event::Event;
+use crate::exec::Executor;
+use crate::governance::Approvals;
+use crate::ids::{AgentId, RunId};
+use crate::pool::Pool;
+use crate::resilience::BreakerBoard;
+use crate::workflow::Plan;
+use executors::Executors;
+use scheduler::{RunShared, Scheduler};
+
+/// Finished runs kept for operator retries; older ones are forgotten.
+pub const FINISHED_RUNS_KEPT: usize = 16;
+
+/// Everything the engine works with. The runtime builds these once.
+pub struct EngineParts {
+    pub bus: EventBus,
+    pub registry: Registry,
+    pub pool: Pool,
+    pub breakers: BreakerBoard,
+    pub approvals: Approvals,
+    pub settings: Arc<Settings>,
+    /// Relative working directories of executors resolve against it.
+    pub project_dir: PathBuf,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) bus: EventBus,
+    pub(crate) registry: Registry,
+    pub(crate) pool: Pool,
+    pub(crate) breakers: BreakerBoard,
+    pub(crate) approvals: Approvals,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) project_dir: PathBuf,
+    pub(crate) executors: Executors,
+    /// Oldest first.
+    runs: Mutex<VecDeque<RunHandle>>,
+}
+
+impl EngineInner {
+    pub(crate) fn definition(&self, agent: &AgentId) -> Option<Arc<AgentDefinition>> {
+        self.registry.get(agent.as_str())
+    }
+
+    /// The backend an agent runs on in this run: `--backend`, else the agent's own, else the
+    /// default.
+    pub(crate) fn backend_for(&self, plan: &Plan, agent_backend: Option<&str>) -> String {
+        plan.backend_override
+            .as_deref()
+            .or(agent_backend)
+            .unwrap_or(&self.settings.default_backend)
+            .to_owned()
+    }
+}
+
+/// Cheap to clone; clones share runs and executors.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl Engine {
+    pub fn new(parts: EngineParts) -> Self {
+        Self {
+            inner: Arc::new(EngineInner {
+                executors: Executors::new(Arc::clone(&parts.settings)),
+                bus: parts.bus,
+                registry: parts.registry,
+                pool: parts.pool,
+                breakers: parts.breakers,
+                approvals: parts.approvals,
+                settings: parts.settings,
+                project_dir: parts.project_dir,
+                runs: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// Run `backend`'s tasks on `executor` instead of one built from the settings.
+    pub fn use_executor(&self, backend: &str, executor: Arc<dyn Executor>) {
+        self.inner.executors.insert(backend, executor);
+    }
+
+    /// Start a planned run under a fresh id. Must be called inside a tokio runtime.
+    pub fn start(&self, plan: Plan) -> Result<RunHandle, EngineError> {
+        self.start_as(RunId::generate(), plan)
+    }
+
+    /// Start a planned run under the given id.
+    pub fn start_as(&self, run: RunId, plan: Plan) -> Result<RunHandle, EngineError> {
+        // Build every executor the plan needs now, so a broken backend stops the run before
+        // anything starts.
+        let mut simulated = false;
+        for backend in plan.backends() {
+            simulated |= self.inner.executors.get(backend)?.is_simulated();
+        }
+        let plan = Arc::new(plan);
+        self.inner.bus.publish(
+            Some(&run),
+            Event::RunStarted {
+                workflow: plan.workflow.clone(),
+                file: plan.file.clone(),
+                goal: plan.goal.clone(),
+                max_parallel: plan.max_parallel,
+                fail_fast: plan.fail_fast,
+                simulated,
+                tasks: plan.planned_tasks(),
+            },
+        );
+        let (sender, inbox) = mpsc::unbounded_channel();
+        let (phase_tx, phase_rx) = watch::channel(RunPhase::Running);
+        let handle = RunHandle {
+            id: run.clone(),
+            workflow: plan.workflow.clone(),
+            control: sender.clone(),
+            phase: phase_rx,
+        };
+        let shared = Arc::new(RunShared { run, plan, engine: Arc::clone(&self.inner) });
+        let scheduler = Scheduler::new(shared, sender.downgrade(), phase_tx);
+        tokio::spawn(scheduler.drive(inbox));
+        self.remember(handle.clone());
+        Ok(handle)
+    }
+
+    fn remember(&self, handle: RunHandle) {
+        let mut runs = self.inner.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.push_back(handle);
+        let finished = runs.iter().filter(|r| r.is_finished()).count();
+        let mut excess = finished.saturating_sub(FINISHED_RUNS_KEPT);
+        runs.retain(|r| {
+            if excess > 0 && r.is_finished() {
+                excess -= 1;
+                return false;
+            }
+            true
+        });
+    }
+
+    /// A run started by this engine and not yet forgotten.
+    pub fn run(&self, id: &RunId) -> Option<RunHandle> {
+        let runs = self.inner.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.iter().find(|r| &r.id == id).cloned()
+    }
+
+    /// Every run still known, oldest first.
+    pub fn runs(&self) -> Vec<RunHandle> {
+        self.inner.runs.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    /// Runs that have not finished.
+    pub fn active_runs(&self) -> Vec<RunHandle> {
+        self.runs().into_iter().filter(|r| !r.is_finished()).collect()
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+}

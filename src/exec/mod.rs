@@ -5,6 +5,16 @@
 //! fires, the executor stops all the work it started (for a process, the whole process group)
 //! before it returns.
 
+pub mod anthropic;
+mod capture;
+mod deadline;
+pub mod env;
+mod http;
+pub mod openai;
+pub mod process;
+pub mod prompt;
+pub mod sim;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -13,6 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::BackendConfig;
 use crate::event::{OutputStream, TokenUsage};
 use crate::ids::{AgentId, RunId, TaskId};
 
@@ -97,4 +108,26 @@ pub enum ExecError {
     Simulated(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Builds the executor for the backend named `name` in `flightdeck.yaml`. API keys are read
+/// per attempt, not here, so settings that mention an unused cloud backend still load.
+pub fn build(name: &str, config: &BackendConfig) -> Result<Arc<dyn Executor>, ExecError> {
+    Ok(match config {
+        BackendConfig::Process(backend) => {
+            if backend.command.is_empty() {
+                return Err(ExecError::Other(format!(
+                    "backends.{name}.command: must name a program"
+                )));
+            }
+            Arc::new(process::ProcessExecutor::new(backend.clone()))
+        }
+        BackendConfig::Openai(backend) => {
+            Arc::new(openai::OpenAiExecutor::new(name, backend.clone())?)
+        }
+        BackendConfig::Anthropic(backend) => {
+            Arc::new(anthropic::AnthropicExecutor::new(name, backend.clone())?)
+        }
+        BackendConfig::Sim(backend) => Arc::new(sim::SimExecutor::new(backend.clone())),
+    })
 }

@@ -1,1 +1,14 @@
-//! (governance: being written)
+//! Governance: who is asking ([`Identity`], [`Role`]), the one [`Gate`] every command passes,
+//! the risk of a task ([`assess`]) and the reviewers' waiting room ([`Approvals`]).
+
+mod approvals;
+mod error;
+mod gate;
+mod risk;
+mod role;
+
+pub use approvals::{Approvals, Decision, PendingApproval, SYSTEM_USER};
+pub use error::GovernanceError;
+pub use gate::{Denied, DenyReason, Gate};
+pub use risk::{Assessment, assess};
+pub use role::{Identity, Role, permission_name};

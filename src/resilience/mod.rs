@@ -1,1 +1,14 @@
-//! (resilience: being written)
+//! Resilience: a circuit breaker per agent type and the delay between task attempts.
+
+mod backoff;
+mod breaker;
+mod error;
+mod health;
+
+pub use backoff::retry_delay;
+pub use breaker::{BreakerBoard, BreakerLimits, BreakerState, BreakerView, CallPermit};
+pub use error::BreakerRefusal;
+pub use health::{
+    Alert, AlertSeverity, CONSECUTIVE_FAILURES_WARNING, CallMetrics, ERROR_RATE_CRITICAL, Health,
+    RECENT_WINDOW, SLOW_MEAN_EXECUTION,
+};

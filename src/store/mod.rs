@@ -1,1 +1,437 @@
-//! (store: being written)
+//! The run store: every event of every run, in `SQLite` (`<data_dir>/runs.db`).
+//!
+//! Runs are event-sourced: the console after a lag, `--json` replay and resume all read
+//! the stored stream back. Only events with a `run_id` are kept. `RunStarted` creates the
+//! run's row and `RunFinished` completes it; a row still `running` whose process is gone
+//! is reported as [`RunState::Interrupted`].
+//!
+//! WAL mode with `synchronous=NORMAL`: a commit survives a crash of Flightdeck; a power
+//! loss may lose the last commits but never corrupts the database. Readers (the console)
+//! open their own `RunStore` and never block the writer.
+
+mod error;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use serde::Serialize;
+
+pub use error::StoreError;
+pub use schema::SCHEMA_VERSION;
+pub use writer::{MAX_BATCH, StoreWriter, spawn_writer};
+
+use crate::event::{Envelope, Event, RunStatus};
+use crate::ids::RunId;
+
+/// The database file name inside the data folder.
+pub const RUNS_FILE: &str = "runs.db";
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INSERT_EVENT: &str = "INSERT INTO events (run_id, seq, ts, type, task, agent, json) \
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const UPSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, status, tasks, \
+                          simulated, pid) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) \
+                          ON CONFLICT (run_id) DO UPDATE SET status = 'running', \
+                          finished_at = NULL, duration_ms = NULL, workflow = excluded.workflow, \
+                          file = excluded.file, tasks = excluded.tasks, \
+                          simulated = excluded.simulated, pid = excluded.pid";
+const FINISH_RUN: &str = "UPDATE runs SET finished_at = ?2, status = ?3, succeeded = ?4, \
+                          failed = ?5, skipped = ?6, cancelled = ?7, duration_ms = ?8 \
+                          WHERE run_id = ?1";
+const SELECT_RUNS: &str = "SELECT run_id, workflow, file, started_at, finished_at, status, tasks, \
+                           succeeded, failed, skipped, cancelled, duration_ms, simulated, pid \
+                           FROM runs";
+
+/// Where a run stands, as the store sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Started, not finished, and its process is alive.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Started, never finished, and its process is gone (crash, kill, power loss).
+    Interrupted,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<RunStatus> for RunState {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Succeeded => Self::Succeeded,
+            RunStatus::Failed => Self::Failed,
+            RunStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// One run as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub file: PathBuf,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub state: RunState,
+    pub tasks: usize,
+    /// Final counts; for unfinished runs, counted from the stored task events.
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+    pub duration_ms: Option<u64>,
+    pub simulated: bool,
+}
+
+/// An open run store. One connection: use one `RunStore` per thread (the writer owns one,
+/// a reader opens its own).
+pub struct RunStore {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl RunStore {
+    /// Open or create the store at `path` (creating its folder) and bring its schema up to
+    /// date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let sql = |source| sql_error(&path, source);
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // The first statement reads the header, so a foreign file fails here.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "run store: WAL mode not available");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        match schema::migrate(&mut conn).map_err(sql)? {
+            schema::Migration::UpToDate => Ok(Self { path, conn }),
+            schema::Migration::TooNew(found) => {
+                Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION })
+            }
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The database's journal mode (`wal` normally).
+    pub fn journal_mode(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).map_err(|e| self.sql(e))
+    }
+
+    /// Store the events that belong to a run, in one transaction; returns how many rows
+    /// were stored. Events without a `run_id` are skipped.
+    pub fn append_batch(&mut self, events: &[Arc<Envelope>]) -> Result<usize, StoreError> {
+        let path = &self.path;
+        let sql = |source| sql_error(path, source);
+        let pid = i64::from(std::process::id());
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut stored = 0;
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(sql)?;
+            for envelope in events {
+                let Some(run) = &envelope.run_id else { continue };
+                let json = serde_json::to_string(&**envelope)
+                    .map_err(|source| StoreError::Encode { seq: envelope.seq, source })?;
+                let event = &envelope.event;
+                insert
+                    .execute(params![
+                        run.as_str(),
+                        envelope.seq as i64,
+                        envelope.ts_ms as i64,
+                        event.kind(),
+                        task_of(event),
+                        agent_of(event),
+                        json,
+                    ])
+                    .map_err(sql)?;
+                stored += 1;
+                match event {
+                    Event::RunStarted { workflow, file, simulated, tasks, .. } => {
+                        tx.prepare_cached(UPSERT_RUN)
+                            .and_then(|mut upsert| {
+                                upsert.execute(params![
+                                    run.as_str(),
+                                    workflow,
+                                    file.to_string_lossy(),
+                                    envelope.ts_ms as i64,
+                                    tasks.len() as i64,
+                                    simulated,
+                                    pid,
+                                ])
+                            })
+                            .map_err(sql)?;
+                    }
+                    Event::RunFinished {
+                        status,
+                        succeeded,
+                        failed,
+                        skipped,
+                        cancelled,
+                        duration_ms,
+                    } => {
+                        tx.prepare_cached(FINISH_RUN)
+                            .and_then(|mut finish| {
+                                finish.execute(params![
+                                    run.as_str(),
+                                    envelope.ts_ms as i64,
+                                    RunState::from(*status).as_str(),
+                                    *succeeded as i64,
+                                    *failed as i64,
+                                    *skipped as i64,
+                                    *cancelled as i64,
+                                    *duration_ms as i64,
+                                ])
+                            })
+                            .map_err(sql)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(stored)
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let query = format!("{SELECT_RUNS} ORDER BY started_at DESC, run_id DESC");
+        self.select_runs(&query, [])
+    }
+
+    /// One run, if stored.
+    pub fn run(&self, run: &RunId) -> Result<Option<RunRow>, StoreError> {
+        let query = format!("{SELECT_RUNS} WHERE run_id = ?1");
+        Ok(self.select_runs(&query, [run.as_str()])?.pop())
+    }
+
+    /// Every stored event of a run, in order.
+    pub fn events(&self, run: &RunId) -> Result<Vec<Envelope>, StoreError> {
+        self.events_after(run, 0)
+    }
+
+    /// The events of a run with `seq` greater than `after`, in order (for a console that
+    /// lagged behind the broadcast and re-reads what it missed).
+    pub fn events_after(&self, run: &RunId, after: u64) -> Result<Vec<Envelope>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, json FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq, id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = select
+            .query_map(params![run.as_str(), after as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (seq, json) = row.map_err(|e| self.sql(e))?;
+            let envelope = serde_json::from_str(&json).map_err(|e| StoreError::BadEvent {
+                path: self.path.clone(),
+                run: run.clone(),
+                seq: seq as u64,
+                message: e.to_string(),
+            })?;
+            events.push(envelope);
+        }
+        Ok(events)
+    }
+
+    /// `seq` of the last stored event, 0 when empty. A new process should number its events
+    /// above it so `seq` stays increasing across restarts of a resumed run.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT seq FROM events ORDER BY id DESC LIMIT 1", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|seq| seq.map_or(0, |s| s as u64))
+            .map_err(|e| self.sql(e))
+    }
+
+    fn select_runs<P: rusqlite::Params>(
+        &self,
+        query: &str,
+        params: P,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let mut select = self.conn.prepare_cached(query).map_err(|e| self.sql(e))?;
+        let rows = select
+            .query_map(params, |row| {
+                let status: String = row.get(5)?;
+                let pid: i64 = row.get(13)?;
+                let state = match status.as_str() {
+                    "succeeded" => RunState::Succeeded,
+                    "failed" => RunState::Failed,
+                    "cancelled" => RunState::Cancelled,
+                    _ if process_is_alive(pid) => RunState::Running,
+                    _ => RunState::Interrupted,
+                };
+                Ok(RunRow {
+                    run_id: RunId::new(row.get::<_, String>(0)?),
+                    workflow: row.get(1)?,
+                    file: PathBuf::from(row.get::<_, String>(2)?),
+                    started_ms: row.get::<_, i64>(3)? as u64,
+                    finished_ms: row.get::<_, Option<i64>>(4)?.map(|ms| ms as u64),
+                    state,
+                    tasks: row.get::<_, i64>(6)? as usize,
+                    succeeded: row.get::<_, i64>(7)? as usize,
+                    failed: row.get::<_, i64>(8)? as usize,
+                    skipped: row.get::<_, i64>(9)? as usize,
+                    cancelled: row.get::<_, i64>(10)? as usize,
+                    duration_ms: row.get::<_, Option<i64>>(11)?.map(|ms| ms as u64),
+                    simulated: row.get(12)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut runs = Vec::new();
+        for row in rows {
+            let mut run = row.map_err(|e| self.sql(e))?;
+            if !run.state.is_finished() || run.state == RunState::Interrupted {
+                self.count_tasks(&mut run)?;
+            }
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// Fill the counts of an unfinished run from its task events (distinct tasks per kind).
+    fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT type, COUNT(DISTINCT task) FROM events WHERE run_id = ?1 AND type IN \
+                 ('task_succeeded', 'task_failed', 'task_skipped', 'task_cancelled') GROUP BY type",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = select
+            .query_map([run.run_id.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize))
+            })
+            .map_err(|e| self.sql(e))?;
+        for row in rows {
+            let (kind, count) = row.map_err(|e| self.sql(e))?;
+            match kind.as_str() {
+                "task_succeeded" => run.succeeded = count,
+                "task_failed" => run.failed = count,
+                "task_skipped" => run.skipped = count,
+                _ => run.cancelled = count,
+            }
+        }
+        Ok(())
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        sql_error(&self.path, source)
+    }
+}
+
+fn sql_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    match &source {
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::NotADatabase => {
+            StoreError::NotADatabase { path: path.to_owned() }
+        }
+        _ => StoreError::Sqlite { path: path.to_owned(), source },
+    }
+}
+
+/// Whether the process that started a run still exists. Our own is; another is probed
+/// with signal 0 (EPERM means it exists under another user).
+fn process_is_alive(pid: i64) -> bool {
+    if pid == i64::from(std::process::id()) {
+        return true;
+    }
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if raw <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// The task an event is about, for the `task` column.
+fn task_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::InstanceWorking { task, .. } => task.as_ref().map(crate::ids::TaskId::as_str),
+        Event::TaskReady { task }
+        | Event::TaskAwaitingApproval { task, .. }
+        | Event::TaskStarted { task, .. }
+        | Event::TaskOutput { task, .. }
+        | Event::TaskRetrying { task, .. }
+        | Event::TaskFallback { task, .. }
+        | Event::TaskSucceeded { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::TaskSkipped { task, .. }
+        | Event::TaskCancelled { task, .. }
+        | Event::ApprovalRequested { task, .. }
+        | Event::ApprovalDecided { task, .. } => Some(task.as_str()),
+        _ => None,
+    }
+}
+
+/// The agent an event is about, for the `agent` column.
+fn agent_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::AgentAdded(summary) | Event::AgentUpdated(summary) => Some(summary.agent.as_str()),
+        Event::TaskFailed { agent, .. } | Event::AgentInvalid { agent, .. } => {
+            agent.as_ref().map(crate::ids::AgentId::as_str)
+        }
+        Event::TaskFallback { to, .. } => Some(to.as_str()),
+        Event::AgentRemoved { agent, .. }
+        | Event::InstanceReserved { agent, .. }
+        | Event::InstanceWorking { agent, .. }
+        | Event::InstanceIdle { agent, .. }
+        | Event::InstanceTerminated { agent, .. }
+        | Event::InstanceQueued { agent, .. }
+        | Event::TaskAwaitingApproval { agent, .. }
+        | Event::TaskStarted { agent, .. }
+        | Event::TaskRetrying { agent, .. }
+        | Event::TaskSucceeded { agent, .. }
+        | Event::ApprovalRequested { agent, .. }
+        | Event::BreakerOpened { agent, .. }
+        | Event::BreakerHalfOpened { agent, .. }
+        | Event::BreakerClosed { agent, .. } => Some(agent.as_str()),
+        _ => None,
+    }
+}

@@ -1,1 +1,12 @@
-//! (workflow: being written)
+//! Workflows: the file format ([`model`]), validation with `file:line` messages, and the
+//! [`planner`] that turns a workflow into layers, agents, timeouts and an estimate.
+
+pub mod error;
+mod graph;
+mod lines;
+pub mod model;
+pub mod planner;
+
+pub use error::{Problem, ProblemKind, WorkflowError};
+pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};
+pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_with};

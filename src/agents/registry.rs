@@ -1,0 +1,424 @@
+//! The agent registry: every definition of one pool folder, swapped as a whole on rescan.
+//!
+//! Files are `**/*.md` under the folder (symlinks followed; hidden entries and `README.md`
+//! skipped). The registry never fails: files that cannot be loaded become [`Problem`]s.
+//! Rules across files:
+//! - Names are unique within one pool. When two files define the same name, the file that
+//!   already held the name keeps it (so an edit elsewhere cannot take it away), else the
+//!   first file in path order; the other file gets an error naming both files.
+//! - An edit that makes a file invalid keeps its last good version active and reports the
+//!   error; fixing the file clears the error.
+//! - A `fallback` naming no agent of the pool is a warning on the definition.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::definition::{self, AgentDefinition, FileFailure};
+use super::error::{AgentError, Warning};
+use crate::event::Event;
+use crate::ids::AgentId;
+
+/// How deep the registry looks into the pool folder.
+const MAX_DEPTH: usize = 16;
+
+/// A file that is not loaded as it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// The agent the file defines (or defined when it was last good), if known.
+    pub agent: Option<AgentId>,
+    pub errors: Vec<AgentError>,
+    pub warnings: Vec<Warning>,
+    /// True when the file's last good version is still active.
+    pub last_good_active: bool,
+}
+
+impl Problem {
+    fn new(file: &Path, agent: Option<AgentId>) -> Self {
+        Self { file: file.to_owned(), agent, errors: Vec::new(), warnings: Vec::new(), last_good_active: false }
+    }
+
+    /// All errors, `; `-separated, each as `file:line: field: message`.
+    pub fn message(&self) -> String {
+        let mut text = self.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        if self.last_good_active {
+            text.push_str(" (the last good version stays active)");
+        }
+        text
+    }
+
+    fn to_event(&self) -> Event {
+        Event::AgentInvalid { file: self.file.clone(), agent: self.agent.clone(), error: self.message() }
+    }
+}
+
+/// What one file held at the last scan.
+#[derive(Debug, Clone)]
+struct FileRecord {
+    /// Hash of the bytes; `None` when they could not be read.
+    content_hash: Option<u64>,
+    outcome: Result<Arc<AgentDefinition>, FileFailure>,
+    last_good: Option<Arc<AgentDefinition>>,
+}
+
+/// One consistent state of the pool.
+#[derive(Debug, Default)]
+struct Snapshot {
+    files: BTreeMap<PathBuf, FileRecord>,
+    active: BTreeMap<AgentId, Arc<AgentDefinition>>,
+    problems: Vec<Problem>,
+    scanned_files: usize,
+}
+
+struct Shared {
+    dir: PathBuf,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serializes rescans so each diff is against the state it replaces.
+    rescanning: Mutex<()>,
+}
+
+/// The agent definitions of one pool folder. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self.snapshot();
+        f.debug_struct("Registry")
+            .field("dir", &self.shared.dir)
+            .field("agents", &snapshot.active.len())
+            .field("problems", &snapshot.problems.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Load every definition under `dir`. Never fails; see [`Registry::problems`].
+    pub fn load(dir: &Path) -> Self {
+        let registry = Self {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                snapshot: RwLock::new(Arc::new(Snapshot::default())),
+                rescanning: Mutex::new(()),
+            }),
+        };
+        registry.rescan();
+        registry
+    }
+
+    /// The active definition called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<AgentDefinition>> {
+        self.snapshot().active.get(&AgentId::from(name)).cloned()
+    }
+
+    /// Every active definition, sorted by name.
+    pub fn definitions(&self) -> Vec<Arc<AgentDefinition>> {
+        self.snapshot().active.values().cloned().collect()
+    }
+
+    /// Files that are not loaded as they are now, sorted by file.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.snapshot().problems.clone()
+    }
+
+    /// The pool folder.
+    pub fn dir(&self) -> PathBuf {
+        self.shared.dir.clone()
+    }
+
+    /// How many candidate files the last scan saw (loaded or not).
+    pub fn scanned_files(&self) -> usize {
+        self.snapshot().scanned_files
+    }
+
+    /// The current state as events, for a view that subscribes late: one `AgentAdded` per
+    /// definition, then one `AgentInvalid` per problem.
+    pub fn backlog_events(&self) -> Vec<Event> {
+        let snapshot = self.snapshot();
+        let added = snapshot.active.values().map(|def| Event::AgentAdded(def.summary()));
+        added.chain(snapshot.problems.iter().map(Problem::to_event)).collect()
+    }
+
+    /// Re-read the folder, swap in the new state and return what changed.
+    pub fn rescan(&self) -> Vec<Event> {
+        let _one_at_a_time = self.shared.rescanning.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.snapshot();
+        let new = Arc::new(scan(&self.shared.dir, &old));
+        let events = diff(&old, &new);
+        *self.shared.snapshot.write().unwrap_or_else(PoisonError::into_inner) = new;
+        events
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.shared.snapshot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A path the walk turned up.
+enum Found {
+    File(PathBuf),
+    Failed(AgentError),
+}
+
+fn walk(dir: &Path) -> Vec<Found> {
+    let entries = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .max_depth(MAX_DEPTH)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| entry.depth() == 0 || !is_skipped(entry.file_name()));
+    let mut found = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => {
+                let path = entry.path();
+                let is_markdown =
+                    path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("md")) && !entry.file_type().is_dir();
+                if !is_markdown {
+                    continue;
+                }
+                if entry.file_name().to_str().is_none() {
+                    found.push(Found::Failed(AgentError::FileName { file: path.to_owned() }));
+                } else {
+                    found.push(Found::File(path.to_owned()));
+                }
+            }
+            Err(error) => {
+                let file = error.path().map_or_else(|| dir.to_owned(), Path::to_owned);
+                let failure = match error.loop_ancestor() {
+                    Some(ancestor) => AgentError::SymlinkLoop { file, ancestor: ancestor.to_owned() },
+                    None => AgentError::Read {
+                        file,
+                        message: error.io_error().map_or_else(|| error.to_string(), ToString::to_string),
+                    },
+                };
+                found.push(Found::Failed(failure));
+            }
+        }
+    }
+    found
+}
+
+fn is_skipped(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.eq_ignore_ascii_case("readme.md")
+}
+
+/// The tier a folder implies: the nearest folder named `tier<N>` or `tier<N>-<anything>`.
+fn folder_tier(dir: &Path, file: &Path) -> Option<u8> {
+    let relative = file.strip_prefix(dir).ok()?;
+    let folders: Vec<Component<'_>> = relative.parent()?.components().collect();
+    folders.iter().rev().find_map(|component| {
+        let name = component.as_os_str().to_str()?;
+        let rest = name.strip_prefix("tier")?;
+        let (digit, tail) = rest.split_at_checked(1)?;
+        let tier = digit.parse::<u8>().ok().filter(|tier| (1..=3).contains(tier))?;
+        (tail.is_empty() || tail.starts_with('-')).then_some(tier)
+    })
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn read_record(dir: &Path, file: &Path, old: Option<&FileRecord>) -> FileRecord {
+    let last_good = old.and_then(|record| record.last_good.clone());
+    let (content_hash, outcome) = match definition::read_capped(file) {
+        Err(error) => (None, Err(FileFailure { agent: None, errors: vec![error], warnings: Vec::new() })),
+        Ok(bytes) => {
+            let hash = content_hash(&bytes);
+            match old.filter(|record| record.content_hash == Some(hash)) {
+                Some(unchanged) => (Some(hash), unchanged.outcome.clone()),
+                None => {
+                    let parsed = definition::decode(file, &bytes)
+                        .map_err(|error| FileFailure { agent: None, errors: vec![error], warnings: Vec::new() })
+                        .and_then(|text| definition::parse_definition(&text, file, folder_tier(dir, file)));
+                    (Some(hash), parsed.map(Arc::new))
+                }
+            }
+        }
+    };
+    let last_good = match &outcome {
+        Ok(def) => Some(Arc::clone(def)),
+        Err(_) => last_good,
+    };
+    FileRecord { content_hash, outcome, last_good }
+}
+
+fn scan(dir: &Path, old: &Snapshot) -> Snapshot {
+    let mut files = BTreeMap::new();
+    let mut problems: BTreeMap<PathBuf, Problem> = BTreeMap::new();
+    let found = walk(dir);
+    let scanned_files = found.len();
+    for item in found {
+        match item {
+            Found::File(path) => {
+                let record = read_record(dir, &path, old.files.get(&path));
+                files.insert(path, record);
+            }
+            Found::Failed(error) => {
+                let file = error.file().to_owned();
+                problems.entry(file.clone()).or_insert_with(|| Problem::new(&file, None)).errors.push(error);
+            }
+        }
+    }
+    for (path, record) in &files {
+        if let Err(failure) = &record.outcome {
+            let agent = record.last_good.as_ref().map(|def| def.name.clone()).or_else(|| failure.agent.clone());
+            let problem = problems.entry(path.clone()).or_insert_with(|| Problem::new(path, agent));
+            problem.errors.extend(failure.errors.iter().cloned());
+            problem.warnings.extend(failure.warnings.iter().cloned());
+        }
+    }
+    let winners = resolve_names(&files, old, &mut problems);
+    let active = with_pool_warnings(winners, old);
+    Snapshot { files, active, problems: problems.into_values().collect(), scanned_files }
+}
+
+/// Pick one definition per name; the others get a duplicate-name error.
+fn resolve_names(
+    files: &BTreeMap<PathBuf, FileRecord>,
+    old: &Snapshot,
+    problems: &mut BTreeMap<PathBuf, Problem>,
+) -> BTreeMap<AgentId, Arc<AgentDefinition>> {
+    let mut by_name: BTreeMap<AgentId, Vec<&Arc<AgentDefinition>>> = BTreeMap::new();
+    for record in files.values() {
+        let candidate = match &record.outcome {
+            Ok(def) => Some(def),
+            Err(_) => record.last_good.as_ref(),
+        };
+        if let Some(def) = candidate {
+            by_name.entry(def.name.clone()).or_default().push(def);
+        }
+    }
+    let mut winners = BTreeMap::new();
+    for (name, candidates) in by_name {
+        let previous_file = old.active.get(&name).map(|def| def.file.as_path());
+        let winner_index = candidates.iter().position(|def| Some(def.file.as_path()) == previous_file).unwrap_or(0);
+        let winner = candidates[winner_index];
+        for (index, loser) in candidates.iter().enumerate() {
+            if index == winner_index {
+                continue;
+            }
+            let problem =
+                problems.entry(loser.file.clone()).or_insert_with(|| Problem::new(&loser.file, Some(name.clone())));
+            if problem.errors.is_empty() {
+                problem.warnings.clone_from(&loser.warnings);
+            }
+            problem.errors.push(AgentError::DuplicateName {
+                file: loser.file.clone(),
+                line: loser.line_of("name"),
+                name: name.clone(),
+                other_file: winner.file.clone(),
+                other_line: winner.line_of("name"),
+            });
+        }
+        if let Some(problem) = problems.get_mut(&winner.file) {
+            problem.last_good_active = true;
+        }
+        winners.insert(name, Arc::clone(winner));
+    }
+    winners
+}
+
+/// Add warnings that depend on the whole pool; keep the old `Arc` when nothing changed.
+fn with_pool_warnings(
+    winners: BTreeMap<AgentId, Arc<AgentDefinition>>,
+    old: &Snapshot,
+) -> BTreeMap<AgentId, Arc<AgentDefinition>> {
+    let names: HashSet<AgentId> = winners.keys().cloned().collect();
+    winners
+        .into_iter()
+        .map(|(name, def)| {
+            let def = match &def.fallback {
+                Some(fallback) if !names.contains(fallback) => {
+                    let mut warned = AgentDefinition::clone(&def);
+                    let line = warned.line_of("fallback");
+                    warned.warnings.push(Warning::new(
+                        &warned.file,
+                        line,
+                        Some("fallback"),
+                        format!("`{fallback}` is not an agent in this pool"),
+                    ));
+                    Arc::new(warned)
+                }
+                _ => def,
+            };
+            let def = match old.active.get(&name) {
+                Some(previous) if Arc::ptr_eq(previous, &def) || **previous == *def => Arc::clone(previous),
+                _ => def,
+            };
+            (name, def)
+        })
+        .collect()
+}
+
+/// What changed between two snapshots, as events: removed, added, updated, invalid.
+fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (name, def) in &old.active {
+        if !new.active.contains_key(name) {
+            events.push(Event::AgentRemoved { agent: name.clone(), file: def.file.clone() });
+        }
+    }
+    let had_problem: HashSet<&Path> = old.problems.iter().map(|p| p.file.as_path()).collect();
+    let has_problem: HashSet<&Path> = new.problems.iter().map(|p| p.file.as_path()).collect();
+    for (name, def) in &new.active {
+        match old.active.get(name) {
+            None => events.push(Event::AgentAdded(def.summary())),
+            Some(previous) => {
+                let changed = !Arc::ptr_eq(previous, def) && **previous != **def;
+                let fixed = had_problem.contains(def.file.as_path()) && !has_problem.contains(def.file.as_path());
+                if changed || fixed {
+                    events.push(Event::AgentUpdated(def.summary()));
+                }
+            }
+        }
+    }
+    for problem in &new.problems {
+        let seen = old.problems.iter().any(|p| p.file == problem.file && p.errors == problem.errors);
+        if !seen {
+            events.push(problem.to_event());
+        }
+    }
+    events
+}
+
+/// `dir` without `.` components, so messages read `agentpool/x.md`, not `./agentpool/x.md`.
+pub fn tidy_path(dir: &Path) -> PathBuf {
+    let tidy: PathBuf = dir.components().filter(|c| !matches!(c, Component::CurDir)).collect();
+    if tidy.as_os_str().is_empty() { PathBuf::from(".") } else { tidy }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_from_folders() {
+        let dir = Path::new("pool");
+        assert_eq!(folder_tier(dir, Path::new("pool/tier1-core/a.md")), Some(1));
+        assert_eq!(folder_tier(dir, Path::new("pool/tier3-experimental/x/a.md")), Some(3));
+        assert_eq!(folder_tier(dir, Path::new("pool/tier2/a.md")), Some(2));
+        assert_eq!(folder_tier(dir, Path::new("pool/tier4/a.md")), None);
+        assert_eq!(folder_tier(dir, Path::new("pool/tiers/a.md")), None);
+        assert_eq!(folder_tier(dir, Path::new("pool/a.md")), None);
+        // The pool's own location does not count.
+        assert_eq!(folder_tier(Path::new("tier1/pool"), Path::new("tier1/pool/a.md")), None);
+    }
+
+    #[test]
+    fn tidy_paths() {
+        assert_eq!(tidy_path(Path::new("./agentpool")), PathBuf::from("agentpool"));
+        assert_eq!(tidy_path(Path::new(".")), PathBuf::from("."));
+        assert_eq!(tidy_path(Path::new("/a/./b")), PathBuf::from("/a/b"));
+    }
+}

@@ -1,0 +1,121 @@
+//! Hot reload: watch the pool folder, rescan the registry after each burst of changes and
+//! publish what changed.
+//!
+//! The folder itself is watched recursively and its parent non-recursively, so deleting
+//! and recreating the whole folder is noticed and the recursive watch re-established. Each
+//! burst triggers a full rescan, which reads unchanged files again but parses only changed
+//! ones, so coalesced or reordered file system events can never leave the registry stale.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
+
+use super::error::AgentError;
+use super::registry::Registry;
+use crate::bus::EventBus;
+
+/// How long the folder must be quiet before a rescan; editors write a file in several steps.
+pub const DEBOUNCE_MS: u64 = 50;
+
+enum Signal {
+    Changes(DebounceEventResult),
+    Stop,
+}
+
+/// Watches the pool folder until dropped.
+pub struct AgentWatcher {
+    signals: mpsc::Sender<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AgentWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentWatcher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for AgentWatcher {
+    fn drop(&mut self) {
+        let _ = self.signals.send(Signal::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Start watching `registry.dir()`; change events go to `bus`. Changes made between the
+/// registry's load and this call are picked up by an initial rescan.
+pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentError> {
+    let given = registry.dir();
+    let watch_error = |message: String| AgentError::Watch { dir: given.clone(), message };
+    let dir = std::path::absolute(&given).map_err(|error| watch_error(error.to_string()))?;
+    let parent = dir
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| watch_error("the folder has no parent to watch".to_owned()))?;
+
+    let (signals, inbox) = mpsc::channel();
+    let from_fs = signals.clone();
+    let mut debouncer = new_debouncer(Duration::from_millis(DEBOUNCE_MS), None, move |result| {
+        let _ = from_fs.send(Signal::Changes(result));
+    })
+    .map_err(|error| watch_error(error.to_string()))?;
+    debouncer
+        .watch(&parent, RecursiveMode::NonRecursive)
+        .map_err(|error| watch_error(format!("{}: {error}", parent.display())))?;
+    let mut watching_dir = false;
+    if dir.is_dir() {
+        debouncer.watch(&dir, RecursiveMode::Recursive).map_err(|error| watch_error(error.to_string()))?;
+        watching_dir = true;
+    }
+    publish(&bus, registry.rescan());
+
+    let thread = std::thread::Builder::new()
+        .name("agent-watcher".to_owned())
+        .spawn(move || {
+            while let Ok(Signal::Changes(result)) = inbox.recv() {
+                let touches_dir = match &result {
+                    Ok(events) => {
+                        if !events.iter().any(|event| is_inside(event, &dir)) {
+                            continue;
+                        }
+                        events.iter().any(|event| replaces_dir(event, &dir))
+                    }
+                    Err(errors) => {
+                        // Dropped events (queue overflow) are why a full rescan is the answer.
+                        for error in errors {
+                            tracing::warn!(dir = %dir.display(), %error, "agent pool watch error");
+                        }
+                        true
+                    }
+                };
+                if touches_dir || !watching_dir {
+                    let _ = debouncer.unwatch(&dir);
+                    watching_dir = dir.is_dir() && debouncer.watch(&dir, RecursiveMode::Recursive).is_ok();
+                }
+                publish(&bus, registry.rescan());
+            }
+        })
+        .map_err(|error| watch_error(error.to_string()))?;
+    Ok(AgentWatcher { signals, thread: Some(thread) })
+}
+
+fn publish(bus: &EventBus, events: Vec<crate::event::Event>) {
+    for event in events {
+        bus.publish(None, event);
+    }
+}
+
+fn is_inside(event: &DebouncedEvent, dir: &PathBuf) -> bool {
+    event.paths.iter().any(|path| path.starts_with(dir))
+}
+
+/// The folder itself was created, removed or renamed, so its recursive watch is stale.
+fn replaces_dir(event: &DebouncedEvent, dir: &PathBuf) -> bool {
+    let structural = matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_)));
+    structural && event.paths.iter().any(|path| path == dir)
+}

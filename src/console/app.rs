@@ -1,0 +1,304 @@
+//! The only impure part of the console: the terminal, the event channels, timers and theme
+//! files. [`run_loop`] selects over terminal input, runtime events and a wake-up timer, feeds
+//! the reducer, forwards its commands and redraws only when something changed, at most once
+//! per frame. With nothing on screen depending on time, it sleeps until input arrives.
+
+use std::io::{self, Stdout};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use color_eyre::eyre::WrapErr;
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, KeyEventKind,
+    MouseButton, MouseEventKind,
+};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::{Backend, CrosstermBackend};
+use ratatui::buffer::Buffer;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::keys::{self, Action};
+use super::reducer::{Input, reduce};
+use super::state::State;
+use super::theme::{self, Theme};
+use super::{ConsoleLink, ConsoleOptions, panes};
+use crate::command::Command;
+
+/// Shortest time between two frames; bursts of events within it share one redraw.
+pub const FRAME_MS: u64 = 25;
+/// Events taken from the broadcast per wake-up before the screen gets a turn.
+const EVENT_BURST: usize = 1024;
+
+/// Run the console until the operator quits. Restores the terminal on every exit path,
+/// including panics.
+pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Result<()> {
+    install_panic_hook(options.log_file.clone());
+    let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    terminal.clear()?;
+    let settings = LoopSettings {
+        project_dir: options.project_dir.clone(),
+        theme: options.theme.clone(),
+        no_color: theme::no_color_requested(std::env::var_os("NO_COLOR").as_deref()),
+        start_workflow: options.start_workflow.clone(),
+    };
+    let result = run_loop(
+        &mut terminal,
+        EventStream::new(),
+        link,
+        settings,
+        crate::bus::now_ms,
+        termination(),
+        None,
+    )
+    .await;
+    drop(terminal);
+    drop(guard);
+    result.map(|_| ())
+}
+
+/// What the loop needs besides the link.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub project_dir: PathBuf,
+    pub theme: Option<String>,
+    pub no_color: bool,
+    pub start_workflow: Option<PathBuf>,
+}
+
+/// Reported each time the loop has handled everything it was given and drawn it.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// Terminal inputs handled so far.
+    pub inputs: u64,
+    /// The last frame drawn.
+    pub screen: Buffer,
+    pub state: State,
+}
+
+/// The console loop over any terminal backend and input stream, so tests can drive it with
+/// scripted keys and a `TestBackend`. `clock` gives wall-clock milliseconds; `stop` ends the
+/// loop (signals); `idle` receives a report whenever the loop has caught up. Returns the final
+/// state.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_loop<B, S>(
+    terminal: &mut Terminal<B>,
+    mut input: S,
+    link: ConsoleLink,
+    settings: LoopSettings,
+    clock: fn() -> u64,
+    stop: impl Future<Output = ()>,
+    idle: Option<mpsc::UnboundedSender<Idle>>,
+) -> color_eyre::Result<State>
+where
+    B: Backend,
+    B::Error: Send + Sync + 'static,
+    S: Stream<Item = io::Result<TermEvent>> + Unpin,
+{
+    let ConsoleLink { backlog, mut events, commands, user, role, resync } = link;
+    let loaded = theme::load(&settings.project_dir, settings.theme.as_deref(), settings.no_color);
+    let mut theme: Theme = loaded.theme;
+    let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
+    if let Some(problem) = loaded.problem {
+        reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem: Some(problem.to_string()) });
+    }
+    reduce(&mut state, Input::Tick(clock()));
+    let size = terminal.size()?;
+    reduce(&mut state, Input::Resize { width: size.width, height: size.height });
+    reduce(&mut state, Input::Backlog(backlog));
+    if let Some(workflow) = settings.start_workflow.clone() {
+        let command = Command::StartRun { workflow, backend: None, max_parallel: None };
+        if commands.send(command).is_err() {
+            reduce(&mut state, Input::RuntimeGone);
+        }
+    }
+
+    tokio::pin!(stop);
+    let frame = Duration::from_millis(FRAME_MS);
+    let mut events_open = true;
+    let mut dirty = true;
+    let mut last_draw: Option<Instant> = None;
+    let mut inputs: u64 = 0;
+    loop {
+        if dirty && last_draw.is_none_or(|at| at.elapsed() >= frame) {
+            reduce(&mut state, Input::Tick(clock()));
+            let size = terminal.size()?;
+            if (size.width, size.height) != (state.screen.width, state.screen.height) {
+                reduce(&mut state, Input::Resize { width: size.width, height: size.height });
+            }
+            let completed = terminal.draw(|f| panes::draw(f, &state, &theme))?;
+            if let Some(idle) = &idle {
+                let report = Idle { inputs, screen: completed.buffer.clone(), state: state.clone() };
+                // A test that stopped listening is not the console's problem.
+                let _ = idle.send(report);
+            }
+            dirty = false;
+            last_draw = Some(Instant::now());
+        }
+        if state.should_quit {
+            break;
+        }
+        let frame_due = last_draw.map_or_else(Instant::now, |at| at + frame);
+        let wake = state.next_deadline_ms().map(|deadline| {
+            Instant::now() + Duration::from_millis(deadline.saturating_sub(clock()))
+        });
+        let mut batch: Vec<Input> = Vec::new();
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            next = input.next() => match next {
+                Some(Ok(event)) => {
+                    inputs += 1;
+                    // Redraw even for unbound keys so every input ends in an idle report.
+                    dirty = true;
+                    batch.extend(terminal_input(&state, &event).map(Input::Action));
+                    if let TermEvent::Resize(width, height) = event {
+                        batch.push(Input::Resize { width, height });
+                    }
+                }
+                Some(Err(err)) => return Err(err).wrap_err("reading terminal input"),
+                // The input stream only ends when the terminal is gone.
+                None => break,
+            },
+            received = events.recv(), if events_open => match received {
+                Ok(envelope) => {
+                    batch.push(Input::Event(envelope));
+                    for _ in 0..EVENT_BURST {
+                        match events.try_recv() {
+                            Ok(envelope) => batch.push(Input::Event(envelope)),
+                            Err(TryRecvError::Lagged(missed)) => {
+                                batch.push(Input::Resync { backlog: resync(), missed });
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => batch.push(Input::Resync { backlog: resync(), missed }),
+                Err(RecvError::Closed) => {
+                    events_open = false;
+                    batch.push(Input::RuntimeGone);
+                }
+            },
+            () = tokio::time::sleep_until(frame_due), if dirty => {}
+            () = sleep_until_opt(wake), if wake.is_some() && !dirty => {
+                batch.push(Input::Tick(clock()));
+            }
+        }
+        for item in batch {
+            dirty = true;
+            for command in reduce(&mut state, item) {
+                if commands.send(command).is_err() {
+                    reduce(&mut state, Input::RuntimeGone);
+                }
+            }
+        }
+        if let Some(name) = state.theme_request.take() {
+            let loaded = theme::load(&settings.project_dir, Some(&name), settings.no_color);
+            theme = loaded.theme;
+            let problem = loaded.problem.map(|p| p.to_string());
+            reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem });
+            dirty = true;
+        }
+    }
+    Ok(state)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// What a terminal event means: keys through the keymap, clicks and the wheel by position.
+fn terminal_input(state: &State, event: &TermEvent) -> Option<Action> {
+    match event {
+        TermEvent::Key(key) if key.kind != KeyEventKind::Release => keys::action_for(state, key),
+        TermEvent::Mouse(mouse) => match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                Some(Action::Click { column: mouse.column, row: mouse.row })
+            }
+            MouseEventKind::ScrollDown => {
+                Some(Action::Scroll { column: mouse.column, row: mouse.row, down: true })
+            }
+            MouseEventKind::ScrollUp => {
+                Some(Action::Scroll { column: mouse.column, row: mouse.row, down: false })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, SIGHUP), so the guard still restores
+/// the terminal. Raw mode turns Ctrl-C into a key, handled by the keymap.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hangup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = hangup.recv() => {}
+    }
+}
+
+/// Raw mode, alternate screen, mouse capture and a hidden cursor while alive; all undone on
+/// drop, whatever the exit path.
+pub struct TerminalGuard {
+    _private: (),
+}
+
+impl TerminalGuard {
+    pub fn enter() -> io::Result<Self> {
+        enable_raw_mode()?;
+        let guard = Self { _private: () };
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture, crossterm::cursor::Hide)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal(&mut io::stdout());
+    }
+}
+
+/// Best effort: every step runs even if an earlier one failed. Leaving the alternate screen
+/// comes last, so it is the final thing the terminal sees.
+fn restore_terminal(out: &mut Stdout) {
+    let _ = disable_raw_mode();
+    let _ = execute!(out, DisableMouseCapture, crossterm::cursor::Show, LeaveAlternateScreen);
+}
+
+/// Restore the terminal before anything else prints, say where the log is, then let the
+/// previous hook report the panic. Installed once per process, before raw mode.
+fn install_panic_hook(log_file: PathBuf) {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(move || {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal(&mut io::stdout());
+            eprintln!("flightdeck: the console crashed; the log is at {}", display(&log_file));
+            previous(info);
+        }));
+    });
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;

@@ -1,0 +1,268 @@
+//! The loop driven end to end in-process: scripted terminal input, a real broadcast channel, a
+//! `TestBackend`, and waiting for idle reports instead of sleeping. Time is paused, so frame
+//! and tick timers run in virtual time.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use futures::channel::mpsc as keys_channel;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::{Idle, LoopSettings, run_loop};
+use crate::command::Command;
+use crate::console::ConsoleLink;
+use crate::console::state::{PaneId, State};
+use crate::event::{AgentSummary, Envelope, Event, PlannedTask, RunStatus};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn fixed_clock() -> u64 {
+    T0
+}
+
+fn agent_added(seq: u64, name: &str) -> Arc<Envelope> {
+    Arc::new(Envelope {
+        seq,
+        ts_ms: T0,
+        run_id: None,
+        event: Event::AgentAdded(AgentSummary {
+            agent: AgentId::new(name),
+            file: PathBuf::from(format!("agentpool/tier1-core/{name}.md")),
+            tier: 1,
+            category: Some("architecture".into()),
+            triggers: 3,
+            max_instances: 3,
+            backend: None,
+            warnings: vec![],
+        }),
+    })
+}
+
+struct Console {
+    keys: keys_channel::UnboundedSender<io::Result<TermEvent>>,
+    bus: broadcast::Sender<Arc<Envelope>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    idle: mpsc::UnboundedReceiver<Idle>,
+    task: JoinHandle<color_eyre::Result<State>>,
+    sent: u64,
+    last: Option<Idle>,
+}
+
+impl Console {
+    fn start(role: &str, capacity: usize, before: &[Arc<Envelope>]) -> Self {
+        let (bus, events) = broadcast::channel(capacity);
+        for envelope in before {
+            bus.send(Arc::clone(envelope)).unwrap();
+        }
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (keys, keys_rx) = keys_channel::unbounded();
+        let (idle_tx, idle) = mpsc::unbounded_channel();
+        let link = ConsoleLink {
+            backlog: vec![agent_added(1, "backend-architect")],
+            events,
+            commands: commands_tx,
+            user: "alice".into(),
+            role: role.into(),
+            resync: Box::new(|| vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]),
+        };
+        let settings = LoopSettings {
+            project_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            theme: None,
+            no_color: false,
+            start_workflow: Some(PathBuf::from("/work/workflows/demo.yaml")),
+        };
+        let task = tokio::spawn(async move {
+            let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+            run_loop(&mut terminal, keys_rx, link, settings, fixed_clock, std::future::pending(), Some(idle_tx)).await
+        });
+        Self { keys, bus, commands, idle, task, sent: 0, last: None }
+    }
+
+    fn send(&mut self, event: TermEvent) {
+        self.keys.unbounded_send(Ok(event)).unwrap();
+        self.sent += 1;
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        self.send(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    }
+
+    fn text(&mut self, text: &str) {
+        for c in text.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    /// Wait until the loop has handled every input sent so far and drawn the result.
+    async fn settle(&mut self) -> &Idle {
+        let sent = self.sent;
+        self.until(|idle| idle.inputs >= sent).await
+    }
+
+    /// Wait for an idle report that satisfies `check`. Virtual time: the timeout only fires
+    /// when the loop stops reporting.
+    async fn until(&mut self, check: impl Fn(&Idle) -> bool) -> &Idle {
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let idle = self.idle.recv().await.expect("loop alive");
+                if check(&idle) {
+                    return idle;
+                }
+            }
+        })
+        .await
+        .expect("the console reached the expected state");
+        self.last.insert(found)
+    }
+
+    fn screen(&self) -> String {
+        let idle = self.last.as_ref().expect("an idle report");
+        let area = idle.screen.area;
+        (area.top()..area.bottom())
+            .map(|y| (area.left()..area.right()).map(|x| idle.screen[(x, y)].symbol()).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn screen_text(idle: &Idle) -> String {
+    idle.screen.content().iter().map(ratatui::buffer::Cell::symbol).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_sequence_drives_panes_overlays_and_commands() {
+    let mut console = Console::start("admin", 64, &[]);
+    let idle = console.settle().await;
+    assert_eq!(idle.state.focus, PaneId::Dag);
+    for title in ["Agents", "Pool", "DAG", "Breakers", "Audit", "alice@admin"] {
+        assert!(console.screen().contains(title), "{title}:\n{}", console.screen());
+    }
+    assert_eq!(
+        console.commands.recv().await,
+        Some(Command::StartRun { workflow: "/work/workflows/demo.yaml".into(), backend: None, max_parallel: None })
+    );
+
+    console.key(KeyCode::Tab);
+    assert_eq!(console.settle().await.state.focus, PaneId::Breakers);
+    console.key(KeyCode::BackTab);
+    console.key(KeyCode::BackTab);
+    assert_eq!(console.settle().await.state.focus, PaneId::Pool);
+
+    console.key(KeyCode::Char('?'));
+    console.settle().await;
+    assert!(console.screen().contains("Commands (press : first)"), "{}", console.screen());
+    console.key(KeyCode::Esc);
+    console.settle().await;
+    assert!(!console.screen().contains("Commands (press : first)"));
+
+    console.key(KeyCode::Char(':'));
+    console.text("spawn backend-architect");
+    console.settle().await;
+    assert!(console.screen().contains(" :spawn backend-architect"), "{}", console.screen());
+    console.key(KeyCode::Enter);
+    console.settle().await;
+    assert_eq!(console.commands.recv().await, Some(Command::SpawnInstance { agent: AgentId::new("backend-architect") }));
+
+    // The runtime answers; the Pool shows the instance.
+    let reserved = Envelope {
+        seq: 10,
+        ts_ms: T0,
+        run_id: None,
+        event: Event::InstanceReserved { instance: InstanceId(1), agent: AgentId::new("backend-architect") },
+    };
+    console.bus.send(Arc::new(reserved)).unwrap();
+    console.until(|idle| screen_text(idle).contains("i1   backend-architect")).await;
+
+    // A click focuses the pane under the pointer.
+    let agents = console.last.as_ref().unwrap().state.layout.agents;
+    console.send(TermEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: agents.x + 3,
+        row: agents.y + 2,
+        modifiers: KeyModifiers::NONE,
+    }));
+    assert_eq!(console.settle().await.state.focus, PaneId::Agents);
+
+    console.key(KeyCode::Char('q'));
+    let state = console.task.await.unwrap().unwrap();
+    assert!(state.should_quit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lagging_resyncs_and_says_so() {
+    let flood: Vec<Arc<Envelope>> = (0..10).map(|i| agent_added(100 + i, &format!("a{i}"))).collect();
+    let mut console = Console::start("viewer", 4, &flood);
+    let idle = console.until(|idle| idle.state.message.as_ref().is_some_and(|m| m.text.contains("lagged"))).await;
+    assert!(idle.state.agents.entries.contains_key("resynced-agent"));
+    assert!(console.screen().contains("lagged: missed 6 events; resynced"), "{}", console.screen());
+    console.send(TermEvent::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+    assert!(console.task.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_console_sleeps_and_an_active_run_ticks() {
+    let mut console = Console::start("viewer", 64, &[]);
+    console.settle().await;
+    // Nothing time-dependent on screen (the startup message expires first): no more frames.
+    console.until(|idle| idle.state.message.is_none()).await;
+    let quiet = tokio::time::timeout(Duration::from_secs(600), console.idle.recv()).await;
+    assert!(quiet.is_err(), "an idle console must not redraw");
+
+    let run = |seq, event| Arc::new(Envelope { seq, ts_ms: T0, run_id: Some(RunId::new("r1")), event });
+    let task = PlannedTask {
+        task: TaskId::new("only"),
+        description: String::new(),
+        agent: AgentId::new("backend-architect"),
+        score: None,
+        depends_on: vec![],
+        layer: 0,
+        timeout_ms: 1000,
+        retries: 0,
+    };
+    let started = Event::RunStarted {
+        workflow: "demo".into(),
+        file: "demo.yaml".into(),
+        goal: None,
+        max_parallel: 1,
+        fail_fast: false,
+        simulated: true,
+        tasks: vec![task],
+    };
+    console.bus.send(run(20, started)).unwrap();
+    console.until(|idle| idle.state.run.is_some()).await;
+    let mut frames = 0;
+    while tokio::time::timeout(Duration::from_secs(2), console.idle.recv()).await.is_ok() {
+        frames += 1;
+        if frames == 5 {
+            break;
+        }
+    }
+    assert_eq!(frames, 5, "a running clock redraws about once a second");
+    let finished = Event::RunFinished { status: RunStatus::Succeeded, succeeded: 1, failed: 0, skipped: 0, cancelled: 0, duration_ms: 10 };
+    console.bus.send(run(21, finished)).unwrap();
+    console.until(|idle| idle.state.run.as_ref().is_some_and(|r| r.outcome.is_some())).await;
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn runtime_going_away_is_shown_not_fatal() {
+    let mut console = Console::start("admin", 64, &[]);
+    console.settle().await;
+    drop(std::mem::replace(&mut console.bus, broadcast::channel(1).0));
+    let idle = console.until(|idle| !idle.state.runtime_connected).await;
+    assert!(screen_text(idle).contains("runtime stopped"));
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
+}

@@ -1,0 +1,496 @@
+//! Keys are data: [`KEYMAP`] lists every binding with its action, description, scope and danger
+//! flag. The hint bar and the help overlay are generated from it, and key lookup walks it, so
+//! what is shown is what works. Viewers never see (or trigger) dangerous keys.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui_textarea::Input;
+
+use crate::command::Permission;
+
+use super::panes;
+use super::state::{Editing, Overlay, PaneId, Prompt, State, UserRole};
+
+/// What the operator means by a key (or a click).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave the console.
+    Quit,
+    /// Focus the next pane.
+    FocusNext,
+    /// Focus the previous pane.
+    FocusPrev,
+    /// Move the selection up.
+    SelectPrev,
+    /// Move the selection down.
+    SelectNext,
+    /// Move the selection to the previous DAG layer.
+    SelectLeft,
+    /// Move the selection to the next DAG layer.
+    SelectRight,
+    /// Move the selection a page up.
+    PageUp,
+    /// Move the selection a page down.
+    PageDown,
+    /// Select the first item.
+    SelectFirst,
+    /// Select the last item (in the audit stream: follow the tail again).
+    SelectLast,
+    /// Show details of the selected item.
+    OpenDetails,
+    /// Close the topmost overlay.
+    CloseOverlay,
+    /// Show or hide the key help.
+    ToggleHelp,
+    /// Start typing a filter for the focused list.
+    StartFilter,
+    /// Add a character to the filter.
+    FilterPush(char),
+    /// Remove the last character of the filter.
+    FilterPop,
+    /// Keep the filter and stop typing.
+    FilterAccept,
+    /// Clear the filter and stop typing.
+    FilterClear,
+    /// Open the `:` command line.
+    OpenCommandLine,
+    /// A key for the command line editor.
+    CommandLineInput(Input),
+    /// Recall the previous command.
+    HistoryPrev,
+    /// Recall the next command.
+    HistoryNext,
+    /// Run the typed command.
+    SubmitCommandLine,
+    /// Close the command line without running it.
+    CloseCommandLine,
+    /// Move prompt focus right.
+    PromptNext,
+    /// Move prompt focus left.
+    PromptPrev,
+    /// Activate the focused prompt button.
+    PromptConfirm,
+    /// Approve the task in the prompt.
+    Approve,
+    /// Reject the task in the prompt.
+    Reject,
+    /// Close the prompt; the approval stays pending.
+    Later,
+    /// Answer yes to a confirmation.
+    ConfirmYes,
+    /// Answer no to a confirmation.
+    ConfirmNo,
+    /// Open the approval prompt of the selected task.
+    ReviewSelected,
+    /// Cancel the selected task (asks first).
+    CancelSelectedTask,
+    /// Retry the selected task (asks first).
+    RetrySelectedTask,
+    /// Cancel the whole run (asks first).
+    CancelRun,
+    /// Close the selected agent's breaker (asks first).
+    ResetSelectedBreaker,
+    /// Open the selected agent's breaker (asks first).
+    OpenSelectedBreaker,
+    /// Acquire an instance of the selected agent.
+    SpawnSelectedAgent,
+    /// Release the selected instance (asks first).
+    ReleaseSelectedInstance,
+    /// Re-read every agent definition.
+    ReloadAgents,
+    /// A mouse click: focus the pane under the pointer.
+    Click { column: u16, row: u16 },
+    /// The mouse wheel over a pane.
+    Scroll { column: u16, row: u16, down: bool },
+}
+
+/// Where a binding applies, in the order keys are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The approval prompt.
+    Approval,
+    /// A yes/no confirmation.
+    Confirm,
+    /// The help overlay.
+    Help,
+    /// A details overlay.
+    Details,
+    /// Only while this pane has focus.
+    Pane(PaneId),
+    /// Every list pane.
+    Lists,
+    /// Everywhere without a layer on top.
+    Global,
+}
+
+impl Scope {
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Approval => "Approval prompt",
+            Self::Confirm => "Confirmation",
+            Self::Help => "Help",
+            Self::Details => "Details",
+            Self::Pane(pane) => pane.title(),
+            Self::Lists => "Lists",
+            Self::Global => "Global",
+        }
+    }
+}
+
+/// A key with modifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyChord {
+    pub code: KeyCode,
+    pub modifiers: KeyModifiers,
+}
+
+const fn key(code: KeyCode) -> KeyChord {
+    KeyChord { code, modifiers: KeyModifiers::NONE }
+}
+
+const fn ch(c: char) -> KeyChord {
+    key(KeyCode::Char(c))
+}
+
+const fn ctrl(c: char) -> KeyChord {
+    KeyChord { code: KeyCode::Char(c), modifiers: KeyModifiers::CONTROL }
+}
+
+impl KeyChord {
+    /// Whether a pressed key is this chord. Shift is part of the character for letters, so
+    /// it is ignored for `Char` keys (terminals disagree on reporting it).
+    pub fn matches(&self, event: &KeyEvent) -> bool {
+        let ignore = if matches!(self.code, KeyCode::Char(_)) || self.code == KeyCode::BackTab {
+            KeyModifiers::SHIFT
+        } else {
+            KeyModifiers::NONE
+        };
+        event.code == self.code && (event.modifiers - ignore) == (self.modifiers - ignore)
+    }
+
+    /// How the key is written in hints and help.
+    pub fn label(&self) -> String {
+        let base = match self.code {
+            KeyCode::Char(' ') => "Space".to_owned(),
+            KeyCode::Char(c) => c.to_string(),
+            KeyCode::Tab => "Tab".to_owned(),
+            KeyCode::BackTab => "S-Tab".to_owned(),
+            KeyCode::Enter => "Enter".to_owned(),
+            KeyCode::Esc => "Esc".to_owned(),
+            KeyCode::Up => "↑".to_owned(),
+            KeyCode::Down => "↓".to_owned(),
+            KeyCode::Left => "←".to_owned(),
+            KeyCode::Right => "→".to_owned(),
+            KeyCode::PageUp => "PgUp".to_owned(),
+            KeyCode::PageDown => "PgDn".to_owned(),
+            KeyCode::Home => "Home".to_owned(),
+            KeyCode::End => "End".to_owned(),
+            KeyCode::Backspace => "Bksp".to_owned(),
+            other => format!("{other:?}"),
+        };
+        if self.modifiers.contains(KeyModifiers::CONTROL) {
+            format!("Ctrl-{base}")
+        } else {
+            base
+        }
+    }
+}
+
+/// One entry of the keymap.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub keys: &'static [KeyChord],
+    pub action: Action,
+    pub description: &'static str,
+    pub scope: Scope,
+    /// Changes runtime state: hidden from viewers, drawn in the danger colour.
+    pub danger: bool,
+    /// What the gate will check; keys the role lacks are hidden.
+    pub permission: Option<Permission>,
+    /// Shown in the status bar's hint list (the help overlay shows everything).
+    pub hint: bool,
+}
+
+impl Binding {
+    /// Keys joined for display, e.g. `↑ k`.
+    pub fn label(&self) -> String {
+        self.keys.iter().map(KeyChord::label).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Whether this role sees and may use the binding.
+    pub fn allowed(&self, role: UserRole) -> bool {
+        if self.danger && role == UserRole::Viewer {
+            return false;
+        }
+        self.permission.is_none_or(|p| role.can(p))
+    }
+}
+
+macro_rules! bind {
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal) => {
+        Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
+                  danger: false, permission: None, hint: false }
+    };
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, hint) => {
+        Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
+                  danger: false, permission: None, hint: true }
+    };
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr) => {
+        Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
+                  danger: true, permission: Some($perm), hint: true }
+    };
+}
+
+use Permission::{ControlRuns, Operate, Review};
+use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane};
+
+/// Every key binding. Order within a scope is the order of hints and help.
+pub static KEYMAP: &[Binding] = &[
+    // Approval prompt: focus starts on Later; Enter activates the focused button.
+    bind!(Approval, [key(KeyCode::Left), key(KeyCode::BackTab), ch('h')], Action::PromptPrev, "previous button"),
+    bind!(Approval, [key(KeyCode::Right), key(KeyCode::Tab), ch('l')], Action::PromptNext, "next button"),
+    bind!(Approval, [key(KeyCode::Enter)], Action::PromptConfirm, "press the focused button", hint),
+    bind!(Approval, [ch('a')], Action::Approve, "approve: the task runs", danger Review),
+    bind!(Approval, [ch('r')], Action::Reject, "reject: the task fails", danger Review),
+    bind!(Approval, [key(KeyCode::Esc)], Action::Later, "later: close, keep it pending", hint),
+    // Yes/no confirmation: focus starts on No.
+    bind!(Confirm, [key(KeyCode::Left), key(KeyCode::Right), key(KeyCode::Tab)], Action::PromptNext, "switch button"),
+    bind!(Confirm, [key(KeyCode::Enter)], Action::PromptConfirm, "press the focused button", hint),
+    bind!(Confirm, [ch('y')], Action::ConfirmYes, "yes", hint),
+    bind!(Confirm, [ch('n'), key(KeyCode::Esc)], Action::ConfirmNo, "no", hint),
+    // Overlays.
+    bind!(Help, [key(KeyCode::Esc), ch('?'), ch('q')], Action::CloseOverlay, "close help", hint),
+    bind!(Help, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "scroll up", hint),
+    bind!(Help, [key(KeyCode::Down), ch('j')], Action::SelectNext, "scroll down", hint),
+    bind!(Details, [key(KeyCode::Esc), key(KeyCode::Enter), ch('q')], Action::CloseOverlay, "close details", hint),
+    bind!(Details, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "scroll up", hint),
+    bind!(Details, [key(KeyCode::Down), ch('j')], Action::SelectNext, "scroll down", hint),
+    // Pane keys.
+    bind!(Pane(PaneId::Dag), [key(KeyCode::Left), ch('h')], Action::SelectLeft, "previous layer"),
+    bind!(Pane(PaneId::Dag), [key(KeyCode::Right), ch('l')], Action::SelectRight, "next layer"),
+    bind!(Pane(PaneId::Dag), [ch('a')], Action::ReviewSelected, "review the selected task's approval", danger Review),
+    bind!(Pane(PaneId::Dag), [ch('c')], Action::CancelSelectedTask, "cancel the selected task", danger ControlRuns),
+    bind!(Pane(PaneId::Dag), [ch('R')], Action::RetrySelectedTask, "retry the selected task", danger ControlRuns),
+    bind!(Pane(PaneId::Dag), [ch('C')], Action::CancelRun, "cancel the whole run", danger ControlRuns),
+    bind!(Pane(PaneId::Agents), [ch('s')], Action::SpawnSelectedAgent, "spawn an instance of the agent", danger Operate),
+    bind!(Pane(PaneId::Agents), [ch('R')], Action::ReloadAgents, "reload every definition", danger Operate),
+    bind!(Pane(PaneId::Pool), [ch('x')], Action::ReleaseSelectedInstance, "release the instance", danger Operate),
+    bind!(Pane(PaneId::Breakers), [ch('r')], Action::ResetSelectedBreaker, "reset (close) the breaker", danger Operate),
+    bind!(Pane(PaneId::Breakers), [ch('o')], Action::OpenSelectedBreaker, "open the breaker by hand", danger Operate),
+    bind!(Pane(PaneId::Audit), [ch('f'), ch('G')], Action::SelectLast, "follow the newest line", hint),
+    // Every list.
+    bind!(Lists, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "move up"),
+    bind!(Lists, [key(KeyCode::Down), ch('j')], Action::SelectNext, "move down", hint),
+    bind!(Lists, [key(KeyCode::PageUp)], Action::PageUp, "page up"),
+    bind!(Lists, [key(KeyCode::PageDown)], Action::PageDown, "page down"),
+    bind!(Lists, [key(KeyCode::Home), ch('g')], Action::SelectFirst, "first item"),
+    bind!(Lists, [key(KeyCode::End)], Action::SelectLast, "last item"),
+    bind!(Lists, [key(KeyCode::Enter)], Action::OpenDetails, "details", hint),
+    bind!(Lists, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint),
+    // Global.
+    bind!(Global, [key(KeyCode::Tab)], Action::FocusNext, "next pane", hint),
+    bind!(Global, [key(KeyCode::BackTab)], Action::FocusPrev, "previous pane"),
+    bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint),
+    bind!(Global, [ch('?')], Action::ToggleHelp, "help", hint),
+    bind!(Global, [key(KeyCode::Esc)], Action::FilterClear, "clear the filter"),
+    bind!(Global, [ch('q'), ctrl('c')], Action::Quit, "quit", hint),
+];
+
+/// Keys that work while typing; listed in help, handled by [`action_for`] directly.
+pub static EDITING_KEYS: &[(&str, &str)] = &[
+    ("Enter", "run the command / keep the filter"),
+    ("Esc", "close the command line / clear the filter"),
+    ("↑ ↓", "command history"),
+    ("Ctrl-c", "quit"),
+];
+
+/// The bindings this role may see in a scope, in keymap order.
+pub fn bindings(scope: Scope, role: UserRole) -> impl Iterator<Item = &'static Binding> {
+    KEYMAP.iter().filter(move |b| b.scope == scope && b.allowed(role))
+}
+
+/// Scopes active right now, innermost first: the first binding that matches wins.
+pub fn active_scopes(state: &State) -> Vec<Scope> {
+    match (&state.prompt, &state.overlay) {
+        (Some(Prompt::Approval { .. }), _) => vec![Scope::Approval],
+        (Some(Prompt::Confirm { .. }), _) => vec![Scope::Confirm],
+        (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
+        (None, Some(Overlay::Details { .. })) => vec![Scope::Details],
+        (None, None) => vec![Scope::Pane(state.focus), Scope::Lists, Scope::Global],
+    }
+}
+
+/// The action a key press means in this state, if any.
+pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
+    if event.kind == KeyEventKind::Release {
+        return None;
+    }
+    if ctrl('c').matches(event) {
+        return Some(Action::Quit);
+    }
+    match state.editing {
+        Editing::CommandLine => return Some(command_line_action(event)),
+        Editing::Filter => return filter_action(event),
+        Editing::None => {}
+    }
+    active_scopes(state).into_iter().find_map(|scope| match scope {
+        Scope::Pane(id) => panes::pane(id).handle_key(state, event),
+        scope => bindings(scope, state.role)
+            .find(|b| b.keys.iter().any(|k| k.matches(event)))
+            .map(|b| b.action.clone()),
+    })
+}
+
+fn command_line_action(event: &KeyEvent) -> Action {
+    match event.code {
+        KeyCode::Enter => Action::SubmitCommandLine,
+        KeyCode::Esc => Action::CloseCommandLine,
+        KeyCode::Up => Action::HistoryPrev,
+        KeyCode::Down => Action::HistoryNext,
+        _ => Action::CommandLineInput(Input::from(*event)),
+    }
+}
+
+fn filter_action(event: &KeyEvent) -> Option<Action> {
+    if event.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) {
+        return None;
+    }
+    match event.code {
+        KeyCode::Enter => Some(Action::FilterAccept),
+        KeyCode::Esc => Some(Action::FilterClear),
+        KeyCode::Backspace => Some(Action::FilterPop),
+        KeyCode::Up => Some(Action::SelectPrev),
+        KeyCode::Down => Some(Action::SelectNext),
+        KeyCode::Char(c) if !c.is_control() => Some(Action::FilterPush(c)),
+        _ => None,
+    }
+}
+
+/// `(keys, description, danger)` hints for the status bar, innermost scope first.
+pub fn hints(state: &State) -> Vec<(String, &'static str, bool)> {
+    match state.editing {
+        Editing::CommandLine => {
+            return vec![
+                ("Enter".to_owned(), "run", false),
+                ("Esc".to_owned(), "cancel", false),
+                ("↑↓".to_owned(), "history", false),
+            ];
+        }
+        Editing::Filter => {
+            return vec![
+                ("Enter".to_owned(), "keep filter", false),
+                ("Esc".to_owned(), "clear", false),
+            ];
+        }
+        Editing::None => {}
+    }
+    // Global keys first so help and quit always fit; then the pane's own keys.
+    let mut scopes = active_scopes(state);
+    if let Some(global) = scopes.iter().position(|s| *s == Scope::Global) {
+        let global = scopes.remove(global);
+        scopes.insert(0, global);
+    }
+    scopes
+        .into_iter()
+        .flat_map(|scope| bindings(scope, state.role).filter(|b| b.hint))
+        .map(|b| {
+            let keys = b.keys.first().map(KeyChord::label).unwrap_or_default();
+            (keys, short(b.description), b.danger)
+        })
+        .collect()
+}
+
+/// The first words of a description, for the narrow hint bar.
+fn short(description: &'static str) -> &'static str {
+    description.split([':', '(']).next().unwrap_or(description).trim_end()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rstest::rstest;
+
+    use super::*;
+
+    fn press(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn state(role: &str) -> State {
+        State::new("alice", role, PathBuf::from("."), "dark")
+    }
+
+    #[rstest]
+    #[case::tab(KeyCode::Tab, Some(Action::FocusNext))]
+    #[case::backtab(KeyCode::BackTab, Some(Action::FocusPrev))]
+    #[case::down(KeyCode::Down, Some(Action::SelectNext))]
+    #[case::j(KeyCode::Char('j'), Some(Action::SelectNext))]
+    #[case::k(KeyCode::Char('k'), Some(Action::SelectPrev))]
+    #[case::left_in_dag(KeyCode::Left, Some(Action::SelectLeft))]
+    #[case::help(KeyCode::Char('?'), Some(Action::ToggleHelp))]
+    #[case::colon(KeyCode::Char(':'), Some(Action::OpenCommandLine))]
+    #[case::slash(KeyCode::Char('/'), Some(Action::StartFilter))]
+    #[case::q(KeyCode::Char('q'), Some(Action::Quit))]
+    #[case::cancel_task(KeyCode::Char('c'), Some(Action::CancelSelectedTask))]
+    #[case::unbound(KeyCode::Char('z'), None)]
+    fn keys_in_the_dag_as_admin(#[case] code: KeyCode, #[case] expected: Option<Action>) {
+        assert_eq!(action_for(&state("admin"), &press(code)), expected);
+    }
+
+    #[test]
+    fn viewers_get_no_dangerous_actions_or_hints() {
+        let mut viewer = state("viewer");
+        for pane in PaneId::ORDER {
+            viewer.focus = pane;
+            for binding in KEYMAP.iter().filter(|b| b.danger) {
+                for chord in binding.keys {
+                    let event = KeyEvent::new(chord.code, chord.modifiers);
+                    assert_ne!(action_for(&viewer, &event), Some(binding.action.clone()), "{binding:?}");
+                }
+            }
+            assert!(hints(&viewer).iter().all(|(_, _, danger)| !danger));
+        }
+        assert!(KEYMAP.iter().filter(|b| b.danger).all(|b| !b.allowed(UserRole::Viewer)));
+    }
+
+    #[test]
+    fn roles_see_only_keys_they_may_use() {
+        let mut reviewer = state("reviewer");
+        reviewer.focus = PaneId::Dag;
+        assert_eq!(action_for(&reviewer, &press(KeyCode::Char('c'))), None);
+        assert_eq!(action_for(&reviewer, &press(KeyCode::Char('a'))), Some(Action::ReviewSelected));
+        let mut operator = state("operator");
+        operator.focus = PaneId::Breakers;
+        assert_eq!(
+            action_for(&operator, &press(KeyCode::Char('r'))),
+            Some(Action::ResetSelectedBreaker)
+        );
+    }
+
+    #[test]
+    fn ctrl_c_quits_even_while_typing() {
+        let mut typing = state("admin");
+        typing.editing = Editing::CommandLine;
+        let event = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(action_for(&typing, &event), Some(Action::Quit));
+        assert!(matches!(
+            action_for(&typing, &press(KeyCode::Char('q'))),
+            Some(Action::CommandLineInput(_))
+        ));
+    }
+
+    #[test]
+    fn every_binding_is_described_and_unambiguous_within_its_scope() {
+        for binding in KEYMAP {
+            assert!(!binding.description.is_empty());
+            for other in KEYMAP {
+                if std::ptr::eq(binding, other) || binding.scope != other.scope {
+                    continue;
+                }
+                for chord in binding.keys {
+                    assert!(!other.keys.contains(chord), "{chord:?} twice in {:?}", binding.scope);
+                }
+            }
+        }
+    }
+}

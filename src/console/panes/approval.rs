@@ -1,0 +1,120 @@
+//! The prompt layer: an approval of a high-risk task, or a yes/no confirmation of a dangerous
+//! key. Drawn above everything; focus starts on the choice that changes nothing.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Widget};
+
+use super::dag::risk_word;
+use super::{fit, one_line, overlay_block, put_line};
+use crate::console::layout::centered;
+use crate::console::state::{ApprovalChoice, Prompt, State};
+use crate::console::theme::{Role, Theme};
+use crate::event::Risk;
+
+fn button<'a>(label: &str, focused: bool, role: Role, theme: &Theme) -> Span<'a> {
+    let text = if focused { format!("▸[ {label} ]◂") } else { format!(" [ {label} ] ") };
+    let style = theme.style(role);
+    Span::styled(text, if focused { style.add_modifier(Modifier::REVERSED | Modifier::BOLD) } else { style })
+}
+
+pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    match &state.prompt {
+        Some(Prompt::Approval { task, choice }) => {
+            let Some(pending) = state.approvals.get(task) else { return };
+            let more = state.approvals.len() - 1;
+            let hint = if more > 0 { format!("{more} more pending · Esc later") } else { "Esc later".to_owned() };
+            let height = u16::try_from(8 + pending.reasons.len().min(5)).unwrap_or(13);
+            let popup = centered(area, area.width.saturating_sub(4).min(72), height);
+            if popup.is_empty() {
+                return;
+            }
+            let block = overlay_block(theme, "Approval needed", &hint);
+            let inner = block.inner(popup);
+            Clear.render(popup, buf);
+            block.render(popup, buf);
+            let width = usize::from(inner.width);
+            let label = |l: &str| Span::styled(format!(" {l:<8}"), theme.style(Role::Muted));
+            let risk_role = if pending.risk >= Risk::High { Role::Danger } else { Role::Warn };
+            let mut lines = vec![
+                Line::from(vec![label("task"), Span::styled(fit(&one_line(task.as_str()), width.saturating_sub(9)), theme.style(Role::Title))]),
+                Line::from(vec![label("agent"), Span::styled(fit(pending.agent.as_str(), width.saturating_sub(9)), theme.style(Role::Text))]),
+                Line::from(vec![label("risk"), Span::styled(format!("▲ {}", risk_word(pending.risk)), theme.style(risk_role))]),
+            ];
+            for (i, reason) in pending.reasons.iter().take(5).enumerate() {
+                let head = if i == 0 { "why" } else { "" };
+                lines.push(Line::from(vec![
+                    label(head),
+                    Span::styled(fit(&format!("• {}", one_line(reason)), width.saturating_sub(9)), theme.style(Role::Text)),
+                ]));
+            }
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                Span::raw(" "),
+                button("Approve a", *choice == ApprovalChoice::Approve, Role::Danger, theme),
+                Span::raw(" "),
+                button("Reject r", *choice == ApprovalChoice::Reject, Role::Error, theme),
+                Span::raw(" "),
+                button("Later Esc", *choice == ApprovalChoice::Later, Role::Text, theme),
+            ]));
+            for (row, line) in lines.iter().enumerate() {
+                put_line(buf, inner, row, line);
+            }
+        }
+        Some(Prompt::Confirm { question, confirm, .. }) => {
+            let popup = centered(area, area.width.saturating_sub(4).min(64), 6);
+            if popup.is_empty() {
+                return;
+            }
+            let block = overlay_block(theme, "Confirm", "y yes · n no");
+            let inner = block.inner(popup);
+            Clear.render(popup, buf);
+            block.render(popup, buf);
+            let question = fit(&one_line(question), usize::from(inner.width).saturating_sub(1));
+            put_line(buf, inner, 0, &Line::styled(format!(" {question}"), theme.style(Role::Text)));
+            let buttons = Line::from(vec![
+                Span::raw(" "),
+                button("No", !*confirm, Role::Text, theme),
+                Span::raw(" "),
+                button("Yes", *confirm, Role::Danger, theme),
+            ]);
+            put_line(buf, inner, 2, &buttons);
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::console::keys::Action;
+    use crate::console::panes::testing::{self, Fixture};
+    use crate::console::reducer::{Input, reduce};
+    use crate::console::state::PaneId;
+
+    #[test]
+    fn snapshots() {
+        let theme = testing::theme();
+        let state = testing::state(Fixture::Prompt, PaneId::Dag);
+        assert!(matches!(state.prompt, Some(Prompt::Approval { choice: ApprovalChoice::Later, .. })));
+        assert_snapshot!("approval_prompt_120x40", testing::render_screen(&state, &theme, 120, 40));
+        assert_snapshot!("approval_prompt_60x16", testing::render_screen(&state, &theme, 60, 16));
+        let mut confirm = testing::state(Fixture::Busy, PaneId::Dag);
+        reduce(&mut confirm, Input::Action(Action::SelectRight));
+        reduce(&mut confirm, Input::Action(Action::CancelSelectedTask));
+        assert_snapshot!("confirm_cancel_120x40", testing::render_screen(&confirm, &theme, 120, 40));
+    }
+
+    #[test]
+    fn focused_button_is_marked_without_colour() {
+        let state = testing::state(Fixture::Prompt, PaneId::Dag);
+        let theme = testing::theme().monochrome();
+        let shown = testing::render_screen(&state, &theme, 120, 40).to_string();
+        assert!(shown.contains("▸[ Later Esc ]◂"), "{shown}");
+        assert!(shown.contains("▲ CRITICAL"), "{shown}");
+    }
+}

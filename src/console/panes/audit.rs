@@ -1,0 +1,256 @@
+//! The Audit pane: every event as one readable line, newest last. It follows the tail unless
+//! the operator scrolls up. Lines are formatted once on arrival; drawing touches only the
+//! rows that fit.
+
+use std::sync::Arc;
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
+use crate::console::state::{AuditEntry, PaneId, State};
+use crate::console::theme::{Role, Theme};
+use crate::event::{Envelope, Event, Level, OutputStream, RunStatus};
+
+pub struct AuditPane;
+
+/// Longest audit line kept; the details overlay shows the whole event.
+const LINE_MAX_CHARS: usize = 400;
+
+/// The audit line of an event.
+pub fn entry(envelope: &Arc<Envelope>) -> AuditEntry {
+    let (role, text) = describe(&envelope.event);
+    let mut text = one_line(&text);
+    if text.len() > LINE_MAX_CHARS {
+        text = text.chars().take(LINE_MAX_CHARS).collect();
+    }
+    AuditEntry { seq: envelope.seq, ts_ms: envelope.ts_ms, role, text, envelope: Arc::clone(envelope) }
+}
+
+fn describe(event: &Event) -> (Role, String) {
+    match event {
+        Event::AgentAdded(s) => (Role::Text, format!("+ agent {} loaded (tier {}, {})", s.agent, s.tier, s.file.display())),
+        Event::AgentUpdated(s) => (Role::Accent, format!("~ agent {} reloaded from {}", s.agent, s.file.display())),
+        Event::AgentRemoved { agent, file } => (Role::Muted, format!("- agent {agent} removed ({})", file.display())),
+        Event::AgentInvalid { file, error, .. } => (Role::Error, format!("✗ {} is invalid: {error}", file.display())),
+        Event::InstanceReserved { instance, agent } => (Role::Pending, format!("◔ {instance} reserved for {agent}")),
+        Event::InstanceWorking { instance, agent, task } => (
+            Role::Running,
+            match task {
+                Some(task) => format!("▶ {instance} {agent} working on {task}"),
+                None => format!("▶ {instance} {agent} working"),
+            },
+        ),
+        Event::InstanceIdle { instance, agent } => (Role::Muted, format!("○ {instance} {agent} idle")),
+        Event::InstanceTerminated { instance, agent, reason } => {
+            (Role::Muted, format!("✕ {instance} {agent} terminated: {reason}"))
+        }
+        Event::InstanceQueued { agent, waiting } => (Role::Warn, format!("⧗ {waiting} waiting for {agent}")),
+        Event::RunStarted { workflow, tasks, max_parallel, simulated, .. } => {
+            let layers = tasks.iter().map(|t| t.layer + 1).max().unwrap_or(0);
+            let sim = if *simulated { " · SIMULATED" } else { "" };
+            (
+                Role::Accent,
+                format!("run {workflow} started: {} tasks in {layers} layers, {max_parallel} at a time{sim}", tasks.len()),
+            )
+        }
+        Event::TaskReady { task } => (Role::Pending, format!("◔ {task} ready")),
+        Event::TaskAwaitingApproval { task, risk, .. } => {
+            (Role::Warn, format!("⏸ {task} awaits approval (risk {risk:?})"))
+        }
+        Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => {
+            let sim = if *simulated { ", simulated" } else { "" };
+            (Role::Running, format!("▶ {task} started on {agent} {instance} (attempt {attempt}, {backend}{sim})"))
+        }
+        Event::TaskOutput { task, stream, text } => {
+            let tag = match stream {
+                OutputStream::Stdout => "out",
+                OutputStream::Stderr => "err",
+                OutputStream::Tokens => "tok",
+            };
+            (Role::Muted, format!("│ {task} {tag}: {}", text.trim_end()))
+        }
+        Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } => (
+            Role::Warn,
+            format!("↻ {task} attempt {attempt} failed after {}: {error}; retry in {}", duration(*duration_ms), duration(*delay_ms)),
+        ),
+        Event::TaskFallback { task, from, to, reason } => {
+            (Role::Warn, format!("⤳ {task} falls back from {from} to {to}: {reason}"))
+        }
+        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => {
+            (Role::Ok, format!("✓ {task} succeeded on {agent} in {} (attempt {attempt})", duration(*duration_ms)))
+        }
+        Event::TaskFailed { task, duration_ms, error, .. } => {
+            (Role::Error, format!("✗ {task} failed after {}: {error}", duration(*duration_ms)))
+        }
+        Event::TaskSkipped { task, reason } => (Role::Muted, format!("⊘ {task} skipped: {reason}")),
+        Event::TaskCancelled { task, reason } => (Role::Warn, format!("■ {task} cancelled: {reason}")),
+        Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms } => {
+            let role = match status {
+                RunStatus::Succeeded => Role::Ok,
+                RunStatus::Failed => Role::Error,
+                RunStatus::Cancelled => Role::Warn,
+            };
+            (
+                role,
+                format!(
+                    "run {status:?}: ✓{succeeded} ✗{failed} ⊘{skipped} ■{cancelled} in {}",
+                    duration(*duration_ms)
+                )
+                .to_lowercase(),
+            )
+        }
+        Event::ApprovalRequested { task, agent, risk, reasons } => (
+            Role::Warn,
+            format!("? approval requested: {task} on {agent}, risk {risk:?}: {}", reasons.join("; ")),
+        ),
+        Event::ApprovalDecided { task, approved, by, note } => {
+            let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+            if *approved {
+                (Role::Ok, format!("✓ {task} approved by {by}{note}"))
+            } else {
+                (Role::Error, format!("✗ {task} rejected by {by}{note}"))
+            }
+        }
+        Event::BreakerOpened { agent, failures, threshold, recovery_ms, last_error } => (
+            Role::Error,
+            format!("○ breaker {agent} OPEN after {failures}/{threshold} failures, half-open in {}: {last_error}", duration(*recovery_ms)),
+        ),
+        Event::BreakerHalfOpened { agent, probes } => {
+            (Role::Warn, format!("◐ breaker {agent} half-open: {probes} probe calls"))
+        }
+        Event::BreakerClosed { agent, reason } => (Role::Ok, format!("● breaker {agent} closed: {reason}")),
+        Event::CommandAccepted { user, role, command } => {
+            (Role::Muted, format!("gate ✓ {user} ({role}) {command}"))
+        }
+        Event::CommandDenied { user, role, command, reason } => {
+            (Role::Error, format!("gate ✗ {user} ({role}) {command}: {reason}"))
+        }
+        Event::Notice { level, message } => match level {
+            Level::Info => (Role::Text, format!("i {message}")),
+            Level::Warn => (Role::Warn, format!("⚠ {message}")),
+            Level::Error => (Role::Error, format!("✗ {message}")),
+        },
+    }
+}
+
+impl Pane for AuditPane {
+    fn id(&self) -> PaneId {
+        PaneId::Audit
+    }
+
+    fn visible_rows(&self, _state: &State, area: Rect) -> usize {
+        usize::from(area.height.saturating_sub(2))
+    }
+
+    fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
+        let audit = &state.audit;
+        let info = if audit.is_following() {
+            format!("{} lines · following · UTC", audit.entries.len())
+        } else {
+            format!("{} lines · ↑{} · f to follow · UTC", audit.entries.len(), audit.scroll)
+        };
+        let block = pane_block(state, theme, PaneId::Audit, Some(info));
+        let inner = block.inner(area);
+        block.render(area, buf);
+        if inner.is_empty() {
+            return;
+        }
+        let rows = usize::from(inner.height);
+        let width = usize::from(inner.width);
+        if audit.entries.is_empty() {
+            put_line(buf, inner, 0, &Line::styled("  no events yet", theme.style(Role::Muted)));
+            return;
+        }
+        let offset = super::scrolled_offset(audit.offset, audit.scroll, rows);
+        let shown = audit.newest_matching(offset, rows);
+        if shown.is_empty() {
+            put_line(buf, inner, 0, &Line::styled("  nothing matches the filter", theme.style(Role::Muted)));
+            return;
+        }
+        // Newest at the bottom: fill from the last row upwards.
+        let highlight = state.focus == PaneId::Audit && !audit.is_following();
+        for (i, index) in shown.iter().enumerate() {
+            let Some(entry) = audit.entries.get(*index) else { continue };
+            let row = rows - 1 - i;
+            let is_selected = offset + i == audit.scroll;
+            let marker = if is_selected && highlight { "▸" } else { " " };
+            let line = Line::from(vec![
+                Span::styled(marker, theme.style(Role::Accent)),
+                Span::styled(format!("{} ", clock(entry.ts_ms)), theme.style(Role::Muted)),
+                Span::styled(fit(&entry.text, width.saturating_sub(10)), theme.style(entry.role)),
+            ]);
+            put_line(buf, inner, row, &line);
+            if is_selected && highlight {
+                style_row(buf, inner, row, theme.style(Role::Selection));
+            }
+        }
+    }
+
+    fn details(&self, state: &State) -> Option<Details> {
+        let entry = state.audit.selected()?;
+        let json = serde_json::to_string_pretty(entry.envelope.as_ref()).unwrap_or_else(|e| e.to_string());
+        let mut lines = vec![vec![(entry.role, entry.text.clone())], vec![]];
+        lines.extend(json.lines().map(|l| vec![(Role::Text, one_line(l))]));
+        Some(Details { title: format!("Event #{} {}", entry.seq, entry.envelope.event.kind()), lines })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::console::keys::Action;
+    use crate::console::panes::testing::{self, Fixture, T0};
+    use crate::console::reducer::{Input, reduce};
+    use crate::ids::TaskId;
+
+    #[test]
+    fn snapshots() {
+        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+            let state = testing::state(fixture, PaneId::Audit);
+            assert_snapshot!(format!("audit_{name}_120x40"), testing::render_pane(&state, PaneId::Audit, 120, 40));
+            assert_snapshot!(format!("audit_{name}_40x10"), testing::render_pane(&state, PaneId::Audit, 40, 10));
+        }
+    }
+
+    fn push(state: &mut State, seq: u64) {
+        let event = Event::TaskReady { task: TaskId::new(format!("t{seq}")) };
+        let envelope = Envelope { seq, ts_ms: T0 + seq, run_id: None, event };
+        reduce(state, Input::Event(Arc::new(envelope)));
+    }
+
+    #[test]
+    fn follows_the_tail_until_scrolled_and_keeps_its_place() {
+        let mut state = testing::state(Fixture::Empty, PaneId::Audit);
+        for seq in 1..=50 {
+            push(&mut state, seq);
+        }
+        let shown = testing::render_pane(&state, PaneId::Audit, 120, 40).to_string();
+        assert!(shown.contains("t50 ready"), "{shown}");
+        for _ in 0..20 {
+            reduce(&mut state, Input::Action(Action::SelectPrev));
+        }
+        push(&mut state, 51);
+        let shown = testing::render_pane(&state, PaneId::Audit, 120, 40).to_string();
+        assert!(!shown.contains("t51 ready"), "scrolled view stays put: {shown}");
+        assert!(shown.contains("▸22:13:20 ◔ t30 ready"), "{shown}");
+        reduce(&mut state, Input::Action(Action::SelectLast));
+        let shown = testing::render_pane(&state, PaneId::Audit, 120, 40).to_string();
+        assert!(shown.contains("t51 ready"), "{shown}");
+    }
+
+    #[test]
+    fn ring_buffer_is_bounded() {
+        let mut state = testing::state(Fixture::Empty, PaneId::Audit);
+        state.audit.capacity = 100;
+        for seq in 1..=250 {
+            push(&mut state, seq);
+        }
+        assert_eq!(state.audit.entries.len(), 100);
+        assert_eq!(state.audit.entries.front().map(|e| e.seq), Some(151));
+    }
+}

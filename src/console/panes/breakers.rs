@@ -1,0 +1,235 @@
+//! The Breakers pane: per agent, the breaker's state (colour and word), failures against the
+//! threshold, time until half-open, the last error, and call metrics with a health verdict.
+//! Open breakers come first.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::{Details, Pane, duration, fit, one_line, pane_block, put_line, style_row};
+use crate::console::state::{
+    AgentMetrics, BreakerState, BreakerView, DEFAULT_BREAKER_THRESHOLD, Health, PaneId, State,
+};
+use crate::console::theme::{Role, Theme};
+use crate::ids::AgentId;
+
+/// Each agent takes three rows: breaker, failures and countdown, health and metrics.
+const ROWS_PER_AGENT: u16 = 3;
+
+pub struct BreakersPane;
+
+pub fn breaker_role(state: BreakerState) -> Role {
+    match state {
+        BreakerState::Closed => Role::Ok,
+        BreakerState::Open => Role::Error,
+        BreakerState::HalfOpen => Role::Warn,
+    }
+}
+
+pub fn health_look(health: Health) -> (&'static str, Role) {
+    match health {
+        Health::Healthy => ("✓", Role::Ok),
+        Health::Degraded => ("◐", Role::Warn),
+        Health::Unhealthy => ("✗", Role::Error),
+    }
+}
+
+fn breaker_line(breaker: &BreakerView, consecutive: u32, now_ms: u64) -> Vec<(Role, String)> {
+    let mut parts = Vec::new();
+    match breaker.state {
+        BreakerState::Closed => {
+            let failures = consecutive.min(breaker.threshold);
+            parts.push((Role::Muted, format!("fails {failures}/{}", breaker.threshold)));
+        }
+        BreakerState::Open => {
+            parts.push((Role::Error, format!("fails {}/{}", breaker.failures, breaker.threshold)));
+            let left = breaker.until_half_open_ms(now_ms).unwrap_or(0);
+            let text = if left == 0 {
+                " · half-open due".to_owned()
+            } else {
+                format!(" · half-open in {}", duration(left.div_ceil(1000) * 1000))
+            };
+            parts.push((Role::Warn, text));
+        }
+        BreakerState::HalfOpen => {
+            parts.push((Role::Warn, format!("probing: {} calls allowed", breaker.probes)));
+        }
+    }
+    if breaker.state != BreakerState::Closed
+        && let Some(error) = &breaker.last_error
+    {
+        parts.push((Role::Muted, format!(" · {}", one_line(error))));
+    }
+    parts
+}
+
+fn metrics_line(metrics: Option<&AgentMetrics>) -> Vec<(Role, String)> {
+    let Some(m) = metrics.filter(|m| m.calls > 0) else {
+        return vec![(Role::Muted, "no calls yet".to_owned())];
+    };
+    let (glyph, role) = health_look(m.health());
+    let mean = m.mean_duration_ms().map_or_else(|| "-".to_owned(), duration);
+    vec![
+        (role, format!("{glyph} {}", m.health().word())),
+        (
+            Role::Muted,
+            format!(
+                " · {} calls · {:.0}% ok · avg {mean}",
+                m.calls,
+                m.success_rate() * 100.0
+            ),
+        ),
+    ]
+}
+
+fn spans<'a>(parts: &[(Role, String)], theme: &Theme, width: usize) -> Line<'a> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for (role, text) in parts {
+        if used >= width {
+            break;
+        }
+        let piece = fit(text, width - used);
+        used += unicode_width::UnicodeWidthStr::width(piece.as_str());
+        out.push(Span::styled(piece, theme.style(*role)));
+    }
+    Line::from(out)
+}
+
+impl Pane for BreakersPane {
+    fn id(&self) -> PaneId {
+        PaneId::Breakers
+    }
+
+    fn visible_rows(&self, _state: &State, area: Rect) -> usize {
+        usize::from(area.height.saturating_sub(2) / ROWS_PER_AGENT)
+    }
+
+    fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
+        let view = &state.breakers;
+        let open = view.breakers.values().filter(|b| b.state == BreakerState::Open).count();
+        let info = if open > 0 { Some(format!("{open} open")) } else { None };
+        let block = pane_block(state, theme, PaneId::Breakers, info);
+        let inner = block.inner(area);
+        block.render(area, buf);
+        if inner.is_empty() {
+            return;
+        }
+        let rows = view.rows();
+        if rows.is_empty() {
+            let text = if view.cursor.filter.is_empty() {
+                "all breakers closed; no calls yet"
+            } else {
+                "nothing matches the filter"
+            };
+            put_line(buf, inner, 0, &Line::styled(fit(text, usize::from(inner.width)), theme.style(Role::Muted)));
+            return;
+        }
+        let width = usize::from(inner.width).saturating_sub(4);
+        let visible = self.visible_rows(state, area);
+        let selected_at = rows.iter().position(|a| Some(*a) == view.cursor.selected.as_ref());
+        let offset = super::scrolled_offset(
+            view.cursor.offset.min(rows.len().saturating_sub(1)),
+            selected_at.unwrap_or(0),
+            visible,
+        );
+        let default = BreakerView::default();
+        for (i, agent) in rows.iter().skip(offset).take(visible).enumerate() {
+            let top = i * usize::from(ROWS_PER_AGENT);
+            let is_selected = Some(offset + i) == selected_at;
+            let breaker = view.breakers.get(*agent).unwrap_or(&default);
+            let metrics = view.metrics.get(*agent);
+            let role = breaker_role(breaker.state);
+            let word = format!("{} {:<9} ", breaker.state.glyph(), breaker.state.word());
+            let name_width = usize::from(inner.width).saturating_sub(2 + 12);
+            let first = Line::from(vec![
+                Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
+                Span::styled(word, theme.style(role)),
+                Span::styled(fit(agent.as_str(), name_width), theme.style(Role::Text)),
+            ]);
+            put_line(buf, inner, top, &first);
+            let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
+            let second = spans(&breaker_line(breaker, consecutive, state.now_ms), theme, width);
+            let third = spans(&metrics_line(metrics), theme, width);
+            let indent = |line: Line<'static>| {
+                let mut all = vec![Span::raw("    ")];
+                all.extend(line.spans);
+                Line::from(all)
+            };
+            put_line(buf, inner, top + 1, &indent(second));
+            put_line(buf, inner, top + 2, &indent(third));
+            if is_selected && state.focus == PaneId::Breakers {
+                for r in 0..usize::from(ROWS_PER_AGENT) {
+                    style_row(buf, inner, top + r, theme.style(Role::Selection));
+                }
+            }
+        }
+    }
+
+    fn details(&self, state: &State) -> Option<Details> {
+        let agent: &AgentId = state.breakers.cursor.selected.as_ref()?;
+        let breaker = state.breakers.breakers.get(agent).cloned().unwrap_or_default();
+        let metrics = state.breakers.metrics.get(agent).copied().unwrap_or_default();
+        let label = |l: &str| (Role::Muted, format!("{l:<16}"));
+        let mut lines = vec![
+            vec![label("breaker"), (breaker_role(breaker.state), format!("{} {}", breaker.state.glyph(), breaker.state.word()))],
+            vec![label("failures"), (Role::Text, format!("{}/{}", breaker.failures, breaker.threshold))],
+        ];
+        if breaker.threshold == DEFAULT_BREAKER_THRESHOLD && breaker.opened_ms.is_none() {
+            lines.push(vec![label(""), (Role::Muted, "threshold is the default until the breaker reports".to_owned())]);
+        }
+        if let Some(left) = breaker.until_half_open_ms(state.now_ms) {
+            lines.push(vec![label("half-open in"), (Role::Warn, duration(left))]);
+        }
+        if let Some(error) = &breaker.last_error {
+            lines.push(vec![label("last error"), (Role::Error, one_line(error))]);
+        }
+        if let Some(reason) = &breaker.closed_reason {
+            lines.push(vec![label("closed because"), (Role::Text, one_line(reason))]);
+        }
+        let (glyph, role) = health_look(metrics.health());
+        lines.push(vec![label("health"), (role, format!("{glyph} {}", metrics.health().word()))]);
+        lines.push(vec![label("calls"), (Role::Text, metrics.calls.to_string())]);
+        lines.push(vec![label("errors"), (Role::Text, format!("{} ({:.0}%)", metrics.errors, metrics.error_rate() * 100.0))]);
+        lines.push(vec![label("failures in row"), (Role::Text, metrics.consecutive_failures.to_string())]);
+        lines.push(vec![
+            label("mean duration"),
+            (Role::Text, metrics.mean_duration_ms().map_or_else(|| "-".to_owned(), duration)),
+        ]);
+        Some(Details { title: format!("Breaker {agent}"), lines })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::console::panes::testing::{self, Fixture};
+    use crate::console::theme::bundled;
+
+    #[test]
+    fn snapshots() {
+        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+            let state = testing::state(fixture, PaneId::Breakers);
+            assert_snapshot!(format!("breakers_{name}_120x40"), testing::render_pane(&state, PaneId::Breakers, 120, 40));
+            assert_snapshot!(format!("breakers_{name}_40x10"), testing::render_pane(&state, PaneId::Breakers, 40, 10));
+        }
+    }
+
+    #[test]
+    fn open_breaker_is_the_error_colour_and_says_open() {
+        let state = testing::state(Fixture::Failed, PaneId::Agents);
+        for theme_name in ["dark", "light", "high-contrast"] {
+            let theme = bundled(theme_name).expect("theme");
+            let buffer = testing::pane_buffer(&state, &theme, PaneId::Breakers, 40, 20);
+            let at = testing::find(&buffer, "○ OPEN").expect("open breaker");
+            assert_eq!(buffer[at].fg, theme.style(Role::Error).fg.expect("colour"), "{theme_name}");
+        }
+        let mono = bundled("high-contrast").expect("theme").monochrome();
+        let buffer = testing::pane_buffer(&state, &mono, PaneId::Breakers, 40, 20);
+        assert!(testing::find(&buffer, "OPEN").is_some(), "the word carries the state");
+        assert!(testing::find(&buffer, "✗ unhealthy").is_some());
+    }
+}

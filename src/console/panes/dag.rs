@@ -1,0 +1,570 @@
+//! The DAG pane: the workflow as layers left to right, edges drawn as box-drawing connectors,
+//! each task's status by colour and glyph, and the selected task's details below the graph.
+//!
+//! Edges between neighbouring layers are routed through the gap between them, one vertical
+//! track per target so fan-in stays readable. An edge from an earlier layer ends in a dashed
+//! stub before its target; the details list every dependency. Only visible layers and rows
+//! are drawn, so a 5,000-task run costs what fits on screen.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
+use crate::console::state::{PaneId, RunView, State, TaskStatus, TaskView};
+use crate::console::theme::{Role, Theme};
+use crate::event::{OutputStream, Risk};
+
+pub struct DagPane;
+
+/// Columns between two layers: one on each side plus the vertical tracks.
+const GAP: u16 = 6;
+const TRACKS: u16 = GAP - 2;
+/// Narrowest and widest task column (glyph, space, id).
+const MIN_COLUMN: u16 = 8;
+const MAX_COLUMN: u16 = 24;
+
+/// How the graph is laid out in an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub graph: Rect,
+    pub details: Rect,
+    pub column: u16,
+    /// Screen rows per task row: 2 leaves air between tasks when the tallest layer fits.
+    pub pitch: u16,
+    pub visible_layers: usize,
+    pub visible_rows: usize,
+}
+
+/// Split the pane's inner area into graph and details and size the columns.
+pub fn geometry(run: &RunView, inner: Rect) -> Geometry {
+    let details_height = if inner.height >= 12 { (inner.height * 2 / 5).clamp(5, 14) } else { 0 };
+    let graph = Rect { height: inner.height - details_height, ..inner };
+    let details = Rect { y: graph.bottom(), height: details_height, ..inner };
+    let column = (u16::try_from(run.id_width).unwrap_or(MAX_COLUMN) + 2).clamp(MIN_COLUMN, MAX_COLUMN);
+    // The first graph row is the layer header.
+    let node_rows = graph.height.saturating_sub(1);
+    let pitch = if run.widest_layer * 2 <= usize::from(node_rows) { 2 } else { 1 };
+    let visible_layers = usize::from((graph.width + GAP) / (column + GAP)).max(1);
+    let visible_rows = usize::from(node_rows / pitch).max(1);
+    Geometry { graph, details, column, pitch, visible_layers, visible_rows }
+}
+
+/// The pane's inner area for a pane rectangle (inside the border).
+fn inner_of(area: Rect) -> Rect {
+    Rect {
+        x: area.x.saturating_add(1),
+        y: area.y.saturating_add(1),
+        width: area.width.saturating_sub(2),
+        height: area.height.saturating_sub(2),
+    }
+}
+
+/// Move the viewport the least needed to show the selected task.
+pub fn scroll_into_view(run: &mut RunView, area: Rect) {
+    let geo = geometry(run, inner_of(area));
+    let Some(task) = run.tasks.get(run.cursor.selected) else { return };
+    let layer = task.planned.layer;
+    let row = run.row_in_layer[run.cursor.selected];
+    run.cursor.layer_offset = super::scrolled_offset(run.cursor.layer_offset, layer, geo.visible_layers);
+    run.cursor.row_offset = super::scrolled_offset(run.cursor.row_offset, row, geo.visible_rows);
+}
+
+pub fn status_style(theme: &Theme, status: TaskStatus) -> Style {
+    theme.style(status.role())
+}
+
+pub fn risk_word(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "HIGH",
+        Risk::Critical => "CRITICAL",
+    }
+}
+
+// Direction bits of a connector cell.
+const LEFT: u8 = 1;
+const RIGHT: u8 = 2;
+const UP: u8 = 4;
+const DOWN: u8 = 8;
+const DASH: u8 = 16;
+
+fn connector(bits: u8) -> &'static str {
+    match bits & !DASH {
+        0 if bits & DASH != 0 => "╌",
+        b if b == LEFT | RIGHT || b == LEFT || b == RIGHT => "─",
+        b if b == UP | DOWN || b == UP || b == DOWN => "│",
+        b if b == RIGHT | DOWN => "╭",
+        b if b == LEFT | DOWN => "╮",
+        b if b == RIGHT | UP => "╰",
+        b if b == LEFT | UP => "╯",
+        b if b == LEFT | RIGHT | DOWN => "┬",
+        b if b == LEFT | RIGHT | UP => "┴",
+        b if b == UP | DOWN | RIGHT => "├",
+        b if b == UP | DOWN | LEFT => "┤",
+        b if b == LEFT | RIGHT | UP | DOWN => "┼",
+        _ => " ",
+    }
+}
+
+/// Connector cells of one gap, clipped to the visible rows.
+struct GapGrid {
+    width: usize,
+    height: usize,
+    bits: Vec<u8>,
+    related: Vec<bool>,
+}
+
+impl GapGrid {
+    fn new(width: usize, height: usize) -> Self {
+        Self { width, height, bits: vec![0; width * height], related: vec![false; width * height] }
+    }
+
+    fn mark(&mut self, x: usize, y: i64, bits: u8, related: bool) {
+        let Ok(y) = usize::try_from(y) else { return };
+        if x < self.width && y < self.height {
+            self.bits[y * self.width + x] |= bits;
+            self.related[y * self.width + x] |= related;
+        }
+    }
+
+    /// Route from the left edge at `from` to the right edge at `to` through column `track`.
+    fn route(&mut self, from: i64, to: i64, track: usize, related: bool) {
+        for x in 0..track {
+            self.mark(x, from, LEFT | RIGHT, related);
+        }
+        for x in track + 1..self.width {
+            self.mark(x, to, LEFT | RIGHT, related);
+        }
+        if from == to {
+            self.mark(track, from, LEFT | RIGHT, related);
+            return;
+        }
+        let (toward_to, toward_from) = if to > from { (DOWN, UP) } else { (UP, DOWN) };
+        self.mark(track, from, LEFT | toward_to, related);
+        self.mark(track, to, RIGHT | toward_from, related);
+        let (low, high) = (from.min(to), from.max(to));
+        // Only the visible part of a long vertical run is marked.
+        let first = (low + 1).max(0);
+        let last = (high - 1).min(i64::try_from(self.height).unwrap_or(i64::MAX));
+        for y in first..=last {
+            self.mark(track, y, UP | DOWN, related);
+        }
+    }
+}
+
+fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf: &mut Buffer) {
+    let graph = geo.graph;
+    if graph.is_empty() {
+        return;
+    }
+    let muted = theme.style(Role::Muted);
+    let first_layer = run.cursor.layer_offset.min(run.layers.len().saturating_sub(1));
+    let first_row = run.cursor.row_offset;
+    let selected = run.cursor.selected;
+    let column = usize::from(geo.column);
+    let stride = column + usize::from(GAP);
+    let node_area = Rect { y: graph.y + 1, height: graph.height.saturating_sub(1), ..graph };
+    let pitch = i64::from(geo.pitch);
+    let screen_y = |row: usize| -> i64 {
+        (i64::try_from(row).unwrap_or(i64::MAX) - i64::try_from(first_row).unwrap_or(0)) * pitch
+    };
+    let last_layer = (first_layer + geo.visible_layers + 1).min(run.layers.len());
+
+    for (slot, layer) in (first_layer..last_layer).enumerate() {
+        let x = slot * stride;
+        if x >= usize::from(graph.width) {
+            break;
+        }
+        let left = graph.x + u16::try_from(x).unwrap_or(u16::MAX);
+        let width = graph.right().saturating_sub(left);
+        // Header: layer number and size.
+        let header = fit(&format!("L{} ·{}", layer + 1, run.layers[layer].len()), column);
+        put_line(buf, Rect { x: left, width, ..graph }, 0, &Line::styled(header, muted));
+
+        // Connectors in the gap before this layer.
+        if slot > 0 || layer > 0 {
+            let gap_left = x.checked_sub(usize::from(GAP));
+            if let Some(gap_left) = gap_left {
+                draw_gap(run, layer, gap_left, node_area, theme, &screen_y, buf);
+            }
+        }
+
+        // Nodes.
+        let rows = &run.layers[layer];
+        let start = first_row.min(rows.len());
+        for (row, task_index) in rows.iter().enumerate().skip(start) {
+            let y = screen_y(row);
+            let Ok(y) = usize::try_from(y) else { continue };
+            if y >= usize::from(node_area.height) {
+                break;
+            }
+            let task = &run.tasks[*task_index];
+            let related = run.deps[selected].contains(task_index) || run.dependents[selected].contains(task_index);
+            let matches = run.matches(*task_index);
+            let glyph_style = if matches { status_style(theme, task.status) } else { muted };
+            let id_style = if !matches {
+                muted
+            } else if related {
+                theme.style(Role::Accent)
+            } else {
+                theme.style(Role::Text)
+            };
+            let line = Line::from(vec![
+                Span::styled(format!("{} ", task.status.glyph()), glyph_style),
+                Span::styled(fit(task.planned.task.as_str(), column.saturating_sub(2)), id_style),
+            ]);
+            let area = Rect { x: left, width: width.min(geo.column), ..node_area };
+            put_line(buf, area, y, &line);
+            if *task_index == selected {
+                let style = if state.focus == PaneId::Dag { theme.style(Role::Selection) } else { theme.style(Role::Accent).add_modifier(ratatui::style::Modifier::REVERSED) };
+                style_row(buf, area, y, style);
+            }
+        }
+    }
+    // Arrows say there is more to scroll to.
+    if first_layer > 0 {
+        put_line(buf, Rect { width: 1, ..graph }, 0, &Line::styled("‹", theme.style(Role::Accent)));
+    }
+    if first_layer + geo.visible_layers < run.layers.len() {
+        let right = Rect { x: graph.right().saturating_sub(1), width: 1, ..graph };
+        put_line(buf, right, 0, &Line::styled("›", theme.style(Role::Accent)));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_gap(
+    run: &RunView,
+    layer: usize,
+    gap_left: usize,
+    node_area: Rect,
+    theme: &Theme,
+    screen_y: &dyn Fn(usize) -> i64,
+    buf: &mut Buffer,
+) {
+    let width = usize::from(GAP);
+    let height = usize::from(node_area.height);
+    let mut grid = GapGrid::new(width, height);
+    let selected = run.cursor.selected;
+    for (target_row, target) in run.layers[layer].iter().enumerate() {
+        let to = screen_y(target_row);
+        let track = 1 + target_row % usize::from(TRACKS);
+        for dep in &run.deps[*target] {
+            let related = *dep == selected || *target == selected;
+            let dep_layer = run.tasks[*dep].planned.layer;
+            if dep_layer + 1 == layer {
+                let from = screen_y(run.row_in_layer[*dep]);
+                grid.route(from, to, track, related);
+            } else {
+                // From an earlier layer: a dashed stub into the target.
+                grid.mark(width - 2, to, DASH, related);
+                grid.mark(width - 1, to, DASH, related);
+            }
+        }
+    }
+    let border = theme.style(Role::Border);
+    let accent = theme.style(Role::Accent);
+    for y in 0..height {
+        for x in 0..width {
+            let bits = grid.bits[y * width + x];
+            if bits == 0 {
+                continue;
+            }
+            let Ok(cx) = u16::try_from(gap_left + x) else { continue };
+            let cx = node_area.x.saturating_add(cx);
+            let cy = node_area.y + u16::try_from(y).unwrap_or(u16::MAX);
+            if cx >= node_area.right() || cy >= node_area.bottom() {
+                continue;
+            }
+            let style = if grid.related[y * width + x] { accent } else { border };
+            if let Some(cell) = buf.cell_mut((cx, cy)) {
+                cell.set_symbol(connector(bits)).set_style(style);
+            }
+        }
+    }
+}
+
+fn detail_lines(state: &State, run: &RunView, task: &TaskView, full: bool) -> Vec<Vec<(Role, String)>> {
+    let mut lines = Vec::new();
+    let retries = task.planned.retries + 1;
+    let mut first = vec![
+        (task.status.role(), format!("{} {}", task.status.glyph(), task.status.word())),
+        (Role::Muted, " · ".to_owned()),
+        (Role::Text, task.agent.to_string()),
+        (Role::Muted, format!(" · attempt {}/{retries}", task.attempts)),
+    ];
+    if let Some(instance) = task.instance {
+        first.push((Role::Muted, format!(" · {instance}")));
+    }
+    if let Some(backend) = &task.backend {
+        first.push((Role::Muted, format!(" · {backend}")));
+    }
+    if task.simulated || (run.simulated && task.backend.is_none()) {
+        first.push((Role::Muted, " ".to_owned()));
+        first.push((Role::Simulated, " SIMULATED ".to_owned()));
+    }
+    lines.push(first);
+
+    let names = |indices: &[usize]| -> String {
+        indices.iter().map(|i| run.tasks[*i].planned.task.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let index = run.index.get(&task.planned.task).copied().unwrap_or(0);
+    let mut links = Vec::new();
+    if !run.deps[index].is_empty() {
+        links.push((Role::Muted, format!("needs {}", names(&run.deps[index]))));
+    }
+    if !run.dependents[index].is_empty() {
+        let sep = if links.is_empty() { "" } else { " · " };
+        links.push((Role::Muted, format!("{sep}feeds {}", names(&run.dependents[index]))));
+    }
+    if links.is_empty() {
+        links.push((Role::Muted, "no dependencies".to_owned()));
+    }
+    lines.push(links);
+
+    let mut timing = Vec::new();
+    if let Some(started) = task.started_ms {
+        timing.push((Role::Muted, format!("started {} · ", clock(started))));
+    }
+    match (task.status, task.started_ms, task.duration_ms) {
+        (TaskStatus::Running, Some(started), _) => {
+            timing.push((Role::Running, format!("running {}", duration(state.now_ms.saturating_sub(started)))));
+        }
+        (_, _, Some(took)) => timing.push((Role::Text, format!("took {}", duration(took)))),
+        _ => timing.push((Role::Muted, "not started".to_owned())),
+    }
+    timing.push((Role::Muted, format!(" · timeout {}", duration(task.planned.timeout_ms))));
+    if let Some(at) = task.retry_at_ms.filter(|_| task.status == TaskStatus::Retrying) {
+        timing.push((Role::Warn, format!(" · retry in {}", duration(at.saturating_sub(state.now_ms)))));
+    }
+    lines.push(timing);
+
+    if let Some(risk) = task.risk {
+        let role = if risk >= Risk::High { Role::Danger } else { Role::Warn };
+        let waiting = if state.approvals.contains_key(&task.planned.task) { " · awaiting approval (a)" } else { "" };
+        lines.push(vec![(role, format!("risk {}{waiting}", risk_word(risk)))]);
+    }
+    if let Some(error) = &task.error {
+        let prefix = if task.status == TaskStatus::Failed { "✗ " } else { "last error: " };
+        lines.push(vec![(Role::Error, format!("{prefix}{}", one_line(error)))]);
+    }
+    if let Some(note) = &task.note {
+        lines.push(vec![(Role::Muted, one_line(note))]);
+    }
+    if full {
+        lines.push(vec![(Role::Muted, "description ".to_owned()), (Role::Text, one_line(&task.planned.description))]);
+        if let Some(score) = task.planned.score {
+            lines.push(vec![(Role::Muted, format!("selection score {score:.1}"))]);
+        }
+        lines.push(vec![]);
+    }
+    let shown = if full { task.output.len() } else { task.output.len().min(8) };
+    for line in task.output.iter().skip(task.output.len() - shown) {
+        let role = if line.stream == OutputStream::Stderr { Role::Warn } else { Role::Text };
+        lines.push(vec![(Role::Muted, "│ ".to_owned()), (role, one_line(&line.text))]);
+    }
+    lines
+}
+
+fn render_details(state: &State, run: &RunView, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    if area.is_empty() {
+        return;
+    }
+    let Some(task) = run.selected_task() else { return };
+    // A rule with the task id separates details from the graph.
+    let title = format!("─ {} ", task.planned.task);
+    let rule: String = title.chars().chain(std::iter::repeat('─')).take(usize::from(area.width)).collect();
+    put_line(buf, area, 0, &Line::styled(rule, theme.style(Role::Border)));
+    let lines = detail_lines(state, run, task, false);
+    let rows = usize::from(area.height.saturating_sub(1));
+    // Keep the facts and the newest output: cut older output lines first.
+    let facts = lines.iter().take_while(|l| l.first().is_none_or(|(_, t)| t != "│ ")).count();
+    let skip = if lines.len() > rows { (lines.len() - rows).min(lines.len() - facts.min(lines.len())) } else { 0 };
+    let kept = lines.iter().take(facts).chain(lines.iter().skip(facts + skip));
+    let width = usize::from(area.width);
+    for (row, spans) in kept.take(rows).enumerate() {
+        let mut used = 0;
+        let mut out = Vec::new();
+        for (role, text) in spans {
+            let piece = fit(text, width.saturating_sub(used));
+            used += unicode_width::UnicodeWidthStr::width(piece.as_str());
+            out.push(Span::styled(piece, theme.style(*role)));
+        }
+        put_line(buf, area, row + 1, &Line::from(out));
+    }
+}
+
+impl Pane for DagPane {
+    fn id(&self) -> PaneId {
+        PaneId::Dag
+    }
+
+    fn visible_rows(&self, state: &State, area: Rect) -> usize {
+        state.run.as_ref().map_or(1, |run| geometry(run, inner_of(area)).visible_rows)
+    }
+
+    fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
+        let info = state.run.as_ref().map(|run| {
+            let (done, total) = run.progress();
+            format!("{} · {done}/{total} · {} layers", run.workflow, run.layers.len())
+        });
+        let block = pane_block(state, theme, PaneId::Dag, info);
+        let inner = block.inner(area);
+        block.render(area, buf);
+        if inner.is_empty() {
+            return;
+        }
+        let Some(run) = &state.run else {
+            let can_run = state.role.can(crate::command::Permission::RunWorkflows);
+            let hint = if can_run { "no run yet · press : and type  run workflows/demo.yaml" } else { "no run yet · waiting for one to start" };
+            let row = usize::from(inner.height / 2);
+            let text = fit(hint, usize::from(inner.width));
+            let pad = usize::from(inner.width).saturating_sub(unicode_width::UnicodeWidthStr::width(text.as_str())) / 2;
+            put_line(buf, inner, row, &Line::styled(format!("{}{text}", " ".repeat(pad)), theme.style(Role::Muted)));
+            return;
+        };
+        if run.simulated && area.width > 24 {
+            let badge = " SIMULATED ";
+            let x = area.right().saturating_sub(u16::try_from(badge.len()).unwrap_or(0) + 2);
+            let spot = Rect { x, y: area.y, width: 11, height: 1 }.intersection(area);
+            put_line(buf, spot, 0, &Line::styled(badge, theme.style(Role::Simulated)));
+        }
+        if run.tasks.is_empty() {
+            put_line(buf, inner, 0, &Line::styled("  the run has no tasks", theme.style(Role::Muted)));
+            return;
+        }
+        let geo = geometry(run, inner);
+        render_graph(state, run, theme, &geo, buf);
+        render_details(state, run, theme, geo.details, buf);
+    }
+
+    fn details(&self, state: &State) -> Option<Details> {
+        let run = state.run.as_ref()?;
+        let task = run.selected_task()?;
+        let lines = detail_lines(state, run, task, true);
+        Some(Details { title: format!("Task {} · run {}", task.planned.task, run.workflow), lines })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::console::keys::Action;
+    use crate::console::panes::testing::{self, Fixture, T0};
+    use crate::console::reducer::{Input, reduce};
+    use crate::event::{Envelope, Event, PlannedTask};
+    use crate::ids::{AgentId, RunId, TaskId};
+
+    #[test]
+    fn snapshots() {
+        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+            let state = testing::state(fixture, PaneId::Dag);
+            assert_snapshot!(format!("dag_{name}_120x40"), testing::render_pane(&state, PaneId::Dag, 120, 40));
+            assert_snapshot!(format!("dag_{name}_160x45"), testing::render_pane(&state, PaneId::Dag, 160, 45));
+            assert_snapshot!(format!("dag_{name}_40x10"), testing::render_pane(&state, PaneId::Dag, 40, 10));
+        }
+    }
+
+    #[test]
+    fn selecting_moves_through_layers_and_scrolls() {
+        let mut state = testing::state(Fixture::Busy, PaneId::Dag);
+        reduce(&mut state, Input::Action(Action::SelectRight));
+        reduce(&mut state, Input::Action(Action::SelectRight));
+        reduce(&mut state, Input::Action(Action::SelectRight));
+        let run = state.run.as_ref().expect("run");
+        assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("deploy-staging"));
+        let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
+        assert!(shown.contains("─ deploy-staging"), "{shown}");
+        reduce(&mut state, Input::Action(Action::SelectLeft));
+        reduce(&mut state, Input::Action(Action::SelectNext));
+        let run = state.run.as_ref().expect("run");
+        assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("code-review"));
+    }
+
+    #[test]
+    fn status_reads_without_colour() {
+        let state = testing::state(Fixture::Failed, PaneId::Dag);
+        let theme = testing::theme().monochrome();
+        let buffer = testing::pane_buffer(&state, &theme, PaneId::Dag, 70, 30);
+        for glyph in ["✗ design-api", "✓ threat-model", "⊘ implement", "■ deploy-staging"] {
+            assert!(testing::find(&buffer, glyph).is_some(), "{glyph}");
+        }
+        let colour = testing::theme();
+        let buffer = testing::pane_buffer(&state, &colour, PaneId::Dag, 70, 30);
+        let at = testing::find(&buffer, "✗ design-api").expect("failed task");
+        assert_eq!(buffer[at].fg, colour.style(Role::Error).fg.expect("colour"));
+    }
+
+    /// A wide, deep DAG: `layers` layers of `width` tasks, each depending on two tasks of the
+    /// layer before and one from two layers back.
+    pub fn big_run(layers: usize, width: usize) -> Vec<PlannedTask> {
+        let mut tasks = Vec::new();
+        for layer in 0..layers {
+            for i in 0..width {
+                let mut deps = Vec::new();
+                if layer > 0 {
+                    deps.push(TaskId::new(format!("t{}-{}", layer - 1, i)));
+                    deps.push(TaskId::new(format!("t{}-{}", layer - 1, (i + 7) % width)));
+                }
+                if layer > 1 && i % 5 == 0 {
+                    deps.push(TaskId::new(format!("t{}-{}", layer - 2, (i + 3) % width)));
+                }
+                tasks.push(PlannedTask {
+                    task: TaskId::new(format!("t{layer}-{i}")),
+                    description: String::new(),
+                    agent: AgentId::new("worker"),
+                    score: None,
+                    depends_on: deps,
+                    layer,
+                    timeout_ms: 1000,
+                    retries: 0,
+                });
+            }
+        }
+        tasks
+    }
+
+    #[test]
+    fn large_dags_render_at_any_size_and_follow_the_selection() {
+        let mut state = testing::state(Fixture::Empty, PaneId::Dag);
+        let event = Event::RunStarted {
+            workflow: "big".into(),
+            file: "big.yaml".into(),
+            goal: None,
+            max_parallel: 8,
+            fail_fast: false,
+            simulated: false,
+            tasks: big_run(50, 100),
+        };
+        let envelope = Envelope { seq: 1, ts_ms: T0, run_id: Some(RunId::new("r")), event };
+        reduce(&mut state, Input::Event(Arc::new(envelope)));
+        for _ in 0..30 {
+            reduce(&mut state, Input::Action(Action::SelectRight));
+        }
+        for _ in 0..3 {
+            reduce(&mut state, Input::Action(Action::PageDown));
+        }
+        let run = state.run.as_ref().expect("run");
+        let selected = run.selected_task().expect("selected").planned.task.to_string();
+        let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
+        assert!(shown.contains(&selected), "{selected} visible:\n{shown}");
+        for (w, h) in [(1, 1), (0, 0), (3, 2), (10, 4), (200, 3)] {
+            testing::render_pane(&state, PaneId::Dag, w, h);
+        }
+    }
+
+    #[test]
+    fn connectors_join_neighbouring_layers() {
+        let state = testing::state(Fixture::Busy, PaneId::Dag);
+        let shown = testing::render_pane(&state, PaneId::Dag, 160, 45).to_string();
+        assert!(shown.contains("─╮") || shown.contains("┬"), "{shown}");
+        assert!(shown.contains("╰─") || shown.contains("├─") || shown.contains("────"), "{shown}");
+    }
+}

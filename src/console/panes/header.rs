@@ -1,0 +1,125 @@
+//! The run header: workflow, status, progress N/M with a gauge, elapsed time, pending
+//! approvals and the SIMULATED label.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+
+use super::{fit, one_line, put_line};
+use crate::console::state::{RunView, State};
+use crate::console::theme::{Role, Theme};
+use crate::event::RunStatus;
+
+/// Status word, glyph and role of a run.
+pub fn run_status(run: &RunView) -> (&'static str, Role) {
+    match run.outcome.map(|o| o.status) {
+        None => ("▶ running", Role::Running),
+        Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
+        Some(RunStatus::Failed) => ("✗ failed", Role::Error),
+        Some(RunStatus::Cancelled) => ("■ cancelled", Role::Warn),
+    }
+}
+
+/// `mm:ss`, or `h:mm:ss` past an hour.
+pub fn elapsed(ms: u64) -> String {
+    let secs = ms / 1000;
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    } else {
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    if area.is_empty() {
+        return;
+    }
+    buf.set_style(area, theme.style(Role::Header));
+    let muted = theme.style(Role::Muted);
+    let mut left = vec![Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)), Span::styled("  │  ", muted)];
+    let Some(run) = &state.run else {
+        left.push(Span::styled("no run", theme.style(Role::Text)));
+        left.push(Span::styled("  ·  agents, pool and breakers are live", muted));
+        put_line(buf, area, 0, &Line::from(left));
+        return;
+    };
+    let (status, role) = run_status(run);
+    left.push(Span::styled(fit(&one_line(&run.workflow), 28), theme.style(Role::Header)));
+    left.push(Span::raw("  "));
+    left.push(Span::styled(status, theme.style(role)));
+
+    let (done, total) = run.progress();
+    let mut right = vec![
+        Span::styled(format!("{done}/{total} "), theme.style(Role::Text)),
+    ];
+    // The gauge shrinks on narrow screens; the numbers always stay.
+    let gauge_width = usize::from(area.width / 6).clamp(6, 30);
+    let filled = (gauge_width * done).checked_div(total).unwrap_or(0);
+    right.push(Span::styled("━".repeat(filled), theme.style(Role::GaugeFilled)));
+    right.push(Span::styled("─".repeat(gauge_width - filled), theme.style(Role::GaugeEmpty)));
+    let percent = (done * 100).checked_div(total).unwrap_or(0);
+    right.push(Span::styled(format!(" {percent:>3}%"), muted));
+    right.push(Span::styled("  │  ", muted));
+    right.push(Span::styled(format!("⏱ {}", elapsed(run.elapsed_ms(state.now_ms))), theme.style(Role::Text)));
+    let waiting = state.approvals.len();
+    if waiting > 0 {
+        right.push(Span::styled("  │  ", muted));
+        right.push(Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)));
+    }
+    if run.simulated {
+        right.push(Span::raw("  "));
+        right.push(Span::styled(" SIMULATED ", theme.style(Role::Simulated)));
+    }
+    right.push(Span::raw(" "));
+
+    let right_width: usize = right.iter().map(Span::width).sum();
+    let left_width: usize = left.iter().map(Span::width).sum();
+    let total_width = usize::from(area.width);
+    if left_width + right_width <= total_width {
+        put_line(buf, area, 0, &Line::from(left));
+        let x = area.x + u16::try_from(total_width - right_width).unwrap_or(0);
+        put_line(buf, Rect { x, width: area.right() - x, ..area }, 0, &Line::from(right));
+    } else {
+        left.extend([Span::styled("  ", muted)]);
+        left.extend(right);
+        put_line(buf, area, 0, &Line::from(left));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use insta::assert_snapshot;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::console::panes::testing::{self, Fixture};
+    use crate::console::state::PaneId;
+
+    fn header(fixture: Fixture, width: u16) -> TestBackend {
+        let state = testing::state(fixture, PaneId::Dag);
+        let theme = testing::theme();
+        let mut terminal = Terminal::new(TestBackend::new(width, 1)).expect("terminal");
+        terminal
+            .draw(|frame| {
+                let area = frame.area();
+                render(&state, &theme, area, frame.buffer_mut());
+            })
+            .expect("draw");
+        terminal.backend().clone()
+    }
+
+    #[test]
+    fn snapshots() {
+        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed), ("prompt", Fixture::Prompt)] {
+            assert_snapshot!(format!("header_{name}_120"), header(fixture, 120));
+            assert_snapshot!(format!("header_{name}_60"), header(fixture, 60));
+        }
+    }
+
+    #[test]
+    fn elapsed_formats() {
+        assert_eq!(elapsed(42_000), "00:42");
+        assert_eq!(elapsed(3_723_000), "1:02:03");
+    }
+}

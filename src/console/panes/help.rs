@@ -1,0 +1,148 @@
+//! The help overlay, generated from the keymap and the command table: what is listed is what
+//! works, for this role. Keys that change runtime state are marked `!`.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::widgets::{Clear, Widget};
+
+use super::{RoleLine, overlay_block, put_line, role_line};
+use crate::console::command_line::COMMANDS;
+use crate::console::keys::{self, EDITING_KEYS, Scope};
+use crate::console::layout::centered;
+use crate::console::state::{BreakerState, PaneId, State, TaskStatus, UserRole};
+use crate::console::theme::{Role, Theme};
+
+/// Width of the key column.
+const KEYS: usize = 16;
+
+/// Every line of help for the state's role.
+pub fn lines(state: &State) -> Vec<RoleLine> {
+    let mut out: Vec<RoleLine> = Vec::new();
+    let section = |out: &mut Vec<RoleLine>, title: &str| {
+        if !out.is_empty() {
+            out.push(Vec::new());
+        }
+        out.push(vec![(Role::Title, title.to_owned())]);
+    };
+    let mut scopes = vec![Scope::Global, Scope::Lists];
+    scopes.extend(PaneId::ORDER.map(Scope::Pane));
+    if state.can_review() {
+        scopes.push(Scope::Approval);
+    }
+    scopes.push(Scope::Confirm);
+    for scope in scopes {
+        let bindings: Vec<_> = keys::bindings(scope, state.role).collect();
+        if bindings.is_empty() {
+            continue;
+        }
+        section(&mut out, scope.title());
+        for binding in bindings {
+            let (mark, role) = if binding.danger { ("! ", Role::Danger) } else { ("  ", Role::Accent) };
+            out.push(vec![
+                (role, format!("{mark}{:<KEYS$}", binding.label())),
+                (Role::Text, binding.description.to_owned()),
+            ]);
+        }
+    }
+    section(&mut out, "Typing (command line and filter)");
+    for (key, description) in EDITING_KEYS {
+        out.push(vec![(Role::Accent, format!("  {key:<KEYS$}")), (Role::Text, (*description).to_owned())]);
+    }
+    section(&mut out, "Commands (press : first)");
+    for command in COMMANDS.iter().filter(|c| c.permission.is_none_or(|p| state.role.can(p))) {
+        let role = if command.permission.is_some() { Role::Danger } else { Role::Accent };
+        let mark = if command.permission.is_some() { "! " } else { "  " };
+        out.push(vec![
+            (role, format!("{mark}{:<KEYS$}", format!("{} {}", command.name, command.args).trim_end())),
+            (Role::Text, command.description.to_owned()),
+        ]);
+    }
+    section(&mut out, "Task status");
+    let statuses = [
+        TaskStatus::Pending,
+        TaskStatus::Ready,
+        TaskStatus::AwaitingApproval,
+        TaskStatus::Running,
+        TaskStatus::Retrying,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Skipped,
+        TaskStatus::Cancelled,
+    ];
+    for chunk in statuses.chunks(3) {
+        let mut line = vec![(Role::Text, "  ".to_owned())];
+        for status in chunk {
+            line.push((status.role(), format!("{} {:<20}", status.glyph(), status.word())));
+        }
+        out.push(line);
+    }
+    section(&mut out, "Breakers");
+    let mut line = vec![(Role::Text, "  ".to_owned())];
+    for (state, role) in [
+        (BreakerState::Closed, Role::Ok),
+        (BreakerState::HalfOpen, Role::Warn),
+        (BreakerState::Open, Role::Error),
+    ] {
+        line.push((role, format!("{} {:<20}", state.glyph(), state.word())));
+    }
+    out.push(line);
+    if state.role != UserRole::Viewer {
+        out.push(vec![(
+            Role::Muted,
+            "  ! marks keys and commands that change the runtime; the gate decides who may."
+                .to_owned(),
+        )]);
+    }
+    out
+}
+
+pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut Buffer) {
+    let popup = centered(area, area.width.saturating_sub(4).min(84), area.height.saturating_sub(2));
+    if popup.is_empty() {
+        return;
+    }
+    let block = overlay_block(theme, "Help", "Esc close · ↑↓ scroll");
+    let inner = block.inner(popup);
+    Clear.render(popup, buf);
+    block.render(popup, buf);
+    let lines = lines(state);
+    let rows = usize::from(inner.height);
+    let scroll = scroll.min(lines.len().saturating_sub(rows));
+    for (row, line) in lines.iter().skip(scroll).take(rows).enumerate() {
+        put_line(buf, inner, row, &role_line(line, theme));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::console::keys::Action;
+    use crate::console::panes::testing::{self, Fixture};
+    use crate::console::reducer::{Input, reduce};
+
+    #[test]
+    fn snapshots() {
+        let theme = testing::theme();
+        let mut state = testing::state(Fixture::Busy, PaneId::Dag);
+        reduce(&mut state, Input::Action(Action::ToggleHelp));
+        assert_snapshot!("help_admin_120x40", testing::render_screen(&state, &theme, 120, 40));
+        assert_snapshot!("help_admin_60x16", testing::render_screen(&state, &theme, 60, 16));
+        state.role = UserRole::Viewer;
+        assert_snapshot!("help_viewer_120x40", testing::render_screen(&state, &theme, 120, 40));
+    }
+
+    #[test]
+    fn viewers_see_no_dangerous_keys_or_commands() {
+        let mut state = testing::state(Fixture::Empty, PaneId::Dag);
+        state.role = UserRole::Viewer;
+        let text: String = lines(&state).iter().flatten().map(|(_, t)| t.as_str()).collect();
+        assert!(!text.contains("! "), "{text}");
+        assert!(text.contains("quit"));
+        assert!(!text.contains("cancel the selected task"));
+        state.role = UserRole::Admin;
+        let text: String = lines(&state).iter().flatten().map(|(_, t)| t.as_str()).collect();
+        assert!(text.contains("! c "), "{text}");
+    }
+}

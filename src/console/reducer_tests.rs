@@ -1,0 +1,521 @@
+//! Reducer tests: given a state and an input, the next state and the commands. No tokio, no
+//! terminal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rstest::rstest;
+
+use super::{Input, reduce};
+use crate::command::Command;
+use crate::console::keys::Action;
+use crate::console::state::{
+    AgentMetrics, ApprovalChoice, BreakerState, Editing, Health, InstanceState, Overlay, PaneId,
+    Prompt, State, TaskStatus,
+};
+use crate::event::{AgentSummary, Envelope, Event, Level, PlannedTask, Risk, RunStatus};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Feed {
+    state: State,
+    seq: u64,
+}
+
+impl Feed {
+    fn new(role: &str) -> Self {
+        let mut state = State::new("alice", role, PathBuf::from("/project"), "dark");
+        reduce(&mut state, Input::Resize { width: 120, height: 40 });
+        reduce(&mut state, Input::Tick(T0));
+        Self { state, seq: 0 }
+    }
+
+    fn envelope(&mut self, run: bool, event: Event) -> Arc<Envelope> {
+        self.seq += 1;
+        let run_id = run.then(|| RunId::new("r1"));
+        Arc::new(Envelope { seq: self.seq, ts_ms: T0 + self.seq * 1000, run_id, event })
+    }
+
+    fn event(&mut self, event: Event) -> Vec<Command> {
+        let envelope = self.envelope(false, event);
+        reduce(&mut self.state, Input::Event(envelope))
+    }
+
+    fn run_event(&mut self, event: Event) -> Vec<Command> {
+        let envelope = self.envelope(true, event);
+        reduce(&mut self.state, Input::Event(envelope))
+    }
+
+    fn act(&mut self, action: Action) -> Vec<Command> {
+        reduce(&mut self.state, Input::Action(action))
+    }
+
+    fn typed(&mut self, text: &str) -> Vec<Command> {
+        self.act(Action::OpenCommandLine);
+        for c in text.chars() {
+            let key = crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(c));
+            self.act(Action::CommandLineInput(key.into()));
+        }
+        self.act(Action::SubmitCommandLine)
+    }
+
+    fn with_run(mut self) -> Self {
+        self.event(summary("backend-architect"));
+        self.run_event(Event::RunStarted {
+            workflow: "demo".into(),
+            file: "workflows/demo.yaml".into(),
+            goal: None,
+            max_parallel: 2,
+            fail_fast: false,
+            simulated: true,
+            tasks: vec![
+                planned("design", 0, &[]),
+                planned("build", 1, &["design"]),
+                planned("deploy", 2, &["build"]),
+            ],
+        });
+        self
+    }
+
+    fn message(&self) -> Option<(Level, &str)> {
+        self.state.message.as_ref().map(|m| (m.level, m.text.as_str()))
+    }
+
+    fn status(&self, task: &str) -> Option<TaskStatus> {
+        self.state.run.as_ref()?.task(&TaskId::new(task)).map(|t| t.status)
+    }
+}
+
+fn summary(name: &str) -> Event {
+    Event::AgentAdded(AgentSummary {
+        agent: AgentId::new(name),
+        file: PathBuf::from(format!("agentpool/tier1-core/{name}.md")),
+        tier: 1,
+        category: None,
+        triggers: 1,
+        max_instances: 3,
+        backend: None,
+        warnings: vec![],
+    })
+}
+
+fn planned(id: &str, layer: usize, deps: &[&str]) -> PlannedTask {
+    PlannedTask {
+        task: TaskId::new(id),
+        description: id.into(),
+        agent: AgentId::new("backend-architect"),
+        score: None,
+        depends_on: deps.iter().map(|d| TaskId::new(*d)).collect(),
+        layer,
+        timeout_ms: 10_000,
+        retries: 1,
+    }
+}
+
+fn approval(task: &str) -> Event {
+    Event::ApprovalRequested {
+        task: TaskId::new(task),
+        agent: AgentId::new("backend-architect"),
+        risk: Risk::High,
+        reasons: vec!["mentions credentials".into()],
+    }
+}
+
+fn run() -> RunId {
+    RunId::new("r1")
+}
+
+// ---------------------------------------------------------------- events -> state
+
+#[test]
+fn agent_load_errors_are_kept_with_the_last_good_version() {
+    let mut feed = Feed::new("admin");
+    feed.event(summary("backend-architect"));
+    feed.event(Event::AgentInvalid {
+        file: "agentpool/tier1-core/backend-architect.md".into(),
+        agent: Some(AgentId::new("backend-architect")),
+        error: "bad tier".into(),
+    });
+    let entry = &feed.state.agents.entries["backend-architect"];
+    assert!(entry.summary.is_some());
+    assert_eq!(entry.error.as_deref(), Some("bad tier"));
+
+    feed.event(Event::AgentInvalid { file: "agentpool/new.md".into(), agent: None, error: "no name".into() });
+    assert!(feed.state.agents.entries["agentpool/new.md"].summary.is_none());
+    // The file is fixed: the invalid row gives way to the agent.
+    feed.event(Event::AgentAdded(AgentSummary {
+        agent: AgentId::new("newcomer"),
+        file: "agentpool/new.md".into(),
+        tier: 2,
+        category: None,
+        triggers: 0,
+        max_instances: 1,
+        backend: None,
+        warnings: vec![],
+    }));
+    assert!(!feed.state.agents.entries.contains_key("agentpool/new.md"));
+    assert!(feed.state.agents.entries.contains_key("newcomer"));
+
+    feed.event(Event::AgentRemoved { agent: AgentId::new("newcomer"), file: "agentpool/new.md".into() });
+    assert!(!feed.state.agents.entries.contains_key("newcomer"));
+}
+
+#[test]
+fn instances_move_through_their_states() {
+    let mut feed = Feed::new("admin");
+    let agent = || AgentId::new("worker");
+    feed.event(Event::InstanceReserved { instance: InstanceId(1), agent: agent() });
+    feed.event(Event::InstanceReserved { instance: InstanceId(2), agent: agent() });
+    feed.event(Event::InstanceWorking { instance: InstanceId(1), agent: agent(), task: Some(TaskId::new("t")) });
+    let counts = feed.state.pool.counts();
+    assert_eq!((counts.reserved, counts.working, counts.idle, counts.terminated), (1, 1, 0, 0));
+    feed.event(Event::InstanceIdle { instance: InstanceId(1), agent: agent() });
+    assert_eq!(feed.state.pool.instances[&InstanceId(1)].state, InstanceState::Idle);
+    assert_eq!(feed.state.pool.instances[&InstanceId(1)].task, None);
+    feed.event(Event::InstanceTerminated { instance: InstanceId(2), agent: agent(), reason: "released".into() });
+    let counts = feed.state.pool.counts();
+    assert_eq!((counts.reserved, counts.idle, counts.terminated), (0, 1, 1));
+    // Selection follows the item, not the row.
+    assert_eq!(feed.state.pool.cursor.selected, Some(InstanceId(1)));
+}
+
+#[test]
+fn task_events_drive_statuses_and_metrics() {
+    let mut feed = Feed::new("admin").with_run();
+    let agent = || AgentId::new("backend-architect");
+    assert_eq!(feed.status("design"), Some(TaskStatus::Pending));
+    feed.run_event(Event::TaskReady { task: TaskId::new("design") });
+    assert_eq!(feed.status("design"), Some(TaskStatus::Ready));
+    feed.run_event(Event::TaskStarted {
+        task: TaskId::new("design"),
+        agent: agent(),
+        attempt: 1,
+        instance: InstanceId(4),
+        backend: "sim".into(),
+        simulated: true,
+    });
+    assert_eq!(feed.status("design"), Some(TaskStatus::Running));
+    feed.run_event(Event::TaskRetrying {
+        task: TaskId::new("design"),
+        agent: agent(),
+        attempt: 1,
+        delay_ms: 500,
+        duration_ms: 1000,
+        error: "boom".into(),
+    });
+    assert_eq!(feed.status("design"), Some(TaskStatus::Retrying));
+    feed.run_event(Event::TaskSucceeded {
+        task: TaskId::new("design"),
+        agent: agent(),
+        attempt: 2,
+        duration_ms: 3000,
+        output: "ok".into(),
+        usage: None,
+        simulated: true,
+    });
+    assert_eq!(feed.status("design"), Some(TaskStatus::Succeeded));
+    feed.run_event(Event::TaskFailed { task: TaskId::new("build"), agent: None, attempt: 1, duration_ms: 2000, error: "bad".into() });
+    feed.run_event(Event::TaskSkipped { task: TaskId::new("deploy"), reason: "build failed".into() });
+    assert_eq!(feed.status("build"), Some(TaskStatus::Failed));
+    assert_eq!(feed.status("deploy"), Some(TaskStatus::Skipped));
+    let metrics = feed.state.breakers.metrics[&agent()];
+    assert_eq!((metrics.calls, metrics.errors, metrics.consecutive_failures), (3, 2, 1));
+    assert_eq!(metrics.mean_duration_ms(), Some(2000));
+    assert_eq!(metrics.health(), Health::Unhealthy);
+
+    feed.run_event(Event::RunFinished {
+        status: RunStatus::Failed,
+        succeeded: 1,
+        failed: 1,
+        skipped: 1,
+        cancelled: 0,
+        duration_ms: 9_000,
+    });
+    let run = feed.state.run.as_ref().expect("run");
+    assert_eq!(run.outcome.map(|o| o.status), Some(RunStatus::Failed));
+    assert_eq!(run.progress(), (3, 3));
+    assert_eq!(run.elapsed_ms(T0 + 999_999), 9_000);
+}
+
+#[rstest]
+#[case::quiet(0, 0, 0, Health::Healthy)]
+#[case::one_in_four(4, 1, 1, Health::Healthy)]
+#[case::over_a_quarter(7, 2, 1, Health::Unhealthy)]
+#[case::three_in_a_row(20, 3, 3, Health::Degraded)]
+#[case::both(4, 3, 3, Health::Unhealthy)]
+fn health_follows_the_alert_thresholds(
+    #[case] calls: u64,
+    #[case] errors: u64,
+    #[case] consecutive_failures: u32,
+    #[case] expected: Health,
+) {
+    let metrics = AgentMetrics { calls, errors, total_duration_ms: 0, consecutive_failures };
+    assert_eq!(metrics.health(), expected);
+}
+
+#[test]
+fn breakers_fold_open_half_open_closed() {
+    let mut feed = Feed::new("admin");
+    let agent = || AgentId::new("flaky");
+    feed.event(Event::BreakerOpened { agent: agent(), failures: 3, threshold: 3, recovery_ms: 60_000, last_error: "503".into() });
+    let breaker = &feed.state.breakers.breakers[&agent()];
+    assert_eq!(breaker.state, BreakerState::Open);
+    let opened = breaker.opened_ms.expect("opened");
+    assert_eq!(breaker.until_half_open_ms(opened + 15_000), Some(45_000));
+    feed.event(Event::BreakerHalfOpened { agent: agent(), probes: 3 });
+    assert_eq!(feed.state.breakers.breakers[&agent()].state, BreakerState::HalfOpen);
+    feed.event(Event::BreakerClosed { agent: agent(), reason: "probes succeeded".into() });
+    let breaker = &feed.state.breakers.breakers[&agent()];
+    assert_eq!((breaker.state, breaker.failures), (BreakerState::Closed, 0));
+}
+
+#[rstest]
+#[case::mine("alice", Some((Level::Error, "✗ denied: reset_breaker — role viewer lacks operate")))]
+#[case::someone_else("bob", None)]
+fn denials_for_this_user_reach_the_status_bar(
+    #[case] user: &str,
+    #[case] expected: Option<(Level, &str)>,
+) {
+    let mut feed = Feed::new("viewer");
+    feed.event(Event::CommandDenied {
+        user: UserId::new(user),
+        role: "viewer".into(),
+        command: "reset_breaker".into(),
+        reason: "role viewer lacks operate".into(),
+    });
+    assert_eq!(feed.message(), expected);
+}
+
+#[test]
+fn duplicate_events_are_dropped() {
+    let mut feed = Feed::new("admin");
+    let envelope = feed.envelope(false, summary("a"));
+    reduce(&mut feed.state, Input::Event(Arc::clone(&envelope)));
+    reduce(&mut feed.state, Input::Event(envelope));
+    assert_eq!(feed.state.audit.entries.len(), 1);
+}
+
+// ---------------------------------------------------------------- actions -> commands
+
+#[rstest]
+#[case::approve_key(vec![Action::Approve], vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: None }])]
+#[case::reject_key(vec![Action::Reject], vec![Command::Reject { run: run(), task: TaskId::new("deploy"), note: None }])]
+#[case::enter_on_the_safe_default(vec![Action::PromptConfirm], vec![])]
+#[case::move_left_twice_then_enter(vec![Action::PromptPrev, Action::PromptPrev, Action::PromptConfirm], vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: None }])]
+#[case::esc_later(vec![Action::Later, Action::Approve], vec![])]
+fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>) {
+    let mut feed = Feed::new("reviewer").with_run();
+    feed.run_event(approval("deploy"));
+    assert_eq!(
+        feed.state.prompt,
+        Some(Prompt::Approval { task: TaskId::new("deploy"), choice: ApprovalChoice::Later })
+    );
+    let commands: Vec<Command> = actions.into_iter().flat_map(|a| feed.act(a)).collect();
+    assert_eq!(commands, expected);
+    assert_eq!(feed.state.prompt, None);
+    // Whatever was chosen, the approval stays pending until the runtime decides.
+    assert!(feed.state.approvals.contains_key(&TaskId::new("deploy")));
+}
+
+#[test]
+fn later_keeps_it_pending_and_the_next_approval_opens() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(approval("build"));
+    feed.run_event(approval("deploy"));
+    feed.act(Action::Later);
+    assert!(matches!(&feed.state.prompt, Some(Prompt::Approval { task, .. }) if task.as_str() == "deploy"));
+    feed.run_event(Event::ApprovalDecided { task: TaskId::new("deploy"), approved: true, by: UserId::new("bob"), note: None });
+    assert_eq!(feed.state.prompt, None);
+    assert_eq!(feed.message(), Some((Level::Info, "bob approved deploy")));
+    // The deferred one comes back on request from the DAG.
+    feed.state.focus = PaneId::Dag;
+    feed.act(Action::SelectRight);
+    feed.act(Action::ReviewSelected);
+    assert!(matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later }) if task.as_str() == "build"));
+}
+
+#[test]
+fn viewers_and_operators_get_no_prompt() {
+    for role in ["viewer", "operator", "developer"] {
+        let mut feed = Feed::new(role).with_run();
+        feed.run_event(approval("deploy"));
+        assert_eq!(feed.state.prompt, None, "{role}");
+        assert_eq!(feed.message(), Some((Level::Info, "deploy awaits approval by a reviewer")));
+    }
+}
+
+#[test]
+fn prompts_wait_while_the_operator_types() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.act(Action::OpenCommandLine);
+    feed.run_event(approval("deploy"));
+    assert_eq!(feed.state.prompt, None);
+    feed.act(Action::CloseCommandLine);
+    assert!(feed.state.prompt.is_some());
+}
+
+#[rstest]
+#[case::cancel_task(Action::CancelSelectedTask, Command::CancelTask { run: run(), task: TaskId::new("design") })]
+#[case::cancel_run(Action::CancelRun, Command::CancelRun { run: run() })]
+fn dangerous_keys_ask_first_with_no_focused(#[case] action: Action, #[case] expected: Command) {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.act(action.clone()), vec![]);
+    assert!(matches!(feed.state.prompt, Some(Prompt::Confirm { confirm: false, .. })));
+    assert_eq!(feed.act(Action::PromptConfirm), vec![], "Enter on the default does nothing");
+    feed.act(action);
+    feed.act(Action::PromptNext);
+    assert_eq!(feed.act(Action::PromptConfirm), vec![expected.clone()]);
+    feed.act(Action::CancelSelectedTask);
+    feed.act(Action::ConfirmNo);
+    assert_eq!(feed.state.prompt, None);
+}
+
+#[test]
+fn retry_only_for_tasks_that_ended_badly() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.act(Action::RetrySelectedTask);
+    assert_eq!(feed.state.prompt, None);
+    assert_eq!(feed.message().map(|m| m.0), Some(Level::Warn));
+    feed.run_event(Event::TaskFailed { task: TaskId::new("design"), agent: None, attempt: 1, duration_ms: 1, error: "x".into() });
+    feed.act(Action::RetrySelectedTask);
+    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::RetryTask { run: run(), task: TaskId::new("design") }]);
+}
+
+#[test]
+fn pane_keys_build_commands_from_the_selection() {
+    let mut feed = Feed::new("admin");
+    feed.event(summary("backend-architect"));
+    feed.event(Event::InstanceReserved { instance: InstanceId(7), agent: AgentId::new("backend-architect") });
+    feed.event(Event::BreakerOpened { agent: AgentId::new("backend-architect"), failures: 3, threshold: 3, recovery_ms: 1, last_error: "x".into() });
+    assert_eq!(feed.act(Action::SpawnSelectedAgent), vec![Command::SpawnInstance { agent: AgentId::new("backend-architect") }]);
+    assert_eq!(feed.act(Action::ReloadAgents), vec![Command::ReloadAgents]);
+    feed.act(Action::ReleaseSelectedInstance);
+    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::ReleaseInstance { instance: InstanceId(7) }]);
+    feed.act(Action::ResetSelectedBreaker);
+    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::ResetBreaker { agent: AgentId::new("backend-architect") }]);
+    feed.act(Action::OpenSelectedBreaker);
+    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::OpenBreaker { agent: AgentId::new("backend-architect") }]);
+}
+
+#[test]
+fn command_line_sends_commands_and_explains_mistakes() {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.typed("cancel build"), vec![Command::CancelTask { run: run(), task: TaskId::new("build") }]);
+    assert_eq!(feed.state.editing, Editing::None);
+    assert_eq!(feed.typed("bogus"), vec![]);
+    assert_eq!(feed.message().map(|m| m.0), Some(Level::Error));
+    assert!(feed.message().is_some_and(|m| m.1.starts_with("unknown command `bogus`")));
+    assert_eq!(feed.typed("theme light"), vec![]);
+    assert_eq!(feed.state.theme_request.as_deref(), Some("light"));
+    feed.typed("help");
+    assert_eq!(feed.state.overlay, Some(Overlay::Help { scroll: 0 }));
+    // History: Up recalls the last command.
+    feed.act(Action::OpenCommandLine);
+    feed.act(Action::HistoryPrev);
+    assert_eq!(feed.state.command_line.lines(), ["help"]);
+    feed.act(Action::HistoryPrev);
+    assert_eq!(feed.state.command_line.lines(), ["theme light"]);
+    feed.act(Action::HistoryNext);
+    feed.act(Action::HistoryNext);
+    assert_eq!(feed.state.command_line.lines(), [""]);
+    feed.act(Action::CloseCommandLine);
+    feed.typed("quit");
+    assert!(feed.state.should_quit);
+}
+
+#[test]
+fn filter_narrows_and_esc_clears() {
+    let mut feed = Feed::new("admin");
+    for name in ["alpha", "beta", "gamma"] {
+        feed.event(summary(name));
+    }
+    feed.state.focus = PaneId::Agents;
+    feed.act(Action::StartFilter);
+    for c in "be".chars() {
+        feed.act(Action::FilterPush(c));
+    }
+    let rows: Vec<String> = feed.state.agents.rows().iter().map(|e| e.key()).collect();
+    assert_eq!(rows, ["beta"]);
+    assert_eq!(feed.state.agents.cursor.selected.as_deref(), Some("beta"));
+    feed.act(Action::FilterClear);
+    assert_eq!(feed.state.agents.rows().len(), 3);
+    assert_eq!(feed.state.editing, Editing::None);
+}
+
+#[test]
+fn focus_cycles_and_clicks_focus_the_pane_under_the_pointer() {
+    let mut feed = Feed::new("viewer");
+    assert_eq!(feed.state.focus, PaneId::Dag);
+    feed.act(Action::FocusNext);
+    assert_eq!(feed.state.focus, PaneId::Breakers);
+    feed.act(Action::FocusPrev);
+    feed.act(Action::FocusPrev);
+    assert_eq!(feed.state.focus, PaneId::Pool);
+    let agents = feed.state.layout.agents;
+    feed.act(Action::Click { column: agents.x + 2, row: agents.y + 1 });
+    assert_eq!(feed.state.focus, PaneId::Agents);
+    let audit = feed.state.layout.audit;
+    feed.act(Action::Scroll { column: audit.x + 5, row: audit.y + 2, down: false });
+    assert_eq!(feed.state.focus, PaneId::Audit);
+}
+
+// ---------------------------------------------------------------- lag, time, size
+
+#[test]
+fn lag_rebuilds_the_picture_and_says_so() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.event(Event::InstanceReserved { instance: InstanceId(1), agent: AgentId::new("old") });
+    let audited = feed.state.audit.entries.len();
+    // The fresh backlog knows a different pool and a later task state.
+    let backlog = vec![
+        feed.envelope(false, summary("backend-architect")),
+        feed.envelope(false, Event::InstanceReserved { instance: InstanceId(9), agent: AgentId::new("new") }),
+    ];
+    reduce(&mut feed.state, Input::Resync { backlog, missed: 42 });
+    assert_eq!(feed.message(), Some((Level::Warn, "lagged: missed 42 events; resynced")));
+    assert!(feed.state.run.is_none(), "the picture comes from the backlog only");
+    assert_eq!(feed.state.pool.instances.keys().copied().collect::<Vec<_>>(), [InstanceId(9)]);
+    assert_eq!(feed.state.audit.entries.len(), audited + 2);
+    // Live events already in the backlog are not applied twice.
+    let stale = Arc::new(Envelope { seq: feed.seq, ts_ms: T0, run_id: None, event: summary("dup") });
+    reduce(&mut feed.state, Input::Event(stale));
+    assert!(!feed.state.agents.entries.contains_key("dup"));
+}
+
+#[test]
+fn idle_console_has_no_deadline_and_a_run_ticks_each_second() {
+    let mut feed = Feed::new("admin");
+    assert_eq!(feed.state.next_deadline_ms(), None);
+    feed = feed.with_run();
+    feed.state.message = None;
+    let started = feed.state.run.as_ref().expect("run").started_ms;
+    reduce(&mut feed.state, Input::Tick(started + 2_300));
+    assert_eq!(feed.state.next_deadline_ms(), Some(started + 3_000));
+    feed.run_event(Event::RunFinished { status: RunStatus::Succeeded, succeeded: 3, failed: 0, skipped: 0, cancelled: 0, duration_ms: 2_000 });
+    feed.state.message = None;
+    assert_eq!(feed.state.next_deadline_ms(), None);
+}
+
+#[test]
+fn messages_expire_on_tick() {
+    let mut feed = Feed::new("admin");
+    feed.event(Event::Notice { level: Level::Info, message: "hello".into() });
+    let expires = feed.state.message.as_ref().expect("message").expires_ms;
+    assert_eq!(feed.state.next_deadline_ms(), Some(expires));
+    reduce(&mut feed.state, Input::Tick(expires - 1));
+    assert!(feed.state.message.is_some());
+    reduce(&mut feed.state, Input::Tick(expires));
+    assert!(feed.state.message.is_none());
+}
+
+#[test]
+fn any_size_is_fine() {
+    let mut feed = Feed::new("admin").with_run();
+    for (w, h) in [(0, 0), (1, 1), (59, 15), (60, 16), (400, 120), (1, 400)] {
+        reduce(&mut feed.state, Input::Resize { width: w, height: h });
+        for action in [Action::SelectNext, Action::PageDown, Action::SelectRight, Action::Click { column: 0, row: 0 }] {
+            feed.act(action);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Risk assessment before a task runs, and the wait for a reviewer's decision. The wait does
+//! not hold a `max_parallel` slot: other tasks go on while a reviewer thinks.
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::{Msg, RunShared};
+use crate::governance::{Assessment, Decision, assess};
+
+pub(crate) enum Verdict {
+    Approved,
+    Rejected { reason: String },
+}
+
+/// The assessment of a task's description and agent, when it reaches `policies.approval_at`.
+/// The agent's name counts because it says what kind of work runs (`deployment-engineer`).
+pub(crate) fn needs_approval(shared: &RunShared, task: usize) -> Option<Assessment> {
+    let step = &shared.plan.steps[task];
+    let policies = &shared.engine.settings.policies;
+    let mut text = String::with_capacity(step.description.len() + step.agent.as_str().len() + 1);
+    text.push_str(&step.description);
+    text.push(' ');
+    text.push_str(step.agent.as_str());
+    let assessment = assess(&text, &policies.high_risk_words);
+    assessment.needs_approval(policies.approval_at).then_some(assessment)
+}
+
+/// Ask the reviewers and report the answer to the scheduler, unless the task is cancelled
+/// first (dropping the request withdraws it and closes the prompt).
+pub(crate) fn spawn_wait(
+    shared: &RunShared,
+    task: usize,
+    generation: u32,
+    assessment: Assessment,
+    cancel: CancellationToken,
+    scheduler: mpsc::UnboundedSender<Msg>,
+) {
+    let step = &shared.plan.steps[task];
+    let request = shared.engine.approvals.request(
+        &shared.run,
+        &step.id,
+        &step.agent,
+        assessment.risk,
+        assessment.reasons,
+    );
+    tokio::spawn(async move {
+        let decision = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            decision = request => decision,
+        };
+        let verdict = match decision {
+            Decision::Approved { .. } => Verdict::Approved,
+            Decision::Rejected { by, note } => Verdict::Rejected {
+                reason: match note {
+                    Some(note) => format!("rejected by {by}: {note}"),
+                    None => format!("rejected by {by}"),
+                },
+            },
+            Decision::Cancelled { reason } => {
+                Verdict::Rejected { reason: format!("approval {reason}") }
+            }
+        };
+        let _ = scheduler.send(Msg::Approval { task, generation, verdict });
+    });
+}

@@ -1,0 +1,87 @@
+//! The caller's side of a run: watch its phase, wait for it, and pass operator requests to its
+//! scheduler. The runtime calls these only after the gate has let the command through.
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::EngineError;
+use crate::event::RunStatus;
+use crate::ids::{RunId, TaskId};
+
+/// Where a run stands. A finished run goes back to `Running` when an operator retries a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    Running,
+    Finished(RunStatus),
+}
+
+/// An operator request for the scheduler, with a reply slot.
+pub(crate) enum Control {
+    CancelRun { reply: oneshot::Sender<Result<(), EngineError>> },
+    CancelTask { task: TaskId, reply: oneshot::Sender<Result<(), EngineError>> },
+    RetryTask { task: TaskId, reply: oneshot::Sender<Result<(), EngineError>> },
+}
+
+/// Cheap to clone; every clone controls the same run.
+#[derive(Clone)]
+pub struct RunHandle {
+    pub(crate) id: RunId,
+    pub(crate) workflow: String,
+    pub(crate) control: mpsc::UnboundedSender<super::scheduler::Msg>,
+    pub(crate) phase: watch::Receiver<RunPhase>,
+}
+
+impl RunHandle {
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// The workflow's name.
+    pub fn workflow(&self) -> &str {
+        &self.workflow
+    }
+
+    pub fn phase(&self) -> RunPhase {
+        *self.phase.borrow()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase(), RunPhase::Finished(_))
+    }
+
+    /// Wait until every task reached a final state (children stopped, events published).
+    pub async fn wait(&self) -> RunStatus {
+        let mut phase = self.phase.clone();
+        let result = phase.wait_for(|p| matches!(p, RunPhase::Finished(_))).await.map(|p| *p);
+        match result {
+            Ok(RunPhase::Finished(status)) => status,
+            // The scheduler is gone without finishing, which only happens when the tokio
+            // runtime shuts down under it.
+            _ => RunStatus::Cancelled,
+        }
+    }
+
+    /// Cancel every unfinished task.
+    pub async fn cancel(&self) -> Result<(), EngineError> {
+        self.ask(|reply| Control::CancelRun { reply }).await
+    }
+
+    /// Cancel one task; its dependents are skipped.
+    pub async fn cancel_task(&self, task: &TaskId) -> Result<(), EngineError> {
+        self.ask(|reply| Control::CancelTask { task: task.clone(), reply }).await
+    }
+
+    /// Run a failed, skipped or cancelled task again, and after it its dependents.
+    pub async fn retry_task(&self, task: &TaskId) -> Result<(), EngineError> {
+        self.ask(|reply| Control::RetryTask { task: task.clone(), reply }).await
+    }
+
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), EngineError>>) -> Control,
+    ) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || EngineError::RunGone { run: self.id.clone() };
+        self.control.send(super::scheduler::Msg::Control(make(reply))).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}

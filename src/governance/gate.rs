@@ -1,0 +1,130 @@
+//! The gate: the one function every command passes before it reaches the runtime.
+//!
+//! For each request it resolves who is asking, checks the role against the command's
+//! permission, appends the decision to the audit log and publishes `CommandAccepted` or
+//! `CommandDenied`. It fails closed: a decision that cannot be audited is a refusal.
+//! `check` writes and syncs one audit line, so it blocks for the length of an fsync
+//! (operators issue commands at human speed; see the README figures).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::role::{Identity, Roles, permission_name};
+use crate::audit::{AuditEntry, AuditLog, Outcome};
+use crate::bus::EventBus;
+use crate::command::{Command, Permission, Request};
+use crate::config::Settings;
+use crate::event::Event;
+use crate::ids::RunId;
+
+/// Checks, audits and announces every command. Cheap to clone.
+#[derive(Clone)]
+pub struct Gate {
+    roles: Arc<Roles>,
+    audit: AuditLog,
+    bus: EventBus,
+}
+
+/// A refused command: who asked, for what, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({}) may not {command}: {reason}", identity.user, identity.role)]
+pub struct Denied {
+    pub identity: Identity,
+    /// The command's name as in the audit log (`cancel_run`).
+    pub command: &'static str,
+    pub reason: DenyReason,
+}
+
+/// Why the gate refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The caller's role lacks the permission the command needs.
+    MissingPermission(Permission),
+    /// The decision could not be written to the audit log, so nothing is let through.
+    AuditUnavailable(String),
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingPermission(permission) => {
+                write!(f, "the role lacks the `{}` permission", permission_name(*permission))
+            }
+            Self::AuditUnavailable(error) => {
+                write!(f, "the decision cannot be recorded in the audit log ({error})")
+            }
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(settings: &Settings, audit: AuditLog, bus: EventBus) -> Self {
+        Self { roles: Arc::new(Roles::from_settings(settings)), audit, bus }
+    }
+
+    /// Who `user` is under the gate's settings.
+    pub fn identify(&self, user: &str) -> Identity {
+        self.roles.identify(user)
+    }
+
+    /// Decide one request. `Ok` carries the caller's identity (e.g. for `ApprovalDecided`'s
+    /// `by`); the caller then performs the command. Every call leaves one audit record and
+    /// one event, whatever the outcome.
+    pub fn check(&self, request: &Request) -> Result<Identity, Denied> {
+        let identity = self.roles.identify(request.user.as_str());
+        let command = request.command.name();
+        let permission = request.command.permission();
+        let mut refusal =
+            (!identity.allows(permission)).then_some(DenyReason::MissingPermission(permission));
+
+        let args = serde_json::to_value(&request.command).unwrap_or_default();
+        let mut detail = json!({ "command": args, "permission": permission_name(permission) });
+        if let Some(reason) = &refusal {
+            detail["reason"] = json!(reason.to_string());
+        }
+        let entry = AuditEntry {
+            user: identity.user.clone(),
+            role: identity.role.to_string(),
+            action: command.to_owned(),
+            outcome: if refusal.is_none() { Outcome::Accepted } else { Outcome::Denied },
+            detail,
+        };
+        if let Err(error) = self.audit.append(&entry) {
+            tracing::error!(user = %identity.user, command, %error, "gate: audit write failed");
+            refusal.get_or_insert(DenyReason::AuditUnavailable(error.to_string()));
+        }
+
+        let run = run_of(&request.command);
+        let user = identity.user.clone();
+        let role = identity.role.to_string();
+        let command_name = command.to_owned();
+        match refusal {
+            None => {
+                self.bus.publish(run, Event::CommandAccepted { user, role, command: command_name });
+                Ok(identity)
+            }
+            Some(reason) => {
+                let text = reason.to_string();
+                self.bus.publish(
+                    run,
+                    Event::CommandDenied { user, role, command: command_name, reason: text },
+                );
+                Err(Denied { identity, command, reason })
+            }
+        }
+    }
+}
+
+/// The run a command acts on, so its decision lands in that run's event stream.
+fn run_of(command: &Command) -> Option<&RunId> {
+    match command {
+        Command::CancelRun { run }
+        | Command::CancelTask { run, .. }
+        | Command::RetryTask { run, .. }
+        | Command::Approve { run, .. }
+        | Command::Reject { run, .. } => Some(run),
+        _ => None,
+    }
+}

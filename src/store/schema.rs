@@ -1,0 +1,65 @@
+//! The schema, versioned with the database's `user_version`. Each migration moves the database
+//! from version `i` to `i + 1` inside one transaction; never edit a released one.
+
+use rusqlite::{Connection, Transaction};
+
+/// Schema steps; the database is at version `MIGRATIONS.len()` when up to date.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and their events.
+    "CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY NOT NULL,
+        workflow    TEXT NOT NULL,
+        file        TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,          -- ms since the Unix epoch
+        finished_at INTEGER,                   -- NULL until RunFinished
+        status      TEXT NOT NULL,             -- running | succeeded | failed | cancelled
+        tasks       INTEGER NOT NULL,
+        succeeded   INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        skipped     INTEGER NOT NULL DEFAULT 0,
+        cancelled   INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER,
+        simulated   INTEGER NOT NULL,
+        pid         INTEGER NOT NULL           -- process that runs it; dead + running = interrupted
+    ) STRICT;
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY,            -- insertion order, also across processes
+        run_id TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        ts     INTEGER NOT NULL,               -- ms since the Unix epoch
+        type   TEXT NOT NULL,
+        task   TEXT,
+        agent  TEXT,
+        json   TEXT NOT NULL                   -- the whole envelope
+    ) STRICT;
+    CREATE INDEX events_by_run ON events (run_id, seq);",
+];
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What [`migrate`] found.
+pub enum Migration {
+    UpToDate,
+    /// The database is newer than this build.
+    TooNew(i64),
+}
+
+/// Bring the database to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Migration> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Ok(Migration::TooNew(found));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        step(&tx, sql, index as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(Migration::UpToDate)
+}
+
+fn step(tx: &Transaction<'_>, sql: &str, version: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(sql)?;
+    tx.pragma_update(None, "user_version", version)
+}

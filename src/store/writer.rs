@@ -1,0 +1,151 @@
+//! The store writer: a dedicated thread that drains the bus's lossless sink into the
+//! database, everything available at once (up to [`MAX_BATCH`] events per transaction), so
+//! the engine never waits for the database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{RunStore, StoreError};
+use crate::event::Envelope;
+
+/// Most events committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Handle to the writer thread.
+pub struct StoreWriter {
+    control: mpsc::UnboundedSender<Control>,
+    stored_rows: Arc<AtomicU64>,
+}
+
+enum Control {
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Start writing every envelope from `events` (normally `bus.sink()`) into `store`.
+///
+/// A failed transaction is logged and retried with the next batch, so no event is dropped
+/// while the disk is full; [`StoreWriter::flush`] reports the failure. If the handle is
+/// dropped without [`StoreWriter::close`], the thread keeps writing until the bus is gone.
+pub fn spawn_writer(
+    store: RunStore,
+    events: mpsc::UnboundedReceiver<Arc<Envelope>>,
+) -> Result<StoreWriter, StoreError> {
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let stored_rows = Arc::new(AtomicU64::new(0));
+    let mut writer = Writer {
+        store,
+        events,
+        control: control_rx,
+        batch: Vec::with_capacity(MAX_BATCH),
+        stored_rows: Arc::clone(&stored_rows),
+    };
+    std::thread::Builder::new()
+        .name("flightdeck-store".to_owned())
+        // tokio's channels need no runtime; a plain executor can wait on both of them.
+        .spawn(move || futures::executor::block_on(writer.run()))
+        .map_err(StoreError::Spawn)?;
+    Ok(StoreWriter { control, stored_rows })
+}
+
+impl StoreWriter {
+    /// Wait until every event sent to the writer before this call is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.control.send(Control::Flush(ack)).map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Commit everything received so far, then stop the thread.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.control.send(Control::Close(ack)).map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Rows committed since the writer started.
+    pub fn stored_rows(&self) -> u64 {
+        self.stored_rows.load(Ordering::Relaxed)
+    }
+}
+
+struct Writer {
+    store: RunStore,
+    events: mpsc::UnboundedReceiver<Arc<Envelope>>,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// Received, not yet committed (kept across a failed commit).
+    batch: Vec<Arc<Envelope>>,
+    stored_rows: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(&mut self) {
+        let mut events_open = true;
+        let mut control_open = true;
+        while events_open || control_open {
+            tokio::select! {
+                biased;
+                request = self.control.recv(), if control_open => match request {
+                    Some(Control::Flush(ack)) => {
+                        let _ = ack.send(self.drain());
+                    }
+                    Some(Control::Close(ack)) => {
+                        let _ = ack.send(self.drain());
+                        return;
+                    }
+                    None => control_open = false,
+                },
+                first = self.events.recv(), if events_open => {
+                    if let Some(envelope) = first {
+                        self.batch.push(envelope);
+                        self.fill();
+                    } else {
+                        events_open = false;
+                    }
+                    if let Err(error) = self.commit() {
+                        tracing::error!(%error, "run store: commit failed; kept for the next one");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take what is already queued, without waiting, up to a full batch.
+    fn fill(&mut self) {
+        while self.batch.len() < MAX_BATCH {
+            match self.events.try_recv() {
+                Ok(envelope) => self.batch.push(envelope),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Commit everything queued at the time of the call, batch by batch. Events arriving
+    /// meanwhile wait for the next round, so a flush ends even under constant load.
+    fn drain(&mut self) -> Result<(), StoreError> {
+        let mut queued = self.events.len();
+        loop {
+            while queued > 0 && self.batch.len() < MAX_BATCH {
+                let Ok(envelope) = self.events.try_recv() else { break };
+                self.batch.push(envelope);
+                queued -= 1;
+            }
+            self.commit()?;
+            if queued == 0 || self.events.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let stored = self.store.append_batch(&self.batch)?;
+        self.stored_rows.fetch_add(stored as u64, Ordering::Relaxed);
+        self.batch.clear();
+        Ok(())
+    }
+}

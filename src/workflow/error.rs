@@ -1,0 +1,105 @@
+//! Why a workflow file is refused. Every message names the file and the line, and the task
+//! ids involved, so the author can go straight to the problem.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::ids::{AgentId, TaskId};
+
+/// Errors loading, validating or planning a workflow. Nothing runs when any of these occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML, or not the shape of a workflow.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: PathBuf, line: usize, column: usize, message: String },
+    /// The YAML is well-formed but the workflow cannot run. All problems found are listed.
+    #[error("{}", render(file, problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+impl WorkflowError {
+    /// The problems of an [`WorkflowError::Invalid`] error; empty for the other kinds.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn render(file: &std::path::Path, problems: &[Problem]) -> String {
+    let mut text = String::new();
+    for (i, problem) in problems.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        let _ = write!(text, "{}:{}: {}", file.display(), problem.line, problem.kind);
+    }
+    text
+}
+
+/// One semantic problem at one line (1-based) of the workflow file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub line: usize,
+    pub kind: ProblemKind,
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProblemKind {
+    /// Tasks wait for each other in a circle; each id waits for the next one.
+    #[error("dependency cycle: {} (each task depends on the next)", arrows(.0))]
+    Cycle(Vec<TaskId>),
+    #[error("task `{task}` depends on `{dependency}`, which is not a task of this workflow")]
+    UnknownDependency { task: TaskId, dependency: TaskId },
+    #[error("task id `{id}` is used twice (first on line {first_line})")]
+    DuplicateId { id: TaskId, first_line: usize },
+    #[error(
+        "task id `{id}` is invalid: use letters, digits, `-`, `_` and `.`, at most 128 characters"
+    )]
+    BadId { id: String },
+    #[error("task `{task}`: agent `{agent}` is not in the agent pool{}", hint(.known))]
+    UnknownAgent { task: TaskId, agent: AgentId, known: Vec<AgentId> },
+    #[error("task `{task}`: no agent given and no agent in the pool matches its description")]
+    NoAgentFound { task: TaskId },
+    #[error("task `{task}`: {field}: bad duration `{value}`: {message} (try `30s`, `5m`)")]
+    BadDuration { task: TaskId, field: &'static str, value: String, message: String },
+    #[error("max_parallel: {value} is below 1")]
+    MaxParallel { value: i64 },
+    #[error(
+        "task `{task}`: agent `{agent}` runs on backend `{backend}`, which is not defined in \
+         flightdeck.yaml (defined: {})",
+        known.join(", ")
+    )]
+    UnknownBackend { task: TaskId, agent: AgentId, backend: String, known: Vec<String> },
+    #[error("the workflow has no tasks (give `tasks:` or `stages:`)")]
+    NoTasks,
+    #[error("give either `tasks:` or `stages:`, not both")]
+    TasksAndStages,
+}
+
+fn arrows(ids: &[TaskId]) -> String {
+    let mut text = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            text.push_str(" → ");
+        }
+        text.push_str(id.as_str());
+    }
+    text
+}
+
+fn hint(known: &[AgentId]) -> String {
+    if known.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = known.iter().map(AgentId::as_str).collect();
+    format!(" (did you mean {}?)", names.join(", "))
+}

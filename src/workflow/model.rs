@@ -1,0 +1,406 @@
+//! The workflow file format and its validation.
+//!
+//! ```yaml
+//! name: release-notes
+//! goal: Draft the release notes
+//! max_parallel: 4        # default 4; below 1 is refused
+//! fail_fast: false       # default false
+//! tasks:
+//!   - id: collect
+//!     description: Collect merged pull requests
+//!     agent: researcher  # optional: selected from the pool when absent
+//!     timeout: 2m        # default: limits.task_timeout of flightdeck.yaml
+//!     retries: 1         # default: limits.task_retries
+//!     context: {since: v1.2.0}
+//!   - id: draft
+//!     description: Draft the notes
+//!     depends_on: [collect]
+//! ```
+//!
+//! Instead of `tasks`, a workflow may give `stages`, each `{name, strategy, tasks}`. Stages run
+//! in order: the entry tasks of a stage depend on the exit tasks of the previous stage. In a
+//! `sequential` stage (the default) the first task is the entry, each task depends on the one
+//! before it, and the last task is the exit. In a `parallel` stage every task is both entry and
+//! exit. Explicit `depends_on` inside stages is added to these dependencies.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{Problem, ProblemKind, WorkflowError};
+use super::graph;
+use super::lines::SourceLines;
+use crate::ids::{AgentId, TaskId};
+
+/// Used when the file gives no `max_parallel`.
+pub const DEFAULT_MAX_PARALLEL: usize = 4;
+
+/// How the tasks of a stage relate to each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each task waits for the one before it.
+    #[default]
+    Sequential,
+    /// The tasks of the stage run side by side.
+    Parallel,
+}
+
+/// A validated workflow: ids unique, dependencies known, no cycles, durations parsed.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub file: PathBuf,
+    pub name: String,
+    pub goal: Option<String>,
+    pub max_parallel: usize,
+    pub fail_fast: bool,
+    /// Empty when the file gives `tasks` directly.
+    pub stages: Vec<Stage>,
+    /// In document order.
+    pub tasks: Vec<TaskSpec>,
+    source: Arc<str>,
+}
+
+/// A stage as written, for display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub strategy: Strategy,
+    /// Indices into [`Workflow::tasks`].
+    pub tasks: Vec<usize>,
+}
+
+/// One task of a validated workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub description: String,
+    pub agent: Option<AgentId>,
+    /// Every dependency, explicit and from stages, without repeats.
+    pub depends_on: Vec<TaskId>,
+    /// The same dependencies as indices into [`Workflow::tasks`].
+    pub deps: Vec<usize>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    /// Any YAML, as JSON; `null` when absent.
+    pub context: serde_json::Value,
+    /// Index into [`Workflow::stages`].
+    pub stage: Option<usize>,
+    /// 1-based line of the task's `id:` in the file.
+    pub line: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    name: Option<String>,
+    goal: Option<String>,
+    max_parallel: Option<i64>,
+    #[serde(default)]
+    fail_fast: bool,
+    tasks: Option<Vec<RawTask>>,
+    stages: Option<Vec<RawStage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    #[serde(default)]
+    strategy: Strategy,
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    id: String,
+    description: String,
+    agent: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    timeout: Option<String>,
+    retries: Option<u32>,
+    #[serde(default)]
+    context: serde_json::Value,
+}
+
+/// Keep a duration as written (string or bare number) so validation can name the task.
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::Str(s) => s,
+        Text::Int(n) => n.to_string(),
+        Text::Float(x) => x.to_string(),
+    }))
+}
+
+impl Workflow {
+    /// Read and validate a workflow file.
+    pub fn load(file: &Path) -> Result<Self, WorkflowError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| WorkflowError::Read { file: file.to_owned(), source })?;
+        Self::parse(&text, file)
+    }
+
+    /// Validate workflow text; `file` names it in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, WorkflowError> {
+        let raw: RawWorkflow = serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
+        })?;
+        let lines = SourceLines::new(text);
+        let mut problems = Vec::new();
+
+        let max_parallel = match raw.max_parallel {
+            None => DEFAULT_MAX_PARALLEL,
+            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(value) => {
+                let line = lines.top_level_line("max_parallel").unwrap_or(1);
+                problems.push(Problem { line, kind: ProblemKind::MaxParallel { value } });
+                DEFAULT_MAX_PARALLEL
+            }
+        };
+
+        let (raw_tasks, raw_stages) = match (raw.tasks, raw.stages) {
+            (Some(_), Some(_)) => {
+                let line = lines.top_level_line("stages").unwrap_or(1);
+                problems.push(Problem { line, kind: ProblemKind::TasksAndStages });
+                return Err(invalid(file, problems));
+            }
+            (Some(tasks), None) => (tasks, Vec::new()),
+            (None, Some(stages)) => (Vec::new(), stages),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
+
+        // Flatten stages into one task list, remembering each task's stage.
+        let mut flat: Vec<(RawTask, Option<usize>)> =
+            raw_tasks.into_iter().map(|t| (t, None)).collect();
+        let mut stages = Vec::with_capacity(raw_stages.len());
+        for (s, stage) in raw_stages.into_iter().enumerate() {
+            let first = flat.len();
+            stages.push(Stage {
+                name: stage.name,
+                strategy: stage.strategy,
+                tasks: (first..first + stage.tasks.len()).collect(),
+            });
+            flat.extend(stage.tasks.into_iter().map(|t| (t, Some(s))));
+        }
+        if flat.is_empty() {
+            let line = lines.top_level_line("tasks").or_else(|| lines.top_level_line("stages"));
+            problems.push(Problem { line: line.unwrap_or(1), kind: ProblemKind::NoTasks });
+            return Err(invalid(file, problems));
+        }
+
+        let task_lines = lines.task_lines(flat.iter().map(|(t, _)| t.id.as_str()));
+        let block_end = |i: usize| task_lines.get(i + 1).copied().unwrap_or(lines.end());
+
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(flat.len());
+        let mut duplicates = false;
+        for (i, (task, _)) in flat.iter().enumerate() {
+            if !is_valid_id(&task.id) {
+                problems.push(Problem {
+                    line: task_lines[i],
+                    kind: ProblemKind::BadId { id: task.id.clone() },
+                });
+            }
+            if let Some(&first) = index.get(task.id.as_str()) {
+                duplicates = true;
+                problems.push(Problem {
+                    line: task_lines[i],
+                    kind: ProblemKind::DuplicateId {
+                        id: TaskId::new(task.id.clone()),
+                        first_line: task_lines[first],
+                    },
+                });
+            } else {
+                index.insert(&task.id, i);
+            }
+        }
+
+        let mut timeouts = Vec::with_capacity(flat.len());
+        let mut deps: Vec<Vec<usize>> = Vec::with_capacity(flat.len());
+        let mut unknown_deps = false;
+        for (i, (task, _)) in flat.iter().enumerate() {
+            let timeout = task.timeout.as_deref().and_then(|value| {
+                parse_timeout(value)
+                    .map_err(|message| {
+                        let line = lines.key_line("timeout", task_lines[i], block_end(i));
+                        problems.push(Problem {
+                            line: line.unwrap_or(task_lines[i]),
+                            kind: ProblemKind::BadDuration {
+                                task: TaskId::new(task.id.clone()),
+                                field: "timeout",
+                                value: value.to_owned(),
+                                message,
+                            },
+                        });
+                    })
+                    .ok()
+            });
+            timeouts.push(timeout);
+
+            let mut own = Vec::with_capacity(task.depends_on.len());
+            for dep in &task.depends_on {
+                if let Some(&d) = index.get(dep.as_str()) {
+                    own.push(d);
+                    continue;
+                }
+                unknown_deps = true;
+                let from = lines.key_line("depends_on", task_lines[i], block_end(i));
+                let line = from
+                    .and_then(|from| lines.word_line(dep, from, block_end(i)))
+                    .or(from)
+                    .unwrap_or(task_lines[i]);
+                problems.push(Problem {
+                    line,
+                    kind: ProblemKind::UnknownDependency {
+                        task: TaskId::new(task.id.clone()),
+                        dependency: TaskId::new(dep.clone()),
+                    },
+                });
+            }
+            deps.push(own);
+        }
+        drop(index);
+        add_stage_dependencies(&stages, &mut deps);
+        dedup_dependencies(&mut deps);
+
+        if !duplicates && !unknown_deps {
+            let ids: Vec<&str> = flat.iter().map(|(t, _)| t.id.as_str()).collect();
+            for cycle in graph::find_cycles(&deps) {
+                let first = cycle.iter().copied().min().unwrap_or(0);
+                problems.push(Problem {
+                    line: task_lines[first],
+                    kind: ProblemKind::Cycle(cycle.iter().map(|&i| TaskId::new(ids[i])).collect()),
+                });
+            }
+        }
+
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.line);
+            return Err(invalid(file, problems));
+        }
+
+        let ids: Vec<TaskId> = flat.iter().map(|(t, _)| TaskId::new(t.id.clone())).collect();
+        let tasks = flat
+            .into_iter()
+            .zip(deps)
+            .zip(timeouts)
+            .enumerate()
+            .map(|(i, (((task, stage), deps), timeout))| TaskSpec {
+                depends_on: deps.iter().map(|&d| ids[d].clone()).collect(),
+                id: ids[i].clone(),
+                description: task.description,
+                agent: task.agent.map(AgentId::new),
+                deps,
+                timeout,
+                retries: task.retries,
+                context: task.context,
+                stage,
+                line: task_lines[i],
+            })
+            .collect();
+
+        Ok(Self {
+            file: file.to_owned(),
+            name: raw.name.unwrap_or_else(|| file_stem(file)),
+            goal: raw.goal,
+            max_parallel,
+            fail_fast: raw.fail_fast,
+            stages,
+            tasks,
+            source: Arc::from(text),
+        })
+    }
+
+    /// The line of `key:` inside task `index`'s block, else the task's own line.
+    pub fn field_line(&self, index: usize, key: &str) -> usize {
+        let lines = SourceLines::new(&self.source);
+        let Some(task) = self.tasks.get(index) else { return 1 };
+        let end = self.tasks.get(index + 1).map_or(lines.end(), |next| next.line);
+        lines.key_line(key, task.line, end).unwrap_or(task.line)
+    }
+
+    /// Build the error for problems found after loading (e.g. by the planner).
+    pub fn invalid(&self, mut problems: Vec<Problem>) -> WorkflowError {
+        problems.sort_by_key(|p| p.line);
+        invalid(&self.file, problems)
+    }
+}
+
+fn invalid(file: &Path, problems: Vec<Problem>) -> WorkflowError {
+    WorkflowError::Invalid { file: file.to_owned(), problems }
+}
+
+fn file_stem(file: &Path) -> String {
+    file.file_stem().map_or_else(|| "workflow".to_owned(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Drop repeated dependencies, keeping the first mention, in time linear in the edges.
+fn dedup_dependencies(deps: &mut [Vec<usize>]) {
+    let mut last_seen_by = vec![usize::MAX; deps.len()];
+    for (task, own) in deps.iter_mut().enumerate() {
+        own.retain(|&dep| std::mem::replace(&mut last_seen_by[dep], task) != task);
+    }
+}
+
+/// See the module docs for the rules.
+fn add_stage_dependencies(stages: &[Stage], deps: &mut [Vec<usize>]) {
+    let mut previous_exits: Vec<usize> = Vec::new();
+    for stage in stages {
+        match stage.strategy {
+            Strategy::Sequential => {
+                for (k, &task) in stage.tasks.iter().enumerate() {
+                    if k == 0 {
+                        for &exit in &previous_exits {
+                            deps[task].push(exit);
+                        }
+                    } else {
+                        deps[task].push(stage.tasks[k - 1]);
+                    }
+                }
+                if let Some(&last) = stage.tasks.last() {
+                    previous_exits = vec![last];
+                }
+            }
+            Strategy::Parallel => {
+                for &task in &stage.tasks {
+                    for &exit in &previous_exits {
+                        deps[task].push(exit);
+                    }
+                }
+                if !stage.tasks.is_empty() {
+                    previous_exits.clone_from(&stage.tasks);
+                }
+            }
+        }
+    }
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    if value.trim().parse::<f64>().is_ok() {
+        return Err("a bare number has no unit".to_owned());
+    }
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,362 @@
+//! The planner: a validated [`Workflow`] plus the agent pool and settings become a [`Plan`] —
+//! layers, the agent and backend of each task, timeouts, retries and an estimate.
+//!
+//! Estimates: a task on a `sim` backend takes the mean of its latency range; any other backend
+//! has no history to go on, so a task is guessed at a quarter of its timeout. The run estimate
+//! is the longer of the critical path (longest chain of estimates) and the total work divided
+//! by `max_parallel`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::error::{Problem, ProblemKind, WorkflowError};
+use super::graph;
+use super::model::Workflow;
+use crate::agents::{Registry, Scored, SelectionQuery, best};
+use crate::config::{BackendConfig, Settings};
+use crate::event::PlannedTask;
+use crate::ids::{AgentId, TaskId};
+
+/// Choices the caller makes on top of the file (`--backend`, `--max-parallel`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOverrides {
+    /// Run every task on this backend.
+    pub backend: Option<String>,
+    /// Replace the workflow's `max_parallel`.
+    pub max_parallel: Option<usize>,
+}
+
+/// A workflow ready to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub workflow: String,
+    pub file: PathBuf,
+    pub goal: Option<String>,
+    pub max_parallel: usize,
+    pub fail_fast: bool,
+    /// True when any task runs on a simulation backend.
+    pub simulated: bool,
+    /// Same order as the workflow's tasks.
+    pub steps: Vec<PlannedStep>,
+    /// Task indices per topological layer.
+    pub layers: Vec<Vec<usize>>,
+    /// Task indices of the longest chain of estimates.
+    pub critical_path: Vec<usize>,
+    #[serde(rename = "estimate_ms", serialize_with = "as_ms")]
+    pub estimate: Duration,
+    /// `--backend`: fallback agents run on it too.
+    pub backend_override: Option<String>,
+}
+
+/// One task of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub id: TaskId,
+    pub description: String,
+    pub agent: AgentId,
+    /// Present when the agent was selected automatically.
+    pub selection: Option<Selection>,
+    pub backend: String,
+    pub backend_kind: &'static str,
+    pub simulated: bool,
+    #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
+    pub timeout: Duration,
+    pub retries: u32,
+    pub depends_on: Vec<TaskId>,
+    pub layer: usize,
+    #[serde(rename = "estimate_ms", serialize_with = "as_ms")]
+    pub estimate: Duration,
+    /// 1-based line of the task in the workflow file.
+    pub line: usize,
+    pub context: serde_json::Value,
+    /// Indices of the tasks this one waits for.
+    #[serde(skip)]
+    pub deps: Vec<usize>,
+    /// Indices of the tasks that wait for this one.
+    #[serde(skip)]
+    pub dependents: Vec<usize>,
+}
+
+/// Why the selector chose an agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Selection {
+    pub score: f64,
+    /// Human-readable parts of the score, e.g. `trigger "deploy" +3.0`.
+    pub breakdown: Vec<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Plan a workflow with the file's own settings.
+pub fn plan(
+    workflow: &Workflow,
+    registry: &Registry,
+    settings: &Settings,
+) -> Result<Plan, WorkflowError> {
+    plan_with(workflow, registry, settings, &PlanOverrides::default())
+}
+
+/// Plan a workflow, applying command-line overrides.
+pub fn plan_with(
+    workflow: &Workflow,
+    registry: &Registry,
+    settings: &Settings,
+    overrides: &PlanOverrides,
+) -> Result<Plan, WorkflowError> {
+    let mut problems = Vec::new();
+    let max_parallel = match overrides.max_parallel {
+        Some(0) => {
+            problems.push(Problem { line: 1, kind: ProblemKind::MaxParallel { value: 0 } });
+            1
+        }
+        Some(n) => n,
+        None => workflow.max_parallel,
+    };
+    let known_backends: Vec<String> = settings.backends.keys().cloned().collect();
+    if let Some(backend) = &overrides.backend
+        && !settings.backends.contains_key(backend)
+        && let Some(first) = workflow.tasks.first()
+    {
+        problems.push(Problem {
+            line: first.line,
+            kind: ProblemKind::UnknownBackend {
+                task: first.id.clone(),
+                agent: first.agent.clone().unwrap_or_else(|| AgentId::new("-")),
+                backend: backend.clone(),
+                known: known_backends.clone(),
+            },
+        });
+        return Err(workflow.invalid(problems));
+    }
+
+    let definitions = registry.definitions();
+    let mut steps = Vec::with_capacity(workflow.tasks.len());
+    for (i, task) in workflow.tasks.iter().enumerate() {
+        let (agent, selection) = if let Some(name) = &task.agent {
+            if registry.get(name.as_str()).is_none() {
+                let line = workflow.field_line(i, "agent");
+                let known =
+                    similar_names(name.as_str(), definitions.iter().map(|d| d.name.as_str()));
+                problems.push(Problem {
+                    line,
+                    kind: ProblemKind::UnknownAgent {
+                        task: task.id.clone(),
+                        agent: name.clone(),
+                        known,
+                    },
+                });
+                continue;
+            }
+            (name.clone(), None)
+        } else {
+            let context = context_text(&task.context);
+            let mut query = SelectionQuery::new(&task.description);
+            if let Some(context) = &context {
+                query = query.with_context(context);
+            }
+            let Some(scored) = best(&definitions, &query) else {
+                problems.push(Problem {
+                    line: task.line,
+                    kind: ProblemKind::NoAgentFound { task: task.id.clone() },
+                });
+                continue;
+            };
+            let selection = Selection { score: scored.score, breakdown: breakdown_lines(&scored) };
+            (scored.agent, Some(selection))
+        };
+        let definition = registry.get(agent.as_str());
+        let backend = overrides
+            .backend
+            .clone()
+            .or_else(|| definition.as_ref().and_then(|d| d.backend.clone()))
+            .unwrap_or_else(|| settings.default_backend.clone());
+        let Some(config) = settings.backends.get(&backend) else {
+            problems.push(Problem {
+                line: workflow.field_line(i, "agent"),
+                kind: ProblemKind::UnknownBackend {
+                    task: task.id.clone(),
+                    agent,
+                    backend,
+                    known: known_backends.clone(),
+                },
+            });
+            continue;
+        };
+        let timeout = task.timeout.unwrap_or(settings.limits.task_timeout);
+        steps.push(PlannedStep {
+            id: task.id.clone(),
+            description: task.description.clone(),
+            agent,
+            selection,
+            backend_kind: config.kind(),
+            simulated: matches!(config, BackendConfig::Sim(_)),
+            estimate: estimate_task(config, timeout),
+            backend,
+            timeout,
+            retries: task.retries.unwrap_or(settings.limits.task_retries),
+            depends_on: task.depends_on.clone(),
+            layer: 0,
+            line: task.line,
+            context: task.context.clone(),
+            deps: task.deps.clone(),
+            dependents: Vec::new(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(workflow.invalid(problems));
+    }
+
+    let deps: Vec<Vec<usize>> = steps.iter().map(|s| s.deps.clone()).collect();
+    let layer_of = graph::layers(&deps);
+    let depth = layer_of.iter().copied().max().map_or(0, |d| d + 1);
+    let mut layers = vec![Vec::new(); depth];
+    for (i, &layer) in layer_of.iter().enumerate() {
+        layers[layer].push(i);
+        steps[i].layer = layer;
+        for d in deps[i].clone() {
+            steps[d].dependents.push(i);
+        }
+    }
+    let (critical_path, critical) = critical_path(&steps, &deps);
+    let total: Duration = steps.iter().map(|s| s.estimate).sum();
+    let spread = total / u32::try_from(max_parallel).unwrap_or(u32::MAX);
+
+    Ok(Plan {
+        workflow: workflow.name.clone(),
+        file: workflow.file.clone(),
+        goal: workflow.goal.clone(),
+        max_parallel,
+        fail_fast: workflow.fail_fast,
+        simulated: steps.iter().any(|s| s.simulated),
+        steps,
+        layers,
+        critical_path,
+        estimate: critical.max(spread),
+        backend_override: overrides.backend.clone(),
+    })
+}
+
+impl Plan {
+    /// The tasks as [`crate::event::Event::RunStarted`] carries them.
+    pub fn planned_tasks(&self) -> Vec<PlannedTask> {
+        self.steps
+            .iter()
+            .map(|s| PlannedTask {
+                task: s.id.clone(),
+                description: s.description.clone(),
+                agent: s.agent.clone(),
+                score: s.selection.as_ref().map(|sel| sel.score),
+                depends_on: s.depends_on.clone(),
+                layer: s.layer,
+                timeout_ms: s.timeout.as_millis() as u64,
+                retries: s.retries,
+            })
+            .collect()
+    }
+
+    /// Names of the backends the plan uses, each once.
+    pub fn backends(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.steps.iter().map(|s| s.backend.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Index of a task by id.
+    pub fn index_of(&self, task: &TaskId) -> Option<usize> {
+        self.steps.iter().position(|s| &s.id == task)
+    }
+}
+
+fn estimate_task(config: &BackendConfig, timeout: Duration) -> Duration {
+    match config {
+        BackendConfig::Sim(sim) => (sim.latency_min + sim.latency_max) / 2,
+        _ => timeout / 4,
+    }
+}
+
+/// The longest chain of estimates, and its length.
+fn critical_path(steps: &[PlannedStep], deps: &[Vec<usize>]) -> (Vec<usize>, Duration) {
+    let mut finish = vec![Duration::ZERO; steps.len()];
+    let mut via = vec![usize::MAX; steps.len()];
+    for task in graph::topological_order(deps) {
+        let (start, from) = deps[task]
+            .iter()
+            .map(|&d| (finish[d], d))
+            .max_by_key(|&(f, _)| f)
+            .unwrap_or((Duration::ZERO, usize::MAX));
+        finish[task] = start + steps[task].estimate;
+        via[task] = from;
+    }
+    let Some((mut at, &longest)) = finish.iter().enumerate().max_by_key(|&(_, f)| *f) else {
+        return (Vec::new(), Duration::ZERO);
+    };
+    let mut path = vec![at];
+    while via[at] != usize::MAX {
+        at = via[at];
+        path.push(at);
+    }
+    path.reverse();
+    (path, longest)
+}
+
+fn breakdown_lines(scored: &Scored) -> Vec<String> {
+    scored
+        .breakdown
+        .components()
+        .iter()
+        .filter(|(_, c)| c.points != 0.0)
+        .map(|(label, c)| format!("{label} +{:.1} ({})", c.points, c.matched.join(", ")))
+        .collect()
+}
+
+/// Context as text the selector can match focus areas against.
+fn context_text(context: &serde_json::Value) -> Option<String> {
+    match context {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Agent names within a small edit distance, for "did you mean".
+fn similar_names<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Vec<AgentId> {
+    let mut close: Vec<(usize, &str)> = names
+        .map(|n| (edit_distance(wanted, n), n))
+        .filter(|&(d, n)| d <= 3.max(wanted.len() / 4) || n.contains(wanted) || wanted.contains(n))
+        .collect();
+    close.sort_unstable();
+    close.into_iter().take(3).map(|(_, n)| AgentId::new(n)).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("backend", "backend"), 0);
+        assert_eq!(edit_distance("backnd", "backend"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

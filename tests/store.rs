@@ -1,0 +1,345 @@
+//! The run store against real database files, and its writer fed by a real bus.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use flightdeck::bus::EventBus;
+use flightdeck::event::{Envelope, Event, OutputStream, PlannedTask, RunStatus};
+use flightdeck::ids::{AgentId, InstanceId, RunId, TaskId};
+use flightdeck::store::{RUNS_FILE, RunState, RunStore, SCHEMA_VERSION, StoreError, spawn_writer};
+
+fn run_started(tasks: usize) -> Event {
+    Event::RunStarted {
+        workflow: "demo".into(),
+        file: PathBuf::from("workflows/demo.yaml"),
+        goal: Some("show".into()),
+        max_parallel: 4,
+        fail_fast: false,
+        simulated: true,
+        tasks: (0..tasks)
+            .map(|i| PlannedTask {
+                task: TaskId::new(format!("t{i}")),
+                description: "do it".into(),
+                agent: AgentId::new("coder"),
+                score: Some(3.0),
+                depends_on: vec![],
+                layer: 0,
+                timeout_ms: 1000,
+                retries: 0,
+            })
+            .collect(),
+    }
+}
+
+/// The ~6 events one simulated task produces.
+fn task_events(i: usize) -> Vec<Event> {
+    let task = TaskId::new(format!("t{i}"));
+    let agent = AgentId::new("coder");
+    let instance = InstanceId(i as u64);
+    vec![
+        Event::TaskReady { task: task.clone() },
+        Event::InstanceReserved { instance, agent: agent.clone() },
+        Event::TaskStarted {
+            task: task.clone(),
+            agent: agent.clone(),
+            attempt: 1,
+            instance,
+            backend: "sim".into(),
+            simulated: true,
+        },
+        Event::TaskOutput {
+            task: task.clone(),
+            stream: OutputStream::Stdout,
+            text: "working".into(),
+        },
+        Event::TaskSucceeded {
+            task,
+            agent: agent.clone(),
+            attempt: 1,
+            duration_ms: 12,
+            output: "done: the parser now handles nested lists".into(),
+            usage: None,
+            simulated: true,
+        },
+        Event::InstanceIdle { instance, agent },
+    ]
+}
+
+fn run_finished(succeeded: usize) -> Event {
+    Event::RunFinished {
+        status: RunStatus::Succeeded,
+        succeeded,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 1234,
+    }
+}
+
+/// Envelopes numbered from `first_seq`, all in `run`.
+fn envelopes(run: &RunId, first_seq: u64, events: Vec<Event>) -> Vec<Arc<Envelope>> {
+    events
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(event, seq)| {
+            Arc::new(Envelope {
+                seq,
+                ts_ms: 1_700_000_000_000 + seq,
+                run_id: Some(run.clone()),
+                event,
+            })
+        })
+        .collect()
+}
+
+fn whole_run(run: &RunId, tasks: usize) -> Vec<Arc<Envelope>> {
+    let mut events = vec![run_started(tasks)];
+    events.extend((0..tasks).flat_map(task_events));
+    events.push(run_finished(tasks));
+    envelopes(run, 1, events)
+}
+
+fn store_in(dir: &Path) -> (RunStore, PathBuf) {
+    let path = dir.join("data").join(RUNS_FILE);
+    (RunStore::open(&path).unwrap(), path)
+}
+
+#[test]
+fn events_round_trip_and_the_run_row_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = store_in(dir.path());
+    let run = RunId::new("r1");
+    let mut batch = whole_run(&run, 3);
+    // Not part of any run: skipped.
+    batch.push(Arc::new(Envelope {
+        seq: 99,
+        ts_ms: 1,
+        run_id: None,
+        event: Event::Notice { level: flightdeck::event::Level::Info, message: "hi".into() },
+    }));
+    assert_eq!(store.append_batch(&batch).unwrap(), batch.len() - 1);
+
+    let stored = store.events(&run).unwrap();
+    let expected: Vec<Envelope> = batch[..batch.len() - 1].iter().map(|e| (**e).clone()).collect();
+    assert_eq!(stored, expected);
+
+    let row = store.run(&run).unwrap().unwrap();
+    assert_eq!(row.state, RunState::Succeeded);
+    assert_eq!((row.workflow.as_str(), row.tasks, row.succeeded), ("demo", 3, 3));
+    assert_eq!(row.file, PathBuf::from("workflows/demo.yaml"));
+    assert_eq!(row.started_ms, 1_700_000_000_001);
+    assert_eq!(row.finished_ms, Some(1_700_000_000_000 + batch.len() as u64 - 1));
+    assert_eq!(row.duration_ms, Some(1234));
+    assert!(row.simulated);
+    assert_eq!(store.runs().unwrap(), vec![row]);
+    assert_eq!(store.run(&RunId::new("nope")).unwrap(), None);
+    assert_eq!(store.last_seq().unwrap(), batch.len() as u64 - 1);
+}
+
+#[test]
+fn events_after_returns_the_missed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = store_in(dir.path());
+    let run = RunId::new("r1");
+    store.append_batch(&whole_run(&run, 2)).unwrap();
+    let tail = store.events_after(&run, 10).unwrap();
+    let seqs: Vec<u64> = tail.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [11, 12, 13, 14]);
+    assert!(store.events(&RunId::new("other")).unwrap().is_empty());
+}
+
+#[test]
+fn fifty_thousand_events_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = store_in(dir.path());
+    let run = RunId::new("big");
+    let tasks = 50_000 / 6;
+    let all = whole_run(&run, tasks);
+    let started = Instant::now();
+    for batch in all.chunks(flightdeck::store::MAX_BATCH) {
+        store.append_batch(batch).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let rows_per_s = all.len() as f64 / elapsed.as_secs_f64();
+    println!(
+        "stored {} events in {elapsed:?}: {rows_per_s:.0} rows/s, {:.2} µs per task of 6 events \
+         (debug build; see `cargo bench --bench store` for release figures)",
+        all.len(),
+        elapsed.as_secs_f64() * 1e6 / tasks as f64,
+    );
+    assert_eq!(store.events(&run).unwrap().len(), all.len());
+    assert_eq!(store.run(&run).unwrap().unwrap().succeeded, tasks);
+}
+
+#[test]
+fn reopening_keeps_everything_and_uses_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, path) = store_in(dir.path());
+    let run = RunId::new("r1");
+    store.append_batch(&whole_run(&run, 2)).unwrap();
+    assert_eq!(store.journal_mode().unwrap(), "wal");
+    drop(store);
+
+    let store = RunStore::open(&path).unwrap();
+    assert_eq!(store.events(&run).unwrap().len(), 14);
+    assert_eq!(store.runs().unwrap().len(), 1);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn unfinished_run_of_this_process_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = store_in(dir.path());
+    let run = RunId::new("live");
+    let mut events = vec![run_started(3)];
+    events.extend(task_events(0));
+    store.append_batch(&envelopes(&run, 1, events)).unwrap();
+    let row = store.run(&run).unwrap().unwrap();
+    assert_eq!(row.state, RunState::Running);
+    assert_eq!((row.succeeded, row.finished_ms), (1, None));
+}
+
+/// Runs only as the child of `run_of_a_dead_process_is_interrupted`.
+#[test]
+fn child_starts_a_run_and_dies() {
+    let Some(path) = std::env::var_os("FLIGHTDECK_STORE_CHILD") else { return };
+    let mut store = RunStore::open(PathBuf::from(path)).unwrap();
+    let run = RunId::new("crashed");
+    let mut events = vec![run_started(4)];
+    events.extend(task_events(0));
+    events.extend(task_events(1));
+    events.push(Event::TaskFailed {
+        task: TaskId::new("t2"),
+        agent: None,
+        attempt: 1,
+        duration_ms: 5,
+        error: "boom".into(),
+    });
+    store.append_batch(&envelopes(&run, 1, events)).unwrap();
+    // Die without RunFinished and without closing anything.
+    std::process::abort();
+}
+
+#[test]
+fn run_of_a_dead_process_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RUNS_FILE);
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["child_starts_a_run_and_dies", "--exact", "--nocapture", "--test-threads=1"])
+        .env("FLIGHTDECK_STORE_CHILD", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die");
+
+    let store = RunStore::open(&path).unwrap();
+    let row = store.run(&RunId::new("crashed")).unwrap().unwrap();
+    assert_eq!(row.state, RunState::Interrupted);
+    assert_eq!((row.tasks, row.succeeded, row.failed), (4, 2, 1));
+    assert_eq!(row.finished_ms, None);
+    assert_eq!(store.events(&RunId::new("crashed")).unwrap().len(), 14);
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RUNS_FILE);
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let err = RunStore::open(&path).err().expect("not a database");
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with(&path.display().to_string()), "{text}");
+    assert!(text.contains("not an SQLite database"), "{text}");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RUNS_FILE);
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = RunStore::open(&path).err().expect("too new");
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err:?}");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn a_folder_that_cannot_be_created_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "x").unwrap();
+    let err = RunStore::open(blocker.join("sub").join(RUNS_FILE)).err().expect("blocked");
+    assert!(err.to_string().contains("blocker"), "{err}");
+}
+
+#[tokio::test]
+async fn writer_drains_the_bus_and_flush_waits_for_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_in(dir.path());
+    let bus = EventBus::new();
+    let writer = spawn_writer(store, bus.sink()).unwrap();
+    let reader = RunStore::open(&path).unwrap();
+    let run = RunId::new("r1");
+
+    bus.publish(Some(&run), run_started(2000));
+    for i in 0..2000 {
+        for event in task_events(i) {
+            bus.publish(Some(&run), event);
+        }
+    }
+    bus.publish(None, Event::Notice { level: flightdeck::event::Level::Info, message: "x".into() });
+    writer.flush().await.unwrap();
+    assert_eq!(reader.events(&run).unwrap().len(), 1 + 2000 * 6);
+    assert_eq!(writer.stored_rows(), 1 + 2000 * 6);
+    assert_eq!(reader.run(&run).unwrap().unwrap().state, RunState::Running);
+
+    bus.publish(Some(&run), run_finished(2000));
+    writer.close().await.unwrap();
+    let row = reader.run(&run).unwrap().unwrap();
+    assert_eq!((row.state, row.succeeded), (RunState::Succeeded, 2000));
+    let seqs: Vec<u64> = reader.events(&run).unwrap().iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+
+    // After close nothing more is written.
+    bus.publish(Some(&run), Event::TaskReady { task: TaskId::new("late") });
+    assert_eq!(reader.events(&run).unwrap().len(), 2 + 2000 * 6);
+}
+
+#[tokio::test]
+async fn flush_on_an_idle_writer_returns_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_in(dir.path());
+    let bus = EventBus::new();
+    let writer = spawn_writer(store, bus.sink()).unwrap();
+    writer.flush().await.unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(writer.stored_rows(), 0);
+    writer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn writer_keeps_going_after_its_handle_is_dropped_until_the_bus_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_in(dir.path());
+    let bus = EventBus::new();
+    let writer = spawn_writer(store, bus.sink()).unwrap();
+    drop(writer);
+    let run = RunId::new("r1");
+    bus.publish(Some(&run), run_started(1));
+    drop(bus);
+    // The thread commits what it got when the sink closes; poll the file for it.
+    let reader = RunStore::open(&path).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while reader.events(&run).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "event never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
