@@ -13,6 +13,14 @@ pub struct LogGuard {
     pub dir: PathBuf,
 }
 
+impl LogGuard {
+    /// Today's log file (the appender names files by UTC date).
+    pub fn current_file(&self) -> PathBuf {
+        let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        self.dir.join(format!("flightdeck.{}.log", &today[..10]))
+    }
+}
+
 /// Start logging into `<data_dir>/logs/`. The level comes from `FLIGHTDECK_LOG`, else
 /// `RUST_LOG`, else `info`. If the folder cannot be created, logging is off rather than
 /// falling back to the terminal.

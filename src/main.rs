@@ -100,6 +100,12 @@ enum AgentsCmd {
     },
 }
 
+/// The account name of the current uid, for shells that do not set `$USER`.
+fn login_name() -> Option<String> {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name)
+}
+
 fn main() {
     let cli = Cli::parse();
     let project_dir = cli.globals.project_dir.clone();
@@ -112,14 +118,17 @@ fn main() {
             .clone()
             .or_else(|| std::env::var("FLIGHTDECK_USER").ok())
             .or_else(|| std::env::var("USER").ok())
+            .or_else(login_name)
             .unwrap_or_else(|| "unknown".to_owned()),
         theme: cli.globals.theme.clone(),
     };
+    let log = flightdeck::logging::init(&globals.data_dir);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), user = %globals.user, "flightdeck starting");
     let code = match cli.command {
         None => {
-            let _ = (cli.workflow, cli.demo_pool);
-            eprintln!("console: being written");
-            0
+            let request =
+                cli::console::ConsoleRequest { workflow: cli.workflow, demo_pool: cli.demo_pool };
+            cli::console::open(&globals, request, log.current_file())
         }
         Some(Cmd::Agents(cmd)) => match cmd {
             AgentsCmd::Validate { dir, json } => cli::agents::validate(&globals, dir, json),
@@ -135,5 +144,7 @@ fn main() {
             cli::workflow::run(&globals, &workflow, &options)
         }
     };
+    // exit() skips destructors: flush the log first.
+    drop(log);
     std::process::exit(code);
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,13 +47,24 @@ fn every_corpus_file_with_name_and_description_parses() {
         let text = std::fs::read_to_string(file).unwrap();
         let result = read_definition(file, None);
         if has_name_and_description(&text) {
-            let def = result.unwrap_or_else(|failure| panic!("{}: {:?}", file.display(), failure.errors));
-            assert!(!def.description.is_empty() && !def.system_prompt.is_empty(), "{}", file.display());
+            let def =
+                result.unwrap_or_else(|failure| panic!("{}: {:?}", file.display(), failure.errors));
+            assert!(
+                !def.description.is_empty() && !def.system_prompt.is_empty(),
+                "{}",
+                file.display()
+            );
             definitions += 1;
-            line_by_line += usize::from(def.warnings.iter().any(|w| w.message.contains("not strict YAML")));
+            line_by_line +=
+                usize::from(def.warnings.iter().any(|w| w.message.contains("not strict YAML")));
         } else {
-            let failure = result.expect_err("a file without name and description is not a definition");
-            assert!(matches!(failure.errors[0], AgentError::NoFrontmatter { .. }), "{}", file.display());
+            let failure =
+                result.expect_err("a file without name and description is not a definition");
+            assert!(
+                matches!(failure.errors[0], AgentError::NoFrontmatter { .. }),
+                "{}",
+                file.display()
+            );
         }
     }
     assert!(definitions >= 385, "{definitions} definitions");
@@ -65,7 +77,10 @@ fn every_corpus_file_with_name_and_description_parses() {
     for problem in registry.problems() {
         for error in &problem.errors {
             assert!(
-                matches!(error, AgentError::DuplicateName { .. } | AgentError::NoFrontmatter { .. }),
+                matches!(
+                    error,
+                    AgentError::DuplicateName { .. } | AgentError::NoFrontmatter { .. }
+                ),
                 "{error}"
             );
         }
@@ -79,7 +94,10 @@ fn fixture_pool_loads_every_shape() {
     let registry = Registry::load(&dir);
     assert!(registry.problems().is_empty(), "{:?}", registry.problems());
     let names: Vec<String> = registry.definitions().iter().map(|d| d.name.to_string()).collect();
-    assert_eq!(names, ["api-gatekeeper", "meeting-summarizer", "release-notes-scribe", "shell-7.4-expert"]);
+    assert_eq!(
+        names,
+        ["api-gatekeeper", "meeting-summarizer", "release-notes-scribe", "shell-7.4-expert"]
+    );
 
     let gatekeeper = registry.get("api-gatekeeper").unwrap();
     assert_eq!(gatekeeper.tier, 1, "tier from the tier1-core folder");
@@ -106,8 +124,16 @@ fn fixture_pool_loads_every_shape() {
     assert_eq!(summarizer.tier, 2, "no tier folder: default 2");
     assert_eq!(summarizer.color.as_deref(), Some("teal"));
     assert_eq!(summarizer.tools, ["Read", "Write", "WebFetch"]);
-    assert!(summarizer.description.starts_with("Use this agent when a meeting transcript needs a summary: decisions"));
-    assert!(summarizer.description.contains("\n<example>\nContext: A long planning call just ended.\nuser: \""));
+    assert!(
+        summarizer
+            .description
+            .starts_with("Use this agent when a meeting transcript needs a summary: decisions")
+    );
+    assert!(
+        summarizer
+            .description
+            .contains("\n<example>\nContext: A long planning call just ended.\nuser: \"")
+    );
     assert!(summarizer.description.ends_with("</example>"));
     assert!(summarizer.system_prompt.ends_with("- **Owners**: name: task"));
     let warnings: Vec<String> = summarizer.warnings.iter().map(ToString::to_string).collect();
@@ -127,7 +153,9 @@ fn invalid_pool_names_file_line_and_field() {
     let errors: Vec<String> = registry
         .problems()
         .iter()
-        .flat_map(|p| p.errors.iter().map(|e| e.to_string().replace(&format!("{}/", dir.display()), "")))
+        .flat_map(|p| {
+            p.errors.iter().map(|e| e.to_string().replace(&format!("{}/", dir.display()), ""))
+        })
         .collect();
     assert_eq!(
         errors,
@@ -141,12 +169,13 @@ fn invalid_pool_names_file_line_and_field() {
         ]
     );
     let ghost = registry.get("ghost-fallback").unwrap();
-    let warnings: Vec<String> = ghost.warnings.iter().map(|w| w.without_file()).collect();
+    let warnings: Vec<String> =
+        ghost.warnings.iter().map(flightdeck::agents::Warning::without_file).collect();
     assert_eq!(
         warnings,
         [
-            "line 5: tools: unknown tool `Teleport`; known are Claude Code tool names and mcp__*",
             "line 4: fallback: `nobody-here` is not an agent in this pool",
+            "line 5: tools: unknown tool `Teleport`; known are Claude Code tool names and mcp__*",
         ]
     );
     assert_eq!(registry.get("twin").unwrap().file, dir.join("dup-a.md"));
@@ -185,16 +214,23 @@ fn ten_megabyte_file_is_refused() {
     big.push_str(&"x".repeat(10 * 1024 * 1024));
     std::fs::write(dir.path().join("big.md"), big).unwrap();
     let message = single_problem(dir.path());
-    assert!(message.contains("big.md: file is 10485795 bytes; an agent definition may be at most 1048576 bytes"), "{message}");
+    assert!(
+        message.contains(
+            "big.md: file is 10485796 bytes; an agent definition may be at most 1048576 bytes"
+        ),
+        "{message}"
+    );
 }
 
 #[test]
 fn alias_bomb_is_refused() {
     let dir = pool_with_survivor();
-    let mut text = String::from("---\nname: lol\ndescription: laughs\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut text = String::from(
+        "---\nname: lol\ndescription: laughs\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
     for level in 1..12 {
         let refs = vec![format!("*l{}", level - 1); 10].join(", ");
-        text.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+        let _ = writeln!(text, "l{level}: &l{level} [{refs}]");
     }
     text.push_str("---\nBody.\n");
     std::fs::write(dir.path().join("lol.md"), text).unwrap();
@@ -207,7 +243,11 @@ fn alias_bomb_is_refused() {
 fn deeply_nested_yaml_is_refused() {
     let dir = pool_with_survivor();
     let depth = 100_000;
-    let text = format!("---\nname: deep\ndescription: d\nx: {}{}\n---\nBody.\n", "[".repeat(depth), "]".repeat(depth));
+    let text = format!(
+        "---\nname: deep\ndescription: d\nx: {}{}\n---\nBody.\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
     std::fs::write(dir.path().join("deep.md"), text).unwrap();
     let message = single_problem(dir.path());
     assert!(message.contains("deep.md:"), "{message}");
@@ -295,7 +335,8 @@ fn cli_validate_exit_codes_and_summary() {
 #[test]
 fn cli_validate_json_shape() {
     let invalid = fixtures().join("invalid");
-    let (code, stdout, _) = flightdeck(&["agents", "validate", invalid.to_str().unwrap(), "--json"]);
+    let (code, stdout, _) =
+        flightdeck(&["agents", "validate", invalid.to_str().unwrap(), "--json"]);
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["files"], 7);
@@ -333,8 +374,18 @@ fn cli_list_and_explain() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{stdout}");
-    assert!(lines[0].starts_with("ID                    NAME                  TIER  CATEGORY       TRIGGERS  FILE"), "{stdout}");
-    assert!(lines[1].starts_with("api-gatekeeper        Api Gatekeeper           1  api                   6  "), "{stdout}");
+    assert!(
+        lines[0].starts_with(
+            "ID                    NAME                  TIER  CATEGORY       TRIGGERS  FILE"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "api-gatekeeper        Api Gatekeeper           1  api                   6  "
+        ),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = flightdeck(&["--project-dir", dir, "agents", "list", "--json"]);
     assert_eq!(code, 0);
@@ -342,16 +393,26 @@ fn cli_list_and_explain() {
     assert_eq!(listed["agents"][0]["id"], "api-gatekeeper");
     assert_eq!(listed["agents"][0]["triggers"], 6);
 
-    let (code, stdout, _) =
-        flightdeck(&["--project-dir", dir, "agents", "explain", "review the openapi breaking change", "--json"]);
+    let (code, stdout, _) = flightdeck(&[
+        "--project-dir",
+        dir,
+        "agents",
+        "explain",
+        "review the openapi breaking change",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stdout}");
     let explained: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(explained["selected"], "api-gatekeeper");
     let best = &explained["ranked"][0];
     assert_eq!(best["breakdown"]["exact_triggers"]["points"], 6.0);
-    assert_eq!(best["breakdown"]["exact_triggers"]["matched"], serde_json::json!(["breaking change", "openapi"]));
+    assert_eq!(
+        best["breakdown"]["exact_triggers"]["matched"],
+        serde_json::json!(["breaking change", "openapi"])
+    );
 
-    let (code, stdout, _) = flightdeck(&["--project-dir", dir, "agents", "explain", "bake a sourdough loaf"]);
+    let (code, stdout, _) =
+        flightdeck(&["--project-dir", dir, "agents", "explain", "bake a sourdough loaf"]);
     assert_eq!(code, 1);
     assert!(stdout.contains("No agent matches"), "{stdout}");
 }

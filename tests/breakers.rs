@@ -248,8 +248,10 @@ async fn per_agent_overrides_set_threshold_recovery_and_probes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_probes_never_exceed_the_limit() {
-    let mut settings = BreakerSettings::default();
-    settings.recovery_timeout = Duration::from_millis(20);
+    let settings = BreakerSettings {
+        recovery_timeout: Duration::from_millis(20),
+        ..BreakerSettings::default()
+    };
     let (board, _sink) = board(settings);
     let a = agent("a");
     board.force_open(&a, "test");
@@ -301,8 +303,7 @@ async fn concurrent_probes_never_exceed_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_permit_frees_its_probe_slot() {
-    let mut settings = BreakerSettings::default();
-    settings.half_open_probes = 1;
+    let settings = BreakerSettings { half_open_probes: 1, ..BreakerSettings::default() };
     let (board, _sink) = board(settings);
     let a = agent("a");
     board.force_open(&a, "ann");

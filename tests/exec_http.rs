@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,7 +113,7 @@ impl Api {
                 for piece in pieces {
                     let chunk =
                         json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": piece}}]});
-                    body.push_str(&format!("data: {chunk}\n\n"));
+                    let _ = write!(body, "data: {chunk}\n\n");
                 }
                 body.push_str("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
                 body.push_str("data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19}}\n\n");
@@ -127,7 +128,7 @@ impl Api {
                 );
                 for piece in pieces {
                     let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
-                    body.push_str(&format!("event: content_block_delta\r\ndata: {delta}\r\n\r\n"));
+                    let _ = write!(body, "event: content_block_delta\r\ndata: {delta}\r\n\r\n");
                 }
                 body.push_str(
                     "event: content_block_stop\r\ndata: {\"type\":\"content_block_stop\",\"index\":0}\r\n\r\n\

@@ -327,11 +327,11 @@ async fn fresh_instance_granted_to_a_dropped_caller_is_terminated_and_room_passe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn illegal_transitions_are_refused() {
+    use InstanceState::{Idle, Reserved, Terminated, Working};
     let (pool, _bus) = pool(4);
     let a = agent("a");
     let id = pool.acquire(&a, 3, true).await.unwrap();
     let illegal = |from, to| PoolError::IllegalTransition { instance: id, from, to };
-    use InstanceState::{Idle, Reserved, Terminated, Working};
 
     pool.start_work(id, None).unwrap(); // reserved → working
     assert_eq!(pool.start_work(id, None), Err(illegal(Working, Working)));

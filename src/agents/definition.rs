@@ -141,13 +141,16 @@ pub struct FileFailure {
 }
 
 impl FileFailure {
-    fn single(error: AgentError) -> Self {
+    pub(crate) fn single(error: AgentError) -> Self {
         Self { agent: None, errors: vec![error], warnings: Vec::new() }
     }
 }
 
 /// Read and parse one file. `folder_tier` comes from the pool folder the file sits in.
-pub fn read_definition(file: &Path, folder_tier: Option<u8>) -> Result<AgentDefinition, FileFailure> {
+pub fn read_definition(
+    file: &Path,
+    folder_tier: Option<u8>,
+) -> Result<AgentDefinition, FileFailure> {
     let bytes = read_capped(file).map_err(FileFailure::single)?;
     let text = decode(file, &bytes).map_err(FileFailure::single)?;
     parse_definition(&text, file, folder_tier)
@@ -155,13 +158,18 @@ pub fn read_definition(file: &Path, folder_tier: Option<u8>) -> Result<AgentDefi
 
 /// Read at most [`MAX_FILE_BYTES`] (plus one, to notice a larger file).
 pub(crate) fn read_capped(file: &Path) -> Result<Vec<u8>, AgentError> {
-    let read_error = |error: std::io::Error| AgentError::Read { file: file.to_owned(), message: error.to_string() };
-    let handle = std::fs::File::open(file).map_err(read_error)?;
-    let metadata = handle.metadata().map_err(read_error)?;
-    if !metadata.is_file() {
+    let read_error = |error: std::io::Error| AgentError::Read {
+        file: file.to_owned(),
+        message: error.to_string(),
+    };
+    // Check before opening: opening a FIFO blocks until someone writes to it.
+    if !std::fs::metadata(file).map_err(read_error)?.is_file() {
         return Err(AgentError::NotRegularFile { file: file.to_owned() });
     }
-    let too_large = |bytes| AgentError::TooLarge { file: file.to_owned(), bytes, limit: MAX_FILE_BYTES };
+    let handle = std::fs::File::open(file).map_err(read_error)?;
+    let metadata = handle.metadata().map_err(read_error)?;
+    let too_large =
+        |bytes| AgentError::TooLarge { file: file.to_owned(), bytes, limit: MAX_FILE_BYTES };
     if metadata.len() > MAX_FILE_BYTES {
         return Err(too_large(metadata.len()));
     }
@@ -180,33 +188,57 @@ pub(crate) fn decode(file: &Path, bytes: &[u8]) -> Result<String, AgentError> {
         reason: format!("invalid UTF-8 at byte {}", error.valid_up_to()),
     })?;
     if let Some(at) = text.find('\0') {
-        return Err(AgentError::NotText { file: file.to_owned(), reason: format!("NUL byte at byte {at}") });
+        return Err(AgentError::NotText {
+            file: file.to_owned(),
+            reason: format!("NUL byte at byte {at}"),
+        });
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     Ok(if text.contains('\r') { text.replace("\r\n", "\n") } else { text.to_owned() })
 }
 
 /// Parse the text of one definition file.
-pub fn parse_definition(text: &str, file: &Path, folder_tier: Option<u8>) -> Result<AgentDefinition, FileFailure> {
+pub fn parse_definition(
+    text: &str,
+    file: &Path,
+    folder_tier: Option<u8>,
+) -> Result<AgentDefinition, FileFailure> {
     let doc = frontmatter::split(text).map_err(|error| {
         FileFailure::single(match error {
             SplitError::NoFrontmatter => AgentError::NoFrontmatter { file: file.to_owned() },
-            SplitError::Unclosed => AgentError::UnclosedFrontmatter { file: file.to_owned(), line: 1 },
+            SplitError::Unclosed => {
+                AgentError::UnclosedFrontmatter { file: file.to_owned(), line: 1 }
+            }
         })
     })?;
     let raw = frontmatter::read(&doc);
     let mut builder = Builder { file, errors: Vec::new(), warnings: Vec::new() };
     for note in raw.errors {
         builder.errors.push(match note.field {
-            Some(field) => AgentError::Field { file: file.to_owned(), line: note.line, field, message: note.message },
-            None => AgentError::Frontmatter { file: file.to_owned(), line: note.line, message: note.message },
+            Some(field) => AgentError::Field {
+                file: file.to_owned(),
+                line: note.line,
+                field,
+                message: note.message,
+            },
+            None => AgentError::Frontmatter {
+                file: file.to_owned(),
+                line: note.line,
+                message: note.message,
+            },
         });
     }
     for note in raw.warnings {
         builder.warnings.push(Warning::new(file, note.line, note.field.as_deref(), note.message));
     }
-    let fields: BTreeMap<&str, &RawField> = raw.fields.iter().map(|f| (f.key.as_str(), f)).collect();
-    let definition = builder.build(&fields, &doc, folder_tier);
+    let fields: BTreeMap<&str, &RawField> =
+        raw.fields.iter().map(|f| (f.key.as_str(), f)).collect();
+    let mut definition = builder.build(&fields, &doc, folder_tier);
+    builder.errors.sort_by_key(AgentError::line);
+    builder.warnings.sort_by_key(|warning| warning.line);
+    if let Some(definition) = &mut definition {
+        definition.warnings.sort_by_key(|warning| warning.line);
+    }
     match definition {
         Some(definition) if builder.errors.is_empty() => Ok(definition),
         Some(definition) => Err(FileFailure {
@@ -215,7 +247,7 @@ pub fn parse_definition(text: &str, file: &Path, folder_tier: Option<u8>) -> Res
             warnings: definition.warnings,
         }),
         None => Err(FileFailure {
-            agent: builder.name_only(&fields),
+            agent: Builder::name_only(&fields),
             errors: builder.errors,
             warnings: builder.warnings,
         }),
@@ -314,9 +346,11 @@ impl Builder<'_> {
     }
 
     /// The name as written, for reporting a file that failed for other reasons.
-    fn name_only(&self, fields: &BTreeMap<&str, &RawField>) -> Option<AgentId> {
+    fn name_only(fields: &BTreeMap<&str, &RawField>) -> Option<AgentId> {
         match &fields.get("name")?.value {
-            RawValue::Text(name) if validate::check_name(name).is_ok() => Some(AgentId::new(name.clone())),
+            RawValue::Text(name) if validate::check_name(name).is_ok() => {
+                Some(AgentId::new(name.clone()))
+            }
             _ => None,
         }
     }
@@ -335,7 +369,11 @@ impl Builder<'_> {
         }
     }
 
-    fn required_text(&mut self, fields: &BTreeMap<&str, &RawField>, key: &str) -> Option<(String, usize)> {
+    fn required_text(
+        &mut self,
+        fields: &BTreeMap<&str, &RawField>,
+        key: &str,
+    ) -> Option<(String, usize)> {
         let Some(field) = fields.get(key) else {
             self.error(1, key, "missing; every agent definition needs `name` and `description`");
             return None;
@@ -360,7 +398,11 @@ impl Builder<'_> {
             RawValue::List(items) => items.iter().map(|item| item.trim().to_owned()).collect(),
             RawValue::Text(text) => text.split(',').map(|item| item.trim().to_owned()).collect(),
             RawValue::Unsupported(found) => {
-                self.error(field.line, key, format!("expected a list or comma-separated text, found {found}"));
+                self.error(
+                    field.line,
+                    key,
+                    format!("expected a list or comma-separated text, found {found}"),
+                );
                 return Vec::new();
             }
         };
@@ -368,14 +410,20 @@ impl Builder<'_> {
     }
 
     fn check_tools(&mut self, fields: &BTreeMap<&str, &RawField>, tools: &[String]) {
-        let unknown: Vec<&str> =
-            tools.iter().map(String::as_str).filter(|tool| !validate::is_known_tool(tool)).collect();
+        let unknown: Vec<&str> = tools
+            .iter()
+            .map(String::as_str)
+            .filter(|tool| !validate::is_known_tool(tool))
+            .collect();
         if !unknown.is_empty() {
             let line = fields.get("tools").map_or(1, |f| f.line);
             self.warn(
                 line,
                 Some("tools"),
-                format!("unknown tool {}; known are Claude Code tool names and mcp__*", quoted_list(&unknown)),
+                format!(
+                    "unknown tool {}; known are Claude Code tool names and mcp__*",
+                    quoted_list(&unknown)
+                ),
             );
         }
     }
@@ -384,41 +432,39 @@ impl Builder<'_> {
         let fallback = folder_tier.unwrap_or(DEFAULT_TIER);
         let Some(field) = fields.get("tier") else { return fallback };
         let Some(text) = self.text(field) else { return fallback };
-        match text.parse::<u8>() {
-            Ok(tier @ 1..=3) => {
-                if let Some(folder) = folder_tier.filter(|folder| *folder != tier) {
-                    self.warn(
-                        field.line,
-                        Some("tier"),
-                        format!("tier {tier} differs from the folder's tier {folder}; the field wins"),
-                    );
-                }
-                tier
-            }
-            _ => {
-                self.error(field.line, "tier", format!("`{text}` must be 1, 2 or 3"));
-                fallback
-            }
+        let Ok(tier @ 1..=3) = text.parse::<u8>() else {
+            self.error(field.line, "tier", format!("`{text}` must be 1, 2 or 3"));
+            return fallback;
+        };
+        if let Some(folder) = folder_tier.filter(|folder| *folder != tier) {
+            self.warn(
+                field.line,
+                Some("tier"),
+                format!("tier {tier} differs from the folder's tier {folder}; the field wins"),
+            );
         }
+        tier
     }
 
     fn max_instances(&mut self, fields: &BTreeMap<&str, &RawField>) -> u32 {
         let Some(field) = fields.get("max_instances") else { return DEFAULT_MAX_INSTANCES };
         let Some(text) = self.text(field) else { return DEFAULT_MAX_INSTANCES };
-        match text.parse::<u32>() {
-            Ok(count @ 1..=MAX_INSTANCES_LIMIT) => count,
-            _ => {
-                self.error(
-                    field.line,
-                    "max_instances",
-                    format!("`{text}` must be a whole number from 1 to {MAX_INSTANCES_LIMIT}"),
-                );
-                DEFAULT_MAX_INSTANCES
-            }
-        }
+        let Ok(count @ 1..=MAX_INSTANCES_LIMIT) = text.parse::<u32>() else {
+            self.error(
+                field.line,
+                "max_instances",
+                format!("`{text}` must be a whole number from 1 to {MAX_INSTANCES_LIMIT}"),
+            );
+            return DEFAULT_MAX_INSTANCES;
+        };
+        count
     }
 
-    fn fallback(&mut self, fields: &BTreeMap<&str, &RawField>, name: Option<&AgentId>) -> Option<AgentId> {
+    fn fallback(
+        &mut self,
+        fields: &BTreeMap<&str, &RawField>,
+        name: Option<&AgentId>,
+    ) -> Option<AgentId> {
         let field = fields.get("fallback")?;
         let text = self.text(field).filter(|text| !text.is_empty())?;
         if let Err(message) = validate::check_name(&text) {
@@ -426,7 +472,11 @@ impl Builder<'_> {
             return None;
         }
         if name.is_some_and(|name| name.as_str() == text) {
-            self.error(field.line, "fallback", format!("`{text}` is this agent itself; name another agent"));
+            self.error(
+                field.line,
+                "fallback",
+                format!("`{text}` is this agent itself; name another agent"),
+            );
             return None;
         }
         Some(AgentId::new(text))
@@ -473,7 +523,9 @@ mod tests {
     fn defaults_apply() {
         let def = parse("---\nname: a\ndescription: d\n---\nbody").unwrap();
         assert_eq!((def.tier, def.max_instances), (DEFAULT_TIER, DEFAULT_MAX_INSTANCES));
-        let def = parse_definition("---\nname: a\ndescription: d\n---\nbody", Path::new("x.md"), Some(3)).unwrap();
+        let def =
+            parse_definition("---\nname: a\ndescription: d\n---\nbody", Path::new("x.md"), Some(3))
+                .unwrap();
         assert_eq!(def.tier, 3);
     }
 
@@ -504,14 +556,24 @@ mod tests {
         let def = parse("---\nname: a\ndescription: d\ntier: 1\ntriggers: [x]\ntools: [Read, Teleport, mcp__db__query]\nmood: sunny\n---\nbody")
             .unwrap();
         let text: Vec<String> = def.warnings.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&"pool/x.md:5: triggers: tier 1 agents should have at least 5 triggers; found 1".to_owned()), "{text:?}");
-        assert!(text.iter().any(|w| w.starts_with("pool/x.md:6: tools: unknown tool `Teleport`")), "{text:?}");
+        assert!(
+            text.contains(
+                &"pool/x.md:5: triggers: tier 1 agents should have at least 5 triggers; found 1"
+                    .to_owned()
+            ),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|w| w.starts_with("pool/x.md:6: tools: unknown tool `Teleport`")),
+            "{text:?}"
+        );
         assert!(text.contains(&"pool/x.md:7: mood: unknown field; ignored".to_owned()), "{text:?}");
     }
 
     #[test]
     fn crlf_and_bom_are_accepted() {
-        let bytes = b"\xef\xbb\xbf---\r\nname: a\r\ndescription: d\r\n---\r\nline one\r\nline two\r\n";
+        let bytes =
+            b"\xef\xbb\xbf---\r\nname: a\r\ndescription: d\r\n---\r\nline one\r\nline two\r\n";
         let text = decode(Path::new("x.md"), bytes).unwrap();
         let def = parse(&text).unwrap();
         assert_eq!(def.system_prompt, "line one\nline two");

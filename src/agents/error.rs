@@ -3,7 +3,7 @@
 //! Each error a user can fix names the file, the line and the field; `Display` renders
 //! `file:line: field: message`, the shape editors and terminals turn into links.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -52,7 +52,13 @@ pub enum AgentError {
         file.display(),
         other_file.display()
     )]
-    DuplicateName { file: PathBuf, line: usize, name: AgentId, other_file: PathBuf, other_line: usize },
+    DuplicateName {
+        file: PathBuf,
+        line: usize,
+        name: AgentId,
+        other_file: PathBuf,
+        other_line: usize,
+    },
     /// The agent pool folder could not be watched for changes.
     #[error("{}: cannot watch for changes: {message}", dir.display())]
     Watch { dir: PathBuf, message: String },
@@ -119,7 +125,12 @@ pub struct Warning {
 
 impl Warning {
     pub fn new(file: &Path, line: usize, field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { file: file.to_owned(), line, field: field.map(str::to_owned), message: message.into() }
+        Self {
+            file: file.to_owned(),
+            line,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     /// `line 3: tools: ...`, for places that show the file separately.
@@ -141,7 +152,7 @@ impl fmt::Display for Warning {
 fn location_prefix(file: &Path, line: Option<usize>, field: Option<&str>) -> String {
     let mut prefix = file.display().to_string();
     if let Some(line) = line {
-        prefix.push_str(&format!(":{line}"));
+        let _ = write!(prefix, ":{line}");
     }
     prefix.push_str(": ");
     if let Some(field) = field {

@@ -144,8 +144,12 @@ pub fn read(doc: &Document<'_>) -> RawFrontmatter {
                 return only_error(line, format!("not valid YAML: {bare}"));
             }
             // Name the field the YAML error falls in: usually an unquoted description.
-            let field =
-                fallback.fields.iter().filter(|f| f.line <= line).max_by_key(|f| f.line).map(|f| f.key.clone());
+            let field = fallback
+                .fields
+                .iter()
+                .filter(|f| f.line <= line)
+                .max_by_key(|f| f.line)
+                .map(|f| f.key.clone());
             fallback.warnings.insert(
                 0,
                 RawNote {
@@ -203,7 +207,8 @@ fn from_yaml(value: Value, doc: &Document<'_>) -> RawFrontmatter {
                 .map(|item| scalar_text(&item))
                 .collect::<Option<Vec<_>>>()
                 .map_or(RawValue::Unsupported("a list holding nested values"), RawValue::List),
-            other => scalar_text(&other).map_or_else(|| RawValue::Unsupported(describe(&other)), RawValue::Text),
+            other => scalar_text(&other)
+                .map_or_else(|| RawValue::Unsupported(describe(&other)), RawValue::Text),
         };
         out.fields.push(RawField { key, line, value });
     }
@@ -326,7 +331,9 @@ fn list_value(field: &Pending<'_>) -> RawValue {
         return RawValue::List(items);
     }
     if let Some(inner) = first.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        return RawValue::List(inner.split(',').map(|item| unquote(item.trim()).to_owned()).collect());
+        return RawValue::List(
+            inner.split(',').map(|item| unquote(item.trim()).to_owned()).collect(),
+        );
     }
     let mut text = first.to_owned();
     for line in &field.rest {
@@ -394,6 +401,8 @@ fn unquote(text: &str) -> &str {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn field<'a>(raw: &'a RawFrontmatter, key: &str) -> &'a RawField {
@@ -436,7 +445,9 @@ mod tests {
         assert!(raw.warnings[0].message.contains("not strict YAML"));
         assert_eq!(
             field(&raw, "description").value,
-            RawValue::Text("Use when: things happen.\n\n<example>\nuser: \"hi\"\n</example>".into())
+            RawValue::Text(
+                "Use when: things happen.\n\n<example>\nuser: \"hi\"\n</example>".into()
+            )
         );
         assert_eq!(field(&raw, "tools").value, RawValue::Text("Read, Grep".into()));
         assert_eq!(field(&raw, "tools").line, 6);
@@ -454,11 +465,12 @@ mod tests {
 
     #[test]
     fn alias_bomb_is_refused() {
-        let mut text = String::from("---\nname: a\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        let mut text =
+            String::from("---\nname: a\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
         for level in 1..10 {
             let prev = level - 1;
             let refs = vec![format!("*a{prev}"); 9].join(", ");
-            text.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+            let _ = writeln!(text, "a{level}: &a{level} [{refs}]");
         }
         text.push_str("---\nbody\n");
         let raw = read(&split(&text).unwrap());
@@ -468,7 +480,8 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused() {
-        let text = format!("---\nname: a\ndeep: {}{}\n---\nbody\n", "[".repeat(5000), "]".repeat(5000));
+        let text =
+            format!("---\nname: a\ndeep: {}{}\n---\nbody\n", "[".repeat(5000), "]".repeat(5000));
         let raw = read(&split(&text).unwrap());
         assert_eq!(raw.errors.len(), 1, "{raw:?}");
         assert!(raw.errors[0].message.contains("nested too deeply"), "{:?}", raw.errors);

@@ -15,8 +15,8 @@ pub mod watcher;
 mod words;
 
 pub use definition::{
-    AgentDefinition, DEFAULT_MAX_INSTANCES, DEFAULT_TIER, FileFailure, MAX_FILE_BYTES, parse_definition,
-    read_definition,
+    AgentDefinition, DEFAULT_MAX_INSTANCES, DEFAULT_TIER, FileFailure, MAX_FILE_BYTES,
+    parse_definition, read_definition,
 };
 pub use error::{AgentError, Warning};
 pub use registry::{Problem, Registry};

@@ -38,7 +38,13 @@ pub struct Problem {
 
 impl Problem {
     fn new(file: &Path, agent: Option<AgentId>) -> Self {
-        Self { file: file.to_owned(), agent, errors: Vec::new(), warnings: Vec::new(), last_good_active: false }
+        Self {
+            file: file.to_owned(),
+            agent,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            last_good_active: false,
+        }
     }
 
     /// All errors, `; `-separated, each as `file:line: field: message`.
@@ -51,7 +57,11 @@ impl Problem {
     }
 
     fn to_event(&self) -> Event {
-        Event::AgentInvalid { file: self.file.clone(), agent: self.agent.clone(), error: self.message() }
+        Event::AgentInvalid {
+            file: self.file.clone(),
+            agent: self.agent.clone(),
+            error: self.message(),
+        }
     }
 }
 
@@ -178,7 +188,8 @@ fn walk(dir: &Path) -> Vec<Found> {
             Ok(entry) => {
                 let path = entry.path();
                 let is_markdown =
-                    path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("md")) && !entry.file_type().is_dir();
+                    path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("md"))
+                        && !entry.file_type().is_dir();
                 if !is_markdown {
                     continue;
                 }
@@ -191,10 +202,14 @@ fn walk(dir: &Path) -> Vec<Found> {
             Err(error) => {
                 let file = error.path().map_or_else(|| dir.to_owned(), Path::to_owned);
                 let failure = match error.loop_ancestor() {
-                    Some(ancestor) => AgentError::SymlinkLoop { file, ancestor: ancestor.to_owned() },
+                    Some(ancestor) => {
+                        AgentError::SymlinkLoop { file, ancestor: ancestor.to_owned() }
+                    }
                     None => AgentError::Read {
                         file,
-                        message: error.io_error().map_or_else(|| error.to_string(), ToString::to_string),
+                        message: error
+                            .io_error()
+                            .map_or_else(|| error.to_string(), ToString::to_string),
                     },
                 };
                 found.push(Found::Failed(failure));
@@ -231,18 +246,21 @@ fn content_hash(bytes: &[u8]) -> u64 {
 fn read_record(dir: &Path, file: &Path, old: Option<&FileRecord>) -> FileRecord {
     let last_good = old.and_then(|record| record.last_good.clone());
     let (content_hash, outcome) = match definition::read_capped(file) {
-        Err(error) => (None, Err(FileFailure { agent: None, errors: vec![error], warnings: Vec::new() })),
+        Err(error) => (None, Err(FileFailure::single(error))),
         Ok(bytes) => {
             let hash = content_hash(&bytes);
-            match old.filter(|record| record.content_hash == Some(hash)) {
-                Some(unchanged) => (Some(hash), unchanged.outcome.clone()),
-                None => {
-                    let parsed = definition::decode(file, &bytes)
-                        .map_err(|error| FileFailure { agent: None, errors: vec![error], warnings: Vec::new() })
-                        .and_then(|text| definition::parse_definition(&text, file, folder_tier(dir, file)));
-                    (Some(hash), parsed.map(Arc::new))
-                }
-            }
+            let outcome =
+                if let Some(unchanged) = old.filter(|record| record.content_hash == Some(hash)) {
+                    unchanged.outcome.clone()
+                } else {
+                    definition::decode(file, &bytes)
+                        .map_err(FileFailure::single)
+                        .and_then(|text| {
+                            definition::parse_definition(&text, file, folder_tier(dir, file))
+                        })
+                        .map(Arc::new)
+                };
+            (Some(hash), outcome)
         }
     };
     let last_good = match &outcome {
@@ -265,13 +283,21 @@ fn scan(dir: &Path, old: &Snapshot) -> Snapshot {
             }
             Found::Failed(error) => {
                 let file = error.file().to_owned();
-                problems.entry(file.clone()).or_insert_with(|| Problem::new(&file, None)).errors.push(error);
+                problems
+                    .entry(file.clone())
+                    .or_insert_with(|| Problem::new(&file, None))
+                    .errors
+                    .push(error);
             }
         }
     }
     for (path, record) in &files {
         if let Err(failure) = &record.outcome {
-            let agent = record.last_good.as_ref().map(|def| def.name.clone()).or_else(|| failure.agent.clone());
+            let agent = record
+                .last_good
+                .as_ref()
+                .map(|def| def.name.clone())
+                .or_else(|| failure.agent.clone());
             let problem = problems.entry(path.clone()).or_insert_with(|| Problem::new(path, agent));
             problem.errors.extend(failure.errors.iter().cloned());
             problem.warnings.extend(failure.warnings.iter().cloned());
@@ -301,14 +327,18 @@ fn resolve_names(
     let mut winners = BTreeMap::new();
     for (name, candidates) in by_name {
         let previous_file = old.active.get(&name).map(|def| def.file.as_path());
-        let winner_index = candidates.iter().position(|def| Some(def.file.as_path()) == previous_file).unwrap_or(0);
+        let winner_index = candidates
+            .iter()
+            .position(|def| Some(def.file.as_path()) == previous_file)
+            .unwrap_or(0);
         let winner = candidates[winner_index];
         for (index, loser) in candidates.iter().enumerate() {
             if index == winner_index {
                 continue;
             }
-            let problem =
-                problems.entry(loser.file.clone()).or_insert_with(|| Problem::new(&loser.file, Some(name.clone())));
+            let problem = problems
+                .entry(loser.file.clone())
+                .or_insert_with(|| Problem::new(&loser.file, Some(name.clone())));
             if problem.errors.is_empty() {
                 problem.warnings.clone_from(&loser.warnings);
             }
@@ -347,12 +377,15 @@ fn with_pool_warnings(
                         Some("fallback"),
                         format!("`{fallback}` is not an agent in this pool"),
                     ));
+                    warned.warnings.sort_by_key(|warning| warning.line);
                     Arc::new(warned)
                 }
                 _ => def,
             };
             let def = match old.active.get(&name) {
-                Some(previous) if Arc::ptr_eq(previous, &def) || **previous == *def => Arc::clone(previous),
+                Some(previous) if Arc::ptr_eq(previous, &def) || **previous == *def => {
+                    Arc::clone(previous)
+                }
                 _ => def,
             };
             (name, def)
@@ -375,7 +408,8 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
             None => events.push(Event::AgentAdded(def.summary())),
             Some(previous) => {
                 let changed = !Arc::ptr_eq(previous, def) && **previous != **def;
-                let fixed = had_problem.contains(def.file.as_path()) && !has_problem.contains(def.file.as_path());
+                let fixed = had_problem.contains(def.file.as_path())
+                    && !has_problem.contains(def.file.as_path());
                 if changed || fixed {
                     events.push(Event::AgentUpdated(def.summary()));
                 }
@@ -383,7 +417,8 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
         }
     }
     for problem in &new.problems {
-        let seen = old.problems.iter().any(|p| p.file == problem.file && p.errors == problem.errors);
+        let seen =
+            old.problems.iter().any(|p| p.file == problem.file && p.errors == problem.errors);
         if !seen {
             events.push(problem.to_event());
         }

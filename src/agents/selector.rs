@@ -37,6 +37,9 @@ pub const LEARNING_BOOST_FACTOR: f64 = 2.0;
 /// description words. A single shared description word is too weak a signal.
 pub const MIN_SCORE: f64 = 1.0;
 
+/// Historical success rate of an agent, 0..1, or `None` without history.
+pub type SuccessRate<'a> = &'a dyn Fn(&AgentId) -> Option<f64>;
+
 /// A task to select an agent for.
 #[derive(Clone, Copy)]
 pub struct SelectionQuery<'a> {
@@ -44,7 +47,7 @@ pub struct SelectionQuery<'a> {
     /// Extra text (e.g. the workflow task's `context`) matched against focus areas and triggers.
     pub context: Option<&'a str>,
     /// Historical success rate of an agent, 0..1, from the learning store.
-    pub success_rate: Option<&'a dyn Fn(&AgentId) -> Option<f64>>,
+    pub success_rate: Option<SuccessRate<'a>>,
 }
 
 impl<'a> SelectionQuery<'a> {
@@ -59,7 +62,7 @@ impl<'a> SelectionQuery<'a> {
     }
 
     #[must_use]
-    pub fn with_success_rate(mut self, success_rate: &'a dyn Fn(&AgentId) -> Option<f64>) -> Self {
+    pub fn with_success_rate(mut self, success_rate: SuccessRate<'a>) -> Self {
         self.success_rate = Some(success_rate);
         self
     }
@@ -136,14 +139,16 @@ pub fn rank(defs: &[Arc<AgentDefinition>], query: &SelectionQuery<'_>) -> Vec<Sc
 /// The best agent, when one reaches [`MIN_SCORE`].
 pub fn best(defs: &[Arc<AgentDefinition>], query: &SelectionQuery<'_>) -> Option<Scored> {
     let terms = QueryTerms::of(query);
-    defs.iter()
-        .map(|def| score(def, &terms, query))
-        .filter(|s| s.score >= MIN_SCORE)
-        .min_by(order)
+    defs.iter().map(|def| score(def, &terms, query)).filter(|s| s.score >= MIN_SCORE).min_by(order)
 }
 
 /// Up to `n` agents scoring at least `min_score`, best first.
-pub fn top(defs: &[Arc<AgentDefinition>], query: &SelectionQuery<'_>, n: usize, min_score: f64) -> Vec<Scored> {
+pub fn top(
+    defs: &[Arc<AgentDefinition>],
+    query: &SelectionQuery<'_>,
+    n: usize,
+    min_score: f64,
+) -> Vec<Scored> {
     let mut ranked = rank(defs, query);
     ranked.retain(|s| s.score >= min_score);
     ranked.truncate(n);
@@ -180,7 +185,8 @@ impl QueryTerms {
 
     fn has_partial(&self, key: &str) -> bool {
         self.keys.contains(key)
-            || (key.len() >= 4 && self.sorted_keys.iter().any(|(word, _)| words::is_partial_match(key, word)))
+            || (key.len() >= 4
+                && self.sorted_keys.iter().any(|(word, _)| words::is_partial_match(key, word)))
     }
 }
 
@@ -245,7 +251,9 @@ fn score(def: &AgentDefinition, query: &QueryTerms, selection: &SelectionQuery<'
         .map(|(_, written)| written.clone())
         .collect();
     let category = match &def.category {
-        Some(category) if terms.category.iter().any(|word| query.keys.contains(word)) => vec![category.clone()],
+        Some(category) if terms.category.iter().any(|word| query.keys.contains(word)) => {
+            vec![category.clone()]
+        }
         _ => Vec::new(),
     };
     let focus: Vec<String> = terms
@@ -277,14 +285,16 @@ fn score(def: &AgentDefinition, query: &QueryTerms, selection: &SelectionQuery<'
         && let Some(rate) = selection.success_rate.and_then(|rate| rate(&def.name))
     {
         let rate = if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 };
-        breakdown.learning_boost =
-            Component { points: rate * LEARNING_BOOST_FACTOR, matched: vec![format!("success rate {rate:.2}")] };
+        breakdown.learning_boost = Component {
+            points: rate * LEARNING_BOOST_FACTOR,
+            matched: vec![format!("success rate {rate:.2}")],
+        };
     }
     Scored { agent: def.name.clone(), tier: def.tier, score: breakdown.total(), breakdown }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::float_cmp)] // worked examples: scores are exact sums
 mod tests {
     use super::*;
 
@@ -299,7 +309,11 @@ mod tests {
     }
 
     fn backend_architect() -> AgentDefinition {
-        let mut d = def("backend-architect", "Design reliable backend systems with focus on data integrity", 1);
+        let mut d = def(
+            "backend-architect",
+            "Design reliable backend systems with focus on data integrity",
+            1,
+        );
         d.category = Some("architecture".into());
         d.triggers = ["backend", "API", "database", "REST", "GraphQL"].map(String::from).to_vec();
         d.focus_areas = ["security", "performance", "scalability"].map(String::from).to_vec();
@@ -336,7 +350,9 @@ mod tests {
     fn context_bonus_and_learning_boost() {
         let defs = pool(vec![backend_architect()]);
         let rate = |_: &AgentId| Some(0.75);
-        let query = SelectionQuery::new("reliable").with_context("we care about scalability").with_success_rate(&rate);
+        let query = SelectionQuery::new("reliable")
+            .with_context("we care about scalability")
+            .with_success_rate(&rate);
         let scored = rank(&defs, &query).remove(0);
         assert_eq!(scored.breakdown.description_words.points, 0.5);
         assert_eq!(scored.breakdown.context_bonus.points, 1.0);

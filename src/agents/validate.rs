@@ -58,7 +58,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     let chars = name.chars().count();
     if chars > MAX_NAME_CHARS {
-        return Err(format!("{name:?} is {chars} characters; at most {MAX_NAME_CHARS} are allowed"));
+        return Err(format!(
+            "{name:?} is {chars} characters; at most {MAX_NAME_CHARS} are allowed"
+        ));
     }
     Ok(())
 }
@@ -71,6 +73,7 @@ pub fn is_known_tool(tool: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -69,7 +69,9 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
         .map_err(|error| watch_error(format!("{}: {error}", parent.display())))?;
     let mut watching_dir = false;
     if dir.is_dir() {
-        debouncer.watch(&dir, RecursiveMode::Recursive).map_err(|error| watch_error(error.to_string()))?;
+        debouncer
+            .watch(&dir, RecursiveMode::Recursive)
+            .map_err(|error| watch_error(error.to_string()))?;
         watching_dir = true;
     }
     publish(&bus, registry.rescan());
@@ -95,7 +97,8 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
                 };
                 if touches_dir || !watching_dir {
                     let _ = debouncer.unwatch(&dir);
-                    watching_dir = dir.is_dir() && debouncer.watch(&dir, RecursiveMode::Recursive).is_ok();
+                    watching_dir =
+                        dir.is_dir() && debouncer.watch(&dir, RecursiveMode::Recursive).is_ok();
                 }
                 publish(&bus, registry.rescan());
             }
@@ -116,6 +119,11 @@ fn is_inside(event: &DebouncedEvent, dir: &PathBuf) -> bool {
 
 /// The folder itself was created, removed or renamed, so its recursive watch is stale.
 fn replaces_dir(event: &DebouncedEvent, dir: &PathBuf) -> bool {
-    let structural = matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_)));
+    let structural = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+    );
     structural && event.paths.iter().any(|path| path == dir)
 }

@@ -11,23 +11,140 @@
 
 /// Words ignored for description overlap, category and partial matches.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "assistant", "at", "be",
-    "been", "before", "being", "both", "but", "by", "can", "commentary", "context", "could",
-    "did", "do", "does", "each", "example", "examples", "expert", "for", "from", "get", "had",
-    "has", "have", "help", "helps", "her", "here", "his", "how", "i", "if", "in", "into", "is",
-    "it", "its", "just", "let", "like", "make", "me", "more", "most", "my", "need", "needs", "new",
-    "no", "not", "of", "on", "one", "only", "or", "other", "our", "out", "over", "proactively",
-    "should", "so", "some", "such", "task", "tasks", "than", "that", "the", "their", "them",
-    "then", "there", "these", "they", "this", "those", "through", "to", "up", "us", "use", "used",
-    "user", "uses", "using", "very", "via", "want", "was", "we", "well", "were", "what", "when",
-    "where", "which", "while", "who", "will", "with", "within", "without", "would", "you",
-    "your", "agent", "agents",
+    "a",
+    "about",
+    "after",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "assistant",
+    "at",
+    "be",
+    "been",
+    "before",
+    "being",
+    "both",
+    "but",
+    "by",
+    "can",
+    "commentary",
+    "context",
+    "could",
+    "did",
+    "do",
+    "does",
+    "each",
+    "example",
+    "examples",
+    "expert",
+    "for",
+    "from",
+    "get",
+    "had",
+    "has",
+    "have",
+    "help",
+    "helps",
+    "her",
+    "here",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "just",
+    "let",
+    "like",
+    "make",
+    "me",
+    "more",
+    "most",
+    "my",
+    "need",
+    "needs",
+    "new",
+    "no",
+    "not",
+    "of",
+    "on",
+    "one",
+    "only",
+    "or",
+    "other",
+    "our",
+    "out",
+    "over",
+    "proactively",
+    "should",
+    "so",
+    "some",
+    "such",
+    "task",
+    "tasks",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "up",
+    "us",
+    "use",
+    "used",
+    "user",
+    "uses",
+    "using",
+    "very",
+    "via",
+    "want",
+    "was",
+    "we",
+    "well",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "will",
+    "with",
+    "within",
+    "without",
+    "would",
+    "you",
+    "your",
+    "agent",
+    "agents",
 ];
 
 /// Role words that say nothing about what an agent is for; dropped from names when names
 /// stand in for triggers.
 const ROLE_WORDS: &[&str] = &[
-    "agent", "assistant", "dev", "developer", "engineer", "expert", "guru", "master", "pro",
+    "agent",
+    "assistant",
+    "dev",
+    "developer",
+    "engineer",
+    "expert",
+    "guru",
+    "master",
+    "pro",
     "specialist",
 ];
 
@@ -57,7 +174,11 @@ pub fn words(text: &str) -> Vec<Word> {
 
 /// The stems of `text` that carry meaning: no stop words, at least two characters.
 pub fn key_stems(text: &str) -> Vec<String> {
-    words(text).into_iter().filter(|w| !w.is_stop && w.stem.chars().count() >= 2).map(|w| w.stem).collect()
+    words(text)
+        .into_iter()
+        .filter(|w| !w.is_stop && w.stem.chars().count() >= 2)
+        .map(|w| w.stem)
+        .collect()
 }
 
 /// Name words that can stand in for triggers: `kubernetes-specialist` → `kubernetes`,
@@ -88,7 +209,9 @@ pub fn stem(word: &str) -> String {
 /// Whether `phrase` occurs as consecutive whole words in `text`.
 pub fn contains_phrase(text: &[Word], phrase: &[String]) -> bool {
     !phrase.is_empty()
-        && text.windows(phrase.len()).any(|window| window.iter().zip(phrase).all(|(w, p)| w.stem == *p))
+        && text
+            .windows(phrase.len())
+            .any(|window| window.iter().zip(phrase).all(|(w, p)| w.stem == *p))
 }
 
 /// Same word, or one a prefix of the other when both have at least four characters
@@ -112,9 +235,10 @@ mod tests {
     #[test]
     fn splitting_and_plurals() {
         assert_eq!(stems("Build REST APIs, node.js"), ["build", "rest", "api", "node", "js"]);
-        assert_eq!(stems("policies classes boxes redis status kubernetes"), [
-            "policy", "class", "box", "redi", "statu", "kubernete"
-        ]);
+        assert_eq!(
+            stems("policies classes boxes redis status kubernetes"),
+            ["policy", "class", "box", "redi", "statu", "kubernete"]
+        );
         assert_eq!(stems("Examples:\\n\\n<example>\\nContext"), ["example", "example", "context"]);
         assert_eq!(key_stems("Use this agent when the user needs a REST API"), ["rest", "api"]);
     }

@@ -76,7 +76,10 @@ pub fn list(globals: &Globals, json: bool) -> i32 {
         print!("{}", table(&defs));
     }
     if !problems.is_empty() {
-        eprintln!("{} not loaded; run `flightdeck agents validate` for details", plural(problems.len(), "file"));
+        eprintln!(
+            "{} not loaded; run `flightdeck agents validate` for details",
+            plural(problems.len(), "file")
+        );
     }
     exit::OK
 }
@@ -125,7 +128,13 @@ pub fn watch(globals: &Globals, json: bool) -> i32 {
 
 /// `agents explain TASK [--context TEXT] [--top N] [--json]`: 0 when an agent is selected,
 /// 1 when none reaches the minimum score.
-pub fn explain(globals: &Globals, task: &str, context: Option<&str>, top: usize, json: bool) -> i32 {
+pub fn explain(
+    globals: &Globals,
+    task: &str,
+    context: Option<&str>,
+    top: usize,
+    json: bool,
+) -> i32 {
     let registry = Registry::load(&tidy_path(&globals.agentpool_dir()));
     let defs = registry.definitions();
     let mut query = SelectionQuery::new(task);
@@ -233,7 +242,10 @@ fn diagnostics(registry: &Registry) -> Vec<Diagnostic> {
     out
 }
 
-fn backend_warnings(defs: &[std::sync::Arc<AgentDefinition>], settings: &Settings) -> Vec<Diagnostic> {
+fn backend_warnings(
+    defs: &[std::sync::Arc<AgentDefinition>],
+    settings: &Settings,
+) -> Vec<Diagnostic> {
     defs.iter()
         .filter_map(|def| {
             let backend = def.backend.as_ref()?;
@@ -340,25 +352,48 @@ fn table(defs: &[std::sync::Arc<AgentDefinition>]) -> String {
     out
 }
 
-fn explanation(task: &str, context: Option<&str>, shown: &[&Scored], pool_size: usize, dir: &Path) -> String {
+fn explanation(
+    task: &str,
+    context: Option<&str>,
+    shown: &[&Scored],
+    pool_size: usize,
+    dir: &Path,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Task: {task}");
     if let Some(context) = context {
         let _ = writeln!(out, "Context: {context}");
     }
     if pool_size == 0 {
-        let _ = writeln!(out, "No agent matches: there are no agent definitions in {}.", dir.display());
+        let _ =
+            writeln!(out, "No agent matches: there are no agent definitions in {}.", dir.display());
         return out;
     }
     for (rank, scored) in shown.iter().enumerate() {
-        let below = if scored.score < MIN_SCORE { format!("  (below the minimum {MIN_SCORE:.1})") } else { String::new() };
-        let _ = writeln!(out, "{:>3}. {}  tier {}  score {:.2}{below}", rank + 1, scored.agent, scored.tier, scored.score);
+        let below = if scored.score < MIN_SCORE {
+            format!("  (below the minimum {MIN_SCORE:.1})")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:>3}. {}  tier {}  score {:.2}{below}",
+            rank + 1,
+            scored.agent,
+            scored.tier,
+            scored.score
+        );
         if scored.breakdown.triggers_from_name {
             let _ = writeln!(out, "       (no triggers: words of the name stand in for them)");
         }
         for (label, component) in scored.breakdown.components() {
             if component.points > 0.0 {
-                let _ = writeln!(out, "       {label:<18} +{:.2}  {}", component.points, component.matched.join(", "));
+                let _ = writeln!(
+                    out,
+                    "       {label:<18} +{:.2}  {}",
+                    component.points,
+                    component.matched.join(", ")
+                );
             }
         }
     }
@@ -374,7 +409,10 @@ fn explanation(task: &str, context: Option<&str>, shown: &[&Scored], pool_size: 
             );
         }
         None => {
-            let _ = writeln!(out, "No agent matches: no trigger, name, description, category or focus area of the {} agents appears in the task.", pool_size);
+            let _ = writeln!(
+                out,
+                "No agent matches: no trigger, name, description, category or focus area of the {pool_size} agents appears in the task.",
+            );
         }
     }
     out
@@ -382,11 +420,16 @@ fn explanation(task: &str, context: Option<&str>, shown: &[&Scored], pool_size: 
 
 fn change_line(envelope: &Envelope, json: bool) -> String {
     if json {
-        return serde_json::to_string(envelope).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+        return serde_json::to_string(envelope)
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
     }
     match &envelope.event {
-        Event::AgentAdded(summary) => format!("added    {}  {}", summary.agent, summary.file.display()),
-        Event::AgentUpdated(summary) => format!("updated  {}  {}", summary.agent, summary.file.display()),
+        Event::AgentAdded(summary) => {
+            format!("added    {}  {}", summary.agent, summary.file.display())
+        }
+        Event::AgentUpdated(summary) => {
+            format!("updated  {}  {}", summary.agent, summary.file.display())
+        }
         Event::AgentRemoved { agent, file } => format!("removed  {agent}  {}", file.display()),
         Event::AgentInvalid { file, agent, error } => {
             let agent = agent.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);

@@ -2,6 +2,7 @@
 //! exit code; `main.rs` only parses arguments and sets up logging.
 
 pub mod agents;
+pub mod console;
 pub mod workflow;
 
 use std::path::{Path, PathBuf};

@@ -108,7 +108,13 @@ where
     let mut theme: Theme = loaded.theme;
     let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
     if let Some(problem) = loaded.problem {
-        reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem: Some(problem.to_string()) });
+        reduce(
+            &mut state,
+            Input::ThemeApplied {
+                name: theme.name().to_owned(),
+                problem: Some(problem.to_string()),
+            },
+        );
     }
     reduce(&mut state, Input::Tick(clock()));
     let size = terminal.size()?;
@@ -136,7 +142,8 @@ where
             }
             let completed = terminal.draw(|f| panes::draw(f, &state, &theme))?;
             if let Some(idle) = &idle {
-                let report = Idle { inputs, screen: completed.buffer.clone(), state: state.clone() };
+                let report =
+                    Idle { inputs, screen: completed.buffer.clone(), state: state.clone() };
                 // A test that stopped listening is not the console's problem.
                 let _ = idle.send(report);
             }

@@ -84,13 +84,14 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
         "run" => {
             exactly(1)?;
             let path = PathBuf::from(args[0]);
-            let workflow =
-                if path.is_absolute() { path } else { state.project_dir.join(path) };
+            let workflow = if path.is_absolute() { path } else { state.project_dir.join(path) };
             Command::StartRun { workflow, backend: None, max_parallel: None }
         }
         "cancel" => match args.as_slice() {
             [] => Command::CancelRun { run: current_run(state)? },
-            [task] => Command::CancelTask { run: current_run(state)?, task: known_task(state, task)? },
+            [task] => {
+                Command::CancelTask { run: current_run(state)?, task: known_task(state, task)? }
+            }
             _ => return Err(format!("`cancel` takes 0 or 1 argument; {}", usage("cancel"))),
         },
         "retry" => {
@@ -156,7 +157,8 @@ fn current_run(state: &State) -> Result<RunId, String> {
 }
 
 fn known_task(state: &State, task: &str) -> Result<TaskId, String> {
-    let run = state.run.as_ref().ok_or_else(|| "no run yet; start one with `run PATH`".to_owned())?;
+    let run =
+        state.run.as_ref().ok_or_else(|| "no run yet; start one with `run PATH`".to_owned())?;
     let id = TaskId::new(task);
     if run.index.contains_key(&id) {
         Ok(id)

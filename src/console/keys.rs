@@ -187,11 +187,7 @@ impl KeyChord {
             KeyCode::Backspace => "Bksp".to_owned(),
             other => format!("{other:?}"),
         };
-        if self.modifiers.contains(KeyModifiers::CONTROL) {
-            format!("Ctrl-{base}")
-        } else {
-            base
-        }
+        if self.modifiers.contains(KeyModifiers::CONTROL) { format!("Ctrl-{base}") } else { base }
     }
 }
 
@@ -206,8 +202,8 @@ pub struct Binding {
     pub danger: bool,
     /// What the gate will check; keys the role lacks are hidden.
     pub permission: Option<Permission>,
-    /// Shown in the status bar's hint list (the help overlay shows everything).
-    pub hint: bool,
+    /// Keys and a word or two for the status bar (the help overlay shows every binding).
+    pub hint: Option<(&'static str, &'static str)>,
 }
 
 impl Binding {
@@ -228,71 +224,80 @@ impl Binding {
 macro_rules! bind {
     ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal) => {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
-                  danger: false, permission: None, hint: false }
+                  danger: false, permission: None, hint: None }
     };
-    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, hint) => {
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, hint $hk:literal $ht:literal) => {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
-                  danger: false, permission: None, hint: true }
+                  danger: false, permission: None, hint: Some(($hk, $ht)) }
     };
-    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr) => {
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr,
+     hint $hk:literal $ht:literal) => {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
-                  danger: true, permission: Some($perm), hint: true }
+                  danger: true, permission: Some($perm), hint: Some(($hk, $ht)) }
     };
 }
 
+use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
 use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane};
 
+const DAG: Scope = Pane(PaneId::Dag);
+const AGENTS: Scope = Pane(PaneId::Agents);
+const POOL: Scope = Pane(PaneId::Pool);
+const BREAKERS: Scope = Pane(PaneId::Breakers);
+const AUDIT: Scope = Pane(PaneId::Audit);
+
 /// Every key binding. Order within a scope is the order of hints and help.
+#[rustfmt::skip]
 pub static KEYMAP: &[Binding] = &[
-    // Approval prompt: focus starts on Later; Enter activates the focused button.
-    bind!(Approval, [key(KeyCode::Left), key(KeyCode::BackTab), ch('h')], Action::PromptPrev, "previous button"),
-    bind!(Approval, [key(KeyCode::Right), key(KeyCode::Tab), ch('l')], Action::PromptNext, "next button"),
-    bind!(Approval, [key(KeyCode::Enter)], Action::PromptConfirm, "press the focused button", hint),
-    bind!(Approval, [ch('a')], Action::Approve, "approve: the task runs", danger Review),
-    bind!(Approval, [ch('r')], Action::Reject, "reject: the task fails", danger Review),
-    bind!(Approval, [key(KeyCode::Esc)], Action::Later, "later: close, keep it pending", hint),
+    // Approval prompt: focus starts on Later; Enter presses the focused button.
+    bind!(Approval, [key(Left), key(BackTab), ch('h')], Action::PromptPrev, "previous button"),
+    bind!(Approval, [key(Right), key(Tab), ch('l')], Action::PromptNext, "next button", hint "←→" "choose"),
+    bind!(Approval, [key(Enter)], Action::PromptConfirm, "press the focused button", hint "Enter" "press"),
+    bind!(Approval, [ch('a')], Action::Approve, "approve: the task runs", danger Review, hint "a" "approve"),
+    bind!(Approval, [ch('r')], Action::Reject, "reject: the task fails", danger Review, hint "r" "reject"),
+    bind!(Approval, [key(Esc)], Action::Later, "later: close, it stays pending", hint "Esc" "later"),
     // Yes/no confirmation: focus starts on No.
-    bind!(Confirm, [key(KeyCode::Left), key(KeyCode::Right), key(KeyCode::Tab)], Action::PromptNext, "switch button"),
-    bind!(Confirm, [key(KeyCode::Enter)], Action::PromptConfirm, "press the focused button", hint),
-    bind!(Confirm, [ch('y')], Action::ConfirmYes, "yes", hint),
-    bind!(Confirm, [ch('n'), key(KeyCode::Esc)], Action::ConfirmNo, "no", hint),
+    bind!(Confirm, [key(Left), key(Right), key(Tab)], Action::PromptNext, "switch button", hint "←→" "choose"),
+    bind!(Confirm, [key(Enter)], Action::PromptConfirm, "press the focused button", hint "Enter" "press"),
+    bind!(Confirm, [ch('y')], Action::ConfirmYes, "yes", hint "y" "yes"),
+    bind!(Confirm, [ch('n'), key(Esc)], Action::ConfirmNo, "no", hint "n" "no"),
     // Overlays.
-    bind!(Help, [key(KeyCode::Esc), ch('?'), ch('q')], Action::CloseOverlay, "close help", hint),
-    bind!(Help, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "scroll up", hint),
-    bind!(Help, [key(KeyCode::Down), ch('j')], Action::SelectNext, "scroll down", hint),
-    bind!(Details, [key(KeyCode::Esc), key(KeyCode::Enter), ch('q')], Action::CloseOverlay, "close details", hint),
-    bind!(Details, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "scroll up", hint),
-    bind!(Details, [key(KeyCode::Down), ch('j')], Action::SelectNext, "scroll down", hint),
+    bind!(Help, [key(Esc), ch('?'), ch('q')], Action::CloseOverlay, "close help", hint "Esc" "close"),
+    bind!(Help, [key(Up), ch('k')], Action::SelectPrev, "scroll up"),
+    bind!(Help, [key(Down), ch('j')], Action::SelectNext, "scroll down", hint "↑↓" "scroll"),
+    bind!(Details, [key(Esc), key(Enter), ch('q')], Action::CloseOverlay, "close details", hint "Esc" "close"),
+    bind!(Details, [key(Up), ch('k')], Action::SelectPrev, "scroll up"),
+    bind!(Details, [key(Down), ch('j')], Action::SelectNext, "scroll down", hint "↑↓" "scroll"),
     // Pane keys.
-    bind!(Pane(PaneId::Dag), [key(KeyCode::Left), ch('h')], Action::SelectLeft, "previous layer"),
-    bind!(Pane(PaneId::Dag), [key(KeyCode::Right), ch('l')], Action::SelectRight, "next layer"),
-    bind!(Pane(PaneId::Dag), [ch('a')], Action::ReviewSelected, "review the selected task's approval", danger Review),
-    bind!(Pane(PaneId::Dag), [ch('c')], Action::CancelSelectedTask, "cancel the selected task", danger ControlRuns),
-    bind!(Pane(PaneId::Dag), [ch('R')], Action::RetrySelectedTask, "retry the selected task", danger ControlRuns),
-    bind!(Pane(PaneId::Dag), [ch('C')], Action::CancelRun, "cancel the whole run", danger ControlRuns),
-    bind!(Pane(PaneId::Agents), [ch('s')], Action::SpawnSelectedAgent, "spawn an instance of the agent", danger Operate),
-    bind!(Pane(PaneId::Agents), [ch('R')], Action::ReloadAgents, "reload every definition", danger Operate),
-    bind!(Pane(PaneId::Pool), [ch('x')], Action::ReleaseSelectedInstance, "release the instance", danger Operate),
-    bind!(Pane(PaneId::Breakers), [ch('r')], Action::ResetSelectedBreaker, "reset (close) the breaker", danger Operate),
-    bind!(Pane(PaneId::Breakers), [ch('o')], Action::OpenSelectedBreaker, "open the breaker by hand", danger Operate),
-    bind!(Pane(PaneId::Audit), [ch('f'), ch('G')], Action::SelectLast, "follow the newest line", hint),
+    bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
+    bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
+    bind!(DAG, [ch('a')], Action::ReviewSelected, "review the selected task's approval", danger Review, hint "a" "review"),
+    bind!(DAG, [ch('c')], Action::CancelSelectedTask, "cancel the selected task", danger ControlRuns, hint "c" "cancel"),
+    bind!(DAG, [ch('R')], Action::RetrySelectedTask, "retry the selected task", danger ControlRuns, hint "R" "retry"),
+    bind!(DAG, [ch('C')], Action::CancelRun, "cancel the whole run", danger ControlRuns, hint "C" "cancel run"),
+    bind!(AGENTS, [ch('s')], Action::SpawnSelectedAgent, "spawn an instance of the agent", danger Operate, hint "s" "spawn"),
+    bind!(AGENTS, [ch('R')], Action::ReloadAgents, "reload every definition", danger Operate, hint "R" "reload"),
+    bind!(POOL, [ch('x')], Action::ReleaseSelectedInstance, "release the instance", danger Operate, hint "x" "release"),
+    bind!(BREAKERS, [ch('r')], Action::ResetSelectedBreaker, "reset (close) the breaker", danger Operate, hint "r" "reset"),
+    bind!(BREAKERS, [ch('o')], Action::OpenSelectedBreaker, "open the breaker by hand", danger Operate, hint "o" "open"),
+    bind!(AUDIT, [ch('f'), ch('G')], Action::SelectLast, "follow the newest line", hint "f" "follow"),
     // Every list.
-    bind!(Lists, [key(KeyCode::Up), ch('k')], Action::SelectPrev, "move up"),
-    bind!(Lists, [key(KeyCode::Down), ch('j')], Action::SelectNext, "move down", hint),
-    bind!(Lists, [key(KeyCode::PageUp)], Action::PageUp, "page up"),
-    bind!(Lists, [key(KeyCode::PageDown)], Action::PageDown, "page down"),
-    bind!(Lists, [key(KeyCode::Home), ch('g')], Action::SelectFirst, "first item"),
-    bind!(Lists, [key(KeyCode::End)], Action::SelectLast, "last item"),
-    bind!(Lists, [key(KeyCode::Enter)], Action::OpenDetails, "details", hint),
-    bind!(Lists, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint),
+    bind!(Lists, [key(Up), ch('k')], Action::SelectPrev, "move up"),
+    bind!(Lists, [key(Down), ch('j')], Action::SelectNext, "move down", hint "↑↓" "move"),
+    bind!(Lists, [key(PageUp)], Action::PageUp, "page up"),
+    bind!(Lists, [key(PageDown)], Action::PageDown, "page down"),
+    bind!(Lists, [key(Home), ch('g')], Action::SelectFirst, "first item"),
+    bind!(Lists, [key(End)], Action::SelectLast, "last item"),
+    bind!(Lists, [key(Enter)], Action::OpenDetails, "details", hint "Enter" "details"),
+    bind!(Lists, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
     // Global.
-    bind!(Global, [key(KeyCode::Tab)], Action::FocusNext, "next pane", hint),
-    bind!(Global, [key(KeyCode::BackTab)], Action::FocusPrev, "previous pane"),
-    bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint),
-    bind!(Global, [ch('?')], Action::ToggleHelp, "help", hint),
-    bind!(Global, [key(KeyCode::Esc)], Action::FilterClear, "clear the filter"),
-    bind!(Global, [ch('q'), ctrl('c')], Action::Quit, "quit", hint),
+    bind!(Global, [ch('?')], Action::ToggleHelp, "help", hint "?" "help"),
+    bind!(Global, [ch('q'), ctrl('c')], Action::Quit, "quit", hint "q" "quit"),
+    bind!(Global, [key(Tab)], Action::FocusNext, "next pane", hint "Tab" "pane"),
+    bind!(Global, [key(BackTab)], Action::FocusPrev, "previous pane"),
+    bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint ":" "command"),
+    bind!(Global, [key(Esc)], Action::FilterClear, "clear the filter"),
 ];
 
 /// Keys that work while typing; listed in help, handled by [`action_for`] directly.
@@ -365,25 +370,16 @@ fn filter_action(event: &KeyEvent) -> Option<Action> {
     }
 }
 
-/// `(keys, description, danger)` hints for the status bar, innermost scope first.
-pub fn hints(state: &State) -> Vec<(String, &'static str, bool)> {
+/// `(keys, words, danger)` hints for the status bar: global keys first so help and quit always
+/// fit, then the focused pane's own keys, then list keys.
+pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
     match state.editing {
         Editing::CommandLine => {
-            return vec![
-                ("Enter".to_owned(), "run", false),
-                ("Esc".to_owned(), "cancel", false),
-                ("↑↓".to_owned(), "history", false),
-            ];
+            return vec![("Enter", "run", false), ("Esc", "cancel", false), ("↑↓", "history", false)];
         }
-        Editing::Filter => {
-            return vec![
-                ("Enter".to_owned(), "keep filter", false),
-                ("Esc".to_owned(), "clear", false),
-            ];
-        }
+        Editing::Filter => return vec![("Enter", "keep filter", false), ("Esc", "clear", false)],
         Editing::None => {}
     }
-    // Global keys first so help and quit always fit; then the pane's own keys.
     let mut scopes = active_scopes(state);
     if let Some(global) = scopes.iter().position(|s| *s == Scope::Global) {
         let global = scopes.remove(global);
@@ -391,17 +387,9 @@ pub fn hints(state: &State) -> Vec<(String, &'static str, bool)> {
     }
     scopes
         .into_iter()
-        .flat_map(|scope| bindings(scope, state.role).filter(|b| b.hint))
-        .map(|b| {
-            let keys = b.keys.first().map(KeyChord::label).unwrap_or_default();
-            (keys, short(b.description), b.danger)
-        })
+        .flat_map(|scope| bindings(scope, state.role))
+        .filter_map(|b| b.hint.map(|(keys, words)| (keys, words, b.danger)))
         .collect()
-}
-
-/// The first words of a description, for the narrow hint bar.
-fn short(description: &'static str) -> &'static str {
-    description.split([':', '(']).next().unwrap_or(description).trim_end()
 }
 
 #[cfg(test)]
@@ -445,7 +433,11 @@ mod tests {
             for binding in KEYMAP.iter().filter(|b| b.danger) {
                 for chord in binding.keys {
                     let event = KeyEvent::new(chord.code, chord.modifiers);
-                    assert_ne!(action_for(&viewer, &event), Some(binding.action.clone()), "{binding:?}");
+                    assert_ne!(
+                        action_for(&viewer, &event),
+                        Some(binding.action.clone()),
+                        "{binding:?}"
+                    );
                 }
             }
             assert!(hints(&viewer).iter().all(|(_, _, danger)| !danger));

@@ -154,14 +154,20 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
             state.agents.entries.retain(|key, e| !(e.summary.is_none() && *key == stale));
             state.agents.entries.insert(
                 summary.agent.to_string(),
-                AgentEntry { summary: Some(summary.clone()), file: summary.file.clone(), error: None },
+                AgentEntry {
+                    summary: Some(summary.clone()),
+                    file: summary.file.clone(),
+                    error: None,
+                },
             );
         }
         Event::AgentRemoved { agent, file } => {
             state.agents.entries.remove(agent.as_str());
             state.agents.entries.remove(&file.display().to_string());
         }
-        Event::AgentInvalid { file, agent, error } => agent_invalid(state, file, agent.as_ref(), error),
+        Event::AgentInvalid { file, agent, error } => {
+            agent_invalid(state, file, agent.as_ref(), error)
+        }
         Event::InstanceReserved { instance, agent } => {
             state.pool.instances.insert(
                 *instance,
@@ -226,8 +232,11 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
         }
         Event::RunFinished { status, duration_ms, .. } => {
             if let Some(run) = current_run_mut(state, envelope) {
-                run.outcome =
-                    Some(RunOutcome { status: *status, finished_ms: ts, duration_ms: *duration_ms });
+                run.outcome = Some(RunOutcome {
+                    status: *status,
+                    finished_ms: ts,
+                    duration_ms: *duration_ms,
+                });
             }
         }
         Event::ApprovalRequested { task, agent, risk, reasons } => {
@@ -358,113 +367,114 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
     let ts = envelope.ts_ms;
     // Metrics count every attempt of every run, so fold them before looking for the task.
     match &envelope.event {
-        Event::TaskRetrying { agent, duration_ms, .. } => record_call(state, agent, *duration_ms, false),
+        Event::TaskRetrying { agent, duration_ms, .. } => {
+            record_call(state, agent, *duration_ms, false)
+        }
         Event::TaskSucceeded { agent, duration_ms, .. } => {
             record_call(state, agent, *duration_ms, true);
         }
         Event::TaskFailed { task, agent, attempt, duration_ms, .. } if *attempt > 0 => {
-            let agent = agent.clone().or_else(|| {
-                state.run.as_ref().and_then(|r| r.task(task)).map(|t| t.agent.clone())
-            });
+            let agent = agent
+                .clone()
+                .or_else(|| state.run.as_ref().and_then(|r| r.task(task)).map(|t| t.agent.clone()));
             if let Some(agent) = agent {
                 record_call(state, &agent, *duration_ms, false);
             }
         }
         _ => {}
     }
-    let (task, update): (&TaskId, TaskUpdate<'_>) =
-        match &envelope.event {
-            Event::TaskReady { task } => (task, Box::new(move |t| t.status = TaskStatus::Ready)),
-            Event::TaskAwaitingApproval { task, risk, .. } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::AwaitingApproval;
-                    t.risk = Some(*risk);
-                }),
-            ),
-            Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Running;
+    let (task, update): (&TaskId, TaskUpdate<'_>) = match &envelope.event {
+        Event::TaskReady { task } => (task, Box::new(move |t| t.status = TaskStatus::Ready)),
+        Event::TaskAwaitingApproval { task, risk, .. } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::AwaitingApproval;
+                t.risk = Some(*risk);
+            }),
+        ),
+        Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Running;
+                t.agent = agent.clone();
+                t.attempts = *attempt;
+                t.instance = Some(*instance);
+                t.backend = Some(backend.clone());
+                t.simulated = *simulated;
+                t.started_ms = Some(ts);
+                t.finished_ms = None;
+                t.retry_at_ms = None;
+            }),
+        ),
+        Event::TaskOutput { task, stream, text } => {
+            (task, Box::new(move |t| push_output(&mut t.output, *stream, text)))
+        }
+        Event::TaskRetrying { task, agent, attempt, delay_ms, duration_ms, error } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Retrying;
+                t.agent = agent.clone();
+                t.attempts = *attempt;
+                t.duration_ms = Some(*duration_ms);
+                t.retry_at_ms = Some(ts + delay_ms);
+                t.error = Some(error.clone());
+            }),
+        ),
+        Event::TaskFallback { task, from, to, reason } => (
+            task,
+            Box::new(move |t| {
+                t.agent = to.clone();
+                t.note = Some(format!("fell back from {from}: {reason}"));
+            }),
+        ),
+        Event::TaskSucceeded { task, agent, attempt, duration_ms, output, simulated, .. } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Succeeded;
+                t.agent = agent.clone();
+                t.attempts = *attempt;
+                t.duration_ms = Some(*duration_ms);
+                t.finished_ms = Some(ts);
+                t.simulated = *simulated;
+                t.retry_at_ms = None;
+                if t.output.is_empty() && !output.is_empty() {
+                    push_output(&mut t.output, OutputStream::Stdout, output);
+                }
+            }),
+        ),
+        Event::TaskFailed { task, agent, attempt, duration_ms, error } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Failed;
+                if let Some(agent) = agent {
                     t.agent = agent.clone();
-                    t.attempts = *attempt;
-                    t.instance = Some(*instance);
-                    t.backend = Some(backend.clone());
-                    t.simulated = *simulated;
-                    t.started_ms = Some(ts);
-                    t.finished_ms = None;
-                    t.retry_at_ms = None;
-                }),
-            ),
-            Event::TaskOutput { task, stream, text } => {
-                (task, Box::new(move |t| push_output(&mut t.output, *stream, text)))
-            }
-            Event::TaskRetrying { task, agent, attempt, delay_ms, duration_ms, error } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Retrying;
-                    t.agent = agent.clone();
-                    t.attempts = *attempt;
-                    t.duration_ms = Some(*duration_ms);
-                    t.retry_at_ms = Some(ts + delay_ms);
-                    t.error = Some(error.clone());
-                }),
-            ),
-            Event::TaskFallback { task, from, to, reason } => (
-                task,
-                Box::new(move |t| {
-                    t.agent = to.clone();
-                    t.note = Some(format!("fell back from {from}: {reason}"));
-                }),
-            ),
-            Event::TaskSucceeded { task, agent, attempt, duration_ms, output, simulated, .. } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Succeeded;
-                    t.agent = agent.clone();
-                    t.attempts = *attempt;
-                    t.duration_ms = Some(*duration_ms);
-                    t.finished_ms = Some(ts);
-                    t.simulated = *simulated;
-                    t.retry_at_ms = None;
-                    if t.output.is_empty() && !output.is_empty() {
-                        push_output(&mut t.output, OutputStream::Stdout, output);
-                    }
-                }),
-            ),
-            Event::TaskFailed { task, agent, attempt, duration_ms, error } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Failed;
-                    if let Some(agent) = agent {
-                        t.agent = agent.clone();
-                    }
-                    t.attempts = t.attempts.max(*attempt);
-                    t.duration_ms = Some(*duration_ms);
-                    t.finished_ms = Some(ts);
-                    t.retry_at_ms = None;
-                    t.error = Some(error.clone());
-                }),
-            ),
-            Event::TaskSkipped { task, reason } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Skipped;
-                    t.note = Some(reason.clone());
-                    t.finished_ms = Some(ts);
-                }),
-            ),
-            Event::TaskCancelled { task, reason } => (
-                task,
-                Box::new(move |t| {
-                    t.status = TaskStatus::Cancelled;
-                    t.note = Some(reason.clone());
-                    t.finished_ms = Some(ts);
-                    t.retry_at_ms = None;
-                }),
-            ),
-            _ => return,
-        };
+                }
+                t.attempts = t.attempts.max(*attempt);
+                t.duration_ms = Some(*duration_ms);
+                t.finished_ms = Some(ts);
+                t.retry_at_ms = None;
+                t.error = Some(error.clone());
+            }),
+        ),
+        Event::TaskSkipped { task, reason } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Skipped;
+                t.note = Some(reason.clone());
+                t.finished_ms = Some(ts);
+            }),
+        ),
+        Event::TaskCancelled { task, reason } => (
+            task,
+            Box::new(move |t| {
+                t.status = TaskStatus::Cancelled;
+                t.note = Some(reason.clone());
+                t.finished_ms = Some(ts);
+                t.retry_at_ms = None;
+            }),
+        ),
+        _ => return,
+    };
     let Some(run) = current_run_mut(state, envelope) else { return };
     let Some(view) = run.index.get(task).and_then(|i| run.tasks.get_mut(*i)) else { return };
     update(view);
@@ -518,7 +528,8 @@ fn push_output(
 fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
     let entry = panes::audit::entry(envelope);
     let audit = &mut state.audit;
-    let visible = audit.filter.is_empty() || super::state::matches_filter(&audit.filter, &entry.text);
+    let visible =
+        audit.filter.is_empty() || super::state::matches_filter(&audit.filter, &entry.text);
     audit.entries.push_back(entry);
     if audit.entries.len() > audit.capacity {
         audit.entries.pop_front();
@@ -578,7 +589,11 @@ fn defer_approval(state: &mut State) {
         && let Some(pending) = state.approvals.get_mut(&task)
     {
         pending.deferred = true;
-        say(state, Level::Info, format!("{task} stays pending; press a on it in the DAG to review"));
+        say(
+            state,
+            Level::Info,
+            format!("{task} stays pending; press a on it in the DAG to review"),
+        );
     }
     open_next_approval(state);
 }
@@ -647,7 +662,9 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
         }
         Action::HistoryPrev | Action::HistoryNext => browse_history(state, action),
         Action::SubmitCommandLine => return submit_command_line(state),
-        Action::PromptNext | Action::PromptPrev => cycle_prompt(state, action == Action::PromptNext),
+        Action::PromptNext | Action::PromptPrev => {
+            cycle_prompt(state, action == Action::PromptNext)
+        }
         Action::PromptConfirm => return press_prompt(state),
         Action::Approve => return decide_approval(state, true),
         Action::Reject => return decide_approval(state, false),
@@ -685,7 +702,12 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
         }
         Action::SpawnSelectedAgent => {
             let agent = state.agents.cursor.selected.as_ref().and_then(|key| {
-                state.agents.entries.get(key).and_then(|e| e.summary.as_ref()).map(|s| s.agent.clone())
+                state
+                    .agents
+                    .entries
+                    .get(key)
+                    .and_then(|e| e.summary.as_ref())
+                    .map(|s| s.agent.clone())
             });
             if let Some(agent) = agent {
                 say(state, Level::Info, format!("→ spawn {agent}"));
@@ -694,8 +716,12 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
         }
         Action::ReleaseSelectedInstance => {
             if let Some(instance) = state.pool.cursor.selected {
-                let agent =
-                    state.pool.instances.get(&instance).map(|i| i.agent.to_string()).unwrap_or_default();
+                let agent = state
+                    .pool
+                    .instances
+                    .get(&instance)
+                    .map(|i| i.agent.to_string())
+                    .unwrap_or_default();
                 confirm(
                     state,
                     format!("Release {instance} ({agent})?"),
@@ -821,7 +847,8 @@ fn press_prompt(state: &mut State) -> Vec<Command> {
 }
 
 fn review_selected(state: &mut State) {
-    let Some(task) = state.run.as_ref().and_then(|r| r.selected_task()).map(|t| t.planned.task.clone())
+    let Some(task) =
+        state.run.as_ref().and_then(|r| r.selected_task()).map(|t| t.planned.task.clone())
     else {
         return;
     };
@@ -861,7 +888,14 @@ fn run_action(state: &mut State, action: Action) {
         }
         (Action::RetrySelectedTask, Some((task, status))) => {
             if !matches!(status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled) {
-                say(state, Level::Warn, format!("{task} is {}; only failed, skipped or cancelled tasks retry", status.word()));
+                say(
+                    state,
+                    Level::Warn,
+                    format!(
+                        "{task} is {}; only failed, skipped or cancelled tasks retry",
+                        status.word()
+                    ),
+                );
                 return;
             }
             (
@@ -1006,7 +1040,8 @@ fn move_dag_layer(state: &mut State, delta: isize) {
     let Some(run) = state.run.as_mut() else { return };
     let Some(task) = run.tasks.get(run.cursor.selected) else { return };
     let row = run.row_in_layer[run.cursor.selected];
-    let layer = task.planned.layer.saturating_add_signed(delta).min(run.layers.len().saturating_sub(1));
+    let layer =
+        task.planned.layer.saturating_add_signed(delta).min(run.layers.len().saturating_sub(1));
     if let Some(target) = run.layers.get(layer).filter(|l| !l.is_empty()) {
         run.cursor.selected = target[row.min(target.len() - 1)];
     }

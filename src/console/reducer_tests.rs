@@ -141,7 +141,11 @@ fn agent_load_errors_are_kept_with_the_last_good_version() {
     assert!(entry.summary.is_some());
     assert_eq!(entry.error.as_deref(), Some("bad tier"));
 
-    feed.event(Event::AgentInvalid { file: "agentpool/new.md".into(), agent: None, error: "no name".into() });
+    feed.event(Event::AgentInvalid {
+        file: "agentpool/new.md".into(),
+        agent: None,
+        error: "no name".into(),
+    });
     assert!(feed.state.agents.entries["agentpool/new.md"].summary.is_none());
     // The file is fixed: the invalid row gives way to the agent.
     feed.event(Event::AgentAdded(AgentSummary {
@@ -157,7 +161,10 @@ fn agent_load_errors_are_kept_with_the_last_good_version() {
     assert!(!feed.state.agents.entries.contains_key("agentpool/new.md"));
     assert!(feed.state.agents.entries.contains_key("newcomer"));
 
-    feed.event(Event::AgentRemoved { agent: AgentId::new("newcomer"), file: "agentpool/new.md".into() });
+    feed.event(Event::AgentRemoved {
+        agent: AgentId::new("newcomer"),
+        file: "agentpool/new.md".into(),
+    });
     assert!(!feed.state.agents.entries.contains_key("newcomer"));
 }
 
@@ -167,13 +174,21 @@ fn instances_move_through_their_states() {
     let agent = || AgentId::new("worker");
     feed.event(Event::InstanceReserved { instance: InstanceId(1), agent: agent() });
     feed.event(Event::InstanceReserved { instance: InstanceId(2), agent: agent() });
-    feed.event(Event::InstanceWorking { instance: InstanceId(1), agent: agent(), task: Some(TaskId::new("t")) });
+    feed.event(Event::InstanceWorking {
+        instance: InstanceId(1),
+        agent: agent(),
+        task: Some(TaskId::new("t")),
+    });
     let counts = feed.state.pool.counts();
     assert_eq!((counts.reserved, counts.working, counts.idle, counts.terminated), (1, 1, 0, 0));
     feed.event(Event::InstanceIdle { instance: InstanceId(1), agent: agent() });
     assert_eq!(feed.state.pool.instances[&InstanceId(1)].state, InstanceState::Idle);
     assert_eq!(feed.state.pool.instances[&InstanceId(1)].task, None);
-    feed.event(Event::InstanceTerminated { instance: InstanceId(2), agent: agent(), reason: "released".into() });
+    feed.event(Event::InstanceTerminated {
+        instance: InstanceId(2),
+        agent: agent(),
+        reason: "released".into(),
+    });
     let counts = feed.state.pool.counts();
     assert_eq!((counts.reserved, counts.idle, counts.terminated), (0, 1, 1));
     // Selection follows the item, not the row.
@@ -215,8 +230,17 @@ fn task_events_drive_statuses_and_metrics() {
         simulated: true,
     });
     assert_eq!(feed.status("design"), Some(TaskStatus::Succeeded));
-    feed.run_event(Event::TaskFailed { task: TaskId::new("build"), agent: None, attempt: 1, duration_ms: 2000, error: "bad".into() });
-    feed.run_event(Event::TaskSkipped { task: TaskId::new("deploy"), reason: "build failed".into() });
+    feed.run_event(Event::TaskFailed {
+        task: TaskId::new("build"),
+        agent: None,
+        attempt: 1,
+        duration_ms: 2000,
+        error: "bad".into(),
+    });
+    feed.run_event(Event::TaskSkipped {
+        task: TaskId::new("deploy"),
+        reason: "build failed".into(),
+    });
     assert_eq!(feed.status("build"), Some(TaskStatus::Failed));
     assert_eq!(feed.status("deploy"), Some(TaskStatus::Skipped));
     let metrics = feed.state.breakers.metrics[&agent()];
@@ -258,7 +282,13 @@ fn health_follows_the_alert_thresholds(
 fn breakers_fold_open_half_open_closed() {
     let mut feed = Feed::new("admin");
     let agent = || AgentId::new("flaky");
-    feed.event(Event::BreakerOpened { agent: agent(), failures: 3, threshold: 3, recovery_ms: 60_000, last_error: "503".into() });
+    feed.event(Event::BreakerOpened {
+        agent: agent(),
+        failures: 3,
+        threshold: 3,
+        recovery_ms: 60_000,
+        last_error: "503".into(),
+    });
     let breaker = &feed.state.breakers.breakers[&agent()];
     assert_eq!(breaker.state, BreakerState::Open);
     let opened = breaker.opened_ms.expect("opened");
@@ -324,15 +354,24 @@ fn later_keeps_it_pending_and_the_next_approval_opens() {
     feed.run_event(approval("build"));
     feed.run_event(approval("deploy"));
     feed.act(Action::Later);
-    assert!(matches!(&feed.state.prompt, Some(Prompt::Approval { task, .. }) if task.as_str() == "deploy"));
-    feed.run_event(Event::ApprovalDecided { task: TaskId::new("deploy"), approved: true, by: UserId::new("bob"), note: None });
+    assert!(
+        matches!(&feed.state.prompt, Some(Prompt::Approval { task, .. }) if task.as_str() == "deploy")
+    );
+    feed.run_event(Event::ApprovalDecided {
+        task: TaskId::new("deploy"),
+        approved: true,
+        by: UserId::new("bob"),
+        note: None,
+    });
     assert_eq!(feed.state.prompt, None);
     assert_eq!(feed.message(), Some((Level::Info, "bob approved deploy")));
     // The deferred one comes back on request from the DAG.
     feed.state.focus = PaneId::Dag;
     feed.act(Action::SelectRight);
     feed.act(Action::ReviewSelected);
-    assert!(matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later }) if task.as_str() == "build"));
+    assert!(
+        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later }) if task.as_str() == "build")
+    );
 }
 
 #[test]
@@ -377,31 +416,64 @@ fn retry_only_for_tasks_that_ended_badly() {
     feed.act(Action::RetrySelectedTask);
     assert_eq!(feed.state.prompt, None);
     assert_eq!(feed.message().map(|m| m.0), Some(Level::Warn));
-    feed.run_event(Event::TaskFailed { task: TaskId::new("design"), agent: None, attempt: 1, duration_ms: 1, error: "x".into() });
+    feed.run_event(Event::TaskFailed {
+        task: TaskId::new("design"),
+        agent: None,
+        attempt: 1,
+        duration_ms: 1,
+        error: "x".into(),
+    });
     feed.act(Action::RetrySelectedTask);
-    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::RetryTask { run: run(), task: TaskId::new("design") }]);
+    assert_eq!(
+        feed.act(Action::ConfirmYes),
+        vec![Command::RetryTask { run: run(), task: TaskId::new("design") }]
+    );
 }
 
 #[test]
 fn pane_keys_build_commands_from_the_selection() {
     let mut feed = Feed::new("admin");
     feed.event(summary("backend-architect"));
-    feed.event(Event::InstanceReserved { instance: InstanceId(7), agent: AgentId::new("backend-architect") });
-    feed.event(Event::BreakerOpened { agent: AgentId::new("backend-architect"), failures: 3, threshold: 3, recovery_ms: 1, last_error: "x".into() });
-    assert_eq!(feed.act(Action::SpawnSelectedAgent), vec![Command::SpawnInstance { agent: AgentId::new("backend-architect") }]);
+    feed.event(Event::InstanceReserved {
+        instance: InstanceId(7),
+        agent: AgentId::new("backend-architect"),
+    });
+    feed.event(Event::BreakerOpened {
+        agent: AgentId::new("backend-architect"),
+        failures: 3,
+        threshold: 3,
+        recovery_ms: 1,
+        last_error: "x".into(),
+    });
+    assert_eq!(
+        feed.act(Action::SpawnSelectedAgent),
+        vec![Command::SpawnInstance { agent: AgentId::new("backend-architect") }]
+    );
     assert_eq!(feed.act(Action::ReloadAgents), vec![Command::ReloadAgents]);
     feed.act(Action::ReleaseSelectedInstance);
-    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::ReleaseInstance { instance: InstanceId(7) }]);
+    assert_eq!(
+        feed.act(Action::ConfirmYes),
+        vec![Command::ReleaseInstance { instance: InstanceId(7) }]
+    );
     feed.act(Action::ResetSelectedBreaker);
-    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::ResetBreaker { agent: AgentId::new("backend-architect") }]);
+    assert_eq!(
+        feed.act(Action::ConfirmYes),
+        vec![Command::ResetBreaker { agent: AgentId::new("backend-architect") }]
+    );
     feed.act(Action::OpenSelectedBreaker);
-    assert_eq!(feed.act(Action::ConfirmYes), vec![Command::OpenBreaker { agent: AgentId::new("backend-architect") }]);
+    assert_eq!(
+        feed.act(Action::ConfirmYes),
+        vec![Command::OpenBreaker { agent: AgentId::new("backend-architect") }]
+    );
 }
 
 #[test]
 fn command_line_sends_commands_and_explains_mistakes() {
     let mut feed = Feed::new("admin").with_run();
-    assert_eq!(feed.typed("cancel build"), vec![Command::CancelTask { run: run(), task: TaskId::new("build") }]);
+    assert_eq!(
+        feed.typed("cancel build"),
+        vec![Command::CancelTask { run: run(), task: TaskId::new("build") }]
+    );
     assert_eq!(feed.state.editing, Editing::None);
     assert_eq!(feed.typed("bogus"), vec![]);
     assert_eq!(feed.message().map(|m| m.0), Some(Level::Error));
@@ -470,7 +542,10 @@ fn lag_rebuilds_the_picture_and_says_so() {
     // The fresh backlog knows a different pool and a later task state.
     let backlog = vec![
         feed.envelope(false, summary("backend-architect")),
-        feed.envelope(false, Event::InstanceReserved { instance: InstanceId(9), agent: AgentId::new("new") }),
+        feed.envelope(
+            false,
+            Event::InstanceReserved { instance: InstanceId(9), agent: AgentId::new("new") },
+        ),
     ];
     reduce(&mut feed.state, Input::Resync { backlog, missed: 42 });
     assert_eq!(feed.message(), Some((Level::Warn, "lagged: missed 42 events; resynced")));
@@ -478,7 +553,8 @@ fn lag_rebuilds_the_picture_and_says_so() {
     assert_eq!(feed.state.pool.instances.keys().copied().collect::<Vec<_>>(), [InstanceId(9)]);
     assert_eq!(feed.state.audit.entries.len(), audited + 2);
     // Live events already in the backlog are not applied twice.
-    let stale = Arc::new(Envelope { seq: feed.seq, ts_ms: T0, run_id: None, event: summary("dup") });
+    let stale =
+        Arc::new(Envelope { seq: feed.seq, ts_ms: T0, run_id: None, event: summary("dup") });
     reduce(&mut feed.state, Input::Event(stale));
     assert!(!feed.state.agents.entries.contains_key("dup"));
 }
@@ -492,7 +568,14 @@ fn idle_console_has_no_deadline_and_a_run_ticks_each_second() {
     let started = feed.state.run.as_ref().expect("run").started_ms;
     reduce(&mut feed.state, Input::Tick(started + 2_300));
     assert_eq!(feed.state.next_deadline_ms(), Some(started + 3_000));
-    feed.run_event(Event::RunFinished { status: RunStatus::Succeeded, succeeded: 3, failed: 0, skipped: 0, cancelled: 0, duration_ms: 2_000 });
+    feed.run_event(Event::RunFinished {
+        status: RunStatus::Succeeded,
+        succeeded: 3,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 2_000,
+    });
     feed.state.message = None;
     assert_eq!(feed.state.next_deadline_ms(), None);
 }
@@ -514,7 +597,12 @@ fn any_size_is_fine() {
     let mut feed = Feed::new("admin").with_run();
     for (w, h) in [(0, 0), (1, 1), (59, 15), (60, 16), (400, 120), (1, 400)] {
         reduce(&mut feed.state, Input::Resize { width: w, height: h });
-        for action in [Action::SelectNext, Action::PageDown, Action::SelectRight, Action::Click { column: 0, row: 0 }] {
+        for action in [
+            Action::SelectNext,
+            Action::PageDown,
+            Action::SelectRight,
+            Action::Click { column: 0, row: 0 },
+        ] {
             feed.act(action);
         }
     }

@@ -174,7 +174,9 @@ impl AgentsView {
             .filter(|e| {
                 matches_filter(&self.cursor.filter, &e.key())
                     || e.summary.as_ref().is_some_and(|s| {
-                        s.category.as_deref().is_some_and(|c| matches_filter(&self.cursor.filter, c))
+                        s.category
+                            .as_deref()
+                            .is_some_and(|c| matches_filter(&self.cursor.filter, c))
                     })
             })
             .collect();
@@ -783,9 +785,14 @@ pub enum Prompt {
 /// A read-only overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlay {
-    Help { scroll: usize },
+    Help {
+        scroll: usize,
+    },
     /// Details of the selected item of a pane.
-    Details { pane: PaneId, scroll: usize },
+    Details {
+        pane: PaneId,
+        scroll: usize,
+    },
 }
 
 /// What typed text goes into.

@@ -196,19 +196,15 @@ pub fn load(project_dir: &Path, name: Option<&str>, no_color: bool) -> LoadedThe
 fn load_named(project_dir: &Path, name: &str) -> Result<Theme, ConsoleError> {
     let bundled_names = || BUNDLED.map(|(n, _)| n).join(", ");
     // The name becomes a path, so it may only be a plain file stem.
-    if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ConsoleError::ThemeUnknown { name: name.to_owned(), bundled: bundled_names() });
     }
     let file = project_dir.join("themes").join(format!("{name}.yaml"));
     match std::fs::read_to_string(&file) {
         Ok(source) => parse(name, &source, &file),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bundled(name)
-            .ok_or_else(|| ConsoleError::ThemeUnknown {
-                name: name.to_owned(),
-                bundled: bundled_names(),
-            }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bundled(name).ok_or_else(|| {
+            ConsoleError::ThemeUnknown { name: name.to_owned(), bundled: bundled_names() }
+        }),
         Err(source) => Err(ConsoleError::ThemeRead { file, source }),
     }
 }
@@ -234,7 +230,9 @@ fn parse_over(base: &Theme, name: &str, source: &str, file: &Path) -> Result<The
         // serde_norway writes "path.to.field: message at line L column C".
         let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
         let (field, message) = match text.split_once(": ") {
-            Some((field, message)) if !field.contains(' ') => (field.to_owned(), message.to_owned()),
+            Some((field, message)) if !field.contains(' ') => {
+                (field.to_owned(), message.to_owned())
+            }
             _ => ("(document)".to_owned(), text),
         };
         ConsoleError::ThemeInvalid { file: file.to_owned(), line, field, message }

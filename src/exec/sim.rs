@@ -44,7 +44,11 @@ impl SimExecutor {
         let latency_draw = unit_interval(&digest[0..8]);
         let failure_draw = unit_interval(&digest[8..16]);
         let (min, max) = (self.config.latency_min, self.config.latency_max);
-        let latency = min + max.saturating_sub(min).mul_f64(latency_draw);
+        let span = max.saturating_sub(min).mul_f64(latency_draw);
+        // Whole milliseconds: tokio timers tick in milliseconds, so a plan stated in them is
+        // exactly what a paused-clock test observes.
+        let latency =
+            Duration::from_millis(u64::try_from((min + span).as_millis()).unwrap_or(u64::MAX));
         SimPlan { latency, fails: failure_draw < self.config.failure_rate }
     }
 
@@ -67,7 +71,8 @@ impl SimExecutor {
         // no timer is created unless there is something to wait for.
         if !plan.latency.is_zero() {
             let deadline = Deadline::start(req.timeout);
-            let half = plan.latency / 2;
+            let half =
+                Duration::from_millis(u64::try_from(plan.latency.as_millis() / 2).unwrap_or(0));
             deadline.bound(&cancel, tokio::time::sleep(half)).await?;
             sink(OutputStream::Stdout, format!("[sim] {agent} working: {}", first_line(&req)));
             deadline.bound(&cancel, tokio::time::sleep(plan.latency.saturating_sub(half))).await?;

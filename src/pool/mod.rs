@@ -29,7 +29,7 @@ use crate::ids::{AgentId, InstanceId, TaskId};
 use state::{PoolState, REASON_IDLE_TIMEOUT, Waiter};
 
 /// Limits of the pool, usually from [`Limits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Live instances across all agents; 0 is treated as 1.
     pub max_total: usize,

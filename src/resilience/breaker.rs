@@ -323,15 +323,15 @@ impl BreakerBoard {
 
     /// The call succeeded. In half-open, the last of the allowed probes closes the breaker.
     pub fn record_success(&self, permit: CallPermit, duration: Duration) {
-        self.settle(permit, duration, None);
+        Self::settle(permit, duration, None);
     }
 
     /// The call failed. Reaching the threshold, or any failed probe, opens the breaker.
     pub fn record_failure(&self, permit: CallPermit, error: &str, duration: Duration) {
-        self.settle(permit, duration, Some(error));
+        Self::settle(permit, duration, Some(error));
     }
 
-    fn settle(&self, mut permit: CallPermit, duration: Duration, error: Option<&str>) {
+    fn settle(mut permit: CallPermit, duration: Duration, error: Option<&str>) {
         permit.settled = true;
         // The permit's own board, so a permit can never touch a breaker it did not come from.
         let inner = Arc::clone(&permit.board);

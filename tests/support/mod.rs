@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -186,9 +187,9 @@ async fn write_reply(socket: &mut TcpStream, reply: Reply) {
         Reply::Full { status, headers, body } => {
             let mut text = format!("HTTP/1.1 {status} {}\r\n", reason(status));
             for (name, value) in headers {
-                text.push_str(&format!("{name}: {value}\r\n"));
+                let _ = write!(text, "{name}: {value}\r\n");
             }
-            text.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+            let _ = write!(text, "content-length: {}\r\nconnection: close\r\n\r\n", body.len());
             text.push_str(&body);
             let _ = socket.write_all(text.as_bytes()).await;
             let _ = socket.shutdown().await;

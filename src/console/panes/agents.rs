@@ -25,21 +25,25 @@ struct Columns {
 }
 
 impl Columns {
-    const STATUS: usize = 9;
     const BACKEND: usize = 9;
     const CATEGORY: usize = 13;
 
     fn for_width(width: usize) -> Self {
-        let triggers = width >= 32;
-        let backend = width >= 46;
-        let category = width >= 62;
+        let triggers = width >= 34;
+        let backend = width >= 48;
+        let category = width >= 64;
         let fixed = 2
             + 3
-            + Self::STATUS
+            + Self::status_width(width)
             + usize::from(triggers) * 5
             + usize::from(backend) * Self::BACKEND
             + usize::from(category) * Self::CATEGORY;
         Self { name: width.saturating_sub(fixed).max(4), triggers, backend, category }
+    }
+
+    /// Narrow panes show the status glyph (and warning count) only.
+    fn status_width(width: usize) -> usize {
+        if width >= 34 { 9 } else { 3 }
     }
 }
 
@@ -47,13 +51,14 @@ fn error_lines(state: &State) -> usize {
     state.agents.entries.values().filter(|e| e.error.is_some()).count().min(MAX_ERROR_LINES)
 }
 
-fn status(entry: &AgentEntry) -> (Role, String) {
+fn status(entry: &AgentEntry, words: bool) -> (Role, String) {
     match (&entry.summary, &entry.error) {
-        (_, Some(_)) => (Role::Error, "✗ error".to_owned()),
+        (_, Some(_)) => (Role::Error, if words { "✗ error" } else { "✗" }.to_owned()),
         (Some(s), None) if !s.warnings.is_empty() => {
-            (Role::Warn, format!("⚠ {} warn", s.warnings.len()))
+            let n = s.warnings.len();
+            (Role::Warn, if words { format!("⚠ {n} warn") } else { format!("⚠{n}") })
         }
-        _ => (Role::Ok, "✓ ok".to_owned()),
+        _ => (Role::Ok, if words { "✓ ok" } else { "✓" }.to_owned()),
     }
 }
 
@@ -103,7 +108,7 @@ impl Pane for AgentsPane {
         if cols.backend {
             header.push(Span::styled(cell("BACKEND", Columns::BACKEND), muted));
         }
-        header.push(Span::styled("STATUS", muted));
+        header.push(Span::styled(if Columns::status_width(width) > 3 { "STATUS" } else { "OK" }, muted));
         put_line(buf, inner, 0, &Line::from(header));
 
         if rows.is_empty() {
@@ -126,14 +131,17 @@ impl Pane for AgentsPane {
         );
         for (row, entry) in rows.iter().skip(offset).take(list_rows).enumerate() {
             let is_selected = Some(offset + row) == selected_at;
-            let (status_role, status_text) = status(entry);
+            let (status_role, status_text) = status(entry, Columns::status_width(width) > 3);
             let name_role = if entry.summary.is_none() { Role::Error } else { Role::Text };
             let marker = if is_selected { "▸ " } else { "  " };
             let mut spans = vec![
                 Span::styled(marker, theme.style(Role::Accent)),
                 Span::styled(cell(&one_line(&name(entry)), cols.name), theme.style(name_role)),
                 Span::styled(
-                    entry.summary.as_ref().map_or_else(|| " - ".to_owned(), |s| format!(" {} ", s.tier)),
+                    entry
+                        .summary
+                        .as_ref()
+                        .map_or_else(|| " - ".to_owned(), |s| format!(" {} ", s.tier)),
                     muted,
                 ),
             ];
@@ -142,11 +150,13 @@ impl Pane for AgentsPane {
                 spans.push(Span::styled(format!("{triggers:>4} "), muted));
             }
             if cols.category {
-                let category = entry.summary.as_ref().and_then(|s| s.category.as_deref()).unwrap_or("-");
+                let category =
+                    entry.summary.as_ref().and_then(|s| s.category.as_deref()).unwrap_or("-");
                 spans.push(Span::styled(cell(&one_line(category), Columns::CATEGORY), muted));
             }
             if cols.backend {
-                let backend = entry.summary.as_ref().and_then(|s| s.backend.as_deref()).unwrap_or("default");
+                let backend =
+                    entry.summary.as_ref().and_then(|s| s.backend.as_deref()).unwrap_or("default");
                 spans.push(Span::styled(cell(&one_line(backend), Columns::BACKEND), muted));
             }
             spans.push(Span::styled(status_text, theme.style(status_role)));
@@ -160,10 +170,18 @@ impl Pane for AgentsPane {
         let first_error_row = usize::from(inner.height).saturating_sub(error_rows);
         let broken = rows.iter().filter(|e| e.error.is_some()).take(error_rows);
         for (i, entry) in broken.enumerate() {
-            let file = entry.file.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            let file = entry
+                .file
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
             let message = entry.error.as_deref().unwrap_or_default();
             let text = fit(&one_line(&format!("✗ {file}: {message}")), width);
-            put_line(buf, inner, first_error_row + i, &Line::styled(text, theme.style(Role::Error)));
+            put_line(
+                buf,
+                inner,
+                first_error_row + i,
+                &Line::styled(text, theme.style(Role::Error)),
+            );
         }
     }
 
@@ -171,9 +189,7 @@ impl Pane for AgentsPane {
         let key = state.agents.cursor.selected.as_ref()?;
         let entry = state.agents.entries.get(key)?;
         let label = |l: &str| (Role::Muted, format!("{l:<14}"));
-        let mut lines = vec![
-            vec![label("file"), (Role::Text, entry.file.display().to_string())],
-        ];
+        let mut lines = vec![vec![label("file"), (Role::Text, entry.file.display().to_string())]];
         if let Some(s) = &entry.summary {
             lines.push(vec![label("agent"), (Role::Text, s.agent.to_string())]);
             lines.push(vec![label("tier"), (Role::Text, s.tier.to_string())]);
@@ -188,13 +204,15 @@ impl Pane for AgentsPane {
                 (Role::Text, s.backend.clone().unwrap_or_else(|| "default".to_owned())),
             ]);
             for warning in &s.warnings {
-                lines.push(vec![label("warning"), (Role::Warn, format!("⚠ {}", one_line(warning)))]);
+                lines
+                    .push(vec![label("warning"), (Role::Warn, format!("⚠ {}", one_line(warning)))]);
             }
         } else {
             lines.push(vec![label("agent"), (Role::Error, "never loaded".to_owned())]);
         }
         if let Some(error) = &entry.error {
-            let note = if entry.summary.is_some() { " (the last good version stays active)" } else { "" };
+            let note =
+                if entry.summary.is_some() { " (the last good version stays active)" } else { "" };
             lines.push(vec![label("error"), (Role::Error, format!("✗ load failed{note}"))]);
             for part in error.lines() {
                 lines.push(vec![(Role::Muted, " ".repeat(14)), (Role::Error, one_line(part))]);
@@ -213,10 +231,18 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+        for (name, fixture) in
+            [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)]
+        {
             let state = testing::state(fixture, PaneId::Agents);
-            assert_snapshot!(format!("agents_{name}_120x40"), testing::render_pane(&state, PaneId::Agents, 120, 40));
-            assert_snapshot!(format!("agents_{name}_40x10"), testing::render_pane(&state, PaneId::Agents, 40, 10));
+            assert_snapshot!(
+                format!("agents_{name}_120x40"),
+                testing::render_pane(&state, PaneId::Agents, 120, 40)
+            );
+            assert_snapshot!(
+                format!("agents_{name}_40x10"),
+                testing::render_pane(&state, PaneId::Agents, 40, 10)
+            );
         }
     }
 

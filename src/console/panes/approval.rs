@@ -17,7 +17,10 @@ use crate::event::Risk;
 fn button<'a>(label: &str, focused: bool, role: Role, theme: &Theme) -> Span<'a> {
     let text = if focused { format!("▸[ {label} ]◂") } else { format!(" [ {label} ] ") };
     let style = theme.style(role);
-    Span::styled(text, if focused { style.add_modifier(Modifier::REVERSED | Modifier::BOLD) } else { style })
+    Span::styled(
+        text,
+        if focused { style.add_modifier(Modifier::REVERSED | Modifier::BOLD) } else { style },
+    )
 }
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -25,7 +28,11 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Some(Prompt::Approval { task, choice }) => {
             let Some(pending) = state.approvals.get(task) else { return };
             let more = state.approvals.len() - 1;
-            let hint = if more > 0 { format!("{more} more pending · Esc later") } else { "Esc later".to_owned() };
+            let hint = if more > 0 {
+                format!("{more} more pending · Esc later")
+            } else {
+                "Esc later".to_owned()
+            };
             let height = u16::try_from(8 + pending.reasons.len().min(5)).unwrap_or(13);
             let popup = centered(area, area.width.saturating_sub(4).min(72), height);
             if popup.is_empty() {
@@ -39,15 +46,33 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             let label = |l: &str| Span::styled(format!(" {l:<8}"), theme.style(Role::Muted));
             let risk_role = if pending.risk >= Risk::High { Role::Danger } else { Role::Warn };
             let mut lines = vec![
-                Line::from(vec![label("task"), Span::styled(fit(&one_line(task.as_str()), width.saturating_sub(9)), theme.style(Role::Title))]),
-                Line::from(vec![label("agent"), Span::styled(fit(pending.agent.as_str(), width.saturating_sub(9)), theme.style(Role::Text))]),
-                Line::from(vec![label("risk"), Span::styled(format!("▲ {}", risk_word(pending.risk)), theme.style(risk_role))]),
+                Line::from(vec![
+                    label("task"),
+                    Span::styled(
+                        fit(&one_line(task.as_str()), width.saturating_sub(9)),
+                        theme.style(Role::Title),
+                    ),
+                ]),
+                Line::from(vec![
+                    label("agent"),
+                    Span::styled(
+                        fit(pending.agent.as_str(), width.saturating_sub(9)),
+                        theme.style(Role::Text),
+                    ),
+                ]),
+                Line::from(vec![
+                    label("risk"),
+                    Span::styled(format!("▲ {}", risk_word(pending.risk)), theme.style(risk_role)),
+                ]),
             ];
             for (i, reason) in pending.reasons.iter().take(5).enumerate() {
                 let head = if i == 0 { "why" } else { "" };
                 lines.push(Line::from(vec![
                     label(head),
-                    Span::styled(fit(&format!("• {}", one_line(reason)), width.saturating_sub(9)), theme.style(Role::Text)),
+                    Span::styled(
+                        fit(&format!("• {}", one_line(reason)), width.saturating_sub(9)),
+                        theme.style(Role::Text),
+                    ),
                 ]));
             }
             lines.push(Line::raw(""));
@@ -100,13 +125,19 @@ mod tests {
     fn snapshots() {
         let theme = testing::theme();
         let state = testing::state(Fixture::Prompt, PaneId::Dag);
-        assert!(matches!(state.prompt, Some(Prompt::Approval { choice: ApprovalChoice::Later, .. })));
+        assert!(matches!(
+            state.prompt,
+            Some(Prompt::Approval { choice: ApprovalChoice::Later, .. })
+        ));
         assert_snapshot!("approval_prompt_120x40", testing::render_screen(&state, &theme, 120, 40));
         assert_snapshot!("approval_prompt_60x16", testing::render_screen(&state, &theme, 60, 16));
         let mut confirm = testing::state(Fixture::Busy, PaneId::Dag);
         reduce(&mut confirm, Input::Action(Action::SelectRight));
         reduce(&mut confirm, Input::Action(Action::CancelSelectedTask));
-        assert_snapshot!("confirm_cancel_120x40", testing::render_screen(&confirm, &theme, 120, 40));
+        assert_snapshot!(
+            "confirm_cancel_120x40",
+            testing::render_screen(&confirm, &theme, 120, 40)
+        );
     }
 
     #[test]

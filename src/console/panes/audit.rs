@@ -26,16 +26,33 @@ pub fn entry(envelope: &Arc<Envelope>) -> AuditEntry {
     if text.len() > LINE_MAX_CHARS {
         text = text.chars().take(LINE_MAX_CHARS).collect();
     }
-    AuditEntry { seq: envelope.seq, ts_ms: envelope.ts_ms, role, text, envelope: Arc::clone(envelope) }
+    AuditEntry {
+        seq: envelope.seq,
+        ts_ms: envelope.ts_ms,
+        role,
+        text,
+        envelope: Arc::clone(envelope),
+    }
 }
 
 fn describe(event: &Event) -> (Role, String) {
     match event {
-        Event::AgentAdded(s) => (Role::Text, format!("+ agent {} loaded (tier {}, {})", s.agent, s.tier, s.file.display())),
-        Event::AgentUpdated(s) => (Role::Accent, format!("~ agent {} reloaded from {}", s.agent, s.file.display())),
-        Event::AgentRemoved { agent, file } => (Role::Muted, format!("- agent {agent} removed ({})", file.display())),
-        Event::AgentInvalid { file, error, .. } => (Role::Error, format!("✗ {} is invalid: {error}", file.display())),
-        Event::InstanceReserved { instance, agent } => (Role::Pending, format!("◔ {instance} reserved for {agent}")),
+        Event::AgentAdded(s) => (
+            Role::Text,
+            format!("+ agent {} loaded (tier {}, {})", s.agent, s.tier, s.file.display()),
+        ),
+        Event::AgentUpdated(s) => {
+            (Role::Accent, format!("~ agent {} reloaded from {}", s.agent, s.file.display()))
+        }
+        Event::AgentRemoved { agent, file } => {
+            (Role::Muted, format!("- agent {agent} removed ({})", file.display()))
+        }
+        Event::AgentInvalid { file, error, .. } => {
+            (Role::Error, format!("✗ {} is invalid: {error}", file.display()))
+        }
+        Event::InstanceReserved { instance, agent } => {
+            (Role::Pending, format!("◔ {instance} reserved for {agent}"))
+        }
         Event::InstanceWorking { instance, agent, task } => (
             Role::Running,
             match task {
@@ -43,17 +60,24 @@ fn describe(event: &Event) -> (Role, String) {
                 None => format!("▶ {instance} {agent} working"),
             },
         ),
-        Event::InstanceIdle { instance, agent } => (Role::Muted, format!("○ {instance} {agent} idle")),
+        Event::InstanceIdle { instance, agent } => {
+            (Role::Muted, format!("○ {instance} {agent} idle"))
+        }
         Event::InstanceTerminated { instance, agent, reason } => {
             (Role::Muted, format!("✕ {instance} {agent} terminated: {reason}"))
         }
-        Event::InstanceQueued { agent, waiting } => (Role::Warn, format!("⧗ {waiting} waiting for {agent}")),
+        Event::InstanceQueued { agent, waiting } => {
+            (Role::Warn, format!("⧗ {waiting} waiting for {agent}"))
+        }
         Event::RunStarted { workflow, tasks, max_parallel, simulated, .. } => {
             let layers = tasks.iter().map(|t| t.layer + 1).max().unwrap_or(0);
             let sim = if *simulated { " · SIMULATED" } else { "" };
             (
                 Role::Accent,
-                format!("run {workflow} started: {} tasks in {layers} layers, {max_parallel} at a time{sim}", tasks.len()),
+                format!(
+                    "run {workflow} started: {} tasks in {layers} layers, {max_parallel} at a time{sim}",
+                    tasks.len()
+                ),
             )
         }
         Event::TaskReady { task } => (Role::Pending, format!("◔ {task} ready")),
@@ -62,7 +86,12 @@ fn describe(event: &Event) -> (Role, String) {
         }
         Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => {
             let sim = if *simulated { ", simulated" } else { "" };
-            (Role::Running, format!("▶ {task} started on {agent} {instance} (attempt {attempt}, {backend}{sim})"))
+            (
+                Role::Running,
+                format!(
+                    "▶ {task} started on {agent} {instance} (attempt {attempt}, {backend}{sim})"
+                ),
+            )
         }
         Event::TaskOutput { task, stream, text } => {
             let tag = match stream {
@@ -74,19 +103,29 @@ fn describe(event: &Event) -> (Role, String) {
         }
         Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } => (
             Role::Warn,
-            format!("↻ {task} attempt {attempt} failed after {}: {error}; retry in {}", duration(*duration_ms), duration(*delay_ms)),
+            format!(
+                "↻ {task} attempt {attempt} failed after {}: {error}; retry in {}",
+                duration(*duration_ms),
+                duration(*delay_ms)
+            ),
         ),
         Event::TaskFallback { task, from, to, reason } => {
             (Role::Warn, format!("⤳ {task} falls back from {from} to {to}: {reason}"))
         }
-        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => {
-            (Role::Ok, format!("✓ {task} succeeded on {agent} in {} (attempt {attempt})", duration(*duration_ms)))
-        }
+        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => (
+            Role::Ok,
+            format!(
+                "✓ {task} succeeded on {agent} in {} (attempt {attempt})",
+                duration(*duration_ms)
+            ),
+        ),
         Event::TaskFailed { task, duration_ms, error, .. } => {
             (Role::Error, format!("✗ {task} failed after {}: {error}", duration(*duration_ms)))
         }
         Event::TaskSkipped { task, reason } => (Role::Muted, format!("⊘ {task} skipped: {reason}")),
-        Event::TaskCancelled { task, reason } => (Role::Warn, format!("■ {task} cancelled: {reason}")),
+        Event::TaskCancelled { task, reason } => {
+            (Role::Warn, format!("■ {task} cancelled: {reason}"))
+        }
         Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms } => {
             let role = match status {
                 RunStatus::Succeeded => Role::Ok,
@@ -104,7 +143,10 @@ fn describe(event: &Event) -> (Role, String) {
         }
         Event::ApprovalRequested { task, agent, risk, reasons } => (
             Role::Warn,
-            format!("? approval requested: {task} on {agent}, risk {risk:?}: {}", reasons.join("; ")),
+            format!(
+                "? approval requested: {task} on {agent}, risk {risk:?}: {}",
+                reasons.join("; ")
+            ),
         ),
         Event::ApprovalDecided { task, approved, by, note } => {
             let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
@@ -116,12 +158,17 @@ fn describe(event: &Event) -> (Role, String) {
         }
         Event::BreakerOpened { agent, failures, threshold, recovery_ms, last_error } => (
             Role::Error,
-            format!("○ breaker {agent} OPEN after {failures}/{threshold} failures, half-open in {}: {last_error}", duration(*recovery_ms)),
+            format!(
+                "○ breaker {agent} OPEN after {failures}/{threshold} failures, half-open in {}: {last_error}",
+                duration(*recovery_ms)
+            ),
         ),
         Event::BreakerHalfOpened { agent, probes } => {
             (Role::Warn, format!("◐ breaker {agent} half-open: {probes} probe calls"))
         }
-        Event::BreakerClosed { agent, reason } => (Role::Ok, format!("● breaker {agent} closed: {reason}")),
+        Event::BreakerClosed { agent, reason } => {
+            (Role::Ok, format!("● breaker {agent} closed: {reason}"))
+        }
         Event::CommandAccepted { user, role, command } => {
             (Role::Muted, format!("gate ✓ {user} ({role}) {command}"))
         }
@@ -167,7 +214,12 @@ impl Pane for AuditPane {
         let offset = super::scrolled_offset(audit.offset, audit.scroll, rows);
         let shown = audit.newest_matching(offset, rows);
         if shown.is_empty() {
-            put_line(buf, inner, 0, &Line::styled("  nothing matches the filter", theme.style(Role::Muted)));
+            put_line(
+                buf,
+                inner,
+                0,
+                &Line::styled("  nothing matches the filter", theme.style(Role::Muted)),
+            );
             return;
         }
         // Newest at the bottom: fill from the last row upwards.
@@ -191,10 +243,14 @@ impl Pane for AuditPane {
 
     fn details(&self, state: &State) -> Option<Details> {
         let entry = state.audit.selected()?;
-        let json = serde_json::to_string_pretty(entry.envelope.as_ref()).unwrap_or_else(|e| e.to_string());
+        let json =
+            serde_json::to_string_pretty(entry.envelope.as_ref()).unwrap_or_else(|e| e.to_string());
         let mut lines = vec![vec![(entry.role, entry.text.clone())], vec![]];
         lines.extend(json.lines().map(|l| vec![(Role::Text, one_line(l))]));
-        Some(Details { title: format!("Event #{} {}", entry.seq, entry.envelope.event.kind()), lines })
+        Some(Details {
+            title: format!("Event #{} {}", entry.seq, entry.envelope.event.kind()),
+            lines,
+        })
     }
 }
 
@@ -210,10 +266,18 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+        for (name, fixture) in
+            [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)]
+        {
             let state = testing::state(fixture, PaneId::Audit);
-            assert_snapshot!(format!("audit_{name}_120x40"), testing::render_pane(&state, PaneId::Audit, 120, 40));
-            assert_snapshot!(format!("audit_{name}_40x10"), testing::render_pane(&state, PaneId::Audit, 40, 10));
+            assert_snapshot!(
+                format!("audit_{name}_120x40"),
+                testing::render_pane(&state, PaneId::Audit, 120, 40)
+            );
+            assert_snapshot!(
+                format!("audit_{name}_40x10"),
+                testing::render_pane(&state, PaneId::Audit, 40, 10)
+            );
         }
     }
 

@@ -36,14 +36,15 @@ pub fn health_look(health: Health) -> (&'static str, Role) {
 }
 
 fn breaker_line(breaker: &BreakerView, consecutive: u32, now_ms: u64) -> Vec<(Role, String)> {
-    let mut parts = Vec::new();
+    let role = breaker_role(breaker.state);
+    let mut parts = vec![(role, format!("{} {}", breaker.state.glyph(), breaker.state.word()))];
     match breaker.state {
         BreakerState::Closed => {
             let failures = consecutive.min(breaker.threshold);
-            parts.push((Role::Muted, format!("fails {failures}/{}", breaker.threshold)));
+            parts.push((Role::Muted, format!(" · fails {failures}/{}", breaker.threshold)));
         }
         BreakerState::Open => {
-            parts.push((Role::Error, format!("fails {}/{}", breaker.failures, breaker.threshold)));
+            parts.push((Role::Error, format!(" · fails {}/{}", breaker.failures, breaker.threshold)));
             let left = breaker.until_half_open_ms(now_ms).unwrap_or(0);
             let text = if left == 0 {
                 " · half-open due".to_owned()
@@ -53,7 +54,7 @@ fn breaker_line(breaker: &BreakerView, consecutive: u32, now_ms: u64) -> Vec<(Ro
             parts.push((Role::Warn, text));
         }
         BreakerState::HalfOpen => {
-            parts.push((Role::Warn, format!("probing: {} calls allowed", breaker.probes)));
+            parts.push((Role::Warn, format!(" · probing with {} calls", breaker.probes)));
         }
     }
     if breaker.state != BreakerState::Closed
@@ -74,16 +75,12 @@ fn metrics_line(metrics: Option<&AgentMetrics>) -> Vec<(Role, String)> {
         (role, format!("{glyph} {}", m.health().word())),
         (
             Role::Muted,
-            format!(
-                " · {} calls · {:.0}% ok · avg {mean}",
-                m.calls,
-                m.success_rate() * 100.0
-            ),
+            format!(" · {} calls · {:.0}% ok · avg {mean}", m.calls, m.success_rate() * 100.0),
         ),
     ]
 }
 
-fn spans<'a>(parts: &[(Role, String)], theme: &Theme, width: usize) -> Line<'a> {
+fn spans(parts: &[(Role, String)], theme: &Theme, width: usize) -> Line<'static> {
     let mut used = 0;
     let mut out = Vec::new();
     for (role, text) in parts {
@@ -119,14 +116,19 @@ impl Pane for BreakersPane {
         let rows = view.rows();
         if rows.is_empty() {
             let text = if view.cursor.filter.is_empty() {
-                "all breakers closed; no calls yet"
+                "no breaker activity yet"
             } else {
                 "nothing matches the filter"
             };
-            put_line(buf, inner, 0, &Line::styled(fit(text, usize::from(inner.width)), theme.style(Role::Muted)));
+            put_line(
+                buf,
+                inner,
+                0,
+                &Line::styled(fit(text, usize::from(inner.width)), theme.style(Role::Muted)),
+            );
             return;
         }
-        let width = usize::from(inner.width).saturating_sub(4);
+        let width = usize::from(inner.width).saturating_sub(2);
         let visible = self.visible_rows(state, area);
         let selected_at = rows.iter().position(|a| Some(*a) == view.cursor.selected.as_ref());
         let offset = super::scrolled_offset(
@@ -140,20 +142,16 @@ impl Pane for BreakersPane {
             let is_selected = Some(offset + i) == selected_at;
             let breaker = view.breakers.get(*agent).unwrap_or(&default);
             let metrics = view.metrics.get(*agent);
-            let role = breaker_role(breaker.state);
-            let word = format!("{} {:<9} ", breaker.state.glyph(), breaker.state.word());
-            let name_width = usize::from(inner.width).saturating_sub(2 + 12);
             let first = Line::from(vec![
                 Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
-                Span::styled(word, theme.style(role)),
-                Span::styled(fit(agent.as_str(), name_width), theme.style(Role::Text)),
+                Span::styled(fit(agent.as_str(), usize::from(inner.width).saturating_sub(2)), theme.style(Role::Title)),
             ]);
             put_line(buf, inner, top, &first);
             let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
             let second = spans(&breaker_line(breaker, consecutive, state.now_ms), theme, width);
             let third = spans(&metrics_line(metrics), theme, width);
             let indent = |line: Line<'static>| {
-                let mut all = vec![Span::raw("    ")];
+                let mut all = vec![Span::raw("  ")];
                 all.extend(line.spans);
                 Line::from(all)
             };
@@ -173,11 +171,23 @@ impl Pane for BreakersPane {
         let metrics = state.breakers.metrics.get(agent).copied().unwrap_or_default();
         let label = |l: &str| (Role::Muted, format!("{l:<16}"));
         let mut lines = vec![
-            vec![label("breaker"), (breaker_role(breaker.state), format!("{} {}", breaker.state.glyph(), breaker.state.word()))],
-            vec![label("failures"), (Role::Text, format!("{}/{}", breaker.failures, breaker.threshold))],
+            vec![
+                label("breaker"),
+                (
+                    breaker_role(breaker.state),
+                    format!("{} {}", breaker.state.glyph(), breaker.state.word()),
+                ),
+            ],
+            vec![
+                label("failures"),
+                (Role::Text, format!("{}/{}", breaker.failures, breaker.threshold)),
+            ],
         ];
         if breaker.threshold == DEFAULT_BREAKER_THRESHOLD && breaker.opened_ms.is_none() {
-            lines.push(vec![label(""), (Role::Muted, "threshold is the default until the breaker reports".to_owned())]);
+            lines.push(vec![
+                label(""),
+                (Role::Muted, "threshold is the default until the breaker reports".to_owned()),
+            ]);
         }
         if let Some(left) = breaker.until_half_open_ms(state.now_ms) {
             lines.push(vec![label("half-open in"), (Role::Warn, duration(left))]);
@@ -191,8 +201,14 @@ impl Pane for BreakersPane {
         let (glyph, role) = health_look(metrics.health());
         lines.push(vec![label("health"), (role, format!("{glyph} {}", metrics.health().word()))]);
         lines.push(vec![label("calls"), (Role::Text, metrics.calls.to_string())]);
-        lines.push(vec![label("errors"), (Role::Text, format!("{} ({:.0}%)", metrics.errors, metrics.error_rate() * 100.0))]);
-        lines.push(vec![label("failures in row"), (Role::Text, metrics.consecutive_failures.to_string())]);
+        lines.push(vec![
+            label("errors"),
+            (Role::Text, format!("{} ({:.0}%)", metrics.errors, metrics.error_rate() * 100.0)),
+        ]);
+        lines.push(vec![
+            label("failures in row"),
+            (Role::Text, metrics.consecutive_failures.to_string()),
+        ]);
         lines.push(vec![
             label("mean duration"),
             (Role::Text, metrics.mean_duration_ms().map_or_else(|| "-".to_owned(), duration)),
@@ -211,10 +227,18 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+        for (name, fixture) in
+            [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)]
+        {
             let state = testing::state(fixture, PaneId::Breakers);
-            assert_snapshot!(format!("breakers_{name}_120x40"), testing::render_pane(&state, PaneId::Breakers, 120, 40));
-            assert_snapshot!(format!("breakers_{name}_40x10"), testing::render_pane(&state, PaneId::Breakers, 40, 10));
+            assert_snapshot!(
+                format!("breakers_{name}_120x40"),
+                testing::render_pane(&state, PaneId::Breakers, 120, 40)
+            );
+            assert_snapshot!(
+                format!("breakers_{name}_40x10"),
+                testing::render_pane(&state, PaneId::Breakers, 40, 10)
+            );
         }
     }
 

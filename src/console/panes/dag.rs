@@ -12,18 +12,19 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
+use super::{Details, Pane, clock, duration, fit, one_line, put_line, style_row};
 use crate::console::state::{PaneId, RunView, State, TaskStatus, TaskView};
 use crate::console::theme::{Role, Theme};
 use crate::event::{OutputStream, Risk};
 
 pub struct DagPane;
 
-/// Columns between two layers: one on each side plus the vertical tracks.
-const GAP: u16 = 6;
-const TRACKS: u16 = GAP - 2;
+/// Columns between two layers: one on each side plus the vertical tracks. Narrow screens use
+/// the tight gap before they shrink task columns.
+const WIDE_GAP: u16 = 6;
+const TIGHT_GAP: u16 = 4;
 /// Narrowest and widest task column (glyph, space, id).
-const MIN_COLUMN: u16 = 8;
+const MIN_COLUMN: u16 = 10;
 const MAX_COLUMN: u16 = 24;
 
 /// How the graph is laid out in an area.
@@ -32,24 +33,38 @@ pub struct Geometry {
     pub graph: Rect,
     pub details: Rect,
     pub column: u16,
+    pub gap: u16,
     /// Screen rows per task row: 2 leaves air between tasks when the tallest layer fits.
     pub pitch: u16,
     pub visible_layers: usize,
     pub visible_rows: usize,
 }
 
-/// Split the pane's inner area into graph and details and size the columns.
+/// Split the pane's inner area into graph and details and size the columns so that, when
+/// possible, every layer fits without scrolling.
 pub fn geometry(run: &RunView, inner: Rect) -> Geometry {
     let details_height = if inner.height >= 12 { (inner.height * 2 / 5).clamp(5, 14) } else { 0 };
     let graph = Rect { height: inner.height - details_height, ..inner };
     let details = Rect { y: graph.bottom(), height: details_height, ..inner };
-    let column = (u16::try_from(run.id_width).unwrap_or(MAX_COLUMN) + 2).clamp(MIN_COLUMN, MAX_COLUMN);
+    let natural = (u16::try_from(run.id_width).unwrap_or(MAX_COLUMN) + 3).clamp(MIN_COLUMN, MAX_COLUMN);
+    let layers = u16::try_from(run.layers.len().max(1)).unwrap_or(u16::MAX);
+    let fits = |column: u16, gap: u16| {
+        u32::from(layers) * u32::from(column + gap) <= u32::from(graph.width) + u32::from(gap)
+    };
+    let (column, gap) = if fits(natural, WIDE_GAP) {
+        (natural, WIDE_GAP)
+    } else if fits(natural, TIGHT_GAP) {
+        (natural, TIGHT_GAP)
+    } else {
+        let shrunk = ((graph.width + TIGHT_GAP) / layers).saturating_sub(TIGHT_GAP);
+        (shrunk.clamp(MIN_COLUMN.min(natural), natural), TIGHT_GAP)
+    };
     // The first graph row is the layer header.
     let node_rows = graph.height.saturating_sub(1);
     let pitch = if run.widest_layer * 2 <= usize::from(node_rows) { 2 } else { 1 };
-    let visible_layers = usize::from((graph.width + GAP) / (column + GAP)).max(1);
+    let visible_layers = usize::from((graph.width + gap) / (column + gap)).max(1);
     let visible_rows = usize::from(node_rows / pitch).max(1);
-    Geometry { graph, details, column, pitch, visible_layers, visible_rows }
+    Geometry { graph, details, column, gap, pitch, visible_layers, visible_rows }
 }
 
 /// The pane's inner area for a pane rectangle (inside the border).
@@ -68,7 +83,8 @@ pub fn scroll_into_view(run: &mut RunView, area: Rect) {
     let Some(task) = run.tasks.get(run.cursor.selected) else { return };
     let layer = task.planned.layer;
     let row = run.row_in_layer[run.cursor.selected];
-    run.cursor.layer_offset = super::scrolled_offset(run.cursor.layer_offset, layer, geo.visible_layers);
+    run.cursor.layer_offset =
+        super::scrolled_offset(run.cursor.layer_offset, layer, geo.visible_layers);
     run.cursor.row_offset = super::scrolled_offset(run.cursor.row_offset, row, geo.visible_rows);
 }
 
@@ -166,7 +182,7 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
     let first_row = run.cursor.row_offset;
     let selected = run.cursor.selected;
     let column = usize::from(geo.column);
-    let stride = column + usize::from(GAP);
+    let stride = column + usize::from(geo.gap);
     let node_area = Rect { y: graph.y + 1, height: graph.height.saturating_sub(1), ..graph };
     let pitch = i64::from(geo.pitch);
     let screen_y = |row: usize| -> i64 {
@@ -187,9 +203,9 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
 
         // Connectors in the gap before this layer.
         if slot > 0 || layer > 0 {
-            let gap_left = x.checked_sub(usize::from(GAP));
-            if let Some(gap_left) = gap_left {
-                draw_gap(run, layer, gap_left, node_area, theme, &screen_y, buf);
+            if let Some(gap_left) = x.checked_sub(usize::from(geo.gap)) {
+                let gap = Gap { layer, left: gap_left, width: usize::from(geo.gap) };
+                draw_gap(run, &gap, node_area, theme, &screen_y, buf);
             }
         }
 
@@ -203,7 +219,8 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
                 break;
             }
             let task = &run.tasks[*task_index];
-            let related = run.deps[selected].contains(task_index) || run.dependents[selected].contains(task_index);
+            let related = run.deps[selected].contains(task_index)
+                || run.dependents[selected].contains(task_index);
             let matches = run.matches(*task_index);
             let glyph_style = if matches { status_style(theme, task.status) } else { muted };
             let id_style = if !matches {
@@ -213,14 +230,31 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
             } else {
                 theme.style(Role::Text)
             };
-            let line = Line::from(vec![
+            let label = fit(task.planned.task.as_str(), column.saturating_sub(2));
+            let mut spans = vec![
                 Span::styled(format!("{} ", task.status.glyph()), glyph_style),
-                Span::styled(fit(task.planned.task.as_str(), column.saturating_sub(2)), id_style),
-            ]);
+                Span::styled(label.clone(), id_style),
+            ];
+            // Tasks that feed the next layer reach their edge with a line, not with spaces.
+            let feeds_next = run.dependents[*task_index]
+                .iter()
+                .any(|d| run.tasks[*d].planned.layer == layer + 1);
+            let used = 2 + unicode_width::UnicodeWidthStr::width(label.as_str());
+            if feeds_next && used + 1 < column {
+                let edge_related = *task_index == selected
+                    || run.dependents[*task_index].contains(&selected);
+                let style = theme.style(if edge_related { Role::Accent } else { Role::Border });
+                spans.push(Span::styled(format!(" {}", "─".repeat(column - used - 1)), style));
+            }
+            let line = Line::from(spans);
             let area = Rect { x: left, width: width.min(geo.column), ..node_area };
             put_line(buf, area, y, &line);
             if *task_index == selected {
-                let style = if state.focus == PaneId::Dag { theme.style(Role::Selection) } else { theme.style(Role::Accent).add_modifier(ratatui::style::Modifier::REVERSED) };
+                let style = if state.focus == PaneId::Dag {
+                    theme.style(Role::Selection)
+                } else {
+                    theme.style(Role::Accent).add_modifier(ratatui::style::Modifier::REVERSED)
+                };
                 style_row(buf, area, y, style);
             }
         }
@@ -235,23 +269,29 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The gap before `layer`, starting `left` columns into the graph.
+struct Gap {
+    layer: usize,
+    left: usize,
+    width: usize,
+}
+
 fn draw_gap(
     run: &RunView,
-    layer: usize,
-    gap_left: usize,
+    gap: &Gap,
     node_area: Rect,
     theme: &Theme,
     screen_y: &dyn Fn(usize) -> i64,
     buf: &mut Buffer,
 ) {
-    let width = usize::from(GAP);
+    let (layer, gap_left, width) = (gap.layer, gap.left, gap.width);
+    let tracks = width.saturating_sub(2).max(1);
     let height = usize::from(node_area.height);
     let mut grid = GapGrid::new(width, height);
     let selected = run.cursor.selected;
     for (target_row, target) in run.layers[layer].iter().enumerate() {
         let to = screen_y(target_row);
-        let track = 1 + target_row % usize::from(TRACKS);
+        let track = 1 + target_row % tracks;
         for dep in &run.deps[*target] {
             let related = *dep == selected || *target == selected;
             let dep_layer = run.tasks[*dep].planned.layer;
@@ -287,7 +327,12 @@ fn draw_gap(
     }
 }
 
-fn detail_lines(state: &State, run: &RunView, task: &TaskView, full: bool) -> Vec<Vec<(Role, String)>> {
+fn detail_lines(
+    state: &State,
+    run: &RunView,
+    task: &TaskView,
+    full: bool,
+) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
     let retries = task.planned.retries + 1;
     let mut first = vec![
@@ -309,7 +354,11 @@ fn detail_lines(state: &State, run: &RunView, task: &TaskView, full: bool) -> Ve
     lines.push(first);
 
     let names = |indices: &[usize]| -> String {
-        indices.iter().map(|i| run.tasks[*i].planned.task.to_string()).collect::<Vec<_>>().join(", ")
+        indices
+            .iter()
+            .map(|i| run.tasks[*i].planned.task.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let index = run.index.get(&task.planned.task).copied().unwrap_or(0);
     let mut links = Vec::new();
@@ -331,20 +380,30 @@ fn detail_lines(state: &State, run: &RunView, task: &TaskView, full: bool) -> Ve
     }
     match (task.status, task.started_ms, task.duration_ms) {
         (TaskStatus::Running, Some(started), _) => {
-            timing.push((Role::Running, format!("running {}", duration(state.now_ms.saturating_sub(started)))));
+            timing.push((
+                Role::Running,
+                format!("running {}", duration(state.now_ms.saturating_sub(started))),
+            ));
         }
         (_, _, Some(took)) => timing.push((Role::Text, format!("took {}", duration(took)))),
         _ => timing.push((Role::Muted, "not started".to_owned())),
     }
     timing.push((Role::Muted, format!(" · timeout {}", duration(task.planned.timeout_ms))));
     if let Some(at) = task.retry_at_ms.filter(|_| task.status == TaskStatus::Retrying) {
-        timing.push((Role::Warn, format!(" · retry in {}", duration(at.saturating_sub(state.now_ms)))));
+        timing.push((
+            Role::Warn,
+            format!(" · retry in {}", duration(at.saturating_sub(state.now_ms))),
+        ));
     }
     lines.push(timing);
 
     if let Some(risk) = task.risk {
         let role = if risk >= Risk::High { Role::Danger } else { Role::Warn };
-        let waiting = if state.approvals.contains_key(&task.planned.task) { " · awaiting approval (a)" } else { "" };
+        let waiting = if state.approvals.contains_key(&task.planned.task) {
+            " · awaiting approval (a)"
+        } else {
+            ""
+        };
         lines.push(vec![(role, format!("risk {}{waiting}", risk_word(risk)))]);
     }
     if let Some(error) = &task.error {
@@ -355,7 +414,10 @@ fn detail_lines(state: &State, run: &RunView, task: &TaskView, full: bool) -> Ve
         lines.push(vec![(Role::Muted, one_line(note))]);
     }
     if full {
-        lines.push(vec![(Role::Muted, "description ".to_owned()), (Role::Text, one_line(&task.planned.description))]);
+        lines.push(vec![
+            (Role::Muted, "description ".to_owned()),
+            (Role::Text, one_line(&task.planned.description)),
+        ]);
         if let Some(score) = task.planned.score {
             lines.push(vec![(Role::Muted, format!("selection score {score:.1}"))]);
         }
@@ -376,13 +438,18 @@ fn render_details(state: &State, run: &RunView, theme: &Theme, area: Rect, buf: 
     let Some(task) = run.selected_task() else { return };
     // A rule with the task id separates details from the graph.
     let title = format!("─ {} ", task.planned.task);
-    let rule: String = title.chars().chain(std::iter::repeat('─')).take(usize::from(area.width)).collect();
+    let rule: String =
+        title.chars().chain(std::iter::repeat('─')).take(usize::from(area.width)).collect();
     put_line(buf, area, 0, &Line::styled(rule, theme.style(Role::Border)));
     let lines = detail_lines(state, run, task, false);
     let rows = usize::from(area.height.saturating_sub(1));
     // Keep the facts and the newest output: cut older output lines first.
     let facts = lines.iter().take_while(|l| l.first().is_none_or(|(_, t)| t != "│ ")).count();
-    let skip = if lines.len() > rows { (lines.len() - rows).min(lines.len() - facts.min(lines.len())) } else { 0 };
+    let skip = if lines.len() > rows {
+        (lines.len() - rows).min(lines.len() - facts.min(lines.len()))
+    } else {
+        0
+    };
     let kept = lines.iter().take(facts).chain(lines.iter().skip(facts + skip));
     let width = usize::from(area.width);
     for (row, spans) in kept.take(rows).enumerate() {
@@ -407,11 +474,17 @@ impl Pane for DagPane {
     }
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
-        let info = state.run.as_ref().map(|run| {
+        let mut info = Vec::new();
+        if let Some(run) = &state.run {
             let (done, total) = run.progress();
-            format!("{} · {done}/{total} · {} layers", run.workflow, run.layers.len())
-        });
-        let block = pane_block(state, theme, PaneId::Dag, info);
+            let text = format!(" {} · {done}/{total} · {} layers ", one_line(&run.workflow), run.layers.len());
+            info.push(Span::styled(text, theme.style(Role::Muted)));
+            if run.simulated {
+                info.push(Span::styled(" SIMULATED ", theme.style(Role::Simulated)));
+                info.push(Span::raw(" "));
+            }
+        }
+        let block = super::pane_block_spans(state, theme, PaneId::Dag, info);
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {
@@ -419,21 +492,31 @@ impl Pane for DagPane {
         }
         let Some(run) = &state.run else {
             let can_run = state.role.can(crate::command::Permission::RunWorkflows);
-            let hint = if can_run { "no run yet · press : and type  run workflows/demo.yaml" } else { "no run yet · waiting for one to start" };
+            let hint = if can_run {
+                "no run yet · press : and type  run workflows/demo.yaml"
+            } else {
+                "no run yet · waiting for one to start"
+            };
             let row = usize::from(inner.height / 2);
             let text = fit(hint, usize::from(inner.width));
-            let pad = usize::from(inner.width).saturating_sub(unicode_width::UnicodeWidthStr::width(text.as_str())) / 2;
-            put_line(buf, inner, row, &Line::styled(format!("{}{text}", " ".repeat(pad)), theme.style(Role::Muted)));
+            let pad = usize::from(inner.width)
+                .saturating_sub(unicode_width::UnicodeWidthStr::width(text.as_str()))
+                / 2;
+            put_line(
+                buf,
+                inner,
+                row,
+                &Line::styled(format!("{}{text}", " ".repeat(pad)), theme.style(Role::Muted)),
+            );
             return;
         };
-        if run.simulated && area.width > 24 {
-            let badge = " SIMULATED ";
-            let x = area.right().saturating_sub(u16::try_from(badge.len()).unwrap_or(0) + 2);
-            let spot = Rect { x, y: area.y, width: 11, height: 1 }.intersection(area);
-            put_line(buf, spot, 0, &Line::styled(badge, theme.style(Role::Simulated)));
-        }
         if run.tasks.is_empty() {
-            put_line(buf, inner, 0, &Line::styled("  the run has no tasks", theme.style(Role::Muted)));
+            put_line(
+                buf,
+                inner,
+                0,
+                &Line::styled("  the run has no tasks", theme.style(Role::Muted)),
+            );
             return;
         }
         let geo = geometry(run, inner);
@@ -445,7 +528,9 @@ impl Pane for DagPane {
         let run = state.run.as_ref()?;
         let task = run.selected_task()?;
         let lines = detail_lines(state, run, task, true);
-        Some(Details { title: format!("Task {} · run {}", task.planned.task, run.workflow), lines })
+        Some(Details {
+            title: format!("Task {} · run {}", task.planned.task, run.workflow), lines
+        })
     }
 }
 
@@ -464,11 +549,22 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+        for (name, fixture) in
+            [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)]
+        {
             let state = testing::state(fixture, PaneId::Dag);
-            assert_snapshot!(format!("dag_{name}_120x40"), testing::render_pane(&state, PaneId::Dag, 120, 40));
-            assert_snapshot!(format!("dag_{name}_160x45"), testing::render_pane(&state, PaneId::Dag, 160, 45));
-            assert_snapshot!(format!("dag_{name}_40x10"), testing::render_pane(&state, PaneId::Dag, 40, 10));
+            assert_snapshot!(
+                format!("dag_{name}_120x40"),
+                testing::render_pane(&state, PaneId::Dag, 120, 40)
+            );
+            assert_snapshot!(
+                format!("dag_{name}_160x45"),
+                testing::render_pane(&state, PaneId::Dag, 160, 45)
+            );
+            assert_snapshot!(
+                format!("dag_{name}_40x10"),
+                testing::render_pane(&state, PaneId::Dag, 40, 10)
+            );
         }
     }
 
@@ -493,9 +589,11 @@ mod tests {
         let state = testing::state(Fixture::Failed, PaneId::Dag);
         let theme = testing::theme().monochrome();
         let buffer = testing::pane_buffer(&state, &theme, PaneId::Dag, 70, 30);
-        for glyph in ["✗ design-api", "✓ threat-model", "⊘ implement", "■ deploy-staging"] {
+        for glyph in ["✗ design-api", "✓ threat-model", "⊘ implement", "■ deploy"] {
             assert!(testing::find(&buffer, glyph).is_some(), "{glyph}");
         }
+        let mut state = state;
+        reduce(&mut state, Input::Action(Action::SelectNext));
         let colour = testing::theme();
         let buffer = testing::pane_buffer(&state, &colour, PaneId::Dag, 70, 30);
         let at = testing::find(&buffer, "✗ design-api").expect("failed task");

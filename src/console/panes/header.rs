@@ -36,7 +36,10 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     buf.set_style(area, theme.style(Role::Header));
     let muted = theme.style(Role::Muted);
-    let mut left = vec![Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)), Span::styled("  │  ", muted)];
+    let mut left = vec![
+        Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)),
+        Span::styled("  │  ", muted),
+    ];
     let Some(run) = &state.run else {
         left.push(Span::styled("no run", theme.style(Role::Text)));
         left.push(Span::styled("  ·  agents, pool and breakers are live", muted));
@@ -49,40 +52,57 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     left.push(Span::styled(status, theme.style(role)));
 
     let (done, total) = run.progress();
-    let mut right = vec![
-        Span::styled(format!("{done}/{total} "), theme.style(Role::Text)),
-    ];
-    // The gauge shrinks on narrow screens; the numbers always stay.
+    // Parts of the right side, with how much each is worth keeping on a narrow screen.
+    let mut parts: Vec<(u8, Vec<Span<'static>>)> = Vec::new();
+    parts.push((5, vec![Span::styled(format!("{done}/{total}"), theme.style(Role::Text))]));
     let gauge_width = usize::from(area.width / 6).clamp(6, 30);
     let filled = (gauge_width * done).checked_div(total).unwrap_or(0);
-    right.push(Span::styled("━".repeat(filled), theme.style(Role::GaugeFilled)));
-    right.push(Span::styled("─".repeat(gauge_width - filled), theme.style(Role::GaugeEmpty)));
     let percent = (done * 100).checked_div(total).unwrap_or(0);
-    right.push(Span::styled(format!(" {percent:>3}%"), muted));
-    right.push(Span::styled("  │  ", muted));
-    right.push(Span::styled(format!("⏱ {}", elapsed(run.elapsed_ms(state.now_ms))), theme.style(Role::Text)));
+    parts.push((
+        1,
+        vec![
+            Span::raw(" "),
+            Span::styled("━".repeat(filled), theme.style(Role::GaugeFilled)),
+            Span::styled("─".repeat(gauge_width - filled), theme.style(Role::GaugeEmpty)),
+            Span::styled(format!(" {percent:>3}%"), muted),
+        ],
+    ));
+    parts.push((
+        4,
+        vec![
+            Span::styled("  │  ", muted),
+            Span::styled(format!("⏱ {}", elapsed(run.elapsed_ms(state.now_ms))), theme.style(Role::Text)),
+        ],
+    ));
     let waiting = state.approvals.len();
     if waiting > 0 {
-        right.push(Span::styled("  │  ", muted));
-        right.push(Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)));
+        parts.push((
+            3,
+            vec![
+                Span::styled("  │  ", muted),
+                Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)),
+            ],
+        ));
     }
     if run.simulated {
-        right.push(Span::raw("  "));
-        right.push(Span::styled(" SIMULATED ", theme.style(Role::Simulated)));
+        parts.push((2, vec![Span::raw("  "), Span::styled(" SIMULATED ", theme.style(Role::Simulated))]));
     }
-    right.push(Span::raw(" "));
-
-    let right_width: usize = right.iter().map(Span::width).sum();
-    let left_width: usize = left.iter().map(Span::width).sum();
-    let total_width = usize::from(area.width);
-    if left_width + right_width <= total_width {
-        put_line(buf, area, 0, &Line::from(left));
-        let x = area.x + u16::try_from(total_width - right_width).unwrap_or(0);
+    let left_width: usize = left.iter().map(Span::width).sum::<usize>() + 2;
+    let width_of = |parts: &[(u8, Vec<Span<'static>>)]| -> usize {
+        parts.iter().flat_map(|(_, spans)| spans.iter().map(Span::width)).sum::<usize>() + 1
+    };
+    for priority in 1..=5 {
+        if left_width + width_of(&parts) <= usize::from(area.width) {
+            break;
+        }
+        parts.retain(|(p, _)| *p > priority);
+    }
+    put_line(buf, area, 0, &Line::from(left));
+    let right: Vec<Span<'static>> = parts.into_iter().flat_map(|(_, spans)| spans).collect();
+    let right_width: usize = right.iter().map(Span::width).sum::<usize>() + 1;
+    if left_width + right_width <= usize::from(area.width) {
+        let x = area.right() - u16::try_from(right_width).unwrap_or(0);
         put_line(buf, Rect { x, width: area.right() - x, ..area }, 0, &Line::from(right));
-    } else {
-        left.extend([Span::styled("  ", muted)]);
-        left.extend(right);
-        put_line(buf, area, 0, &Line::from(left));
     }
 }
 
@@ -111,7 +131,12 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed), ("prompt", Fixture::Prompt)] {
+        for (name, fixture) in [
+            ("empty", Fixture::Empty),
+            ("busy", Fixture::Busy),
+            ("failed", Fixture::Failed),
+            ("prompt", Fixture::Prompt),
+        ] {
             assert_snapshot!(format!("header_{name}_120"), header(fixture, 120));
             assert_snapshot!(format!("header_{name}_60"), header(fixture, 60));
         }

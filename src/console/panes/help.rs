@@ -37,7 +37,8 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
         }
         section(&mut out, scope.title());
         for binding in bindings {
-            let (mark, role) = if binding.danger { ("! ", Role::Danger) } else { ("  ", Role::Accent) };
+            let (mark, role) =
+                if binding.danger { ("! ", Role::Danger) } else { ("  ", Role::Accent) };
             out.push(vec![
                 (role, format!("{mark}{:<KEYS$}", binding.label())),
                 (Role::Text, binding.description.to_owned()),
@@ -46,14 +47,20 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
     }
     section(&mut out, "Typing (command line and filter)");
     for (key, description) in EDITING_KEYS {
-        out.push(vec![(Role::Accent, format!("  {key:<KEYS$}")), (Role::Text, (*description).to_owned())]);
+        out.push(vec![
+            (Role::Accent, format!("  {key:<KEYS$}")),
+            (Role::Text, (*description).to_owned()),
+        ]);
     }
     section(&mut out, "Commands (press : first)");
     for command in COMMANDS.iter().filter(|c| c.permission.is_none_or(|p| state.role.can(p))) {
         let role = if command.permission.is_some() { Role::Danger } else { Role::Accent };
         let mark = if command.permission.is_some() { "! " } else { "  " };
         out.push(vec![
-            (role, format!("{mark}{:<KEYS$}", format!("{} {}", command.name, command.args).trim_end())),
+            (
+                role,
+                format!("{mark}{:<KEYS$}", format!("{} {}", command.name, command.args).trim_end()),
+            ),
             (Role::Text, command.description.to_owned()),
         ]);
     }
@@ -97,7 +104,7 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
 }
 
 pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut Buffer) {
-    let popup = centered(area, area.width.saturating_sub(4).min(84), area.height.saturating_sub(2));
+    let popup = centered(area, area.width.saturating_sub(4).min(120), area.height.saturating_sub(2));
     if popup.is_empty() {
         return;
     }
@@ -106,10 +113,28 @@ pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut
     Clear.render(popup, buf);
     block.render(popup, buf);
     let lines = lines(state);
+    // Wide screens get two columns, split at the section boundary nearest the middle.
+    let columns: Vec<&[RoleLine]> = if inner.width >= 96 {
+        let middle = lines.len() / 2;
+        let split = (0..lines.len())
+            .filter(|i| lines[*i].is_empty())
+            .min_by_key(|i| i.abs_diff(middle))
+            .map_or(middle, |i| i + 1);
+        vec![&lines[..split], &lines[split..]]
+    } else {
+        vec![&lines[..]]
+    };
+    let count = u16::try_from(columns.len()).unwrap_or(1);
+    let width = inner.width / count;
     let rows = usize::from(inner.height);
-    let scroll = scroll.min(lines.len().saturating_sub(rows));
-    for (row, line) in lines.iter().skip(scroll).take(rows).enumerate() {
-        put_line(buf, inner, row, &role_line(line, theme));
+    let longest = columns.iter().map(|c| c.len()).max().unwrap_or(0);
+    let scroll = scroll.min(longest.saturating_sub(rows));
+    for (i, column) in columns.iter().enumerate() {
+        let x = inner.x + width * u16::try_from(i).unwrap_or(0);
+        let area = Rect { x, width: width.saturating_sub(1), ..inner };
+        for (row, line) in column.iter().skip(scroll).take(rows).enumerate() {
+            put_line(buf, area, row, &role_line(line, theme));
+        }
     }
 }
 

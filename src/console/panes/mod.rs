@@ -158,11 +158,25 @@ pub fn overlay_block<'a>(theme: &Theme, title: &str, hint: &str) -> Block<'a> {
         .border_style(theme.style(Role::FocusedBorder))
         .style(theme.style(Role::Overlay))
         .title(Line::from(Span::styled(format!(" {title} "), theme.style(Role::Title))))
-        .title_bottom(Line::from(Span::styled(format!(" {hint} "), theme.style(Role::Muted))).right_aligned())
+        .title_bottom(
+            Line::from(Span::styled(format!(" {hint} "), theme.style(Role::Muted))).right_aligned(),
+        )
 }
 
-/// The border of a pane: thick and marked when focused, with the filter in the title.
+/// The border of a pane: thick and marked when focused, with the filter in the title and
+/// `info` (muted) at the top right.
 pub fn pane_block<'a>(state: &State, theme: &Theme, id: PaneId, info: Option<String>) -> Block<'a> {
+    let info = info.map(|text| vec![Span::styled(format!(" {text} "), theme.style(Role::Muted))]);
+    pane_block_spans(state, theme, id, info.unwrap_or_default())
+}
+
+/// [`pane_block`] with styled spans at the top right.
+pub fn pane_block_spans<'a>(
+    state: &State,
+    theme: &Theme,
+    id: PaneId,
+    info: Vec<Span<'a>>,
+) -> Block<'a> {
     let focused = state.focus == id;
     let mut title = vec![Span::styled(
         format!("{}{} ", if focused { " ▸ " } else { " " }, id.title()),
@@ -176,9 +190,8 @@ pub fn pane_block<'a>(state: &State, theme: &Theme, id: PaneId, info: Option<Str
         .border_type(if focused { BorderType::Thick } else { BorderType::Rounded })
         .border_style(theme.style(if focused { Role::FocusedBorder } else { Role::Border }))
         .title(Line::from(title));
-    if let Some(info) = info {
-        block = block
-            .title(Line::from(Span::styled(format!(" {info} "), theme.style(Role::Muted))).right_aligned());
+    if !info.is_empty() {
+        block = block.title(Line::from(info).right_aligned());
     }
     block
 }
@@ -290,7 +303,56 @@ pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
+    use insta::assert_snapshot;
+
+    use super::testing::{self, Fixture};
     use super::*;
+    use crate::console::keys::Action;
+    use crate::console::reducer::{Input, reduce};
+
+    #[test]
+    fn whole_screen_snapshots() {
+        let theme = testing::theme();
+        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+            for (w, h) in [(160, 45), (120, 40), (60, 16)] {
+                let state = testing::state_sized(fixture, PaneId::Dag, w, h);
+                assert_snapshot!(format!("screen_{name}_{w}x{h}"), testing::render_screen(&state, &theme, w, h));
+            }
+        }
+        let state = testing::state_sized(Fixture::Busy, PaneId::Dag, 59, 15);
+        assert_snapshot!("screen_too_small_59x15", testing::render_screen(&state, &theme, 59, 15));
+    }
+
+    #[test]
+    fn details_overlay_snapshots() {
+        let theme = testing::theme();
+        for pane in PaneId::ORDER {
+            let fixture = if pane == PaneId::Pool { Fixture::Busy } else { Fixture::Failed };
+            let mut state = testing::state(fixture, pane);
+            reduce(&mut state, Input::Action(Action::OpenDetails));
+            assert!(matches!(state.overlay, Some(Overlay::Details { .. })), "{pane:?}");
+            let name = pane.title().to_lowercase();
+            assert_snapshot!(format!("details_{name}_120x40"), testing::render_screen(&state, &theme, 120, 40));
+        }
+    }
+
+    #[test]
+    fn every_size_renders_without_panicking() {
+        let theme = testing::theme();
+        for fixture in [Fixture::Empty, Fixture::Prompt, Fixture::Failed] {
+            let mut state = testing::state(fixture, PaneId::Dag);
+            reduce(&mut state, Input::Action(Action::ToggleHelp));
+            for w in [0, 1, 2, 5, 10, 20, 39, 40, 59, 60, 61, 80, 119, 200] {
+                for h in [0, 1, 2, 3, 5, 9, 15, 16, 17, 30, 60] {
+                    reduce(&mut state, Input::Resize { width: w, height: h });
+                    let mut buffer = Buffer::empty(Rect::new(0, 0, w, h));
+                    render_screen(&state, &theme, buffer.area, &mut buffer);
+                }
+            }
+        }
+        let shown = testing::render_screen(&testing::state(Fixture::Busy, PaneId::Dag), &theme, 1, 1);
+        assert_eq!(shown.buffer().area, Rect::new(0, 0, 1, 1));
+    }
 
     #[test]
     fn text_helpers_fit_and_format() {

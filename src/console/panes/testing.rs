@@ -14,7 +14,9 @@ use crate::console::layout::ScreenLayout;
 use crate::console::reducer::{Input, reduce};
 use crate::console::state::{PaneId, State};
 use crate::console::theme::Theme;
-use crate::event::{AgentSummary, Envelope, Event, Level, OutputStream, PlannedTask, Risk, RunStatus};
+use crate::event::{
+    AgentSummary, Envelope, Event, Level, OutputStream, PlannedTask, Risk, RunStatus,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
 /// 2023-11-14T22:13:20Z: every fixture event happens at or after this instant.
@@ -72,7 +74,8 @@ pub fn state_sized(fixture: Fixture, focus: PaneId, width: u16, height: u16) -> 
         let envelope = Envelope { seq, ts_ms: T0 + seq * 1_500, run_id: run, event };
         reduce(&mut state, Input::Event(Arc::new(envelope)));
     }
-    reduce(&mut state, Input::Tick(T0 + 60_000));
+    // One second after the last event: messages are still up, clocks have moved on.
+    reduce(&mut state, Input::Tick(T0 + seq * 1_500 + 1_000));
     while state.focus != focus {
         reduce(&mut state, Input::Action(Action::FocusNext));
     }
@@ -114,7 +117,16 @@ fn agents() -> Vec<(Option<RunId>, Event)> {
         (None, agent("backend-architect", 1, "architecture", 6, &[])),
         (None, agent("code-reviewer", 1, "quality", 4, &[])),
         (None, agent("security-auditor", 2, "security", 8, &[])),
-        (None, agent("devops-engineer", 2, "operations", 5, &["frontmatter is not strict YAML; read line by line"])),
+        (
+            None,
+            agent(
+                "devops-engineer",
+                2,
+                "operations",
+                5,
+                &["frontmatter is not strict YAML; read line by line"],
+            ),
+        ),
         (None, agent("prompt-alchemist", 3, "experimental", 2, &[])),
     ]
 }
@@ -166,31 +178,120 @@ fn busy_events() -> Vec<(Option<RunId>, Event)> {
     let run = || Some(run_id());
     let mut events = agents();
     events.extend([
-        (None, Event::InstanceReserved { instance: InstanceId(1), agent: AgentId::new("backend-architect") }),
-        (None, Event::InstanceReserved { instance: InstanceId(2), agent: AgentId::new("security-auditor") }),
+        (
+            None,
+            Event::InstanceReserved {
+                instance: InstanceId(1),
+                agent: AgentId::new("backend-architect"),
+            },
+        ),
+        (
+            None,
+            Event::InstanceReserved {
+                instance: InstanceId(2),
+                agent: AgentId::new("security-auditor"),
+            },
+        ),
         (run(), plan()),
         (run(), Event::TaskReady { task: TaskId::new("design-api") }),
         (run(), Event::TaskReady { task: TaskId::new("threat-model") }),
-        (None, Event::InstanceWorking { instance: InstanceId(1), agent: AgentId::new("backend-architect"), task: Some(TaskId::new("design-api")) }),
+        (
+            None,
+            Event::InstanceWorking {
+                instance: InstanceId(1),
+                agent: AgentId::new("backend-architect"),
+                task: Some(TaskId::new("design-api")),
+            },
+        ),
         (run(), started("design-api", "backend-architect", 1, 1)),
-        (None, Event::InstanceWorking { instance: InstanceId(2), agent: AgentId::new("security-auditor"), task: Some(TaskId::new("threat-model")) }),
+        (
+            None,
+            Event::InstanceWorking {
+                instance: InstanceId(2),
+                agent: AgentId::new("security-auditor"),
+                task: Some(TaskId::new("threat-model")),
+            },
+        ),
         (run(), started("threat-model", "security-auditor", 2, 1)),
         (run(), succeeded("design-api", "backend-architect", 2_400)),
-        (None, Event::InstanceIdle { instance: InstanceId(1), agent: AgentId::new("backend-architect") }),
+        (
+            None,
+            Event::InstanceIdle {
+                instance: InstanceId(1),
+                agent: AgentId::new("backend-architect"),
+            },
+        ),
         (run(), succeeded("threat-model", "security-auditor", 3_100)),
-        (None, Event::InstanceIdle { instance: InstanceId(2), agent: AgentId::new("security-auditor") }),
+        (
+            None,
+            Event::InstanceIdle {
+                instance: InstanceId(2),
+                agent: AgentId::new("security-auditor"),
+            },
+        ),
         (run(), Event::TaskReady { task: TaskId::new("implement") }),
         (run(), Event::TaskReady { task: TaskId::new("write-tests") }),
-        (None, Event::InstanceWorking { instance: InstanceId(1), agent: AgentId::new("backend-architect"), task: Some(TaskId::new("implement")) }),
+        (
+            None,
+            Event::InstanceWorking {
+                instance: InstanceId(1),
+                agent: AgentId::new("backend-architect"),
+                task: Some(TaskId::new("implement")),
+            },
+        ),
         (run(), started("implement", "backend-architect", 1, 1)),
-        (run(), Event::TaskOutput { task: TaskId::new("implement"), stream: OutputStream::Stdout, text: "compiling payments-api v0.3.0\nrunning 42 tests\n".to_owned() }),
-        (run(), Event::TaskOutput { task: TaskId::new("implement"), stream: OutputStream::Stderr, text: "warning: unused import `Money`\n".to_owned() }),
-        (None, Event::InstanceReserved { instance: InstanceId(3), agent: AgentId::new("code-reviewer") }),
-        (None, Event::InstanceWorking { instance: InstanceId(3), agent: AgentId::new("code-reviewer"), task: Some(TaskId::new("write-tests")) }),
+        (
+            run(),
+            Event::TaskOutput {
+                task: TaskId::new("implement"),
+                stream: OutputStream::Stdout,
+                text: "compiling payments-api v0.3.0\nrunning 42 tests\n".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskOutput {
+                task: TaskId::new("implement"),
+                stream: OutputStream::Stderr,
+                text: "warning: unused import `Money`\n".to_owned(),
+            },
+        ),
+        (
+            None,
+            Event::InstanceReserved {
+                instance: InstanceId(3),
+                agent: AgentId::new("code-reviewer"),
+            },
+        ),
+        (
+            None,
+            Event::InstanceWorking {
+                instance: InstanceId(3),
+                agent: AgentId::new("code-reviewer"),
+                task: Some(TaskId::new("write-tests")),
+            },
+        ),
         (run(), started("write-tests", "code-reviewer", 3, 1)),
-        (run(), Event::TaskRetrying { task: TaskId::new("write-tests"), agent: AgentId::new("code-reviewer"), attempt: 1, delay_ms: 2_000, duration_ms: 1_200, error: "simulated failure".to_owned() }),
+        (
+            run(),
+            Event::TaskRetrying {
+                task: TaskId::new("write-tests"),
+                agent: AgentId::new("code-reviewer"),
+                attempt: 1,
+                delay_ms: 2_000,
+                duration_ms: 1_200,
+                error: "simulated failure".to_owned(),
+            },
+        ),
         (None, Event::BreakerHalfOpened { agent: AgentId::new("prompt-alchemist"), probes: 3 }),
-        (None, Event::CommandAccepted { user: UserId::new("alice"), role: "admin".to_owned(), command: "start_run".to_owned() }),
+        (
+            None,
+            Event::CommandAccepted {
+                user: UserId::new("alice"),
+                role: "admin".to_owned(),
+                command: "start_run".to_owned(),
+            },
+        ),
     ]);
     events
 }
@@ -199,24 +300,120 @@ fn failed_events() -> Vec<(Option<RunId>, Event)> {
     let run = || Some(run_id());
     let mut events = agents();
     events.extend([
-        (None, Event::AgentInvalid { file: PathBuf::from("agentpool/tier2/broken.md"), agent: None, error: "line 3: missing field `description`".to_owned() }),
-        (None, Event::AgentInvalid { file: PathBuf::from("agentpool/tier1/code-reviewer.md"), agent: Some(AgentId::new("code-reviewer")), error: "tier: 7 is not 1, 2 or 3".to_owned() }),
+        (
+            None,
+            Event::AgentInvalid {
+                file: PathBuf::from("agentpool/tier2/broken.md"),
+                agent: None,
+                error: "line 3: missing field `description`".to_owned(),
+            },
+        ),
+        (
+            None,
+            Event::AgentInvalid {
+                file: PathBuf::from("agentpool/tier1/code-reviewer.md"),
+                agent: Some(AgentId::new("code-reviewer")),
+                error: "tier: 7 is not 1, 2 or 3".to_owned(),
+            },
+        ),
         (run(), plan()),
         (run(), Event::TaskReady { task: TaskId::new("design-api") }),
         (run(), started("design-api", "backend-architect", 1, 1)),
-        (run(), Event::TaskFailed { task: TaskId::new("design-api"), agent: Some(AgentId::new("backend-architect")), attempt: 3, duration_ms: 30_000, error: "timed out after 30s".to_owned() }),
-        (None, Event::BreakerOpened { agent: AgentId::new("backend-architect"), failures: 3, threshold: 3, recovery_ms: 60_000, last_error: "timed out after 30s".to_owned() }),
-        (run(), Event::TaskRetrying { task: TaskId::new("threat-model"), agent: AgentId::new("security-auditor"), attempt: 1, delay_ms: 500, duration_ms: 900, error: "HTTP 503".to_owned() }),
+        (
+            run(),
+            Event::TaskFailed {
+                task: TaskId::new("design-api"),
+                agent: Some(AgentId::new("backend-architect")),
+                attempt: 3,
+                duration_ms: 30_000,
+                error: "timed out after 30s".to_owned(),
+            },
+        ),
+        (
+            None,
+            Event::BreakerOpened {
+                agent: AgentId::new("backend-architect"),
+                failures: 3,
+                threshold: 3,
+                recovery_ms: 60_000,
+                last_error: "timed out after 30s".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskRetrying {
+                task: TaskId::new("threat-model"),
+                agent: AgentId::new("security-auditor"),
+                attempt: 1,
+                delay_ms: 500,
+                duration_ms: 900,
+                error: "HTTP 503".to_owned(),
+            },
+        ),
         (run(), started("threat-model", "security-auditor", 2, 2)),
         (run(), succeeded("threat-model", "security-auditor", 1_500)),
-        (run(), Event::TaskSkipped { task: TaskId::new("implement"), reason: "design-api failed".to_owned() }),
-        (run(), Event::TaskSkipped { task: TaskId::new("write-tests"), reason: "design-api failed".to_owned() }),
-        (run(), Event::TaskSkipped { task: TaskId::new("security-review"), reason: "implement skipped".to_owned() }),
-        (run(), Event::TaskSkipped { task: TaskId::new("code-review"), reason: "implement skipped".to_owned() }),
-        (run(), Event::TaskCancelled { task: TaskId::new("deploy-staging"), reason: "cancelled by alice".to_owned() }),
-        (run(), Event::RunFinished { status: RunStatus::Failed, succeeded: 1, failed: 1, skipped: 4, cancelled: 1, duration_ms: 41_000 }),
-        (None, Event::Notice { level: Level::Warn, message: "backend `openai` has no API key".to_owned() }),
-        (None, Event::CommandDenied { user: UserId::new("alice"), role: "viewer".to_owned(), command: "reset_breaker".to_owned(), reason: "role viewer lacks operate".to_owned() }),
+        (
+            run(),
+            Event::TaskSkipped {
+                task: TaskId::new("implement"),
+                reason: "design-api failed".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskSkipped {
+                task: TaskId::new("write-tests"),
+                reason: "design-api failed".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskSkipped {
+                task: TaskId::new("security-review"),
+                reason: "implement skipped".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskSkipped {
+                task: TaskId::new("code-review"),
+                reason: "implement skipped".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::TaskCancelled {
+                task: TaskId::new("deploy-staging"),
+                reason: "cancelled by alice".to_owned(),
+            },
+        ),
+        (
+            run(),
+            Event::RunFinished {
+                status: RunStatus::Failed,
+                succeeded: 1,
+                failed: 1,
+                skipped: 4,
+                cancelled: 1,
+                duration_ms: 41_000,
+            },
+        ),
+        (
+            None,
+            Event::Notice {
+                level: Level::Warn,
+                message: "backend `openai` has no API key".to_owned(),
+            },
+        ),
+        (
+            None,
+            Event::CommandDenied {
+                user: UserId::new("alice"),
+                role: "viewer".to_owned(),
+                command: "reset_breaker".to_owned(),
+                reason: "role viewer lacks operate".to_owned(),
+            },
+        ),
     ]);
     events
 }
@@ -224,9 +421,7 @@ fn failed_events() -> Vec<(Option<RunId>, Event)> {
 /// Render the whole screen into a `TestBackend`.
 pub fn render_screen(state: &State, theme: &Theme, width: u16, height: u16) -> TestBackend {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
-    terminal
-        .draw(|frame| crate::console::panes::draw(frame, state, theme))
-        .expect("draw");
+    terminal.draw(|frame| crate::console::panes::draw(frame, state, theme)).expect("draw");
     terminal.backend().clone()
 }
 

@@ -1,0 +1,149 @@
+//! `flightdeck` with no subcommand: the runtime and the console in one process.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Globals, exit};
+use crate::command::Command;
+use crate::config::Settings;
+use crate::console::{self, ConsoleLink, ConsoleOptions};
+use crate::event::Event;
+use crate::governance::Identity;
+use crate::ids::{AgentId, InstanceId};
+use crate::runtime::{Runtime, RuntimeOptions};
+
+/// How the console was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleRequest {
+    /// `--workflow FILE`: start this run once the console is up.
+    pub workflow: Option<PathBuf>,
+    /// `--demo-pool`: acquire and release instances so the pool shows life.
+    pub demo_pool: bool,
+}
+
+/// Open the console; returns the exit code.
+pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    tokio.block_on(async move {
+        let theme = globals.theme.clone().or_else(|| settings.theme.clone());
+        let identity = Identity::resolve(&globals.user, &settings);
+        let runtime = match Runtime::start(RuntimeOptions {
+            project_dir: globals.project_dir.clone(),
+            data_dir: globals.data_dir.clone(),
+            settings,
+            watch_agents: true,
+        }) {
+            Ok(runtime) => Arc::new(runtime),
+            Err(error) => {
+                eprintln!("flightdeck: {error}");
+                return exit::FAILED;
+            }
+        };
+        // Subscribe before taking the backlog so nothing falls between the two.
+        let events = runtime.bus().subscribe();
+        let backlog = runtime.backlog();
+        let commands = runtime.command_sender(globals.user.clone());
+        let demo = request
+            .demo_pool
+            .then(|| tokio::spawn(demo_pool(Arc::clone(&runtime), commands.clone())));
+        let resync_runtime = Arc::clone(&runtime);
+        let link = ConsoleLink {
+            backlog,
+            events,
+            commands,
+            user: globals.user.clone(),
+            role: identity.role.to_string(),
+            resync: Box::new(move || resync_runtime.backlog()),
+        };
+        let options = ConsoleOptions {
+            project_dir: globals.project_dir.clone(),
+            theme,
+            log_file,
+            start_workflow: request.workflow.map(|path| globals.resolve(&path)),
+        };
+        let result = console::run(options, link).await;
+        if let Some(demo) = demo {
+            demo.abort();
+        }
+        // The link's resync closure holds a clone; once the console is gone it is the last.
+        match Arc::try_unwrap(runtime) {
+            Ok(runtime) => runtime.shutdown().await,
+            Err(runtime) => {
+                let _ = runtime.flush().await;
+            }
+        }
+        match result {
+            Ok(()) => exit::OK,
+            Err(error) => {
+                eprintln!("flightdeck: {error:#}");
+                exit::FAILED
+            }
+        }
+    })
+}
+
+/// Rehearsal load for the Pool pane: every 700 ms acquire an instance of a tier-1 agent and
+/// release the oldest one once four are held. Commands pass the gate like an operator's.
+async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Command>) {
+    let mut events = runtime.bus().subscribe();
+    let agents: Vec<AgentId> = runtime
+        .registry()
+        .definitions()
+        .iter()
+        .filter(|definition| definition.tier == 1)
+        .map(|definition| definition.name.clone())
+        .collect();
+    if agents.is_empty() {
+        return;
+    }
+    let mut requested: HashMap<AgentId, usize> = HashMap::new();
+    let mut held: VecDeque<InstanceId> = VecDeque::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(700));
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if held.len() >= 4 {
+                    if let Some(instance) = held.pop_front() {
+                        let _ = commands.send(Command::ReleaseInstance { instance });
+                    }
+                }
+                let agent = agents[next % agents.len()].clone();
+                next = next.wrapping_mul(7).wrapping_add(3);
+                *requested.entry(agent.clone()).or_default() += 1;
+                if commands.send(Command::SpawnInstance { agent }).is_err() {
+                    return;
+                }
+            }
+            received = events.recv() => match received {
+                Ok(envelope) => {
+                    if let Event::InstanceReserved { instance, agent } = &envelope.event {
+                        if let Some(count) = requested.get_mut(agent).filter(|count| **count > 0) {
+                            *count -= 1;
+                            held.push_back(*instance);
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
