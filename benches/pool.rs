@@ -1,7 +1,7 @@
 //! Cost of the pool and breaker operations the engine performs for every task.
 //!
 //! `cargo bench --bench pool`. The engine budget is ≤ 10 µs per task in total; one task does
-//! one acquire, start_work and release, and one breaker try_acquire and record. Every pool
+//! one `acquire`, `start_work` and `release`, and one breaker `try_acquire` and record. Every pool
 //! transition publishes an event on a bus with a console-like subscriber attached.
 
 #![allow(clippy::unwrap_used)]

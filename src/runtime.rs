@@ -280,6 +280,7 @@ impl Runtime {
                 tracing::warn!(run = %run.id(), "shutdown: run did not stop in time");
             }
         }
+        self.inner.engine.forget_runs();
         for task in &self.background {
             task.abort();
         }

@@ -274,6 +274,16 @@ fn fixing_back_to_the_same_content_still_reports_the_update() {
 }
 
 #[test]
+fn an_idle_folder_is_not_rescanned() {
+    let pool =
+        Pool::start(&[("a.md", definition("a", "first")), ("b.md", definition("b", "second"))]);
+    let generation = pool.registry.generation();
+    // Several debounce periods: the rescan's own file reads must not trigger rescans.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pool.registry.generation(), generation);
+}
+
+#[test]
 fn dropping_the_watcher_stops_it() {
     let mut pool = Pool::start(&[("a.md", definition("a", "first"))]);
     drop(pool.watcher.take());

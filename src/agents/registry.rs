@@ -23,6 +23,10 @@ use crate::ids::AgentId;
 
 /// How deep the registry looks into the pool folder.
 const MAX_DEPTH: usize = 16;
+/// Threads that read and parse files during a scan.
+const MAX_READERS: usize = 4;
+/// Below this many files per thread, threads cost more than they save.
+const FILES_PER_READER: usize = 64;
 
 /// A file that is not loaded as it is now.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +85,8 @@ struct Snapshot {
     active: BTreeMap<AgentId, Arc<AgentDefinition>>,
     problems: Vec<Problem>,
     scanned_files: usize,
+    /// Scans done so far, this one included.
+    generation: u64,
 }
 
 struct Shared {
@@ -144,6 +150,11 @@ impl Registry {
     /// How many candidate files the last scan saw (loaded or not).
     pub fn scanned_files(&self) -> usize {
         self.snapshot().scanned_files
+    }
+
+    /// How many scans produced the current state (1 after `load`).
+    pub fn generation(&self) -> u64 {
+        self.snapshot().generation
     }
 
     /// The current state as events, for a view that subscribes late: one `AgentAdded` per
@@ -270,17 +281,37 @@ fn read_record(dir: &Path, file: &Path, old: Option<&FileRecord>) -> FileRecord 
     FileRecord { content_hash, outcome, last_good }
 }
 
+/// Read and parse `paths` on a few threads: parsing dominates a load of many files.
+fn read_records(dir: &Path, paths: &[PathBuf], old: &Snapshot) -> Vec<FileRecord> {
+    let read = |part: &[PathBuf]| -> Vec<FileRecord> {
+        part.iter().map(|path| read_record(dir, path, old.files.get(path))).collect()
+    };
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(MAX_READERS);
+    if workers < 2 || paths.len() < FILES_PER_READER {
+        return read(paths);
+    }
+    let chunk = paths.len().div_ceil(workers).max(FILES_PER_READER);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> =
+            paths.chunks(chunk).map(|part| scope.spawn(move || read(part))).collect();
+        readers
+            .into_iter()
+            .flat_map(|reader| {
+                reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 fn scan(dir: &Path, old: &Snapshot) -> Snapshot {
     let mut files = BTreeMap::new();
     let mut problems: BTreeMap<PathBuf, Problem> = BTreeMap::new();
     let found = walk(dir);
     let scanned_files = found.len();
+    let mut paths = Vec::new();
     for item in found {
         match item {
-            Found::File(path) => {
-                let record = read_record(dir, &path, old.files.get(&path));
-                files.insert(path, record);
-            }
+            Found::File(path) => paths.push(path),
             Found::Failed(error) => {
                 let file = error.file().to_owned();
                 problems
@@ -291,6 +322,8 @@ fn scan(dir: &Path, old: &Snapshot) -> Snapshot {
             }
         }
     }
+    let records = read_records(dir, &paths, old);
+    files.extend(paths.into_iter().zip(records));
     for (path, record) in &files {
         if let Err(failure) = &record.outcome {
             let agent = record
@@ -305,7 +338,13 @@ fn scan(dir: &Path, old: &Snapshot) -> Snapshot {
     }
     let winners = resolve_names(&files, old, &mut problems);
     let active = with_pool_warnings(winners, old);
-    Snapshot { files, active, problems: problems.into_values().collect(), scanned_files }
+    Snapshot {
+        files,
+        active,
+        problems: problems.into_values().collect(),
+        scanned_files,
+        generation: old.generation + 1,
+    }
 }
 
 /// Pick one definition per name; the others get a duplicate-name error.

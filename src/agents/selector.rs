@@ -18,6 +18,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -131,15 +132,17 @@ pub struct Scored {
 /// Score every definition, best first: higher score, then lower tier, then name.
 pub fn rank(defs: &[Arc<AgentDefinition>], query: &SelectionQuery<'_>) -> Vec<Scored> {
     let terms = QueryTerms::of(query);
-    let mut scored: Vec<Scored> = defs.iter().map(|def| score(def, &terms, query)).collect();
-    scored.sort_by(order);
-    scored
+    let mut quick = quick_scores(defs, &terms, query);
+    quick.sort_by(|a, b| order(a, b));
+    quick.into_iter().map(|q| explain(q.def, &terms, query)).collect()
 }
 
 /// The best agent, when one reaches [`MIN_SCORE`].
 pub fn best(defs: &[Arc<AgentDefinition>], query: &SelectionQuery<'_>) -> Option<Scored> {
     let terms = QueryTerms::of(query);
-    defs.iter().map(|def| score(def, &terms, query)).filter(|s| s.score >= MIN_SCORE).min_by(order)
+    let quick = quick_scores(defs, &terms, query);
+    let winner = quick.iter().filter(|q| q.score >= MIN_SCORE).min_by(|a, b| order(a, b))?;
+    Some(explain(winner.def, &terms, query))
 }
 
 /// Up to `n` agents scoring at least `min_score`, best first.
@@ -149,21 +152,149 @@ pub fn top(
     n: usize,
     min_score: f64,
 ) -> Vec<Scored> {
-    let mut ranked = rank(defs, query);
-    ranked.retain(|s| s.score >= min_score);
-    ranked.truncate(n);
-    ranked
+    let terms = QueryTerms::of(query);
+    let mut quick = quick_scores(defs, &terms, query);
+    quick.retain(|q| q.score >= min_score);
+    quick.sort_by(|a, b| order(a, b));
+    quick.into_iter().take(n).map(|q| explain(q.def, &terms, query)).collect()
 }
 
-fn order(a: &Scored, b: &Scored) -> Ordering {
-    b.score.total_cmp(&a.score).then(a.tier.cmp(&b.tier)).then_with(|| a.agent.cmp(&b.agent))
+/// A score without its breakdown; selection computes these for every definition and
+/// explains only the ones it returns.
+struct QuickScore<'d> {
+    def: &'d AgentDefinition,
+    score: f64,
+}
+
+fn quick_scores<'d>(
+    defs: &'d [Arc<AgentDefinition>],
+    terms: &QueryTerms,
+    query: &SelectionQuery<'_>,
+) -> Vec<QuickScore<'d>> {
+    defs.iter()
+        .map(|def| {
+            let mut counts = [0_u32; PARTS];
+            visit_matches(def, terms, |part, _| counts[part as usize] += 1);
+            let text = text_points(&counts);
+            QuickScore { def, score: text + learning_points(def, text, query).unwrap_or(0.0) }
+        })
+        .collect()
+}
+
+fn order(a: &QuickScore<'_>, b: &QuickScore<'_>) -> Ordering {
+    b.score
+        .total_cmp(&a.score)
+        .then(a.def.tier.cmp(&b.def.tier))
+        .then_with(|| a.def.name.cmp(&b.def.name))
+}
+
+/// What a match counts towards.
+#[derive(Clone, Copy)]
+enum Part {
+    Exact,
+    Partial,
+    Description,
+    Category,
+    Focus,
+    Context,
+}
+const PARTS: usize = 6;
+
+/// Points of each part, per match; category and context count once however many match.
+fn text_points(counts: &[u32; PARTS]) -> f64 {
+    let once = |count: u32, points: f64| if count > 0 { points } else { 0.0 };
+    f64::from(counts[Part::Exact as usize]) * EXACT_TRIGGER_POINTS
+        + f64::from(counts[Part::Partial as usize]) * PARTIAL_TRIGGER_POINTS
+        + f64::from(counts[Part::Description as usize]) * DESCRIPTION_WORD_POINTS
+        + once(counts[Part::Category as usize], CATEGORY_POINTS)
+        + f64::from(counts[Part::Focus as usize]) * FOCUS_AREA_POINTS
+        + once(counts[Part::Context as usize], CONTEXT_BONUS_POINTS)
+}
+
+/// The learning boost, when there is history and the text matched at all: history only
+/// sharpens a choice the text supports; on its own it would pick the most successful
+/// agent for every task.
+fn learning_points(def: &AgentDefinition, text: f64, query: &SelectionQuery<'_>) -> Option<f64> {
+    if text <= 0.0 {
+        return None;
+    }
+    let rate = query.success_rate.and_then(|rate| rate(&def.name))?;
+    let rate = if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 };
+    Some(rate * LEARNING_BOOST_FACTOR)
+}
+
+/// Call `hit` for every match of `def` against the query, with the text that matched.
+fn visit_matches<'t>(
+    def: &'t AgentDefinition,
+    query: &'t QueryTerms,
+    mut hit: impl FnMut(Part, &'t str),
+) {
+    let terms = def.terms();
+    for trigger in &terms.triggers {
+        if query.task_has_phrase(&trigger.stems) {
+            hit(Part::Exact, &trigger.text);
+        } else if trigger.keys.iter().any(|key| query.has_partial(key)) {
+            hit(Part::Partial, &trigger.text);
+        }
+    }
+    for (stem, written) in &query.sorted_keys {
+        if terms.description.contains(stem.as_str()) {
+            hit(Part::Description, written);
+        }
+    }
+    if let Some(category) = &def.category
+        && terms.category.iter().any(|word| query.keys.contains(word.as_str()))
+    {
+        hit(Part::Category, category);
+    }
+    for area in &terms.focus_areas {
+        if query.task_has_phrase(&area.stems) {
+            hit(Part::Focus, &area.text);
+        }
+    }
+    if !query.context.is_empty() {
+        for phrase in terms.focus_areas.iter().chain(&terms.triggers) {
+            if words::contains_phrase(&query.context, &phrase.stems) {
+                hit(Part::Context, &phrase.text);
+            }
+        }
+    }
+}
+
+fn explain(def: &AgentDefinition, terms: &QueryTerms, query: &SelectionQuery<'_>) -> Scored {
+    let mut matched: [Vec<String>; PARTS] = Default::default();
+    visit_matches(def, terms, |part, text| matched[part as usize].push(text.to_owned()));
+    let counts = matched.each_ref().map(|m| m.len() as u32);
+    let text = text_points(&counts);
+    let [exact, partial, description, category, focus, context] = matched;
+    let learning_boost = match learning_points(def, text, query) {
+        Some(points) => Component {
+            points,
+            matched: vec![format!("success rate {:.2}", points / LEARNING_BOOST_FACTOR)],
+        },
+        None => Component::default(),
+    };
+    let breakdown = Breakdown {
+        exact_triggers: Component::each(exact, EXACT_TRIGGER_POINTS),
+        partial_triggers: Component::each(partial, PARTIAL_TRIGGER_POINTS),
+        description_words: Component::each(description, DESCRIPTION_WORD_POINTS),
+        category: Component::once(category, CATEGORY_POINTS),
+        focus_areas: Component::each(focus, FOCUS_AREA_POINTS),
+        context_bonus: Component::once(context, CONTEXT_BONUS_POINTS),
+        learning_boost,
+        triggers_from_name: def.terms().triggers_from_name,
+    };
+    Scored { agent: def.name.clone(), tier: def.tier, score: breakdown.total(), breakdown }
 }
 
 /// The task and context as words, computed once per query.
 struct QueryTerms {
     task: Vec<Word>,
-    keys: HashSet<String>,
-    /// Stems of `keys` with the word as written in the task, sorted by stem.
+    /// Every stem of the task, stop words included, for one-word phrases.
+    stems: WordSet,
+    /// Stems that carry meaning.
+    keys: WordSet,
+    /// `keys` with the word as written in the task, sorted by stem.
     sorted_keys: Vec<(String, String)>,
     context: Vec<Word>,
 }
@@ -179,14 +310,28 @@ impl QueryTerms {
         sorted_keys.sort();
         sorted_keys.dedup_by(|a, b| a.0 == b.0);
         let keys = sorted_keys.iter().map(|(stem, _)| stem.clone()).collect();
+        let stems = task.iter().map(|w| w.stem.clone()).collect();
         let context = query.context.map(words::words).unwrap_or_default();
-        Self { task, keys, sorted_keys, context }
+        Self { task, stems, keys, sorted_keys, context }
+    }
+
+    fn task_has_phrase(&self, phrase: &[String]) -> bool {
+        match phrase {
+            [] => false,
+            [word] => self.stems.contains(word.as_str()),
+            _ => words::contains_phrase(&self.task, phrase),
+        }
     }
 
     fn has_partial(&self, key: &str) -> bool {
-        self.keys.contains(key)
-            || (key.len() >= 4
-                && self.sorted_keys.iter().any(|(word, _)| words::is_partial_match(key, word)))
+        if self.keys.contains(key) {
+            return true;
+        }
+        let first = key.as_bytes().first();
+        key.len() >= 4
+            && self.sorted_keys.iter().any(|(word, _)| {
+                word.as_bytes().first() == first && words::is_partial_match(key, word)
+            })
     }
 }
 
@@ -212,7 +357,7 @@ pub(crate) struct MatchTerms {
     triggers_from_name: bool,
     focus_areas: Vec<Phrase>,
     category: Vec<String>,
-    description: HashSet<String>,
+    description: WordSet,
 }
 
 impl MatchTerms {
@@ -233,64 +378,27 @@ impl MatchTerms {
     }
 }
 
-fn score(def: &AgentDefinition, query: &QueryTerms, selection: &SelectionQuery<'_>) -> Scored {
-    let terms = def.terms();
-    let mut exact = Vec::new();
-    let mut partial = Vec::new();
-    for trigger in &terms.triggers {
-        if words::contains_phrase(&query.task, &trigger.stems) {
-            exact.push(trigger.text.clone());
-        } else if trigger.keys.iter().any(|key| query.has_partial(key)) {
-            partial.push(trigger.text.clone());
+/// A set of short words with a cheap hash: the sets are small, built by us, and probed
+/// thousands of times per selection, where `SipHash` dominated the profile.
+type WordSet = HashSet<String, BuildHasherDefault<WordHasher>>;
+
+/// `FxHash`: one multiply per 8 bytes.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0_u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
-    let description: Vec<String> = query
-        .sorted_keys
-        .iter()
-        .filter(|(stem, _)| terms.description.contains(stem))
-        .map(|(_, written)| written.clone())
-        .collect();
-    let category = match &def.category {
-        Some(category) if terms.category.iter().any(|word| query.keys.contains(word)) => {
-            vec![category.clone()]
-        }
-        _ => Vec::new(),
-    };
-    let focus: Vec<String> = terms
-        .focus_areas
-        .iter()
-        .filter(|area| words::contains_phrase(&query.task, &area.stems))
-        .map(|area| area.text.clone())
-        .collect();
-    let context: Vec<String> = terms
-        .focus_areas
-        .iter()
-        .chain(&terms.triggers)
-        .filter(|phrase| words::contains_phrase(&query.context, &phrase.stems))
-        .map(|phrase| phrase.text.clone())
-        .collect();
-    let mut breakdown = Breakdown {
-        exact_triggers: Component::each(exact, EXACT_TRIGGER_POINTS),
-        partial_triggers: Component::each(partial, PARTIAL_TRIGGER_POINTS),
-        description_words: Component::each(description, DESCRIPTION_WORD_POINTS),
-        category: Component::once(category, CATEGORY_POINTS),
-        focus_areas: Component::each(focus, FOCUS_AREA_POINTS),
-        context_bonus: Component::once(context, CONTEXT_BONUS_POINTS),
-        learning_boost: Component::default(),
-        triggers_from_name: terms.triggers_from_name,
-    };
-    // History only sharpens a choice the text supports; on its own it would pick the most
-    // successful agent for every task.
-    if breakdown.total() > 0.0
-        && let Some(rate) = selection.success_rate.and_then(|rate| rate(&def.name))
-    {
-        let rate = if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 };
-        breakdown.learning_boost = Component {
-            points: rate * LEARNING_BOOST_FACTOR,
-            matched: vec![format!("success rate {rate:.2}")],
-        };
+
+    fn finish(&self) -> u64 {
+        self.0
     }
-    Scored { agent: def.name.clone(), tier: def.tier, score: breakdown.total(), breakdown }
 }
 
 #[cfg(test)]

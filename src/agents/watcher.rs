@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
 
@@ -82,7 +83,7 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
             while let Ok(Signal::Changes(result)) = inbox.recv() {
                 let touches_dir = match &result {
                     Ok(events) => {
-                        if !events.iter().any(|event| is_inside(event, &dir)) {
+                        if !events.iter().any(|event| changes_content(event, &dir)) {
                             continue;
                         }
                         events.iter().any(|event| replaces_dir(event, &dir))
@@ -113,8 +114,16 @@ fn publish(bus: &EventBus, events: Vec<crate::event::Event>) {
     }
 }
 
-fn is_inside(event: &DebouncedEvent, dir: &PathBuf) -> bool {
-    event.paths.iter().any(|path| path.starts_with(dir))
+/// A change under `dir`. Opening or reading a file is not a change; it must not count,
+/// or the rescan's own reads would trigger the next rescan forever.
+fn changes_content(event: &DebouncedEvent, dir: &PathBuf) -> bool {
+    let is_read = matches!(
+        event.kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    );
+    !is_read && event.paths.iter().any(|path| path.starts_with(dir))
 }
 
 /// The folder itself was created, removed or renamed, so its recursive watch is stale.

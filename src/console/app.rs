@@ -42,8 +42,9 @@ const EVENT_BURST: usize = 1024;
 pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Result<()> {
     install_panic_hook(options.log_file.clone());
     let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
+    // No `Terminal::clear`: it asks the terminal for the cursor position, which some
+    // terminals (and test harnesses) never answer. Entering the alternate screen cleared it.
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-    terminal.clear()?;
     let settings = LoopSettings {
         project_dir: options.project_dir.clone(),
         theme: options.theme.clone(),
@@ -270,7 +271,13 @@ impl TerminalGuard {
     pub fn enter() -> io::Result<Self> {
         enable_raw_mode()?;
         let guard = Self { _private: () };
-        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture, crossterm::cursor::Hide)?;
+        execute!(
+            io::stdout(),
+            EnterAlternateScreen,
+            crossterm::terminal::Clear(crossterm::terminal::ClearType::All),
+            EnableMouseCapture,
+            crossterm::cursor::Hide
+        )?;
         Ok(guard)
     }
 }

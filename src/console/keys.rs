@@ -375,7 +375,11 @@ fn filter_action(event: &KeyEvent) -> Option<Action> {
 pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
     match state.editing {
         Editing::CommandLine => {
-            return vec![("Enter", "run", false), ("Esc", "cancel", false), ("↑↓", "history", false)];
+            return vec![
+                ("Enter", "run", false),
+                ("Esc", "cancel", false),
+                ("↑↓", "history", false),
+            ];
         }
         Editing::Filter => return vec![("Enter", "keep filter", false), ("Esc", "clear", false)],
         Editing::None => {}

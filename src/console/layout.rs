@@ -5,6 +5,8 @@ use ratatui::layout::{Position, Rect};
 
 use super::state::PaneId;
 
+/// Below this width Breakers joins the left column so the DAG keeps a useful width.
+pub const THREE_COLUMNS_MIN_WIDTH: u16 = 100;
 /// The smallest screen the full layout is drawn on; below it a centred message asks for more.
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
@@ -25,7 +27,7 @@ pub struct ScreenLayout {
 
 impl ScreenLayout {
     /// Header row; left column Agents over Pool; DAG in the centre; Breakers on the right;
-    /// Audit across the bottom; status bar.
+    /// Audit across the bottom; status bar. Narrow screens stack Breakers under Pool.
     pub fn compute(screen: Rect) -> Self {
         if screen.width < MIN_WIDTH || screen.height < MIN_HEIGHT {
             return Self { screen, too_small: true, ..Self::default() };
@@ -38,6 +40,30 @@ impl ScreenLayout {
         let main = Rect { y: screen.y + 1, height: main_height, ..screen };
         let audit = Rect { y: main.bottom(), height: audit_height, ..screen };
 
+        if screen.width < THREE_COLUMNS_MIN_WIDTH {
+            let left_width = (screen.width * 2 / 5).clamp(22, 36);
+            let agents_height = main_height * 2 / 5;
+            let pool_height = (main_height - agents_height) / 2;
+            let agents = Rect { width: left_width, height: agents_height, ..main };
+            let pool = Rect { y: agents.bottom(), height: pool_height, ..agents };
+            let breakers = Rect {
+                y: pool.bottom(),
+                height: main_height - agents_height - pool_height,
+                ..agents
+            };
+            let dag = Rect { x: main.x + left_width, width: screen.width - left_width, ..main };
+            return Self {
+                screen,
+                header,
+                agents,
+                pool,
+                dag,
+                breakers,
+                audit,
+                status,
+                too_small: false,
+            };
+        }
         let left_width = (screen.width * 24 / 100).clamp(22, 40);
         let right_width = (screen.width * 24 / 100).clamp(22, 44);
         let dag_width = screen.width - left_width - right_width;
@@ -90,7 +116,7 @@ mod tests {
 
     #[test]
     fn panes_tile_the_body_without_overlap() {
-        for (w, h) in [(60, 16), (120, 40), (160, 45), (300, 100)] {
+        for (w, h) in [(60, 16), (99, 30), (100, 30), (120, 40), (160, 45), (300, 100)] {
             let layout = ScreenLayout::compute(Rect::new(0, 0, w, h));
             assert!(!layout.too_small);
             let cells: u32 = PaneId::ORDER.iter().map(|p| layout.pane(*p).area()).sum();

@@ -166,7 +166,7 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
             state.agents.entries.remove(&file.display().to_string());
         }
         Event::AgentInvalid { file, agent, error } => {
-            agent_invalid(state, file, agent.as_ref(), error)
+            agent_invalid(state, file, agent.as_ref(), error);
         }
         Event::InstanceReserved { instance, agent } => {
             state.pool.instances.insert(
@@ -299,12 +299,12 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
         }
         Event::CommandAccepted { user, command, .. } => {
             if user.as_str() == state.user {
-                say(state, Level::Info, format!("✓ {command} accepted"));
+                say(state, Level::Info, format!("{command} accepted"));
             }
         }
         Event::CommandDenied { user, command, reason, .. } => {
             if user.as_str() == state.user {
-                say(state, Level::Error, format!("✗ denied: {command} — {reason}"));
+                say(state, Level::Error, format!("denied: {command} — {reason}"));
             }
         }
         Event::Notice { level, message } => say(state, *level, message.clone()),
@@ -368,7 +368,7 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
     // Metrics count every attempt of every run, so fold them before looking for the task.
     match &envelope.event {
         Event::TaskRetrying { agent, duration_ms, .. } => {
-            record_call(state, agent, *duration_ms, false)
+            record_call(state, agent, *duration_ms, false);
         }
         Event::TaskSucceeded { agent, duration_ms, .. } => {
             record_call(state, agent, *duration_ms, true);
@@ -663,7 +663,7 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
         Action::HistoryPrev | Action::HistoryNext => browse_history(state, action),
         Action::SubmitCommandLine => return submit_command_line(state),
         Action::PromptNext | Action::PromptPrev => {
-            cycle_prompt(state, action == Action::PromptNext)
+            cycle_prompt(state, action == Action::PromptNext);
         }
         Action::PromptConfirm => return press_prompt(state),
         Action::Approve => return decide_approval(state, true),

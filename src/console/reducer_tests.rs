@@ -301,7 +301,7 @@ fn breakers_fold_open_half_open_closed() {
 }
 
 #[rstest]
-#[case::mine("alice", Some((Level::Error, "✗ denied: reset_breaker — role viewer lacks operate")))]
+#[case::mine("alice", Some((Level::Error, "denied: reset_breaker — role viewer lacks operate")))]
 #[case::someone_else("bob", None)]
 fn denials_for_this_user_reach_the_status_bar(
     #[case] user: &str,

@@ -22,20 +22,29 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Job {
     pub(crate) task: usize,
+    /// The worker that runs it; reported back so the scheduler knows it is free again.
+    pub(crate) worker: usize,
+    /// Kept only while the job runs, so a finished run's scheduler can end.
+    pub(crate) reply: mpsc::UnboundedSender<Msg>,
     /// Number of the first attempt of this round (attempt numbers go on across retries).
     pub(crate) first_attempt: u32,
     pub(crate) context: Value,
     pub(crate) cancel: CancellationToken,
 }
 
-pub(crate) async fn run(shared: Arc<RunShared>, job: Job, scheduler: mpsc::UnboundedSender<Msg>) {
-    let task = job.task;
-    let (attempts, outcome) = attempts(&shared, job).await;
-    let _ = scheduler.send(Msg::Finished { task, attempts, outcome });
+/// One of at most `max_parallel` long-lived workers of a run: it runs the jobs the
+/// scheduler hands it, one at a time, so starting a task costs a channel send rather than a
+/// task spawn. It ends when the scheduler drops its sender.
+pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        let (attempts, outcome) = attempts(&shared, &job).await;
+        let _ =
+            job.reply.send(Msg::Finished { task: job.task, worker: job.worker, attempts, outcome });
+    }
 }
 
 /// Returns the number of the last attempt made and how the task ended.
-async fn attempts(shared: &Arc<RunShared>, job: Job) -> (u32, Outcome) {
+async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let engine = &shared.engine;
     let step = &shared.plan.steps[job.task];
     let mut attempt = job.first_attempt.saturating_sub(1);

@@ -183,6 +183,12 @@ impl Engine {
         self.runs().into_iter().filter(|r| !r.is_finished()).collect()
     }
 
+    /// Forget every run. A run's scheduler (holding its plan and outputs) ends once the
+    /// last handle to it is gone; call this when shutting down.
+    pub fn forget_runs(&self) {
+        self.inner.runs.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
     }

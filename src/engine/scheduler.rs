@@ -61,7 +61,7 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) enum Msg {
-    Finished { task: usize, attempts: u32, outcome: Outcome },
+    Finished { task: usize, worker: usize, attempts: u32, outcome: Outcome },
     Approval { task: usize, generation: u32, verdict: approval::Verdict },
     Control(Control),
 }
@@ -106,6 +106,9 @@ pub(crate) struct Scheduler {
     settled: bool,
     started: Instant,
     run_token: CancellationToken,
+    /// Job queues of the workers spawned so far (at most `max_parallel`).
+    workers: Vec<mpsc::UnboundedSender<Job>>,
+    idle_workers: Vec<usize>,
     sender: mpsc::WeakUnboundedSender<Msg>,
     phase: watch::Sender<RunPhase>,
 }
@@ -143,6 +146,8 @@ impl Scheduler {
             settled: false,
             started: Instant::now(),
             run_token: CancellationToken::new(),
+            workers: Vec::new(),
+            idle_workers: Vec::new(),
             sender,
             phase,
         }
@@ -180,7 +185,10 @@ impl Scheduler {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Finished { task, attempts, outcome } => self.finished(task, attempts, outcome),
+            Msg::Finished { task, worker, attempts, outcome } => {
+                self.idle_workers.push(worker);
+                self.finished(task, attempts, outcome);
+            }
             Msg::Approval { task, generation, verdict } => {
                 self.approval_answered(task, generation, verdict);
             }
@@ -255,7 +263,7 @@ impl Scheduler {
     }
 
     fn start(&mut self, task: usize) {
-        let Some(sender) = self.sender.upgrade() else { return };
+        let Some(reply) = self.sender.upgrade() else { return };
         let token = self.run_token.child_token();
         let slot = &mut self.slots[task];
         slot.status = TaskStatus::Running;
@@ -263,8 +271,16 @@ impl Scheduler {
         slot.cancel_reason = None;
         let first_attempt = slot.attempts + 1;
         self.running += 1;
-        let job = Job { task, first_attempt, context: self.context_for(task), cancel: token };
-        tokio::spawn(attempt::run(Arc::clone(&self.shared), job, sender));
+        let worker = self.idle_workers.pop().unwrap_or_else(|| {
+            let (jobs, queue) = mpsc::unbounded_channel();
+            tokio::spawn(attempt::serve(Arc::clone(&self.shared), queue));
+            self.workers.push(jobs);
+            self.workers.len() - 1
+        });
+        let context = self.context_for(task);
+        let job = Job { task, worker, reply, first_attempt, context, cancel: token };
+        // A worker only stops when its queue is dropped, which happens with the scheduler.
+        let _ = self.workers[worker].send(job);
     }
 
     /// `{"task": <own context>, "dependencies": {"<id>": "<output>"}}`.

@@ -62,7 +62,7 @@ impl AnthropicExecutor {
 
     fn body(&self, req: &ExecRequest) -> Value {
         let mut body = json!({
-            "model": req.model.as_deref().unwrap_or(&self.config.model),
+            "model": super::http::effective_model(req.model.as_deref(), &self.config.model, true),
             "max_tokens": self.config.max_tokens,
             "messages": [{"role": "user", "content": prompt::user_message(req)}],
             "stream": self.config.stream,

@@ -513,3 +513,35 @@ mod tests {
         }
     }
 }
+
+/// Claude Code subagent files write `model: sonnet | opus | haiku | inherit`: hints, not API
+/// model ids. The model an attempt asks for is the agent's own when it names a real id,
+/// otherwise the backend's; for Anthropic the three aliases map to current model ids.
+pub(crate) fn effective_model<'a>(
+    requested: Option<&'a str>,
+    backend_model: &'a str,
+    anthropic: bool,
+) -> &'a str {
+    match requested {
+        None | Some("inherit" | "") => backend_model,
+        Some("sonnet") if anthropic => "claude-sonnet-4-5",
+        Some("opus") if anthropic => "claude-opus-4-1",
+        Some("haiku") if anthropic => "claude-haiku-4-5",
+        Some("sonnet" | "opus" | "haiku") => backend_model,
+        Some(model) => model,
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::effective_model;
+
+    #[test]
+    fn claude_code_aliases_are_hints() {
+        assert_eq!(effective_model(Some("sonnet"), "gpt-4o-mini", false), "gpt-4o-mini");
+        assert_eq!(effective_model(Some("sonnet"), "claude-x", true), "claude-sonnet-4-5");
+        assert_eq!(effective_model(Some("inherit"), "llama3.1", false), "llama3.1");
+        assert_eq!(effective_model(None, "llama3.1", false), "llama3.1");
+        assert_eq!(effective_model(Some("qwen2.5"), "llama3.1", false), "qwen2.5");
+    }
+}

@@ -56,7 +56,7 @@ impl OpenAiExecutor {
         }
         messages.push(json!({"role": "user", "content": prompt::user_message(req)}));
         let mut body = json!({
-            "model": req.model.as_deref().unwrap_or(&self.config.model),
+            "model": super::http::effective_model(req.model.as_deref(), &self.config.model, false),
             "messages": messages,
             "max_tokens": self.config.max_tokens,
             "stream": self.config.stream,

@@ -3,7 +3,9 @@
 //! Instances follow `reserved → working → idle → terminated` (see [`InstanceState`]). Callers
 //! [`Pool::acquire`] an instance for an agent; when the agent's `max_instances` or the pool's
 //! `max_total` is reached they queue in arrival order instead of failing, and each release
-//! wakes the next caller that can use the room. Every transition is published on the bus.
+//! wakes the next caller that can use the room. Every transition is published on the bus;
+//! `InstanceQueued` carries an agent's current queue length and is published whenever it
+//! changes, also when a caller leaves the queue (served or gave up), so views can fold it.
 //!
 //! One `std` mutex guards plain state; nothing awaits while holding it. Queued callers wait on
 //! a oneshot each, so a release hands the instance straight to the waiter it picked.

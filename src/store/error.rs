@@ -29,8 +29,8 @@ pub enum StoreError {
     #[error("{path}: event {seq} of run `{run}` cannot be read: {message}")]
     BadEvent { path: PathBuf, run: RunId, seq: u64, message: String },
     /// An event could not be encoded as JSON.
-    #[error("cannot encode event {seq}: {source}")]
-    Encode { seq: u64, source: serde_json::Error },
+    #[error("cannot encode event {seq}: {message}")]
+    Encode { seq: u64, message: String },
     /// The writer thread could not be started.
     #[error("cannot start the run store writer thread: {0}")]
     Spawn(std::io::Error),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,6 +13,10 @@ use crate::event::Envelope;
 
 /// Most events committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
+
+/// How long a batch that is not full waits for more events before it is committed; also the
+/// most a stored event lags behind its publication (a flush does not wait for it).
+pub const LINGER: Duration = Duration::from_millis(1);
 
 /// Handle to the writer thread.
 pub struct StoreWriter {
@@ -101,6 +106,12 @@ impl Writer {
                     if let Some(envelope) = first {
                         self.batch.push(envelope);
                         self.fill();
+                        if self.batch.len() < MAX_BATCH {
+                            // Group commit: many small transactions rewrite the same pages
+                            // into the WAL and trigger fsyncing checkpoints far more often.
+                            std::thread::sleep(LINGER);
+                            self.fill();
+                        }
                     } else {
                         events_open = false;
                     }

@@ -87,7 +87,7 @@ impl Pane for AgentsPane {
         } else {
             state.agents.entries.len().to_string()
         };
-        let block = pane_block(state, theme, PaneId::Agents, Some(info));
+        let block = pane_block(state, theme, PaneId::Agents, area, Some(info));
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {
@@ -108,7 +108,10 @@ impl Pane for AgentsPane {
         if cols.backend {
             header.push(Span::styled(cell("BACKEND", Columns::BACKEND), muted));
         }
-        header.push(Span::styled(if Columns::status_width(width) > 3 { "STATUS" } else { "OK" }, muted));
+        header.push(Span::styled(
+            if Columns::status_width(width) > 3 { "STATUS" } else { "OK" },
+            muted,
+        ));
         put_line(buf, inner, 0, &Line::from(header));
 
         if rows.is_empty() {

@@ -9,6 +9,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
+use super::dag::risk_word;
 use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
 use crate::console::state::{AuditEntry, PaneId, State};
 use crate::console::theme::{Role, Theme};
@@ -82,14 +83,15 @@ fn describe(event: &Event) -> (Role, String) {
         }
         Event::TaskReady { task } => (Role::Pending, format!("◔ {task} ready")),
         Event::TaskAwaitingApproval { task, risk, .. } => {
-            (Role::Warn, format!("⏸ {task} awaits approval (risk {risk:?})"))
+            (Role::Warn, format!("⏸ {task} awaits approval (risk {})", risk_word(*risk)))
         }
         Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => {
-            let sim = if *simulated { ", simulated" } else { "" };
+            // The `sim` backend is simulated by name; other backends say so when they are.
+            let sim = if *simulated && backend != "sim" { ", simulated" } else { "" };
             (
                 Role::Running,
                 format!(
-                    "▶ {task} started on {agent} {instance} (attempt {attempt}, {backend}{sim})"
+                    "▶ {task} started on {agent} {instance} (attempt {attempt} on {backend}{sim})"
                 ),
             )
         }
@@ -144,7 +146,8 @@ fn describe(event: &Event) -> (Role, String) {
         Event::ApprovalRequested { task, agent, risk, reasons } => (
             Role::Warn,
             format!(
-                "? approval requested: {task} on {agent}, risk {risk:?}: {}",
+                "? approval requested: {task} on {agent}, risk {}: {}",
+                risk_word(*risk),
                 reasons.join("; ")
             ),
         ),
@@ -199,7 +202,7 @@ impl Pane for AuditPane {
         } else {
             format!("{} lines · ↑{} · f to follow · UTC", audit.entries.len(), audit.scroll)
         };
-        let block = pane_block(state, theme, PaneId::Audit, Some(info));
+        let block = pane_block(state, theme, PaneId::Audit, area, Some(info));
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {

@@ -44,7 +44,10 @@ fn breaker_line(breaker: &BreakerView, consecutive: u32, now_ms: u64) -> Vec<(Ro
             parts.push((Role::Muted, format!(" · fails {failures}/{}", breaker.threshold)));
         }
         BreakerState::Open => {
-            parts.push((Role::Error, format!(" · fails {}/{}", breaker.failures, breaker.threshold)));
+            parts.push((
+                Role::Error,
+                format!(" · fails {}/{}", breaker.failures, breaker.threshold),
+            ));
             let left = breaker.until_half_open_ms(now_ms).unwrap_or(0);
             let text = if left == 0 {
                 " · half-open due".to_owned()
@@ -75,7 +78,12 @@ fn metrics_line(metrics: Option<&AgentMetrics>) -> Vec<(Role, String)> {
         (role, format!("{glyph} {}", m.health().word())),
         (
             Role::Muted,
-            format!(" · {} calls · {:.0}% ok · avg {mean}", m.calls, m.success_rate() * 100.0),
+            format!(
+                " · {} call{} · {:.0}% ok · avg {mean}",
+                m.calls,
+                if m.calls == 1 { "" } else { "s" },
+                m.success_rate() * 100.0
+            ),
         ),
     ]
 }
@@ -107,7 +115,7 @@ impl Pane for BreakersPane {
         let view = &state.breakers;
         let open = view.breakers.values().filter(|b| b.state == BreakerState::Open).count();
         let info = if open > 0 { Some(format!("{open} open")) } else { None };
-        let block = pane_block(state, theme, PaneId::Breakers, info);
+        let block = pane_block(state, theme, PaneId::Breakers, area, info);
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {
@@ -144,7 +152,10 @@ impl Pane for BreakersPane {
             let metrics = view.metrics.get(*agent);
             let first = Line::from(vec![
                 Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
-                Span::styled(fit(agent.as_str(), usize::from(inner.width).saturating_sub(2)), theme.style(Role::Title)),
+                Span::styled(
+                    fit(agent.as_str(), usize::from(inner.width).saturating_sub(2)),
+                    theme.style(Role::Title),
+                ),
             ]);
             put_line(buf, inner, top, &first);
             let consecutive = metrics.map_or(0, |m| m.consecutive_failures);

@@ -24,7 +24,7 @@ pub struct DagPane;
 const WIDE_GAP: u16 = 6;
 const TIGHT_GAP: u16 = 4;
 /// Narrowest and widest task column (glyph, space, id).
-const MIN_COLUMN: u16 = 10;
+const MIN_COLUMN: u16 = 12;
 const MAX_COLUMN: u16 = 24;
 
 /// How the graph is laid out in an area.
@@ -46,7 +46,8 @@ pub fn geometry(run: &RunView, inner: Rect) -> Geometry {
     let details_height = if inner.height >= 12 { (inner.height * 2 / 5).clamp(5, 14) } else { 0 };
     let graph = Rect { height: inner.height - details_height, ..inner };
     let details = Rect { y: graph.bottom(), height: details_height, ..inner };
-    let natural = (u16::try_from(run.id_width).unwrap_or(MAX_COLUMN) + 3).clamp(MIN_COLUMN, MAX_COLUMN);
+    let natural =
+        (u16::try_from(run.id_width).unwrap_or(MAX_COLUMN) + 3).clamp(MIN_COLUMN, MAX_COLUMN);
     let layers = u16::try_from(run.layers.len().max(1)).unwrap_or(u16::MAX);
     let fits = |column: u16, gap: u16| {
         u32::from(layers) * u32::from(column + gap) <= u32::from(graph.width) + u32::from(gap)
@@ -202,11 +203,10 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
         put_line(buf, Rect { x: left, width, ..graph }, 0, &Line::styled(header, muted));
 
         // Connectors in the gap before this layer.
-        if slot > 0 || layer > 0 {
-            if let Some(gap_left) = x.checked_sub(usize::from(geo.gap)) {
-                let gap = Gap { layer, left: gap_left, width: usize::from(geo.gap) };
-                draw_gap(run, &gap, node_area, theme, &screen_y, buf);
-            }
+        // (The first visible layer has its gap off screen: x - gap underflows.)
+        if let Some(gap_left) = x.checked_sub(usize::from(geo.gap)) {
+            let gap = Gap { layer, left: gap_left, width: usize::from(geo.gap) };
+            draw_gap(run, &gap, node_area, theme, &screen_y, buf);
         }
 
         // Nodes.
@@ -241,8 +241,8 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
                 .any(|d| run.tasks[*d].planned.layer == layer + 1);
             let used = 2 + unicode_width::UnicodeWidthStr::width(label.as_str());
             if feeds_next && used + 1 < column {
-                let edge_related = *task_index == selected
-                    || run.dependents[*task_index].contains(&selected);
+                let edge_related =
+                    *task_index == selected || run.dependents[*task_index].contains(&selected);
                 let style = theme.style(if edge_related { Role::Accent } else { Role::Border });
                 spans.push(Span::styled(format!(" {}", "─".repeat(column - used - 1)), style));
             }
@@ -335,21 +335,22 @@ fn detail_lines(
 ) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
     let retries = task.planned.retries + 1;
-    let mut first = vec![
-        (task.status.role(), format!("{} {}", task.status.glyph(), task.status.word())),
+    let mut first =
+        vec![(task.status.role(), format!("{} {}", task.status.glyph(), task.status.word()))];
+    if task.simulated || (run.simulated && task.backend.is_none()) {
+        first.push((Role::Muted, " ".to_owned()));
+        first.push((Role::Simulated, " SIMULATED ".to_owned()));
+    }
+    first.extend([
         (Role::Muted, " · ".to_owned()),
         (Role::Text, task.agent.to_string()),
         (Role::Muted, format!(" · attempt {}/{retries}", task.attempts)),
-    ];
+    ]);
     if let Some(instance) = task.instance {
         first.push((Role::Muted, format!(" · {instance}")));
     }
     if let Some(backend) = &task.backend {
         first.push((Role::Muted, format!(" · {backend}")));
-    }
-    if task.simulated || (run.simulated && task.backend.is_none()) {
-        first.push((Role::Muted, " ".to_owned()));
-        first.push((Role::Simulated, " SIMULATED ".to_owned()));
     }
     lines.push(first);
 
@@ -477,14 +478,18 @@ impl Pane for DagPane {
         let mut info = Vec::new();
         if let Some(run) = &state.run {
             let (done, total) = run.progress();
-            let text = format!(" {} · {done}/{total} · {} layers ", one_line(&run.workflow), run.layers.len());
+            let text = format!(
+                " {} · {done}/{total} · {} layers ",
+                one_line(&run.workflow),
+                run.layers.len()
+            );
             info.push(Span::styled(text, theme.style(Role::Muted)));
             if run.simulated {
                 info.push(Span::styled(" SIMULATED ", theme.style(Role::Simulated)));
                 info.push(Span::raw(" "));
             }
         }
-        let block = super::pane_block_spans(state, theme, PaneId::Dag, info);
+        let block = super::pane_block_spans(state, theme, PaneId::Dag, area, info);
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {

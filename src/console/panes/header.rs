@@ -71,7 +71,10 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         4,
         vec![
             Span::styled("  │  ", muted),
-            Span::styled(format!("⏱ {}", elapsed(run.elapsed_ms(state.now_ms))), theme.style(Role::Text)),
+            Span::styled(
+                format!("⏱ {}", elapsed(run.elapsed_ms(state.now_ms))),
+                theme.style(Role::Text),
+            ),
         ],
     ));
     let waiting = state.approvals.len();
@@ -85,7 +88,10 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         ));
     }
     if run.simulated {
-        parts.push((2, vec![Span::raw("  "), Span::styled(" SIMULATED ", theme.style(Role::Simulated))]));
+        parts.push((
+            2,
+            vec![Span::raw("  "), Span::styled(" SIMULATED ", theme.style(Role::Simulated))],
+        ));
     }
     let left_width: usize = left.iter().map(Span::width).sum::<usize>() + 2;
     let width_of = |parts: &[(u8, Vec<Span<'static>>)]| -> usize {

@@ -14,6 +14,8 @@ use crate::console::theme::{Role, Theme};
 
 /// Width of the key column.
 const KEYS: usize = 16;
+/// Width of the command column (`approve TASK [NOTE]`).
+const COMMAND: usize = 21;
 
 /// Every line of help for the state's role.
 pub fn lines(state: &State) -> Vec<RoleLine> {
@@ -59,7 +61,10 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
         out.push(vec![
             (
                 role,
-                format!("{mark}{:<KEYS$}", format!("{} {}", command.name, command.args).trim_end()),
+                format!(
+                    "{mark}{:<COMMAND$}",
+                    format!("{} {}", command.name, command.args).trim_end()
+                ),
             ),
             (Role::Text, command.description.to_owned()),
         ]);
@@ -104,7 +109,8 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
 }
 
 pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut Buffer) {
-    let popup = centered(area, area.width.saturating_sub(4).min(120), area.height.saturating_sub(2));
+    let popup =
+        centered(area, area.width.saturating_sub(4).min(120), area.height.saturating_sub(2));
     if popup.is_empty() {
         return;
     }

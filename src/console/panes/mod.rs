@@ -136,8 +136,19 @@ fn render_too_small(theme: &Theme, area: Rect, buf: &mut Buffer) {
 }
 
 fn render_details(details: &Details, theme: &Theme, area: Rect, scroll: usize, buf: &mut Buffer) {
-    let width = area.width.saturating_sub(8).min(100);
-    let height = area.height.saturating_sub(4);
+    // As large as the content, within the screen less a margin.
+    let widest = details
+        .lines
+        .iter()
+        .map(|line| line.iter().map(|(_, text)| text.width()).sum::<usize>())
+        .chain([details.title.width() + 4, 30])
+        .max()
+        .unwrap_or(30);
+    let width =
+        u16::try_from(widest + 2).unwrap_or(u16::MAX).min(area.width.saturating_sub(8).min(100));
+    let height = u16::try_from(details.lines.len() + 2)
+        .unwrap_or(u16::MAX)
+        .min(area.height.saturating_sub(4));
     let popup = centered(area, width, height);
     let block = overlay_block(theme, &details.title, "Esc close · ↑↓ scroll");
     let inner = block.inner(popup);
@@ -165,9 +176,15 @@ pub fn overlay_block<'a>(theme: &Theme, title: &str, hint: &str) -> Block<'a> {
 
 /// The border of a pane: thick and marked when focused, with the filter in the title and
 /// `info` (muted) at the top right.
-pub fn pane_block<'a>(state: &State, theme: &Theme, id: PaneId, info: Option<String>) -> Block<'a> {
+pub fn pane_block<'a>(
+    state: &State,
+    theme: &Theme,
+    id: PaneId,
+    area: Rect,
+    info: Option<String>,
+) -> Block<'a> {
     let info = info.map(|text| vec![Span::styled(format!(" {text} "), theme.style(Role::Muted))]);
-    pane_block_spans(state, theme, id, info.unwrap_or_default())
+    pane_block_spans(state, theme, id, area, info.unwrap_or_default())
 }
 
 /// [`pane_block`] with styled spans at the top right.
@@ -175,6 +192,7 @@ pub fn pane_block_spans<'a>(
     state: &State,
     theme: &Theme,
     id: PaneId,
+    area: Rect,
     info: Vec<Span<'a>>,
 ) -> Block<'a> {
     let focused = state.focus == id;
@@ -190,10 +208,19 @@ pub fn pane_block_spans<'a>(
         .border_type(if focused { BorderType::Thick } else { BorderType::Rounded })
         .border_style(theme.style(if focused { Role::FocusedBorder } else { Role::Border }))
         .title(Line::from(title));
-    if !info.is_empty() {
+    // The info goes only where it does not run into the title.
+    let title_width: usize = block_title_width(state, id);
+    let info_width: usize = info.iter().map(Span::width).sum();
+    if !info.is_empty() && title_width + info_width + 3 <= usize::from(area.width) {
         block = block.title(Line::from(info).right_aligned());
     }
     block
+}
+
+fn block_title_width(state: &State, id: PaneId) -> usize {
+    let filter = state.filter(id);
+    let filter_width = if filter.is_empty() { 0 } else { one_line(filter).width() + 2 };
+    id.title().width() + 4 + filter_width
 }
 
 /// Convert role-tagged spans to a styled line.
@@ -313,10 +340,15 @@ mod tests {
     #[test]
     fn whole_screen_snapshots() {
         let theme = testing::theme();
-        for (name, fixture) in [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)] {
+        for (name, fixture) in
+            [("empty", Fixture::Empty), ("busy", Fixture::Busy), ("failed", Fixture::Failed)]
+        {
             for (w, h) in [(160, 45), (120, 40), (60, 16)] {
                 let state = testing::state_sized(fixture, PaneId::Dag, w, h);
-                assert_snapshot!(format!("screen_{name}_{w}x{h}"), testing::render_screen(&state, &theme, w, h));
+                assert_snapshot!(
+                    format!("screen_{name}_{w}x{h}"),
+                    testing::render_screen(&state, &theme, w, h)
+                );
             }
         }
         let state = testing::state_sized(Fixture::Busy, PaneId::Dag, 59, 15);
@@ -332,7 +364,10 @@ mod tests {
             reduce(&mut state, Input::Action(Action::OpenDetails));
             assert!(matches!(state.overlay, Some(Overlay::Details { .. })), "{pane:?}");
             let name = pane.title().to_lowercase();
-            assert_snapshot!(format!("details_{name}_120x40"), testing::render_screen(&state, &theme, 120, 40));
+            assert_snapshot!(
+                format!("details_{name}_120x40"),
+                testing::render_screen(&state, &theme, 120, 40)
+            );
         }
     }
 
@@ -350,7 +385,8 @@ mod tests {
                 }
             }
         }
-        let shown = testing::render_screen(&testing::state(Fixture::Busy, PaneId::Dag), &theme, 1, 1);
+        let shown =
+            testing::render_screen(&testing::state(Fixture::Busy, PaneId::Dag), &theme, 1, 1);
         assert_eq!(shown.buffer().area, Rect::new(0, 0, 1, 1));
     }
 

@@ -37,8 +37,13 @@ impl Pane for PoolPane {
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let pool = &state.pool;
-        let block =
-            pane_block(state, theme, PaneId::Pool, Some(format!("{} live", pool.instances.len())));
+        let block = pane_block(
+            state,
+            theme,
+            PaneId::Pool,
+            area,
+            Some(format!("{} live", pool.instances.len())),
+        );
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.is_empty() {

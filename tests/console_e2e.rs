@@ -1,0 +1,204 @@
+//! The real binary in a pseudo-terminal: the console comes up, takes keys, runs a workflow,
+//! quits with status 0 and leaves the terminal as it found it. The screen is parsed with
+//! vt100 and polled against a deadline; no fixed sleeps.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+const ROWS: u16 = 40;
+const COLS: u16 = 120;
+/// Generous: a debug build on a loaded two-core machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What the reader thread has seen so far.
+struct Output {
+    parser: vt100::Parser,
+    raw: Vec<u8>,
+    closed: bool,
+}
+
+struct Session {
+    output: Arc<(Mutex<Output>, Condvar)>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn Child + Send + Sync>,
+    _master: Box<dyn MasterPty + Send>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Session {
+    fn start(extra: &[&str]) -> Self {
+        let pair = native_pty_system()
+            .openpty(PtySize { rows: ROWS, cols: COLS, pixel_width: 0, pixel_height: 0 })
+            .unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_flightdeck"));
+        command.args(["--project-dir", env!("CARGO_MANIFEST_DIR")]);
+        command.arg("--data-dir");
+        command.arg(data_dir.path());
+        command.args(["--as", "alice"]);
+        command.args(extra);
+        command.cwd(env!("CARGO_MANIFEST_DIR"));
+        command.env("TERM", "xterm-256color");
+        command.env_remove("NO_COLOR");
+        let child = pair.slave.spawn_command(command).unwrap();
+        // Only the child holds the slave now, so the reader sees the end when it exits.
+        drop(pair.slave);
+
+        let output = Arc::new((
+            Mutex::new(Output {
+                parser: vt100::Parser::new(ROWS, COLS, 0),
+                raw: Vec::new(),
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let shared = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                let read = reader.read(&mut chunk);
+                let (lock, changed) = &*shared;
+                let mut out = lock.lock().unwrap();
+                match read {
+                    Ok(n) if n > 0 => {
+                        out.parser.process(&chunk[..n]);
+                        out.raw.extend_from_slice(&chunk[..n]);
+                    }
+                    // EOF, or EIO once the child closed the terminal.
+                    _ => out.closed = true,
+                }
+                changed.notify_all();
+                if out.closed {
+                    return;
+                }
+            }
+        });
+        let writer = pair.master.take_writer().unwrap();
+        Self { output, writer, child, _master: pair.master, _data_dir: data_dir }
+    }
+
+    /// Wait until the parsed screen satisfies `check`, or fail showing the screen.
+    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) {
+        let (lock, changed) = &*self.output;
+        let deadline = Instant::now() + DEADLINE;
+        let mut out = lock.lock().unwrap();
+        loop {
+            let screen = out.parser.screen().contents();
+            if check(&screen) {
+                return;
+            }
+            let now = Instant::now();
+            assert!(!out.closed, "the console exited while waiting for {what}:\n{screen}");
+            assert!(now < deadline, "timed out waiting for {what}:\n{screen}");
+            out = changed.wait_timeout(out, deadline - now).unwrap().0;
+        }
+    }
+
+    fn wait_text(&self, text: &str) {
+        self.wait_for(text, |screen| screen.contains(text));
+    }
+
+    fn press(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Quit with `q`; returns whether the exit status was success and the raw output.
+    fn quit(mut self) -> (bool, Vec<u8>) {
+        self.press(b"q");
+        let (lock, changed) = &*self.output;
+        let deadline = Instant::now() + DEADLINE;
+        let mut out = lock.lock().unwrap();
+        while !out.closed {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "the console did not exit:\n{}",
+                out.parser.screen().contents()
+            );
+            out = changed.wait_timeout(out, deadline - now).unwrap().0;
+        }
+        let raw = out.raw.clone();
+        drop(out);
+        let status = self.child.wait().unwrap();
+        (status.success(), raw)
+    }
+}
+
+fn assert_restored(raw: &[u8]) {
+    let text = String::from_utf8_lossy(raw);
+    let entered = text.find("\x1b[?1049h").expect("entered the alternate screen");
+    let left = text.rfind("\x1b[?1049l").expect("left the alternate screen");
+    assert!(left > entered);
+    assert!(
+        text.trim_end_matches(['\r', '\n']).ends_with("\x1b[?1049l"),
+        "leaving the alternate screen comes last"
+    );
+    let hidden = text.rfind("\x1b[?25l").unwrap_or(0);
+    let shown = text.rfind("\x1b[?25h").expect("cursor shown again");
+    assert!(shown > hidden, "the cursor is shown after it was last hidden");
+    // Mouse capture off (crossterm disables the SGR and normal tracking modes).
+    let captured = text.rfind("\x1b[?1000h").expect("mouse captured");
+    let released = text.rfind("\x1b[?1000l").expect("mouse released");
+    assert!(released > captured);
+}
+
+#[test]
+fn console_shows_panes_takes_keys_and_restores_the_terminal() {
+    let mut session = Session::start(&[]);
+    session.wait_for("all panes", |screen| {
+        ["Agents", "Pool", "DAG", "Breakers", "Audit", "alice@admin"]
+            .iter()
+            .all(|t| screen.contains(t))
+    });
+    session.wait_text("backend-architect");
+
+    session.press(b"\t");
+    session.wait_text("│ Breakers │");
+    session.press(b"?");
+    session.wait_text("Commands (press : first)");
+    session.press(b"\x1b");
+    session.wait_for("help closed", |screen| !screen.contains("Commands (press : first)"));
+
+    session.press(b":spawn backend-architect");
+    session.wait_text(":spawn backend-architect");
+    session.press(b"\r");
+    session.wait_for("an instance in the Pool", |screen| {
+        screen.lines().any(|line| line.contains(" i1 ") && line.contains("backend-"))
+    });
+    session.wait_text("1 live");
+
+    let (success, raw) = session.quit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
+}
+
+#[test]
+fn demo_workflow_runs_to_completion() {
+    let mut session = Session::start(&["--workflow", "workflows/demo.yaml"]);
+    session.wait_text("demo");
+    session.wait_for("the run to succeed", |screen| {
+        screen.lines().next().is_some_and(|header| header.contains("✓ succeeded"))
+    });
+    session.wait_for("every task done", |screen| {
+        // The DAG title says `demo · done/total`.
+        let Some(at) = screen.find("demo · ") else { return false };
+        let counts: String =
+            screen[at + "demo · ".len()..].chars().take_while(|c| *c != ' ').collect();
+        counts.split_once('/').is_some_and(|(done, total)| done == total && done != "0")
+    });
+    // Moving through the DAG keeps working after the run.
+    session.press(b"l");
+    session.press(b"\r");
+    session.wait_text("Task ");
+    session.press(b"\x1b");
+    let (success, raw) = session.quit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
+}
