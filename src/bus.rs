@@ -38,8 +38,15 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new() -> Self {
+        Self::starting_at(1)
+    }
+
+    /// A bus whose first event gets `first_seq`: a runtime reopening a run store continues
+    /// after the last stored sequence number, so `seq` never repeats across restarts.
+    pub fn starting_at(first_seq: u64) -> Self {
         let (broadcast, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Self { inner: Arc::new(Mutex::new(Inner { next_seq: 1, sinks: Vec::new() })), broadcast }
+        let inner = Inner { next_seq: first_seq.max(1), sinks: Vec::new() };
+        Self { inner: Arc::new(Mutex::new(inner)), broadcast }
     }
 
     /// Publish one event and return its sequence number.

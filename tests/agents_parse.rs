@@ -240,7 +240,7 @@ fn alias_bomb_is_refused() {
 }
 
 #[test]
-fn deeply_nested_yaml_is_refused() {
+fn huge_frontmatter_is_refused() {
     let dir = pool_with_survivor();
     let depth = 100_000;
     let text = format!(
@@ -250,8 +250,30 @@ fn deeply_nested_yaml_is_refused() {
     );
     std::fs::write(dir.path().join("deep.md"), text).unwrap();
     let message = single_problem(dir.path());
-    assert!(message.contains("deep.md:"), "{message}");
-    assert!(message.contains("frontmatter: "), "{message}");
+    assert!(
+        message.ends_with(
+            "deep.md:2: frontmatter: 200030 bytes is too large; at most 65536 bytes are allowed"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused() {
+    let dir = pool_with_survivor();
+    for depth in [200, 30_000] {
+        let text = format!(
+            "---\nname: deep\ndescription: d\nx: {}{}\n---\nBody.\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        std::fs::write(dir.path().join("deep.md"), text).unwrap();
+        let message = single_problem(dir.path());
+        assert!(
+            message.ends_with("deep.md:4: frontmatter: YAML is nested too deeply"),
+            "{message}"
+        );
+    }
 }
 
 #[test]

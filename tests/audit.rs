@@ -196,6 +196,25 @@ fn damaged_last_complete_record_refuses_to_open_and_names_the_line() {
 }
 
 #[test]
+fn damage_before_a_torn_tail_leaves_everything_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = log_with(dir.path(), 3);
+    drop(log);
+    let mut all = lines(&path);
+    all[2] = all[2].replace("operator", "admin");
+    write_lines(&path, &all);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(br#"{"seq":4,"ts""#);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = AuditLog::open(&path).err().expect("damaged");
+    assert!(matches!(err, AuditError::CorruptTail { line: 3, .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let entries = std::fs::read_dir(dir.path().join("data")).unwrap().count();
+    assert_eq!(entries, 1, "nothing moved aside");
+}
+
+#[test]
 fn concurrent_appends_from_many_threads_keep_one_chain() {
     let dir = tempfile::tempdir().unwrap();
     let (log, path) = log_with(dir.path(), 0);

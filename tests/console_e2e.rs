@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
@@ -64,7 +64,7 @@ impl Session {
             loop {
                 let read = reader.read(&mut chunk);
                 let (lock, changed) = &*shared;
-                let mut out = lock.lock().unwrap();
+                let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
                 match read {
                     Ok(n) if n > 0 => {
                         out.parser.process(&chunk[..n]);
@@ -87,7 +87,7 @@ impl Session {
     fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) {
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
-        let mut out = lock.lock().unwrap();
+        let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let screen = out.parser.screen().contents();
             if check(&screen) {
@@ -96,7 +96,8 @@ impl Session {
             let now = Instant::now();
             assert!(!out.closed, "the console exited while waiting for {what}:\n{screen}");
             assert!(now < deadline, "timed out waiting for {what}:\n{screen}");
-            out = changed.wait_timeout(out, deadline - now).unwrap().0;
+            out =
+                changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -114,7 +115,7 @@ impl Session {
         self.press(b"q");
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
-        let mut out = lock.lock().unwrap();
+        let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
         while !out.closed {
             let now = Instant::now();
             assert!(
@@ -122,7 +123,8 @@ impl Session {
                 "the console did not exit:\n{}",
                 out.parser.screen().contents()
             );
-            out = changed.wait_timeout(out, deadline - now).unwrap().0;
+            out =
+                changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
         let raw = out.raw.clone();
         drop(out);
@@ -196,8 +198,10 @@ fn demo_workflow_runs_to_completion() {
     // Moving through the DAG keeps working after the run.
     session.press(b"l");
     session.press(b"\r");
-    session.wait_text("Task ");
+    session.wait_text("· run demo ═");
     session.press(b"\x1b");
+    // Esc and a key in one read would be Alt+key: wait for Esc to land first.
+    session.wait_for("details closed", |screen| !screen.contains("· run demo ═"));
     let (success, raw) = session.quit();
     assert!(success, "exit status 0");
     assert_restored(&raw);

@@ -84,10 +84,19 @@ fn case_exists_for(command: &Command) -> bool {
     &[Admin, Operator, Developer]
 )]
 #[case::cancel_run(Command::CancelRun { run: run() }, &[Admin, Operator, Developer])]
-#[case::cancel_task(Command::CancelTask { run: run(), task: task() }, &[Admin, Operator, Developer])]
-#[case::retry_task(Command::RetryTask { run: run(), task: task() }, &[Admin, Operator, Developer])]
+#[case::cancel_task(
+    Command::CancelTask { run: run(), task: task() },
+    &[Admin, Operator, Developer]
+)]
+#[case::retry_task(
+    Command::RetryTask { run: run(), task: task() },
+    &[Admin, Operator, Developer]
+)]
 #[case::approve(Command::Approve { run: run(), task: task(), note: None }, &[Admin, Reviewer])]
-#[case::reject(Command::Reject { run: run(), task: task(), note: Some("no".into()) }, &[Admin, Reviewer])]
+#[case::reject(
+    Command::Reject { run: run(), task: task(), note: Some("no".into()) },
+    &[Admin, Reviewer]
+)]
 #[case::reset_breaker(Command::ResetBreaker { agent: AgentId::new("coder") }, &[Admin, Operator])]
 #[case::open_breaker(Command::OpenBreaker { agent: AgentId::new("coder") }, &[Admin, Operator])]
 #[case::spawn_instance(Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator])]
@@ -321,7 +330,8 @@ async fn dropping_the_wait_withdraws_the_request() {
     let seen = collect(&mut events);
     assert!(matches!(
         &seen[1].event,
-        Event::ApprovalDecided { approved: false, note: Some(note), .. } if note == "request withdrawn"
+        Event::ApprovalDecided { approved: false, note: Some(note), .. }
+            if note == "request withdrawn"
     ));
     assert!(approvals.decide(&run(), &task(), true, &UserId::new("rita"), None).is_err());
 }

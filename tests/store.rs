@@ -153,6 +153,31 @@ fn events_after_returns_the_missed_tail() {
 }
 
 #[test]
+fn interleaved_runs_across_batches_read_back_separately() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = store_in(dir.path());
+    let (a, b) = (RunId::new("a"), RunId::new("b"));
+    let mut all = Vec::new();
+    for (seq, i) in (1..).zip(0..40) {
+        let run = if i % 3 == 0 { &b } else { &a };
+        let ready = Event::TaskReady { task: TaskId::new(format!("t{i}")) };
+        all.extend(envelopes(run, seq, vec![ready]));
+    }
+    for batch in all.chunks(7) {
+        store.append_batch(batch).unwrap();
+    }
+    let of = |run: &RunId| -> Vec<u64> {
+        all.iter().filter(|e| e.run_id.as_ref() == Some(run)).map(|e| e.seq).collect()
+    };
+    let seqs =
+        |run: &RunId| -> Vec<u64> { store.events(run).unwrap().iter().map(|e| e.seq).collect() };
+    assert_eq!(seqs(&a), of(&a));
+    assert_eq!(seqs(&b), of(&b));
+    let after: Vec<u64> = store.events_after(&b, 20).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(after, of(&b).into_iter().filter(|s| *s > 20).collect::<Vec<_>>());
+}
+
+#[test]
 fn fifty_thousand_events_in_batches() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = store_in(dir.path());

@@ -1,4 +1,4 @@
-//! Workflow files: parsing, every refusal with its file:line, stages, planning.
+//! Workflow files: parsing, every refusal with its `file:line`, stages, planning.
 
 #![allow(clippy::unwrap_used)]
 

@@ -212,6 +212,7 @@ pub fn parse_definition(
         })
     })?;
     let raw = frontmatter::read(&doc);
+    let unreadable = raw.fields.is_empty() && !raw.errors.is_empty();
     let mut builder = Builder { file, errors: Vec::new(), warnings: Vec::new() };
     for note in raw.errors {
         builder.errors.push(match note.field {
@@ -230,6 +231,14 @@ pub fn parse_definition(
     }
     for note in raw.warnings {
         builder.warnings.push(Warning::new(file, note.line, note.field.as_deref(), note.message));
+    }
+    if unreadable {
+        // "name: missing" on top of "frontmatter is not YAML" would only be noise.
+        return Err(FileFailure {
+            agent: None,
+            errors: builder.errors,
+            warnings: builder.warnings,
+        });
     }
     let fields: BTreeMap<&str, &RawField> =
         raw.fields.iter().map(|f| (f.key.as_str(), f)).collect();

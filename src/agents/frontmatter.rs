@@ -121,10 +121,13 @@ pub fn read(doc: &Document<'_>) -> RawFrontmatter {
         return only_error(
             first_line,
             format!(
-                "is {} bytes; frontmatter may be at most {MAX_FRONTMATTER_BYTES} bytes",
+                "{} bytes is too large; at most {MAX_FRONTMATTER_BYTES} bytes are allowed",
                 doc.frontmatter.len()
             ),
         );
+    }
+    if let Some(line) = too_deep_at(doc.frontmatter) {
+        return only_error(first_line + line, "YAML is nested too deeply".to_owned());
     }
     match serde_norway::from_str::<Value>(doc.frontmatter) {
         Ok(value) => from_yaml(value, doc),
@@ -163,6 +166,32 @@ pub fn read(doc: &Document<'_>) -> RawFrontmatter {
             fallback
         }
     }
+}
+
+/// Deepest flow nesting (`[`, `{`) YAML is given. Deeper documents fail in the YAML
+/// reader anyway, but only after it spent time proportional to the square of the depth;
+/// counting brackets first keeps a hostile file cheap. Brackets inside quoted text count
+/// too, which no real definition nests this deep.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// The 0-based line where flow nesting first exceeds [`MAX_FLOW_DEPTH`].
+fn too_deep_at(text: &str) -> Option<usize> {
+    let mut depth = 0_usize;
+    let mut line = 0;
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 fn only_error(line: usize, message: String) -> RawFrontmatter {

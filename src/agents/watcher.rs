@@ -5,15 +5,17 @@
 //! and recreating the whole folder is noticed and the recursive watch re-established. Each
 //! burst triggers a full rescan, which reads unchanged files again but parses only changed
 //! ones, so coalesced or reordered file system events can never leave the registry stale.
+//!
+//! The debounce is a blocking receive with a quiet-period timeout on the watcher thread,
+//! not a ticking debouncer: an idle console must not wake up at all.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::error::AgentError;
 use super::registry::Registry;
@@ -23,7 +25,7 @@ use crate::bus::EventBus;
 pub const DEBOUNCE_MS: u64 = 50;
 
 enum Signal {
-    Changes(DebounceEventResult),
+    Change(notify::Result<notify::Event>),
     Stop,
 }
 
@@ -61,16 +63,16 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
 
     let (signals, inbox) = mpsc::channel();
     let from_fs = signals.clone();
-    let mut debouncer = new_debouncer(Duration::from_millis(DEBOUNCE_MS), None, move |result| {
-        let _ = from_fs.send(Signal::Changes(result));
+    let mut watcher = notify::recommended_watcher(move |result| {
+        let _ = from_fs.send(Signal::Change(result));
     })
     .map_err(|error| watch_error(error.to_string()))?;
-    debouncer
+    watcher
         .watch(&parent, RecursiveMode::NonRecursive)
         .map_err(|error| watch_error(format!("{}: {error}", parent.display())))?;
     let mut watching_dir = false;
     if dir.is_dir() {
-        debouncer
+        watcher
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|error| watch_error(error.to_string()))?;
         watching_dir = true;
@@ -80,32 +82,56 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
     let thread = std::thread::Builder::new()
         .name("agent-watcher".to_owned())
         .spawn(move || {
-            while let Ok(Signal::Changes(result)) = inbox.recv() {
-                let touches_dir = match &result {
-                    Ok(events) => {
-                        if !events.iter().any(|event| changes_content(event, &dir)) {
-                            continue;
+            while let Ok(Signal::Change(first)) = inbox.recv() {
+                let Some(burst) = collect_burst(first, &inbox) else { return };
+                let mut changed = false;
+                let mut touches_dir = false;
+                for result in &burst {
+                    match result {
+                        Ok(event) => {
+                            changed |= changes_content(event, &dir);
+                            touches_dir |= replaces_dir(event, &dir);
                         }
-                        events.iter().any(|event| replaces_dir(event, &dir))
-                    }
-                    Err(errors) => {
-                        // Dropped events (queue overflow) are why a full rescan is the answer.
-                        for error in errors {
+                        Err(error) => {
+                            // Dropped events (queue overflow) are why a full rescan is the answer.
                             tracing::warn!(dir = %dir.display(), %error, "agent pool watch error");
+                            changed = true;
+                            touches_dir = true;
                         }
-                        true
                     }
-                };
+                }
+                if !changed {
+                    continue;
+                }
                 if touches_dir || !watching_dir {
-                    let _ = debouncer.unwatch(&dir);
+                    let _ = watcher.unwatch(&dir);
                     watching_dir =
-                        dir.is_dir() && debouncer.watch(&dir, RecursiveMode::Recursive).is_ok();
+                        dir.is_dir() && watcher.watch(&dir, RecursiveMode::Recursive).is_ok();
                 }
                 publish(&bus, registry.rescan());
             }
         })
         .map_err(|error| watch_error(error.to_string()))?;
     Ok(AgentWatcher { signals, thread: Some(thread) })
+}
+
+/// Everything that arrives until the folder has been quiet for [`DEBOUNCE_MS`] (bounded, so
+/// a folder that never stops changing is still rescanned once a second). `None` on stop.
+fn collect_burst(
+    first: notify::Result<notify::Event>,
+    inbox: &mpsc::Receiver<Signal>,
+) -> Option<Vec<notify::Result<notify::Event>>> {
+    let quiet = Duration::from_millis(DEBOUNCE_MS);
+    let started = Instant::now();
+    let mut burst = vec![first];
+    while started.elapsed() < Duration::from_secs(1) {
+        match inbox.recv_timeout(quiet) {
+            Ok(Signal::Change(result)) => burst.push(result),
+            Ok(Signal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+        }
+    }
+    Some(burst)
 }
 
 fn publish(bus: &EventBus, events: Vec<crate::event::Event>) {
@@ -116,7 +142,7 @@ fn publish(bus: &EventBus, events: Vec<crate::event::Event>) {
 
 /// A change under `dir`. Opening or reading a file is not a change; it must not count,
 /// or the rescan's own reads would trigger the next rescan forever.
-fn changes_content(event: &DebouncedEvent, dir: &PathBuf) -> bool {
+fn changes_content(event: &notify::Event, dir: &Path) -> bool {
     let is_read = matches!(
         event.kind,
         EventKind::Access(
@@ -127,7 +153,7 @@ fn changes_content(event: &DebouncedEvent, dir: &PathBuf) -> bool {
 }
 
 /// The folder itself was created, removed or renamed, so its recursive watch is stale.
-fn replaces_dir(event: &DebouncedEvent, dir: &PathBuf) -> bool {
+fn replaces_dir(event: &notify::Event, dir: &Path) -> bool {
     let structural = matches!(
         event.kind,
         EventKind::Create(_)

@@ -27,7 +27,8 @@ pub enum AuditError {
     /// An earlier write failed half-way and could not be undone; appending more would break
     /// the chain, so the log refuses every record until it is reopened.
     #[error(
-        "{path}: the audit log refuses records after a failed write that could not be undone: {reason}"
+        "{path}: the audit log refuses records after a failed write that could not be \
+         undone: {reason}"
     )]
     Poisoned { path: PathBuf, reason: String },
     /// A record could not be encoded as JSON.

@@ -166,6 +166,18 @@ impl Chain {
         let read_err = |source| AuditError::Read { path: path.to_owned(), source };
         let len = self.file.metadata().map_err(read_err)?.len();
         let tail = read_tail(&self.file, len).map_err(read_err)?;
+        // Check the last whole record before touching anything: damage is left as found.
+        let (next_seq, prev) = match &tail.last_line {
+            None => (1, GENESIS_PREV.to_owned()),
+            Some((offset, line)) => {
+                let record = decode_line(line).map_err(|reason| AuditError::CorruptTail {
+                    path: path.to_owned(),
+                    line: line_number_at(&self.file, *offset).unwrap_or(0),
+                    reason,
+                })?;
+                (record.seq + 1, sha256_hex(line))
+            }
+        };
         let mut len = len;
         if let Some(torn_from) = tail.torn_from {
             let torn = move_aside(&self.file, path, torn_from, len)?;
@@ -179,21 +191,8 @@ impl Chain {
             self.torn_tails.push(torn);
             len = torn_from;
         }
-        match tail.last_line {
-            None => {
-                self.next_seq = 1;
-                GENESIS_PREV.clone_into(&mut self.prev);
-            }
-            Some((offset, line)) => {
-                let record = decode_line(&line).map_err(|reason| AuditError::CorruptTail {
-                    path: path.to_owned(),
-                    line: line_number_at(&self.file, offset).unwrap_or(0),
-                    reason,
-                })?;
-                self.next_seq = record.seq + 1;
-                self.prev = sha256_hex(&line);
-            }
-        }
+        self.next_seq = next_seq;
+        self.prev = prev;
         self.len = len;
         Ok(())
     }

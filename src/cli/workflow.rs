@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::config::Settings;
-use crate::event::{Envelope, Event, RunStatus};
+use crate::event::{Envelope, Event, Risk, RunStatus};
 use crate::ids::{RunId, TaskId};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
@@ -146,6 +147,15 @@ fn agent_label(step: &crate::workflow::PlannedStep) -> String {
     }
 }
 
+fn risk_word(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "high",
+        Risk::Critical => "critical",
+    }
+}
+
 /// A duration rounded for people: `850ms`, `12.3s`, `4m 5s`.
 fn short(duration: Duration) -> String {
     let ms = duration.as_millis();
@@ -169,6 +179,10 @@ pub struct RunOptions {
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
 /// 130 when interrupted.
 pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
+    if options.max_parallel == Some(0) {
+        eprintln!("flightdeck: --max-parallel 0: at least one task must be able to run");
+        return exit::INVALID;
+    }
     let settings = match Settings::load(&globals.project_dir) {
         Ok(settings) => settings,
         Err(error) => {
@@ -229,16 +243,23 @@ async fn run_headless(
     };
     let run = handle.id().clone();
     let mut printer = Printer::new(options.json, run.clone());
+    // One listener for the whole run, so no Ctrl-C falls between two polls.
+    let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut interrupted = false;
     let status = loop {
         let envelope = tokio::select! {
             biased;
-            signal = tokio::signal::ctrl_c(), if !interrupted => {
-                if signal.is_ok() {
-                    interrupted = true;
-                    printer.line("interrupted: cancelling the run");
-                    let _ = handle.cancel().await;
+            Some(()) = async { interrupts.as_mut()?.recv().await } => {
+                if interrupted {
+                    // A second Ctrl-C: the operator does not want to wait for the clean-up.
+                    printer.line("interrupted again: exiting without waiting");
+                    printer.flush();
+                    std::process::exit(INTERRUPTED);
                 }
+                interrupted = true;
+                printer.line("interrupted: cancelling the run (Ctrl-C again to exit at once)");
+                printer.flush();
+                let _ = handle.cancel().await;
                 continue;
             }
             envelope = events.recv() => envelope,
@@ -354,7 +375,8 @@ impl Printer {
             }
             Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
                 let text = format!(
-                    "approval  {task}  risk {risk:?}: {}; refused: no reviewer in a headless run",
+                    "approval  {task}  risk {}: {}; refused: no reviewer in a headless run",
+                    risk_word(*risk),
                     reasons.join("; ")
                 );
                 self.line(&text);

@@ -202,7 +202,11 @@ where
         }
         for item in batch {
             dirty = true;
+            if let Input::Resync { missed, .. } = &item {
+                tracing::warn!(missed, "console lagged behind the event stream; resynced");
+            }
             for command in reduce(&mut state, item) {
+                tracing::info!(command = command.name(), user = %user, "console command");
                 if commands.send(command).is_err() {
                     reduce(&mut state, Input::RuntimeGone);
                 }
@@ -212,6 +216,9 @@ where
             let loaded = theme::load(&settings.project_dir, Some(&name), settings.no_color);
             theme = loaded.theme;
             let problem = loaded.problem.map(|p| p.to_string());
+            if let Some(problem) = &problem {
+                tracing::warn!(theme = %name, %problem, "theme not loaded; using the default");
+            }
             reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem });
             dirty = true;
         }

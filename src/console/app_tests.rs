@@ -61,6 +61,10 @@ struct Console {
 
 impl Console {
     fn start(role: &str, capacity: usize, before: &[Arc<Envelope>]) -> Self {
+        Self::start_with(role, capacity, before, false)
+    }
+
+    fn start_with(role: &str, capacity: usize, before: &[Arc<Envelope>], no_color: bool) -> Self {
         let (bus, events) = broadcast::channel(capacity);
         for envelope in before {
             bus.send(Arc::clone(envelope)).unwrap();
@@ -81,7 +85,7 @@ impl Console {
         let settings = LoopSettings {
             project_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             theme: None,
-            no_color: false,
+            no_color,
             start_workflow: Some(PathBuf::from("/work/workflows/demo.yaml")),
         };
         let task = tokio::spawn(async move {
@@ -311,6 +315,43 @@ async fn runtime_going_away_is_shown_not_fatal() {
     drop(std::mem::replace(&mut console.bus, broadcast::channel(1).0));
     let idle = console.until(|idle| !idle.state.runtime_connected).await;
     assert!(screen_text(idle).contains("runtime stopped"));
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn theme_switches_from_the_command_line_and_bad_names_are_explained() {
+    let mut console = Console::start("viewer", 64, &[]);
+    console.settle().await;
+    let dark_border = console.last.as_ref().unwrap().screen[(0, 1)].fg;
+    console.key(KeyCode::Char(':'));
+    console.text("theme light");
+    console.key(KeyCode::Enter);
+    let idle = console.settle().await;
+    assert_eq!(idle.state.theme_name, "light");
+    assert_ne!(idle.screen[(0, 1)].fg, dark_border, "borders change colour");
+    assert!(console.screen().contains("│ light │"), "{}", console.screen());
+
+    console.key(KeyCode::Char(':'));
+    console.text("theme neon");
+    console.key(KeyCode::Enter);
+    let idle = console.settle().await;
+    assert_eq!(idle.state.theme_name, "dark", "falls back to the default");
+    let message = idle.state.message.as_ref().map(|m| m.text.clone()).unwrap_or_default();
+    assert!(message.starts_with("unknown theme `neon`"), "{message}");
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_color_draws_without_colours() {
+    let mut console = Console::start_with("admin", 64, &[], true);
+    let idle = console.settle().await;
+    let coloured = idle.screen.content().iter().filter(|cell| {
+        cell.fg != ratatui::style::Color::Reset || cell.bg != ratatui::style::Color::Reset
+    });
+    assert_eq!(coloured.count(), 0);
+    assert!(console.screen().contains("DAG"));
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
 }

@@ -217,7 +217,7 @@ impl Binding {
         if self.danger && role == UserRole::Viewer {
             return false;
         }
-        self.permission.is_none_or(|p| role.can(p))
+        self.permission.is_none_or(|p| role.allows(p))
     }
 }
 

@@ -310,7 +310,25 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
         Event::Notice { level, message } => say(state, *level, message.clone()),
         _ => apply_task_event(state, envelope),
     }
-    for pane in [PaneId::Agents, PaneId::Pool, PaneId::Breakers] {
+    // Only the list this event can change needs its selection checked.
+    let pane = match &envelope.event {
+        Event::AgentAdded(_)
+        | Event::AgentUpdated(_)
+        | Event::AgentRemoved { .. }
+        | Event::AgentInvalid { .. } => Some(PaneId::Agents),
+        Event::InstanceReserved { .. }
+        | Event::InstanceWorking { .. }
+        | Event::InstanceIdle { .. }
+        | Event::InstanceTerminated { .. } => Some(PaneId::Pool),
+        Event::BreakerOpened { .. }
+        | Event::BreakerHalfOpened { .. }
+        | Event::BreakerClosed { .. }
+        | Event::TaskRetrying { .. }
+        | Event::TaskSucceeded { .. }
+        | Event::TaskFailed { .. } => Some(PaneId::Breakers),
+        _ => None,
+    };
+    if let Some(pane) = pane {
         fix_selection(state, pane);
     }
 }
@@ -534,14 +552,17 @@ fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
     if audit.entries.len() > audit.capacity {
         audit.entries.pop_front();
     }
-    // A scrolled view stays on the same lines while new ones arrive below.
-    if !audit.is_following() && visible {
-        audit.scroll += 1;
-        audit.offset += 1;
+    // A scrolled view stays on the same lines while new ones arrive below (and the oldest
+    // may drop off the top). Following the tail needs no bookkeeping.
+    if !audit.is_following() {
+        if visible {
+            audit.scroll += 1;
+            audit.offset += 1;
+        }
+        let last = audit.matching_len().saturating_sub(1);
+        audit.scroll = audit.scroll.min(last);
+        audit.offset = audit.offset.min(audit.scroll);
     }
-    let last = audit.matching_len().saturating_sub(1);
-    audit.scroll = audit.scroll.min(last);
-    audit.offset = audit.offset.min(audit.scroll);
 }
 
 // ---------------------------------------------------------------- approvals
@@ -633,13 +654,23 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
                 _ => Some(Overlay::Help { scroll: 0 }),
             };
         }
-        Action::StartFilter => state.editing = Editing::Filter,
+        Action::StartFilter => {
+            if filter_mut(state, state.focus).is_some() {
+                state.editing = Editing::Filter;
+            } else {
+                say(state, Level::Info, "nothing to filter yet".to_owned());
+            }
+        }
         Action::FilterPush(c) => {
-            filter_mut(state, state.focus).push(c);
+            if let Some(filter) = filter_mut(state, state.focus) {
+                filter.push(c);
+            }
             after_filter_change(state);
         }
         Action::FilterPop => {
-            filter_mut(state, state.focus).pop();
+            if let Some(filter) = filter_mut(state, state.focus) {
+                filter.pop();
+            }
             after_filter_change(state);
         }
         Action::FilterAccept | Action::CloseCommandLine => {
@@ -647,8 +678,13 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
             open_next_approval(state);
         }
         Action::FilterClear => {
-            filter_mut(state, state.focus).clear();
-            after_filter_change(state);
+            // Esc without a filter changes nothing (a scrolled audit view stays put).
+            if !state.filter(state.focus).is_empty() {
+                if let Some(filter) = filter_mut(state, state.focus) {
+                    filter.clear();
+                }
+                after_filter_change(state);
+            }
             state.editing = Editing::None;
             open_next_approval(state);
         }
@@ -910,17 +946,14 @@ fn run_action(state: &mut State, action: Action) {
 
 // ---------------------------------------------------------------- selection
 
-fn filter_mut(state: &mut State, pane: PaneId) -> &mut String {
+/// The filter of a pane; the DAG has none without a run.
+fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String> {
     match pane {
-        PaneId::Agents => &mut state.agents.cursor.filter,
-        PaneId::Pool => &mut state.pool.cursor.filter,
-        PaneId::Dag => match state.run.as_mut() {
-            Some(run) => &mut run.cursor.filter,
-            // Without a run there is nothing to filter; keep typing harmless.
-            None => &mut state.breakers.cursor.filter,
-        },
-        PaneId::Breakers => &mut state.breakers.cursor.filter,
-        PaneId::Audit => &mut state.audit.filter,
+        PaneId::Agents => Some(&mut state.agents.cursor.filter),
+        PaneId::Pool => Some(&mut state.pool.cursor.filter),
+        PaneId::Dag => state.run.as_mut().map(|run| &mut run.cursor.filter),
+        PaneId::Breakers => Some(&mut state.breakers.cursor.filter),
+        PaneId::Audit => Some(&mut state.audit.filter),
     }
 }
 
@@ -966,27 +999,59 @@ fn selected_key(state: &State, pane: PaneId) -> Option<String> {
     }
 }
 
-fn set_selected_key(state: &mut State, pane: PaneId, key: Option<String>) {
+/// Select a row; `pin` when the operator chose it.
+fn set_selected_key(state: &mut State, pane: PaneId, key: Option<String>, pin: bool) {
     match pane {
-        PaneId::Agents => state.agents.cursor.selected = key,
+        PaneId::Agents => {
+            state.agents.cursor.selected = key;
+            state.agents.cursor.pinned = pin;
+        }
         PaneId::Pool => {
             state.pool.cursor.selected =
                 key.and_then(|k| k.parse().ok()).map(crate::ids::InstanceId);
+            state.pool.cursor.pinned = pin;
         }
-        PaneId::Breakers => state.breakers.cursor.selected = key.map(AgentId::new),
+        PaneId::Breakers => {
+            state.breakers.cursor.selected = key.map(AgentId::new);
+            state.breakers.cursor.pinned = pin;
+        }
         PaneId::Dag | PaneId::Audit => {}
     }
 }
 
-/// Keep the selection on a visible row: the same item if it is still listed, else the first.
+fn is_pinned(state: &State, pane: PaneId) -> bool {
+    match pane {
+        PaneId::Agents => state.agents.cursor.pinned,
+        PaneId::Pool => state.pool.cursor.pinned,
+        PaneId::Breakers => state.breakers.cursor.pinned,
+        PaneId::Dag | PaneId::Audit => false,
+    }
+}
+
+/// Keep the selection on a visible row: the item the operator chose while it is listed,
+/// else the first row.
 fn fix_selection(state: &mut State, pane: PaneId) {
     if matches!(pane, PaneId::Dag | PaneId::Audit) {
         return;
     }
-    let keys = row_keys(state, pane);
-    let current = selected_key(state, pane);
-    if current.as_ref().is_none_or(|c| !keys.contains(c)) {
-        set_selected_key(state, pane, keys.first().cloned());
+    let listed = match pane {
+        PaneId::Agents => {
+            state.agents.cursor.selected.as_ref().is_some_and(|k| state.agents.is_listed(k))
+        }
+        PaneId::Pool => state.pool.cursor.selected.is_some_and(|id| state.pool.is_listed(id)),
+        _ => state.breakers.cursor.selected.as_ref().is_some_and(|a| state.breakers.is_listed(a)),
+    };
+    if listed && is_pinned(state, pane) {
+        return;
+    }
+    // Runs on every event for its pane: find the first row without building the list.
+    let first = match pane {
+        PaneId::Agents => state.agents.rows().first().map(|e| e.key()),
+        PaneId::Pool => state.pool.first_listed().map(|id| id.0.to_string()),
+        _ => state.breakers.first_listed().map(ToString::to_string),
+    };
+    if selected_key(state, pane) != first {
+        set_selected_key(state, pane, first, false);
     }
 }
 
@@ -1019,7 +1084,7 @@ fn move_selection(state: &mut State, delta: isize) {
                 .and_then(|k| keys.iter().position(|x| *x == k))
                 .unwrap_or(0);
             let next = at.saturating_add_signed(delta).min(keys.len() - 1);
-            set_selected_key(state, pane, keys.get(next).cloned());
+            set_selected_key(state, pane, keys.get(next).cloned(), true);
         }
     }
     scroll_into_view(state, state.focus);

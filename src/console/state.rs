@@ -65,51 +65,9 @@ impl PaneId {
     }
 }
 
-/// The operator's role, as far as the console needs it to hide keys. The gate still decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserRole {
-    Admin,
-    Developer,
-    Operator,
-    Reviewer,
-    Viewer,
-}
-
-impl UserRole {
-    /// Unknown role names are viewers, like unknown identities at the gate.
-    pub fn parse(name: &str) -> Self {
-        match name {
-            "admin" => Self::Admin,
-            "developer" => Self::Developer,
-            "operator" => Self::Operator,
-            "reviewer" => Self::Reviewer,
-            _ => Self::Viewer,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Developer => "developer",
-            Self::Operator => "operator",
-            Self::Reviewer => "reviewer",
-            Self::Viewer => "viewer",
-        }
-    }
-
-    /// Whether keys needing this permission are shown. Mirrors the gate's role table.
-    pub fn can(self, permission: Permission) -> bool {
-        match self {
-            Self::Admin => true,
-            Self::Developer => {
-                matches!(permission, Permission::RunWorkflows | Permission::ControlRuns)
-            }
-            Self::Operator => !matches!(permission, Permission::Review),
-            Self::Reviewer => matches!(permission, Permission::Review),
-            Self::Viewer => false,
-        }
-    }
-}
+/// The caller's role, only to hide keys it cannot use; the gate still decides. The same
+/// table as the gate's, so the console can never show a key the gate would refuse.
+pub use crate::governance::Role as UserRole;
 
 /// Selection and scrolling of one list pane. Selection is by key, so rows that come and go
 /// never move the selection onto a different item.
@@ -120,11 +78,14 @@ pub struct ListCursor<K> {
     pub offset: usize,
     /// Case-insensitive substring the list is narrowed to; empty shows everything.
     pub filter: String,
+    /// The operator moved the selection: it follows that item. Until then it stays on the
+    /// first row while rows arrive.
+    pub pinned: bool,
 }
 
 impl<K> Default for ListCursor<K> {
     fn default() -> Self {
-        Self { selected: None, offset: 0, filter: String::new() }
+        Self { selected: None, offset: 0, filter: String::new(), pinned: false }
     }
 }
 
@@ -168,20 +129,25 @@ pub struct AgentsView {
 impl AgentsView {
     /// Rows in display order: broken files first, then by tier and name; filtered.
     pub fn rows(&self) -> Vec<&AgentEntry> {
-        let mut rows: Vec<&AgentEntry> = self
-            .entries
-            .values()
-            .filter(|e| {
-                matches_filter(&self.cursor.filter, &e.key())
-                    || e.summary.as_ref().is_some_and(|s| {
-                        s.category
-                            .as_deref()
-                            .is_some_and(|c| matches_filter(&self.cursor.filter, c))
-                    })
-            })
-            .collect();
+        let mut rows: Vec<&AgentEntry> =
+            self.entries.values().filter(|e| self.matches(e)).collect();
         rows.sort_by_key(|e| (e.summary.is_some(), e.tier(), e.key()));
         rows
+    }
+
+    /// Whether an entry passes the filter (name, file or category).
+    pub fn matches(&self, entry: &AgentEntry) -> bool {
+        let filter = &self.cursor.filter;
+        matches_filter(filter, &entry.key())
+            || entry
+                .summary
+                .as_ref()
+                .is_some_and(|s| s.category.as_deref().is_some_and(|c| matches_filter(filter, c)))
+    }
+
+    /// Whether the row with this key is listed.
+    pub fn is_listed(&self, key: &str) -> bool {
+        self.entries.get(key).is_some_and(|e| self.matches(e))
     }
 }
 
@@ -247,17 +213,26 @@ impl PoolView {
 
     /// Live instances in id order, filtered by agent, state or task.
     pub fn rows(&self) -> Vec<&InstanceView> {
+        self.instances.values().filter(|i| self.matches(i)).collect()
+    }
+
+    /// Whether an instance passes the filter (agent, state, id or task).
+    pub fn matches(&self, instance: &InstanceView) -> bool {
         let filter = &self.cursor.filter;
-        self.instances
-            .values()
-            .filter(|i| {
-                filter.is_empty()
-                    || matches_filter(filter, i.agent.as_str())
-                    || matches_filter(filter, i.state.as_str())
-                    || matches_filter(filter, &i.id.to_string())
-                    || i.task.as_ref().is_some_and(|t| matches_filter(filter, t.as_str()))
-            })
-            .collect()
+        filter.is_empty()
+            || matches_filter(filter, instance.agent.as_str())
+            || matches_filter(filter, instance.state.as_str())
+            || matches_filter(filter, &instance.id.to_string())
+            || instance.task.as_ref().is_some_and(|t| matches_filter(filter, t.as_str()))
+    }
+
+    /// The first listed instance, without building the list when nothing is filtered.
+    pub fn first_listed(&self) -> Option<InstanceId> {
+        self.instances.values().find(|i| self.matches(i)).map(|i| i.id)
+    }
+
+    pub fn is_listed(&self, id: InstanceId) -> bool {
+        self.instances.get(&id).is_some_and(|i| self.matches(i))
     }
 }
 
@@ -396,12 +371,31 @@ impl BreakersView {
         agents.sort();
         agents.dedup();
         agents.retain(|a| matches_filter(&self.cursor.filter, a.as_str()));
-        agents.sort_by_key(|a| match self.breakers.get(*a).map(|b| b.state) {
+        agents.sort_by_key(|a| self.rank(a));
+        agents
+    }
+
+    /// Open breakers sort first, then half-open ones.
+    fn rank(&self, agent: &AgentId) -> u8 {
+        match self.breakers.get(agent).map(|b| b.state) {
             Some(BreakerState::Open) => 0,
             Some(BreakerState::HalfOpen) => 1,
             _ => 2,
-        });
-        agents
+        }
+    }
+
+    /// The first row, in one pass without sorting.
+    pub fn first_listed(&self) -> Option<&AgentId> {
+        self.breakers
+            .keys()
+            .chain(self.metrics.keys())
+            .filter(|a| matches_filter(&self.cursor.filter, a.as_str()))
+            .min_by_key(|a| (self.rank(a), *a))
+    }
+
+    pub fn is_listed(&self, agent: &AgentId) -> bool {
+        (self.breakers.contains_key(agent) || self.metrics.contains_key(agent))
+            && matches_filter(&self.cursor.filter, agent.as_str())
     }
 }
 
@@ -855,7 +849,7 @@ impl State {
     pub fn new(user: &str, role: &str, project_dir: PathBuf, theme_name: &str) -> Self {
         Self {
             user: user.to_owned(),
-            role: UserRole::parse(role),
+            role: role.parse().unwrap_or(UserRole::Viewer),
             project_dir,
             theme_name: theme_name.to_owned(),
             now_ms: 0,
@@ -884,7 +878,7 @@ impl State {
 
     /// Whether the operator may review approvals (prompts are hidden otherwise).
     pub fn can_review(&self) -> bool {
-        self.role.can(Permission::Review)
+        self.role.allows(Permission::Review)
     }
 
     /// The filter of a pane.

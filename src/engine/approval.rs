@@ -15,7 +15,6 @@ pub(crate) enum Verdict {
 /// The assessment of a task's description and agent, when it reaches `policies.approval_at`.
 /// The agent's name counts because it says what kind of work runs (`deployment-engineer`).
 pub(crate) fn needs_approval(shared: &RunShared, task: usize) -> Option<Assessment> {
-    if std::env::var_os("NO_RISK").is_some() { return None; }
     let step = &shared.plan.steps[task];
     let policies = &shared.engine.settings.policies;
     let mut text = String::with_capacity(step.description.len() + step.agent.as_str().len() + 1);

@@ -3,9 +3,10 @@
 //!
 //! Cost per task stays constant: each task keeps a counter of dependencies not yet succeeded,
 //! a finished task decrements its dependents' counters and pushes those reaching zero onto a
-//! ready queue, and a tokio task is spawned only when a task actually starts.
+//! ready queue. Pending tasks cost no tokio task: a run has at most `max_parallel` workers,
+//! spawned when first needed, and starting a task hands it to an idle one.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -18,7 +19,7 @@ use super::error::EngineError;
 use super::handle::{Control, RunPhase};
 use super::{EngineInner, approval};
 use crate::event::{Event, RunStatus};
-use crate::ids::{RunId, TaskId};
+use crate::ids::{AgentId, RunId, TaskId};
 use crate::workflow::Plan;
 
 /// State of one task inside the scheduler.
@@ -79,6 +80,16 @@ impl RunShared {
     }
 }
 
+/// Tasks of one agent in this run. A task whose agent already runs `max_instances` tasks of
+/// this run waits here instead of taking a `max_parallel` slot to queue in the pool, so one
+/// busy agent cannot hold up the tasks of the others. (The pool still enforces the limit
+/// across runs.)
+struct AgentLane {
+    limit: u32,
+    running: u32,
+    blocked: VecDeque<usize>,
+}
+
 struct Slot {
     status: TaskStatus,
     /// Dependencies not yet succeeded.
@@ -97,6 +108,9 @@ pub(crate) struct Scheduler {
     shared: Arc<RunShared>,
     slots: Vec<Slot>,
     ready: VecDeque<usize>,
+    /// Index into `agents` of each task's planned agent.
+    agent_of: Vec<usize>,
+    agents: Vec<AgentLane>,
     running: usize,
     awaiting: usize,
     unfinished: usize,
@@ -134,7 +148,29 @@ impl Scheduler {
                 generation: 0,
             })
             .collect::<Vec<_>>();
+        let mut lanes: HashMap<&AgentId, usize> = HashMap::new();
+        let mut agents = Vec::new();
+        let agent_of = shared
+            .plan
+            .steps
+            .iter()
+            .map(|step| {
+                *lanes.entry(&step.agent).or_insert_with(|| {
+                    let limit =
+                        shared.engine.definition(&step.agent).map_or(u32::MAX, |d| d.max_instances);
+                    agents.push(AgentLane {
+                        limit: limit.max(1),
+                        running: 0,
+                        blocked: VecDeque::new(),
+                    });
+                    agents.len() - 1
+                })
+            })
+            .collect();
+        drop(lanes);
         Self {
+            agent_of,
+            agents,
             unfinished: slots.len(),
             slots,
             shared,
@@ -256,9 +292,16 @@ impl Scheduler {
         while !self.stopping && self.running < self.shared.plan.max_parallel {
             let Some(task) = self.ready.pop_front() else { break };
             // Tasks cancelled while queued stay in the queue; skip them here.
-            if self.slots[task].status == TaskStatus::Ready {
-                self.start(task);
+            if self.slots[task].status != TaskStatus::Ready {
+                continue;
             }
+            let lane = &mut self.agents[self.agent_of[task]];
+            if lane.running >= lane.limit {
+                lane.blocked.push_back(task);
+                continue;
+            }
+            lane.running += 1;
+            self.start(task);
         }
     }
 
@@ -299,6 +342,14 @@ impl Scheduler {
 
     fn finished(&mut self, task: usize, attempts: u32, outcome: Outcome) {
         self.running -= 1;
+        let lane = &mut self.agents[self.agent_of[task]];
+        lane.running -= 1;
+        while let Some(next) = lane.blocked.pop_front() {
+            if self.slots[next].status == TaskStatus::Ready {
+                self.ready.push_front(next);
+                break;
+            }
+        }
         let slot = &mut self.slots[task];
         slot.attempts = attempts;
         slot.cancel = None;
@@ -405,6 +456,9 @@ impl Scheduler {
     fn stop_all(&mut self, reason: &str) {
         self.stopping = true;
         self.ready.clear();
+        for lane in &mut self.agents {
+            lane.blocked.clear();
+        }
         for task in 0..self.slots.len() {
             match self.slots[task].status {
                 TaskStatus::Pending | TaskStatus::Ready | TaskStatus::AwaitingApproval => {

@@ -211,21 +211,45 @@ mod tests {
 
     #[rstest]
     #[case::plain("Write unit tests for the parser", Risk::Low, &[])]
-    #[case::security("Add password reset via email token", Risk::High, &["security-sensitive: password, token"])]
+    #[case::security(
+        "Add password reset via email token",
+        Risk::High,
+        &["security-sensitive: password, token"]
+    )]
     #[case::whole_words_only("Update the author list and tokenizer docs", Risk::Low, &[])]
     #[case::camel_case("Fix resetPassword handler", Risk::High, &["security-sensitive: password"])]
-    #[case::prefix("Review authentication flow", Risk::High, &["security-sensitive: authentication"])]
-    #[case::schema("Add a migration for the orders schema", Risk::Medium, &["database change: migration, schema"])]
+    #[case::prefix(
+        "Review authentication flow",
+        Risk::High,
+        &["security-sensitive: authentication"]
+    )]
+    #[case::schema(
+        "Add a migration for the orders schema",
+        Risk::Medium,
+        &["database change: migration, schema"]
+    )]
     #[case::security_and_schema(
         "Encrypt the users table: write the migration",
         Risk::Critical,
         &["security-sensitive: encrypt", "database change: migration"]
     )]
-    #[case::production("Deploy the API to production", Risk::Critical, &["production: deploy, production"])]
+    #[case::production(
+        "Deploy the API to production",
+        Risk::Critical,
+        &["production: deploy, production"]
+    )]
     #[case::release_only("Draft release notes", Risk::Critical, &["production: release"])]
-    #[case::phrase("ALTER TABLE users ADD COLUMN age", Risk::Medium, &["database change: alter table, add column"])]
+    #[case::phrase(
+        "ALTER TABLE users ADD COLUMN age",
+        Risk::Medium,
+        &["database change: alter table, add column"]
+    )]
     #[case::case_insensitive("ROTATE THE SECRETS", Risk::High, &["security-sensitive: secrets"])]
-    #[case::injection("Check the search endpoint for SQL injection", Risk::High, &["security-sensitive: injection"])]
+    #[case::injection(
+        "Check the search endpoint for SQL injection",
+        Risk::High,
+        &["security-sensitive: injection"]
+    )]
     fn worked_examples(#[case] text: &str, #[case] risk: Risk, #[case] reasons: &[&str]) {
         let assessment = assess(text, &[]);
         assert_eq!(assessment.risk, risk, "{text}: {assessment:?}");

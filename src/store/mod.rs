@@ -44,6 +44,13 @@ const UPSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, 
 const FINISH_RUN: &str = "UPDATE runs SET finished_at = ?2, status = ?3, succeeded = ?4, \
                           failed = ?5, skipped = ?6, cancelled = ?7, duration_ms = ?8 \
                           WHERE run_id = ?1";
+const WIDEN_SPAN: &str = "INSERT INTO run_spans (run_id, first_event, last_event) \
+                          VALUES (?1, ?2, ?3) ON CONFLICT (run_id) DO UPDATE SET \
+                          last_event = max(last_event, excluded.last_event)";
+/// Rows of run `?1`: a range scan of the run's span, filtered to the run.
+const RUN_EVENTS: &str = "FROM events WHERE id BETWEEN \
+                          (SELECT first_event FROM run_spans WHERE run_id = ?1) AND \
+                          (SELECT last_event FROM run_spans WHERE run_id = ?1) AND run_id = ?1";
 const SELECT_RUNS: &str = "SELECT run_id, workflow, file, started_at, finished_at, status, tasks, \
                            succeeded, failed, skipped, cancelled, duration_ms, simulated, pid \
                            FROM runs";
@@ -168,6 +175,8 @@ impl RunStore {
         let mut stored = 0;
         // One buffer for the whole batch: an allocation per row is a visible share of the cost.
         let mut json = Vec::with_capacity(1024);
+        // (run, first id, last id) of the rows written; few runs per batch, so a list.
+        let mut spans: Vec<(&RunId, i64, i64)> = Vec::new();
         {
             let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(sql)?;
             for envelope in events {
@@ -191,6 +200,11 @@ impl RunStore {
                     ])
                     .map_err(sql)?;
                 stored += 1;
+                let id = tx.last_insert_rowid();
+                match spans.iter_mut().find(|(r, _, _)| *r == run) {
+                    Some((_, _, last)) => *last = id,
+                    None => spans.push((run, id, id)),
+                }
                 match event {
                     Event::RunStarted { workflow, file, simulated, tasks, .. } => {
                         tx.prepare_cached(UPSERT_RUN)
@@ -234,6 +248,11 @@ impl RunStore {
                 }
             }
         }
+        for (run, first, last) in spans {
+            tx.prepare_cached(WIDEN_SPAN)
+                .and_then(|mut widen| widen.execute(params![run.as_str(), first, last]))
+                .map_err(sql)?;
+        }
         tx.commit().map_err(sql)?;
         Ok(stored)
     }
@@ -256,14 +275,12 @@ impl RunStore {
     }
 
     /// The events of a run with `seq` greater than `after`, in order (for a console that
-    /// lagged behind the broadcast and re-reads what it missed).
+    /// lagged behind the broadcast and re-reads what it missed). The order is the order of
+    /// storage, which is `seq` order within one process and stays chronological when a
+    /// resumed run continues in a new process.
     pub fn events_after(&self, run: &RunId, after: u64) -> Result<Vec<Envelope>, StoreError> {
-        let mut select = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, json FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq, id",
-            )
-            .map_err(|e| self.sql(e))?;
+        let query = format!("SELECT seq, json {RUN_EVENTS} AND seq > ?2 ORDER BY id");
+        let mut select = self.conn.prepare_cached(&query).map_err(|e| self.sql(e))?;
         let rows = select
             .query_map(params![run.as_str(), after as i64], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
@@ -344,10 +361,10 @@ impl RunStore {
     fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
         let mut select = self
             .conn
-            .prepare_cached(
-                "SELECT type, COUNT(DISTINCT task) FROM events WHERE run_id = ?1 AND type IN \
-                 ('task_succeeded', 'task_failed', 'task_skipped', 'task_cancelled') GROUP BY type",
-            )
+            .prepare_cached(&format!(
+                "SELECT type, COUNT(DISTINCT task) {RUN_EVENTS} AND type IN \
+                 ('task_succeeded', 'task_failed', 'task_skipped', 'task_cancelled') GROUP BY type"
+            ))
             .map_err(|e| self.sql(e))?;
         let rows = select
             .query_map([run.run_id.as_str()], |row| {

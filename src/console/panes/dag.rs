@@ -496,7 +496,7 @@ impl Pane for DagPane {
             return;
         }
         let Some(run) = &state.run else {
-            let can_run = state.role.can(crate::command::Permission::RunWorkflows);
+            let can_run = state.role.allows(crate::command::Permission::RunWorkflows);
             let hint = if can_run {
                 "no run yet · press : and type  run workflows/demo.yaml"
             } else {

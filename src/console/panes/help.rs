@@ -55,7 +55,7 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
         ]);
     }
     section(&mut out, "Commands (press : first)");
-    for command in COMMANDS.iter().filter(|c| c.permission.is_none_or(|p| state.role.can(p))) {
+    for command in COMMANDS.iter().filter(|c| c.permission.is_none_or(|p| state.role.allows(p))) {
         let role = if command.permission.is_some() { Role::Danger } else { Role::Accent };
         let mark = if command.permission.is_some() { "! " } else { "  " };
         out.push(vec![

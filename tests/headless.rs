@@ -1,0 +1,327 @@
+//! `flightdeck plan` and `flightdeck run` as a user runs them: the real binary on a project
+//! folder written into a temp dir, real `sh` children for the process backend, and SIGINT.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flightdeck::event::Envelope;
+use flightdeck::store::{RunState, RunStore};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const SETTINGS: &str = "default_role: viewer
+users:
+  ann: admin
+  vic: viewer
+backends:
+  sim:
+    kind: sim
+    latency_min: 5ms
+    latency_max: 20ms
+  broken-sim:
+    kind: sim
+    latency_min: 1ms
+    latency_max: 2ms
+    failure_rate: 1.0
+  local:
+    kind: process
+    command: [sh, agent.sh]
+    env:
+      PID_FILE: PID_FILE_PATH
+";
+
+const GOOD: &str = "name: good
+tasks:
+  - {id: plan, description: Plan the work, agent: worker}
+  - {id: build, description: Build it, agent: worker, depends_on: [plan]}
+  - {id: test, description: Test it, agent: worker, depends_on: [plan]}
+";
+
+const FAILING: &str = "name: failing
+tasks:
+  - {id: first, description: Try it, agent: unlucky}
+  - {id: second, description: Use it, agent: worker, depends_on: [first]}
+";
+
+const CYCLE: &str = "name: cycle
+tasks:
+  - {id: a, description: x, agent: worker, depends_on: [b]}
+  - {id: b, description: y, agent: worker, depends_on: [a]}
+";
+
+const RISKY: &str = "name: risky
+tasks:
+  - {id: ship, description: Deploy the service to production, agent: worker}
+  - {id: notes, description: Write notes, agent: worker}
+";
+
+const LOCAL: &str = "name: local
+tasks:
+  - {id: shell, description: Say hello from sh, agent: scripted}
+";
+
+struct Project {
+    dir: TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let pid_file = root.join("child.pid");
+        let settings = SETTINGS.replace("PID_FILE_PATH", pid_file.to_str().unwrap());
+        std::fs::write(root.join("flightdeck.yaml"), settings).unwrap();
+        let agents = root.join("agentpool/tier1-core");
+        std::fs::create_dir_all(&agents).unwrap();
+        let agent = |name: &str, extra: &str| {
+            let text = format!(
+                "---\nname: {name}\ndescription: Test agent {name}\n{extra}---\nYou are {name}.\n"
+            );
+            std::fs::write(agents.join(format!("{name}.md")), text).unwrap();
+        };
+        agent("worker", "");
+        agent("unlucky", "backend: broken-sim\n");
+        agent("scripted", "backend: local\n");
+        std::fs::create_dir_all(root.join("workflows")).unwrap();
+        for (name, text) in [
+            ("good", GOOD),
+            ("failing", FAILING),
+            ("cycle", CYCLE),
+            ("local", LOCAL),
+            ("risky", RISKY),
+        ] {
+            std::fs::write(root.join(format!("workflows/{name}.yaml")), text).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, user: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flightdeck"));
+        command
+            .current_dir(self.root())
+            .args(["--project-dir", self.root().to_str().unwrap(), "--as", user])
+            .args(args)
+            .env_remove("FLIGHTDECK_USER");
+        command
+    }
+
+    fn run(&self, user: &str, args: &[&str]) -> Output {
+        self.command(user, args).output().unwrap()
+    }
+
+    fn store(&self) -> RunStore {
+        RunStore::open(self.root().join(".flightdeck/runs.db")).unwrap()
+    }
+
+    fn write_script(&self, body: &str) {
+        std::fs::write(self.root().join("agent.sh"), body).unwrap();
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.root().join("child.pid")
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_successful_run_exits_0_and_says_it_was_simulated() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/good.yaml"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("start     plan  agent worker, attempt 1, backend sim  SIMULATED"),
+        "{err}"
+    );
+    assert!(err.contains("done      test"), "{err}");
+    assert!(err.contains("succeeded in"), "{err}");
+    assert!(err.contains("3 succeeded, 0 failed, 0 skipped, 0 cancelled"), "{err}");
+    let runs = project.store().runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Succeeded);
+}
+
+#[test]
+fn a_failing_task_exits_1_and_skips_its_dependents() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/failing.yaml"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("FAILED    first"), "{err}");
+    assert!(err.contains("skipped   second  dependency `first` failed"), "{err}");
+    assert_eq!(project.store().runs().unwrap()[0].state, RunState::Failed);
+}
+
+#[test]
+fn an_invalid_workflow_exits_2_with_file_and_line_and_runs_nothing() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/cycle.yaml"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("cycle.yaml:3: dependency cycle: a → b → a"), "{err}");
+    assert!(project.store().runs().unwrap().is_empty());
+}
+
+#[test]
+fn a_user_whose_role_may_not_run_gets_exit_2_naming_user_and_role() {
+    let project = Project::new();
+    let output = project.run("vic", &["run", "workflows/good.yaml"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("vic (viewer) may not start_run"), "{err}");
+    assert!(project.store().runs().unwrap().is_empty());
+}
+
+#[test]
+fn tasks_needing_approval_are_refused_when_nobody_can_review() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/risky.yaml"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("approval  ship  risk critical"), "{err}");
+    assert!(err.contains("headless run: no reviewer can approve it"), "{err}");
+    assert!(err.contains("done      notes"), "{err}");
+}
+
+#[test]
+fn max_parallel_zero_on_the_command_line_is_invalid() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/good.yaml", "--max-parallel", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--max-parallel 0"));
+}
+
+#[test]
+fn json_output_is_one_envelope_per_line() {
+    let project = Project::new();
+    let output =
+        project.run("ann", &["run", "workflows/good.yaml", "--json", "--max-parallel", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() > 10);
+    for line in &lines {
+        assert!(line["seq"].is_u64(), "{line}");
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(line["type"].is_string(), "{line}");
+        serde_json::from_value::<Envelope>(line.clone()).unwrap();
+    }
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let run_events: Vec<&Value> = lines.iter().filter(|l| l.get("run_id").is_some()).collect();
+    assert_eq!(run_events.first().unwrap()["type"], "run_started");
+    assert_eq!(run_events.first().unwrap()["max_parallel"], 1);
+    assert_eq!(lines.last().unwrap()["type"], "run_finished");
+    let run_id = &run_events[0]["run_id"];
+    assert!(run_events.iter().all(|l| &l["run_id"] == run_id));
+}
+
+#[test]
+fn plan_prints_layers_or_json_and_refuses_invalid_files() {
+    let project = Project::new();
+    let output = project.run("vic", &["plan", "workflows/good.yaml"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("3 tasks in 2 layers"), "{text}");
+    assert!(text.contains("layer 1"), "{text}");
+    assert!(text.contains("after plan"), "{text}");
+
+    let output = project.run("vic", &["plan", "workflows/good.yaml", "--json"]);
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["valid"], true);
+    assert_eq!(plan["layers"], serde_json::json!([["plan"], ["build", "test"]]));
+    assert_eq!(plan["steps"][1]["agent"], "worker");
+
+    let output = project.run("vic", &["plan", "workflows/cycle.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let refusal: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(refusal["valid"], false);
+    assert_eq!(refusal["errors"][0]["line"], 3);
+}
+
+#[test]
+fn the_process_backend_runs_real_sh_children() {
+    let project = Project::new();
+    project.write_script("read -r first_line\necho \"hello from sh $$: $first_line\"\n");
+    let output = project.run("ann", &["run", "workflows/local.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let succeeded: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["type"] == "task_succeeded")
+        .unwrap();
+    let text = succeeded["output"].as_str().unwrap();
+    assert!(text.starts_with("hello from sh "), "{text}");
+    assert!(text.contains("You are scripted."), "the system prompt came first on stdin: {text}");
+    assert_eq!(succeeded["simulated"], false);
+    assert!(!stderr(&output).contains("SIMULATED"));
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_kills_the_children_and_exits_130() {
+    let project = Project::new();
+    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
+    let mut child: Child = project
+        .command("ann", &["run", "workflows/local.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeper = wait_for_pid(&project.pid_file());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status, Some(130), "{err}");
+    assert!(err.contains("interrupted: cancelling the run"), "{err}");
+    assert!(err.contains("cancelled shell"), "{err}");
+    assert!(!is_alive(sleeper), "the child process {sleeper} survived");
+    let runs = project.store().runs().unwrap();
+    assert_eq!(runs[0].state, RunState::Cancelled);
+}
+
+fn wait_for_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the child never wrote {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("flightdeck did not exit after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive and not a zombie waiting for a parent that is gone.
+fn is_alive(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !status.is_empty() && !status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
+}
