@@ -50,7 +50,7 @@ pub enum Permission {
 }
 
 impl Command {
-    /// The snake_case name used in the audit log and the command line.
+    /// The `snake_case` name used in the audit log and the command line.
     pub fn name(&self) -> &'static str {
         match self {
             Self::StartRun { .. } => "start_run",

@@ -285,6 +285,7 @@ impl Settings {
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        const ROLES: [&str; 5] = ["admin", "developer", "operator", "reviewer", "viewer"];
         let invalid = |field: &str, message: String| ConfigError::Invalid {
             file: file.to_owned(),
             field: field.to_owned(),
@@ -319,7 +320,6 @@ impl Settings {
                 _ => {}
             }
         }
-        const ROLES: [&str; 5] = ["admin", "developer", "operator", "reviewer", "viewer"];
         for (user, role) in
             self.users.iter().chain([(&"default_role".to_owned(), &self.default_role)])
         {

@@ -99,7 +99,7 @@ pub struct PlannedTask {
     pub retries: u32,
 }
 
-/// Everything the runtime reports. `type` in JSON is the snake_case variant name.
+/// Everything the runtime reports. `type` in JSON is the `snake_case` variant name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -112,6 +112,8 @@ pub enum Event {
     AgentRemoved { agent: AgentId, file: PathBuf },
     /// A definition file failed to load; the last good version (if any) stays active.
     AgentInvalid { file: PathBuf, agent: Option<AgentId>, error: String },
+    /// A file that had an error was deleted (or fixed into a non-agent file): its error is gone.
+    AgentFileCleared { file: PathBuf },
 
     // ---- pool ----
     /// An instance was created and reserved for a caller.
@@ -183,7 +185,7 @@ pub enum Event {
     },
     /// A dependency failed or was cancelled, so the task never ran.
     TaskSkipped { task: TaskId, reason: String },
-    /// The task was cancelled by an operator or by fail_fast.
+    /// The task was cancelled by an operator or by `fail_fast`.
     TaskCancelled { task: TaskId, reason: String },
     /// The run reached a final state.
     RunFinished {
@@ -227,13 +229,14 @@ pub enum Event {
 }
 
 impl Event {
-    /// The snake_case name used as `type` in JSON.
+    /// The `snake_case` name used as `type` in JSON.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AgentAdded(_) => "agent_added",
             Self::AgentUpdated(_) => "agent_updated",
             Self::AgentRemoved { .. } => "agent_removed",
             Self::AgentInvalid { .. } => "agent_invalid",
+            Self::AgentFileCleared { .. } => "agent_file_cleared",
             Self::InstanceReserved { .. } => "instance_reserved",
             Self::InstanceWorking { .. } => "instance_working",
             Self::InstanceIdle { .. } => "instance_idle",

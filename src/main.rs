@@ -29,7 +29,7 @@ struct GlobalArgs {
     /// Where runs, the audit log and logs are kept [default: <project>/.flightdeck].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Act as this user (default: $FLIGHTDECK_USER, else $USER).
+    /// Act as this user (default: $`FLIGHTDECK_USER`, else $USER).
     #[arg(long = "as", global = true, value_name = "USER")]
     user: Option<String>,
     /// Theme from themes/: dark, light, high-contrast.
@@ -59,7 +59,7 @@ enum Cmd {
         /// Run every task on this backend (e.g. `sim`).
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
-        /// Override the workflow's max_parallel.
+        /// Override the workflow's `max_parallel`.
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },

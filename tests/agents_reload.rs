@@ -331,3 +331,23 @@ fn cli_watch_prints_changes_until_interrupted() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn deleting_a_file_that_never_loaded_clears_its_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = dir.path().join("agentpool");
+    std::fs::create_dir_all(&pool).expect("pool dir");
+    std::fs::write(pool.join("notes.md"), "just notes, no frontmatter\n").expect("write");
+    let registry = flightdeck::agents::Registry::load(&pool);
+    assert_eq!(registry.problems().len(), 1);
+    std::fs::remove_file(pool.join("notes.md")).expect("remove");
+    let events = registry.rescan();
+    assert!(registry.problems().is_empty());
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            flightdeck::event::Event::AgentFileCleared { file } if file.ends_with("notes.md")
+        )),
+        "{events:?}"
+    );
+}

@@ -455,6 +455,12 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
             }
         }
     }
+    let active_files: HashSet<&Path> = new.active.values().map(|d| d.file.as_path()).collect();
+    for file in had_problem.difference(&has_problem) {
+        if !active_files.contains(file) {
+            events.push(Event::AgentFileCleared { file: file.to_path_buf() });
+        }
+    }
     for problem in &new.problems {
         let seen =
             old.problems.iter().any(|p| p.file == problem.file && p.errors == problem.errors);

@@ -435,6 +435,7 @@ fn change_line(envelope: &Envelope, json: bool) -> String {
             let agent = agent.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
             format!("invalid  {agent}  {}  {error}", file.display())
         }
+        Event::AgentFileCleared { file } => format!("cleared  -  {}", file.display()),
         other => other.kind().to_owned(),
     }
 }

@@ -120,11 +120,10 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if held.len() >= 4 {
-                    if let Some(instance) = held.pop_front() {
+                if held.len() >= 4
+                    && let Some(instance) = held.pop_front() {
                         let _ = commands.send(Command::ReleaseInstance { instance });
                     }
-                }
                 let agent = agents[next % agents.len()].clone();
                 next = next.wrapping_mul(7).wrapping_add(3);
                 *requested.entry(agent.clone()).or_default() += 1;
@@ -134,12 +133,11 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
             }
             received = events.recv() => match received {
                 Ok(envelope) => {
-                    if let Event::InstanceReserved { instance, agent } = &envelope.event {
-                        if let Some(count) = requested.get_mut(agent).filter(|count| **count > 0) {
+                    if let Event::InstanceReserved { instance, agent } = &envelope.event
+                        && let Some(count) = requested.get_mut(agent).filter(|count| **count > 0) {
                             *count -= 1;
                             held.push_back(*instance);
                         }
-                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -168,6 +168,12 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
         Event::AgentInvalid { file, agent, error } => {
             agent_invalid(state, file, agent.as_ref(), error);
         }
+        Event::AgentFileCleared { file } => {
+            state.agents.entries.remove(&file.display().to_string());
+            for entry in state.agents.entries.values_mut().filter(|e| e.file == *file) {
+                entry.error = None;
+            }
+        }
         Event::InstanceReserved { instance, agent } => {
             state.pool.instances.insert(
                 *instance,
@@ -315,7 +321,8 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
         Event::AgentAdded(_)
         | Event::AgentUpdated(_)
         | Event::AgentRemoved { .. }
-        | Event::AgentInvalid { .. } => Some(PaneId::Agents),
+        | Event::AgentInvalid { .. }
+        | Event::AgentFileCleared { .. } => Some(PaneId::Agents),
         Event::InstanceReserved { .. }
         | Event::InstanceWorking { .. }
         | Event::InstanceIdle { .. }

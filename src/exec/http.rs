@@ -523,11 +523,10 @@ pub(crate) fn effective_model<'a>(
     anthropic: bool,
 ) -> &'a str {
     match requested {
-        None | Some("inherit" | "") => backend_model,
         Some("sonnet") if anthropic => "claude-sonnet-4-5",
         Some("opus") if anthropic => "claude-opus-4-1",
         Some("haiku") if anthropic => "claude-haiku-4-5",
-        Some("sonnet" | "opus" | "haiku") => backend_model,
+        None | Some("inherit" | "" | "sonnet" | "opus" | "haiku") => backend_model,
         Some(model) => model,
     }
 }

@@ -51,6 +51,9 @@ fn describe(event: &Event) -> (Role, String) {
         Event::AgentInvalid { file, error, .. } => {
             (Role::Error, format!("✗ {} is invalid: {error}", file.display()))
         }
+        Event::AgentFileCleared { file } => {
+            (Role::Muted, format!("- {} is gone; its error no longer applies", file.display()))
+        }
         Event::InstanceReserved { instance, agent } => {
             (Role::Pending, format!("◔ {instance} reserved for {agent}"))
         }
