@@ -180,15 +180,19 @@ impl Runtime {
         &self.inner.data_dir
     }
 
-    /// Current state for a view that starts late or lagged: the stored events of every run
-    /// still in progress (with their real `seq`), then the state of the registry, pool and
-    /// breakers as synthetic events with `seq` 0 and no run id.
+    /// Current state for a view that starts late or lagged: the stored events (with their
+    /// real `seq`) of every run in progress and of the latest run even when it has finished,
+    /// then the state of the registry, pool and breakers as synthetic events with `seq` 0 and
+    /// no run id.
     pub fn backlog(&self) -> Vec<Arc<Envelope>> {
         let inner = &self.inner;
         let mut backlog = Vec::new();
         {
             let reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            for run in inner.engine.active_runs() {
+            let runs = inner.engine.runs();
+            let latest = runs.last().map(|r| r.id().clone());
+            let shown = runs.iter().filter(|r| !r.is_finished() || Some(r.id()) == latest.as_ref());
+            for run in shown {
                 match reader.events(run.id()) {
                     Ok(events) => backlog.extend(events.into_iter().map(Arc::new)),
                     Err(error) => {

@@ -110,17 +110,18 @@ fn plan_text(plan: &Plan) -> String {
         plan.max_parallel,
         if plan.fail_fast { "on" } else { "off" },
         short(plan.estimate),
-        if plan.simulated { "  [SIMULATED: sim backend, no real agent runs]" } else { "" },
+        simulated_note(plan),
     );
     let id_width = plan.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
     let agent_width = plan.steps.iter().map(|s| agent_label(s).len()).max().unwrap_or(0);
+    let backend_width = plan.steps.iter().map(|s| s.backend.len()).max().unwrap_or(0);
     for (number, layer) in plan.layers.iter().enumerate() {
         let _ = writeln!(out, "\nlayer {number}");
         for &i in layer {
             let step = &plan.steps[i];
             let _ = write!(
                 out,
-                "  {:id_width$}  {:agent_width$}  {}  timeout {}  retries {}  ~{}",
+                "  {:id_width$}  {:agent_width$}  {:backend_width$}  timeout {}  retries {}  ~{}",
                 step.id.as_str(),
                 agent_label(step),
                 step.backend,
@@ -138,6 +139,17 @@ fn plan_text(plan: &Plan) -> String {
     let path: Vec<&str> = plan.critical_path.iter().map(|&i| plan.steps[i].id.as_str()).collect();
     let _ = writeln!(out, "\ncritical path: {}", path.join(" → "));
     out
+}
+
+fn simulated_note(plan: &Plan) -> String {
+    let simulated = plan.steps.iter().filter(|s| s.simulated).count();
+    if simulated == 0 {
+        String::new()
+    } else if simulated == plan.steps.len() {
+        "  [SIMULATED: every task runs on a sim backend]".to_owned()
+    } else {
+        format!("  [PARTLY SIMULATED: {simulated} of {} tasks on a sim backend]", plan.steps.len())
+    }
 }
 
 fn agent_label(step: &crate::workflow::PlannedStep) -> String {
@@ -297,7 +309,9 @@ struct Printer {
     json: bool,
     run: RunId,
     began: Instant,
-    simulated: bool,
+    /// Attempts started on a simulation backend, and on a real one.
+    simulated_attempts: usize,
+    real_attempts: usize,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
 }
@@ -308,9 +322,18 @@ impl Printer {
             json,
             run,
             began: Instant::now(),
-            simulated: false,
+            simulated_attempts: 0,
+            real_attempts: 0,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+        }
+    }
+
+    fn simulated_summary(&self) -> String {
+        match (self.simulated_attempts, self.real_attempts) {
+            (0, _) => String::new(),
+            (_, 0) => "  (SIMULATED: no real agent ran)".to_owned(),
+            (sim, real) => format!("  (PARTLY SIMULATED: {sim} of {} attempts)", sim + real),
         }
     }
 
@@ -335,16 +358,16 @@ impl Printer {
         let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
         match &envelope.event {
             Event::RunStarted { workflow, tasks, simulated, .. } if ours => {
-                self.simulated = *simulated;
-                let text = format!(
-                    "run {} of {workflow}: {} tasks{}",
-                    self.run,
-                    tasks.len(),
-                    label(*simulated)
-                );
+                let note = if *simulated { "  (uses a SIMULATED backend)" } else { "" };
+                let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
                 self.line(&text);
             }
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
+                if *simulated {
+                    self.simulated_attempts += 1;
+                } else {
+                    self.real_attempts += 1;
+                }
                 let text = format!(
                     "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
                     label(*simulated)
@@ -399,7 +422,7 @@ impl Printer {
                     "run {} {word} in {}: {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled{}",
                     self.run,
                     short(Duration::from_millis(*duration_ms)),
-                    if self.simulated { "  (SIMULATED: no real agent ran)" } else { "" }
+                    self.simulated_summary()
                 );
                 self.line(&text);
                 return Some(*status);
