@@ -11,6 +11,8 @@
 //! `deployment`); a pattern with spaces matches consecutive words (`drop table`). Negations
 //! ("no production access") are not understood: the assessment errs towards asking.
 
+use std::sync::LazyLock;
+
 use serde::Serialize;
 
 use crate::event::Risk;
@@ -100,11 +102,15 @@ const PRODUCTION: &[&str] = &["production", "prod", "deploy*", "release*", "go l
 /// `policies.high_risk_words` of the settings, matched like the built-in words and counted
 /// as security-sensitive.
 pub fn assess(text: &str, extra_high_words: &[String]) -> Assessment {
+    // The built-in patterns are split once: the engine assesses every task it starts.
+    static BUILT_IN: LazyLock<[Vec<Vec<String>>; 3]> =
+        LazyLock::new(|| [SECURITY, DATABASE, PRODUCTION].map(split_patterns));
+    let [security_patterns, database_patterns, production_patterns] = &*BUILT_IN;
     let words = words(text);
-    let security = matches(&words, SECURITY.iter().copied());
-    let policy = matches(&words, extra_high_words.iter().map(String::as_str));
-    let database = matches(&words, DATABASE.iter().copied());
-    let production = matches(&words, PRODUCTION.iter().copied());
+    let security = matches(&words, security_patterns);
+    let policy = matches(&words, &split_patterns(extra_high_words));
+    let database = matches(&words, database_patterns);
+    let production = matches(&words, production_patterns);
 
     let mut risk = Risk::Low;
     let mut reasons = Vec::new();
@@ -128,16 +134,15 @@ pub fn assess(text: &str, extra_high_words: &[String]) -> Assessment {
 }
 
 /// The matched words of every pattern that occurs in `words`, each once, in text order.
-fn matches<'a>(words: &[String], patterns: impl Iterator<Item = &'a str>) -> Vec<String> {
+fn matches(words: &[String], patterns: &[Vec<String>]) -> Vec<String> {
     let mut found: Vec<(usize, String)> = Vec::new();
-    for pattern in patterns {
-        let parts: Vec<String> = words_of_pattern(pattern);
+    for parts in patterns {
         if parts.is_empty() || parts.len() > words.len() {
             continue;
         }
         for start in 0..=words.len() - parts.len() {
             let window = &words[start..start + parts.len()];
-            if window.iter().zip(&parts).all(|(word, part)| word_matches(word, part)) {
+            if window.iter().zip(parts).all(|(word, part)| word_matches(word, part)) {
                 let text = window.join(" ");
                 if !found.iter().any(|(_, t)| *t == text) {
                     found.push((start, text));
@@ -147,6 +152,10 @@ fn matches<'a>(words: &[String], patterns: impl Iterator<Item = &'a str>) -> Vec
     }
     found.sort_by_key(|(at, _)| *at);
     found.into_iter().map(|(_, text)| text).collect()
+}
+
+fn split_patterns<S: AsRef<str>>(patterns: &[S]) -> Vec<Vec<String>> {
+    patterns.iter().map(|pattern| words_of_pattern(pattern.as_ref())).collect()
 }
 
 /// A pattern's words, lower case; a trailing `*` stays on the last one.
