@@ -78,12 +78,8 @@ fn metrics_line(metrics: Option<&AgentMetrics>) -> Vec<(Role, String)> {
         (role, format!("{glyph} {}", m.health().word())),
         (
             Role::Muted,
-            format!(
-                " · {} call{} · {:.0}% ok · avg {mean}",
-                m.calls,
-                if m.calls == 1 { "" } else { "s" },
-                m.success_rate() * 100.0
-            ),
+            // Compact enough for the narrow right column; Enter shows rates and counts.
+            format!(" · {}/{} ok · {mean} avg", m.calls.saturating_sub(m.errors), m.calls),
         ),
     ]
 }
