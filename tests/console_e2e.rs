@@ -32,6 +32,10 @@ struct Session {
 
 impl Session {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let pair = native_pty_system()
             .openpty(PtySize { rows: ROWS, cols: COLS, pixel_width: 0, pixel_height: 0 })
             .unwrap();
@@ -45,6 +49,9 @@ impl Session {
         command.cwd(env!("CARGO_MANIFEST_DIR"));
         command.env("TERM", "xterm-256color");
         command.env_remove("NO_COLOR");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let child = pair.slave.spawn_command(command).unwrap();
         // Only the child holds the slave now, so the reader sees the end when it exits.
         drop(pair.slave);
@@ -113,6 +120,11 @@ impl Session {
     /// Quit with `q`; returns whether the exit status was success and the raw output.
     fn quit(mut self) -> (bool, Vec<u8>) {
         self.press(b"q");
+        self.wait_exit()
+    }
+
+    /// Wait for the child to exit on its own; returns its success and the raw output.
+    fn wait_exit(mut self) -> (bool, Vec<u8>) {
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
         let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -205,4 +217,19 @@ fn demo_workflow_runs_to_completion() {
     let (success, raw) = session.quit();
     assert!(success, "exit status 0");
     assert_restored(&raw);
+}
+
+#[test]
+fn a_panic_restores_the_terminal_and_says_where_the_log_is() {
+    let session = Session::start_with_env(&[], &[("FLIGHTDECK_DEBUG_PANIC", "1")]);
+    let (success, raw) = session.wait_exit();
+    assert!(!success, "a panic is a failure exit");
+    let text = String::from_utf8_lossy(&raw);
+    let entered = text.find("\x1b[?1049h").expect("entered the alternate screen");
+    let left = text.find("\x1b[?1049l").expect("left the alternate screen");
+    let message = text.find("the console crashed; the log is at").expect("says where the log is");
+    assert!(entered < left && left < message, "restored before the message:\n{text}");
+    assert!(text[message..].contains("flightdeck.") && text[message..].contains(".log"));
+    let shown = text.find("\x1b[?25h").expect("cursor shown again");
+    assert!(shown < message);
 }
