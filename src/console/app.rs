@@ -44,9 +44,7 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
     let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
     // Debug builds only: lets the end-to-end test prove the panic path restores the terminal.
     #[cfg(debug_assertions)]
-    if std::env::var_os("FLIGHTDECK_DEBUG_PANIC").is_some() {
-        panic!("FLIGHTDECK_DEBUG_PANIC is set");
-    }
+    assert!(std::env::var_os("FLIGHTDECK_DEBUG_PANIC").is_none(), "FLIGHTDECK_DEBUG_PANIC is set");
     // No `Terminal::clear`: it asks the terminal for the cursor position, which some
     // terminals (and test harnesses) never answer. Entering the alternate screen cleared it.
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
