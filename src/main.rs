@@ -29,7 +29,9 @@ struct GlobalArgs {
     /// Where runs, the audit log and logs are kept [default: <project>/.flightdeck].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Act as this user (default: $`FLIGHTDECK_USER`, else $USER).
+    #[arg(
+        help = "Act as this user [default: $FLIGHTDECK_USER, else $USER, else the account name]"
+    )]
     #[arg(long = "as", global = true, value_name = "USER")]
     user: Option<String>,
     /// Theme from themes/: dark, light, high-contrast.
@@ -56,10 +58,10 @@ enum Cmd {
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
-        /// Run every task on this backend (e.g. `sim`).
+        /// Run every task on this backend (e.g. sim).
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
-        /// Override the workflow's `max_parallel`.
+        /// Override the workflow's max_parallel.
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
