@@ -61,7 +61,7 @@ enum Cmd {
         /// Run every task on this backend (e.g. sim).
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
-        /// Override the workflow's max_parallel.
+        #[arg(help = "Override the workflow's max_parallel")]
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
