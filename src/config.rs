@@ -335,17 +335,6 @@ impl Settings {
         }
         Ok(())
     }
-
-    /// Breaker settings for one agent, with its override applied.
-    pub fn breaker_for(&self, agent: &str) -> (u32, Duration, u32) {
-        let b = &self.breakers;
-        let o = b.overrides.get(agent).cloned().unwrap_or_default();
-        (
-            o.failure_threshold.unwrap_or(b.failure_threshold),
-            o.recovery_timeout.unwrap_or(b.recovery_timeout),
-            o.half_open_probes.unwrap_or(b.half_open_probes),
-        )
-    }
 }
 
 /// Durations written as `500ms`, `30s`, `5m`, `1h 30m`.

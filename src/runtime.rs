@@ -25,8 +25,7 @@ use crate::resilience::BreakerBoard;
 use crate::store::{RUNS_FILE, RunStore, StoreError, StoreWriter, spawn_writer};
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
 
-/// The audit log file name inside the data folder.
-pub const AUDIT_FILE: &str = "audit.jsonl";
+pub use crate::audit::AUDIT_FILE;
 
 /// How long [`Runtime::shutdown`] waits for cancelled runs to stop their work.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
