@@ -105,11 +105,11 @@ impl Runtime {
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| RuntimeError::DataDir { path: data_dir.clone(), source })?;
         let settings = Arc::new(settings);
-        let bus = EventBus::new();
-
-        // The store first, so its sink sees every event from here on.
+        // The store first, so its sink sees every event from here on, and the bus numbers on
+        // from the last stored event so `seq` never repeats across restarts.
         let store = RunStore::open(data_dir.join(RUNS_FILE))?;
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let bus = EventBus::starting_at(reader.last_seq()? + 1);
         let writer = spawn_writer(store, bus.sink())?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));

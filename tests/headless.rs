@@ -325,3 +325,23 @@ fn is_alive(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     !status.is_empty() && !status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
 }
+
+#[test]
+fn sequence_numbers_continue_across_runs_in_one_data_dir() {
+    let project = Project::new();
+    let seq_range = |output: &Output| -> (u64, u64) {
+        let text = String::from_utf8_lossy(&output.stdout);
+        let seqs: Vec<u64> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|value| value["seq"].as_u64())
+            .collect();
+        (*seqs.iter().min().expect("events"), *seqs.iter().max().expect("events"))
+    };
+    let (_, first_max) = seq_range(&project.run("ann", &["run", "workflows/good.yaml", "--json"]));
+    let (second_min, _) = seq_range(&project.run("ann", &["run", "workflows/good.yaml", "--json"]));
+    assert!(
+        second_min > first_max,
+        "second run starts at {second_min}, first ended at {first_max}"
+    );
+}
