@@ -229,6 +229,52 @@ pub enum Event {
 }
 
 impl Event {
+    /// The task this event is about, if any.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Self::InstanceWorking { task, .. } => task.as_ref().map(crate::ids::TaskId::as_str),
+            Self::TaskReady { task }
+            | Self::TaskAwaitingApproval { task, .. }
+            | Self::TaskStarted { task, .. }
+            | Self::TaskOutput { task, .. }
+            | Self::TaskRetrying { task, .. }
+            | Self::TaskFallback { task, .. }
+            | Self::TaskSucceeded { task, .. }
+            | Self::TaskFailed { task, .. }
+            | Self::TaskSkipped { task, .. }
+            | Self::TaskCancelled { task, .. }
+            | Self::ApprovalRequested { task, .. }
+            | Self::ApprovalDecided { task, .. } => Some(task.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The agent this event is about, if any (for a fallback, the agent taking over).
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Self::AgentAdded(summary) | Self::AgentUpdated(summary) => Some(summary.agent.as_str()),
+            Self::TaskFailed { agent, .. } | Self::AgentInvalid { agent, .. } => {
+                agent.as_ref().map(crate::ids::AgentId::as_str)
+            }
+            Self::TaskFallback { to, .. } => Some(to.as_str()),
+            Self::AgentRemoved { agent, .. }
+            | Self::InstanceReserved { agent, .. }
+            | Self::InstanceWorking { agent, .. }
+            | Self::InstanceIdle { agent, .. }
+            | Self::InstanceTerminated { agent, .. }
+            | Self::InstanceQueued { agent, .. }
+            | Self::TaskAwaitingApproval { agent, .. }
+            | Self::TaskStarted { agent, .. }
+            | Self::TaskRetrying { agent, .. }
+            | Self::TaskSucceeded { agent, .. }
+            | Self::ApprovalRequested { agent, .. }
+            | Self::BreakerOpened { agent, .. }
+            | Self::BreakerHalfOpened { agent, .. }
+            | Self::BreakerClosed { agent, .. } => Some(agent.as_str()),
+            _ => None,
+        }
+    }
+
     /// The `snake_case` name used as `type` in JSON.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -240,29 +240,11 @@ impl Setup {
     }
 }
 
-fn task_of(event: &Event) -> Option<&str> {
-    match event {
-        Event::TaskReady { task }
-        | Event::TaskAwaitingApproval { task, .. }
-        | Event::TaskStarted { task, .. }
-        | Event::TaskOutput { task, .. }
-        | Event::TaskRetrying { task, .. }
-        | Event::TaskFallback { task, .. }
-        | Event::TaskSucceeded { task, .. }
-        | Event::TaskFailed { task, .. }
-        | Event::TaskSkipped { task, .. }
-        | Event::TaskCancelled { task, .. }
-        | Event::ApprovalRequested { task, .. }
-        | Event::ApprovalDecided { task, .. } => Some(task.as_str()),
-        _ => None,
-    }
-}
-
 /// `kind:task` (or `kind`) of each event, in order.
 fn trace(events: &[Arc<Envelope>]) -> Vec<String> {
     events
         .iter()
-        .map(|e| match task_of(&e.event) {
+        .map(|e| match e.event.task() {
             Some(task) => format!("{}:{task}", e.event.kind()),
             None => e.event.kind().to_owned(),
         })
@@ -698,7 +680,7 @@ async fn a_rejected_task_fails_with_the_note() {
     let handle = s.start(Arc::clone(&executor), RISKY);
     let run = handle.id().clone();
     let awaiting = s.until(&run, |e| matches!(e, Event::TaskAwaitingApproval { .. })).await;
-    assert_eq!(task_of(&awaiting.event), Some("ship"));
+    assert_eq!(awaiting.event.task(), Some("ship"));
     let note = Some("not on a Friday".to_owned());
     s.approvals.decide(&run, &TaskId::new("ship"), false, &UserId::new("rex"), note).unwrap();
     let events = s.until_finished(&run).await;

@@ -194,8 +194,8 @@ impl RunStore {
                         envelope.seq as i64,
                         envelope.ts_ms as i64,
                         event.kind(),
-                        task_of(event),
-                        agent_of(event),
+                        event.task(),
+                        event.agent(),
                         json,
                     ])
                     .map_err(sql)?;
@@ -410,51 +410,5 @@ fn process_is_alive(pid: i64) -> bool {
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) | Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
-    }
-}
-
-/// The task an event is about, for the `task` column.
-fn task_of(event: &Event) -> Option<&str> {
-    match event {
-        Event::InstanceWorking { task, .. } => task.as_ref().map(crate::ids::TaskId::as_str),
-        Event::TaskReady { task }
-        | Event::TaskAwaitingApproval { task, .. }
-        | Event::TaskStarted { task, .. }
-        | Event::TaskOutput { task, .. }
-        | Event::TaskRetrying { task, .. }
-        | Event::TaskFallback { task, .. }
-        | Event::TaskSucceeded { task, .. }
-        | Event::TaskFailed { task, .. }
-        | Event::TaskSkipped { task, .. }
-        | Event::TaskCancelled { task, .. }
-        | Event::ApprovalRequested { task, .. }
-        | Event::ApprovalDecided { task, .. } => Some(task.as_str()),
-        _ => None,
-    }
-}
-
-/// The agent an event is about, for the `agent` column.
-fn agent_of(event: &Event) -> Option<&str> {
-    match event {
-        Event::AgentAdded(summary) | Event::AgentUpdated(summary) => Some(summary.agent.as_str()),
-        Event::TaskFailed { agent, .. } | Event::AgentInvalid { agent, .. } => {
-            agent.as_ref().map(crate::ids::AgentId::as_str)
-        }
-        Event::TaskFallback { to, .. } => Some(to.as_str()),
-        Event::AgentRemoved { agent, .. }
-        | Event::InstanceReserved { agent, .. }
-        | Event::InstanceWorking { agent, .. }
-        | Event::InstanceIdle { agent, .. }
-        | Event::InstanceTerminated { agent, .. }
-        | Event::InstanceQueued { agent, .. }
-        | Event::TaskAwaitingApproval { agent, .. }
-        | Event::TaskStarted { agent, .. }
-        | Event::TaskRetrying { agent, .. }
-        | Event::TaskSucceeded { agent, .. }
-        | Event::ApprovalRequested { agent, .. }
-        | Event::BreakerOpened { agent, .. }
-        | Event::BreakerHalfOpened { agent, .. }
-        | Event::BreakerClosed { agent, .. } => Some(agent.as_str()),
-        _ => None,
     }
 }
