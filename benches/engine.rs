@@ -23,6 +23,10 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 
+/// The allocator the `flightdeck` binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TASKS: usize = 10_000;
 const ROUNDS: usize = 3;
 const SHAPES: [&str; 3] = ["chain", "fan", "layered"];

@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::{Msg, RunShared};
-use crate::governance::{Assessment, Decision, assess};
+use crate::governance::{Assessment, Decision};
 
 pub(crate) enum Verdict {
     Approved,
@@ -21,7 +21,7 @@ pub(crate) fn needs_approval(shared: &RunShared, task: usize) -> Option<Assessme
     text.push_str(&step.description);
     text.push(' ');
     text.push_str(step.agent.as_str());
-    let assessment = assess(&text, &policies.high_risk_words);
+    let assessment = shared.engine.risk.assess(&text);
     assessment.needs_approval(policies.approval_at).then_some(assessment)
 }
 

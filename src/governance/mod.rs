@@ -10,5 +10,5 @@ mod role;
 pub use approvals::{Approvals, Decision, PendingApproval, SYSTEM_USER};
 pub use error::GovernanceError;
 pub use gate::{Denied, DenyReason, Gate};
-pub use risk::{Assessment, assess};
+pub use risk::{Assessment, RiskRules, assess};
 pub use role::{Identity, Role, permission_name};

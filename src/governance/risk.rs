@@ -11,6 +11,7 @@
 //! `deployment`); a pattern with spaces matches consecutive words (`drop table`). Negations
 //! ("no production access") are not understood: the assessment errs towards asking.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde::Serialize;
@@ -100,86 +101,131 @@ const PRODUCTION: &[&str] = &["production", "prod", "deploy*", "release*", "go l
 
 /// Assess `text` (a task description, with its context if any). `extra_high_words` are the
 /// `policies.high_risk_words` of the settings, matched like the built-in words and counted
-/// as security-sensitive.
+/// as security-sensitive. To assess many texts, build [`RiskRules`] once.
 pub fn assess(text: &str, extra_high_words: &[String]) -> Assessment {
-    // The built-in patterns are split once: the engine assesses every task it starts.
-    static BUILT_IN: LazyLock<[Vec<Vec<String>>; 3]> =
-        LazyLock::new(|| [SECURITY, DATABASE, PRODUCTION].map(split_patterns));
-    let [security_patterns, database_patterns, production_patterns] = &*BUILT_IN;
-    let words = words(text);
-    let security = matches(&words, security_patterns);
-    let policy = matches(&words, &split_patterns(extra_high_words));
-    let database = matches(&words, database_patterns);
-    let production = matches(&words, production_patterns);
-
-    let mut risk = Risk::Low;
-    let mut reasons = Vec::new();
-    if !security.is_empty() {
-        risk = Risk::High;
-        reasons.push(format!("security-sensitive: {}", security.join(", ")));
-    }
-    if !policy.is_empty() {
-        risk = Risk::High;
-        reasons.push(format!("listed in policies.high_risk_words: {}", policy.join(", ")));
-    }
-    if !database.is_empty() {
-        risk = if risk >= Risk::High { Risk::Critical } else { Risk::Medium };
-        reasons.push(format!("database change: {}", database.join(", ")));
-    }
-    if !production.is_empty() {
-        risk = Risk::Critical;
-        reasons.push(format!("production: {}", production.join(", ")));
-    }
-    Assessment { risk, reasons }
+    RiskRules::new(extra_high_words).assess(text)
 }
 
-/// The matched words of every pattern that occurs in `words`, each once, in text order.
-fn matches(words: &[String], patterns: &[Vec<String>]) -> Vec<String> {
-    let mut found: Vec<(usize, String)> = Vec::new();
-    for parts in patterns {
-        if parts.is_empty() || parts.len() > words.len() {
-            continue;
+/// The rules of [`assess`], compiled: the engine assesses every task it starts.
+#[derive(Debug, Clone)]
+pub struct RiskRules {
+    policy: Patterns,
+}
+
+impl RiskRules {
+    /// The built-in rules plus `extra_high_words` (`policies.high_risk_words`).
+    pub fn new(extra_high_words: &[String]) -> Self {
+        Self { policy: Patterns::new(extra_high_words) }
+    }
+
+    /// See [`assess`].
+    pub fn assess(&self, text: &str) -> Assessment {
+        static BUILT_IN: LazyLock<[Patterns; 3]> =
+            LazyLock::new(|| [SECURITY, DATABASE, PRODUCTION].map(Patterns::new));
+        let [security_patterns, database_patterns, production_patterns] = &*BUILT_IN;
+        let words = words(text);
+        let security = security_patterns.matches(&words);
+        let policy = self.policy.matches(&words);
+        let database = database_patterns.matches(&words);
+        let production = production_patterns.matches(&words);
+
+        let mut risk = Risk::Low;
+        let mut reasons = Vec::new();
+        if !security.is_empty() {
+            risk = Risk::High;
+            reasons.push(format!("security-sensitive: {}", security.join(", ")));
         }
-        for start in 0..=words.len() - parts.len() {
-            let window = &words[start..start + parts.len()];
-            if window.iter().zip(parts).all(|(word, part)| word_matches(word, part)) {
-                let text = window.join(" ");
-                if !found.iter().any(|(_, t)| *t == text) {
-                    found.push((start, text));
+        if !policy.is_empty() {
+            risk = Risk::High;
+            reasons.push(format!("listed in policies.high_risk_words: {}", policy.join(", ")));
+        }
+        if !database.is_empty() {
+            risk = if risk >= Risk::High { Risk::Critical } else { Risk::Medium };
+            reasons.push(format!("database change: {}", database.join(", ")));
+        }
+        if !production.is_empty() {
+            risk = Risk::Critical;
+            reasons.push(format!("production: {}", production.join(", ")));
+        }
+        Assessment { risk, reasons }
+    }
+}
+
+/// One list of patterns, indexed by their first word so a text is read once.
+#[derive(Debug, Clone)]
+struct Patterns {
+    /// Each pattern's lower-case words; the last one is a prefix when `prefix` is set.
+    list: Vec<(Vec<String>, bool)>,
+    /// Patterns by their first word, when it must match exactly.
+    by_first_word: HashMap<String, Vec<usize>>,
+    /// One-word prefix patterns (`deploy*`): the prefix and the pattern.
+    prefixes: Vec<(String, usize)>,
+}
+
+impl Patterns {
+    fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let mut compiled =
+            Self { list: Vec::new(), by_first_word: HashMap::new(), prefixes: Vec::new() };
+        for pattern in patterns {
+            let (parts, prefix) = words_of_pattern(pattern.as_ref());
+            let Some(first) = parts.first() else { continue };
+            let index = compiled.list.len();
+            if prefix && parts.len() == 1 {
+                compiled.prefixes.push((first.clone(), index));
+            } else {
+                compiled.by_first_word.entry(first.clone()).or_default().push(index);
+            }
+            compiled.list.push((parts, prefix));
+        }
+        compiled
+    }
+
+    /// The matched words of every pattern that occurs in `words`, each once, in text order.
+    fn matches(&self, words: &[String]) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut candidates = Vec::new();
+        for (start, word) in words.iter().enumerate() {
+            candidates.clear();
+            candidates.extend(self.by_first_word.get(word).into_iter().flatten().copied());
+            candidates.extend(
+                self.prefixes.iter().filter(|(p, _)| word.starts_with(p.as_str())).map(|&(_, i)| i),
+            );
+            candidates.sort_unstable();
+            for &index in &candidates {
+                let (parts, prefix) = &self.list[index];
+                let Some(window) = words.get(start..start + parts.len()) else { continue };
+                let last = parts.len() - 1;
+                let all = window.iter().zip(parts).enumerate().all(|(i, (word, part))| {
+                    if *prefix && i == last {
+                        word.starts_with(part.as_str())
+                    } else {
+                        word == part
+                    }
+                });
+                if all {
+                    let text = window.join(" ");
+                    if !found.contains(&text) {
+                        found.push(text);
+                    }
                 }
             }
         }
+        found
     }
-    found.sort_by_key(|(at, _)| *at);
-    found.into_iter().map(|(_, text)| text).collect()
 }
 
-fn split_patterns<S: AsRef<str>>(patterns: &[S]) -> Vec<Vec<String>> {
-    patterns.iter().map(|pattern| words_of_pattern(pattern.as_ref())).collect()
-}
-
-/// A pattern's words, lower case; a trailing `*` stays on the last one.
-fn words_of_pattern(pattern: &str) -> Vec<String> {
+/// A pattern's words, lower case, and whether the last one is a prefix (a trailing `*`).
+fn words_of_pattern(pattern: &str) -> (Vec<String>, bool) {
     let (body, prefix) = match pattern.trim().strip_suffix('*') {
         Some(body) => (body, true),
         None => (pattern.trim(), false),
     };
-    let mut parts: Vec<String> = body
+    let parts = body
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    if prefix && let Some(last) = parts.last_mut() {
-        last.push('*');
-    }
-    parts
-}
-
-fn word_matches(word: &str, part: &str) -> bool {
-    match part.strip_suffix('*') {
-        Some(prefix) => word.starts_with(prefix),
-        None => word == part,
-    }
+    (parts, prefix)
 }
 
 /// Lower-case words of `text`, split at anything not alphanumeric and at camelCase humps
