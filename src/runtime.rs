@@ -310,7 +310,7 @@ fn plan_file(
 ) -> Result<Plan, RuntimeError> {
     let file =
         if workflow.is_absolute() { workflow.to_owned() } else { inner.project_dir.join(workflow) };
-    let workflow = Workflow::load(&file)?;
+    let workflow = Workflow::load_for(&file, Some(&inner.registry))?;
     Ok(plan_with(&workflow, &inner.registry, &inner.settings, overrides)?)
 }
 

@@ -234,6 +234,39 @@ fn unknown_agent_is_refused_with_a_suggestion() {
 }
 
 #[test]
+fn unknown_agents_are_reported_with_the_structural_problems() {
+    let text = "tasks:
+  - id: a
+    description: build it
+    agent: bulder
+    context:
+      id: b
+  - id: b
+    description: check it
+    depends_on: [a, nowhere]
+    timeout: soon
+";
+    let error =
+        Workflow::parse_for(text, Path::new("mixed.yaml"), Some(&registry())).unwrap_err();
+    let lines: Vec<(usize, &str)> = error
+        .problems()
+        .iter()
+        .map(|p| {
+            let kind = match p.kind {
+                ProblemKind::UnknownAgent { .. } => "agent",
+                ProblemKind::UnknownDependency { .. } => "dependency",
+                ProblemKind::BadDuration { .. } => "duration",
+                _ => "other",
+            };
+            (p.line, kind)
+        })
+        .collect();
+    // Task `b` is found on line 7, not at the `id: b` inside task `a`'s context.
+    assert_eq!(lines, [(4, "agent"), (9, "dependency"), (10, "duration")], "{error}");
+    assert!(error.to_string().contains("did you mean builder"), "{error}");
+}
+
+#[test]
 fn task_without_agent_and_no_match_is_refused() {
     let error = plan_fixture("no_agent.yaml").unwrap_err();
     let (line, kind, _) = single_problem(&error);

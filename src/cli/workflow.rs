@@ -39,7 +39,7 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
     };
     let registry = Registry::load(&globals.agentpool_dir());
     let file = globals.resolve(workflow);
-    let planned = Workflow::load(&file)
+    let planned = Workflow::load_for(&file, Some(&registry))
         .and_then(|w| plan_with(&w, &registry, &settings, &PlanOverrides::default()));
     match planned {
         Ok(plan) => {

@@ -15,17 +15,61 @@ impl<'a> SourceLines<'a> {
     /// The line of each task's `id:` key, for ids given in document order. Unfound ids get the
     /// line of the previous one (or 1), which still points near the problem.
     pub(crate) fn task_lines<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Vec<usize> {
+        let candidates = self.id_lines();
         let mut cursor = 0;
         let mut found = Vec::new();
         for id in ids {
-            let hit = (cursor..self.lines.len())
-                .find(|&i| key_value(self.lines[i], "id").is_some_and(|v| v == id));
+            let hit = candidates[cursor..].iter().position(|&(_, value)| value == id);
             match hit {
-                Some(i) => {
-                    found.push(i + 1);
-                    cursor = i + 1;
+                Some(offset) => {
+                    found.push(candidates[cursor + offset].0 + 1);
+                    cursor += offset + 1;
                 }
-                None => found.push(cursor.max(1)),
+                None => found.push(found.last().copied().unwrap_or(1)),
+            }
+        }
+        found
+    }
+
+    /// The lines (0-based) that can hold a task's `id:`, with its value. Tasks are the list
+    /// items at the least indentation of any item opening with a task key; an `id:` counts on
+    /// such an item's first line or at its keys' column, so one nested in a `context` does not.
+    fn id_lines(&self) -> Vec<(usize, &'a str)> {
+        let task_indent = self
+            .lines
+            .iter()
+            .filter_map(|line| {
+                let (indent, rest) = list_item(line)?;
+                let rest = rest.trim_start_matches('{').trim_start();
+                TASK_KEYS
+                    .iter()
+                    .any(|key| rest.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
+                    .then_some(indent)
+            })
+            .min();
+        let mut key_column = None;
+        let mut found = Vec::new();
+        for (i, &line) in self.lines.iter().enumerate() {
+            let Some(value) = key_value(line, "id") else {
+                if let (Some(indent), Some((dash, rest))) = (task_indent, list_item(line))
+                    && dash == indent
+                {
+                    key_column = Some(line.len() - rest.len());
+                }
+                continue;
+            };
+            let Some(task_indent) = task_indent else {
+                found.push((i, value));
+                continue;
+            };
+            let indent = line.len() - line.trim_start().len();
+            match list_item(line) {
+                Some((dash, rest)) if dash == task_indent => {
+                    key_column = Some(line.len() - rest.len());
+                    found.push((i, value));
+                }
+                None if Some(indent) == key_column => found.push((i, value)),
+                _ => {}
             }
         }
         found
@@ -61,6 +105,19 @@ impl<'a> SourceLines<'a> {
         let stop = to.saturating_sub(1).min(self.lines.len());
         (start..stop).find(|&i| hit(self.lines[i])).map(|i| i + 1)
     }
+}
+
+/// Keys that open a task's mapping.
+const TASK_KEYS: [&str; 6] = ["id", "description", "agent", "depends_on", "timeout", "context"];
+
+/// A list item's dash indentation and what follows the dash and its spaces.
+fn list_item(line: &str) -> Option<(usize, &str)> {
+    let trimmed = line.trim_start();
+    let rest = trimmed.strip_prefix('-')?;
+    if !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    Some((line.len() - trimmed.len(), rest.trim_start()))
 }
 
 /// The value after `key:` on a line, in block (`  key: v`, `- key: v`) or flow
@@ -106,6 +163,21 @@ mod tests {
             "tasks:\n  - id: a\n    description: x\n  - {id: \"b\", description: y}\n  - id: a\n";
         let lines = SourceLines::new(text);
         assert_eq!(lines.task_lines(["a", "b", "a"]), vec![2, 4, 5]);
+    }
+
+    #[test]
+    fn ids_nested_in_a_context_are_not_tasks() {
+        let text = "tasks:\n  - id: a\n    context:\n      id: b\n      items:\n        - id: b\n  \
+                    - description: second\n    id: b\n";
+        let lines = SourceLines::new(text);
+        assert_eq!(lines.task_lines(["a", "b"]), vec![2, 8]);
+    }
+
+    #[test]
+    fn stage_tasks_are_found_under_their_stage() {
+        let text = "stages:\n  - name: one\n    tasks:\n      - id: a\n      - id: b\n";
+        let lines = SourceLines::new(text);
+        assert_eq!(lines.task_lines(["a", "b"]), vec![4, 5]);
     }
 
     #[test]

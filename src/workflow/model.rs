@@ -33,6 +33,8 @@ use serde::Deserialize;
 use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::lines::SourceLines;
+use super::planner::similar_names;
+use crate::agents::Registry;
 use crate::ids::{AgentId, TaskId};
 
 /// Used when the file gives no `max_parallel`.
@@ -148,13 +150,28 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 impl Workflow {
     /// Read and validate a workflow file.
     pub fn load(file: &Path) -> Result<Self, WorkflowError> {
+        Self::load_for(file, None)
+    }
+
+    /// Read and validate a workflow file; with `pool`, agents it names that are not in the
+    /// pool are reported along with every other problem.
+    pub fn load_for(file: &Path, pool: Option<&Registry>) -> Result<Self, WorkflowError> {
         let text = std::fs::read_to_string(file)
             .map_err(|source| WorkflowError::Read { file: file.to_owned(), source })?;
-        Self::parse(&text, file)
+        Self::parse_for(&text, file, pool)
     }
 
     /// Validate workflow text; `file` names it in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Self, WorkflowError> {
+        Self::parse_for(text, file, None)
+    }
+
+    /// [`Workflow::parse`], also checking the agents it names against `pool`.
+    pub fn parse_for(
+        text: &str,
+        file: &Path,
+        pool: Option<&Registry>,
+    ) -> Result<Self, WorkflowError> {
         let raw: RawWorkflow = serde_norway::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
@@ -225,6 +242,27 @@ impl Workflow {
                 });
             } else {
                 index.insert(&task.id, i);
+            }
+        }
+
+        if let Some(pool) = pool {
+            let definitions = pool.definitions();
+            for (i, (task, _)) in flat.iter().enumerate() {
+                let Some(agent) = task.agent.as_deref() else { continue };
+                if pool.get(agent).is_none() {
+                    let line = lines.key_line("agent", task_lines[i], block_end(i));
+                    problems.push(Problem {
+                        line: line.unwrap_or(task_lines[i]),
+                        kind: ProblemKind::UnknownAgent {
+                            task: TaskId::new(task.id.clone()),
+                            agent: AgentId::new(agent),
+                            known: similar_names(
+                                agent,
+                                definitions.iter().map(|d| d.name.as_str()),
+                            ),
+                        },
+                    });
+                }
             }
         }
 

@@ -325,7 +325,10 @@ fn context_text(context: &serde_json::Value) -> Option<String> {
 }
 
 /// Agent names within a small edit distance, for "did you mean".
-fn similar_names<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Vec<AgentId> {
+pub(crate) fn similar_names<'a>(
+    wanted: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<AgentId> {
     let mut close: Vec<(usize, &str)> = names
         .map(|n| (edit_distance(wanted, n), n))
         .filter(|&(d, n)| d <= 3.max(wanted.len() / 4) || n.contains(wanted) || wanted.contains(n))
