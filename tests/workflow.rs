@@ -246,8 +246,7 @@ fn unknown_agents_are_reported_with_the_structural_problems() {
     depends_on: [a, nowhere]
     timeout: soon
 ";
-    let error =
-        Workflow::parse_for(text, Path::new("mixed.yaml"), Some(&registry())).unwrap_err();
+    let error = Workflow::parse_for(text, Path::new("mixed.yaml"), Some(&registry())).unwrap_err();
     let lines: Vec<(usize, &str)> = error
         .problems()
         .iter()

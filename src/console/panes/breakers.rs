@@ -7,7 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use super::{Details, Pane, duration, fit, one_line, pane_block, put_line, style_row};
+use super::{Details, Pane, cell, duration, fit, one_line, pane_block, put_line, style_row};
 use crate::console::state::{
     AgentMetrics, BreakerState, BreakerView, DEFAULT_BREAKER_THRESHOLD, Health, PaneId, State,
 };
@@ -16,6 +16,39 @@ use crate::ids::AgentId;
 
 /// Each agent takes three rows: breaker, failures and countdown, health and metrics.
 const ROWS_PER_AGENT: u16 = 3;
+
+/// Rows each agent takes in `area`: three when at least two agents fit that way, else one
+/// compact row (name, breaker, failures, health glyph) so a short pane still lists agents.
+fn rows_per_agent(area: Rect) -> u16 {
+    if area.height.saturating_sub(2) >= 2 * ROWS_PER_AGENT { ROWS_PER_AGENT } else { 1 }
+}
+
+/// The compact row's right part: breaker glyph (and word unless closed), failures, health
+/// glyph.
+fn compact_status(
+    breaker: &BreakerView,
+    metrics: Option<&AgentMetrics>,
+    consecutive: u32,
+) -> Vec<(Role, String)> {
+    let failures = match breaker.state {
+        BreakerState::Closed => consecutive.min(breaker.threshold),
+        _ => breaker.failures,
+    };
+    // Closed is the usual state: its glyph alone says it, leaving room for the name.
+    let state = match breaker.state {
+        BreakerState::Closed => breaker.state.glyph().to_owned(),
+        other => format!("{} {}", other.glyph(), other.word()),
+    };
+    let mut parts = vec![
+        (breaker_role(breaker.state), state),
+        (Role::Muted, format!(" {failures}/{}", breaker.threshold)),
+    ];
+    if let Some(m) = metrics.filter(|m| m.calls > 0) {
+        let (glyph, role) = health_look(m.health());
+        parts.push((role, format!(" {glyph}")));
+    }
+    parts
+}
 
 pub struct BreakersPane;
 
@@ -104,7 +137,7 @@ impl Pane for BreakersPane {
     }
 
     fn visible_rows(&self, _state: &State, area: Rect) -> usize {
-        usize::from(area.height.saturating_sub(2) / ROWS_PER_AGENT)
+        usize::from(area.height.saturating_sub(2) / rows_per_agent(area))
     }
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -141,11 +174,52 @@ impl Pane for BreakersPane {
             visible,
         );
         let default = BreakerView::default();
+        let per_agent = rows_per_agent(area);
+        // Compact rows align their status column to the widest one on screen.
+        let status_width = if per_agent == 1 {
+            rows.iter()
+                .skip(offset)
+                .take(visible)
+                .map(|agent| {
+                    let metrics = view.metrics.get(*agent);
+                    let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
+                    let status = compact_status(
+                        view.breakers.get(*agent).unwrap_or(&default),
+                        metrics,
+                        consecutive,
+                    );
+                    status
+                        .iter()
+                        .map(|(_, t)| unicode_width::UnicodeWidthStr::width(t.as_str()))
+                        .sum()
+                })
+                .max()
+                .unwrap_or(0)
+                .min(width)
+        } else {
+            0
+        };
         for (i, agent) in rows.iter().skip(offset).take(visible).enumerate() {
-            let top = i * usize::from(ROWS_PER_AGENT);
+            let top = i * usize::from(per_agent);
             let is_selected = Some(offset + i) == selected_at;
             let breaker = view.breakers.get(*agent).unwrap_or(&default);
             let metrics = view.metrics.get(*agent);
+            let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
+            if per_agent == 1 {
+                let status = compact_status(breaker, metrics, consecutive);
+                let name_width = width.saturating_sub(status_width + 1);
+                let mut line = vec![
+                    Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
+                    Span::styled(cell(agent.as_str(), name_width), theme.style(Role::Title)),
+                    Span::raw(" "),
+                ];
+                line.extend(spans(&status, theme, status_width).spans);
+                put_line(buf, inner, top, &Line::from(line));
+                if is_selected && state.focus == PaneId::Breakers {
+                    style_row(buf, inner, top, theme.style(Role::Selection));
+                }
+                continue;
+            }
             let first = Line::from(vec![
                 Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
                 Span::styled(
@@ -154,7 +228,6 @@ impl Pane for BreakersPane {
                 ),
             ]);
             put_line(buf, inner, top, &first);
-            let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
             let second = spans(&breaker_line(breaker, consecutive, state.now_ms), theme, width);
             let third = spans(&metrics_line(metrics), theme, width);
             let indent = |line: Line<'static>| {
@@ -245,6 +318,10 @@ mod tests {
             assert_snapshot!(
                 format!("breakers_{name}_40x10"),
                 testing::render_pane(&state, PaneId::Breakers, 40, 10)
+            );
+            assert_snapshot!(
+                format!("breakers_{name}_70x20"),
+                testing::render_pane(&state, PaneId::Breakers, 70, 20)
             );
         }
     }

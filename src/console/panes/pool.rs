@@ -21,9 +21,12 @@ pub fn look(state: InstanceState) -> (&'static str, Role) {
     }
 }
 
-/// Rows above the list: counts, queue (when anyone waits), column header.
-fn header_rows(state: &State) -> u16 {
-    if state.pool.queued.is_empty() { 2 } else { 3 }
+/// Rows above the list: counts, queue (when anyone waits), and the column header when the
+/// pane leaves room for at least two instances under it.
+fn header_rows(state: &State, area: Rect) -> (u16, bool) {
+    let above = if state.pool.queued.is_empty() { 1 } else { 2 };
+    let column_header = area.height.saturating_sub(2) >= above + 3;
+    (above + u16::from(column_header), column_header)
 }
 
 impl Pane for PoolPane {
@@ -32,7 +35,7 @@ impl Pane for PoolPane {
     }
 
     fn visible_rows(&self, state: &State, area: Rect) -> usize {
-        usize::from(area.height.saturating_sub(2 + header_rows(state)))
+        usize::from(area.height.saturating_sub(2 + header_rows(state, area).0))
     }
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -103,8 +106,10 @@ impl Pane for PoolPane {
             header.push(Span::styled(cell("TASK", task_width), muted));
         }
         header.push(Span::styled(format!("{:>5}", "AGE"), muted));
-        put_line(buf, inner, row, &Line::from(header));
-        row += 1;
+        if header_rows(state, area).1 {
+            put_line(buf, inner, row, &Line::from(header));
+            row += 1;
+        }
 
         let rows = pool.rows();
         if rows.is_empty() {
@@ -200,6 +205,10 @@ mod tests {
             assert_snapshot!(
                 format!("pool_{name}_40x10"),
                 testing::render_pane(&state, PaneId::Pool, 40, 10)
+            );
+            assert_snapshot!(
+                format!("pool_{name}_70x20"),
+                testing::render_pane(&state, PaneId::Pool, 70, 20)
             );
         }
     }
