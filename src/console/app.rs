@@ -170,6 +170,9 @@ where
                     inputs += 1;
                     // Redraw even for unbound keys so every input ends in an idle report.
                     dirty = true;
+                    // The reducer's clock, current for keys that depend on time (a prompt that
+                    // just opened ignores approve and reject).
+                    batch.push(Input::Tick(clock()));
                     batch.extend(terminal_input(&state, &event).map(Input::Action));
                     if let TermEvent::Resize(width, height) = event {
                         batch.push(Input::Resize { width, height });

@@ -574,6 +574,9 @@ fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
 
 // ---------------------------------------------------------------- approvals
 
+/// How long an approval prompt that opened by itself ignores approve and reject.
+pub const APPROVAL_ARM_MS: u64 = 600;
+
 /// Show the next approval that is not deferred, unless something else has the keys.
 fn open_next_approval(state: &mut State) {
     if state.prompt.is_some() || state.editing != Editing::None || !state.can_review() {
@@ -586,11 +589,19 @@ fn open_next_approval(state: &mut State) {
         .min_by_key(|a| (a.requested_ms, a.task.clone()))
         .map(|a| a.task.clone());
     if let Some(task) = next {
-        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later });
+        let armed_ms = state.now_ms + APPROVAL_ARM_MS;
+        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms });
     }
 }
 
 fn decide_approval(state: &mut State, approve: bool) -> Vec<Command> {
+    if let Some(Prompt::Approval { armed_ms, .. }) = &state.prompt
+        && state.now_ms < *armed_ms
+    {
+        let text = "the request just opened: read it, then decide".to_owned();
+        say(state, Level::Warn, text);
+        return Vec::new();
+    }
     let Some(Prompt::Approval { task, .. }) = state.prompt.take() else { return Vec::new() };
     let Some(pending) = state.approvals.get_mut(&task) else {
         open_next_approval(state);
@@ -896,7 +907,8 @@ fn review_selected(state: &mut State) {
         return;
     };
     if state.approvals.contains_key(&task) {
-        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later });
+        // Opened on request, so armed at once.
+        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0 });
     } else {
         say(state, Level::Warn, format!("{task} is not waiting for approval"));
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rstest::rstest;
 
-use super::{Input, reduce};
+use super::{APPROVAL_ARM_MS, Input, reduce};
 use crate::command::Command;
 use crate::console::keys::Action;
 use crate::console::state::{
@@ -49,6 +49,12 @@ impl Feed {
 
     fn act(&mut self, action: Action) -> Vec<Command> {
         reduce(&mut self.state, Input::Action(action))
+    }
+
+    /// Let `ms` pass on the console's clock.
+    fn wait(&mut self, ms: u64) {
+        let now = self.state.now_ms + ms;
+        reduce(&mut self.state, Input::Tick(now));
     }
 
     fn typed(&mut self, text: &str) -> Vec<Command> {
@@ -337,15 +343,40 @@ fn duplicate_events_are_dropped() {
 fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>) {
     let mut feed = Feed::new("reviewer").with_run();
     feed.run_event(approval("deploy"));
+    let armed_ms = feed.state.now_ms + APPROVAL_ARM_MS;
     assert_eq!(
         feed.state.prompt,
-        Some(Prompt::Approval { task: TaskId::new("deploy"), choice: ApprovalChoice::Later })
+        Some(Prompt::Approval {
+            task: TaskId::new("deploy"),
+            choice: ApprovalChoice::Later,
+            armed_ms
+        })
     );
+    feed.wait(APPROVAL_ARM_MS);
     let commands: Vec<Command> = actions.into_iter().flat_map(|a| feed.act(a)).collect();
     assert_eq!(commands, expected);
     assert_eq!(feed.state.prompt, None);
     // Whatever was chosen, the approval stays pending until the runtime decides.
     assert!(feed.state.approvals.contains_key(&TaskId::new("deploy")));
+}
+
+#[test]
+fn a_prompt_that_just_popped_up_ignores_approve_and_reject() {
+    let mut feed = Feed::new("reviewer").with_run();
+    feed.run_event(approval("deploy"));
+    // `a` meant for the DAG behind it arrives as the prompt opens: nothing is decided.
+    assert_eq!(feed.act(Action::Approve), vec![]);
+    assert_eq!(feed.act(Action::Reject), vec![]);
+    assert!(matches!(feed.state.prompt, Some(Prompt::Approval { .. })));
+    assert_eq!(
+        feed.message(),
+        Some((Level::Warn, "the request just opened: read it, then decide"))
+    );
+    feed.wait(APPROVAL_ARM_MS);
+    assert_eq!(
+        feed.act(Action::Approve),
+        vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: None }]
+    );
 }
 
 #[test]
@@ -370,7 +401,7 @@ fn later_keeps_it_pending_and_the_next_approval_opens() {
     feed.act(Action::SelectRight);
     feed.act(Action::ReviewSelected);
     assert!(
-        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later }) if task.as_str() == "build")
+        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0 }) if task.as_str() == "build")
     );
 }
 

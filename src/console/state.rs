@@ -770,8 +770,9 @@ pub enum ApprovalChoice {
 /// A layer above the panes that sees keys first.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
-    /// Approve or reject a high-risk task.
-    Approval { task: TaskId, choice: ApprovalChoice },
+    /// Approve or reject a high-risk task. Before `armed_ms` the deciding keys do nothing,
+    /// so a key meant for the pane behind a prompt that just popped up cannot decide it.
+    Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
     /// Confirm a dangerous single-key action; `confirm` starts false (the safe choice).
     Confirm { question: String, command: Command, confirm: bool },
 }

@@ -25,7 +25,7 @@ fn button<'a>(label: &str, focused: bool, role: Role, theme: &Theme) -> Span<'a>
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     match &state.prompt {
-        Some(Prompt::Approval { task, choice }) => {
+        Some(Prompt::Approval { task, choice, .. }) => {
             let Some(pending) = state.approvals.get(task) else { return };
             let more = state.approvals.len() - 1;
             let hint = if more > 0 {
