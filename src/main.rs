@@ -70,6 +70,38 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
+    /// Runs kept in the run store: list them, show one, replay its events.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCmd {
+    /// The stored runs, newest first.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run and what became of each of its tasks.
+    Show {
+        #[arg(help = "Run id, a unique start of one, or `last`")]
+        run: String,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a run's stored events: progress lines on stderr, as `run` printed them.
+    Events {
+        #[arg(help = "Run id, a unique start of one, or `last`")]
+        run: String,
+        /// One JSON event per line on stdout, as `run --json` printed them.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +182,11 @@ fn main() {
             let options = cli::workflow::RunOptions { json, backend, max_parallel };
             cli::workflow::run(&globals, &workflow, &options)
         }
+        Some(Cmd::Runs(cmd)) => match cmd {
+            RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
+            RunsCmd::Show { run, json } => cli::runs::show(&globals, &run, json),
+            RunsCmd::Events { run, json } => cli::runs::events(&globals, &run, json),
+        },
     };
     // exit() skips destructors: flush the log first.
     drop(log);

@@ -345,3 +345,71 @@ fn sequence_numbers_continue_across_runs_in_one_data_dir() {
         "second run starts at {second_min}, first ended at {first_max}"
     );
 }
+
+#[test]
+fn stored_runs_are_listed_shown_and_replayed_as_they_ran() {
+    let project = Project::new();
+    let live = project.run("ann", &["run", "workflows/failing.yaml", "--json"]);
+    assert_eq!(live.status.code(), Some(1), "{}", stderr(&live));
+    let lines: Vec<Value> = String::from_utf8_lossy(&live.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let run = lines.iter().find_map(|v| v["run_id"].as_str()).unwrap().to_owned();
+    let live_run_lines: Vec<&Value> =
+        lines.iter().filter(|v| v["run_id"] == run.as_str()).collect();
+
+    // A viewer may look: reading the store changes nothing.
+    let list = project.run("vic", &["runs", "list", "--json"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["run_id"], run.as_str());
+    assert_eq!(listed[0]["state"], "failed");
+    let table = project.run("vic", &["runs", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("RUN "), "{table}");
+    assert!(table.contains(&run) && table.contains("failing") && table.contains("SIMULATED"));
+
+    let prefix = &run[..run.len() - 2];
+    let show = project.run("vic", &["runs", "show", prefix, "--json"]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let tasks: Vec<(&str, &str)> = shown["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["task"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tasks, [("first", "failed"), ("second", "skipped")]);
+    let text = project.run("vic", &["runs", "show", "last"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("second") && text.contains("dependency `first` failed"), "{text}");
+
+    // Replayed with --json, the stored stream is what `run --json` printed for the run.
+    let replay = project.run("vic", &["runs", "events", "last", "--json"]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(replayed.iter().collect::<Vec<_>>(), live_run_lines);
+    let human = project.run("vic", &["runs", "events", &run]);
+    let err = stderr(&human);
+    assert!(err.contains("FAILED    first"), "{err}");
+    assert!(err.contains("skipped   second  dependency `first` failed"), "{err}");
+
+    let missing = project.run("vic", &["runs", "show", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no run `nosuch`"), "{}", stderr(&missing));
+}
+
+#[test]
+fn listing_runs_of_a_fresh_project_creates_nothing() {
+    let project = Project::new();
+    let output = project.run("vic", &["runs", "list"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no runs yet"), "{}", stderr(&output));
+    assert!(!project.root().join(".flightdeck/runs.db").exists());
+    let show = project.run("vic", &["runs", "show", "last"]);
+    assert_eq!(show.status.code(), Some(2));
+}

@@ -3,6 +3,8 @@
 
 pub mod agents;
 pub mod console;
+mod progress;
+pub mod runs;
 pub mod workflow;
 
 use std::path::{Path, PathBuf};

@@ -8,19 +8,17 @@
 //! note saying so (raise `policies.approval_at` or run it from the console).
 
 use std::fmt::Write as _;
-use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::progress::{Printer, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::config::Settings;
-use crate::event::{Envelope, Event, Risk, RunStatus};
-use crate::ids::{RunId, TaskId};
+use crate::event::{Event, RunStatus};
+use crate::ids::TaskId;
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
 
@@ -159,27 +157,6 @@ fn agent_label(step: &crate::workflow::PlannedStep) -> String {
     }
 }
 
-fn risk_word(risk: Risk) -> &'static str {
-    match risk {
-        Risk::Low => "low",
-        Risk::Medium => "medium",
-        Risk::High => "high",
-        Risk::Critical => "critical",
-    }
-}
-
-/// A duration rounded for people: `850ms`, `12.3s`, `4m 5s`.
-fn short(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", duration.as_secs_f64())
-    } else {
-        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
-    }
-}
-
 /// Options of `flightdeck run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -254,7 +231,7 @@ async fn run_headless(
         }
     };
     let run = handle.id().clone();
-    let mut printer = Printer::new(options.json, run.clone());
+    let mut printer = Printer::live(options.json, run.clone());
     // One listener for the whole run, so no Ctrl-C falls between two polls.
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut interrupted = false;
@@ -301,134 +278,5 @@ async fn run_headless(
         exit::OK
     } else {
         exit::FAILED
-    }
-}
-
-/// Human progress on stderr; with `--json`, every envelope on stdout too.
-struct Printer {
-    json: bool,
-    run: RunId,
-    began: Instant,
-    /// Attempts started on a simulation backend, and on a real one.
-    simulated_attempts: usize,
-    real_attempts: usize,
-    out: BufWriter<std::io::Stdout>,
-    err: BufWriter<std::io::Stderr>,
-}
-
-impl Printer {
-    fn new(json: bool, run: RunId) -> Self {
-        Self {
-            json,
-            run,
-            began: Instant::now(),
-            simulated_attempts: 0,
-            real_attempts: 0,
-            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-            err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
-        }
-    }
-
-    fn simulated_summary(&self) -> String {
-        match (self.simulated_attempts, self.real_attempts) {
-            (0, _) => String::new(),
-            (_, 0) => "  (SIMULATED: no real agent ran)".to_owned(),
-            (sim, real) => format!("  (PARTLY SIMULATED: {sim} of {} attempts)", sim + real),
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        let elapsed = self.began.elapsed().as_secs_f64();
-        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
-    }
-
-    fn flush(&mut self) {
-        let _ = self.out.flush();
-        let _ = self.err.flush();
-    }
-
-    /// Print one envelope; returns the run's status when this was its `RunFinished`.
-    fn print(&mut self, envelope: &Arc<Envelope>) -> Option<RunStatus> {
-        if self.json
-            && let Ok(text) = serde_json::to_string(&**envelope)
-        {
-            let _ = writeln!(self.out, "{text}");
-        }
-        let ours = envelope.run_id.as_ref() == Some(&self.run);
-        let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
-        match &envelope.event {
-            Event::RunStarted { workflow, tasks, simulated, .. } if ours => {
-                let note = if *simulated { "  (uses a SIMULATED backend)" } else { "" };
-                let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
-                self.line(&text);
-            }
-            Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
-                if *simulated {
-                    self.simulated_attempts += 1;
-                } else {
-                    self.real_attempts += 1;
-                }
-                let text = format!(
-                    "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
-                    label(*simulated)
-                );
-                self.line(&text);
-            }
-            Event::TaskSucceeded { task, duration_ms, simulated, .. } if ours => {
-                let took = short(Duration::from_millis(*duration_ms));
-                self.line(&format!("done      {task}  in {took}{}", label(*simulated)));
-            }
-            Event::TaskRetrying { task, attempt, delay_ms, error, .. } if ours => {
-                let delay = short(Duration::from_millis(*delay_ms));
-                let text =
-                    format!("retry     {task}  attempt {attempt} failed: {error}; next in {delay}");
-                self.line(&text);
-            }
-            Event::TaskFallback { task, from, to, reason } if ours => {
-                self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
-            }
-            Event::TaskFailed { task, attempt, error, .. } if ours => {
-                self.line(&format!("FAILED    {task}  after {attempt} attempt(s): {error}"));
-            }
-            Event::TaskSkipped { task, reason } if ours => {
-                self.line(&format!("skipped   {task}  {reason}"));
-            }
-            Event::TaskCancelled { task, reason } if ours => {
-                self.line(&format!("cancelled {task}  {reason}"));
-            }
-            Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
-                let text = format!(
-                    "approval  {task}  risk {}: {}; refused: no reviewer in a headless run",
-                    risk_word(*risk),
-                    reasons.join("; ")
-                );
-                self.line(&text);
-            }
-            Event::BreakerOpened { agent, failures, last_error, .. } => {
-                self.line(&format!(
-                    "breaker   {agent} opened after {failures} failures: {last_error}"
-                ));
-            }
-            Event::Notice { message, .. } => self.line(&format!("notice    {message}")),
-            Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms }
-                if ours =>
-            {
-                let word = match status {
-                    RunStatus::Succeeded => "succeeded",
-                    RunStatus::Failed => "FAILED",
-                    RunStatus::Cancelled => "cancelled",
-                };
-                let text = format!(
-                    "run {} {word} in {}: {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled{}",
-                    self.run,
-                    short(Duration::from_millis(*duration_ms)),
-                    self.simulated_summary()
-                );
-                self.line(&text);
-                return Some(*status);
-            }
-            _ => {}
-        }
-        None
     }
 }

@@ -1,0 +1,196 @@
+//! Human progress lines for a run's events, live (`flightdeck run`) or replayed from the run
+//! store (`flightdeck runs events`); with `--json`, every envelope on stdout as it is stored.
+
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::event::{Envelope, Event, Risk, RunStatus};
+use crate::ids::RunId;
+
+/// Where the elapsed time at the start of each line comes from.
+enum Clock {
+    /// A run happening now.
+    Live(Instant),
+    /// A stored run: the time of the event shown, from the run's first event.
+    Replay { first_ms: Option<u64>, now_ms: u64 },
+}
+
+/// Human progress on stderr; with `--json`, every envelope on stdout too.
+pub(crate) struct Printer {
+    json: bool,
+    run: RunId,
+    clock: Clock,
+    /// Attempts started on a simulation backend, and on a real one.
+    simulated_attempts: usize,
+    real_attempts: usize,
+    out: BufWriter<std::io::Stdout>,
+    err: BufWriter<std::io::Stderr>,
+}
+
+impl Printer {
+    /// For a run starting now.
+    pub(crate) fn live(json: bool, run: RunId) -> Self {
+        Self::new(json, run, Clock::Live(Instant::now()))
+    }
+
+    /// For the stored events of `run`, shown with their time since the run's first event.
+    pub(crate) fn replay(json: bool, run: RunId) -> Self {
+        Self::new(json, run, Clock::Replay { first_ms: None, now_ms: 0 })
+    }
+
+    fn new(json: bool, run: RunId, clock: Clock) -> Self {
+        Self {
+            json,
+            run,
+            clock,
+            simulated_attempts: 0,
+            real_attempts: 0,
+            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+            err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+        }
+    }
+
+    fn simulated_summary(&self) -> String {
+        match (self.simulated_attempts, self.real_attempts) {
+            (0, _) => String::new(),
+            (_, 0) => "  (SIMULATED: no real agent ran)".to_owned(),
+            (sim, real) => format!("  (PARTLY SIMULATED: {sim} of {} attempts)", sim + real),
+        }
+    }
+
+    pub(crate) fn line(&mut self, text: &str) {
+        let elapsed = match self.clock {
+            Clock::Live(began) => began.elapsed().as_secs_f64(),
+            Clock::Replay { first_ms, now_ms } => {
+                now_ms.saturating_sub(first_ms.unwrap_or(now_ms)) as f64 / 1000.0
+            }
+        };
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+    }
+
+    pub(crate) fn flush(&mut self) {
+        let _ = self.out.flush();
+        let _ = self.err.flush();
+    }
+
+    /// Print one envelope; returns the run's status when this was its `RunFinished`.
+    pub(crate) fn print(&mut self, envelope: &Arc<Envelope>) -> Option<RunStatus> {
+        if let Clock::Replay { first_ms, now_ms } = &mut self.clock {
+            *now_ms = envelope.ts_ms;
+            first_ms.get_or_insert(envelope.ts_ms);
+        }
+        if self.json
+            && let Ok(text) = serde_json::to_string(&**envelope)
+        {
+            let _ = writeln!(self.out, "{text}");
+        }
+        let ours = envelope.run_id.as_ref() == Some(&self.run);
+        let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
+        match &envelope.event {
+            Event::RunStarted { workflow, tasks, simulated, .. } if ours => {
+                let note = if *simulated { "  (uses a SIMULATED backend)" } else { "" };
+                let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
+                self.line(&text);
+            }
+            Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
+                if *simulated {
+                    self.simulated_attempts += 1;
+                } else {
+                    self.real_attempts += 1;
+                }
+                let text = format!(
+                    "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
+                    label(*simulated)
+                );
+                self.line(&text);
+            }
+            Event::TaskSucceeded { task, duration_ms, simulated, .. } if ours => {
+                let took = short(Duration::from_millis(*duration_ms));
+                self.line(&format!("done      {task}  in {took}{}", label(*simulated)));
+            }
+            Event::TaskRetrying { task, attempt, delay_ms, error, .. } if ours => {
+                let delay = short(Duration::from_millis(*delay_ms));
+                let text =
+                    format!("retry     {task}  attempt {attempt} failed: {error}; next in {delay}");
+                self.line(&text);
+            }
+            Event::TaskFallback { task, from, to, reason } if ours => {
+                self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
+            }
+            Event::TaskFailed { task, attempt, error, .. } if ours => {
+                self.line(&format!("FAILED    {task}  after {attempt} attempt(s): {error}"));
+            }
+            Event::TaskSkipped { task, reason } if ours => {
+                self.line(&format!("skipped   {task}  {reason}"));
+            }
+            Event::TaskCancelled { task, reason } if ours => {
+                self.line(&format!("cancelled {task}  {reason}"));
+            }
+            Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
+                // A live headless run refuses it at once; a stored run says what followed.
+                let outcome = match self.clock {
+                    Clock::Live(_) => "; refused: no reviewer in a headless run",
+                    Clock::Replay { .. } => "",
+                };
+                let text = format!(
+                    "approval  {task}  risk {}: {}{outcome}",
+                    risk_word(*risk),
+                    reasons.join("; ")
+                );
+                self.line(&text);
+            }
+            Event::ApprovalDecided { task, approved, by, note } if ours => {
+                let word = if *approved { "approved " } else { "rejected " };
+                let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+                self.line(&format!("{word} {task}  by {by}{note}"));
+            }
+            Event::BreakerOpened { agent, failures, last_error, .. } => {
+                self.line(&format!(
+                    "breaker   {agent} opened after {failures} failures: {last_error}"
+                ));
+            }
+            Event::Notice { message, .. } => self.line(&format!("notice    {message}")),
+            Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms }
+                if ours =>
+            {
+                let word = match status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::Failed => "FAILED",
+                    RunStatus::Cancelled => "cancelled",
+                };
+                let text = format!(
+                    "run {} {word} in {}: {succeeded} succeeded, {failed} failed, {skipped} skipped, {cancelled} cancelled{}",
+                    self.run,
+                    short(Duration::from_millis(*duration_ms)),
+                    self.simulated_summary()
+                );
+                self.line(&text);
+                return Some(*status);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+fn risk_word(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "low",
+        Risk::Medium => "medium",
+        Risk::High => "high",
+        Risk::Critical => "critical",
+    }
+}
+
+/// A duration rounded for people: `850ms`, `12.3s`, `4m 5s`.
+pub(crate) fn short(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    }
+}

@@ -1,0 +1,428 @@
+//! `flightdeck runs`: the runs kept in the run store (`<data_dir>/runs.db`), what became of
+//! each task of one run, and one run's stored events replayed.
+//!
+//! A run is named by its id, by a unique start of it, or by `last` (the newest run). Reading
+//! never writes: a data folder without a run store simply has no runs.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::progress::{Printer, short};
+use super::{Globals, exit};
+use crate::event::{Envelope, Event};
+use crate::ids::{AgentId, TaskId};
+use crate::store::{RUNS_FILE, RunRow, RunState, RunStore, StoreError};
+
+/// `runs list [--limit N] [--json]`: newest first. 0, or 2 when the store cannot be read.
+pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
+    let runs = match open(globals).and_then(|store| store.map_or(Ok(Vec::new()), |s| s.runs())) {
+        Ok(runs) => runs,
+        Err(error) => return fail(&error.to_string()),
+    };
+    let runs: Vec<RunRow> = runs.into_iter().take(limit).collect();
+    if json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+    } else if runs.is_empty() {
+        eprintln!("no runs yet in {}", store_path(globals).display());
+    } else {
+        print!("{}", runs_table(&runs));
+    }
+    exit::OK
+}
+
+/// `runs show RUN [--json]`: the run and each of its tasks. 0 when found, 2 otherwise.
+pub fn show(globals: &Globals, run: &str, json: bool) -> i32 {
+    let (row, events) = match load(globals, run) {
+        Ok(found) => found,
+        Err(message) => return fail(&message),
+    };
+    let tasks = task_outcomes(&events);
+    if json {
+        println!("{}", json!({ "run": row, "tasks": tasks }));
+    } else {
+        print!("{}", run_text(&row, &tasks));
+    }
+    exit::OK
+}
+
+/// `runs events RUN [--json]`: the stored events of a run, as `flightdeck run` printed them
+/// (progress lines on stderr, or one JSON event per line on stdout with `--json`).
+pub fn events(globals: &Globals, run: &str, json: bool) -> i32 {
+    let (row, events) = match load(globals, run) {
+        Ok(found) => found,
+        Err(message) => return fail(&message),
+    };
+    let mut printer = Printer::replay(json, row.run_id.clone());
+    for envelope in events {
+        printer.print(&Arc::new(envelope));
+    }
+    if row.state == RunState::Interrupted {
+        printer.line("interrupted: the process running it ended before the run finished");
+    }
+    printer.flush();
+    exit::OK
+}
+
+fn fail(message: &str) -> i32 {
+    eprintln!("flightdeck: {message}");
+    exit::INVALID
+}
+
+fn store_path(globals: &Globals) -> PathBuf {
+    globals.data_dir.join(RUNS_FILE)
+}
+
+/// The run store, if there is one (opening creates the file, so check first).
+fn open(globals: &Globals) -> Result<Option<RunStore>, StoreError> {
+    let path = store_path(globals);
+    if !path.exists() {
+        return Ok(None);
+    }
+    RunStore::open(&path).map(Some)
+}
+
+/// The run named by `wanted` and its stored events.
+fn load(globals: &Globals, wanted: &str) -> Result<(RunRow, Vec<Envelope>), String> {
+    let path = store_path(globals);
+    let Some(store) = open(globals).map_err(|e| e.to_string())? else {
+        return Err(format!("no runs yet in {}", path.display()));
+    };
+    let runs = store.runs().map_err(|e| e.to_string())?;
+    let row = resolve(&runs, wanted, &path)?;
+    let events = store.events(&row.run_id).map_err(|e| e.to_string())?;
+    Ok((row, events))
+}
+
+/// `last`, an exact id, or a unique start of one.
+fn resolve(runs: &[RunRow], wanted: &str, path: &Path) -> Result<RunRow, String> {
+    if wanted == "last" {
+        return runs.first().cloned().ok_or_else(|| format!("no runs yet in {}", path.display()));
+    }
+    if let Some(row) = runs.iter().find(|r| r.run_id.as_str() == wanted) {
+        return Ok(row.clone());
+    }
+    let matching: Vec<&RunRow> =
+        runs.iter().filter(|r| r.run_id.as_str().starts_with(wanted)).collect();
+    match matching.as_slice() {
+        [row] => Ok((*row).clone()),
+        [] => Err(format!(
+            "no run `{wanted}` in {} (`flightdeck runs list` shows them)",
+            path.display()
+        )),
+        several => {
+            let ids: Vec<&str> = several.iter().take(5).map(|r| r.run_id.as_str()).collect();
+            Err(format!("`{wanted}` matches {} runs: {}", several.len(), ids.join(", ")))
+        }
+    }
+}
+
+/// What became of one task, folded from the run's events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskOutcome {
+    pub task: TaskId,
+    /// The agent of the last attempt, else the planned one.
+    pub agent: AgentId,
+    /// `pending` (never started), `running` (started, not finished), `succeeded`, `failed`,
+    /// `skipped` or `cancelled`.
+    pub state: &'static str,
+    pub attempts: u32,
+    pub duration_ms: Option<u64>,
+    /// The error, or why it was skipped or cancelled.
+    pub note: Option<String>,
+    pub simulated: bool,
+}
+
+/// One outcome per planned task, in plan order (tasks from every `RunStarted`, so a run
+/// resumed with a new plan keeps its earlier tasks).
+pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
+    let mut outcomes: Vec<TaskOutcome> = Vec::new();
+    let mut index: HashMap<TaskId, usize> = HashMap::new();
+    for envelope in events {
+        let event = &envelope.event;
+        if let Event::RunStarted { tasks, .. } = event {
+            for planned in tasks {
+                if index.contains_key(&planned.task) {
+                    continue;
+                }
+                index.insert(planned.task.clone(), outcomes.len());
+                outcomes.push(TaskOutcome {
+                    task: planned.task.clone(),
+                    agent: planned.agent.clone(),
+                    state: "pending",
+                    attempts: 0,
+                    duration_ms: None,
+                    note: None,
+                    simulated: false,
+                });
+            }
+            continue;
+        }
+        let Some(&at) = event.task().and_then(|t| index.get(&TaskId::new(t))) else { continue };
+        let outcome = &mut outcomes[at];
+        match event {
+            Event::TaskStarted { agent, attempt, simulated, .. } => {
+                outcome.state = "running";
+                outcome.agent = agent.clone();
+                outcome.attempts = *attempt;
+                outcome.simulated = *simulated;
+                outcome.duration_ms = None;
+                outcome.note = None;
+            }
+            Event::TaskSucceeded { agent, attempt, duration_ms, simulated, .. } => {
+                outcome.state = "succeeded";
+                outcome.agent = agent.clone();
+                outcome.attempts = *attempt;
+                outcome.duration_ms = Some(*duration_ms);
+                outcome.simulated = *simulated;
+                outcome.note = None;
+            }
+            Event::TaskFailed { agent, attempt, duration_ms, error, .. } => {
+                outcome.state = "failed";
+                if let Some(agent) = agent {
+                    outcome.agent = agent.clone();
+                }
+                outcome.attempts = *attempt;
+                outcome.duration_ms = Some(*duration_ms);
+                outcome.note = Some(error.clone());
+            }
+            Event::TaskSkipped { reason, .. } => {
+                outcome.state = "skipped";
+                outcome.note = Some(reason.clone());
+            }
+            Event::TaskCancelled { reason, .. } => {
+                outcome.state = "cancelled";
+                outcome.note = Some(reason.clone());
+            }
+            Event::TaskFallback { to, .. } => outcome.agent = to.clone(),
+            _ => {}
+        }
+    }
+    outcomes
+}
+
+fn runs_table(runs: &[RunRow]) -> String {
+    let id_width = runs.iter().map(|r| r.run_id.as_str().len()).max().unwrap_or(3).max(3);
+    let name_width = runs.iter().map(|r| r.workflow.chars().count()).max().unwrap_or(8).max(8);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<id_width$}  {:<name_width$}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}",
+        "RUN", "WORKFLOW", "STATE", "TASKS", "✓", "✗", "⊘", "■", "STARTED (UTC)", "TOOK"
+    );
+    for run in runs {
+        let took = run.duration_ms.map_or_else(|| "-".to_owned(), |ms| short(ms_duration(ms)));
+        let _ = writeln!(
+            text,
+            "{:<id_width$}  {:<name_width$}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}{}",
+            run.run_id.as_str(),
+            run.workflow,
+            run.state.as_str(),
+            run.tasks,
+            run.succeeded,
+            run.failed,
+            run.skipped,
+            run.cancelled,
+            timestamp(run.started_ms),
+            took,
+            if run.simulated { "  SIMULATED" } else { "" },
+        );
+    }
+    text
+}
+
+fn run_text(run: &RunRow, tasks: &[TaskOutcome]) -> String {
+    let mut text = String::new();
+    let simulated = if run.simulated { "  (uses a SIMULATED backend)" } else { "" };
+    let _ = writeln!(text, "run       {}  {}  {}{simulated}", run.run_id, run.workflow, run.state);
+    let _ = writeln!(text, "file      {}", run.file.display());
+    let took =
+        run.duration_ms.map_or_else(String::new, |ms| format!(", took {}", short(ms_duration(ms))));
+    let _ = writeln!(text, "started   {} UTC{took}", timestamp(run.started_ms));
+    let _ = writeln!(
+        text,
+        "tasks     {}: {} succeeded, {} failed, {} skipped, {} cancelled",
+        run.tasks, run.succeeded, run.failed, run.skipped, run.cancelled
+    );
+    if tasks.is_empty() {
+        return text;
+    }
+    let task_width = tasks.iter().map(|t| t.task.as_str().len()).max().unwrap_or(4).max(4);
+    let agent_width = tasks.iter().map(|t| t.agent.as_str().len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(
+        text,
+        "\n{:<task_width$}  {:<agent_width$}  {:<11}  {:>8}  {:>8}  NOTE",
+        "TASK", "AGENT", "STATE", "ATTEMPTS", "TOOK"
+    );
+    for task in tasks {
+        let took = task.duration_ms.map_or_else(|| "-".to_owned(), |ms| short(ms_duration(ms)));
+        // An unfinished task of a run whose process is gone will not finish.
+        let state = match (task.state, run.state) {
+            ("running", RunState::Interrupted) => "interrupted",
+            (state, _) => state,
+        };
+        let mut note = task.note.as_deref().map(one_line).unwrap_or_default();
+        if task.simulated {
+            note = if note.is_empty() {
+                "SIMULATED".to_owned()
+            } else {
+                format!("SIMULATED · {note}")
+            };
+        }
+        let line = format!(
+            "{:<task_width$}  {:<agent_width$}  {state:<11}  {:>8}  {took:>8}  {note}",
+            task.task.as_str(),
+            task.agent.as_str(),
+            task.attempts,
+        );
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text
+}
+
+fn one_line(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    if text.lines().nth(1).is_some() { format!("{first} …") } else { first.to_owned() }
+}
+
+fn ms_duration(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// `2026-11-22 04:29:05`, UTC.
+fn timestamp(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(ms / 1000);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::PlannedTask;
+    use crate::ids::RunId;
+
+    fn envelope(seq: u64, event: Event) -> Envelope {
+        Envelope { seq, ts_ms: 1_000 * seq, run_id: Some(RunId::new("r1")), event }
+    }
+
+    fn planned(task: &str) -> PlannedTask {
+        PlannedTask {
+            task: TaskId::new(task),
+            description: format!("do {task}"),
+            agent: AgentId::new("worker"),
+            score: None,
+            depends_on: Vec::new(),
+            layer: 0,
+            timeout_ms: 1_000,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_last_event_of_each_task() {
+        let events = vec![
+            envelope(
+                1,
+                Event::RunStarted {
+                    workflow: "w".into(),
+                    file: PathBuf::from("w.yaml"),
+                    goal: None,
+                    max_parallel: 2,
+                    fail_fast: false,
+                    simulated: true,
+                    tasks: vec![planned("a"), planned("b"), planned("c"), planned("d")],
+                },
+            ),
+            envelope(
+                2,
+                Event::TaskStarted {
+                    task: TaskId::new("a"),
+                    agent: AgentId::new("worker"),
+                    attempt: 1,
+                    instance: crate::ids::InstanceId(1),
+                    backend: "sim".into(),
+                    simulated: true,
+                },
+            ),
+            envelope(
+                3,
+                Event::TaskFallback {
+                    task: TaskId::new("b"),
+                    from: AgentId::new("worker"),
+                    to: AgentId::new("helper"),
+                    reason: "breaker open".into(),
+                },
+            ),
+            envelope(
+                4,
+                Event::TaskFailed {
+                    task: TaskId::new("b"),
+                    agent: Some(AgentId::new("helper")),
+                    attempt: 2,
+                    duration_ms: 40,
+                    error: "exit 3\nmore".into(),
+                },
+            ),
+            envelope(
+                5,
+                Event::TaskSkipped {
+                    task: TaskId::new("c"),
+                    reason: "dependency `b` failed".into(),
+                },
+            ),
+        ];
+        let outcomes = task_outcomes(&events);
+        let states: Vec<(&str, &str, u32)> =
+            outcomes.iter().map(|o| (o.task.as_str(), o.state, o.attempts)).collect();
+        assert_eq!(
+            states,
+            [("a", "running", 1), ("b", "failed", 2), ("c", "skipped", 0), ("d", "pending", 0)]
+        );
+        assert_eq!(outcomes[1].agent, AgentId::new("helper"));
+        assert_eq!(outcomes[1].note.as_deref(), Some("exit 3\nmore"));
+        assert!(outcomes[0].simulated);
+    }
+
+    #[test]
+    fn runs_resolve_by_last_id_or_unique_prefix() {
+        let row = |id: &str| RunRow {
+            run_id: RunId::new(id),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 0,
+            finished_ms: None,
+            state: RunState::Succeeded,
+            tasks: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: Some(5),
+            simulated: false,
+        };
+        let runs = [row("r2-b"), row("r1-a"), row("r1-ab")];
+        let path = Path::new("runs.db");
+        assert_eq!(resolve(&runs, "last", path).map(|r| r.run_id), Ok(RunId::new("r2-b")));
+        assert_eq!(resolve(&runs, "r2", path).map(|r| r.run_id), Ok(RunId::new("r2-b")));
+        assert_eq!(resolve(&runs, "r1-a", path).map(|r| r.run_id), Ok(RunId::new("r1-a")));
+        let both = resolve(&runs, "r1", path).expect_err("ambiguous");
+        assert!(both.contains("matches 2 runs"), "{both}");
+        let none = resolve(&runs, "zz", path).expect_err("unknown");
+        assert!(none.contains("no run `zz`"), "{none}");
+        assert!(resolve(&[], "last", path).expect_err("empty").contains("no runs yet"));
+    }
+
+    #[test]
+    fn timestamps_are_utc_to_the_second() {
+        assert_eq!(timestamp(1_795_000_000_123), "2026-11-18 11:06:40");
+    }
+}
