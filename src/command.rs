@@ -33,6 +33,10 @@ pub enum Command {
     ReleaseInstance { instance: InstanceId },
     /// Re-read every definition in the agent pool folder.
     ReloadAgents,
+    /// Delete finished runs and their events from the run store: all but the `keep` newest,
+    /// or those started before `before_ms` (ms since the Unix epoch); with both, a run goes
+    /// when neither keeps it.
+    PruneRuns { keep: Option<usize>, before_ms: Option<u64> },
 }
 
 /// What a command needs from the caller's role.
@@ -45,7 +49,7 @@ pub enum Permission {
     ControlRuns,
     /// Approve or reject high-risk tasks.
     Review,
-    /// Reset or open breakers, spawn and release instances, reload agents.
+    /// Reset or open breakers, spawn and release instances, reload agents, prune old runs.
     Operate,
 }
 
@@ -64,6 +68,7 @@ impl Command {
             Self::SpawnInstance { .. } => "spawn_instance",
             Self::ReleaseInstance { .. } => "release_instance",
             Self::ReloadAgents => "reload_agents",
+            Self::PruneRuns { .. } => "prune_runs",
         }
     }
 
@@ -79,7 +84,8 @@ impl Command {
             | Self::OpenBreaker { .. }
             | Self::SpawnInstance { .. }
             | Self::ReleaseInstance { .. }
-            | Self::ReloadAgents => Permission::Operate,
+            | Self::ReloadAgents
+            | Self::PruneRuns { .. } => Permission::Operate,
         }
     }
 }

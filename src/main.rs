@@ -102,6 +102,19 @@ enum RunsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete finished runs and their events (running ones are never touched).
+    #[command(arg_required_else_help = true)]
+    Prune {
+        /// Keep this many of the newest finished runs.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        #[arg(help = "Keep runs started within this long (e.g. 30d, 12h)")]
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +199,9 @@ fn main() {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
             RunsCmd::Show { run, json } => cli::runs::show(&globals, &run, json),
             RunsCmd::Events { run, json } => cli::runs::events(&globals, &run, json),
+            RunsCmd::Prune { keep, older_than, dry_run } => {
+                cli::runs::prune(&globals, keep, older_than, dry_run)
+            }
         },
     };
     // exit() skips destructors: flush the log first.

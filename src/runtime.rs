@@ -22,7 +22,7 @@ use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYST
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::resilience::BreakerBoard;
-use crate::store::{RUNS_FILE, RunStore, StoreError, StoreWriter, spawn_writer};
+use crate::store::{PruneRule, RUNS_FILE, RunRow, RunStore, StoreError, StoreWriter, spawn_writer};
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
 
 pub use crate::audit::AUDIT_FILE;
@@ -218,6 +218,18 @@ impl Runtime {
         submit(&self.inner, request).await.map(|_| ())
     }
 
+    /// Delete finished runs from the run store as `user`, through the gate (as `PruneRuns`);
+    /// returns the runs deleted and how many events went with them.
+    pub async fn prune_runs(
+        &self,
+        user: &str,
+        rule: PruneRule,
+    ) -> Result<(Vec<RunRow>, u64), RuntimeError> {
+        let command = Command::PruneRuns { keep: rule.keep, before_ms: rule.before_ms };
+        self.inner.gate.check(&Request { user: UserId::new(user), command })?;
+        prune_runs(&self.inner, rule).await
+    }
+
     /// Read and plan a workflow without running it. Relative paths resolve against the
     /// project folder.
     pub fn plan(&self, workflow: &Path, overrides: &PlanOverrides) -> Result<Plan, RuntimeError> {
@@ -361,8 +373,26 @@ async fn dispatch(
                 inner.bus.publish(None, event);
             }
         }
+        Command::PruneRuns { keep, before_ms } => {
+            prune_runs(inner, PruneRule { keep, before_ms }).await?;
+        }
     }
     Ok(None)
+}
+
+/// Prune on a connection of its own, off the async threads (a large prune takes a while),
+/// and say what went.
+async fn prune_runs(
+    inner: &Arc<Inner>,
+    rule: PruneRule,
+) -> Result<(Vec<RunRow>, u64), RuntimeError> {
+    let path = inner.data_dir.join(RUNS_FILE);
+    let pruned = tokio::task::spawn_blocking(move || RunStore::open(&path)?.prune(&rule))
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))?;
+    let message = format!("pruned {} finished runs ({} events)", pruned.0.len(), pruned.1);
+    notice(&inner.bus, None, Level::Info, message);
+    Ok(pruned)
 }
 
 /// Acquire an instance in the background (the pool may queue the request) and keep it

@@ -74,7 +74,8 @@ fn case_exists_for(command: &Command) -> bool {
         | Command::OpenBreaker { .. }
         | Command::SpawnInstance { .. }
         | Command::ReleaseInstance { .. }
-        | Command::ReloadAgents => true,
+        | Command::ReloadAgents
+        | Command::PruneRuns { .. } => true,
     }
 }
 
@@ -102,6 +103,7 @@ fn case_exists_for(command: &Command) -> bool {
 #[case::spawn_instance(Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator])]
 #[case::release_instance(Command::ReleaseInstance { instance: InstanceId(3) }, &[Admin, Operator])]
 #[case::reload_agents(Command::ReloadAgents, &[Admin, Operator])]
+#[case::prune_runs(Command::PruneRuns { keep: Some(20), before_ms: None }, &[Admin, Operator])]
 fn every_command_for_every_role(
     #[case] command: Command,
     #[case] allowed: &[Role],

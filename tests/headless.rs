@@ -413,3 +413,49 @@ fn listing_runs_of_a_fresh_project_creates_nothing() {
     let show = project.run("vic", &["runs", "show", "last"]);
     assert_eq!(show.status.code(), Some(2));
 }
+
+#[test]
+fn pruning_old_runs_passes_the_gate() {
+    let project = Project::new();
+    for _ in 0..3 {
+        assert_eq!(project.run("ann", &["run", "workflows/good.yaml"]).status.code(), Some(0));
+    }
+    let ids: Vec<String> =
+        project.store().runs().unwrap().into_iter().map(|r| r.run_id.to_string()).collect();
+
+    let dry = project.run("vic", &["runs", "prune", "--keep", "1", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(listed.contains(&ids[1]) && listed.contains(&ids[2]) && !listed.contains(&ids[0]));
+    assert!(stderr(&dry).contains("2 finished runs would be pruned"), "{}", stderr(&dry));
+
+    let refused = project.run("vic", &["runs", "prune", "--keep", "1"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("vic (viewer) may not prune_runs"), "{}", stderr(&refused));
+    assert_eq!(project.store().runs().unwrap().len(), 3);
+
+    let done = project.run("ann", &["runs", "prune", "--keep", "1"]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert!(stderr(&done).contains("pruned 2 finished runs"), "{}", stderr(&done));
+    let left: Vec<String> =
+        project.store().runs().unwrap().into_iter().map(|r| r.run_id.to_string()).collect();
+    assert_eq!(left, [ids[0].clone()]);
+
+    // Both decisions are in the audit log.
+    let audit = std::fs::read_to_string(project.root().join(".flightdeck/audit.jsonl")).unwrap();
+    let decisions: Vec<(String, String)> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["action"] == "prune_runs")
+        .map(|r| {
+            (r["user"].as_str().unwrap().to_owned(), r["outcome"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [("vic".to_owned(), "denied".to_owned()), ("ann".to_owned(), "accepted".to_owned())]
+    );
+
+    let neither = project.run("ann", &["runs", "prune"]);
+    assert_ne!(neither.status.code(), Some(0));
+}

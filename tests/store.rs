@@ -10,7 +10,9 @@ use std::time::Instant;
 use flightdeck::bus::EventBus;
 use flightdeck::event::{Envelope, Event, OutputStream, PlannedTask, RunStatus};
 use flightdeck::ids::{AgentId, InstanceId, RunId, TaskId};
-use flightdeck::store::{RUNS_FILE, RunState, RunStore, SCHEMA_VERSION, StoreError, spawn_writer};
+use flightdeck::store::{
+    PruneRule, RUNS_FILE, RunState, RunStore, SCHEMA_VERSION, StoreError, spawn_writer,
+};
 
 fn run_started(tasks: usize) -> Event {
     Event::RunStarted {
@@ -367,4 +369,95 @@ async fn writer_keeps_going_after_its_handle_is_dropped_until_the_bus_is_gone() 
         assert!(Instant::now() < deadline, "event never stored");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// Five finished runs `f0`..`f4` (oldest first) and one still running, `live`.
+fn store_with_history(dir: &Path) -> RunStore {
+    let (mut store, _) = store_in(dir);
+    for i in 0..5_u64 {
+        let run = RunId::new(format!("f{i}"));
+        let mut events = vec![run_started(2)];
+        events.extend((0..2).flat_map(task_events));
+        events.push(run_finished(2));
+        store.append_batch(&envelopes(&run, 1 + i * 100, events)).unwrap();
+    }
+    let mut events = vec![run_started(1)];
+    events.extend(task_events(0));
+    store.append_batch(&envelopes(&RunId::new("live"), 1000, events)).unwrap();
+    store
+}
+
+fn run_ids(store: &RunStore) -> Vec<String> {
+    store.runs().unwrap().into_iter().map(|r| r.run_id.to_string()).collect()
+}
+
+#[test]
+fn pruning_keeps_the_newest_finished_runs_and_never_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with_history(dir.path());
+    let rule = PruneRule { keep: Some(2), before_ms: None };
+    let would: Vec<String> =
+        store.prunable(&rule).unwrap().into_iter().map(|r| r.run_id.to_string()).collect();
+    assert_eq!(would, ["f2", "f1", "f0"]);
+    assert_eq!(run_ids(&store).len(), 6, "asking changes nothing");
+
+    let (pruned, events) = store.prune(&rule).unwrap();
+    assert_eq!(pruned.len(), 3);
+    assert_eq!(events, 3 * 14);
+    assert_eq!(run_ids(&store), ["live", "f4", "f3"]);
+    assert!(store.events(&RunId::new("f0")).unwrap().is_empty());
+    assert_eq!(store.events(&RunId::new("f4")).unwrap().len(), 14);
+    assert_eq!(store.events(&RunId::new("live")).unwrap().len(), 7);
+}
+
+#[test]
+fn pruning_by_age_keeps_what_either_rule_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with_history(dir.path());
+    // f0 and f1 started before this moment; f2..f4 after.
+    let before_ms = 1_700_000_000_000 + 150;
+    let by_age = PruneRule { keep: None, before_ms: Some(before_ms) };
+    assert_eq!(store.prunable(&by_age).unwrap().len(), 2);
+    let both = PruneRule { keep: Some(4), before_ms: Some(before_ms) };
+    store.prune(&both).unwrap();
+    assert_eq!(run_ids(&store), ["live", "f4", "f3", "f2", "f1"]);
+    assert!(store.prunable(&PruneRule::default()).unwrap().is_empty(), "no rule, no pruning");
+}
+
+#[test]
+fn sequence_numbers_never_go_back_after_pruning_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, path) = store_in(dir.path());
+    store.append_batch(&whole_run(&RunId::new("only"), 3)).unwrap();
+    let last = store.last_seq().unwrap();
+    assert!(last > 1);
+    store.prune(&PruneRule { keep: Some(0), before_ms: None }).unwrap();
+    assert!(store.runs().unwrap().is_empty());
+    drop(store);
+    assert_eq!(RunStore::open(&path).unwrap().last_seq().unwrap(), last);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RUNS_FILE);
+    {
+        let (mut store, _) = store_in(dir.path());
+        store.append_batch(&whole_run(&RunId::new("old"), 2)).unwrap();
+    }
+    let data = dir.path().join("data").join(RUNS_FILE);
+    std::fs::rename(&data, &path).unwrap();
+    // Undo migration 2, as a store written by the previous release looks.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE meta; PRAGMA user_version = 1;").unwrap();
+    drop(conn);
+    let mut store = RunStore::open(&path).unwrap();
+    assert_eq!(store.events(&RunId::new("old")).unwrap().len(), 14);
+    store.prune(&PruneRule { keep: Some(0), before_ms: None }).unwrap();
+    assert!(store.runs().unwrap().is_empty());
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
 }

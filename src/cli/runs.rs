@@ -2,7 +2,8 @@
 //! each task of one run, and one run's stored events replayed.
 //!
 //! A run is named by its id, by a unique start of it, or by `last` (the newest run). Reading
-//! never writes: a data folder without a run store simply has no runs.
+//! never writes: a data folder without a run store simply has no runs. Pruning deletes, so it
+//! passes the gate like any command that changes state.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,9 +16,12 @@ use serde_json::json;
 
 use super::progress::{Printer, short};
 use super::{Globals, exit};
+use crate::bus::now_ms;
+use crate::config::Settings;
 use crate::event::{Envelope, Event};
 use crate::ids::{AgentId, TaskId};
-use crate::store::{RUNS_FILE, RunRow, RunState, RunStore, StoreError};
+use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
+use crate::store::{PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError};
 
 /// `runs list [--limit N] [--json]`: newest first. 0, or 2 when the store cannot be read.
 pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
@@ -67,6 +71,72 @@ pub fn events(globals: &Globals, run: &str, json: bool) -> i32 {
     }
     printer.flush();
     exit::OK
+}
+
+/// `runs prune [--keep N] [--older-than AGE] [--dry-run]`: 0 when done, 2 when refused by
+/// the gate (pruning needs the `operate` permission) or the store cannot be changed.
+pub fn prune(
+    globals: &Globals,
+    keep: Option<usize>,
+    older_than: Option<Duration>,
+    dry_run: bool,
+) -> i32 {
+    if keep.is_none() && older_than.is_none() {
+        return fail("runs prune: give --keep N, --older-than AGE or both");
+    }
+    let before_ms = older_than.map(|age| now_ms().saturating_sub(age.as_millis() as u64));
+    let rule = PruneRule { keep, before_ms };
+    if dry_run {
+        let prunable =
+            match open(globals).and_then(|s| s.map_or(Ok(Vec::new()), |s| s.prunable(&rule))) {
+                Ok(prunable) => prunable,
+                Err(error) => return fail(&error.to_string()),
+            };
+        if prunable.is_empty() {
+            eprintln!("nothing to prune");
+        } else {
+            print!("{}", runs_table(&prunable));
+            eprintln!(
+                "{} finished runs would be pruned (dry run: nothing deleted)",
+                prunable.len()
+            );
+        }
+        return exit::OK;
+    }
+    if !store_path(globals).exists() {
+        eprintln!("no runs yet in {}", store_path(globals).display());
+        return exit::OK;
+    }
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => return fail(&error.to_string()),
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    tokio.block_on(async {
+        let options = RuntimeOptions {
+            project_dir: globals.project_dir.clone(),
+            data_dir: globals.data_dir.clone(),
+            settings,
+            watch_agents: false,
+        };
+        let runtime = match Runtime::start(options) {
+            Ok(runtime) => runtime,
+            Err(error) => return fail(&error.to_string()),
+        };
+        let result = runtime.prune_runs(&globals.user, rule).await;
+        runtime.shutdown().await;
+        match result {
+            Ok((runs, events)) => {
+                eprintln!("pruned {} finished runs ({events} events)", runs.len());
+                exit::OK
+            }
+            Err(RuntimeError::Denied(denied)) => fail(&format!("refused: {denied}")),
+            Err(error) => fail(&error.to_string()),
+        }
+    })
 }
 
 fn fail(message: &str) -> i32 {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, params};
 use serde::Serialize;
 
 pub use error::StoreError;
@@ -97,6 +97,26 @@ impl From<RunStatus> for RunState {
             RunStatus::Failed => Self::Failed,
             RunStatus::Cancelled => Self::Cancelled,
         }
+    }
+}
+
+/// Which finished runs `prune` removes. A run is kept when it is among the `keep` newest
+/// finished runs or started after `before_ms`; with neither given nothing is pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneRule {
+    pub keep: Option<usize>,
+    /// Milliseconds since the Unix epoch.
+    pub before_ms: Option<u64>,
+}
+
+impl PruneRule {
+    fn prunes(&self, newest_first: usize, started_ms: u64) -> bool {
+        if self.keep.is_none() && self.before_ms.is_none() {
+            return false;
+        }
+        let kept_by_count = self.keep.is_some_and(|keep| newest_first < keep);
+        let kept_by_age = self.before_ms.is_some_and(|before| started_ms >= before);
+        !kept_by_count && !kept_by_age
     }
 }
 
@@ -300,16 +320,67 @@ impl RunStore {
         Ok(events)
     }
 
-    /// `seq` of the last stored event, 0 when empty. A new process should number its events
-    /// above it so `seq` stays increasing across restarts of a resumed run.
+    /// `seq` of the last stored (or pruned) event, 0 when none ever was. A new process
+    /// should number its events above it so `seq` stays increasing across restarts.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT seq FROM events ORDER BY id DESC LIMIT 1", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .optional()
-            .map(|seq| seq.map_or(0, |s| s as u64))
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM events ORDER BY id DESC LIMIT 1), 0), \
+                 coalesce((SELECT value FROM meta WHERE key = 'pruned_seq'), 0))",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|seq| seq.max(0) as u64)
             .map_err(|e| self.sql(e))
+    }
+
+    /// The finished runs `rule` would prune, newest first. Runs still running are never
+    /// pruned (interrupted ones are: their process is gone).
+    pub fn prunable(&self, rule: &PruneRule) -> Result<Vec<RunRow>, StoreError> {
+        let finished = self.runs()?.into_iter().filter(|run| run.state != RunState::Running);
+        Ok(finished
+            .enumerate()
+            .filter(|(newest_first, run)| rule.prunes(*newest_first, run.started_ms))
+            .map(|(_, run)| run)
+            .collect())
+    }
+
+    /// Delete the runs `rule` selects, with their events, in one transaction; returns them
+    /// and how many events went with them.
+    pub fn prune(&mut self, rule: &PruneRule) -> Result<(Vec<RunRow>, u64), StoreError> {
+        let runs = self.prunable(rule)?;
+        let path = &self.path;
+        let sql = |source| sql_error(path, source);
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut events = 0;
+        {
+            let mut delete_events =
+                tx.prepare(&format!("DELETE {RUN_EVENTS} RETURNING seq")).map_err(sql)?;
+            let mut delete_span =
+                tx.prepare("DELETE FROM run_spans WHERE run_id = ?1").map_err(sql)?;
+            let mut delete_run = tx.prepare("DELETE FROM runs WHERE run_id = ?1").map_err(sql)?;
+            let mut highest = 0_i64;
+            for run in &runs {
+                let id = run.run_id.as_str();
+                let seqs = delete_events
+                    .query_map([id], |row| row.get::<_, i64>(0))
+                    .map_err(sql)?
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(sql)?;
+                events += seqs.len() as u64;
+                highest = seqs.into_iter().fold(highest, i64::max);
+                delete_span.execute([id]).map_err(sql)?;
+                delete_run.execute([id]).map_err(sql)?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('pruned_seq', ?1) ON CONFLICT (key) \
+                 DO UPDATE SET value = max(value, excluded.value)",
+                [highest],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok((runs, events))
     }
 
     fn select_runs<P: rusqlite::Params>(

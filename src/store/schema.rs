@@ -23,8 +23,7 @@ const MIGRATIONS: &[&str] = &[
         pid         INTEGER NOT NULL           -- process that runs it; dead + running = interrupted
     ) STRICT;
     CREATE TABLE events (
-        id     INTEGER PRIMARY KEY,            -- insertion order, also across processes;
-                                               -- never deleted, so it only grows
+        id     INTEGER PRIMARY KEY,            -- insertion order, also across processes
         run_id TEXT NOT NULL,
         seq    INTEGER NOT NULL,
         ts     INTEGER NOT NULL,               -- ms since the Unix epoch
@@ -39,6 +38,12 @@ const MIGRATIONS: &[&str] = &[
         run_id      TEXT PRIMARY KEY NOT NULL,
         first_event INTEGER NOT NULL,
         last_event  INTEGER NOT NULL
+    ) STRICT;",
+    // 2: facts about the store itself. `pruned_seq`: the highest `seq` of any pruned event,
+    // so numbering never goes back even when every run has been pruned.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
     ) STRICT;",
 ];
 
