@@ -459,3 +459,22 @@ fn pruning_old_runs_passes_the_gate() {
     let neither = project.run("ann", &["runs", "prune"]);
     assert_ne!(neither.status.code(), Some(0));
 }
+
+#[test]
+fn plan_says_which_tasks_wait_for_a_reviewer() {
+    let project = Project::new();
+    let output = project.run("ann", &["plan", "workflows/risky.yaml"]);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        out.contains("⏸ needs approval, risk critical: production: deploy, production"),
+        "{out}"
+    );
+    assert!(out.contains("1 task(s) wait for a reviewer"), "{out}");
+    let json = project.run("ann", &["plan", "workflows/risky.yaml", "--json"]);
+    let plan: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["needs_approval"], true);
+    assert_eq!(steps[0]["risk"]["risk"], "critical");
+    assert_eq!(steps[1]["needs_approval"], false);
+}

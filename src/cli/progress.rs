@@ -174,7 +174,7 @@ impl Printer {
     }
 }
 
-fn risk_word(risk: Risk) -> &'static str {
+pub(crate) fn risk_word(risk: Risk) -> &'static str {
     match risk {
         Risk::Low => "low",
         Risk::Medium => "medium",

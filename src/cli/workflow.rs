@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::progress::{Printer, short};
+use super::progress::{Printer, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::config::Settings;
@@ -113,13 +113,15 @@ fn plan_text(plan: &Plan) -> String {
     let id_width = plan.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
     let agent_width = plan.steps.iter().map(|s| agent_label(s).len()).max().unwrap_or(0);
     let backend_width = plan.steps.iter().map(|s| s.backend.len()).max().unwrap_or(0);
+    let timeout_width = plan.steps.iter().map(|s| short(s.timeout).len()).max().unwrap_or(0);
+    let estimate_width = plan.steps.iter().map(|s| short(s.estimate).len()).max().unwrap_or(0);
     for (number, layer) in plan.layers.iter().enumerate() {
         let _ = writeln!(out, "\nlayer {number}");
         for &i in layer {
             let step = &plan.steps[i];
-            let _ = write!(
-                out,
-                "  {:id_width$}  {:agent_width$}  {:backend_width$}  timeout {}  retries {}  ~{}",
+            let mut line = format!(
+                "  {:id_width$}  {:agent_width$}  {:backend_width$}  timeout {:<timeout_width$}  \
+                 retries {}  ~{:<estimate_width$}",
                 step.id.as_str(),
                 agent_label(step),
                 step.backend,
@@ -129,10 +131,26 @@ fn plan_text(plan: &Plan) -> String {
             );
             if !step.depends_on.is_empty() {
                 let deps: Vec<&str> = step.depends_on.iter().map(TaskId::as_str).collect();
-                let _ = write!(out, "  after {}", deps.join(", "));
+                let _ = write!(line, "  after {}", deps.join(", "));
             }
-            out.push('\n');
+            let _ = writeln!(out, "{}", line.trim_end());
+            if step.needs_approval {
+                let _ = writeln!(
+                    out,
+                    "  {:id_width$}  ⏸ needs approval, risk {}: {}",
+                    "",
+                    risk_word(step.risk.risk),
+                    step.risk.reasons.join("; ")
+                );
+            }
         }
+    }
+    let waiting = plan.steps.iter().filter(|s| s.needs_approval).count();
+    if waiting > 0 {
+        let _ = writeln!(
+            out,
+            "\n{waiting} task(s) wait for a reviewer in the console; `flightdeck run` refuses them"
+        );
     }
     let path: Vec<&str> = plan.critical_path.iter().map(|&i| plan.steps[i].id.as_str()).collect();
     let _ = writeln!(out, "\ncritical path: {}", path.join(" → "));

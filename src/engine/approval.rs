@@ -12,17 +12,10 @@ pub(crate) enum Verdict {
     Rejected { reason: String },
 }
 
-/// The assessment of a task's description and agent, when it reaches `policies.approval_at`.
-/// The agent's name counts because it says what kind of work runs (`deployment-engineer`).
+/// The plan's assessment of a task, when it reaches `policies.approval_at`.
 pub(crate) fn needs_approval(shared: &RunShared, task: usize) -> Option<Assessment> {
     let step = &shared.plan.steps[task];
-    let policies = &shared.engine.settings.policies;
-    let mut text = String::with_capacity(step.description.len() + step.agent.as_str().len() + 1);
-    text.push_str(&step.description);
-    text.push(' ');
-    text.push_str(step.agent.as_str());
-    let assessment = shared.engine.risk.assess(&text);
-    assessment.needs_approval(policies.approval_at).then_some(assessment)
+    step.needs_approval.then(|| step.risk.clone())
 }
 
 /// Ask the reviewers and report the answer to the scheduler, unless the task is cancelled

@@ -32,7 +32,7 @@ use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::event::Event;
 use crate::exec::Executor;
-use crate::governance::{Approvals, RiskRules};
+use crate::governance::Approvals;
 use crate::ids::{AgentId, RunId};
 use crate::pool::Pool;
 use crate::resilience::BreakerBoard;
@@ -64,8 +64,6 @@ pub(crate) struct EngineInner {
     pub(crate) settings: Arc<Settings>,
     pub(crate) project_dir: PathBuf,
     pub(crate) executors: Executors,
-    /// `policies.high_risk_words` and the built-in rules, compiled once.
-    pub(crate) risk: RiskRules,
     /// Oldest first.
     runs: Mutex<VecDeque<RunHandle>>,
 }
@@ -97,7 +95,6 @@ impl Engine {
         Self {
             inner: Arc::new(EngineInner {
                 executors: Executors::new(Arc::clone(&parts.settings)),
-                risk: RiskRules::new(&parts.settings.policies.high_risk_words),
                 bus: parts.bus,
                 registry: parts.registry,
                 pool: parts.pool,

@@ -17,6 +17,7 @@ use super::model::Workflow;
 use crate::agents::{Registry, Scored, SelectionQuery, best};
 use crate::config::{BackendConfig, Settings};
 use crate::event::PlannedTask;
+use crate::governance::{Assessment, RiskRules};
 use crate::ids::{AgentId, TaskId};
 
 /// Choices the caller makes on top of the file (`--backend`, `--max-parallel`).
@@ -71,6 +72,10 @@ pub struct PlannedStep {
     /// 1-based line of the task in the workflow file.
     pub line: usize,
     pub context: serde_json::Value,
+    /// The risk of its description and agent, from `policies` and the built-in rules.
+    pub risk: Assessment,
+    /// The risk reaches `policies.approval_at`: a reviewer must approve before it runs.
+    pub needs_approval: bool,
     /// Indices of the tasks this one waits for.
     #[serde(skip)]
     pub deps: Vec<usize>,
@@ -135,6 +140,7 @@ pub fn plan_with(
     }
 
     let definitions = registry.definitions();
+    let risk_rules = RiskRules::new(&settings.policies.high_risk_words);
     let mut steps = Vec::with_capacity(workflow.tasks.len());
     for (i, task) in workflow.tasks.iter().enumerate() {
         let (agent, selection) = if let Some(name) = &task.agent {
@@ -188,7 +194,12 @@ pub fn plan_with(
             continue;
         };
         let timeout = task.timeout.unwrap_or(settings.limits.task_timeout);
+        // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
+        let risk = risk_rules.assess(&format!("{} {agent}", task.description));
+        let needs_approval = risk.needs_approval(settings.policies.approval_at);
         steps.push(PlannedStep {
+            risk,
+            needs_approval,
             id: task.id.clone(),
             description: task.description.clone(),
             agent,
