@@ -86,10 +86,12 @@ enum RunsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One run and what became of each of its tasks.
+    /// One run and what became of each of its tasks, or one task in full.
     Show {
         #[arg(help = "Run id, a unique start of one, or `last`")]
         run: String,
+        #[arg(help = "A task of the run: its attempts, streamed output and result")]
+        task: Option<String>,
         /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
@@ -197,7 +199,9 @@ fn main() {
         }
         Some(Cmd::Runs(cmd)) => match cmd {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
-            RunsCmd::Show { run, json } => cli::runs::show(&globals, &run, json),
+            RunsCmd::Show { run, task, json } => {
+                cli::runs::show(&globals, &run, task.as_deref(), json)
+            }
             RunsCmd::Events { run, json } => cli::runs::events(&globals, &run, json),
             RunsCmd::Prune { keep, older_than, dry_run } => {
                 cli::runs::prune(&globals, keep, older_than, dry_run)

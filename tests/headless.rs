@@ -478,3 +478,23 @@ fn plan_says_which_tasks_wait_for_a_reviewer() {
     assert_eq!(steps[0]["risk"]["risk"], "critical");
     assert_eq!(steps[1]["needs_approval"], false);
 }
+
+#[test]
+fn one_task_of_a_stored_run_is_shown_with_its_attempts_and_output() {
+    let project = Project::new();
+    project.write_script("#!/bin/sh\ncat > /dev/null\necho \"hello from sh\"\n");
+    assert_eq!(project.run("ann", &["run", "workflows/local.yaml"]).status.code(), Some(0));
+    let shown = project.run("vic", &["runs", "show", "last", "shell", "--json"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let detail: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(detail["state"], "succeeded");
+    assert_eq!(detail["history"][0]["backend"], "local");
+    assert_eq!(detail["result"], "hello from sh");
+    let text = project.run("vic", &["runs", "show", "last", "shell"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("state     succeeded after 1 attempt(s)"), "{text}");
+    assert_eq!(text.matches("\n  hello from sh").count(), 1, "shown once: {text}");
+    let missing = project.run("vic", &["runs", "show", "last", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("has no task `nope` (its tasks: shell)"));
+}

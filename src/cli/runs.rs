@@ -18,7 +18,7 @@ use super::progress::{Printer, short};
 use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::config::Settings;
-use crate::event::{Envelope, Event};
+use crate::event::{Envelope, Event, OutputStream, TokenUsage};
 use crate::ids::{AgentId, TaskId};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::store::{PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError};
@@ -40,12 +40,30 @@ pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
     exit::OK
 }
 
-/// `runs show RUN [--json]`: the run and each of its tasks. 0 when found, 2 otherwise.
-pub fn show(globals: &Globals, run: &str, json: bool) -> i32 {
+/// `runs show RUN [TASK] [--json]`: the run and each of its tasks, or one task in full
+/// (attempts, streamed output, result). 0 when found, 2 otherwise.
+pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32 {
     let (row, events) = match load(globals, run) {
         Ok(found) => found,
         Err(message) => return fail(&message),
     };
+    if let Some(task) = task {
+        let Some(detail) = task_detail(&events, &TaskId::new(task)) else {
+            let known: Vec<String> =
+                task_outcomes(&events).into_iter().map(|t| t.task.to_string()).collect();
+            return fail(&format!(
+                "run {} has no task `{task}` (its tasks: {})",
+                row.run_id,
+                known.join(", ")
+            ));
+        };
+        if json {
+            println!("{}", serde_json::to_string(&detail).unwrap_or_default());
+        } else {
+            print!("{}", task_text(&row, &detail));
+        }
+        return exit::OK;
+    }
     let tasks = task_outcomes(&events);
     if json {
         println!("{}", json!({ "run": row, "tasks": tasks }));
@@ -276,6 +294,161 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
     outcomes
 }
 
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub agent: AgentId,
+    pub backend: String,
+    pub started_ms: u64,
+    /// `running`, `succeeded`, `failed` or `retrying` (failed, another attempt followed).
+    pub result: &'static str,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Everything stored about one task of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub outcome: TaskOutcome,
+    pub description: String,
+    pub depends_on: Vec<TaskId>,
+    pub history: Vec<AttemptRecord>,
+    /// What the attempts streamed (stdout and stderr lines, model tokens), in order.
+    pub output: String,
+    /// The output the task succeeded with.
+    pub result: Option<String>,
+    pub usage: Option<TokenUsage>,
+}
+
+/// The detail of `task`, if the run planned it.
+pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
+    let outcome = task_outcomes(events).into_iter().find(|t| &t.task == task)?;
+    let planned = events.iter().find_map(|e| match &e.event {
+        Event::RunStarted { tasks, .. } => tasks.iter().find(|t| &t.task == task),
+        _ => None,
+    })?;
+    let mut detail = TaskDetail {
+        outcome,
+        description: planned.description.clone(),
+        depends_on: planned.depends_on.clone(),
+        history: Vec::new(),
+        output: String::new(),
+        result: None,
+        usage: None,
+    };
+    for envelope in events.iter().filter(|e| e.event.task() == Some(task.as_str())) {
+        let last = detail.history.last_mut();
+        match &envelope.event {
+            Event::TaskStarted { agent, attempt, backend, .. } => {
+                detail.history.push(AttemptRecord {
+                    attempt: *attempt,
+                    agent: agent.clone(),
+                    backend: backend.clone(),
+                    started_ms: envelope.ts_ms,
+                    result: "running",
+                    duration_ms: None,
+                    error: None,
+                });
+            }
+            Event::TaskOutput { stream, text, .. } => match stream {
+                OutputStream::Tokens => detail.output.push_str(text),
+                OutputStream::Stdout => {
+                    detail.output.push_str(text);
+                    detail.output.push('\n');
+                }
+                OutputStream::Stderr => {
+                    let _ = writeln!(detail.output, "stderr: {text}");
+                }
+            },
+            Event::TaskRetrying { duration_ms, error, .. } => {
+                if let Some(last) = last {
+                    last.result = "retrying";
+                    last.duration_ms = Some(*duration_ms);
+                    last.error = Some(error.clone());
+                }
+            }
+            Event::TaskSucceeded { duration_ms, output, usage, .. } => {
+                if let Some(last) = last {
+                    last.result = "succeeded";
+                    last.duration_ms = Some(*duration_ms);
+                }
+                detail.result = Some(output.clone());
+                detail.usage = *usage;
+            }
+            Event::TaskFailed { duration_ms, error, .. } => {
+                if let Some(last) = last.filter(|a| a.result == "running") {
+                    last.result = "failed";
+                    last.duration_ms = Some(*duration_ms);
+                    last.error = Some(error.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(detail)
+}
+
+fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
+    let outcome = &detail.outcome;
+    let mut text = String::new();
+    let _ = writeln!(text, "task      {}  (run {}, {})", outcome.task, run.run_id, run.workflow);
+    let _ = writeln!(text, "does      {}", detail.description);
+    let _ = writeln!(text, "agent     {}", outcome.agent);
+    let took = outcome
+        .duration_ms
+        .map(|ms| format!(", took {}", short(ms_duration(ms))))
+        .unwrap_or_default();
+    let simulated = if outcome.simulated { "  SIMULATED" } else { "" };
+    let _ = writeln!(
+        text,
+        "state     {} after {} attempt(s){took}{simulated}",
+        outcome.state, outcome.attempts
+    );
+    if !detail.depends_on.is_empty() {
+        let deps: Vec<&str> = detail.depends_on.iter().map(TaskId::as_str).collect();
+        let _ = writeln!(text, "after     {}", deps.join(", "));
+    }
+    if let Some(note) = &outcome.note {
+        let _ = writeln!(text, "why       {}", one_line(note));
+    }
+    if let Some(usage) = detail.usage {
+        let _ = writeln!(text, "tokens    {} in, {} out", usage.input_tokens, usage.output_tokens);
+    }
+    if !detail.history.is_empty() {
+        let _ = writeln!(text, "\nattempts");
+        for attempt in &detail.history {
+            let took = attempt
+                .duration_ms
+                .map(|ms| format!(" in {}", short(ms_duration(ms))))
+                .unwrap_or_default();
+            let error =
+                attempt.error.as_deref().map(|e| format!(": {}", one_line(e))).unwrap_or_default();
+            let _ = writeln!(
+                text,
+                "  {}  {} UTC  {} on {}  {}{took}{error}",
+                attempt.attempt,
+                timestamp(attempt.started_ms),
+                attempt.agent,
+                attempt.backend,
+                attempt.result,
+            );
+        }
+    }
+    // A process agent's result is its stdout, already streamed: show it once.
+    let streamed = Some(&detail.output)
+        .filter(|output| detail.result.as_ref().is_none_or(|r| r.trim() != output.trim()));
+    for (title, body) in [("output", streamed), ("result", detail.result.as_ref())] {
+        let Some(body) = body.filter(|b| !b.trim().is_empty()) else { continue };
+        let _ = writeln!(text, "\n{title}");
+        for line in body.trim_end().lines() {
+            let _ = writeln!(text, "  {line}");
+        }
+    }
+    text
+}
+
 fn runs_table(runs: &[RunRow]) -> String {
     let id_width = runs.iter().map(|r| r.run_id.as_str().len()).max().unwrap_or(3).max(3);
     let name_width = runs.iter().map(|r| r.workflow.chars().count()).max().unwrap_or(8).max(8);
@@ -460,6 +633,82 @@ mod tests {
         assert_eq!(outcomes[1].agent, AgentId::new("helper"));
         assert_eq!(outcomes[1].note.as_deref(), Some("exit 3\nmore"));
         assert!(outcomes[0].simulated);
+    }
+
+    #[test]
+    fn a_task_detail_keeps_every_attempt_and_its_output() {
+        let task = TaskId::new("a");
+        let started = |attempt| Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("worker"),
+            attempt,
+            instance: crate::ids::InstanceId(1),
+            backend: "local".into(),
+            simulated: false,
+        };
+        let events = vec![
+            envelope(
+                1,
+                Event::RunStarted {
+                    workflow: "w".into(),
+                    file: PathBuf::from("w.yaml"),
+                    goal: None,
+                    max_parallel: 1,
+                    fail_fast: false,
+                    simulated: false,
+                    tasks: vec![planned("a")],
+                },
+            ),
+            envelope(2, started(1)),
+            envelope(
+                3,
+                Event::TaskOutput {
+                    task: task.clone(),
+                    stream: OutputStream::Stderr,
+                    text: "flaky".into(),
+                },
+            ),
+            envelope(
+                4,
+                Event::TaskRetrying {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 1,
+                    delay_ms: 100,
+                    duration_ms: 30,
+                    error: "exit 1".into(),
+                },
+            ),
+            envelope(5, started(2)),
+            envelope(
+                6,
+                Event::TaskOutput {
+                    task: task.clone(),
+                    stream: OutputStream::Stdout,
+                    text: "done".into(),
+                },
+            ),
+            envelope(
+                7,
+                Event::TaskSucceeded {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 2,
+                    duration_ms: 20,
+                    output: "done\n".into(),
+                    usage: None,
+                    simulated: false,
+                },
+            ),
+        ];
+        let detail = task_detail(&events, &task).expect("planned");
+        let history: Vec<(u32, &str, Option<u64>)> =
+            detail.history.iter().map(|a| (a.attempt, a.result, a.duration_ms)).collect();
+        assert_eq!(history, [(1, "retrying", Some(30)), (2, "succeeded", Some(20))]);
+        assert_eq!(detail.history[0].error.as_deref(), Some("exit 1"));
+        assert_eq!(detail.output, "stderr: flaky\ndone\n");
+        assert_eq!(detail.outcome.state, "succeeded");
+        assert!(task_detail(&events, &TaskId::new("zz")).is_none());
     }
 
     #[test]
