@@ -325,7 +325,7 @@ async fn writer_drains_the_bus_and_flush_waits_for_commit() {
     bus.publish(None, Event::Notice { level: flightdeck::event::Level::Info, message: "x".into() });
     writer.flush().await.unwrap();
     assert_eq!(reader.events(&run).unwrap().len(), 1 + 2000 * 6);
-    assert_eq!(writer.stored_rows(), 1 + 2000 * 6);
+    assert_eq!(writer.stored_events(), 1 + 2000 * 6);
     assert_eq!(reader.run(&run).unwrap().unwrap().state, RunState::Running);
 
     bus.publish(Some(&run), run_finished(2000));
@@ -348,7 +348,7 @@ async fn flush_on_an_idle_writer_returns_at_once() {
     let writer = spawn_writer(store, bus.sink()).unwrap();
     writer.flush().await.unwrap();
     writer.flush().await.unwrap();
-    assert_eq!(writer.stored_rows(), 0);
+    assert_eq!(writer.stored_events(), 0);
     writer.close().await.unwrap();
 }
 
@@ -437,24 +437,68 @@ fn sequence_numbers_never_go_back_after_pruning_everything() {
     assert_eq!(RunStore::open(&path).unwrap().last_seq().unwrap(), last);
 }
 
+/// The schema of the first release: one row per event, and each run's id range.
+const SCHEMA_V1: &str = "
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY NOT NULL, workflow TEXT NOT NULL, file TEXT NOT NULL,
+        started_at INTEGER NOT NULL, finished_at INTEGER, status TEXT NOT NULL,
+        tasks INTEGER NOT NULL, succeeded INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
+        cancelled INTEGER NOT NULL DEFAULT 0, duration_ms INTEGER, simulated INTEGER NOT NULL,
+        pid INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL, type TEXT NOT NULL, task TEXT, agent TEXT, json TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE run_spans (
+        run_id TEXT PRIMARY KEY NOT NULL, first_event INTEGER NOT NULL,
+        last_event INTEGER NOT NULL
+    ) STRICT;
+    PRAGMA user_version = 1;";
+
 #[test]
 fn a_version_1_store_is_migrated_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(RUNS_FILE);
+    let run = RunId::new("old");
+    let written = whole_run(&run, 2);
     {
-        let (mut store, _) = store_in(dir.path());
-        store.append_batch(&whole_run(&RunId::new("old"), 2)).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.execute(
+            "INSERT INTO runs (run_id, workflow, file, started_at, finished_at, status, tasks, \
+             succeeded, duration_ms, simulated, pid) \
+             VALUES ('old', 'demo', 'w.yaml', 1, 2, 'succeeded', 2, 2, 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+        for envelope in &written {
+            conn.execute(
+                "INSERT INTO events (run_id, seq, ts, type, task, agent, json) \
+                 VALUES ('old', ?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    envelope.seq as i64,
+                    envelope.ts_ms as i64,
+                    envelope.event.kind(),
+                    envelope.event.task(),
+                    envelope.event.agent(),
+                    serde_json::to_string(&**envelope).unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT INTO run_spans VALUES ('old', 1, 14)", []).unwrap();
     }
-    let data = dir.path().join("data").join(RUNS_FILE);
-    std::fs::rename(&data, &path).unwrap();
-    // Undo migration 2, as a store written by the previous release looks.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE meta; PRAGMA user_version = 1;").unwrap();
-    drop(conn);
     let mut store = RunStore::open(&path).unwrap();
-    assert_eq!(store.events(&RunId::new("old")).unwrap().len(), 14);
+    let read: Vec<Envelope> = store.events(&run).unwrap();
+    let expected: Vec<Envelope> = written.iter().map(|e| (**e).clone()).collect();
+    assert_eq!(read, expected);
+    assert_eq!(store.last_seq().unwrap(), 14);
+    assert_eq!(store.events_after(&run, 10).unwrap().len(), 4);
     store.prune(&PruneRule { keep: Some(0), before_ms: None }).unwrap();
     assert!(store.runs().unwrap().is_empty());
+    assert_eq!(store.last_seq().unwrap(), 14);
     let version: i64 = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))

@@ -5,6 +5,9 @@
 //! run's row and `RunFinished` completes it; a row still `running` whose process is gone
 //! is reported as [`RunState::Interrupted`].
 //!
+//! Events are kept in blocks: each committed batch stores one row per run holding that run's
+//! events as JSON lines, since a row per event made `SQLite` most of the engine's overhead.
+//!
 //! WAL mode with `synchronous=NORMAL`: a commit survives a crash of Flightdeck; a power
 //! loss may lose the last commits but never corrupts the database. Readers (the console)
 //! open their own `RunStore` and never block the writer.
@@ -13,6 +16,7 @@ mod error;
 mod schema;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,7 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
 
 use crate::event::{Envelope, Event, RunStatus};
-use crate::ids::RunId;
+use crate::ids::{RunId, TaskId};
 
 /// The database file name inside the data folder.
 pub const RUNS_FILE: &str = "runs.db";
@@ -33,8 +37,8 @@ pub const RUNS_FILE: &str = "runs.db";
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const INSERT_EVENT: &str = "INSERT INTO events (run_id, seq, ts, type, task, agent, json) \
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_BLOCK: &str = "INSERT INTO event_blocks (run_id, first_seq, last_seq, count, body) \
+                            VALUES (?1, ?2, ?3, ?4, ?5)";
 const UPSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, status, tasks, \
                           simulated, pid) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) \
                           ON CONFLICT (run_id) DO UPDATE SET status = 'running', \
@@ -44,13 +48,6 @@ const UPSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, 
 const FINISH_RUN: &str = "UPDATE runs SET finished_at = ?2, status = ?3, succeeded = ?4, \
                           failed = ?5, skipped = ?6, cancelled = ?7, duration_ms = ?8 \
                           WHERE run_id = ?1";
-const WIDEN_SPAN: &str = "INSERT INTO run_spans (run_id, first_event, last_event) \
-                          VALUES (?1, ?2, ?3) ON CONFLICT (run_id) DO UPDATE SET \
-                          last_event = max(last_event, excluded.last_event)";
-/// Rows of run `?1`: a range scan of the run's span, filtered to the run.
-const RUN_EVENTS: &str = "FROM events WHERE id BETWEEN \
-                          (SELECT first_event FROM run_spans WHERE run_id = ?1) AND \
-                          (SELECT last_event FROM run_spans WHERE run_id = ?1) AND run_id = ?1";
 const SELECT_RUNS: &str = "SELECT run_id, workflow, file, started_at, finished_at, status, tasks, \
                            succeeded, failed, skipped, cancelled, duration_ms, simulated, pid \
                            FROM runs";
@@ -185,93 +182,90 @@ impl RunStore {
         self.conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).map_err(|e| self.sql(e))
     }
 
-    /// Store the events that belong to a run, in one transaction; returns how many rows
-    /// were stored. Events without a `run_id` are skipped.
+    /// Store the events that belong to a run, in one transaction: one block per run, its
+    /// events one JSON line each. Returns how many events were stored; events without a
+    /// `run_id` are skipped.
     pub fn append_batch(&mut self, events: &[Arc<Envelope>]) -> Result<usize, StoreError> {
         let path = &self.path;
         let sql = |source| sql_error(path, source);
         let pid = i64::from(std::process::id());
         let tx = self.conn.transaction().map_err(sql)?;
         let mut stored = 0;
-        // One buffer for the whole batch: an allocation per row is a visible share of the cost.
-        let mut json = Vec::with_capacity(1024);
-        // (run, first id, last id) of the rows written; few runs per batch, so a list.
-        let mut spans: Vec<(&RunId, i64, i64)> = Vec::new();
-        {
-            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(sql)?;
-            for envelope in events {
-                let Some(run) = &envelope.run_id else { continue };
-                json.clear();
-                let encode_err =
-                    |message: String| StoreError::Encode { seq: envelope.seq, message };
-                serde_json::to_writer(&mut json, &**envelope)
-                    .map_err(|e| encode_err(e.to_string()))?;
-                let json = std::str::from_utf8(&json).map_err(|e| encode_err(e.to_string()))?;
-                let event = &envelope.event;
-                insert
-                    .execute(params![
-                        run.as_str(),
-                        envelope.seq as i64,
-                        envelope.ts_ms as i64,
-                        event.kind(),
-                        event.task(),
-                        event.agent(),
-                        json,
-                    ])
-                    .map_err(sql)?;
-                stored += 1;
-                let id = tx.last_insert_rowid();
-                match spans.iter_mut().find(|(r, _, _)| *r == run) {
-                    Some((_, _, last)) => *last = id,
-                    None => spans.push((run, id, id)),
+        // The block of each run in this batch; few runs per batch, so a list.
+        let mut blocks: Vec<Block<'_>> = Vec::new();
+        for envelope in events {
+            let Some(run) = &envelope.run_id else { continue };
+            let at = blocks.iter().position(|b| b.run == run).unwrap_or_else(|| {
+                blocks.push(Block::new(run, envelope.seq));
+                blocks.len() - 1
+            });
+            let block = &mut blocks[at];
+            serde_json::to_writer(&mut block.body, &**envelope)
+                .map_err(|e| StoreError::Encode { seq: envelope.seq, message: e.to_string() })?;
+            block.body.push(b'\n');
+            block.last_seq = envelope.seq;
+            block.count += 1;
+            stored += 1;
+            match &envelope.event {
+                Event::RunStarted { workflow, file, simulated, tasks, .. } => {
+                    tx.prepare_cached(UPSERT_RUN)
+                        .and_then(|mut upsert| {
+                            upsert.execute(params![
+                                run.as_str(),
+                                workflow,
+                                file.to_string_lossy(),
+                                envelope.ts_ms as i64,
+                                tasks.len() as i64,
+                                simulated,
+                                pid,
+                            ])
+                        })
+                        .map_err(sql)?;
                 }
-                match event {
-                    Event::RunStarted { workflow, file, simulated, tasks, .. } => {
-                        tx.prepare_cached(UPSERT_RUN)
-                            .and_then(|mut upsert| {
-                                upsert.execute(params![
-                                    run.as_str(),
-                                    workflow,
-                                    file.to_string_lossy(),
-                                    envelope.ts_ms as i64,
-                                    tasks.len() as i64,
-                                    simulated,
-                                    pid,
-                                ])
-                            })
-                            .map_err(sql)?;
-                    }
-                    Event::RunFinished {
-                        status,
-                        succeeded,
-                        failed,
-                        skipped,
-                        cancelled,
-                        duration_ms,
-                    } => {
-                        tx.prepare_cached(FINISH_RUN)
-                            .and_then(|mut finish| {
-                                finish.execute(params![
-                                    run.as_str(),
-                                    envelope.ts_ms as i64,
-                                    RunState::from(*status).as_str(),
-                                    *succeeded as i64,
-                                    *failed as i64,
-                                    *skipped as i64,
-                                    *cancelled as i64,
-                                    *duration_ms as i64,
-                                ])
-                            })
-                            .map_err(sql)?;
-                    }
-                    _ => {}
+                Event::RunFinished {
+                    status,
+                    succeeded,
+                    failed,
+                    skipped,
+                    cancelled,
+                    duration_ms,
+                } => {
+                    tx.prepare_cached(FINISH_RUN)
+                        .and_then(|mut finish| {
+                            finish.execute(params![
+                                run.as_str(),
+                                envelope.ts_ms as i64,
+                                RunState::from(*status).as_str(),
+                                *succeeded as i64,
+                                *failed as i64,
+                                *skipped as i64,
+                                *cancelled as i64,
+                                *duration_ms as i64,
+                            ])
+                        })
+                        .map_err(sql)?;
                 }
+                _ => {}
             }
         }
-        for (run, first, last) in spans {
-            tx.prepare_cached(WIDEN_SPAN)
-                .and_then(|mut widen| widen.execute(params![run.as_str(), first, last]))
-                .map_err(sql)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_BLOCK).map_err(sql)?;
+            for block in &blocks {
+                // serde_json writes UTF-8.
+                let body = std::str::from_utf8(&block.body).map_err(|e| StoreError::Encode {
+                    seq: block.first_seq,
+                    message: e.to_string(),
+                })?;
+                insert
+                    .execute(params![
+                        block.run.as_str(),
+                        block.first_seq as i64,
+                        block.last_seq as i64,
+                        block.count as i64,
+                        body,
+                    ])
+                    .map_err(sql)?;
+            }
         }
         tx.commit().map_err(sql)?;
         Ok(stored)
@@ -299,23 +293,30 @@ impl RunStore {
     /// storage, which is `seq` order within one process and stays chronological when a
     /// resumed run continues in a new process.
     pub fn events_after(&self, run: &RunId, after: u64) -> Result<Vec<Envelope>, StoreError> {
-        let query = format!("SELECT seq, json {RUN_EVENTS} AND seq > ?2 ORDER BY id");
-        let mut select = self.conn.prepare_cached(&query).map_err(|e| self.sql(e))?;
-        let rows = select
-            .query_map(params![run.as_str(), after as i64], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-            })
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT body FROM event_blocks WHERE run_id = ?1 AND last_seq > ?2 ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let bodies = select
+            .query_map(params![run.as_str(), after as i64], |row| row.get::<_, String>(0))
             .map_err(|e| self.sql(e))?;
         let mut events = Vec::new();
-        for row in rows {
-            let (seq, json) = row.map_err(|e| self.sql(e))?;
-            let envelope = serde_json::from_str(&json).map_err(|e| StoreError::BadEvent {
-                path: self.path.clone(),
-                run: run.clone(),
-                seq: seq as u64,
-                message: e.to_string(),
-            })?;
-            events.push(envelope);
+        for body in bodies {
+            let body = body.map_err(|e| self.sql(e))?;
+            for line in body.lines() {
+                let envelope: Envelope =
+                    serde_json::from_str(line).map_err(|e| StoreError::BadEvent {
+                        path: self.path.clone(),
+                        run: run.clone(),
+                        seq: seq_of(line),
+                        message: e.to_string(),
+                    })?;
+                if envelope.seq > after {
+                    events.push(envelope);
+                }
+            }
         }
         Ok(events)
     }
@@ -325,8 +326,8 @@ impl RunStore {
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row(
-                "SELECT max(coalesce((SELECT seq FROM events ORDER BY id DESC LIMIT 1), 0), \
-                 coalesce((SELECT value FROM meta WHERE key = 'pruned_seq'), 0))",
+                "SELECT max(coalesce((SELECT last_seq FROM event_blocks ORDER BY id DESC LIMIT 1), \
+                 0), coalesce((SELECT value FROM meta WHERE key = 'pruned_seq'), 0))",
                 [],
                 |row| row.get::<_, i64>(0),
             )
@@ -354,22 +355,22 @@ impl RunStore {
         let tx = self.conn.transaction().map_err(sql)?;
         let mut events = 0;
         {
-            let mut delete_events =
-                tx.prepare(&format!("DELETE {RUN_EVENTS} RETURNING seq")).map_err(sql)?;
-            let mut delete_span =
-                tx.prepare("DELETE FROM run_spans WHERE run_id = ?1").map_err(sql)?;
+            let mut delete_blocks = tx
+                .prepare("DELETE FROM event_blocks WHERE run_id = ?1 RETURNING last_seq, count")
+                .map_err(sql)?;
             let mut delete_run = tx.prepare("DELETE FROM runs WHERE run_id = ?1").map_err(sql)?;
             let mut highest = 0_i64;
             for run in &runs {
                 let id = run.run_id.as_str();
-                let seqs = delete_events
-                    .query_map([id], |row| row.get::<_, i64>(0))
+                let blocks = delete_blocks
+                    .query_map([id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
                     .map_err(sql)?
-                    .collect::<Result<Vec<i64>, _>>()
+                    .collect::<Result<Vec<(i64, i64)>, _>>()
                     .map_err(sql)?;
-                events += seqs.len() as u64;
-                highest = seqs.into_iter().fold(highest, i64::max);
-                delete_span.execute([id]).map_err(sql)?;
+                for (last_seq, count) in blocks {
+                    highest = highest.max(last_seq);
+                    events += count.max(0) as u64;
+                }
                 delete_run.execute([id]).map_err(sql)?;
             }
             tx.execute(
@@ -430,27 +431,22 @@ impl RunStore {
 
     /// Fill the counts of an unfinished run from its task events (distinct tasks per kind).
     fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
-        let mut select = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT type, COUNT(DISTINCT task) {RUN_EVENTS} AND type IN \
-                 ('task_succeeded', 'task_failed', 'task_skipped', 'task_cancelled') GROUP BY type"
-            ))
-            .map_err(|e| self.sql(e))?;
-        let rows = select
-            .query_map([run.run_id.as_str()], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as usize))
-            })
-            .map_err(|e| self.sql(e))?;
-        for row in rows {
-            let (kind, count) = row.map_err(|e| self.sql(e))?;
-            match kind.as_str() {
-                "task_succeeded" => run.succeeded = count,
-                "task_failed" => run.failed = count,
-                "task_skipped" => run.skipped = count,
-                _ => run.cancelled = count,
+        let mut seen: [HashSet<TaskId>; 4] = Default::default();
+        for envelope in self.events(&run.run_id)? {
+            let kind = match &envelope.event {
+                Event::TaskSucceeded { task, .. } => Some((0, task)),
+                Event::TaskFailed { task, .. } => Some((1, task)),
+                Event::TaskSkipped { task, .. } => Some((2, task)),
+                Event::TaskCancelled { task, .. } => Some((3, task)),
+                _ => None,
+            };
+            if let Some((at, task)) = kind {
+                seen[at].insert(task.clone());
             }
         }
+        let [succeeded, failed, skipped, cancelled] = seen.map(|tasks| tasks.len());
+        (run.succeeded, run.failed, run.skipped, run.cancelled) =
+            (succeeded, failed, skipped, cancelled);
         Ok(())
     }
 
@@ -466,6 +462,30 @@ fn sql_error(path: &Path, source: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Sqlite { path: path.to_owned(), source },
     }
+}
+
+/// The events of one run in one batch, as JSON lines.
+struct Block<'a> {
+    run: &'a RunId,
+    first_seq: u64,
+    last_seq: u64,
+    count: usize,
+    body: Vec<u8>,
+}
+
+impl<'a> Block<'a> {
+    fn new(run: &'a RunId, first_seq: u64) -> Self {
+        Self { run, first_seq, last_seq: first_seq, count: 0, body: Vec::with_capacity(4096) }
+    }
+}
+
+/// The `seq` of a stored line that does not decode, for the error message (0 if unreadable).
+fn seq_of(line: &str) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_str::<Seq>(line).map_or(0, |s| s.seq)
 }
 
 /// Whether the process that started a run still exists. Our own is; another is probed

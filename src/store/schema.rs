@@ -45,6 +45,22 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value INTEGER NOT NULL
     ) STRICT;",
+    // 3: events stored in blocks, one row per run per committed batch instead of one per
+    // event: a row costs SQLite about 2 µs, three times what encoding the event costs, and
+    // was most of the engine's overhead. Readers decode a run's blocks line by line.
+    "CREATE TABLE event_blocks (
+        id        INTEGER PRIMARY KEY,         -- insertion order, also across processes
+        run_id    TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        count     INTEGER NOT NULL,
+        body      TEXT NOT NULL                -- the envelopes, one JSON object per line
+    ) STRICT;
+    INSERT INTO event_blocks (run_id, first_seq, last_seq, count, body)
+        SELECT run_id, seq, seq, 1, json || char(10) FROM events ORDER BY id;
+    CREATE INDEX event_blocks_by_run ON event_blocks (run_id, id);
+    DROP TABLE events;
+    DROP TABLE run_spans;",
 ];
 
 /// The version this build writes.

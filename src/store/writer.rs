@@ -21,7 +21,7 @@ pub const LINGER: Duration = Duration::from_millis(1);
 /// Handle to the writer thread.
 pub struct StoreWriter {
     control: mpsc::UnboundedSender<Control>,
-    stored_rows: Arc<AtomicU64>,
+    stored_events: Arc<AtomicU64>,
 }
 
 enum Control {
@@ -39,20 +39,20 @@ pub fn spawn_writer(
     events: mpsc::UnboundedReceiver<Arc<Envelope>>,
 ) -> Result<StoreWriter, StoreError> {
     let (control, control_rx) = mpsc::unbounded_channel();
-    let stored_rows = Arc::new(AtomicU64::new(0));
+    let stored_events = Arc::new(AtomicU64::new(0));
     let mut writer = Writer {
         store,
         events,
         control: control_rx,
         batch: Vec::with_capacity(MAX_BATCH),
-        stored_rows: Arc::clone(&stored_rows),
+        stored_events: Arc::clone(&stored_events),
     };
     std::thread::Builder::new()
         .name("flightdeck-store".to_owned())
         // tokio's channels need no runtime; a plain executor can wait on both of them.
         .spawn(move || futures::executor::block_on(writer.run()))
         .map_err(StoreError::Spawn)?;
-    Ok(StoreWriter { control, stored_rows })
+    Ok(StoreWriter { control, stored_events })
 }
 
 impl StoreWriter {
@@ -70,9 +70,9 @@ impl StoreWriter {
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Rows committed since the writer started.
-    pub fn stored_rows(&self) -> u64 {
-        self.stored_rows.load(Ordering::Relaxed)
+    /// Events committed since the writer started.
+    pub fn stored_events(&self) -> u64 {
+        self.stored_events.load(Ordering::Relaxed)
     }
 }
 
@@ -82,7 +82,7 @@ struct Writer {
     control: mpsc::UnboundedReceiver<Control>,
     /// Received, not yet committed (kept across a failed commit).
     batch: Vec<Arc<Envelope>>,
-    stored_rows: Arc<AtomicU64>,
+    stored_events: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -155,7 +155,7 @@ impl Writer {
             return Ok(());
         }
         let stored = self.store.append_batch(&self.batch)?;
-        self.stored_rows.fetch_add(stored as u64, Ordering::Relaxed);
+        self.stored_events.fetch_add(stored as u64, Ordering::Relaxed);
         self.batch.clear();
         Ok(())
     }
