@@ -17,8 +17,9 @@ pub enum ConfigError {
     Read { file: PathBuf, source: std::io::Error },
     #[error("{file}:{line}:{column}: {message}")]
     Parse { file: PathBuf, line: usize, column: usize, message: String },
-    #[error("{file}: {field}: {message}")]
-    Invalid { file: PathBuf, field: String, message: String },
+    /// Well-formed YAML with a value that cannot work; `line` is the field's, when found.
+    #[error("{file}{}: {field}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid { file: PathBuf, line: Option<usize>, field: String, message: String },
 }
 
 /// The whole settings file.
@@ -277,17 +278,24 @@ impl Settings {
         } else {
             serde_norway::from_str(text).map_err(|e| {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                ConfigError::Parse { file: file.to_owned(), line, column, message: e.to_string() }
+                // The location leads the message already.
+                let message = e.to_string();
+                let message = match message.rfind(" at line ") {
+                    Some(at) if line > 0 => message[..at].to_owned(),
+                    _ => message,
+                };
+                ConfigError::Parse { file: file.to_owned(), line, column, message }
             })?
         };
-        settings.validate(file)?;
+        settings.validate(text, file)?;
         Ok(settings)
     }
 
-    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
         const ROLES: [&str; 5] = ["admin", "developer", "operator", "reviewer", "viewer"];
         let invalid = |field: &str, message: String| ConfigError::Invalid {
             file: file.to_owned(),
+            line: field_line(text, field),
             field: field.to_owned(),
             message,
         };
@@ -320,12 +328,15 @@ impl Settings {
                 _ => {}
             }
         }
-        for (user, role) in
-            self.users.iter().chain([(&"default_role".to_owned(), &self.default_role)])
-        {
+        let roles = self
+            .users
+            .iter()
+            .map(|(user, role)| (format!("users.{user}"), role))
+            .chain([("default_role".to_owned(), &self.default_role)]);
+        for (field, role) in roles {
             if !ROLES.contains(&role.as_str()) {
                 return Err(invalid(
-                    &format!("users.{user}"),
+                    &field,
                     format!("unknown role `{role}` (expected one of {})", ROLES.join(", ")),
                 ));
             }
@@ -335,6 +346,33 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The 1-based line of a dotted field (`backends.sim.command`) in block-style YAML: each
+/// key is looked for inside the block of the one before it.
+fn field_line(text: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let (mut from, mut to, mut parent_indent) = (0, lines.len(), None::<usize>);
+    let mut found = None;
+    for key in field.split('.') {
+        let at = (from..to).find(|&i| {
+            let line = lines[i];
+            let trimmed = line.trim_start();
+            parent_indent.is_none_or(|p| indent(line) > p)
+                && trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
+                && (parent_indent.is_some() || indent(line) == 0)
+        })?;
+        found = Some(at + 1);
+        let own = indent(lines[at]);
+        // The block ends at the next line indented no deeper than the key.
+        to = (at + 1..to)
+            .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= own)
+            .unwrap_or(to);
+        from = at + 1;
+        parent_indent = Some(own);
+    }
+    found
 }
 
 /// Durations written as `500ms`, `30s`, `5m`, `1h 30m`.
@@ -398,9 +436,30 @@ mod tests {
     }
 
     #[test]
-    fn unknown_role_is_refused() {
-        let err =
-            Settings::parse("users:\n  ann: wizard\n", Path::new("f.yaml")).expect_err("bad role");
-        assert!(err.to_string().contains("users.ann"), "{err}");
+    fn unknown_role_is_refused_with_its_line() {
+        let text = "default_role: viewer\nusers:\n  bob: admin\n  ann: wizard\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("bad role");
+        assert!(err.to_string().starts_with("f.yaml:4: users.ann: unknown role `wizard`"), "{err}");
+        let err = Settings::parse("default_role: admn\n", Path::new("f.yaml")).expect_err("role");
+        assert!(err.to_string().starts_with("f.yaml:1: default_role: unknown role"), "{err}");
+    }
+
+    #[test]
+    fn nested_fields_are_found_in_their_own_block() {
+        let text = "backends:\n  other:\n    command: []\n  local:\n    kind: process\n    \
+                    command: []\nlimits:\n  command: 1\n";
+        assert_eq!(field_line(text, "backends.local.command"), Some(6));
+        assert_eq!(field_line(text, "backends.other.command"), Some(3));
+        assert_eq!(field_line(text, "limits.command"), Some(8));
+        assert_eq!(field_line(text, "backends.missing.command"), None);
+    }
+
+    #[test]
+    fn syntax_errors_say_the_location_once() {
+        let err = Settings::parse("backends:\n  sim:\n    kind: simm\n", Path::new("f.yaml"))
+            .expect_err("unknown kind");
+        let text = err.to_string();
+        assert!(text.starts_with("f.yaml:3:"), "{text}");
+        assert!(!text.contains(" at line "), "{text}");
     }
 }
