@@ -181,8 +181,10 @@ fn load(globals: &Globals, wanted: &str) -> Result<(RunRow, Vec<Envelope>), Stri
     let Some(store) = open(globals).map_err(|e| e.to_string())? else {
         return Err(format!("no runs yet in {}", path.display()));
     };
-    let runs = store.runs().map_err(|e| e.to_string())?;
-    let row = resolve(&runs, wanted, &path)?;
+    let runs = store.runs_uncounted().map_err(|e| e.to_string())?;
+    let found = resolve(&runs, wanted, &path)?;
+    // Counted, for an unfinished run.
+    let row = store.run(&found.run_id).map_err(|e| e.to_string())?.unwrap_or(found);
     let events = store.events(&row.run_id).map_err(|e| e.to_string())?;
     Ok((row, events))
 }
@@ -396,10 +398,7 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     let _ = writeln!(text, "task      {}  (run {}, {})", outcome.task, run.run_id, run.workflow);
     let _ = writeln!(text, "does      {}", detail.description);
     let _ = writeln!(text, "agent     {}", outcome.agent);
-    let took = outcome
-        .duration_ms
-        .map(|ms| format!(", took {}", short(ms_duration(ms))))
-        .unwrap_or_default();
+    let took = outcome.duration_ms.map(|ms| format!(", took {}", short_ms(ms))).unwrap_or_default();
     let simulated = if outcome.simulated { "  SIMULATED" } else { "" };
     let _ = writeln!(
         text,
@@ -419,10 +418,8 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     if !detail.history.is_empty() {
         let _ = writeln!(text, "\nattempts");
         for attempt in &detail.history {
-            let took = attempt
-                .duration_ms
-                .map(|ms| format!(" in {}", short(ms_duration(ms))))
-                .unwrap_or_default();
+            let took =
+                attempt.duration_ms.map(|ms| format!(" in {}", short_ms(ms))).unwrap_or_default();
             let error =
                 attempt.error.as_deref().map(|e| format!(": {}", one_line(e))).unwrap_or_default();
             let _ = writeln!(
@@ -459,7 +456,7 @@ fn runs_table(runs: &[RunRow]) -> String {
         "RUN", "WORKFLOW", "STATE", "TASKS", "✓", "✗", "⊘", "■", "STARTED (UTC)", "TOOK"
     );
     for run in runs {
-        let took = run.duration_ms.map_or_else(|| "-".to_owned(), |ms| short(ms_duration(ms)));
+        let took = run.duration_ms.map_or_else(|| "-".to_owned(), short_ms);
         let _ = writeln!(
             text,
             "{:<id_width$}  {:<name_width$}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}{}",
@@ -484,8 +481,7 @@ fn run_text(run: &RunRow, tasks: &[TaskOutcome]) -> String {
     let simulated = if run.simulated { "  (uses a SIMULATED backend)" } else { "" };
     let _ = writeln!(text, "run       {}  {}  {}{simulated}", run.run_id, run.workflow, run.state);
     let _ = writeln!(text, "file      {}", run.file.display());
-    let took =
-        run.duration_ms.map_or_else(String::new, |ms| format!(", took {}", short(ms_duration(ms))));
+    let took = run.duration_ms.map_or_else(String::new, |ms| format!(", took {}", short_ms(ms)));
     let _ = writeln!(text, "started   {} UTC{took}", timestamp(run.started_ms));
     let _ = writeln!(
         text,
@@ -503,7 +499,7 @@ fn run_text(run: &RunRow, tasks: &[TaskOutcome]) -> String {
         "TASK", "AGENT", "STATE", "ATTEMPTS", "TOOK"
     );
     for task in tasks {
-        let took = task.duration_ms.map_or_else(|| "-".to_owned(), |ms| short(ms_duration(ms)));
+        let took = task.duration_ms.map_or_else(|| "-".to_owned(), short_ms);
         // An unfinished task of a run whose process is gone will not finish.
         let state = match (task.state, run.state) {
             ("running", RunState::Interrupted) => "interrupted",
@@ -533,8 +529,8 @@ fn one_line(text: &str) -> String {
     if text.lines().nth(1).is_some() { format!("{first} …") } else { first.to_owned() }
 }
 
-fn ms_duration(ms: u64) -> Duration {
-    Duration::from_millis(ms)
+fn short_ms(ms: u64) -> String {
+    short(Duration::from_millis(ms))
 }
 
 /// `2026-11-22 04:29:05`, UTC.

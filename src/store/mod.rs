@@ -273,14 +273,24 @@ impl RunStore {
 
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        let query = format!("{SELECT_RUNS} ORDER BY started_at DESC, run_id DESC");
-        self.select_runs(&query, [])
+        self.all_runs(true)
+    }
+
+    /// [`RunStore::runs`] without counting the tasks of unfinished runs (their counts read
+    /// 0), which decodes their events: for finding a run rather than showing them all.
+    pub fn runs_uncounted(&self) -> Result<Vec<RunRow>, StoreError> {
+        self.all_runs(false)
     }
 
     /// One run, if stored.
     pub fn run(&self, run: &RunId) -> Result<Option<RunRow>, StoreError> {
         let query = format!("{SELECT_RUNS} WHERE run_id = ?1");
-        Ok(self.select_runs(&query, [run.as_str()])?.pop())
+        Ok(self.select_runs(&query, [run.as_str()], true)?.pop())
+    }
+
+    fn all_runs(&self, count_unfinished: bool) -> Result<Vec<RunRow>, StoreError> {
+        let query = format!("{SELECT_RUNS} ORDER BY started_at DESC, run_id DESC");
+        self.select_runs(&query, [], count_unfinished)
     }
 
     /// Every stored event of a run, in order.
@@ -338,12 +348,18 @@ impl RunStore {
     /// The finished runs `rule` would prune, newest first. Runs still running are never
     /// pruned (interrupted ones are: their process is gone).
     pub fn prunable(&self, rule: &PruneRule) -> Result<Vec<RunRow>, StoreError> {
-        let finished = self.runs()?.into_iter().filter(|run| run.state != RunState::Running);
-        Ok(finished
+        let finished =
+            self.runs_uncounted()?.into_iter().filter(|run| run.state != RunState::Running);
+        let mut prunable: Vec<RunRow> = finished
             .enumerate()
             .filter(|(newest_first, run)| rule.prunes(*newest_first, run.started_ms))
             .map(|(_, run)| run)
-            .collect())
+            .collect();
+        // Only the selected interrupted runs need their tasks counted.
+        for run in prunable.iter_mut().filter(|run| run.state == RunState::Interrupted) {
+            self.count_tasks(run)?;
+        }
+        Ok(prunable)
     }
 
     /// Delete the runs `rule` selects, with their events, in one transaction; returns them
@@ -388,6 +404,7 @@ impl RunStore {
         &self,
         query: &str,
         params: P,
+        count_unfinished: bool,
     ) -> Result<Vec<RunRow>, StoreError> {
         let mut select = self.conn.prepare_cached(query).map_err(|e| self.sql(e))?;
         let rows = select
@@ -421,7 +438,8 @@ impl RunStore {
         let mut runs = Vec::new();
         for row in rows {
             let mut run = row.map_err(|e| self.sql(e))?;
-            if !run.state.is_finished() || run.state == RunState::Interrupted {
+            if count_unfinished && (!run.state.is_finished() || run.state == RunState::Interrupted)
+            {
                 self.count_tasks(&mut run)?;
             }
             runs.push(run);

@@ -50,26 +50,18 @@ impl<'a> SourceLines<'a> {
         let mut key_column = None;
         let mut found = Vec::new();
         for (i, &line) in self.lines.iter().enumerate() {
-            let Some(value) = key_value(line, "id") else {
-                if let (Some(indent), Some((dash, rest))) = (task_indent, list_item(line))
-                    && dash == indent
-                {
-                    key_column = Some(line.len() - rest.len());
-                }
-                continue;
-            };
-            let Some(task_indent) = task_indent else {
-                found.push((i, value));
-                continue;
-            };
+            let item = list_item(line);
+            let opens_task = matches!((task_indent, item), (Some(t), Some((dash, _))) if dash == t);
+            if opens_task {
+                key_column = item.map(|(_, rest)| line.len() - rest.len());
+            }
+            let Some(value) = key_value(line, "id") else { continue };
             let indent = line.len() - line.trim_start().len();
-            match list_item(line) {
-                Some((dash, rest)) if dash == task_indent => {
-                    key_column = Some(line.len() - rest.len());
-                    found.push((i, value));
-                }
-                None if Some(indent) == key_column => found.push((i, value)),
-                _ => {}
+            let task_level = task_indent.is_none()
+                || opens_task
+                || (item.is_none() && Some(indent) == key_column);
+            if task_level {
+                found.push((i, value));
             }
         }
         found

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::lines::SourceLines;
-use super::planner::similar_names;
+use super::planner::unknown_agent;
 use crate::agents::Registry;
 use crate::ids::{AgentId, TaskId};
 
@@ -251,17 +251,12 @@ impl Workflow {
                 let Some(agent) = task.agent.as_deref() else { continue };
                 if pool.get(agent).is_none() {
                     let line = lines.key_line("agent", task_lines[i], block_end(i));
-                    problems.push(Problem {
-                        line: line.unwrap_or(task_lines[i]),
-                        kind: ProblemKind::UnknownAgent {
-                            task: TaskId::new(task.id.clone()),
-                            agent: AgentId::new(agent),
-                            known: similar_names(
-                                agent,
-                                definitions.iter().map(|d| d.name.as_str()),
-                            ),
-                        },
-                    });
+                    problems.push(unknown_agent(
+                        line.unwrap_or(task_lines[i]),
+                        &TaskId::new(task.id.clone()),
+                        &AgentId::new(agent),
+                        &definitions,
+                    ));
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! by `max_parallel`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::model::Workflow;
-use crate::agents::{Registry, Scored, SelectionQuery, best};
+use crate::agents::{AgentDefinition, Registry, Scored, SelectionQuery, best};
 use crate::config::{BackendConfig, Settings};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
@@ -146,16 +147,7 @@ pub fn plan_with(
         let (agent, selection) = if let Some(name) = &task.agent {
             if registry.get(name.as_str()).is_none() {
                 let line = workflow.field_line(i, "agent");
-                let known =
-                    similar_names(name.as_str(), definitions.iter().map(|d| d.name.as_str()));
-                problems.push(Problem {
-                    line,
-                    kind: ProblemKind::UnknownAgent {
-                        task: task.id.clone(),
-                        agent: name.clone(),
-                        known,
-                    },
-                });
+                problems.push(unknown_agent(line, &task.id, name, &definitions));
                 continue;
             }
             (name.clone(), None)
@@ -335,11 +327,23 @@ fn context_text(context: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Task `task` names `agent`, which the pool (`definitions`) does not have; close names
+/// are suggested.
+pub(crate) fn unknown_agent(
+    line: usize,
+    task: &TaskId,
+    agent: &AgentId,
+    definitions: &[Arc<AgentDefinition>],
+) -> Problem {
+    let known = similar_names(agent.as_str(), definitions.iter().map(|d| d.name.as_str()));
+    Problem {
+        line,
+        kind: ProblemKind::UnknownAgent { task: task.clone(), agent: agent.clone(), known },
+    }
+}
+
 /// Agent names within a small edit distance, for "did you mean".
-pub(crate) fn similar_names<'a>(
-    wanted: &str,
-    names: impl Iterator<Item = &'a str>,
-) -> Vec<AgentId> {
+fn similar_names<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Vec<AgentId> {
     let mut close: Vec<(usize, &str)> = names
         .map(|n| (edit_distance(wanted, n), n))
         .filter(|&(d, n)| d <= 3.max(wanted.len() / 4) || n.contains(wanted) || wanted.contains(n))

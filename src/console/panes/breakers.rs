@@ -175,19 +175,22 @@ impl Pane for BreakersPane {
         );
         let default = BreakerView::default();
         let per_agent = rows_per_agent(area);
-        // Compact rows align their status column to the widest one on screen.
-        let status_width = if per_agent == 1 {
-            rows.iter()
+        if per_agent == 1 {
+            // Compact rows align their status column to the widest one on screen.
+            let shown: Vec<(&AgentId, Vec<(Role, String)>)> = rows
+                .iter()
                 .skip(offset)
                 .take(visible)
                 .map(|agent| {
                     let metrics = view.metrics.get(*agent);
                     let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
-                    let status = compact_status(
-                        view.breakers.get(*agent).unwrap_or(&default),
-                        metrics,
-                        consecutive,
-                    );
+                    let breaker = view.breakers.get(*agent).unwrap_or(&default);
+                    (*agent, compact_status(breaker, metrics, consecutive))
+                })
+                .collect();
+            let status_width = shown
+                .iter()
+                .map(|(_, status)| {
                     status
                         .iter()
                         .map(|(_, t)| unicode_width::UnicodeWidthStr::width(t.as_str()))
@@ -195,31 +198,29 @@ impl Pane for BreakersPane {
                 })
                 .max()
                 .unwrap_or(0)
-                .min(width)
-        } else {
-            0
-        };
-        for (i, agent) in rows.iter().skip(offset).take(visible).enumerate() {
-            let top = i * usize::from(per_agent);
-            let is_selected = Some(offset + i) == selected_at;
-            let breaker = view.breakers.get(*agent).unwrap_or(&default);
-            let metrics = view.metrics.get(*agent);
-            let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
-            if per_agent == 1 {
-                let status = compact_status(breaker, metrics, consecutive);
-                let name_width = width.saturating_sub(status_width + 1);
+                .min(width);
+            let name_width = width.saturating_sub(status_width + 1);
+            for (i, (agent, status)) in shown.iter().enumerate() {
+                let is_selected = Some(offset + i) == selected_at;
                 let mut line = vec![
                     Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
                     Span::styled(cell(agent.as_str(), name_width), theme.style(Role::Title)),
                     Span::raw(" "),
                 ];
-                line.extend(spans(&status, theme, status_width).spans);
-                put_line(buf, inner, top, &Line::from(line));
+                line.extend(spans(status, theme, status_width).spans);
+                put_line(buf, inner, i, &Line::from(line));
                 if is_selected && state.focus == PaneId::Breakers {
-                    style_row(buf, inner, top, theme.style(Role::Selection));
+                    style_row(buf, inner, i, theme.style(Role::Selection));
                 }
-                continue;
             }
+            return;
+        }
+        for (i, agent) in rows.iter().skip(offset).take(visible).enumerate() {
+            let top = i * usize::from(ROWS_PER_AGENT);
+            let is_selected = Some(offset + i) == selected_at;
+            let breaker = view.breakers.get(*agent).unwrap_or(&default);
+            let metrics = view.metrics.get(*agent);
+            let consecutive = metrics.map_or(0, |m| m.consecutive_failures);
             let first = Line::from(vec![
                 Span::styled(if is_selected { "▸ " } else { "  " }, theme.style(Role::Accent)),
                 Span::styled(
