@@ -48,6 +48,7 @@ fn task_events(i: usize) -> [Event; 6] {
             output: "done: split the parser into lexer and grammar".into(),
             usage: None,
             simulated: true,
+            details: flightdeck::event::AnswerDetails::default(),
         },
         Event::InstanceIdle { instance, agent },
     ]

@@ -68,7 +68,28 @@ pub enum BackendConfig {
     Sim(SimBackend),
 }
 
+/// Where an attempt works.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceKind {
+    /// The project folder (or the backend's `workdir`), shared with every other attempt.
+    #[default]
+    Shared,
+    /// A git worktree of its own on a branch named after the run and task, kept for review.
+    Worktree,
+    /// A fresh empty folder.
+    Temp,
+}
+
 impl BackendConfig {
+    /// The workspace the backend asks for; a task's own `workspace` takes precedence.
+    pub fn workspace(&self) -> Option<WorkspaceKind> {
+        match self {
+            Self::Process(backend) => backend.workspace,
+            Self::Openai(_) | Self::Anthropic(_) | Self::Sim(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Process(_) => "process",
@@ -111,6 +132,9 @@ pub struct ProcessBackend {
     /// Bytes of stdout and stderr kept per attempt; the rest is counted and dropped.
     #[serde(default = "default_output_limit")]
     pub output_limit_bytes: usize,
+    /// Where attempts work; `None` is the shared project folder.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceKind>,
 }
 
 fn default_env_allow() -> Vec<String> {

@@ -42,6 +42,12 @@ pub enum OutputStream {
     Stderr,
     /// Streamed model tokens (HTTP executors).
     Tokens,
+    /// Streamed reasoning ("thinking") text, kept apart from the answer.
+    Reasoning,
+    /// A tool call the agent made, one line: the tool and its input.
+    ToolCall,
+    /// What a tool call returned, as the agent saw it.
+    ToolResult,
 }
 
 /// Final status of a run.
@@ -68,6 +74,47 @@ pub enum Risk {
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// A tool the agent called while answering: a model's tool-call reply or a coding agent's
+/// tool use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id as the backend named it, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    /// The call's arguments as JSON text.
+    #[serde(default)]
+    pub input: String,
+}
+
+/// What an answer carried besides its text. Empty for most attempts, and then left out of
+/// the JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnswerDetails {
+    /// The answer was cut off by the output limit (`finish_reason: length`,
+    /// `stop_reason: max_tokens`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Tools the agent called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Reasoning or thinking text; never part of the output that reaches dependents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// A coding agent's session id, to resume or inspect the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Cost the backend reported for the attempt, in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+impl AnswerDetails {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What the console needs to list an agent definition.
@@ -174,6 +221,8 @@ pub enum Event {
         output: String,
         usage: Option<TokenUsage>,
         simulated: bool,
+        #[serde(default, skip_serializing_if = "AnswerDetails::is_empty")]
+        details: AnswerDetails,
     },
     /// The task failed for good.
     TaskFailed {

@@ -132,7 +132,12 @@ impl Executor for Scripted {
                 },
             }
             match step {
-                Step::Succeed(output) => Ok(ExecOutcome { output, usage: None, dropped_bytes: 0 }),
+                Step::Succeed(output) => Ok(ExecOutcome {
+                    output,
+                    usage: None,
+                    dropped_bytes: 0,
+                    ..ExecOutcome::default()
+                }),
                 Step::Fail(message) => Err(ExecError::Other(message)),
                 Step::Hang | Step::Stuck => unreachable!(),
             }

@@ -24,6 +24,7 @@ fn backend(command: &[&str]) -> ProcessBackend {
         env_allow: vec!["PATH".into()],
         env: BTreeMap::new(),
         output_limit_bytes: 1024 * 1024,
+        workspace: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn request(project_dir: &Path, timeout: Duration) -> ExecRequest {
         timeout,
         project_dir: project_dir.to_owned(),
         model: None,
+        workdir: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn task_events(i: usize) -> Vec<Event> {
             output: "done: the parser now handles nested lists".into(),
             usage: None,
             simulated: true,
+            details: flightdeck::event::AnswerDetails::default(),
         },
         Event::InstanceIdle { instance, agent },
     ]

@@ -319,6 +319,9 @@ pub struct TaskDetail {
     pub history: Vec<AttemptRecord>,
     /// What the attempts streamed (stdout and stderr lines, model tokens), in order.
     pub output: String,
+    /// Reasoning the model streamed, kept apart from the answer.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
     /// The output the task succeeded with.
     pub result: Option<String>,
     pub usage: Option<TokenUsage>,
@@ -337,6 +340,7 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
         depends_on: planned.depends_on.clone(),
         history: Vec::new(),
         output: String::new(),
+        reasoning: String::new(),
         result: None,
         usage: None,
     };
@@ -362,6 +366,13 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
                 }
                 OutputStream::Stderr => {
                     let _ = writeln!(detail.output, "stderr: {text}");
+                }
+                OutputStream::Reasoning => detail.reasoning.push_str(text),
+                OutputStream::ToolCall => {
+                    let _ = writeln!(detail.output, "tool: {text}");
+                }
+                OutputStream::ToolResult => {
+                    let _ = writeln!(detail.output, "tool result: {text}");
                 }
             },
             Event::TaskRetrying { duration_ms, error, .. } => {
@@ -694,6 +705,7 @@ mod tests {
                     output: "done\n".into(),
                     usage: None,
                     simulated: false,
+                    details: crate::event::AnswerDetails::default(),
                 },
             ),
         ];

@@ -234,6 +234,7 @@ fn task_events_drive_statuses_and_metrics() {
         output: "ok".into(),
         usage: None,
         simulated: true,
+        details: crate::event::AnswerDetails::default(),
     });
     assert_eq!(feed.status("design"), Some(TaskStatus::Succeeded));
     feed.run_event(Event::TaskFailed {

@@ -144,6 +144,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             timeout: step.timeout,
             project_dir: engine.project_dir.clone(),
             model: definition.model.clone(),
+            workdir: None,
         };
         let began = Instant::now();
         let result = tokio::time::timeout(
@@ -167,6 +168,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
                     output: outcome.output,
                     usage: outcome.usage,
                     simulated,
+                    details: outcome.details,
                 });
                 return (attempt, Outcome::Succeeded(output));
             }

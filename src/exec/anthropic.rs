@@ -210,7 +210,12 @@ async fn read_stream(
         state.apply(&event, sink)
     })
     .await?;
-    Ok(ExecOutcome { output: state.text, usage: state.usage, dropped_bytes: 0 })
+    Ok(ExecOutcome {
+        output: state.text,
+        usage: state.usage,
+        dropped_bytes: 0,
+        ..ExecOutcome::default()
+    })
 }
 
 async fn read_whole(
@@ -237,5 +242,5 @@ async fn read_whole(
         let count = |field: &str| counts.get(field).and_then(Value::as_u64).unwrap_or(0);
         TokenUsage { input_tokens: count("input_tokens"), output_tokens: count("output_tokens") }
     });
-    Ok(ExecOutcome { output: text, usage, dropped_bytes: 0 })
+    Ok(ExecOutcome { output: text, usage, dropped_bytes: 0, ..ExecOutcome::default() })
 }

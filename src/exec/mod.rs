@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BackendConfig;
+pub use crate::event::{AnswerDetails, ToolCall};
 use crate::event::{OutputStream, TokenUsage};
 use crate::ids::{AgentId, RunId, TaskId};
 
@@ -47,6 +48,16 @@ pub struct ExecRequest {
     pub project_dir: PathBuf,
     /// Model named by the agent definition, overriding the backend's default.
     pub model: Option<String>,
+    /// Where the attempt works when the engine gave it a workspace of its own (a git
+    /// worktree or a fresh folder); `None` means the project folder.
+    pub workdir: Option<PathBuf>,
+}
+
+impl ExecRequest {
+    /// The folder the attempt works in: its own workspace, else the project folder.
+    pub fn work_dir(&self) -> &std::path::Path {
+        self.workdir.as_deref().unwrap_or(&self.project_dir)
+    }
 }
 
 /// What a successful attempt produced.
@@ -57,6 +68,8 @@ pub struct ExecOutcome {
     pub usage: Option<TokenUsage>,
     /// Output bytes beyond the configured bound, counted and dropped.
     pub dropped_bytes: u64,
+    /// Truncation, tool calls, reasoning, session and cost, when the backend reports them.
+    pub details: AnswerDetails,
 }
 
 /// Receives output as it is produced: whole lines for processes, token chunks for models.
@@ -108,6 +121,42 @@ pub enum ExecError {
     Simulated(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Whether trying again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection reset, 429, 5xx, timeout, broken stream: worth another attempt.
+    Transient,
+    /// Authentication, bad request, not found, bad configuration, missing program: the same
+    /// request fails again, so it is not retried and does not count against the breaker.
+    Permanent,
+}
+
+impl ExecError {
+    /// Whether another attempt could succeed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Http { status, .. } => {
+                if *status == 408 || *status == 429 || *status >= 500 {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
+            Self::MissingKey(_) | Self::Spawn { .. } | Self::Other(_) => ErrorClass::Permanent,
+            Self::Timeout(_)
+            | Self::Cancelled
+            | Self::Exit { .. }
+            | Self::Connection(_)
+            | Self::Protocol(_)
+            | Self::Simulated(_) => ErrorClass::Transient,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.class() == ErrorClass::Permanent
+    }
 }
 
 /// Builds the executor for the backend named `name` in `flightdeck.yaml`. API keys are read

@@ -150,7 +150,7 @@ async fn read_stream(
         Ok(false)
     })
     .await?;
-    Ok(ExecOutcome { output: text, usage, dropped_bytes: 0 })
+    Ok(ExecOutcome { output: text, usage, dropped_bytes: 0, ..ExecOutcome::default() })
 }
 
 async fn read_whole(
@@ -169,7 +169,7 @@ async fn read_whole(
         sink(OutputStream::Tokens, text.to_owned());
     }
     let usage = json.get("usage").filter(|u| u.is_object()).map(token_usage);
-    Ok(ExecOutcome { output: text.to_owned(), usage, dropped_bytes: 0 })
+    Ok(ExecOutcome { output: text.to_owned(), usage, dropped_bytes: 0, ..ExecOutcome::default() })
 }
 
 fn token_usage(counts: &Value) -> TokenUsage {

@@ -204,9 +204,14 @@ impl ProcessExecutor {
         match io_dir {
             Some(dir) => {
                 let (output, usage) = read_output_json(dir.path()).await?;
-                Ok(ExecOutcome { output, usage, dropped_bytes })
+                Ok(ExecOutcome { output, usage, dropped_bytes, ..ExecOutcome::default() })
             }
-            None => Ok(ExecOutcome { output: out.into_kept_text(), usage: None, dropped_bytes }),
+            None => Ok(ExecOutcome {
+                output: out.into_kept_text(),
+                usage: None,
+                dropped_bytes,
+                ..ExecOutcome::default()
+            }),
         }
     }
 }

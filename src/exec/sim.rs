@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
-use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink};
+use super::{AnswerDetails, ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink};
 use crate::config::SimBackend;
 use crate::event::OutputStream;
 use crate::ids::TaskId;
@@ -88,6 +88,7 @@ impl SimExecutor {
             output: format!("[simulated] {agent} completed: {}", req.task_description),
             usage: None,
             dropped_bytes: 0,
+            details: AnswerDetails::default(),
         })
     }
 }

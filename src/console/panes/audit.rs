@@ -103,6 +103,9 @@ fn describe(event: &Event) -> (Role, String) {
                 OutputStream::Stdout => "out",
                 OutputStream::Stderr => "err",
                 OutputStream::Tokens => "tok",
+                OutputStream::Reasoning => "think",
+                OutputStream::ToolCall => "tool",
+                OutputStream::ToolResult => "result",
             };
             (Role::Muted, format!("│ {task} {tag}: {}", text.trim_end()))
         }

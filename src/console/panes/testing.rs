@@ -171,6 +171,7 @@ fn succeeded(task: &str, agent: &str, ms: u64) -> Event {
         output: format!("{task}: done"),
         usage: None,
         simulated: true,
+        details: crate::event::AnswerDetails::default(),
     }
 }
 
