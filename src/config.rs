@@ -90,6 +90,14 @@ impl BackendConfig {
         }
     }
 
+    /// Retries of a task on this backend when neither the workflow nor the limits say.
+    pub fn default_task_retries(&self) -> u32 {
+        match self {
+            Self::Openai(http) | Self::Anthropic(http) => http.max_retries,
+            Self::Process(_) | Self::Sim(_) => 0,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Process(_) => "process",
@@ -151,7 +159,10 @@ fn default_output_limit() -> usize {
 pub struct HttpBackend {
     /// e.g. `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`, `https://api.anthropic.com`.
     pub base_url: String,
-    pub model: String,
+    /// The model every request names. An agent's Claude Code alias (`sonnet`, `opus`,
+    /// `haiku`) never replaces it; absent or `from-agent` takes the agent's model instead.
+    #[serde(default)]
+    pub model: Option<String>,
     /// Name of the environment variable holding the API key; never the key itself.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -159,11 +170,158 @@ pub struct HttpBackend {
     pub stream: bool,
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Sent as `max_completion_tokens` instead of `max_tokens` (`OpenAI` reasoning models
+    /// refuse `max_tokens`).
+    #[serde(default)]
+    pub max_completion_tokens: Option<u32>,
     #[serde(default)]
     pub temperature: Option<f32>,
-    /// Retries of 429 and 5xx within one attempt, honouring Retry-After.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Passed through as the request's `response_format` (e.g. `{type: json_object}`).
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
+    /// Extra request headers; each value is literal text or `{env: VARIABLE}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, HeaderSource>,
+    /// Retries of a task on this backend when neither the workflow nor `limits.task_retries`
+    /// sets them. The engine makes every retry, honouring `Retry-After`.
     #[serde(default = "default_http_retries")]
     pub max_retries: u32,
+    /// Longest one HTTP request may take, within the task's timeout.
+    #[serde(default, with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// A stream silent for longer than this is broken, and the attempt is retried.
+    #[serde(default = "default_stall_timeout", with = "duration")]
+    pub stall_timeout: Duration,
+    /// A PEM file of certificates added to the trusted roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Whether requests go through `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`.
+    #[serde(default)]
+    pub proxy: ProxyMode,
+}
+
+impl HttpBackend {
+    /// A backend at `base_url` with `model` and every other setting at its default.
+    pub fn new(base_url: impl Into<String>, model: Option<&str>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            model: model.map(str::to_owned),
+            api_key_env: None,
+            stream: true,
+            max_tokens: default_max_tokens(),
+            max_completion_tokens: None,
+            temperature: None,
+            top_p: None,
+            stop: Vec::new(),
+            seed: None,
+            response_format: None,
+            headers: BTreeMap::new(),
+            max_retries: default_http_retries(),
+            request_timeout: None,
+            stall_timeout: default_stall_timeout(),
+            ca_file: None,
+            proxy: ProxyMode::default(),
+        }
+    }
+}
+
+impl HttpBackend {
+    /// The first setting that cannot work, as `(field, what is wrong)`.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(_) => {
+                return Err((
+                    "base_url",
+                    format!("`{}` must start with http:// or https://", self.base_url),
+                ));
+            }
+            Err(e) => return Err(("base_url", format!("`{}` is not a URL: {e}", self.base_url))),
+        }
+        if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            return Err((
+                "model",
+                "is empty; leave it out or write `from-agent` to use the agent's model".into(),
+            ));
+        }
+        if self.max_tokens == 0 || self.max_completion_tokens == Some(0) {
+            return Err(("max_tokens", "must be at least 1".into()));
+        }
+        if let Some(top_p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
+            return Err(("top_p", format!("{top_p} is not between 0 and 1")));
+        }
+        if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+            return Err(("temperature", format!("{t} is not between 0 and 2")));
+        }
+        if self.stall_timeout.is_zero() {
+            return Err(("stall_timeout", "must be longer than 0s".into()));
+        }
+        if self.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(("request_timeout", "must be longer than 0s".into()));
+        }
+        if let Some(format) = &self.response_format
+            && !format.is_object()
+        {
+            return Err((
+                "response_format",
+                "must be a mapping such as `{type: json_object}`".into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(("headers", format!("`{name}` is not a valid header name")));
+            }
+            if let HeaderSource::Text(text) = value
+                && reqwest::header::HeaderValue::from_str(text).is_err()
+            {
+                return Err((
+                    "headers",
+                    format!("the value of `{name}` holds characters not allowed in a header"),
+                ));
+            }
+        }
+        if let Some(ca_file) = &self.ca_file
+            && let Err(e) = std::fs::metadata(ca_file)
+        {
+            return Err(("ca_file", format!("cannot read `{}`: {e}", ca_file.display())));
+        }
+        Ok(())
+    }
+}
+
+/// Where a configured header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderSource {
+    /// Read from Flightdeck's environment at each attempt, and redacted like the API key.
+    Env { env: String },
+    /// Literal text from the settings file; not for secrets.
+    Text(String),
+}
+
+/// Whether an HTTP backend's requests use the proxy named by the environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyMode {
+    /// The environment's proxy, except for loopback hosts (127.0.0.0/8, `::1`, `localhost`) and
+    /// hosts matched by `NO_PROXY`, so a local server's key never reaches a proxy.
+    #[default]
+    Auto,
+    /// The environment's proxy for every host, loopback and `NO_PROXY` hosts included.
+    Always,
+    /// Straight to the server whatever the environment says.
+    Never,
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn yes() -> bool {
@@ -230,8 +388,10 @@ pub struct Limits {
     /// Task timeout when the workflow gives none.
     #[serde(with = "duration")]
     pub task_timeout: Duration,
-    /// Retries when the workflow gives none.
-    pub task_retries: u32,
+    /// Retries when the workflow gives none; unset, a task gets its HTTP backend's
+    /// `max_retries` (other backends: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_retries: Option<u32>,
     /// First retry delay; doubled each attempt, with jitter.
     #[serde(with = "duration")]
     pub retry_base_delay: Duration,
@@ -245,7 +405,7 @@ impl Default for Limits {
             max_instances_total: 32,
             idle_timeout: Duration::from_secs(300),
             task_timeout: Duration::from_secs(300),
-            task_retries: 0,
+            task_retries: None,
             retry_base_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(30),
         }
@@ -311,8 +471,24 @@ impl Settings {
                 ConfigError::Parse { file: file.to_owned(), line, column, message }
             })?
         };
+        let mut settings = settings;
+        settings.resolve_paths(file);
         settings.validate(text, file)?;
         Ok(settings)
+    }
+
+    /// Relative `ca_file` paths are read from the settings file's folder, wherever
+    /// Flightdeck was started.
+    fn resolve_paths(&mut self, file: &Path) {
+        let Some(folder) = file.parent() else { return };
+        for backend in self.backends.values_mut() {
+            if let BackendConfig::Openai(http) | BackendConfig::Anthropic(http) = backend
+                && let Some(ca_file) = &mut http.ca_file
+                && ca_file.is_relative()
+            {
+                *ca_file = folder.join(&*ca_file);
+            }
+        }
     }
 
     fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
@@ -348,6 +524,11 @@ impl Settings {
                         &format!("backends.{name}.latency_min"),
                         "is greater than latency_max".into(),
                     ));
+                }
+                BackendConfig::Openai(http) | BackendConfig::Anthropic(http) => {
+                    if let Err((field, message)) = http.check() {
+                        return Err(invalid(&format!("backends.{name}.{field}"), message));
+                    }
                 }
                 _ => {}
             }

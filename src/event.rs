@@ -72,8 +72,30 @@ pub enum Risk {
 /// Token counts reported by a model backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
+    /// Every input token, cached or not, so a warm and a cold run of one task report the
+    /// same prompt size (Anthropic's own `input_tokens` leaves the cached part out).
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache: Anthropic's
+    /// `cache_read_input_tokens`, `OpenAI`'s `prompt_tokens_details.cached_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_input_tokens: u64,
+    /// Input tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_input_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Counts without any cache part.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self { input_tokens, output_tokens, ..Self::default() }
+    }
+}
+
+// serde's `skip_serializing_if` hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A tool the agent called while answering: a model's tool-call reply or a coding agent's

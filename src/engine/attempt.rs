@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::{Msg, Outcome, RunShared};
+use crate::config::Limits;
 use crate::event::Event;
 use crate::exec::{ExecError, ExecRequest, OutputSink};
 use crate::ids::AgentId;
@@ -177,19 +178,25 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             Err(_) if job.cancel.is_cancelled() => return (attempt, Outcome::Cancelled),
             Err(error) => error,
         };
-        let error = error.to_string();
-        engine.breakers.record_failure(permit, &error, elapsed);
-        failures += 1;
-        if failures > step.retries {
-            return fail(attempt, &agent, elapsed, error);
+        // A permanent error says nothing about the agent's health: its permit is released
+        // without an outcome, so a bad key or URL cannot open the breaker.
+        if error.is_permanent() {
+            drop(permit);
+        } else {
+            engine.breakers.record_failure(permit, &error.to_string(), elapsed);
         }
-        let limits = &engine.settings.limits;
-        let delay = retry_delay(
+        failures += 1;
+        let delay = match next_step(
+            &error,
             failures,
-            limits.retry_base_delay,
-            limits.retry_max_delay,
-            &mut rand::rng(),
-        );
+            step.retries,
+            step.timeout,
+            &engine.settings.limits,
+        ) {
+            NextStep::Retry(delay) => delay,
+            NextStep::Fail(error) => return fail(attempt, &agent, elapsed, error),
+        };
+        let error = error.to_string();
         shared.publish(Event::TaskRetrying {
             task: step.id.clone(),
             agent: agent.clone(),
@@ -206,6 +213,47 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     }
 }
 
+/// What the engine does after a failed attempt.
+#[derive(Debug, PartialEq)]
+enum NextStep {
+    /// Try again after this wait.
+    Retry(Duration),
+    /// The task fails with this message.
+    Fail(String),
+}
+
+/// The one retry rule of a task. Executors never retry on their own, so the task's
+/// `retries` (workflow, else `limits.task_retries`, else an HTTP backend's `max_retries`)
+/// is the whole budget. A permanent error (bad key, bad request, not found, bad settings) is
+/// not retried. A transient one is retried after the backoff, or after the server's
+/// `Retry-After` when that is longer; a `Retry-After` longer than the task's timeout fails
+/// the task at once rather than wait for a server that asked not to be called that soon.
+fn next_step(
+    error: &ExecError,
+    failures: u32,
+    retries: u32,
+    timeout: Duration,
+    limits: &Limits,
+) -> NextStep {
+    if error.is_permanent() {
+        return NextStep::Fail(format!("{error} (not retried: trying again cannot help)"));
+    }
+    if failures > retries {
+        return NextStep::Fail(error.to_string());
+    }
+    let retry_after = error.retry_after();
+    if let Some(wait) = retry_after.filter(|wait| *wait > timeout) {
+        return NextStep::Fail(format!(
+            "{error} (not retried: the server asks to wait {}, longer than the task's timeout of {})",
+            humantime::format_duration(wait),
+            humantime::format_duration(timeout)
+        ));
+    }
+    let backoff =
+        retry_delay(failures, limits.retry_base_delay, limits.retry_max_delay, &mut rand::rng());
+    NextStep::Retry(retry_after.map_or(backoff, |wait| wait.max(backoff)))
+}
+
 /// Each line or token chunk becomes a `TaskOutput` event of this run.
 fn output_sink(shared: &Arc<RunShared>, task: usize) -> OutputSink {
     let shared = Arc::clone(shared);
@@ -213,4 +261,75 @@ fn output_sink(shared: &Arc<RunShared>, task: usize) -> OutputSink {
         let task = shared.plan.steps[task].id.clone();
         shared.publish(Event::TaskOutput { task, stream, text });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn http(status: u16, retry_after: Option<Duration>) -> ExecError {
+        ExecError::Backend {
+            backend: "openai".into(),
+            url: "http://127.0.0.1:1/v1/chat/completions".into(),
+            source: Box::new(ExecError::Http { status, message: "no".into(), retry_after }),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            retry_base_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_millis(400),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn permanent_errors_are_never_retried() {
+        for status in [400, 401, 403, 404, 422] {
+            let next = next_step(&http(status, None), 1, 5, TIMEOUT, &limits());
+            assert!(
+                matches!(&next, NextStep::Fail(m) if m.contains("not retried")),
+                "{status}: {next:?}"
+            );
+        }
+        let missing = ExecError::MissingKey("OPENAI_API_KEY".into());
+        assert!(matches!(next_step(&missing, 1, 5, TIMEOUT, &limits()), NextStep::Fail(_)));
+    }
+
+    #[test]
+    fn transient_errors_use_the_budget_once() {
+        for status in [408, 429, 500, 503, 529] {
+            assert!(matches!(
+                next_step(&http(status, None), 1, 1, TIMEOUT, &limits()),
+                NextStep::Retry(_)
+            ));
+            assert!(matches!(
+                next_step(&http(status, None), 2, 1, TIMEOUT, &limits()),
+                NextStep::Fail(_)
+            ));
+        }
+        let stalled = ExecError::Stalled(Duration::from_secs(30));
+        assert!(matches!(next_step(&stalled, 1, 1, TIMEOUT, &limits()), NextStep::Retry(_)));
+    }
+
+    #[test]
+    fn retry_after_sets_the_wait_unless_it_outlasts_the_timeout() {
+        let wait = Duration::from_secs(7);
+        assert_eq!(
+            next_step(&http(429, Some(wait)), 1, 3, TIMEOUT, &limits()),
+            NextStep::Retry(wait)
+        );
+        let short = next_step(&http(429, Some(Duration::from_millis(1))), 1, 3, TIMEOUT, &limits());
+        assert!(matches!(short, NextStep::Retry(d) if d >= Duration::from_millis(50)), "{short:?}");
+        let long = next_step(&http(429, Some(Duration::from_secs(120))), 1, 3, TIMEOUT, &limits());
+        match long {
+            NextStep::Fail(message) => {
+                assert!(message.contains("HTTP 429"), "{message}");
+                assert!(message.contains("2m"), "{message}");
+            }
+            other @ NextStep::Retry(_) => panic!("expected Fail, got {other:?}"),
+        }
+    }
 }

@@ -30,10 +30,6 @@ impl Deadline {
         self.at
     }
 
-    pub(crate) fn remaining(&self) -> Duration {
-        self.at.saturating_duration_since(Instant::now())
-    }
-
     pub(crate) fn timed_out(&self) -> ExecError {
         ExecError::Timeout(self.timeout)
     }

@@ -1,17 +1,28 @@
-//! Pieces shared by the HTTP executors: the API key, sending with retries on 429/5xx that
-//! honour `Retry-After`, reading bodies within the attempt's deadline, and SSE parsing.
+//! Pieces shared by the HTTP executors: the backend's connection settings (proxy, trusted
+//! roots, extra headers), the API key, sending one request (resent once on a fresh
+//! connection when the server closed it without answering), error answers turned into
+//! classified errors that name the backend, reading bodies within the attempt's deadline and
+//! the stall timeout, and SSE parsing.
+//!
+//! Executors make one request per attempt: every retry, and every wait for `Retry-After`,
+//! belongs to the engine, so a task has one retry budget.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng as _;
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Certificate, Client, Response, StatusCode, Url};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::ExecError;
 use super::deadline::Deadline;
 use super::env::EnvSource;
+use super::{AnswerDetails, ExecError, ExecOutcome, OutputSink, ToolCall};
+use crate::config::{HeaderSource, HttpBackend, ProxyMode};
+use crate::event::{OutputStream, TokenUsage};
 
 /// An API key read from the environment. It is only ever put into a request header: Debug
 /// prints `***` and there is no Display.
@@ -37,29 +48,9 @@ impl ApiKey {
 
     /// The header value `prefix` + key, marked sensitive so it is never logged by the stack.
     pub fn header_value(&self, prefix: &str) -> Result<HeaderValue, ExecError> {
-        let mut value = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| {
-            ExecError::Other("the API key holds characters not allowed in an HTTP header".into())
-        })?;
-        value.set_sensitive(true);
-        Ok(value)
-    }
-
-    /// Replaces the key wherever a server echoed it back.
-    pub fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() { text.to_owned() } else { text.replace(&self.0, "***") }
-    }
-
-    /// The error with the key removed from every message it carries.
-    pub fn redact_error(&self, error: ExecError) -> ExecError {
-        match error {
-            ExecError::Http { status, message } => {
-                ExecError::Http { status, message: self.redact(&message) }
-            }
-            ExecError::Connection(m) => ExecError::Connection(self.redact(&m)),
-            ExecError::Protocol(m) => ExecError::Protocol(self.redact(&m)),
-            ExecError::Other(m) => ExecError::Other(self.redact(&m)),
-            other => other,
-        }
+        sensitive_value(&format!("{prefix}{}", self.0)).ok_or_else(|| {
+            ExecError::Config("the API key holds characters not allowed in an HTTP header".into())
+        })
     }
 }
 
@@ -69,41 +60,277 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// How 429 and 5xx answers are retried within one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    /// First wait when the server gives no `Retry-After`; doubled each retry, with jitter.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+fn sensitive_value(text: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
-impl RetryPolicy {
-    pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(500);
-    pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(8);
+/// `error` with `redact` applied to every message it carries.
+fn redact_error(error: ExecError, redact: &dyn Fn(&str) -> String) -> ExecError {
+    match error {
+        ExecError::Http { status, message, retry_after } => {
+            ExecError::Http { status, message: redact(&message), retry_after }
+        }
+        ExecError::Connection(m) => ExecError::Connection(redact(&m)),
+        ExecError::Protocol(m) => ExecError::Protocol(redact(&m)),
+        ExecError::Config(m) => ExecError::Config(redact(&m)),
+        ExecError::Other(m) => ExecError::Other(redact(&m)),
+        ExecError::Backend { backend, url, source } => {
+            ExecError::Backend { backend, url, source: Box::new(redact_error(*source, redact)) }
+        }
+        other => other,
+    }
+}
 
-    pub fn new(max_retries: u32) -> Self {
-        Self {
-            max_retries,
-            base_delay: Self::DEFAULT_BASE_DELAY,
-            max_delay: Self::DEFAULT_MAX_DELAY,
+/// The secrets of one attempt: the API key and the header values read from the environment.
+/// They travel only in headers marked sensitive and are replaced by `***` in every error.
+#[derive(Default)]
+pub struct Credentials {
+    pub headers: HeaderMap,
+    secrets: Vec<String>,
+}
+
+impl Credentials {
+    /// Replaces every secret wherever a server echoed it back.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "***"))
+    }
+
+    pub fn redact_error(&self, error: ExecError) -> ExecError {
+        redact_error(error, &|text| self.redact(text))
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({} headers, ***)", self.headers.len())
+    }
+}
+
+/// Which API a backend speaks, for the hints of its error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+/// One HTTP backend's way to its server: the endpoint URL, two clients (pooled, and one
+/// that always opens a fresh connection), the extra headers, timeouts and where to read
+/// secrets.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    backend: String,
+    url: String,
+    api: Api,
+    api_key_env: Option<String>,
+    headers: BTreeMap<String, HeaderSource>,
+    request_timeout: Option<Duration>,
+    stall_timeout: Duration,
+    pooled: Client,
+    fresh: Client,
+    env: EnvSource,
+}
+
+impl Transport {
+    /// `backend` is the backend's name in `flightdeck.yaml`; `path` is appended to its
+    /// `base_url` (`/chat/completions`, `/v1/messages`).
+    pub fn new(
+        backend: &str,
+        config: &HttpBackend,
+        api: Api,
+        env: EnvSource,
+    ) -> Result<Self, ExecError> {
+        let base = base_url(backend, &config.base_url)?;
+        let url = match api {
+            Api::OpenAi => format!("{base}/chat/completions"),
+            // Accept both `https://api.anthropic.com` and `https://api.anthropic.com/v1`.
+            Api::Anthropic if base.ends_with("/v1") => format!("{base}/messages"),
+            Api::Anthropic => format!("{base}/v1/messages"),
+        };
+        let parsed = Url::parse(&url).map_err(|e| {
+            ExecError::Config(format!("backends.{backend}.base_url: `{url}` is not a URL: {e}"))
+        })?;
+        let build = |pooled: bool| client(backend, config, &parsed, &env, pooled);
+        Ok(Self {
+            backend: backend.to_owned(),
+            api,
+            api_key_env: config.api_key_env.clone(),
+            headers: config.headers.clone(),
+            request_timeout: config.request_timeout,
+            stall_timeout: config.stall_timeout,
+            pooled: build(true)?,
+            fresh: build(false)?,
+            env,
+            url,
+        })
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        self.stall_timeout
+    }
+
+    /// The attempt's deadline: its own timeout, or the backend's `request_timeout` when
+    /// that is shorter.
+    pub fn deadline(&self, attempt_timeout: Duration) -> Deadline {
+        Deadline::start(self.request_timeout.map_or(attempt_timeout, |t| t.min(attempt_timeout)))
+    }
+
+    /// `error` naming this backend and its URL. Cancellation is no backend's doing and stays
+    /// as it is.
+    pub fn context(&self, error: ExecError) -> ExecError {
+        match error {
+            ExecError::Cancelled | ExecError::Backend { .. } => error,
+            source => ExecError::Backend {
+                backend: self.backend.clone(),
+                url: self.url.clone(),
+                source: Box::new(source),
+            },
         }
     }
 
-    /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
-    /// tasks hitting the same rate limit spread out.
-    fn backoff(&self, retry: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << retry.min(16)).min(self.max_delay);
-        let half = exp / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    /// Reads the API key and the `{env: …}` header values for one attempt. The key goes in
+    /// the header `key_header` with `prefix` (`authorization: Bearer …`, `x-api-key: …`).
+    pub fn credentials(
+        &self,
+        key_header: &HeaderName,
+        prefix: &str,
+    ) -> Result<Credentials, ExecError> {
+        let mut credentials = Credentials::default();
+        if let Some(key) = ApiKey::from_env(self.api_key_env.as_deref(), &self.env)? {
+            credentials.headers.insert(key_header.clone(), key.header_value(prefix)?);
+            credentials.secrets.push(key.0);
+        }
+        for (name, source) in &self.headers {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ExecError::Config(format!("headers: `{name}` is not a valid header name"))
+            })?;
+            let value = match source {
+                HeaderSource::Text(text) => HeaderValue::from_str(text).ok(),
+                HeaderSource::Env { env } => {
+                    let value =
+                        self.env.get(env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                            ExecError::Config(format!(
+                                "environment variable `{env}` for header `{name}` is not set"
+                            ))
+                        })?;
+                    let value = value.trim().to_owned();
+                    let header_value = sensitive_value(&value);
+                    credentials.secrets.push(value);
+                    header_value
+                }
+            };
+            let value = value.ok_or_else(|| {
+                ExecError::Config(format!(
+                    "headers: the value of `{name}` holds characters not allowed in a header"
+                ))
+            })?;
+            credentials.headers.insert(header, value);
+        }
+        Ok(credentials)
+    }
+
+    /// Sends `body` as one POST. A request the server never answered (it closed or reset the
+    /// connection before the first response byte, as llama.cpp does with a keep-alive
+    /// connection it has dropped) is sent once more at once on a fresh connection: that is
+    /// not a retry. Any answer but 2xx becomes [`ExecError::Http`] with the API's message,
+    /// a hint for permanent errors and the `Retry-After`.
+    pub async fn post(
+        &self,
+        body: &Value,
+        headers: &HeaderMap,
+        model: &str,
+        deadline: &Deadline,
+        cancel: &CancellationToken,
+    ) -> Result<Response, ExecError> {
+        let send =
+            |client: &Client| client.post(&self.url).headers(headers.clone()).json(body).send();
+        let response = match deadline.bound(cancel, send(&self.pooled)).await? {
+            Ok(response) => response,
+            Err(error) if never_answered(&error) => {
+                tracing::info!(
+                    backend = %self.backend,
+                    error = %describe(&error),
+                    "request not answered; sending it again on a fresh connection"
+                );
+                deadline
+                    .bound(cancel, send(&self.fresh))
+                    .await?
+                    .map_err(|e| ExecError::Connection(describe(&e)))?
+            }
+            Err(error) => return Err(ExecError::Connection(describe(&error))),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let body =
+            read_body(response, deadline, cancel, self.stall_timeout).await.unwrap_or_default();
+        let mut message = error_message(status, &body);
+        if let Some(hint) = self.hint(status, model) {
+            message = format!("{message} — {hint}");
+        }
+        Err(ExecError::Http { status: status.as_u16(), message, retry_after })
+    }
+
+    /// What to fix after an answer that will not change by trying again.
+    fn hint(&self, status: StatusCode, model: &str) -> Option<String> {
+        let hint = match status.as_u16() {
+            401 | 403 => match &self.api_key_env {
+                Some(variable) => {
+                    format!("check that {variable} holds a valid key for this server")
+                }
+                None => {
+                    "the server wants a key: set api_key_env to the variable that holds it".into()
+                }
+            },
+            404 if self.api == Api::OpenAi && !self.url.ends_with("/v1/chat/completions") => {
+                let base = self.url.trim_end_matches("/chat/completions");
+                format!("base_url has no `/v1`; OpenAI-compatible servers answer under `{base}/v1`")
+            }
+            404 => format!("check base_url and that the server has the model `{model}`"),
+            400 | 422 => format!(
+                "the server refused the request; check the backend's settings (model `{model}`, \
+                 max_tokens, …)"
+            ),
+            _ => return None,
+        };
+        Some(hint)
     }
 }
 
-/// True for answers worth retrying: rate limits and server errors (Anthropic's 529
-/// "overloaded" is a 5xx too).
-pub fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+/// True when `error` says the server closed or reset the connection before answering: the
+/// request was never answered, so sending it again cannot duplicate an answer the client
+/// saw. Refused connections and timeouts are real failures.
+fn never_answered(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_timeout() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Largest body read in full (non-streaming answers and error bodies).
@@ -111,46 +338,16 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest raw body quoted in an error message.
 const MAX_QUOTED_BODY_CHARS: usize = 300;
 
-/// Sends the request built by `request`, retrying 429 and 5xx per `policy`. Returns the first
-/// successful response; any other answer becomes [`ExecError::Http`] carrying the API's
-/// `error.message`.
-pub async fn send_with_retry(
-    request: impl Fn() -> RequestBuilder,
-    policy: &RetryPolicy,
+/// The next chunk of `response`, within the deadline and the stall timeout.
+async fn next_chunk(
+    response: &mut Response,
     deadline: &Deadline,
     cancel: &CancellationToken,
-) -> Result<Response, ExecError> {
-    let mut retry = 0;
-    loop {
-        let response = deadline
-            .bound(cancel, request().send())
-            .await?
-            .map_err(|e| ExecError::Connection(describe(&e)))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        if is_retryable(status) && retry < policy.max_retries {
-            let wait = retry_after(response.headers(), SystemTime::now())
-                .unwrap_or_else(|| policy.backoff(retry))
-                .min(deadline.remaining());
-            tracing::warn!(
-                status = status.as_u16(),
-                retry = retry + 1,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                "retrying HTTP request"
-            );
-            drop(response);
-            deadline.bound(cancel, tokio::time::sleep(wait)).await?;
-            retry += 1;
-            continue;
-        }
-        let body = read_body(response, deadline, cancel).await.unwrap_or_default();
-        let mut message = error_message(status, &body);
-        if is_retryable(status) && retry > 0 {
-            message = format!("{message} (gave up after {retry} retries)");
-        }
-        return Err(ExecError::Http { status: status.as_u16(), message });
+    stall: Duration,
+) -> Result<Result<Option<bytes::Bytes>, reqwest::Error>, ExecError> {
+    match deadline.bound(cancel, tokio::time::timeout(stall, response.chunk())).await? {
+        Ok(chunk) => Ok(chunk),
+        Err(_) => Err(ExecError::Stalled(stall)),
     }
 }
 
@@ -159,10 +356,10 @@ pub async fn read_body(
     mut response: Response,
     deadline: &Deadline,
     cancel: &CancellationToken,
+    stall: Duration,
 ) -> Result<Vec<u8>, ExecError> {
     let mut body = Vec::new();
-    while let Some(chunk) = deadline
-        .bound(cancel, response.chunk())
+    while let Some(chunk) = next_chunk(&mut response, deadline, cancel, stall)
         .await?
         .map_err(|e| ExecError::Connection(format!("reading the response: {}", describe(&e))))?
     {
@@ -364,18 +561,20 @@ impl SseParser {
 
 /// Reads an SSE body chunk by chunk within the deadline, handing each event to `on_event`
 /// until it returns `true` (the stream's own end marker). A body that ends before the marker
-/// is [`ExecError::Connection`]: the server or the network dropped the stream.
+/// is [`ExecError::Connection`]: the server or the network dropped the stream. Nothing for
+/// longer than `stall` is [`ExecError::Stalled`].
 pub async fn read_events(
     mut response: Response,
     deadline: &Deadline,
     cancel: &CancellationToken,
+    stall: Duration,
     end_marker: &str,
     mut on_event: impl FnMut(SseEvent) -> Result<bool, ExecError>,
 ) -> Result<(), ExecError> {
     let mut parser = SseParser::new();
     let mut received = 0usize;
     loop {
-        let chunk = deadline.bound(cancel, response.chunk()).await?.map_err(|e| {
+        let chunk = next_chunk(&mut response, deadline, cancel, stall).await?.map_err(|e| {
             ExecError::Connection(format!(
                 "stream broke after {received} bytes, before {end_marker}: {}",
                 describe(&e)
@@ -395,27 +594,231 @@ pub async fn read_events(
     }
 }
 
-/// Builds the shared HTTP client of one backend.
-pub fn client() -> Result<reqwest::Client, ExecError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| ExecError::Other(format!("cannot set up the HTTP client: {}", describe(&e))))
+/// Builds one HTTP client of a backend. `pooled: false` keeps no idle connection, so every
+/// request opens a fresh one (used to resend a request the server never answered).
+fn client(
+    backend: &str,
+    config: &HttpBackend,
+    url: &Url,
+    env: &EnvSource,
+    pooled: bool,
+) -> Result<Client, ExecError> {
+    // Proxies are chosen here from `env`, never by reqwest from the process environment.
+    let mut builder = Client::builder().connect_timeout(Duration::from_secs(30)).no_proxy();
+    if !pooled {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    if let Some(proxy) = proxy_for(backend, url, config.proxy, env)? {
+        builder = builder.proxy(proxy);
+    }
+    for certificate in extra_roots(backend, config.ca_file.as_deref(), env)? {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|e| {
+        ExecError::Config(format!(
+            "backends.{backend}: cannot set up the HTTP client: {}",
+            describe(&e)
+        ))
+    })
+}
+
+/// The proxy requests to `url` go through, if any. `auto` takes the environment's proxy
+/// (`HTTPS_PROXY` or `HTTP_PROXY` by scheme, else `ALL_PROXY`; lower-case names too) except
+/// for loopback hosts and hosts `NO_PROXY` names; `always` takes it for every host;
+/// `never` takes none.
+fn proxy_for(
+    backend: &str,
+    url: &Url,
+    mode: ProxyMode,
+    env: &EnvSource,
+) -> Result<Option<reqwest::Proxy>, ExecError> {
+    if mode == ProxyMode::Never || (mode == ProxyMode::Auto && is_loopback(url)) {
+        return Ok(None);
+    }
+    let names: &[&str] = if url.scheme() == "https" {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    let Some((name, value)) = names
+        .iter()
+        .find_map(|name| env.get(name).filter(|v| !v.trim().is_empty()).map(|v| (*name, v)))
+    else {
+        return Ok(None);
+    };
+    // The value may carry proxy credentials, so it is not quoted.
+    let proxy = reqwest::Proxy::all(value.trim()).map_err(|_| {
+        ExecError::Config(format!("backends.{backend}: the proxy in {name} is not a valid URL"))
+    })?;
+    if mode == ProxyMode::Always {
+        return Ok(Some(proxy));
+    }
+    let no_proxy = env.get("NO_PROXY").or_else(|| env.get("no_proxy")).unwrap_or_default();
+    Ok(Some(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy))))
+}
+
+/// 127.0.0.0/8, `::1`, `localhost` and `*.localhost`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// Certificates trusted on top of the built-in roots: the backend's `ca_file`, the file
+/// named by `SSL_CERT_FILE` and the PEM files in the folders of `SSL_CERT_DIR`
+/// (`:`-separated). A file that cannot be read or holds no certificate is an error naming it.
+fn extra_roots(
+    backend: &str,
+    ca_file: Option<&Path>,
+    env: &EnvSource,
+) -> Result<Vec<Certificate>, ExecError> {
+    let mut roots = Vec::new();
+    if let Some(file) = ca_file {
+        roots.extend(pem_file(file, &format!("backends.{backend}.ca_file"))?);
+    }
+    if let Some(file) = env.get("SSL_CERT_FILE").filter(|f| !f.trim().is_empty()) {
+        roots.extend(pem_file(Path::new(file.trim()), "SSL_CERT_FILE")?);
+    }
+    let dirs = env.get("SSL_CERT_DIR").unwrap_or_default();
+    for dir in dirs.split(':').map(str::trim).filter(|d| !d.is_empty()) {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ExecError::Config(format!("SSL_CERT_DIR: cannot read the folder `{dir}`: {e}"))
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Folders prepared by `c_rehash` also hold other files: only PEM certificates count.
+            if let Ok(text) = std::fs::read(&path)
+                && let Ok(found) = Certificate::from_pem_bundle(&text)
+            {
+                roots.extend(found);
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn pem_file(file: &Path, setting: &str) -> Result<Vec<Certificate>, ExecError> {
+    let shown = file.display();
+    let text = std::fs::read(file)
+        .map_err(|e| ExecError::Config(format!("{setting}: cannot read `{shown}`: {e}")))?;
+    let certificates = Certificate::from_pem_bundle(&text).map_err(|e| {
+        ExecError::Config(format!("{setting}: `{shown}` is not a PEM certificate file: {e}"))
+    })?;
+    if certificates.is_empty() {
+        return Err(ExecError::Config(format!(
+            "{setting}: `{shown}` holds no `BEGIN CERTIFICATE` block"
+        )));
+    }
+    Ok(certificates)
+}
+
+/// The attempt's outcome; tool calls are streamed as one line each once complete.
+pub fn answer(
+    text: String,
+    reasoning: String,
+    tool_calls: Vec<ToolCall>,
+    truncated: bool,
+    usage: Option<TokenUsage>,
+    sink: &OutputSink,
+) -> ExecOutcome {
+    for call in &tool_calls {
+        sink(OutputStream::ToolCall, format!("{} {}", call.name, call.input));
+    }
+    let details = AnswerDetails {
+        truncated,
+        tool_calls,
+        reasoning: (!reasoning.is_empty()).then_some(reasoning),
+        ..AnswerDetails::default()
+    };
+    ExecOutcome { output: text, usage, dropped_bytes: 0, details }
 }
 
 /// Checks that `base_url` is an http(s) URL and returns it without a trailing slash.
 pub fn base_url(name: &str, base_url: &str) -> Result<String, ExecError> {
-    let parsed = reqwest::Url::parse(base_url).map_err(|e| {
-        ExecError::Other(format!("backends.{name}.base_url: `{base_url}` is not a URL: {e}"))
+    let parsed = Url::parse(base_url).map_err(|e| {
+        ExecError::Config(format!("backends.{name}.base_url: `{base_url}` is not a URL: {e}"))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ExecError::Other(format!(
+        return Err(ExecError::Config(format!(
             "backends.{name}.base_url: `{base_url}` must start with http:// or https://"
         )));
     }
     Ok(base_url.trim_end_matches('/').to_owned())
 }
 
+/// The backend `model` that defers to the agent definition.
+pub const MODEL_FROM_AGENT: &str = "from-agent";
+
+/// Claude Code subagent files write `model: sonnet | opus | haiku | inherit`: hints, not API
+/// model ids. A backend's configured `model` is the model, whatever alias an agent names;
+/// an agent's own real model id still takes precedence. The aliases map to Anthropic model
+/// ids only on an Anthropic backend that names no model (or says `from-agent`).
+pub(crate) fn effective_model(
+    backend: &str,
+    requested: Option<&str>,
+    configured: Option<&str>,
+    api: Api,
+) -> Result<String, ExecError> {
+    let requested = requested.map(str::trim).filter(|m| !m.is_empty() && *m != "inherit");
+    let configured = configured.map(str::trim).filter(|m| *m != MODEL_FROM_AGENT);
+    let alias = |model: &str| matches!(model, "sonnet" | "opus" | "haiku");
+    match (requested, configured) {
+        (Some(model), _) if !alias(model) => Ok(model.to_owned()),
+        (_, Some(model)) => Ok(model.to_owned()),
+        (Some(alias), None) if api == Api::Anthropic => Ok(match alias {
+            "opus" => "claude-opus-4-1",
+            "haiku" => "claude-haiku-4-5",
+            _ => "claude-sonnet-4-5",
+        }
+        .to_owned()),
+        (Some(alias), None) => Err(ExecError::Config(format!(
+            "backends.{backend}.model: not set, and the agent's `model: {alias}` is a Claude \
+             Code alias only an Anthropic backend can map; set the backend's model"
+        ))),
+        (None, None) => Err(ExecError::Config(format!(
+            "backends.{backend}.model: not set and the agent names no model; set one of them"
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod model_tests {
+    use super::{Api, effective_model};
+
+    fn model(requested: Option<&str>, configured: Option<&str>, api: Api) -> String {
+        effective_model("b", requested, configured, api).unwrap()
+    }
+
+    #[test]
+    fn claude_code_aliases_never_replace_a_configured_model() {
+        assert_eq!(model(Some("sonnet"), Some("gpt-4o-mini"), Api::OpenAi), "gpt-4o-mini");
+        assert_eq!(model(Some("sonnet"), Some("qwen-coder"), Api::Anthropic), "qwen-coder");
+        assert_eq!(model(Some("inherit"), Some("llama3.1"), Api::OpenAi), "llama3.1");
+        assert_eq!(model(None, Some("llama3.1"), Api::OpenAi), "llama3.1");
+        assert_eq!(model(Some("qwen2.5"), Some("llama3.1"), Api::OpenAi), "qwen2.5");
+    }
+
+    #[test]
+    fn aliases_map_only_when_the_backend_defers() {
+        assert_eq!(model(Some("sonnet"), None, Api::Anthropic), "claude-sonnet-4-5");
+        assert_eq!(model(Some("haiku"), Some("from-agent"), Api::Anthropic), "claude-haiku-4-5");
+        assert_eq!(model(Some("opus"), Some("from-agent"), Api::Anthropic), "claude-opus-4-1");
+        let error = effective_model("local", Some("sonnet"), None, Api::OpenAi).unwrap_err();
+        assert!(error.is_permanent());
+        assert!(error.to_string().contains("backends.local.model"), "{error}");
+        let error = effective_model("local", None, Some("from-agent"), Api::OpenAi).unwrap_err();
+        assert!(error.to_string().contains("not set"), "{error}");
+    }
+}
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -482,8 +885,16 @@ mod tests {
         let env = EnvSource::fixed([("K", "sk-secret-value")]);
         let key = ApiKey::from_env(Some("K"), &env).unwrap().unwrap();
         assert_eq!(format!("{key:?}"), "***");
-        let redacted = key
-            .redact_error(ExecError::Http { status: 401, message: "bad sk-secret-value".into() });
+        let credentials = Credentials { headers: HeaderMap::new(), secrets: vec![key.0.clone()] };
+        let redacted = credentials.redact_error(ExecError::Backend {
+            backend: "b".into(),
+            url: "http://x".into(),
+            source: Box::new(ExecError::Http {
+                status: 401,
+                message: "bad sk-secret-value".into(),
+                retry_after: None,
+            }),
+        });
         assert!(!redacted.to_string().contains("sk-secret-value"));
         assert!(
             matches!(ApiKey::from_env(Some("NOPE"), &env), Err(ExecError::MissingKey(n)) if n == "NOPE")
@@ -501,46 +912,5 @@ mod tests {
             error_message(StatusCode::BAD_GATEWAY, b"<html>oops</html>"),
             "<html>oops</html>"
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_capped() {
-        let policy = RetryPolicy::new(5);
-        for retry in 0..10 {
-            let wait = policy.backoff(retry);
-            let full = policy.base_delay.saturating_mul(1 << retry).min(policy.max_delay);
-            assert!(wait >= full / 2 && wait <= full, "retry {retry}: {wait:?}");
-        }
-    }
-}
-
-/// Claude Code subagent files write `model: sonnet | opus | haiku | inherit`: hints, not API
-/// model ids. The model an attempt asks for is the agent's own when it names a real id,
-/// otherwise the backend's; for Anthropic the three aliases map to current model ids.
-pub(crate) fn effective_model<'a>(
-    requested: Option<&'a str>,
-    backend_model: &'a str,
-    anthropic: bool,
-) -> &'a str {
-    match requested {
-        Some("sonnet") if anthropic => "claude-sonnet-4-5",
-        Some("opus") if anthropic => "claude-opus-4-1",
-        Some("haiku") if anthropic => "claude-haiku-4-5",
-        None | Some("inherit" | "" | "sonnet" | "opus" | "haiku") => backend_model,
-        Some(model) => model,
-    }
-}
-
-#[cfg(test)]
-mod model_tests {
-    use super::effective_model;
-
-    #[test]
-    fn claude_code_aliases_are_hints() {
-        assert_eq!(effective_model(Some("sonnet"), "gpt-4o-mini", false), "gpt-4o-mini");
-        assert_eq!(effective_model(Some("sonnet"), "claude-x", true), "claude-sonnet-4-5");
-        assert_eq!(effective_model(Some("inherit"), "llama3.1", false), "llama3.1");
-        assert_eq!(effective_model(None, "llama3.1", false), "llama3.1");
-        assert_eq!(effective_model(Some("qwen2.5"), "llama3.1", false), "qwen2.5");
     }
 }

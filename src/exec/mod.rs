@@ -109,27 +109,52 @@ pub enum ExecError {
     Spawn { program: String, message: String },
     #[error("exited with {status}{}", if .stderr_tail.is_empty() { String::new() } else { format!(": {}", .stderr_tail) })]
     Exit { status: String, stderr_tail: String },
-    #[error("HTTP {status}: {message}")]
-    Http { status: u16, message: String },
+    /// The server answered with an error status. `retry_after` is the server's
+    /// `Retry-After`, which the engine waits out before the next attempt.
+    #[error("HTTP {status}: {message}{}", retry_after_note(*.retry_after))]
+    Http { status: u16, message: String, retry_after: Option<Duration> },
     #[error("connection failed: {0}")]
     Connection(String),
+    /// A stream sent nothing for longer than the backend's `stall_timeout`.
+    #[error("stream stalled: nothing received for {}", humantime::format_duration(*.0))]
+    Stalled(Duration),
     #[error("bad response: {0}")]
     Protocol(String),
-    #[error("environment variable `{0}` holding the API key is not set")]
+    #[error(
+        "environment variable `{0}` holding the API key is not set: export it, or fix api_key_env"
+    )]
     MissingKey(String),
+    /// A setting that cannot work; the same attempt fails again until it is fixed.
+    #[error("bad configuration: {0}")]
+    Config(String),
     #[error("simulated failure: {0}")]
     Simulated(String),
     #[error("{0}")]
     Other(String),
+    /// An HTTP backend's error, naming the backend and the URL it called.
+    #[error("backend `{backend}` ({url}): {source}")]
+    Backend { backend: String, url: String, source: Box<ExecError> },
+}
+
+fn retry_after_note(retry_after: Option<Duration>) -> String {
+    retry_after
+        .map(|wait| format!(" (Retry-After: {})", humantime::format_duration(whole_seconds(wait))))
+        .unwrap_or_default()
+}
+
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
 }
 
 /// Whether trying again could help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Connection reset, 429, 5xx, timeout, broken stream: worth another attempt.
+    /// Connection reset, 408, 429, 5xx, timeout, broken or stalled stream: worth another
+    /// attempt, and counted by the breaker.
     Transient,
-    /// Authentication, bad request, not found, bad configuration, missing program: the same
-    /// request fails again, so it is not retried and does not count against the breaker.
+    /// Authentication, bad request, not found, bad configuration, missing key or program:
+    /// the same request fails again, so it is not retried and does not count against the
+    /// breaker.
     Permanent,
 }
 
@@ -144,18 +169,45 @@ impl ExecError {
                     ErrorClass::Permanent
                 }
             }
-            Self::MissingKey(_) | Self::Spawn { .. } | Self::Other(_) => ErrorClass::Permanent,
+            Self::Backend { source, .. } => source.class(),
+            Self::MissingKey(_) | Self::Spawn { .. } | Self::Config(_) => ErrorClass::Permanent,
             Self::Timeout(_)
             | Self::Cancelled
             | Self::Exit { .. }
             | Self::Connection(_)
+            | Self::Stalled(_)
             | Self::Protocol(_)
-            | Self::Simulated(_) => ErrorClass::Transient,
+            | Self::Simulated(_)
+            | Self::Other(_) => ErrorClass::Transient,
         }
     }
 
     pub fn is_permanent(&self) -> bool {
         self.class() == ErrorClass::Permanent
+    }
+
+    /// The error itself, without the backend and URL around it.
+    pub fn cause(&self) -> &ExecError {
+        match self {
+            Self::Backend { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// How long the server asked to wait before the next try (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.cause() {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status the server answered with, if it answered with an error.
+    pub fn http_status(&self) -> Option<u16> {
+        match self.cause() {
+            Self::Http { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 }
 
@@ -165,7 +217,7 @@ pub fn build(name: &str, config: &BackendConfig) -> Result<Arc<dyn Executor>, Ex
     Ok(match config {
         BackendConfig::Process(backend) => {
             if backend.command.is_empty() {
-                return Err(ExecError::Other(format!(
+                return Err(ExecError::Config(format!(
                     "backends.{name}.command: must name a program"
                 )));
             }

@@ -1,5 +1,7 @@
 //! `OpenAI`-compatible Chat Completions (`POST {base_url}/chat/completions`): `OpenAI` itself,
-//! Ollama, vLLM, LM Studio and the many servers that speak the same wire format.
+//! Ollama, vLLM, llama.cpp, LM Studio and the many servers that speak the same wire format.
+
+use std::collections::BTreeMap;
 
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
@@ -7,64 +9,62 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
 use super::env::EnvSource;
-use super::http::{self, ApiKey, RetryPolicy};
-use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
+use super::http::{self, Api, Transport};
+use super::{
+    ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, ToolCall, prompt,
+};
 use crate::config::HttpBackend;
 use crate::event::{OutputStream, TokenUsage};
 
 /// Runs an attempt as one chat completion.
 #[derive(Debug, Clone)]
 pub struct OpenAiExecutor {
+    name: String,
     config: HttpBackend,
-    url: String,
-    client: reqwest::Client,
-    env: EnvSource,
-    policy: RetryPolicy,
+    transport: Transport,
 }
 
 impl OpenAiExecutor {
-    /// `name` is the backend's name in `flightdeck.yaml`, used in configuration errors.
+    /// `name` is the backend's name in `flightdeck.yaml`, used in errors. Keys, header values
+    /// and proxy settings come from the process environment.
     pub fn new(name: &str, config: HttpBackend) -> Result<Self, ExecError> {
-        let url = format!("{}/chat/completions", http::base_url(name, &config.base_url)?);
-        let policy = RetryPolicy::new(config.max_retries);
-        Ok(Self { config, url, client: http::client()?, env: EnvSource::process(), policy })
+        Self::with_env(name, config, EnvSource::process())
     }
 
-    /// Reads the API key from `env` instead of the process environment.
-    #[must_use]
-    pub fn with_env(mut self, env: EnvSource) -> Self {
-        self.env = env;
-        self
+    /// Reads keys, header values, proxies and `SSL_CERT_*` from `env` instead.
+    pub fn with_env(name: &str, config: HttpBackend, env: EnvSource) -> Result<Self, ExecError> {
+        let transport = Transport::new(name, &config, Api::OpenAi, env)?;
+        Ok(Self { name: name.to_owned(), config, transport })
     }
 
-    /// Changes the backoff used when a 429/5xx answer carries no `Retry-After`.
-    #[must_use]
-    pub fn with_backoff(
-        mut self,
-        base_delay: std::time::Duration,
-        max_delay: std::time::Duration,
-    ) -> Self {
-        self.policy.base_delay = base_delay;
-        self.policy.max_delay = max_delay;
-        self
-    }
-
-    fn body(&self, req: &ExecRequest) -> Value {
+    fn body(&self, req: &ExecRequest, model: &str) -> Value {
+        let config = &self.config;
         let mut messages = Vec::new();
         if !req.system_prompt.trim().is_empty() {
             messages.push(json!({"role": "system", "content": req.system_prompt}));
         }
         messages.push(json!({"role": "user", "content": prompt::user_message(req)}));
-        let mut body = json!({
-            "model": super::http::effective_model(req.model.as_deref(), &self.config.model, false),
-            "messages": messages,
-            "max_tokens": self.config.max_tokens,
-            "stream": self.config.stream,
-        });
-        if let Some(temperature) = self.config.temperature {
+        let mut body = json!({"model": model, "messages": messages, "stream": config.stream});
+        match config.max_completion_tokens {
+            Some(limit) => body["max_completion_tokens"] = json!(limit),
+            None => body["max_tokens"] = json!(config.max_tokens),
+        }
+        if let Some(temperature) = config.temperature {
             body["temperature"] = json!(temperature);
         }
-        if self.config.stream {
+        if let Some(top_p) = config.top_p {
+            body["top_p"] = json!(top_p);
+        }
+        if !config.stop.is_empty() {
+            body["stop"] = json!(config.stop);
+        }
+        if let Some(seed) = config.seed {
+            body["seed"] = json!(seed);
+        }
+        if let Some(format) = &config.response_format {
+            body["response_format"] = format.clone();
+        }
+        if config.stream {
             // Without this, streamed answers carry no token counts.
             body["stream_options"] = json!({"include_usage": true});
         }
@@ -77,30 +77,28 @@ impl OpenAiExecutor {
         sink: OutputSink,
         cancel: CancellationToken,
     ) -> Result<ExecOutcome, ExecError> {
-        let deadline = Deadline::start(req.timeout);
-        let key = ApiKey::from_env(self.config.api_key_env.as_deref(), &self.env)?;
-        let auth = key.as_ref().map(|k| k.header_value("Bearer ")).transpose()?;
-        let body = self.body(&req);
+        let transport = &self.transport;
+        let deadline = transport.deadline(req.timeout);
+        let credentials = transport.credentials(&AUTHORIZATION, "Bearer ")?;
+        let model = http::effective_model(
+            &self.name,
+            req.model.as_deref(),
+            self.config.model.as_deref(),
+            Api::OpenAi,
+        )?;
+        let body = self.body(&req, &model);
         let result = async {
-            let request = || {
-                let builder = self.client.post(&self.url).json(&body);
-                match &auth {
-                    Some(value) => builder.header(AUTHORIZATION, value.clone()),
-                    None => builder,
-                }
-            };
-            let response = http::send_with_retry(request, &self.policy, &deadline, &cancel).await?;
+            let response =
+                transport.post(&body, &credentials.headers, &model, &deadline, &cancel).await?;
+            let stall = transport.stall_timeout();
             if self.config.stream {
-                read_stream(response, &sink, &deadline, &cancel).await
+                read_stream(response, &sink, &deadline, &cancel, stall).await
             } else {
-                read_whole(response, &sink, &deadline, &cancel).await
+                read_whole(response, &sink, &deadline, &cancel, stall).await
             }
         }
         .await;
-        match key {
-            Some(key) => result.map_err(|e| key.redact_error(e)),
-            None => result,
-        }
+        result.map_err(|e| credentials.redact_error(e))
     }
 }
 
@@ -115,8 +113,90 @@ impl Executor for OpenAiExecutor {
         output: OutputSink,
         cancel: CancellationToken,
     ) -> ExecFuture<'_> {
-        Box::pin(self.run(req, output, cancel))
+        Box::pin(async move {
+            let result = self.run(req, output, cancel).await;
+            result.map_err(|e| self.transport.context(e))
+        })
     }
+}
+
+/// A tool call assembled from the pieces streamed at one `index`.
+#[derive(Default)]
+struct PartialCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// What a stream has delivered so far.
+#[derive(Default)]
+struct StreamState {
+    text: String,
+    reasoning: String,
+    calls: BTreeMap<u64, PartialCall>,
+    truncated: bool,
+    usage: Option<TokenUsage>,
+}
+
+impl StreamState {
+    /// Applies one chunk's first choice and usage.
+    fn apply(&mut self, chunk: &Value, sink: &OutputSink) {
+        if let Some(choice) = chunk.pointer("/choices/0") {
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            if let Some(text) = reasoning_of(delta).filter(|t| !t.is_empty()) {
+                sink(OutputStream::Reasoning, text.to_owned());
+                self.reasoning.push_str(text);
+            }
+            if let Some(text) =
+                delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty())
+            {
+                sink(OutputStream::Tokens, text.to_owned());
+                self.text.push_str(text);
+            }
+            for piece in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                self.add_call_piece(piece);
+            }
+            if choice.get("finish_reason").and_then(Value::as_str) == Some("length") {
+                self.truncated = true;
+            }
+        }
+        if let Some(counts) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(token_usage(counts));
+        }
+    }
+
+    /// Tool calls arrive in pieces: the first names the call's `index`, `id` and function
+    /// name, later ones append to its `arguments` text.
+    fn add_call_piece(&mut self, piece: &Value) {
+        let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let call = self.calls.entry(index).or_default();
+        if let Some(id) = piece.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+            call.id = Some(id.to_owned());
+        }
+        if let Some(name) = piece.pointer("/function/name").and_then(Value::as_str) {
+            call.name.push_str(name);
+        }
+        if let Some(arguments) = piece.pointer("/function/arguments").and_then(Value::as_str) {
+            call.arguments.push_str(arguments);
+        }
+    }
+
+    fn finish(self, sink: &OutputSink) -> ExecOutcome {
+        let tool_calls = self
+            .calls
+            .into_values()
+            .map(|call| ToolCall { id: call.id, name: call.name, input: call.arguments })
+            .collect();
+        http::answer(self.text, self.reasoning, tool_calls, self.truncated, self.usage, sink)
+    }
+}
+
+/// The reasoning text of a delta or message: `reasoning_content` (llama.cpp, `DeepSeek`,
+/// vLLM) or `reasoning` (`OpenRouter`, newer vLLM).
+fn reasoning_of(part: &Value) -> Option<&str> {
+    part.get("reasoning_content")
+        .and_then(Value::as_str)
+        .or_else(|| part.get("reasoning").and_then(Value::as_str))
 }
 
 async fn read_stream(
@@ -124,10 +204,10 @@ async fn read_stream(
     sink: &OutputSink,
     deadline: &Deadline,
     cancel: &CancellationToken,
+    stall: std::time::Duration,
 ) -> Result<ExecOutcome, ExecError> {
-    let mut text = String::new();
-    let mut usage = None;
-    http::read_events(response, deadline, cancel, "data: [DONE]", |event| {
+    let mut state = StreamState::default();
+    http::read_events(response, deadline, cancel, stall, "data: [DONE]", |event| {
         if event.data.trim() == "[DONE]" {
             return Ok(true);
         }
@@ -138,19 +218,11 @@ async fn read_stream(
                 error.get("message").and_then(Value::as_str).unwrap_or(&error.to_string())
             )));
         }
-        if let Some(delta) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str)
-            && !delta.is_empty()
-        {
-            sink(OutputStream::Tokens, delta.to_owned());
-            text.push_str(delta);
-        }
-        if let Some(counts) = chunk.get("usage").filter(|u| u.is_object()) {
-            usage = Some(token_usage(counts));
-        }
+        state.apply(&chunk, sink);
         Ok(false)
     })
     .await?;
-    Ok(ExecOutcome { output: text, usage, dropped_bytes: 0, ..ExecOutcome::default() })
+    Ok(state.finish(sink))
 }
 
 async fn read_whole(
@@ -158,21 +230,55 @@ async fn read_whole(
     sink: &OutputSink,
     deadline: &Deadline,
     cancel: &CancellationToken,
+    stall: std::time::Duration,
 ) -> Result<ExecOutcome, ExecError> {
-    let body = http::read_body(response, deadline, cancel).await?;
+    let body = http::read_body(response, deadline, cancel, stall).await?;
     let json = http::parse_json(&body, "the response")?;
-    let text =
-        json.pointer("/choices/0/message/content").and_then(Value::as_str).ok_or_else(|| {
-            ExecError::Protocol("the response has no choices[0].message.content".into())
-        })?;
+    let message = json
+        .pointer("/choices/0/message")
+        .ok_or_else(|| ExecError::Protocol("the response has no choices[0].message".into()))?;
+    let text = message.get("content").and_then(Value::as_str).unwrap_or_default();
+    let tool_calls: Vec<ToolCall> = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|call| ToolCall {
+            id: call.get("id").and_then(Value::as_str).map(str::to_owned),
+            name: call.pointer("/function/name").and_then(Value::as_str).unwrap_or("").to_owned(),
+            input: call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        })
+        .collect();
+    if text.is_empty() && tool_calls.is_empty() && message.get("content").is_none() {
+        return Err(ExecError::Protocol(
+            "the response has neither choices[0].message.content nor tool_calls".into(),
+        ));
+    }
+    let reasoning = reasoning_of(message).unwrap_or_default().to_owned();
+    if !reasoning.is_empty() {
+        sink(OutputStream::Reasoning, reasoning.clone());
+    }
     if !text.is_empty() {
         sink(OutputStream::Tokens, text.to_owned());
     }
+    let truncated =
+        json.pointer("/choices/0/finish_reason").and_then(Value::as_str) == Some("length");
     let usage = json.get("usage").filter(|u| u.is_object()).map(token_usage);
-    Ok(ExecOutcome { output: text.to_owned(), usage, dropped_bytes: 0, ..ExecOutcome::default() })
+    Ok(http::answer(text.to_owned(), reasoning, tool_calls, truncated, usage, sink))
 }
 
+/// `prompt_tokens` already counts the cached part, reported apart in
+/// `prompt_tokens_details.cached_tokens`.
 fn token_usage(counts: &Value) -> TokenUsage {
-    let count = |field: &str| counts.get(field).and_then(Value::as_u64).unwrap_or(0);
-    TokenUsage { input_tokens: count("prompt_tokens"), output_tokens: count("completion_tokens") }
+    let count = |pointer: &str| counts.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    TokenUsage {
+        input_tokens: count("/prompt_tokens"),
+        output_tokens: count("/completion_tokens"),
+        cache_read_input_tokens: count("/prompt_tokens_details/cached_tokens"),
+        cache_creation_input_tokens: 0,
+    }
 }

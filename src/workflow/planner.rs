@@ -201,7 +201,10 @@ pub fn plan_with(
             estimate: estimate_task(config, timeout),
             backend,
             timeout,
-            retries: task.retries.unwrap_or(settings.limits.task_retries),
+            retries: task
+                .retries
+                .or(settings.limits.task_retries)
+                .unwrap_or_else(|| config.default_task_retries()),
             depends_on: task.depends_on.clone(),
             layer: 0,
             line: task.line,
