@@ -667,4 +667,72 @@ mod tests {
         assert!(text.starts_with("f.yaml:3:"), "{text}");
         assert!(!text.contains(" at line "), "{text}");
     }
+
+    const HTTP: &str = "default_backend: local\nbackends:\n  local:\n    kind: openai\n    \
+                        base_url: http://127.0.0.1:8080/v1\n";
+
+    #[test]
+    fn http_backend_settings_parse_with_defaults() {
+        let text = format!(
+            "{HTTP}    top_p: 0.9\n    stop: [END]\n    seed: 7\n    max_completion_tokens: 900\n    \
+             response_format: {{type: json_object}}\n    stall_timeout: 5s\n    request_timeout: 2m\n    \
+             proxy: always\n    headers:\n      X-Org: {{env: ORG_ID}}\n      X-Title: Flightdeck\n"
+        );
+        let s = Settings::parse(&text, Path::new("f.yaml")).expect("valid settings");
+        let BackendConfig::Openai(http) = &s.backends["local"] else { panic!() };
+        assert_eq!(http.model, None, "model is optional: the agent may name it");
+        assert_eq!(http.top_p, Some(0.9));
+        assert_eq!(http.stop, ["END"]);
+        assert_eq!(http.seed, Some(7));
+        assert_eq!(http.max_completion_tokens, Some(900));
+        assert_eq!(http.stall_timeout, Duration::from_secs(5));
+        assert_eq!(http.request_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(http.proxy, ProxyMode::Always);
+        assert_eq!(http.headers["X-Org"], HeaderSource::Env { env: "ORG_ID".into() });
+        assert_eq!(http.headers["X-Title"], HeaderSource::Text("Flightdeck".into()));
+        assert_eq!(s.limits.task_retries, None);
+        assert_eq!(s.backends["local"].default_task_retries(), 3);
+
+        let plain = Settings::parse(HTTP, Path::new("f.yaml")).expect("valid settings");
+        let BackendConfig::Openai(http) = &plain.backends["local"] else { panic!() };
+        assert_eq!(http.stall_timeout, Duration::from_secs(30));
+        assert_eq!(http.proxy, ProxyMode::Auto);
+    }
+
+    #[test]
+    fn bad_http_settings_name_file_line_and_field() {
+        let cases = [
+            ("    top_p: 1.5\n", "f.yaml:6: backends.local.top_p: 1.5 is not between 0 and 1"),
+            ("    stall_timeout: 0s\n", "f.yaml:6: backends.local.stall_timeout: must be longer"),
+            ("    model: \"\"\n", "f.yaml:6: backends.local.model: is empty"),
+            (
+                "    response_format: json\n",
+                "f.yaml:6: backends.local.response_format: must be a mapping",
+            ),
+            (
+                "    headers:\n      \"Bad Name\": x\n",
+                "f.yaml:6: backends.local.headers: `Bad Name`",
+            ),
+            ("    ca_file: no-such-ca.pem\n", "f.yaml:6: backends.local.ca_file: cannot read"),
+        ];
+        for (extra, expected) in cases {
+            let err = Settings::parse(&format!("{HTTP}{extra}"), Path::new("dir/f.yaml"))
+                .expect_err(expected);
+            let text = err.to_string().replacen("dir/", "", 1);
+            assert!(text.starts_with(expected), "{text}");
+        }
+        let err = Settings::parse(&format!("{HTTP}    proxy: sometimes\n"), Path::new("f.yaml"))
+            .expect_err("unknown proxy mode");
+        assert!(err.to_string().starts_with("f.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn a_relative_ca_file_is_read_from_the_settings_folder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), "pem").expect("write");
+        let text = format!("{HTTP}    ca_file: ca.pem\n");
+        let s = Settings::parse(&text, &dir.path().join(SETTINGS_FILE)).expect("valid settings");
+        let BackendConfig::Openai(http) = &s.backends["local"] else { panic!() };
+        assert_eq!(http.ca_file.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+    }
 }

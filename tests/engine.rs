@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use flightdeck::agents::Registry;
 use flightdeck::bus::EventBus;
-use flightdeck::config::{BackendConfig, Settings, SimBackend};
+use flightdeck::config::{BackendConfig, HttpBackend, Settings, SimBackend};
 use flightdeck::engine::{Engine, EngineError, EngineParts, RunHandle, RunPhase};
 use flightdeck::event::{Envelope, Event, RunStatus};
 use flightdeck::exec::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink};
@@ -33,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 enum Step {
     Succeed(String),
+    /// A transient failure.
     Fail(String),
+    /// Exactly this error.
+    Error(ExecError),
     /// Wait until cancelled or timed out.
     Hang,
     /// Ignore cancellation and timeout entirely (a broken executor).
@@ -139,6 +144,7 @@ impl Executor for Scripted {
                     ..ExecOutcome::default()
                 }),
                 Step::Fail(message) => Err(ExecError::Other(message)),
+                Step::Error(error) => Err(error),
                 Step::Hang | Step::Stuck => unreachable!(),
             }
         })
@@ -995,4 +1001,145 @@ backends:
         let row = store.run(&run).unwrap().unwrap();
         assert_eq!(row.state, flightdeck::store::RunState::Cancelled);
     }
+}
+
+// ---------------------------------------------------------------- error classes and the retry budget
+
+/// An HTTP error as the executors report it, naming the backend and URL.
+fn http_error(status: u16, retry_after: Option<Duration>) -> ExecError {
+    ExecError::Backend {
+        backend: "test".into(),
+        url: "http://127.0.0.1:9/v1/chat/completions".into(),
+        source: Box::new(ExecError::Http { status, message: "refused".into(), retry_after }),
+    }
+}
+
+fn failed_error(events: &[Arc<Envelope>], task: &str) -> (u32, String) {
+    events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::TaskFailed { task: t, attempt, error, .. } if t.as_str() == task => {
+                Some((*attempt, error.clone()))
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{task} did not fail: {:#?}", trace(events)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_fail_at_once_and_never_count_on_the_breaker() {
+    let mut settings = settings();
+    settings.breakers.failure_threshold = 1;
+    let mut s = setup_with(&[("alpha", "")], settings);
+    let executor = Scripted::new(Duration::from_millis(1), |req| match req.task.as_str() {
+        "a" => Step::Error(http_error(401, None)),
+        "b" => Step::Error(ExecError::MissingKey("OPENAI_API_KEY".into())),
+        _ => Step::Succeed("fine".into()),
+    });
+    let yaml = "max_parallel: 1\ntasks:\n  - {id: a, description: x, agent: alpha, retries: 3}\n  \
+                - {id: b, description: y, agent: alpha, retries: 3}\n  \
+                - {id: c, description: z, agent: alpha}\n";
+    let handle = s.start(Arc::clone(&executor), yaml);
+    let events = s.until_finished(handle.id()).await;
+    let (attempt, error) = failed_error(&events, "a");
+    assert_eq!(attempt, 1, "a permanent error is not retried");
+    assert!(
+        error.contains("backend `test` (http://127.0.0.1:9/v1/chat/completions): HTTP 401"),
+        "{error}"
+    );
+    assert!(error.contains("not retried"), "{error}");
+    assert_eq!(failed_error(&events, "b").0, 1);
+    assert_eq!(executor.requests_for("a").len(), 1);
+    assert_eq!(executor.requests_for("b").len(), 1);
+    assert!(
+        !trace(&events).iter().any(|t| t.starts_with("task_retrying")),
+        "{:#?}",
+        trace(&events)
+    );
+    // Threshold 1, two failures: still closed, and the third task ran.
+    let view = s.breakers.view(&AgentId::new("alpha"));
+    assert_eq!(view.state, flightdeck::resilience::BreakerState::Closed);
+    assert_eq!(view.consecutive_failures, 0);
+    assert!(trace(&events).contains(&"task_succeeded:c".to_owned()), "{:#?}", trace(&events));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_count_on_the_breaker() {
+    let mut settings = settings();
+    settings.breakers.failure_threshold = 1;
+    let mut s = setup_with(&[("alpha", "")], settings);
+    let executor = Scripted::new(Duration::from_millis(1), |_| Step::Error(http_error(503, None)));
+    let handle = s.start(executor, "tasks:\n  - {id: a, description: x, agent: alpha}\n");
+    let events = s.until_finished(handle.id()).await;
+    assert!(trace(&events).contains(&"task_failed:a".to_owned()));
+    let view = s.breakers.view(&AgentId::new("alpha"));
+    assert_eq!(view.state, flightdeck::resilience::BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engine_waits_out_retry_after() {
+    let mut s = setup(&[("alpha", "")]);
+    let executor = Scripted::new(Duration::from_millis(1), |req| {
+        if req.attempt == 1 {
+            Step::Error(http_error(429, Some(Duration::from_secs(3))))
+        } else {
+            Step::Succeed("ok".into())
+        }
+    });
+    let yaml = "tasks:\n  - {id: a, description: x, agent: alpha, retries: 1}\n";
+    let handle = s.start(Arc::clone(&executor), yaml);
+    let events = s.until_finished(handle.id()).await;
+    let delay = events.iter().find_map(|e| match &e.event {
+        Event::TaskRetrying { delay_ms, .. } => Some(*delay_ms),
+        _ => None,
+    });
+    assert_eq!(delay, Some(3000), "the wait is the server's Retry-After");
+    let starts: Vec<Instant> = executor.requests_for("a").iter().map(|(_, at)| *at).collect();
+    assert!(starts[1] - starts[0] >= Duration::from_secs(3));
+    assert_eq!(finished_status(&events), RunStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_longer_than_the_timeout_fails_at_once_with_the_429() {
+    let mut s = setup(&[("alpha", "")]);
+    let executor = Scripted::new(Duration::from_millis(1), |_| {
+        Step::Error(http_error(429, Some(Duration::from_secs(600))))
+    });
+    let yaml = "tasks:\n  - {id: a, description: x, agent: alpha, retries: 3, timeout: 1m}\n";
+    let began = Instant::now();
+    let handle = s.start(Arc::clone(&executor), yaml);
+    let events = s.until_finished(handle.id()).await;
+    let (attempt, error) = failed_error(&events, "a");
+    assert_eq!(attempt, 1);
+    assert!(error.contains("HTTP 429: refused (Retry-After: 10m)"), "{error}");
+    assert!(error.contains("longer than the task's timeout of 1m"), "{error}");
+    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
+}
+
+/// A real `OpenAI`-compatible server that answers 503 to everything: the task makes one
+/// request per attempt, and the backend's `max_retries` is the task's whole budget.
+#[tokio::test]
+async fn an_http_backend_has_one_retry_budget_per_task() {
+    let busy = support::Reply::json(503, &json!({"error": {"message": "busy"}}));
+    let server =
+        support::FakeServer::start_with(support::ConnectionMode::Close, vec![], Some(busy)).await;
+    let mut settings = settings();
+    let http = HttpBackend {
+        max_retries: 2,
+        stream: false,
+        ..HttpBackend::new(format!("{}/v1", server.url), Some("local-model"))
+    };
+    settings.backends.insert("local".into(), BackendConfig::Openai(http));
+    settings.limits.retry_base_delay = Duration::from_millis(10);
+    settings.limits.retry_max_delay = Duration::from_millis(20);
+    let mut s = setup_with(&[("alpha", "backend: local\n")], settings);
+    let plan = s.plan("tasks:\n  - {id: a, description: x, agent: alpha}\n");
+    assert_eq!(plan.steps[0].retries, 2, "the backend's max_retries sets the budget");
+    let handle = s.engine.start(plan).unwrap();
+    let events = s.until_finished(handle.id()).await;
+    let (attempt, error) = failed_error(&events, "a");
+    assert_eq!(attempt, 3);
+    assert!(error.contains("HTTP 503: busy"), "{error}");
+    assert!(error.contains(&format!("({}/v1/chat/completions)", server.url)), "{error}");
+    assert_eq!(server.requests().len(), 3, "1 attempt + 2 retries, nothing multiplied");
 }
