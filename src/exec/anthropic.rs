@@ -95,7 +95,8 @@ impl AnthropicExecutor {
             let response =
                 transport.post(&body, &credentials.headers, &model, &deadline, &cancel).await?;
             let stall = transport.stall_timeout();
-            if self.config.stream {
+            // A server that ignores `stream: true` answers with one JSON body.
+            if self.config.stream && http::is_event_stream(&response) {
                 read_stream(response, &sink, &deadline, &cancel, stall).await
             } else {
                 read_whole(response, &sink, &deadline, &cancel, stall).await

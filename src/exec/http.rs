@@ -303,6 +303,15 @@ impl Transport {
     }
 }
 
+/// Whether the answer is an event stream (`text/event-stream`), not one JSON body.
+pub fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
 /// True when `error` says the server closed or reset the connection before answering: the
 /// request was never answered, so sending it again cannot duplicate an answer the client
 /// saw. Refused connections and timeouts are real failures.

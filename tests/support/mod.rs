@@ -218,6 +218,9 @@ impl FakeServer {
         let accept = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
+                // Each event is written on its own, as real servers do; Nagle's algorithm
+                // would hold it back until the client's delayed ACK (40 ms).
+                let _ = socket.set_nodelay(true);
                 let number = state.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&state);
                 match &tls {
