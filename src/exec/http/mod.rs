@@ -7,22 +7,25 @@
 //! Executors make one request per attempt: every retry, and every wait for `Retry-After`,
 //! belongs to the engine, so a task has one retry budget.
 
+mod connect;
+mod sse;
+
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use reqwest::{Certificate, Client, Response, StatusCode, Url};
+use reqwest::{Client, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
 use super::env::EnvSource;
 use super::{AnswerDetails, ExecError, ExecOutcome, OutputSink, ToolCall};
-use crate::config::{HeaderSource, HttpBackend, ProxyMode};
+use crate::config::{HeaderSource, HttpBackend};
 use crate::event::{OutputStream, TokenUsage};
+
+pub use sse::{SseEvent, read_events};
 
 /// An API key read from the environment. It is only ever put into a request header: Debug
 /// prints `***` and there is no Display.
@@ -154,7 +157,7 @@ impl Transport {
         let parsed = Url::parse(&url).map_err(|e| {
             ExecError::Config(format!("backends.{backend}.base_url: `{url}` is not a URL: {e}"))
         })?;
-        let build = |pooled: bool| client(backend, config, &parsed, &env, pooled);
+        let build = |pooled: bool| connect::client(backend, config, &parsed, &env, pooled);
         Ok(Self {
             backend: backend.to_owned(),
             api,
@@ -490,245 +493,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    /// The `event:` field, when the server names the event (Anthropic does).
-    pub event: Option<String>,
-    /// The `data:` lines joined with `\n`.
-    pub data: String,
-}
-
-/// Incremental parser for `text/event-stream` bodies, fed with chunks cut anywhere.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    line: Vec<u8>,
-    event: Option<String>,
-    data: String,
-    has_data: bool,
-}
-
-/// A line longer than this is not a plausible event; refusing it keeps memory bounded.
-const MAX_SSE_LINE_BYTES: usize = 4 * 1024 * 1024;
-
-impl SseParser {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Feeds one chunk and returns the events it completed.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, ExecError> {
-        let mut events = Vec::new();
-        let mut rest = chunk;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            self.line.extend_from_slice(&rest[..newline]);
-            rest = &rest[newline + 1..];
-            let line = std::mem::take(&mut self.line);
-            if let Some(event) = self.field(&line)? {
-                events.push(event);
-            }
-        }
-        self.line.extend_from_slice(rest);
-        if self.line.len() > MAX_SSE_LINE_BYTES {
-            return Err(ExecError::Protocol(format!(
-                "event stream line longer than {MAX_SSE_LINE_BYTES} bytes"
-            )));
-        }
-        Ok(events)
-    }
-
-    fn field(&mut self, line: &[u8]) -> Result<Option<SseEvent>, ExecError> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            let event = self.event.take();
-            if !std::mem::take(&mut self.has_data) {
-                return Ok(None);
-            }
-            return Ok(Some(SseEvent { event, data: std::mem::take(&mut self.data) }));
-        }
-        let line = std::str::from_utf8(line)
-            .map_err(|_| ExecError::Protocol("event stream is not valid UTF-8".into()))?;
-        if line.starts_with(':') {
-            return Ok(None);
-        }
-        let (name, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match name {
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
-            }
-            "event" => self.event = Some(value.to_owned()),
-            _ => {}
-        }
-        Ok(None)
-    }
-}
-
-/// Reads an SSE body chunk by chunk within the deadline, handing each event to `on_event`
-/// until it returns `true` (the stream's own end marker). A body that ends before the marker
-/// is [`ExecError::Connection`]: the server or the network dropped the stream. Nothing for
-/// longer than `stall` is [`ExecError::Stalled`].
-pub async fn read_events(
-    mut response: Response,
-    deadline: &Deadline,
-    cancel: &CancellationToken,
-    stall: Duration,
-    end_marker: &str,
-    mut on_event: impl FnMut(SseEvent) -> Result<bool, ExecError>,
-) -> Result<(), ExecError> {
-    let mut parser = SseParser::new();
-    let mut received = 0usize;
-    loop {
-        let chunk = next_chunk(&mut response, deadline, cancel, stall).await?.map_err(|e| {
-            ExecError::Connection(format!(
-                "stream broke after {received} bytes, before {end_marker}: {}",
-                describe(&e)
-            ))
-        })?;
-        let Some(chunk) = chunk else {
-            return Err(ExecError::Connection(format!(
-                "stream ended after {received} bytes, before {end_marker}"
-            )));
-        };
-        received += chunk.len();
-        for event in parser.feed(&chunk)? {
-            if on_event(event)? {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Builds one HTTP client of a backend. `pooled: false` keeps no idle connection, so every
-/// request opens a fresh one (used to resend a request the server never answered).
-fn client(
-    backend: &str,
-    config: &HttpBackend,
-    url: &Url,
-    env: &EnvSource,
-    pooled: bool,
-) -> Result<Client, ExecError> {
-    // Proxies are chosen here from `env`, never by reqwest from the process environment.
-    let mut builder = Client::builder().connect_timeout(Duration::from_secs(30)).no_proxy();
-    if !pooled {
-        builder = builder.pool_max_idle_per_host(0);
-    }
-    if let Some(proxy) = proxy_for(backend, url, config.proxy, env)? {
-        builder = builder.proxy(proxy);
-    }
-    for certificate in extra_roots(backend, config.ca_file.as_deref(), env)? {
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().map_err(|e| {
-        ExecError::Config(format!(
-            "backends.{backend}: cannot set up the HTTP client: {}",
-            describe(&e)
-        ))
-    })
-}
-
-/// The proxy requests to `url` go through, if any. `auto` takes the environment's proxy
-/// (`HTTPS_PROXY` or `HTTP_PROXY` by scheme, else `ALL_PROXY`; lower-case names too) except
-/// for loopback hosts and hosts `NO_PROXY` names; `always` takes it for every host;
-/// `never` takes none.
-fn proxy_for(
-    backend: &str,
-    url: &Url,
-    mode: ProxyMode,
-    env: &EnvSource,
-) -> Result<Option<reqwest::Proxy>, ExecError> {
-    if mode == ProxyMode::Never || (mode == ProxyMode::Auto && is_loopback(url)) {
-        return Ok(None);
-    }
-    let names: &[&str] = if url.scheme() == "https" {
-        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-    } else {
-        &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-    };
-    let Some((name, value)) = names
-        .iter()
-        .find_map(|name| env.get(name).filter(|v| !v.trim().is_empty()).map(|v| (*name, v)))
-    else {
-        return Ok(None);
-    };
-    // The value may carry proxy credentials, so it is not quoted.
-    let proxy = reqwest::Proxy::all(value.trim()).map_err(|_| {
-        ExecError::Config(format!("backends.{backend}: the proxy in {name} is not a valid URL"))
-    })?;
-    if mode == ProxyMode::Always {
-        return Ok(Some(proxy));
-    }
-    let no_proxy = env.get("NO_PROXY").or_else(|| env.get("no_proxy")).unwrap_or_default();
-    Ok(Some(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy))))
-}
-
-/// 127.0.0.0/8, `::1`, `localhost` and `*.localhost`.
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost"
-                || name.ends_with(".localhost")
-                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        None => false,
-    }
-}
-
-/// Certificates trusted on top of the built-in roots: the backend's `ca_file`, the file
-/// named by `SSL_CERT_FILE` and the PEM files in the folders of `SSL_CERT_DIR`
-/// (`:`-separated). A file that cannot be read or holds no certificate is an error naming it.
-fn extra_roots(
-    backend: &str,
-    ca_file: Option<&Path>,
-    env: &EnvSource,
-) -> Result<Vec<Certificate>, ExecError> {
-    let mut roots = Vec::new();
-    if let Some(file) = ca_file {
-        roots.extend(pem_file(file, &format!("backends.{backend}.ca_file"))?);
-    }
-    if let Some(file) = env.get("SSL_CERT_FILE").filter(|f| !f.trim().is_empty()) {
-        roots.extend(pem_file(Path::new(file.trim()), "SSL_CERT_FILE")?);
-    }
-    let dirs = env.get("SSL_CERT_DIR").unwrap_or_default();
-    for dir in dirs.split(':').map(str::trim).filter(|d| !d.is_empty()) {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            ExecError::Config(format!("SSL_CERT_DIR: cannot read the folder `{dir}`: {e}"))
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            // Folders prepared by `c_rehash` also hold other files: only PEM certificates count.
-            if let Ok(text) = std::fs::read(&path)
-                && let Ok(found) = Certificate::from_pem_bundle(&text)
-            {
-                roots.extend(found);
-            }
-        }
-    }
-    Ok(roots)
-}
-
-fn pem_file(file: &Path, setting: &str) -> Result<Vec<Certificate>, ExecError> {
-    let shown = file.display();
-    let text = std::fs::read(file)
-        .map_err(|e| ExecError::Config(format!("{setting}: cannot read `{shown}`: {e}")))?;
-    let certificates = Certificate::from_pem_bundle(&text).map_err(|e| {
-        ExecError::Config(format!("{setting}: `{shown}` is not a PEM certificate file: {e}"))
-    })?;
-    if certificates.is_empty() {
-        return Err(ExecError::Config(format!(
-            "{setting}: `{shown}` holds no `BEGIN CERTIFICATE` block"
-        )));
-    }
-    Ok(certificates)
-}
-
 /// The attempt's outcome; tool calls are streamed as one line each once complete.
 pub fn answer(
     text: String,
@@ -832,38 +596,6 @@ mod model_tests {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn events(parser: &mut SseParser, text: &str) -> Vec<SseEvent> {
-        parser.feed(text.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn sse_events_survive_any_chunking() {
-        let text = "event: message_start\r\ndata: {\"a\":1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\ndata: [DONE]\n\n";
-        for size in 1..text.len() {
-            let mut parser = SseParser::new();
-            let mut all = Vec::new();
-            for chunk in text.as_bytes().chunks(size) {
-                all.extend(parser.feed(chunk).unwrap());
-            }
-            assert_eq!(
-                all,
-                vec![
-                    SseEvent { event: Some("message_start".into()), data: "{\"a\":1}".into() },
-                    SseEvent { event: None, data: "x\ny".into() },
-                    SseEvent { event: None, data: "[DONE]".into() },
-                ],
-                "chunk size {size}"
-            );
-        }
-    }
-
-    #[test]
-    fn sse_unterminated_event_is_not_dispatched() {
-        let mut parser = SseParser::new();
-        assert!(events(&mut parser, "data: {\"partial\":").is_empty());
-        assert!(events(&mut parser, "true}\n").is_empty());
-    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
