@@ -1,6 +1,8 @@
 //! The HTTP executors against a real HTTP server on 127.0.0.1 speaking the exact wire
 //! formats: `OpenAI` Chat Completions (SSE `data:` lines, `[DONE]`) and Anthropic Messages
-//! (`event:` + `data:` lines).
+//! (`event:` + `data:` lines): answers with tool calls, reasoning, truncation and cached
+//! usage; per-backend settings; errors classified and naming backend and URL; requests on
+//! dropped keep-alive connections resent; stalls; a private CA over real TLS; proxies.
 
 #![allow(clippy::unwrap_used)]
 
