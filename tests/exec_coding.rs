@@ -581,3 +581,78 @@ backends:
     let error = Settings::parse(bad, Path::new("f.yaml")).unwrap_err().to_string();
     assert!(error.starts_with("f.yaml:5: backends.g.max_turns:"), "{error}");
 }
+
+// ---- end to end ----
+
+/// `flightdeck run` on a project whose agent runs on the fake Claude Code: the agent's
+/// `tools` and `model` reach the CLI, and the answer's details reach the event stream.
+#[test]
+fn a_workflow_runs_on_claude_code_through_the_engine() {
+    let project = tempfile::tempdir().unwrap();
+    let record = tempfile::tempdir().unwrap();
+    let root = project.path();
+    let settings = format!(
+        "default_backend: coder
+default_role: admin
+backends:
+  coder:
+    kind: claude_code
+    program: {}
+    permission_mode: acceptEdits
+    env:
+      FAKE_SCENARIO: {}
+      FAKE_RECORD: {}
+",
+        fixtures().join("bin/claude").display(),
+        fixtures().join("claude/success.jsonl").display(),
+        record.path().display(),
+    );
+    std::fs::write(root.join("flightdeck.yaml"), settings).unwrap();
+    std::fs::create_dir_all(root.join("agentpool")).unwrap();
+    std::fs::write(
+        root.join("agentpool/architect.md"),
+        "---\nname: architect\ndescription: Designs APIs\ntools: Read, Grep\nmodel: opus\n---\nYou design APIs.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("flow.yaml"),
+        "name: flow\ntasks:\n  - {id: design, description: Design the orders API, agent: architect}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .current_dir(root)
+        .args(["--project-dir", root.to_str().unwrap(), "run", "flow.yaml", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<serde_json::Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let succeeded = events.iter().find(|e| e["type"] == "task_succeeded").unwrap();
+    assert_eq!(succeeded["output"], "The orders table exists; the API is GET/POST /orders.");
+    assert_eq!(succeeded["details"]["session_id"], "5c3e7b1a-8f6d-4c2e-9a41-2f0b6d3e9c10");
+    assert_eq!(succeeded["details"]["cost_usd"], 0.0213);
+    assert_eq!(succeeded["details"]["tool_calls"][0]["name"], "Bash");
+    let streams: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "task_output")
+        .filter_map(|e| e["stream"].as_str())
+        .collect();
+    for stream in ["tool_call", "tool_result", "reasoning", "tokens"] {
+        assert!(streams.contains(&stream), "no {stream} output in {streams:?}");
+    }
+    let argv: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(record.path().join("argv.json")).unwrap())
+            .unwrap();
+    assert!(argv.windows(2).any(|w| w == ["--allowedTools", "Read,Grep"]), "{argv:?}");
+    assert!(argv.windows(2).any(|w| w == ["--model", "opus"]), "{argv:?}");
+    assert!(
+        argv.windows(2).any(|w| w == ["--append-system-prompt", "You design APIs."]),
+        "{argv:?}"
+    );
+}

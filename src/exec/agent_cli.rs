@@ -519,25 +519,27 @@ pub(super) fn text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
     value.get(key).and_then(Value::as_str)
 }
 
-/// Whether an error message speaks of authentication, which no retry will fix.
+/// Whether an error message speaks of authentication, which no retry will fix: a 401 or
+/// 403 status, or the words the CLIs use for a missing or rejected login or key.
 pub(super) fn is_auth_problem(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    [
-        "401",
-        "403",
-        "unauthorized",
-        "forbidden",
-        "api key",
-        "api_key",
-        "apikey",
-        "authentication",
-        "not logged in",
-        "please log in",
-        "/login",
-        "credentials",
-    ]
-    .iter()
-    .any(|needle| lower.contains(needle))
+    let status = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "401" || word == "403");
+    status
+        || [
+            "unauthorized",
+            "forbidden",
+            "api key",
+            "api_key",
+            "apikey",
+            "authentication",
+            "not logged in",
+            "please log in",
+            "/login",
+        ]
+        .iter()
+        .any(|needle| lower.contains(needle))
 }
 
 /// The error for a CLI that reported a failure: permanent for authentication (with how to
@@ -620,5 +622,6 @@ mod tests {
         assert!(is_auth_problem("Invalid API key · Please run /login"));
         assert!(is_auth_problem("unexpected status 401 Unauthorized"));
         assert!(!is_auth_problem("stream disconnected before completion"));
+        assert!(!is_auth_problem("failed at src/orders.rs:4013"));
     }
 }
