@@ -656,3 +656,34 @@ backends:
         "{argv:?}"
     );
 }
+
+/// The commented coding-agent examples in the project's flightdeck.yaml stay valid settings.
+#[test]
+fn the_commented_examples_in_flightdeck_yaml_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("flightdeck.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut inside = false;
+    let uncommented: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("  # claude:") {
+                inside = true;
+            } else if line.starts_with("  # Each") {
+                inside = false;
+            }
+            match line.strip_prefix("  # ") {
+                Some(rest) if inside => format!("  {rest}"),
+                _ if inside && line.trim() == "#" => String::new(),
+                _ => line.to_owned(),
+            }
+        })
+        .collect();
+    let settings = Settings::parse(&uncommented.join("\n"), &path).unwrap();
+    for (name, kind) in [("claude", "claude_code"), ("codex", "codex"), ("gemini", "gemini")] {
+        assert_eq!(settings.backends[name].kind(), kind);
+        assert_eq!(
+            settings.backends[name].workspace(),
+            Some(flightdeck::config::WorkspaceKind::Worktree)
+        );
+    }
+}
