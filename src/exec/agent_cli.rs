@@ -509,6 +509,16 @@ pub(super) fn content_text(content: &Value) -> String {
     }
 }
 
+/// Usage from input and output counts; other fields (cache counts) keep their defaults.
+/// Assigning fields, not a struct literal, keeps this compiling as `TokenUsage` grows.
+#[allow(clippy::field_reassign_with_default)]
+pub(super) fn usage(input_tokens: u64, output_tokens: u64) -> TokenUsage {
+    let mut usage = TokenUsage::default();
+    usage.input_tokens = input_tokens;
+    usage.output_tokens = output_tokens;
+    usage
+}
+
 /// A JSON number as `u64`, 0 when absent.
 pub(super) fn count(value: &Value, key: &str) -> u64 {
     value.get(key).and_then(Value::as_u64).unwrap_or(0)

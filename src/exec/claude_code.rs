@@ -17,7 +17,10 @@ use super::env::EnvSource;
 use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
-use crate::event::TokenUsage;
+
+/// Longest system prompt passed as an argument; Linux refuses single arguments over 128 KiB,
+/// so longer ones lead the prompt on stdin instead.
+const MAX_SYSTEM_PROMPT_ARG_BYTES: usize = 64 * 1024;
 
 /// Runs each attempt as one `claude -p` session.
 #[derive(Debug, Clone)]
@@ -56,7 +59,7 @@ impl ClaudeCodeExecutor {
         let mut args: Vec<String> =
             ["-p", "--output-format", "stream-json", "--verbose"].map(str::to_owned).to_vec();
         let system_prompt = req.system_prompt.trim();
-        if !system_prompt.is_empty() {
+        if !system_prompt.is_empty() && system_prompt.len() <= MAX_SYSTEM_PROMPT_ARG_BYTES {
             args.extend(["--append-system-prompt".to_owned(), system_prompt.to_owned()]);
         }
         if let Some(model) = self.runner.model(req) {
@@ -84,7 +87,11 @@ impl ClaudeCodeExecutor {
             program: self.runner.config.program(CodingCli::ClaudeCode).to_owned(),
             args: self.args(&req),
             trailing_args: Vec::new(),
-            stdin: prompt::user_message(&req),
+            stdin: if req.system_prompt.trim().len() <= MAX_SYSTEM_PROMPT_ARG_BYTES {
+                prompt::user_message(&req)
+            } else {
+                prompt::stdin_text(&req)
+            },
         };
         let mut reader = ClaudeStream::default();
         let (transcript, ending) =
@@ -187,12 +194,12 @@ impl ClaudeStream {
         }
         if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
             // Cache reads and writes are input too: without them a warm session looks free.
-            out.usage = Some(TokenUsage {
-                input_tokens: count(usage, "input_tokens")
+            out.usage = Some(agent_cli::usage(
+                count(usage, "input_tokens")
                     + count(usage, "cache_creation_input_tokens")
                     + count(usage, "cache_read_input_tokens"),
-                output_tokens: count(usage, "output_tokens"),
-            });
+                count(usage, "output_tokens"),
+            ));
         }
         for denial in
             event.get("permission_denials").and_then(Value::as_array).into_iter().flatten()
@@ -267,5 +274,46 @@ fn user(event: &Value, out: &mut Transcript) {
         let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
         let body = content_text(block.get("content").unwrap_or(&Value::Null));
         out.tool_result(text(block, "tool_use_id"), &body, is_error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(system_prompt: String) -> ExecRequest {
+        ExecRequest {
+            run: "r".into(),
+            task: "t".into(),
+            agent: "a".into(),
+            attempt: 1,
+            system_prompt,
+            task_description: "Do it".into(),
+            context: Value::Null,
+            timeout: Duration::from_secs(1),
+            project_dir: std::env::temp_dir(),
+            model: Some("inherit".into()),
+            tools: Vec::new(),
+            workdir: None,
+        }
+    }
+
+    #[test]
+    fn a_huge_system_prompt_moves_to_stdin_and_inherit_means_no_model() {
+        let executor = ClaudeCodeExecutor::new(crate::config::CodingAgentBackend {
+            program: None,
+            args: Vec::new(),
+            env_allow: None,
+            env: std::collections::BTreeMap::new(),
+            workspace: None,
+            permission_mode: None,
+            max_turns: None,
+            model: None,
+            output_limit_bytes: 1024,
+        });
+        let small = executor.args(&request("Be brief.".into()));
+        assert_eq!(small[4..], ["--append-system-prompt", "Be brief."]);
+        let huge = executor.args(&request("x".repeat(MAX_SYSTEM_PROMPT_ARG_BYTES + 1)));
+        assert_eq!(huge, ["-p", "--output-format", "stream-json", "--verbose"]);
     }
 }

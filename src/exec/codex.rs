@@ -15,7 +15,6 @@ use super::env::EnvSource;
 use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
-use crate::event::TokenUsage;
 
 /// Runs each attempt as one `codex exec` session.
 #[derive(Debug, Clone)]
@@ -133,10 +132,10 @@ impl EventReader for CodexStream {
                 self.turn_completed = true;
                 if let Some(usage) = event.get("usage") {
                     // `input_tokens` already includes `cached_input_tokens`.
-                    out.add_usage(TokenUsage {
-                        input_tokens: count(usage, "input_tokens"),
-                        output_tokens: count(usage, "output_tokens"),
-                    });
+                    out.add_usage(agent_cli::usage(
+                        count(usage, "input_tokens"),
+                        count(usage, "output_tokens"),
+                    ));
                 }
             }
             Some("turn.failed") => {

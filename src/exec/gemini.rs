@@ -15,7 +15,6 @@ use super::env::EnvSource;
 use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
-use crate::event::TokenUsage;
 
 /// Appended to the stdin text by the CLI; `--prompt` is what makes the run headless.
 const HEADLESS_PROMPT: &str = "Carry out the task above.";
@@ -154,10 +153,8 @@ impl GeminiStream {
     fn result(&mut self, event: &Value, out: &mut Transcript) {
         if let Some(stats) = event.get("stats").filter(|s| s.is_object()) {
             // `input_tokens` is the whole prompt; `cached` and `input` are its breakdown.
-            out.usage = Some(TokenUsage {
-                input_tokens: count(stats, "input_tokens"),
-                output_tokens: count(stats, "output_tokens"),
-            });
+            out.usage =
+                Some(agent_cli::usage(count(stats, "input_tokens"), count(stats, "output_tokens")));
         }
         self.result = Some(if text(event, "status") == Some("error") {
             let kind = event.pointer("/error/type").and_then(Value::as_str).unwrap_or("error");
