@@ -176,7 +176,10 @@ fn json_report_lists_each_backend_and_its_users() {
     let llm = backend("local-llm");
     assert_eq!(llm["status"], "reachable");
     assert_eq!(llm["http_status"], 200);
-    assert_eq!(llm["key"], serde_json::json!({"env": KEY_ENV, "set": true, "required": true}));
+    assert_eq!(
+        llm["key"],
+        serde_json::json!({"env": KEY_ENV, "set": true, "required": true, "passed": true})
+    );
     assert_eq!(backend("unused-gemini")["status"], "missing");
     assert!(!String::from_utf8_lossy(&output.stdout).contains(KEY_VALUE));
 }

@@ -64,6 +64,9 @@ struct Key {
     set: bool,
     /// False for coding CLIs, which can log in instead.
     required: bool,
+    /// Whether the backend hands the variable on: a coding CLI only sees what `env_allow`
+    /// lets through.
+    passed: bool,
 }
 
 /// What doctor found about one backend.
@@ -229,7 +232,9 @@ async fn check(name: &str, config: &BackendConfig, project: &Path) -> BackendRep
         | BackendConfig::Gemini(agent) => {
             let Some((cli, _)) = config.coding_cli() else { return report };
             let env = cli.key_env();
-            report.key = Some(Key { env: env.to_owned(), set: is_set(env), required: false });
+            let passed = agent.env_allow(cli).iter().any(|name| name == env);
+            report.key =
+                Some(Key { env: env.to_owned(), set: is_set(env), required: false, passed });
             check_program(&mut report, agent.program(cli), project, Some(cli)).await;
         }
     }
@@ -340,7 +345,7 @@ fn models_url(kind: &str, base_url: &str) -> String {
 
 async fn check_http(report: &mut BackendReport, http: &HttpBackend) {
     if let Some(env) = &http.api_key_env {
-        report.key = Some(Key { env: env.clone(), set: is_set(env), required: true });
+        report.key = Some(Key { env: env.clone(), set: is_set(env), required: true, passed: true });
     }
     let url = models_url(report.kind, &http.base_url);
     report.url = Some(url.clone());
@@ -444,9 +449,10 @@ fn problems(backends: &[BackendReport], workflows: &[WorkflowReport]) -> Vec<Str
 fn key_text(key: Option<&Key>) -> String {
     match key {
         None => "-".to_owned(),
+        Some(Key { env, set: true, passed: false, .. }) => format!("{env} set, not in env_allow"),
         Some(Key { env, set: true, .. }) => format!("{env} set"),
-        Some(Key { env, set: false, required: true }) => format!("{env} NOT SET"),
-        Some(Key { env, set: false, required: false }) => format!("{env} not set (login ok)"),
+        Some(Key { env, set: false, required: true, .. }) => format!("{env} NOT SET"),
+        Some(Key { env, set: false, required: false, .. }) => format!("{env} not set (login ok)"),
     }
 }
 
@@ -553,9 +559,12 @@ mod tests {
 
     #[test]
     fn key_text_never_shows_a_value() {
-        let key = Key { env: "OPENAI_API_KEY".into(), set: true, required: true };
+        let key = Key { env: "OPENAI_API_KEY".into(), set: true, required: true, passed: true };
         assert_eq!(key_text(Some(&key)), "OPENAI_API_KEY set");
-        let key = Key { env: "OPENAI_API_KEY".into(), set: false, required: true };
+        let key = Key { env: "OPENAI_API_KEY".into(), set: false, required: true, passed: true };
         assert_eq!(key_text(Some(&key)), "OPENAI_API_KEY NOT SET");
+        let key =
+            Key { env: "ANTHROPIC_API_KEY".into(), set: true, required: false, passed: false };
+        assert_eq!(key_text(Some(&key)), "ANTHROPIC_API_KEY set, not in env_allow");
     }
 }
