@@ -322,6 +322,9 @@ async fn timeout_and_cancel_stop_the_cli() {
     assert!(began.elapsed() < Duration::from_secs(10));
     let pid: i32 = setup.recorded("agent.pid").trim().parse().unwrap();
     assert!(wait_dead(pid).await, "the fake CLI {pid} survived the timeout");
+    // The command it started is in its process group and goes with it.
+    let tool: i32 = setup.recorded("tool.pid").trim().parse().unwrap();
+    assert!(wait_dead(tool).await, "the CLI's child {tool} survived the timeout");
 
     std::fs::remove_file(setup.record.path().join("agent.pid")).unwrap();
     let cancel = CancellationToken::new();
@@ -343,6 +346,8 @@ async fn timeout_and_cancel_stop_the_cli() {
     assert_eq!(result, Err(ExecError::Cancelled));
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     assert!(wait_dead(pid).await, "the fake CLI {pid} survived the cancel");
+    let tool: i32 = setup.recorded("tool.pid").trim().parse().unwrap();
+    assert!(wait_dead(tool).await, "the CLI's child {tool} survived the cancel");
 }
 
 /// True once `pid` is gone or a zombie.
@@ -492,6 +497,11 @@ async fn gemini_success_assembles_the_streamed_answer() {
     assert_eq!(outcome.output, "Let me read the schema.\nThe API is GET/POST /orders.");
     assert_usage(outcome.usage, 1100, 150);
     assert_eq!(outcome.details.session_id.as_deref(), Some("test-session-123"));
+    // A plain line before the stream is passed on, not mistaken for an event.
+    assert_eq!(
+        lines(&seen, OutputStream::Stdout),
+        ["Loaded cached credentials.", "gemini session test-session-123 · model gemini-2.5-pro"]
+    );
     let names: Vec<&str> = outcome.details.tool_calls.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["read_file", "glob"]);
     let results = lines(&seen, OutputStream::ToolResult);
