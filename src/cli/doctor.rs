@@ -506,7 +506,11 @@ fn render(report: &Report) -> String {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "backends in {}\n", report.settings.display());
+    if report.settings.is_file() {
+        let _ = writeln!(out, "backends in {}\n", report.settings.display());
+    } else {
+        let _ = writeln!(out, "default backends (no {})\n", report.settings.display());
+    }
     for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -519,7 +523,9 @@ fn render(report: &Report) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out.push('\n');
-    if report.problems.is_empty() {
+    if report.workflows.is_empty() {
+        let _ = writeln!(out, "ok: no bundled workflows (workflows/*.yaml) to check against");
+    } else if report.problems.is_empty() {
         let _ = writeln!(
             out,
             "ok: the {} bundled workflow{} have everything they need",
