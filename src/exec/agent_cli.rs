@@ -318,6 +318,8 @@ pub(super) struct Transcript {
     pub events: usize,
     /// Tool calls the CLI refused to run (permission or policy), one line each.
     pub denials: Vec<String>,
+    /// Kinds of text whose limit was reached and said so.
+    limits_noticed: Vec<&'static str>,
 }
 
 impl Transcript {
@@ -336,6 +338,7 @@ impl Transcript {
             dropped_bytes: 0,
             events: 0,
             denials: Vec::new(),
+            limits_noticed: Vec::new(),
         }
     }
 
@@ -353,15 +356,29 @@ impl Transcript {
         self.emit(OutputStream::Stdout, text);
     }
 
-    /// Answer text: streamed as tokens and assembled, up to the output limit.
+    /// Answer text: streamed as tokens and assembled, both up to the output limit.
     pub fn text(&mut self, text: &str) {
         if text.is_empty() {
             return;
         }
-        self.emit(OutputStream::Tokens, text.to_owned());
         let room = self.text_limit.saturating_sub(self.text.len());
         let (kept, dropped) = shorten_bytes(text, room);
+        if !kept.is_empty() {
+            self.emit(OutputStream::Tokens, kept.to_owned());
+        }
         self.text.push_str(kept);
+        self.count_dropped(dropped, "answer text");
+    }
+
+    /// Counts bytes not kept, saying so once per kind of text.
+    fn count_dropped(&mut self, dropped: usize, what: &'static str) {
+        if dropped == 0 {
+            return;
+        }
+        if !self.limits_noticed.contains(&what) {
+            self.limits_noticed.push(what);
+            self.notice(&format!("{what} over its limit; the rest is counted and dropped"));
+        }
         self.dropped_bytes += dropped as u64;
     }
 
@@ -373,8 +390,9 @@ impl Transcript {
     /// Bounds the final answer to the output limit, counting what is cut.
     pub fn bound_output(&mut self, output: &str) -> String {
         let (kept, dropped) = shorten_bytes(output, self.text_limit);
-        self.dropped_bytes += dropped as u64;
-        kept.to_owned()
+        let kept = kept.to_owned();
+        self.count_dropped(dropped, "the answer");
+        kept
     }
 
     /// Reasoning text: streamed apart from the answer and kept in `details.reasoning`.
@@ -382,14 +400,16 @@ impl Transcript {
         if text.trim().is_empty() {
             return;
         }
-        self.emit(OutputStream::Reasoning, text.to_owned());
-        if !self.reasoning.is_empty() {
-            self.reasoning.push('\n');
-        }
-        let room = REASONING_KEPT_BYTES.saturating_sub(self.reasoning.len());
+        let room = REASONING_KEPT_BYTES.saturating_sub(self.reasoning.len() + 1);
         let (kept, dropped) = shorten_bytes(text, room);
-        self.reasoning.push_str(kept);
-        self.dropped_bytes += dropped as u64;
+        if !kept.is_empty() {
+            self.emit(OutputStream::Reasoning, kept.to_owned());
+            if !self.reasoning.is_empty() {
+                self.reasoning.push('\n');
+            }
+            self.reasoning.push_str(kept);
+        }
+        self.count_dropped(dropped, "reasoning");
     }
 
     /// A tool call: one `tool_call` line and an entry in `details.tool_calls`.
@@ -619,6 +639,29 @@ mod tests {
         let (shown, hidden) = shorten_lines(&"é".repeat(10), 4, 20);
         assert_eq!(shown, "éééé");
         assert_eq!(hidden, 12);
+    }
+
+    #[test]
+    fn answer_text_is_streamed_and_kept_up_to_the_limit() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = std::sync::Arc::clone(&seen);
+        let sink: OutputSink = std::sync::Arc::new(move |stream, text| {
+            store.lock().unwrap().push((stream, text));
+        });
+        let mut out = Transcript::new(sink, 10);
+        out.text("hello ");
+        out.text("world, and more");
+        out.text("!");
+        assert_eq!(out.assembled_text(), "hello worl");
+        assert_eq!(out.dropped_bytes, 12);
+        let seen = seen.lock().unwrap();
+        let tokens: Vec<&str> = seen
+            .iter()
+            .filter(|(s, _)| *s == OutputStream::Tokens)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(tokens, ["hello ", "worl"]);
+        assert_eq!(seen.iter().filter(|(s, _)| *s == OutputStream::Stderr).count(), 1);
     }
 
     #[test]
