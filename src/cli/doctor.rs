@@ -325,7 +325,7 @@ async fn version(path: &Path) -> Result<String, String> {
         Ok(first.chars().take(120).collect())
     } else {
         Err(format!(
-            "exited with {}{}",
+            "{}{}",
             output.status,
             if first.is_empty() { String::new() } else { format!(": {first}") }
         ))
