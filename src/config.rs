@@ -186,6 +186,10 @@ pub struct CodingAgentBackend {
     /// Claude Code `--max-turns`; the other CLIs have no such flag.
     #[serde(default)]
     pub max_turns: Option<u32>,
+    /// Claude Code `--include-partial-messages`: answer and thinking stream token by token
+    /// instead of one message at a time.
+    #[serde(default)]
+    pub partial_messages: bool,
     /// The model, overriding the agent definition's `model`.
     #[serde(default)]
     pub model: Option<String>,
@@ -299,6 +303,15 @@ impl CodingAgentBackend {
                     "`{mode}` is not a {} permission mode (expected one of {})",
                     cli.kind(),
                     cli.permission_modes().join(", ")
+                ),
+            ));
+        }
+        if self.partial_messages && cli != CodingCli::ClaudeCode {
+            return Some((
+                "partial_messages",
+                format!(
+                    "only Claude Code streams partial messages; remove it from this {} backend",
+                    cli.kind()
                 ),
             ));
         }

@@ -51,6 +51,7 @@ impl Setup {
             workspace: None,
             permission_mode: None,
             max_turns: None,
+            partial_messages: false,
             model: None,
             output_limit_bytes: 1024 * 1024,
         }
@@ -699,4 +700,23 @@ fn the_commented_examples_in_flightdeck_yaml_parse() {
             Some(flightdeck::config::WorkspaceKind::Worktree)
         );
     }
+}
+
+#[tokio::test]
+async fn claude_partial_messages_stream_tokens_once() {
+    let setup = Setup::new();
+    let mut config = setup.backend("claude", "partial");
+    config.partial_messages = true;
+    let (result, seen) = run(&claude(config), setup.request()).await;
+    let outcome = result.unwrap();
+    assert_eq!(outcome.output, "The orders table exists.");
+    assert_eq!(outcome.details.reasoning.as_deref(), Some("Short answer suffices."));
+    // Shown as the deltas came, and not again when the whole message arrived.
+    assert_eq!(lines(&seen, OutputStream::Tokens), ["The orders ", "table exists.", "\n"]);
+    assert_eq!(lines(&seen, OutputStream::Reasoning), ["Short answer suffices."]);
+    assert!(setup.argv().contains(&"--include-partial-messages".to_owned()));
+
+    let bad = "default_backend: c\nbackends:\n  c:\n    kind: codex\n    partial_messages: true\n";
+    let error = Settings::parse(bad, Path::new("f.yaml")).unwrap_err().to_string();
+    assert!(error.starts_with("f.yaml:5: backends.c.partial_messages:"), "{error}");
 }

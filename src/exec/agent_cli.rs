@@ -320,6 +320,10 @@ pub(super) struct Transcript {
     pub denials: Vec<String>,
     /// Kinds of text whose limit was reached and said so.
     limits_noticed: Vec<&'static str>,
+    /// Partial messages were shown as they came; whole ones are not shown again.
+    deltas_seen: bool,
+    /// Bytes shown from partial messages.
+    delta_bytes: usize,
 }
 
 impl Transcript {
@@ -339,6 +343,8 @@ impl Transcript {
             events: 0,
             denials: Vec::new(),
             limits_noticed: Vec::new(),
+            deltas_seen: false,
+            delta_bytes: 0,
         }
     }
 
@@ -363,11 +369,23 @@ impl Transcript {
         }
         let room = self.text_limit.saturating_sub(self.text.len());
         let (kept, dropped) = shorten_bytes(text, room);
-        if !kept.is_empty() {
+        if !kept.is_empty() && !self.deltas_seen {
             self.emit(OutputStream::Tokens, kept.to_owned());
         }
         self.text.push_str(kept);
         self.count_dropped(dropped, "answer text");
+    }
+
+    /// A piece of a message shown before the whole message arrives (Claude Code's partial
+    /// messages). From the first one on, whole messages are kept without being shown again.
+    pub fn delta(&mut self, stream: OutputStream, text: &str) {
+        self.deltas_seen = true;
+        let room = self.text_limit.saturating_sub(self.delta_bytes);
+        let (shown, _) = shorten_bytes(text, room);
+        if !shown.is_empty() {
+            self.delta_bytes += shown.len();
+            self.emit(stream, shown.to_owned());
+        }
     }
 
     /// Counts bytes not kept, saying so once per kind of text.
@@ -403,7 +421,9 @@ impl Transcript {
         let room = REASONING_KEPT_BYTES.saturating_sub(self.reasoning.len() + 1);
         let (kept, dropped) = shorten_bytes(text, room);
         if !kept.is_empty() {
-            self.emit(OutputStream::Reasoning, kept.to_owned());
+            if !self.deltas_seen {
+                self.emit(OutputStream::Reasoning, kept.to_owned());
+            }
             if !self.reasoning.is_empty() {
                 self.reasoning.push('\n');
             }

@@ -17,6 +17,7 @@ use super::env::EnvSource;
 use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
+use crate::event::OutputStream;
 
 /// Longest system prompt passed as an argument; Linux refuses single arguments over 128 KiB,
 /// so longer ones lead the prompt on stdin instead.
@@ -74,6 +75,9 @@ impl ClaudeCodeExecutor {
         if let Some(turns) = self.runner.config.max_turns {
             args.extend(["--max-turns".to_owned(), turns.to_string()]);
         }
+        if self.runner.config.partial_messages {
+            args.push("--include-partial-messages".to_owned());
+        }
         args
     }
 
@@ -130,6 +134,8 @@ struct FinalResult {
 #[derive(Debug, Default)]
 struct ClaudeStream {
     result: Option<FinalResult>,
+    /// Index of the content block being streamed as text, to end it with a line break.
+    text_block: Option<u64>,
     /// `assistant` lines carry an `error` kind when an API call failed
     /// (`authentication_failed`, `billing_error`, `rate_limit`, ...).
     assistant_error: Option<String>,
@@ -153,6 +159,7 @@ impl EventReader for ClaudeStream {
             Some("assistant") => self.assistant(event, out),
             Some("user") => user(event, out),
             Some("result") => self.result(event, out),
+            Some("stream_event") => self.partial(event.get("event").unwrap_or(&Value::Null), out),
             _ => {}
         }
     }
@@ -185,6 +192,37 @@ impl ClaudeStream {
                 ),
                 _ => {}
             }
+        }
+    }
+
+    /// One Messages API streaming event (`--include-partial-messages`): text and thinking
+    /// deltas are shown at once; the whole message that follows is kept, not shown again.
+    fn partial(&mut self, event: &Value, out: &mut Transcript) {
+        let index = event.get("index").and_then(Value::as_u64);
+        match text(event, "type") {
+            Some("content_block_start") => {
+                let is_text =
+                    event.pointer("/content_block/type").and_then(Value::as_str) == Some("text");
+                self.text_block = if is_text { index } else { None };
+            }
+            Some("content_block_delta") => {
+                let delta = event.get("delta").unwrap_or(&Value::Null);
+                match text(delta, "type") {
+                    Some("text_delta") => {
+                        out.delta(OutputStream::Tokens, text(delta, "text").unwrap_or_default());
+                    }
+                    Some("thinking_delta") => out.delta(
+                        OutputStream::Reasoning,
+                        text(delta, "thinking").unwrap_or_default(),
+                    ),
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") if index.is_some() && index == self.text_block => {
+                self.text_block = None;
+                out.delta(OutputStream::Tokens, "\n");
+            }
+            _ => {}
         }
     }
 
@@ -308,6 +346,7 @@ mod tests {
             workspace: None,
             permission_mode: None,
             max_turns: None,
+            partial_messages: false,
             model: None,
             output_limit_bytes: 1024,
         });
