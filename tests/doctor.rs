@@ -227,3 +227,29 @@ fn an_unreachable_server_a_workflow_needs_exits_1() {
     assert!(text.contains("UNREACHABLE"), "{text}");
     assert!(text.contains("cannot connect"), "{text}");
 }
+
+#[test]
+fn a_worktree_backend_outside_a_git_repository_is_a_problem_until_git_init() {
+    let server = ModelsServer::start();
+    let project = Project::new(&fake_claude(), &server.url);
+    let settings = project.dir.path().join("flightdeck.yaml");
+    let text = std::fs::read_to_string(&settings)
+        .unwrap()
+        .replace("    kind: claude_code\n", "    kind: claude_code\n    workspace: worktree\n");
+    std::fs::write(&settings, text).unwrap();
+    let output = project.doctor(&[], Some(KEY_VALUE));
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("`workspace: worktree` needs a git repository"), "{text}");
+    assert!(text.contains("run `git init`"), "{text}");
+
+    let init = Command::new("git").arg("init").arg("-q").current_dir(project.dir.path()).status();
+    assert!(init.unwrap().success());
+    let output = project.doctor(&["--json"], Some(KEY_VALUE));
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let coder =
+        report["backends"].as_array().unwrap().iter().find(|b| b["name"] == "coder").unwrap();
+    assert_eq!(coder["workspace"], "worktree");
+    assert!(coder.get("workspace_problem").is_none(), "{coder}");
+}

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::agents::registry::tidy_path;
-use crate::config::{BackendConfig, CodingCli, HttpBackend, Settings};
+use crate::config::{BackendConfig, CodingCli, HttpBackend, Settings, WorkspaceKind};
 use crate::workflow::{PlanOverrides, Workflow, plan_with};
 
 /// How long a backend's HTTP endpoint may take to answer.
@@ -91,6 +91,12 @@ struct BackendReport {
     http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<Key>,
+    /// The backend's `workspace`, when it sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace: Option<WorkspaceKind>,
+    /// Why the workspace cannot be made here (`git` missing, not a repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace_problem: Option<String>,
     /// Agents whose definition runs on this backend (by name or as the default).
     agents: Vec<String>,
     /// Bundled workflows with a task on this backend.
@@ -215,9 +221,14 @@ async fn check(name: &str, config: &BackendConfig, project: &Path) -> BackendRep
         url: None,
         http_status: None,
         key: None,
+        workspace: config.workspace(),
+        workspace_problem: None,
         agents: Vec::new(),
         workflows: Vec::new(),
     };
+    if report.workspace == Some(WorkspaceKind::Worktree) {
+        report.workspace_problem = worktree_problem(project).await;
+    }
     match config {
         BackendConfig::Sim(_) => report.detail = "simulated; needs nothing".into(),
         BackendConfig::Process(process) => {
@@ -238,8 +249,12 @@ async fn check(name: &str, config: &BackendConfig, project: &Path) -> BackendRep
             check_program(&mut report, agent.program(cli), project, Some(cli)).await;
         }
     }
-    report.ready =
-        report.status.is_ready() && report.key.as_ref().is_none_or(|k| k.set || !k.required);
+    if let Some(problem) = &report.workspace_problem {
+        let _ = write!(report.detail, "; {problem}");
+    }
+    report.ready = report.status.is_ready()
+        && report.workspace_problem.is_none()
+        && report.key.as_ref().is_none_or(|k| k.set || !k.required);
     report
 }
 
@@ -329,6 +344,28 @@ async fn version(path: &Path) -> Result<String, String> {
             output.status,
             if first.is_empty() { String::new() } else { format!(": {first}") }
         ))
+    }
+}
+
+/// Why `workspace: worktree` cannot work in `project`: no `git`, or not a repository.
+async fn worktree_problem(project: &Path) -> Option<String> {
+    let Some(git) = locate("git", project) else {
+        return Some("`workspace: worktree` needs `git`, which is not on PATH".to_owned());
+    };
+    let inside = tokio::process::Command::new(git)
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(VERSION_TIMEOUT, inside).await {
+        Ok(Ok(output)) if output.status.success() => None,
+        _ => Some(format!(
+            "`workspace: worktree` needs a git repository, and {} is not one (run `git init`)",
+            project.display()
+        )),
     }
 }
 
@@ -432,6 +469,13 @@ fn problems(backends: &[BackendReport], workflows: &[WorkflowReport]) -> Vec<Str
                 backend.name,
                 backend.kind,
                 backend.detail
+            ));
+        }
+        if let Some(problem) = &backend.workspace_problem {
+            problems.push(format!(
+                "{users} need{} backend `{}`: {problem}",
+                if backend.workflows.len() == 1 { "s" } else { "" },
+                backend.name
             ));
         }
         if let Some(key) = backend.key.as_ref().filter(|k| k.required && !k.set) {
