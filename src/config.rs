@@ -186,6 +186,9 @@ pub struct CodingAgentBackend {
     /// Claude Code `--max-turns`; the other CLIs have no such flag.
     #[serde(default)]
     pub max_turns: Option<u32>,
+    /// What a tool call the CLI refused (permission, sandbox or policy) does to the attempt.
+    #[serde(default)]
+    pub on_denial: DenialPolicy,
     /// Claude Code `--include-partial-messages`: answer and thinking stream token by token
     /// instead of one message at a time.
     #[serde(default)]
@@ -196,6 +199,18 @@ pub struct CodingAgentBackend {
     /// Bytes of answer text and stderr kept per attempt; the rest is counted and dropped.
     #[serde(default = "default_output_limit")]
     pub output_limit_bytes: usize,
+}
+
+/// What a refused tool call does to an attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialPolicy {
+    /// The attempt fails, not retried: headless, nobody can grant the permission, and the
+    /// answer is usually "I need permission to ...".
+    #[default]
+    Fail,
+    /// The attempt keeps its answer; each refusal is reported as a notice line.
+    Warn,
 }
 
 /// The coding-agent CLIs Flightdeck knows how to drive.

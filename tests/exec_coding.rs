@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flightdeck::config::{BackendConfig, CodingAgentBackend, Settings};
+use flightdeck::config::{BackendConfig, CodingAgentBackend, DenialPolicy, Settings};
 use flightdeck::event::{OutputStream, TokenUsage};
 use flightdeck::exec::claude_code::ClaudeCodeExecutor;
 use flightdeck::exec::codex::CodexExecutor;
@@ -51,6 +51,7 @@ impl Setup {
             workspace: None,
             permission_mode: None,
             max_turns: None,
+            on_denial: DenialPolicy::Fail,
             partial_messages: false,
             model: None,
             output_limit_bytes: 1024 * 1024,
@@ -279,6 +280,14 @@ async fn claude_permission_denial_fails_naming_the_tool_and_the_fix() {
     assert!(error.is_permanent());
     let results = lines(&seen, OutputStream::ToolResult);
     assert!(results[0].starts_with("Edit failed: Claude requested permissions"), "{results:?}");
+
+    // With `on_denial: warn` the answer stands and the refusal is a notice line.
+    let mut config = setup.backend("claude", "denied");
+    config.on_denial = DenialPolicy::Warn;
+    let (result, seen) = run(&claude(config), setup.request()).await;
+    assert_eq!(result.unwrap().output, "I need permission to edit src/orders.rs.");
+    let notices = lines(&seen, OutputStream::Stderr);
+    assert!(notices.iter().any(|l| l.contains("refused 1 tool call: Edit")), "{notices:?}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use super::deadline::Deadline;
 use super::env::EnvSource;
 use super::process::{DRAIN_AFTER_EXIT, GroupGuard, describe_status, spawn_error};
 use super::{AnswerDetails, ExecError, ExecRequest, OutputSink, ToolCall};
-use crate::config::{CodingAgentBackend, CodingCli};
+use crate::config::{CodingAgentBackend, CodingCli, DenialPolicy};
 use crate::event::{OutputStream, TokenUsage};
 
 /// A JSON line longer than this is skipped (and counted): even a huge tool result is cut by
@@ -118,6 +118,7 @@ impl Runner {
 
         let budget = OutputBudget::new(self.config.output_limit_bytes);
         let mut transcript = Transcript::new(sink.clone(), self.config.output_limit_bytes);
+        transcript.on_denial = self.config.on_denial;
         let mut err = LineCapture::stderr(sink, &budget);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let ending = {
@@ -320,6 +321,8 @@ pub(super) struct Transcript {
     pub denials: Vec<String>,
     /// Kinds of text whose limit was reached and said so.
     limits_noticed: Vec<&'static str>,
+    /// What [`Self::denials`] do to the attempt.
+    on_denial: DenialPolicy,
     /// Partial messages were shown as they came; whole ones are not shown again.
     deltas_seen: bool,
     /// Bytes shown from partial messages.
@@ -343,6 +346,7 @@ impl Transcript {
             events: 0,
             denials: Vec::new(),
             limits_noticed: Vec::new(),
+            on_denial: DenialPolicy::Fail,
             deltas_seen: false,
             delta_bytes: 0,
         }
@@ -478,6 +482,21 @@ impl Transcript {
     /// The tool name of a call id, when it was seen.
     pub fn tool_name(&self, id: &str) -> Option<&str> {
         self.tool_names.get(id).map(String::as_str)
+    }
+
+    /// Refused tool calls fail the attempt, or with `on_denial: warn` become notice lines.
+    pub fn check_denials(&self, cli: CodingCli) -> Result<(), ExecError> {
+        if self.denials.is_empty() {
+            return Ok(());
+        }
+        let error = denied(cli, &self.denials);
+        match self.on_denial {
+            DenialPolicy::Fail => Err(error),
+            DenialPolicy::Warn => {
+                self.notice(&error.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// Adds one turn's usage to the attempt's.
@@ -625,7 +644,7 @@ pub(super) fn missing_final_event(cli: CodingCli, ending: &Ending, final_event: 
 
 /// The error for tool calls the CLI refused to run: the same settings refuse them again, so
 /// it is permanent, and it says which setting lets them through.
-pub(super) fn denied(cli: CodingCli, denials: &[String]) -> ExecError {
+fn denied(cli: CodingCli, denials: &[String]) -> ExecError {
     let fix = match cli {
         CodingCli::ClaudeCode => {
             "allow the tools with the agent's `tools` (passed as --allowedTools) or the \

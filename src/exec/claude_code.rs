@@ -290,9 +290,7 @@ impl ClaudeStream {
             }
             return Err(agent_cli::reported_failure(cli, ending, &message));
         }
-        if !out.denials.is_empty() {
-            return Err(agent_cli::denied(cli, &out.denials));
-        }
+        out.check_denials(cli)?;
         let answer = match result.text {
             Some(answer) => answer,
             None => out.assembled_text().trim_end().to_owned(),
@@ -346,6 +344,7 @@ mod tests {
             workspace: None,
             permission_mode: None,
             max_turns: None,
+            on_denial: crate::config::DenialPolicy::Fail,
             partial_messages: false,
             model: None,
             output_limit_bytes: 1024,

@@ -266,9 +266,7 @@ impl CodexStream {
         if !self.turn_completed {
             return Err(agent_cli::missing_final_event(cli, ending, "turn.completed"));
         }
-        if !out.denials.is_empty() {
-            return Err(agent_cli::denied(cli, &out.denials));
-        }
+        out.check_denials(cli)?;
         let output = out.bound_output(self.last_message.as_deref().unwrap_or_default());
         let dropped_bytes = out.dropped_bytes;
         let usage = out.usage;

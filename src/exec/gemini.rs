@@ -181,9 +181,7 @@ impl GeminiStream {
             }
             return Err(agent_cli::reported_failure(cli, ending, &failure));
         }
-        if !out.denials.is_empty() {
-            return Err(agent_cli::denied(cli, &out.denials));
-        }
+        out.check_denials(cli)?;
         let answer = out.assembled_text().trim().to_owned();
         let output = out.bound_output(&answer);
         let dropped_bytes = out.dropped_bytes;
