@@ -66,6 +66,13 @@ pub enum BackendConfig {
     Openai(HttpBackend),
     Anthropic(HttpBackend),
     Sim(SimBackend),
+    /// Claude Code in print mode (`claude -p --output-format stream-json --verbose`).
+    #[serde(alias = "claude-code")]
+    ClaudeCode(CodingAgentBackend),
+    /// The Codex CLI (`codex exec --json`).
+    Codex(CodingAgentBackend),
+    /// The Gemini CLI (`gemini --output-format stream-json`).
+    Gemini(CodingAgentBackend),
 }
 
 /// Where an attempt works.
@@ -86,7 +93,20 @@ impl BackendConfig {
     pub fn workspace(&self) -> Option<WorkspaceKind> {
         match self {
             Self::Process(backend) => backend.workspace,
+            Self::ClaudeCode(backend) | Self::Codex(backend) | Self::Gemini(backend) => {
+                backend.workspace
+            }
             Self::Openai(_) | Self::Anthropic(_) | Self::Sim(_) => None,
+        }
+    }
+
+    /// The coding-agent CLI this backend runs, if it is one.
+    pub fn coding_cli(&self) -> Option<(CodingCli, &CodingAgentBackend)> {
+        match self {
+            Self::ClaudeCode(backend) => Some((CodingCli::ClaudeCode, backend)),
+            Self::Codex(backend) => Some((CodingCli::Codex, backend)),
+            Self::Gemini(backend) => Some((CodingCli::Gemini, backend)),
+            Self::Process(_) | Self::Openai(_) | Self::Anthropic(_) | Self::Sim(_) => None,
         }
     }
 
@@ -94,7 +114,11 @@ impl BackendConfig {
     pub fn default_task_retries(&self) -> u32 {
         match self {
             Self::Openai(http) | Self::Anthropic(http) => http.max_retries,
-            Self::Process(_) | Self::Sim(_) => 0,
+            Self::Process(_)
+            | Self::Sim(_)
+            | Self::ClaudeCode(_)
+            | Self::Codex(_)
+            | Self::Gemini(_) => 0,
         }
     }
 
@@ -104,6 +128,9 @@ impl BackendConfig {
             Self::Openai(_) => "openai",
             Self::Anthropic(_) => "anthropic",
             Self::Sim(_) => "sim",
+            Self::ClaudeCode(_) => "claude_code",
+            Self::Codex(_) => "codex",
+            Self::Gemini(_) => "gemini",
         }
     }
 }
@@ -143,6 +170,189 @@ pub struct ProcessBackend {
     /// Where attempts work; `None` is the shared project folder.
     #[serde(default)]
     pub workspace: Option<WorkspaceKind>,
+}
+
+/// A coding agent's command-line program, run headless with its machine-readable stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodingAgentBackend {
+    /// The program to run; `claude`, `codex` or `gemini` (looked up on `PATH`) when absent.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// Extra arguments, placed after the ones Flightdeck passes.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables passed through from Flightdeck's own environment; when absent, `PATH`,
+    /// `HOME`, `LANG`, `TERM`, `USER` and the CLI's own key and config variables.
+    #[serde(default)]
+    pub env_allow: Option<Vec<String>>,
+    /// Extra fixed environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Where attempts work; `None` is the shared project folder.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceKind>,
+    /// Claude Code `--permission-mode`, Codex `--sandbox`, Gemini `--approval-mode`.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Claude Code `--max-turns`; the other CLIs have no such flag.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// What a tool call the CLI refused (permission, sandbox or policy) does to the attempt.
+    #[serde(default)]
+    pub on_denial: DenialPolicy,
+    /// Claude Code `--include-partial-messages`: answer and thinking stream token by token
+    /// instead of one message at a time.
+    #[serde(default)]
+    pub partial_messages: bool,
+    /// The model, overriding the agent definition's `model`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Bytes of answer text and stderr kept per attempt; the rest is counted and dropped.
+    #[serde(default = "default_output_limit")]
+    pub output_limit_bytes: usize,
+}
+
+/// What a refused tool call does to an attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialPolicy {
+    /// The attempt fails, not retried: headless, nobody can grant the permission, and the
+    /// answer is usually "I need permission to ...".
+    #[default]
+    Fail,
+    /// The attempt keeps its answer; each refusal is reported as a notice line.
+    Warn,
+}
+
+/// The coding-agent CLIs Flightdeck knows how to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodingCli {
+    ClaudeCode,
+    Codex,
+    Gemini,
+}
+
+impl CodingCli {
+    /// The name users see in messages, as written in `kind:`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude_code",
+            Self::Codex => "codex",
+            Self::Gemini => "gemini",
+        }
+    }
+
+    /// The program looked up on `PATH` when the backend names none.
+    pub fn default_program(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude",
+            Self::Codex => "codex",
+            Self::Gemini => "gemini",
+        }
+    }
+
+    /// How to install the CLI, for "not found" messages.
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "install Claude Code: npm install -g @anthropic-ai/claude-code",
+            Self::Codex => "install the Codex CLI: npm install -g @openai/codex",
+            Self::Gemini => "install the Gemini CLI: npm install -g @google/gemini-cli",
+        }
+    }
+
+    /// The variable holding an API key; optional, since each CLI can also log in.
+    pub fn key_env(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "ANTHROPIC_API_KEY",
+            Self::Codex => "OPENAI_API_KEY",
+            Self::Gemini => "GEMINI_API_KEY",
+        }
+    }
+
+    /// How to log in instead of setting the key.
+    pub fn login_hint(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "run `claude` once and log in, or set ANTHROPIC_API_KEY",
+            Self::Codex => "run `codex login`, or set OPENAI_API_KEY",
+            Self::Gemini => "run `gemini` once and log in, or set GEMINI_API_KEY",
+        }
+    }
+
+    /// `env_allow` when the backend gives none: the basics plus the CLI's own variables.
+    pub fn default_env_allow(self) -> Vec<String> {
+        let own: &[&str] = match self {
+            Self::ClaudeCode => &["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR"],
+            Self::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME"],
+            Self::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_CLOUD_PROJECT"],
+        };
+        ["PATH", "HOME", "LANG", "TERM", "USER"]
+            .iter()
+            .chain(own)
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    /// Accepted `permission_mode` values, as the CLI spells them.
+    pub fn permission_modes(self) -> &'static [&'static str] {
+        match self {
+            Self::ClaudeCode => {
+                &["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto"]
+            }
+            Self::Codex => &["read-only", "workspace-write", "danger-full-access"],
+            Self::Gemini => &["default", "auto_edit", "yolo", "plan"],
+        }
+    }
+}
+
+impl CodingAgentBackend {
+    /// The program to run.
+    pub fn program(&self, cli: CodingCli) -> &str {
+        self.program.as_deref().unwrap_or(cli.default_program())
+    }
+
+    /// The variables passed through from Flightdeck's environment.
+    pub fn env_allow(&self, cli: CodingCli) -> Vec<String> {
+        self.env_allow.clone().unwrap_or_else(|| cli.default_env_allow())
+    }
+
+    /// A problem with the settings, as (field, message).
+    fn problem(&self, cli: CodingCli) -> Option<(&'static str, String)> {
+        if self.program.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Some(("program", "must name a program (or be left out)".into()));
+        }
+        if let Some(mode) = &self.permission_mode
+            && !cli.permission_modes().contains(&mode.as_str())
+        {
+            return Some((
+                "permission_mode",
+                format!(
+                    "`{mode}` is not a {} permission mode (expected one of {})",
+                    cli.kind(),
+                    cli.permission_modes().join(", ")
+                ),
+            ));
+        }
+        if self.partial_messages && cli != CodingCli::ClaudeCode {
+            return Some((
+                "partial_messages",
+                format!(
+                    "only Claude Code streams partial messages; remove it from this {} backend",
+                    cli.kind()
+                ),
+            ));
+        }
+        match (cli, self.max_turns) {
+            (CodingCli::ClaudeCode, Some(0)) => {
+                Some(("max_turns", "must be at least 1 (or be left out)".into()))
+            }
+            (CodingCli::Codex | CodingCli::Gemini, Some(_)) => Some((
+                "max_turns",
+                format!("the {} CLI has no turn limit flag; remove max_turns", cli.kind()),
+            )),
+            _ => None,
+        }
+    }
 }
 
 fn default_env_allow() -> Vec<String> {
@@ -531,6 +741,11 @@ impl Settings {
                     }
                 }
                 _ => {}
+            }
+            if let Some((cli, agent)) = backend.coding_cli()
+                && let Some((field, message)) = agent.problem(cli)
+            {
+                return Err(invalid(&format!("backends.{name}.{field}"), message));
             }
         }
         let roles = self

@@ -73,6 +73,13 @@ enum Cmd {
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
     Runs(RunsCmd),
+    /// Check each backend: installed or reachable, version, key set, who uses it. Exit 1 when
+    /// a bundled workflow (workflows/*.yaml) lacks something it needs.
+    Doctor {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +204,7 @@ fn main() {
             let options = cli::workflow::RunOptions { json, backend, max_parallel };
             cli::workflow::run(&globals, &workflow, &options)
         }
+        Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),
         Some(Cmd::Runs(cmd)) => match cmd {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
             RunsCmd::Show { run, task, json } => {

@@ -171,6 +171,7 @@ fn request(timeout: Duration) -> ExecRequest {
         timeout,
         project_dir: PathBuf::from("."),
         model: Some("agent-model".into()),
+        tools: Vec::new(),
         workdir: None,
     }
 }

@@ -44,6 +44,7 @@ fn request(project_dir: &Path, timeout: Duration) -> ExecRequest {
         timeout,
         project_dir: project_dir.to_owned(),
         model: None,
+        tools: Vec::new(),
         workdir: None,
     }
 }

@@ -35,6 +35,7 @@ fn request(task: &str, attempt: u32, timeout: Duration) -> ExecRequest {
         timeout,
         project_dir: PathBuf::from("."),
         model: None,
+        tools: Vec::new(),
         workdir: None,
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod console;
+pub mod doctor;
 mod progress;
 pub mod runs;
 pub mod workflow;

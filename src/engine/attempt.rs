@@ -145,6 +145,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             timeout: step.timeout,
             project_dir: engine.project_dir.clone(),
             model: definition.model.clone(),
+            tools: definition.tools.clone(),
             workdir: None,
         };
         let began = Instant::now();

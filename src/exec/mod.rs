@@ -5,10 +5,14 @@
 //! fires, the executor stops all the work it started (for a process, the whole process group)
 //! before it returns.
 
+mod agent_cli;
 pub mod anthropic;
 mod capture;
+pub mod claude_code;
+pub mod codex;
 mod deadline;
 pub mod env;
+pub mod gemini;
 mod http;
 pub mod openai;
 pub mod process;
@@ -48,6 +52,9 @@ pub struct ExecRequest {
     pub project_dir: PathBuf,
     /// Model named by the agent definition, overriding the backend's default.
     pub model: Option<String>,
+    /// Tools the agent definition allows (`tools:`); empty means the backend's default set.
+    /// Claude Code receives them as `--allowedTools`.
+    pub tools: Vec<String>,
     /// Where the attempt works when the engine gave it a workspace of its own (a git
     /// worktree or a fresh folder); `None` means the project folder.
     pub workdir: Option<PathBuf>,
@@ -80,7 +87,7 @@ pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<ExecOutcome, ExecEr
 
 /// One backend kind.
 pub trait Executor: Send + Sync {
-    /// `process`, `openai`, `anthropic` or `sim`.
+    /// `process`, `openai`, `anthropic`, `sim`, `claude_code`, `codex` or `gemini`.
     fn kind(&self) -> &'static str;
 
     /// True for the rehearsal backend, whose results must be labelled as simulated.
@@ -129,6 +136,10 @@ pub enum ExecError {
     Config(String),
     #[error("simulated failure: {0}")]
     Simulated(String),
+    /// The agent reported a failure that the same request meets again (not logged in, a
+    /// tool call its settings refuse): not retried, not counted on the breaker.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
     /// An HTTP backend's error, naming the backend and the URL it called.
@@ -170,7 +181,9 @@ impl ExecError {
                 }
             }
             Self::Backend { source, .. } => source.class(),
-            Self::MissingKey(_) | Self::Spawn { .. } | Self::Config(_) => ErrorClass::Permanent,
+            Self::MissingKey(_) | Self::Spawn { .. } | Self::Config(_) | Self::Refused(_) => {
+                ErrorClass::Permanent
+            }
             Self::Timeout(_)
             | Self::Cancelled
             | Self::Exit { .. }
@@ -230,5 +243,10 @@ pub fn build(name: &str, config: &BackendConfig) -> Result<Arc<dyn Executor>, Ex
             Arc::new(anthropic::AnthropicExecutor::new(name, backend.clone())?)
         }
         BackendConfig::Sim(backend) => Arc::new(sim::SimExecutor::new(backend.clone())),
+        BackendConfig::ClaudeCode(backend) => {
+            Arc::new(claude_code::ClaudeCodeExecutor::new(backend.clone()))
+        }
+        BackendConfig::Codex(backend) => Arc::new(codex::CodexExecutor::new(backend.clone())),
+        BackendConfig::Gemini(backend) => Arc::new(gemini::GeminiExecutor::new(backend.clone())),
     })
 }

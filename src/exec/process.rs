@@ -26,7 +26,7 @@ use crate::event::TokenUsage;
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(500);
 /// How long pipes may stay open after the program exited (a descendant that left the
 /// process group can hold them forever).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+pub(super) const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 /// How long to wait for the kernel to reap a leader killed with SIGKILL.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 const GROUP_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -126,7 +126,7 @@ impl ProcessExecutor {
         };
         let mut cmd = self.command(&req, &workdir, io_dir.as_ref().map(TempDir::path))?;
         let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &workdir, &e))?;
-        let group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+        let group = GroupGuard::of(&child);
 
         let stdin_writer = child.stdin.take().map(|mut stdin| {
             let text = prompt::stdin_text(&req);
@@ -233,10 +233,15 @@ impl Executor for ProcessExecutor {
 
 /// The child's process group. Dropping it (the attempt's future was dropped mid-way) kills
 /// the whole group, which `kill_on_drop` alone would not: it only reaches the direct child.
-struct GroupGuard(Option<Pid>);
+pub(super) struct GroupGuard(Option<Pid>);
 
 impl GroupGuard {
-    fn signal(&self, signal: Signal) {
+    /// The process group led by `child`, which was spawned with `process_group(0)`.
+    pub(super) fn of(child: &Child) -> Self {
+        Self(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw))
+    }
+
+    pub(super) fn signal(&self, signal: Signal) {
         let Some(pgid) = self.0 else { return };
         match killpg(pgid, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
@@ -251,7 +256,7 @@ impl GroupGuard {
     }
 
     /// SIGTERM to the group, up to `grace` for it to go, then SIGKILL, then reap the leader.
-    async fn stop(&self, child: &mut Child, grace: Duration) {
+    pub(super) async fn stop(&self, child: &mut Child, grace: Duration) {
         self.signal(Signal::SIGTERM);
         let until = tokio::time::Instant::now() + grace;
         let _ = tokio::time::timeout_at(until, child.wait()).await;
@@ -264,7 +269,7 @@ impl GroupGuard {
         }
     }
 
-    fn disarm(mut self) {
+    pub(super) fn disarm(mut self) {
         self.0 = None;
     }
 }
@@ -275,7 +280,7 @@ impl Drop for GroupGuard {
     }
 }
 
-fn spawn_error(program: &str, workdir: &Path, error: &std::io::Error) -> ExecError {
+pub(super) fn spawn_error(program: &str, workdir: &Path, error: &std::io::Error) -> ExecError {
     let message = match error.kind() {
         std::io::ErrorKind::NotFound => {
             "no such program (check the backend's command and the PATH it passes)".to_owned()
@@ -288,7 +293,7 @@ fn spawn_error(program: &str, workdir: &Path, error: &std::io::Error) -> ExecErr
     ExecError::Spawn { program: program.to_owned(), message }
 }
 
-fn describe_status(status: ExitStatus) -> String {
+pub(super) fn describe_status(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }
