@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::{Msg, Outcome, RunShared};
+use super::workspace::{self, TaskWorkspace};
 use crate::event::Event;
 use crate::exec::{ExecError, ExecRequest, OutputSink};
 use crate::ids::AgentId;
@@ -52,6 +53,8 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let mut agent = step.agent.clone();
     // Agents tried so far along the fallback chain; never visited twice.
     let mut chain = vec![agent.clone()];
+    // The task's worktree, made by its first attempt and reused by the next.
+    let mut held = TaskWorkspace::default();
     let fail = |attempt: u32, agent: &AgentId, duration: Duration, error: String| {
         shared.publish(Event::TaskFailed {
             task: step.id.clone(),
@@ -133,6 +136,13 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             backend: backend.clone(),
             simulated,
         });
+        let workdir = match workspace::enter(shared, job.task, attempt, &mut held).await {
+            Ok(workdir) => workdir,
+            Err(error) => {
+                let _ = engine.pool.release(instance);
+                return fail(attempt, &agent, Duration::ZERO, error.to_string());
+            }
+        };
         let request = ExecRequest {
             run: shared.run.clone(),
             task: step.id.clone(),
@@ -144,7 +154,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             timeout: step.timeout,
             project_dir: engine.project_dir.clone(),
             model: definition.model.clone(),
-            workdir: None,
+            workdir,
         };
         let began = Instant::now();
         let result = tokio::time::timeout(
@@ -155,6 +165,8 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
         let elapsed = began.elapsed();
         let _ = engine.pool.release(instance);
+        let ended = if result.is_ok() { "succeeded" } else { "failed" };
+        workspace::leave(shared, job.task, attempt, ended, &mut held).await;
 
         let error = match result {
             Ok(outcome) => {

@@ -13,7 +13,7 @@ use super::dag::risk_word;
 use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
 use crate::console::state::{AuditEntry, PaneId, State};
 use crate::console::theme::{Role, Theme};
-use crate::event::{Envelope, Event, Level, OutputStream, RunStatus};
+use crate::event::{Envelope, Event, Level, OutputStream, RunStatus, WorkspaceKind};
 
 pub struct AuditPane;
 
@@ -133,6 +133,25 @@ fn describe(event: &Event) -> (Role, String) {
         Event::TaskSkipped { task, reason } => (Role::Muted, format!("⊘ {task} skipped: {reason}")),
         Event::TaskCancelled { task, reason } => {
             (Role::Warn, format!("■ {task} cancelled: {reason}"))
+        }
+        Event::WorkspaceCreated { task, kind, path, branch, base_from, .. } => {
+            let text = match (kind, branch) {
+                (WorkspaceKind::Worktree, Some(branch)) => {
+                    let from =
+                        base_from.as_deref().map(|b| format!(" from {b}")).unwrap_or_default();
+                    format!("⎇ {task} works on branch {branch}{from} in {}", path.display())
+                }
+                _ => format!("⎇ {task} works in a fresh folder {}", path.display()),
+            };
+            (Role::Accent, text)
+        }
+        Event::WorkspaceChanges { task, attempt, files, summary, .. } => {
+            let text = if files.is_empty() {
+                format!("± {task} changed no files (attempt {attempt})")
+            } else {
+                format!("± {task} attempt {attempt}: {summary}")
+            };
+            (Role::Text, text)
         }
         Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms } => {
             let role = match status {
