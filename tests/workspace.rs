@@ -105,9 +105,13 @@ impl Project {
     fn run_workflow(&self, path: &str, expect_code: i32) -> String {
         let output = self.run(&["run", path, "--json"]);
         assert_eq!(output.status.code(), Some(expect_code), "{}", stderr(&output));
-        let first = String::from_utf8_lossy(&output.stdout).lines().next().unwrap().to_owned();
-        let first: Value = serde_json::from_str(&first).unwrap();
-        first["run_id"].as_str().unwrap().to_owned()
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let started = stdout
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|event| event["type"] == "run_started")
+            .unwrap();
+        started["run_id"].as_str().unwrap().to_owned()
     }
 
     fn show(&self, args: &[&str]) -> Value {

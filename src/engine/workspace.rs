@@ -102,9 +102,11 @@ struct Repo {
 
 impl Workspaces {
     pub(crate) fn new(project_dir: &Path, data_dir: &Path) -> Self {
+        // Absolute, so the paths published and handed to git mean the same from any folder.
+        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
         Self {
-            root: data_dir.join(WORKTREES_DIR),
-            project_dir: project_dir.to_owned(),
+            root: absolute(data_dir.join(WORKTREES_DIR)),
+            project_dir: absolute(project_dir.to_owned()),
             git: Mutex::new(()),
         }
     }
@@ -451,6 +453,51 @@ impl Git<'_> {
     async fn numstat(&self, base: &str) -> Result<Vec<FileChange>, WorkspaceError> {
         let out = self.run(&["diff", "--numstat", "--no-renames", base, "HEAD"]).await?;
         Ok(out.lines().filter_map(parse_numstat).collect())
+    }
+}
+
+/// A kept worktree of a finished run, to remove when the run is pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptWorktree {
+    /// The repository's main working tree.
+    pub repo: PathBuf,
+    pub path: PathBuf,
+    pub branch: String,
+}
+
+impl KeptWorktree {
+    /// `git worktree remove --force` and `git branch -D`; what could not be removed, said for
+    /// people. A worktree already deleted by hand is forgotten with `git worktree prune`.
+    pub fn remove(&self) -> Result<(), String> {
+        let git = |args: &[&str]| -> Result<(), String> {
+            let output = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&self.repo)
+                .envs(git_env())
+                .env_remove("GIT_DIR")
+                .env_remove("GIT_WORK_TREE")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run git in {}: {e}", self.repo.display()))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                Err(format!("`git {}`: {}", args.join(" "), stderr.trim()))
+            }
+        };
+        let path = self.path.display().to_string();
+        if self.path.exists() {
+            git(&["worktree", "remove", "--force", &path])?;
+        } else {
+            git(&["worktree", "prune"])?;
+        }
+        git(&["branch", "-D", &self.branch])?;
+        // The run's folder goes once its last worktree has.
+        if let Some(run_dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(run_dir);
+        }
+        Ok(())
     }
 }
 
