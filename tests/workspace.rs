@@ -328,6 +328,23 @@ fn a_retry_reuses_the_worktree_and_each_attempt_is_committed() {
     assert!(first < second, "{text}");
     assert!(text[first..second].contains("broke"), "{text}");
     assert!(!text[second..].contains("broke"), "{text}");
+    assert!(text[first..second].contains("· failed after"), "{text}");
+    assert!(text[first..second].contains("wait"), "the retry's wait: {text}");
+
+    // The progress lines say the wait before the retry, and the whole task's time.
+    let events = project.run(&["runs", "events", &run]);
+    let said = stderr(&events);
+    let retry = said.lines().find(|l| l.contains("retry     flaky")).unwrap();
+    assert!(
+        retry.contains("attempt 1 failed after ") && retry.contains("; retrying in "),
+        "{retry}"
+    );
+    let done = said.lines().find(|l| l.contains("done      flaky")).unwrap();
+    assert!(done.contains("(attempt 2 took "), "{done}");
+    assert!(
+        said.contains(&format!("workspace flaky  branch flightdeck/{run}/flaky from HEAD")),
+        "{said}"
+    );
 }
 
 const NOT_GIT: &str = "name: notgit
