@@ -367,6 +367,14 @@ fn a_worktree_outside_a_git_repository_is_refused_before_the_run() {
         "{err}"
     );
     assert!(!project.root().join("review.txt").exists());
+    // `plan` says it too, before anything runs.
+    let planned = project.run(&["plan", &path]);
+    assert_eq!(planned.status.code(), Some(2));
+    assert!(
+        stderr(&planned).contains("is not a git repository (run `git init`"),
+        "{}",
+        stderr(&planned)
+    );
 }
 
 #[test]

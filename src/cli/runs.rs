@@ -1044,6 +1044,113 @@ mod tests {
     }
 
     #[test]
+    // Built field by field so counts added to `TokenUsage` later need no change here.
+    #[allow(clippy::field_reassign_with_default)]
+    fn each_attempt_is_a_block_with_its_parts_apart() {
+        let mut usage = TokenUsage::default();
+        usage.input_tokens = 47;
+        usage.output_tokens = 12;
+        let task = TaskId::new("a");
+        let out = |stream, text: &str| Event::TaskOutput {
+            task: task.clone(),
+            stream,
+            text: text.into(),
+        };
+        let started = |attempt| Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("worker"),
+            attempt,
+            instance: crate::ids::InstanceId(1),
+            backend: "llama".into(),
+            simulated: false,
+        };
+        let events = vec![
+            envelope(
+                1,
+                Event::RunStarted {
+                    workflow: "w".into(),
+                    file: PathBuf::from("w.yaml"),
+                    goal: None,
+                    max_parallel: 1,
+                    fail_fast: false,
+                    simulated: false,
+                    tasks: vec![planned("a")],
+                },
+            ),
+            envelope(2, started(1)),
+            envelope(3, out(OutputStream::Tokens, "partial ans")),
+            envelope(
+                4,
+                Event::TaskRetrying {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 1,
+                    delay_ms: 1_500,
+                    duration_ms: 800,
+                    error: "stream broken".into(),
+                },
+            ),
+            envelope(6, started(2)),
+            envelope(7, out(OutputStream::Reasoning, "think first")),
+            envelope(8, out(OutputStream::ToolCall, "search {\"q\":\"x\"}")),
+            envelope(9, out(OutputStream::ToolResult, "3 hits")),
+            envelope(10, out(OutputStream::Tokens, "The answer")),
+            envelope(
+                11,
+                Event::TaskSucceeded {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 2,
+                    duration_ms: 2_000,
+                    output: "The answer".into(),
+                    usage: Some(usage),
+                    simulated: false,
+                    details: AnswerDetails { truncated: true, ..AnswerDetails::default() },
+                },
+            ),
+        ];
+        let detail = task_detail(&events, &task).expect("planned");
+        // From the first start (t=2 s) to the end (t=11 s): waits included.
+        assert_eq!(detail.outcome.duration_ms, Some(9_000));
+        let second = &detail.history[1];
+        assert_eq!(
+            (second.reasoning.as_str(), second.output.as_str()),
+            ("think first", "The answer")
+        );
+        assert_eq!(second.tools, ["→ search {\"q\":\"x\"}", "← 3 hits"]);
+        let row = RunRow {
+            run_id: RunId::new("r1"),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 1_000,
+            finished_ms: None,
+            state: RunState::Succeeded,
+            tasks: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: Some(10_000),
+            simulated: false,
+        };
+        let text = task_text(&row, &detail);
+        let first = text.find("── attempt 1").expect("first block");
+        let second = text.find("── attempt 2").expect("second block");
+        let (one, two) = (&text[first..second], &text[second..]);
+        assert!(one.contains("failed after 800ms · retried after a 1.5s wait"), "{text}");
+        assert!(one.contains("  output\n    partial ans\n"), "{text}");
+        assert!(!two.contains("partial"), "{text}");
+        assert!(two.contains("  reasoning\n    think first\n"), "{text}");
+        assert!(two.contains("  tool calls\n    → search"), "{text}");
+        assert!(two.contains("  output\n    The answer\n"), "{text}");
+        assert!(two.contains("truncated: the answer was cut off"), "{text}");
+        assert!(two.contains("tokens    47 in, 12 out"), "{text}");
+        assert!(text.contains("took 9.0s in all"), "{text}");
+        // The result equals the streamed answer: shown once.
+        assert_eq!(text.matches("The answer").count(), 1, "{text}");
+    }
+
+    #[test]
     fn runs_resolve_by_last_id_or_unique_prefix() {
         let row = |id: &str| RunRow {
             run_id: RunId::new(id),

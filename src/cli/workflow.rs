@@ -41,6 +41,10 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
         .and_then(|w| plan_with(&w, &registry, &settings, &PlanOverrides::default()));
     match planned {
         Ok(plan) => {
+            // A worktree outside a git repository would stop the run: say so now.
+            if let Err(error) = crate::engine::workspace::check_plan(&plan, &globals.project_dir) {
+                return invalid(&error.to_string(), json);
+            }
             if json {
                 println!("{}", plan_json(&plan));
             } else {

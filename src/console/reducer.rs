@@ -125,6 +125,8 @@ fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) {
     state.breakers.breakers.clear();
     state.breakers.metrics.clear();
     state.approvals.clear();
+    // Streams that went on while events were missed start a fresh line.
+    state.audit.streams.clear();
     let audited = state.audit.entries.back().map_or(0, |e| e.seq);
     for envelope in backlog {
         apply_event(state, envelope, envelope.seq > audited);

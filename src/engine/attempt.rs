@@ -165,7 +165,11 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
         let elapsed = began.elapsed();
         let _ = engine.pool.release(instance);
-        let ended = if result.is_ok() { "succeeded" } else { "failed" };
+        let ended = match &result {
+            Ok(_) => "succeeded",
+            Err(_) if job.cancel.is_cancelled() => "cancelled",
+            Err(_) => "failed",
+        };
         workspace::leave(shared, job.task, attempt, ended, &mut held).await;
 
         let error = match result {

@@ -144,6 +144,12 @@ impl Workspaces {
     }
 }
 
+/// Plan time: every task of `plan` asking for a worktree has a git repository with a commit
+/// at `project_dir`, so `flightdeck plan` says so before anything runs.
+pub fn check_plan(plan: &Plan, project_dir: &Path) -> Result<(), WorkspaceError> {
+    Workspaces::new(project_dir, project_dir).check(plan)
+}
+
 /// The folder attempt `attempt` of `task` works in, made ready; `None` for the shared project
 /// folder. Publishes `WorkspaceCreated` when a worktree or folder is made.
 pub(crate) async fn enter(
