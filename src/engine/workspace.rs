@@ -212,15 +212,16 @@ pub(crate) async fn leave(
     }
     let Some(worktree) = &held.worktree else { return };
     let step = &shared.plan.steps[task];
+    // No lock: a commit touches only this worktree's index and its own branch, and auto-gc is
+    // off, so tasks commit side by side.
     let git = Git { task: &step.id, dir: &worktree.path };
-    let _lock = shared.engine.workspaces.git.lock().await;
     let message =
         format!("flightdeck: run {}, task {}, attempt {attempt} ({outcome})", shared.run, step.id);
     let result = async {
         let commit = git.commit_all(&message).await?;
         let files = git.numstat(&worktree.base).await?;
-        let summary = git.run(&["diff", "--shortstat", &worktree.base, "HEAD"]).await?;
-        Ok::<_, WorkspaceError>((commit, files, summary.trim().to_owned()))
+        let summary = shortstat(&files);
+        Ok::<_, WorkspaceError>((commit, files, summary))
     }
     .await;
     match result {
@@ -520,6 +521,24 @@ fn parse_numstat(line: &str) -> Option<FileChange> {
     })
 }
 
+/// `2 files changed, 5 insertions(+), 1 deletion(-)`, as `git diff --shortstat` says it.
+fn shortstat(files: &[FileChange]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let added: u64 = files.iter().filter_map(|f| f.added).sum();
+    let removed: u64 = files.iter().filter_map(|f| f.removed).sum();
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut text = plural(files.len() as u64, "file changed", "files changed");
+    if added > 0 {
+        let _ = write!(text, ", {}", plural(added, "insertion(+)", "insertions(+)"));
+    }
+    if removed > 0 {
+        let _ = write!(text, ", {}", plural(removed, "deletion(-)", "deletions(-)"));
+    }
+    text
+}
+
 /// `+3 −1` for a changed file, `binary` when git counts no lines.
 pub fn change_counts(change: &FileChange) -> String {
     match (change.added, change.removed) {
@@ -554,6 +573,11 @@ mod tests {
             parse_numstat("3\t1\tsrc/a b.rs"),
             Some(FileChange { path: "src/a b.rs".into(), added: Some(3), removed: Some(1) })
         );
+        let one = parse_numstat("1\t0\ta").expect("one");
+        assert_eq!(shortstat(std::slice::from_ref(&one)), "1 file changed, 1 insertion(+)");
+        let two = parse_numstat("2\t3\tb").expect("two");
+        assert_eq!(shortstat(&[one, two]), "2 files changed, 3 insertions(+), 3 deletions(-)");
+        assert_eq!(shortstat(&[]), "");
         let binary = parse_numstat("-\t-\tlogo.png").expect("binary");
         assert_eq!((binary.added, binary.removed), (None, None));
         assert_eq!(change_counts(&binary), "binary");
