@@ -6,6 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use flightdeck::command::{Command as Operator, Request};
+use flightdeck::config::Settings;
+use flightdeck::event::{Event, RunStatus};
+use flightdeck::ids::{TaskId, UserId};
+use flightdeck::runtime::{Runtime, RuntimeOptions};
+use flightdeck::store::RunStore;
+use flightdeck::workflow::PlanOverrides;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -39,6 +46,10 @@ case "$FLIGHTDECK_TASK" in
     test -f first.txt || { echo "first.txt is gone" >&2; exit 3; }
     echo second > second.txt ;;
   empty-*) ;;
+  gate)
+    echo "tried $FLIGHTDECK_ATTEMPT" >> tried.txt
+    if [ ! -f "$(dirname "$0")/open" ]; then echo "the gate is shut" >&2; exit 1; fi
+    echo done > done.txt ;;
   *)
     sleep 0.2
     echo "$FLIGHTDECK_TASK" > "$FLIGHTDECK_TASK.txt"
@@ -456,4 +467,52 @@ fn prune_removes_the_worktrees_and_branches_of_pruned_runs() {
     assert!(project.worktree(&new, "left").exists());
     let listed = git(root, &["worktree", "list", "--porcelain"]);
     assert!(!listed.contains(&old), "{listed}");
+}
+
+const GATE: &str = "name: gate
+tasks:
+  - {id: gate, description: Waits for the gate, agent: coder}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retry_goes_on_in_the_same_worktree() {
+    let project = Project::new();
+    let path = project.workflow("gate", GATE);
+    let data_dir = project.root().join(".flightdeck");
+    let runtime = Runtime::start(RuntimeOptions {
+        project_dir: project.root().to_owned(),
+        data_dir: data_dir.clone(),
+        settings: Settings::load(project.root()).unwrap(),
+        watch_agents: false,
+    })
+    .unwrap();
+    let plan = runtime.plan(Path::new(&path), &PlanOverrides::default()).unwrap();
+    let handle = runtime.start_planned("ann", plan).unwrap();
+    assert_eq!(handle.wait().await, RunStatus::Failed);
+    let run = handle.id().clone();
+
+    std::fs::write(project.scripts.path().join("open"), "").unwrap();
+    let retry = Operator::RetryTask { run: run.clone(), task: TaskId::new("gate") };
+    runtime.submit(Request { user: UserId::new("ann"), command: retry }).await.unwrap();
+    assert_eq!(runtime.wait_run(&run).await, Some(RunStatus::Succeeded));
+    runtime.flush().await.unwrap();
+
+    // The second round found the first round's worktree, its file and its base.
+    let branch = format!("flightdeck/{run}/gate");
+    let tried = git(project.root(), &["show", &format!("{branch}:tried.txt")]);
+    assert_eq!(tried, "tried 1\ntried 2\n");
+    let events = RunStore::open(data_dir.join("runs.db")).unwrap().events(&run).unwrap();
+    let created = events.iter().filter(|e| matches!(e.event, Event::WorkspaceCreated { .. }));
+    assert_eq!(created.count(), 1);
+    let last_changes = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            Event::WorkspaceChanges { attempt, files, .. } => Some((*attempt, files.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let paths: Vec<&str> = last_changes.1.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!((last_changes.0, paths), (2, vec!["done.txt", "tried.txt"]));
+    runtime.shutdown().await;
 }
