@@ -242,6 +242,12 @@ tasks:
 fn dependents_start_from_their_dependencies_branches() {
     let project = Project::new();
     let path = project.workflow("chain", CHAIN);
+    let planned = project.run(&["plan", &path]);
+    let plan = String::from_utf8_lossy(&planned.stdout).into_owned();
+    let line = plan.lines().find(|l| l.trim_start().starts_with("both ")).unwrap();
+    assert!(line.ends_with("after alpha, beta  in its own worktree"), "{plan}");
+    let line = plan.lines().find(|l| l.trim_start().starts_with("through ")).unwrap();
+    assert!(line.ends_with("after single"), "{plan}");
     let run = project.run_workflow(&path, 1);
     let root = project.root();
     let files = |task: &str| {

@@ -137,6 +137,11 @@ fn plan_text(plan: &Plan) -> String {
                 let deps: Vec<&str> = step.depends_on.iter().map(TaskId::as_str).collect();
                 let _ = write!(line, "  after {}", deps.join(", "));
             }
+            match step.workspace {
+                crate::config::WorkspaceKind::Shared => {}
+                crate::config::WorkspaceKind::Worktree => line.push_str("  in its own worktree"),
+                crate::config::WorkspaceKind::Temp => line.push_str("  in a fresh folder"),
+            }
             let _ = writeln!(out, "{}", line.trim_end());
             if step.needs_approval {
                 let _ = writeln!(
