@@ -312,6 +312,9 @@ async fn open_worktree(shared: &RunShared, task: usize) -> Result<Worktree, Work
     }
     let base = in_tree.run(&["rev-parse", "HEAD"]).await?.trim().to_owned();
     at_repo.run(&["config", &base_key, &base]).await?;
+    // A project folder with no tracked files yet has no place in the checkout: make it.
+    let workdir = path.join(&repo.prefix);
+    std::fs::create_dir_all(&workdir).map_err(|e| in_tree.failed("worktree add", &e))?;
     shared.publish(Event::WorkspaceCreated {
         task: step.id.clone(),
         kind: WorkspaceKind::Worktree,
@@ -321,7 +324,7 @@ async fn open_worktree(shared: &RunShared, task: usize) -> Result<Worktree, Work
         base: Some(base.clone()),
         base_from: Some(base_from),
     });
-    Ok(Worktree { workdir: path.join(&repo.prefix), path, branch, base })
+    Ok(Worktree { workdir, path, branch, base })
 }
 
 fn merge_message(task: &str, branch: &str) -> String {
