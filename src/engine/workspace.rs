@@ -324,7 +324,7 @@ async fn open_worktree(shared: &RunShared, task: usize) -> Result<Worktree, Work
         base: Some(base.clone()),
         base_from: Some(base_from),
     });
-    Ok(Worktree { workdir, path, branch, base })
+    Ok(Worktree { path, workdir, branch, base })
 }
 
 fn merge_message(task: &str, branch: &str) -> String {
