@@ -67,9 +67,18 @@ impl Project {
     fn new() -> Self {
         let project = Self::without_git();
         git(project.root(), &["init", "--quiet", "--initial-branch=main"]);
+        // A hook that would fail every commit and checkout: Flightdeck's own git work skips
+        // the repository's hooks.
+        let hooks = project.root().join(".git/hooks");
+        for hook in ["pre-commit", "post-checkout", "pre-merge-commit"] {
+            std::fs::write(hooks.join(hook), "#!/bin/sh\nexit 1\n").unwrap();
+            let mut permissions = std::fs::metadata(hooks.join(hook)).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+            std::fs::set_permissions(hooks.join(hook), permissions).unwrap();
+        }
         std::fs::write(project.root().join("README.md"), "# demo\n").unwrap();
         git(project.root(), &["add", "README.md"]);
-        git(project.root(), &["commit", "--quiet", "-m", "start"]);
+        git(project.root(), &["commit", "--quiet", "--no-verify", "-m", "start"]);
         project
     }
 

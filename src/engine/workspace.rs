@@ -29,6 +29,9 @@ use crate::workflow::Plan;
 
 /// Folder of the data dir that holds the worktrees, one folder per run.
 pub const WORKTREES_DIR: &str = "worktrees";
+/// Options of every git command that changes the repository.
+const HOOKS_OFF: [&str; 6] =
+    ["-c", "commit.gpgsign=false", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null"];
 /// Names every git commit Flightdeck makes.
 const AUTHOR: &str = "flightdeck";
 const AUTHOR_EMAIL: &str = "flightdeck@localhost";
@@ -376,7 +379,7 @@ fn path_safe(id: &str) -> String {
 
 /// Git runs without the caller's repository variables, with a fixed identity, in English, and
 /// never asks questions.
-fn git_env() -> [(&'static str, &'static str); 7] {
+fn git_env() -> [(&'static str, &'static str); 6] {
     [
         ("GIT_AUTHOR_NAME", AUTHOR),
         ("GIT_AUTHOR_EMAIL", AUTHOR_EMAIL),
@@ -384,7 +387,6 @@ fn git_env() -> [(&'static str, &'static str); 7] {
         ("GIT_COMMITTER_EMAIL", AUTHOR_EMAIL),
         ("GIT_TERMINAL_PROMPT", "0"),
         ("LC_ALL", "C"),
-        ("GIT_CONFIG_NOSYSTEM", "1"),
     ]
 }
 
@@ -398,7 +400,9 @@ impl Git<'_> {
     /// Run a git command; its stdout, or an error with its stderr.
     async fn run(&self, args: &[&str]) -> Result<String, WorkspaceError> {
         let output = tokio::process::Command::new("git")
-            .args(["-c", "commit.gpgsign=false", "-c", "gc.auto=0"])
+            // Flightdeck's own commits: no signing prompt, no repository hooks (a failing
+            // pre-commit or a slow post-checkout must not stop a run), no auto-gc.
+            .args(HOOKS_OFF)
             .args(args)
             .current_dir(self.dir)
             .envs(git_env())
