@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::WorkspaceKind;
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
 /// One published event with its place in the stream.
@@ -139,6 +140,15 @@ impl AnswerDetails {
     }
 }
 
+/// One file a task changed in its workspace, from `git diff --numstat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    /// Lines added and removed; `None` for a binary file.
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
 /// What the console needs to list an agent definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSummary {
@@ -258,6 +268,37 @@ pub enum Event {
     TaskSkipped { task: TaskId, reason: String },
     /// The task was cancelled by an operator or by `fail_fast`.
     TaskCancelled { task: TaskId, reason: String },
+    /// A task got a workspace of its own: a git worktree on its own branch (kept after the
+    /// run for review) or a fresh empty folder for one attempt.
+    WorkspaceCreated {
+        task: TaskId,
+        kind: WorkspaceKind,
+        /// The folder the agent works in.
+        path: PathBuf,
+        /// The repository the worktree belongs to (its main working tree).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        /// The commit the branch starts from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
+        /// Where that commit came from: `HEAD`, a dependency's branch, or a merge of several.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_from: Option<String>,
+    },
+    /// After an attempt, what the task's branch changed since its base, all attempts so far.
+    WorkspaceChanges {
+        task: TaskId,
+        attempt: u32,
+        branch: String,
+        /// The commit holding the attempt's work; `None` when the attempt changed nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        files: Vec<FileChange>,
+        /// `git diff --shortstat`, e.g. `2 files changed, 5 insertions(+)`.
+        summary: String,
+    },
     /// The run reached a final state.
     RunFinished {
         status: RunStatus,
@@ -314,6 +355,8 @@ impl Event {
             | Self::TaskFailed { task, .. }
             | Self::TaskSkipped { task, .. }
             | Self::TaskCancelled { task, .. }
+            | Self::WorkspaceCreated { task, .. }
+            | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
             | Self::ApprovalDecided { task, .. } => Some(task.as_str()),
             _ => None,
@@ -370,6 +413,8 @@ impl Event {
             Self::TaskFailed { .. } => "task_failed",
             Self::TaskSkipped { .. } => "task_skipped",
             Self::TaskCancelled { .. } => "task_cancelled",
+            Self::WorkspaceCreated { .. } => "workspace_created",
+            Self::WorkspaceChanges { .. } => "workspace_changes",
             Self::RunFinished { .. } => "run_finished",
             Self::ApprovalRequested { .. } => "approval_requested",
             Self::ApprovalDecided { .. } => "approval_decided",

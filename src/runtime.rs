@@ -131,6 +131,7 @@ impl Runtime {
             approvals: approvals.clone(),
             settings: Arc::clone(&settings),
             project_dir: project_dir.clone(),
+            data_dir: data_dir.clone(),
         });
         let background = vec![pool.spawn_reaper(), breakers.spawn_ticker()];
         Ok(Self {

@@ -205,6 +205,7 @@ fn setup_with(agents: &[(&str, &str)], settings: Settings) -> Setup {
         approvals: approvals.clone(),
         settings: Arc::new(settings.clone()),
         project_dir: dir.path().to_owned(),
+        data_dir: dir.path().join(".flightdeck"),
     });
     Setup { _dir: dir, events, engine, registry, breakers, approvals, settings }
 }

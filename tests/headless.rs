@@ -493,7 +493,8 @@ fn one_task_of_a_stored_run_is_shown_with_its_attempts_and_output() {
     let text = project.run("vic", &["runs", "show", "last", "shell"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("state     succeeded after 1 attempt(s)"), "{text}");
-    assert_eq!(text.matches("\n  hello from sh").count(), 1, "shown once: {text}");
+    assert_eq!(text.matches("\n    hello from sh").count(), 1, "shown once: {text}");
+    assert!(text.contains("── attempt 1 · scripted on local"), "{text}");
     let missing = project.run("vic", &["runs", "show", "last", "nope"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("has no task `nope` (its tasks: shell)"));

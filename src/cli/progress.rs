@@ -1,12 +1,13 @@
 //! Human progress lines for a run's events, live (`flightdeck run`) or replayed from the run
 //! store (`flightdeck runs events`); with `--json`, every envelope on stdout as it is stored.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Envelope, Event, Risk, RunStatus};
-use crate::ids::RunId;
+use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
+use crate::ids::{RunId, TaskId};
 
 /// Where the elapsed time at the start of each line comes from.
 enum Clock {
@@ -24,6 +25,8 @@ pub(crate) struct Printer {
     /// Attempts started on a simulation backend, and on a real one.
     simulated_attempts: usize,
     real_attempts: usize,
+    /// When each task's first attempt started, so "took" covers the whole task.
+    first_started_ms: HashMap<TaskId, u64>,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
 }
@@ -46,6 +49,7 @@ impl Printer {
             clock,
             simulated_attempts: 0,
             real_attempts: 0,
+            first_started_ms: HashMap::new(),
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
         }
@@ -99,27 +103,52 @@ impl Printer {
                 } else {
                     self.real_attempts += 1;
                 }
+                self.first_started_ms.entry(task.clone()).or_insert(envelope.ts_ms);
                 let text = format!(
                     "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
                     label(*simulated)
                 );
                 self.line(&text);
             }
-            Event::TaskSucceeded { task, duration_ms, simulated, .. } if ours => {
-                let took = short(Duration::from_millis(*duration_ms));
+            Event::TaskSucceeded { task, attempt, duration_ms, simulated, .. } if ours => {
+                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
                 self.line(&format!("done      {task}  in {took}{}", label(*simulated)));
             }
-            Event::TaskRetrying { task, attempt, delay_ms, error, .. } if ours => {
+            Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } if ours => {
                 let delay = short(Duration::from_millis(*delay_ms));
-                let text =
-                    format!("retry     {task}  attempt {attempt} failed: {error}; next in {delay}");
+                let after = short(Duration::from_millis(*duration_ms));
+                let text = format!(
+                    "retry     {task}  attempt {attempt} failed after {after}: {error}; retrying in {delay}"
+                );
+                self.line(&text);
+            }
+            Event::WorkspaceCreated { task, kind, path, branch, base_from, .. } if ours => {
+                let text = match (kind, branch) {
+                    (WorkspaceKind::Worktree, Some(branch)) => format!(
+                        "workspace {task}  branch {branch} from {} in {}",
+                        base_from.as_deref().unwrap_or("HEAD"),
+                        path.display()
+                    ),
+                    _ => format!("workspace {task}  fresh folder {}", path.display()),
+                };
+                self.line(&text);
+            }
+            Event::WorkspaceChanges { task, attempt, branch, files, summary, .. } if ours => {
+                let text = if files.is_empty() {
+                    format!("changes   {task}  attempt {attempt} changed no files on {branch}")
+                } else {
+                    format!("changes   {task}  {summary} on {branch}")
+                };
                 self.line(&text);
             }
             Event::TaskFallback { task, from, to, reason } if ours => {
                 self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
             }
-            Event::TaskFailed { task, attempt, error, .. } if ours => {
-                self.line(&format!("FAILED    {task}  after {attempt} attempt(s): {error}"));
+            Event::TaskFailed { task, attempt, duration_ms, error, .. } if ours => {
+                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
+                self.line(&format!(
+                    "FAILED    {task}  after {attempt} attempt(s) in {took}: {error}"
+                ));
             }
             Event::TaskSkipped { task, reason } if ours => {
                 self.line(&format!("skipped   {task}  {reason}"));
@@ -171,6 +200,23 @@ impl Printer {
             _ => {}
         }
         None
+    }
+}
+
+impl Printer {
+    /// The whole task's time, from its first start to `end_ms`; with the last attempt's
+    /// own time when there were several.
+    fn took(&mut self, task: &TaskId, end_ms: u64, attempt: u32, attempt_ms: u64) -> String {
+        let whole = self
+            .first_started_ms
+            .remove(task)
+            .map_or(attempt_ms, |first| end_ms.saturating_sub(first).max(attempt_ms));
+        let whole = short(Duration::from_millis(whole));
+        if attempt > 1 {
+            format!("{whole} (attempt {attempt} took {})", short(Duration::from_millis(attempt_ms)))
+        } else {
+            whole
+        }
     }
 }
 

@@ -18,8 +18,11 @@ use super::progress::{Printer, short};
 use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::config::Settings;
-use crate::event::{Envelope, Event, OutputStream, TokenUsage};
-use crate::ids::{AgentId, TaskId};
+use crate::engine::workspace::{KeptWorktree, change_counts};
+use crate::event::{
+    AnswerDetails, Envelope, Event, FileChange, OutputStream, TokenUsage, WorkspaceKind,
+};
+use crate::ids::{AgentId, RunId, TaskId};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::store::{PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError};
 
@@ -92,7 +95,8 @@ pub fn events(globals: &Globals, run: &str, json: bool) -> i32 {
 }
 
 /// `runs prune [--keep N] [--older-than AGE] [--dry-run]`: 0 when done, 2 when refused by
-/// the gate (pruning needs the `operate` permission) or the store cannot be changed.
+/// the gate (pruning needs the `operate` permission) or the store cannot be changed. The git
+/// worktrees and branches of the pruned runs go with them.
 pub fn prune(
     globals: &Globals,
     keep: Option<usize>,
@@ -104,6 +108,10 @@ pub fn prune(
     }
     let before_ms = older_than.map(|age| now_ms().saturating_sub(age.as_millis() as u64));
     let rule = PruneRule { keep, before_ms };
+    let kept = match prunable_worktrees(globals, &rule) {
+        Ok(kept) => kept,
+        Err(error) => return fail(&error.to_string()),
+    };
     if dry_run {
         let prunable =
             match open(globals).and_then(|s| s.map_or(Ok(Vec::new()), |s| s.prunable(&rule))) {
@@ -114,6 +122,10 @@ pub fn prune(
             eprintln!("nothing to prune");
         } else {
             print!("{}", runs_table(&prunable));
+            for (_, worktree) in &kept {
+                eprintln!("would remove worktree {}", worktree.path.display());
+                eprintln!("would delete branch {}", worktree.branch);
+            }
             eprintln!(
                 "{} finished runs would be pruned (dry run: nothing deleted)",
                 prunable.len()
@@ -149,12 +161,55 @@ pub fn prune(
         match result {
             Ok((runs, events)) => {
                 eprintln!("pruned {} finished runs ({events} events)", runs.len());
+                remove_worktrees(&runs, &kept);
                 exit::OK
             }
             Err(RuntimeError::Denied(denied)) => fail(&format!("refused: {denied}")),
             Err(error) => fail(&error.to_string()),
         }
     })
+}
+
+/// The worktrees kept by the runs a prune with `rule` would delete.
+fn prunable_worktrees(
+    globals: &Globals,
+    rule: &PruneRule,
+) -> Result<Vec<(RunId, KeptWorktree)>, StoreError> {
+    let Some(store) = open(globals)? else { return Ok(Vec::new()) };
+    let mut kept = Vec::new();
+    for run in store.prunable(rule)? {
+        let events = store.events(&run.run_id)?;
+        for outcome in task_outcomes(&events) {
+            if let Some(worktree) = outcome.workspace.as_ref().and_then(WorkspaceSummary::kept) {
+                kept.push((run.run_id.clone(), worktree));
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Remove the worktrees and branches of the runs that were pruned; what cannot be removed is
+/// said, and does not undo the prune.
+fn remove_worktrees(pruned: &[RunRow], kept: &[(RunId, KeptWorktree)]) {
+    let (mut removed, mut failed) = (0, 0);
+    for (run, worktree) in kept {
+        if !pruned.iter().any(|row| &row.run_id == run) {
+            continue;
+        }
+        match worktree.remove() {
+            Ok(()) => removed += 1,
+            Err(error) => {
+                failed += 1;
+                eprintln!(
+                    "flightdeck: cannot remove worktree {}: {error}",
+                    worktree.path.display()
+                );
+            }
+        }
+    }
+    if removed + failed > 0 {
+        eprintln!("removed {removed} worktrees and their branches");
+    }
 }
 
 fn fail(message: &str) -> i32 {
@@ -222,10 +277,51 @@ pub struct TaskOutcome {
     /// `skipped` or `cancelled`.
     pub state: &'static str,
     pub attempts: u32,
+    /// The whole task: from its first attempt's start to its end, waits between attempts
+    /// included.
     pub duration_ms: Option<u64>,
     /// The error, or why it was skipped or cancelled.
     pub note: Option<String>,
     pub simulated: bool,
+    /// Where it worked, when not in the shared project folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSummary>,
+    /// When its first attempt (of the latest round) started.
+    #[serde(skip)]
+    first_started_ms: Option<u64>,
+}
+
+/// A task's own workspace and what it changed there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkspaceSummary {
+    pub kind: WorkspaceKind,
+    /// The folder it worked in (for `temp`, the last attempt's, removed since).
+    pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit its branch started from, and where that came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_from: Option<String>,
+    pub files_changed: usize,
+    /// `git diff --shortstat` of the branch against its base.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    pub changes: Vec<FileChange>,
+}
+
+impl WorkspaceSummary {
+    /// The worktree to remove when its run is pruned.
+    fn kept(&self) -> Option<KeptWorktree> {
+        Some(KeptWorktree {
+            repo: self.repo.clone()?,
+            path: self.path.clone(),
+            branch: self.branch.clone()?,
+        })
+    }
 }
 
 /// One outcome per planned task, in plan order (tasks from every `RunStarted`, so a run
@@ -249,14 +345,24 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
                     duration_ms: None,
                     note: None,
                     simulated: false,
+                    workspace: None,
+                    first_started_ms: None,
                 });
             }
             continue;
         }
         let Some(&at) = event.task().and_then(|t| index.get(&TaskId::new(t))) else { continue };
         let outcome = &mut outcomes[at];
+        let ts = envelope.ts_ms;
+        // The whole task's time: from the first start of this round to the end.
+        let took = |first: Option<u64>, attempt_ms: u64| {
+            first.map_or(attempt_ms, |first| ts.saturating_sub(first).max(attempt_ms))
+        };
         match event {
             Event::TaskStarted { agent, attempt, simulated, .. } => {
+                if outcome.state != "running" {
+                    outcome.first_started_ms = Some(ts);
+                }
                 outcome.state = "running";
                 outcome.agent = agent.clone();
                 outcome.attempts = *attempt;
@@ -268,7 +374,7 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
                 outcome.state = "succeeded";
                 outcome.agent = agent.clone();
                 outcome.attempts = *attempt;
-                outcome.duration_ms = Some(*duration_ms);
+                outcome.duration_ms = Some(took(outcome.first_started_ms, *duration_ms));
                 outcome.simulated = *simulated;
                 outcome.note = None;
             }
@@ -278,8 +384,28 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
                     outcome.agent = agent.clone();
                 }
                 outcome.attempts = *attempt;
-                outcome.duration_ms = Some(*duration_ms);
+                outcome.duration_ms = Some(took(outcome.first_started_ms, *duration_ms));
                 outcome.note = Some(error.clone());
+            }
+            Event::WorkspaceCreated { kind, path, repo, branch, base, base_from, .. } => {
+                outcome.workspace = Some(WorkspaceSummary {
+                    kind: *kind,
+                    path: path.clone(),
+                    repo: repo.clone(),
+                    branch: branch.clone(),
+                    base: base.clone(),
+                    base_from: base_from.clone(),
+                    files_changed: 0,
+                    summary: String::new(),
+                    changes: Vec::new(),
+                });
+            }
+            Event::WorkspaceChanges { files, summary, .. } => {
+                if let Some(workspace) = &mut outcome.workspace {
+                    workspace.files_changed = files.len();
+                    workspace.summary.clone_from(summary);
+                    workspace.changes.clone_from(files);
+                }
             }
             Event::TaskSkipped { reason, .. } => {
                 outcome.state = "skipped";
@@ -296,17 +422,36 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
     outcomes
 }
 
-/// One attempt of a task.
+/// One attempt of a task, with everything it produced kept apart.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
     pub attempt: u32,
     pub agent: AgentId,
     pub backend: String,
     pub started_ms: u64,
-    /// `running`, `succeeded`, `failed` or `retrying` (failed, another attempt followed).
+    /// `running`, `succeeded`, `failed`, `retrying` (failed, another attempt followed) or
+    /// `cancelled`.
     pub result: &'static str,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// The wait before the next attempt, when it was retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_delay_ms: Option<u64>,
+    /// The answer as it streamed: stdout lines, model tokens.
+    pub output: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    /// Reasoning ("thinking") the model streamed, never part of the answer.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
+    /// Tool calls (`→ …`) and their results (`← …`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    /// Truncation, tool calls, reasoning, session and cost the backend reported.
+    #[serde(skip_serializing_if = "AnswerDetails::is_empty")]
+    pub details: AnswerDetails,
 }
 
 /// Everything stored about one task of a run.
@@ -316,12 +461,8 @@ pub struct TaskDetail {
     pub outcome: TaskOutcome,
     pub description: String,
     pub depends_on: Vec<TaskId>,
+    /// Each attempt in order, its output with it.
     pub history: Vec<AttemptRecord>,
-    /// What the attempts streamed (stdout and stderr lines, model tokens), in order.
-    pub output: String,
-    /// Reasoning the model streamed, kept apart from the answer.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reasoning: String,
     /// The output the task succeeded with.
     pub result: Option<String>,
     pub usage: Option<TokenUsage>,
@@ -339,8 +480,6 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
         description: planned.description.clone(),
         depends_on: planned.depends_on.clone(),
         history: Vec::new(),
-        output: String::new(),
-        reasoning: String::new(),
         result: None,
         usage: None,
     };
@@ -356,36 +495,34 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
                     result: "running",
                     duration_ms: None,
                     error: None,
+                    retry_delay_ms: None,
+                    output: String::new(),
+                    stderr: String::new(),
+                    reasoning: String::new(),
+                    tools: Vec::new(),
+                    usage: None,
+                    details: AnswerDetails::default(),
                 });
             }
-            Event::TaskOutput { stream, text, .. } => match stream {
-                OutputStream::Tokens => detail.output.push_str(text),
-                OutputStream::Stdout => {
-                    detail.output.push_str(text);
-                    detail.output.push('\n');
+            Event::TaskOutput { stream, text, .. } => {
+                if let Some(last) = last {
+                    add_output(last, *stream, text);
                 }
-                OutputStream::Stderr => {
-                    let _ = writeln!(detail.output, "stderr: {text}");
-                }
-                OutputStream::Reasoning => detail.reasoning.push_str(text),
-                OutputStream::ToolCall => {
-                    let _ = writeln!(detail.output, "tool: {text}");
-                }
-                OutputStream::ToolResult => {
-                    let _ = writeln!(detail.output, "tool result: {text}");
-                }
-            },
-            Event::TaskRetrying { duration_ms, error, .. } => {
+            }
+            Event::TaskRetrying { duration_ms, delay_ms, error, .. } => {
                 if let Some(last) = last {
                     last.result = "retrying";
                     last.duration_ms = Some(*duration_ms);
+                    last.retry_delay_ms = Some(*delay_ms);
                     last.error = Some(error.clone());
                 }
             }
-            Event::TaskSucceeded { duration_ms, output, usage, .. } => {
+            Event::TaskSucceeded { duration_ms, output, usage, details, .. } => {
                 if let Some(last) = last {
                     last.result = "succeeded";
                     last.duration_ms = Some(*duration_ms);
+                    last.usage = *usage;
+                    last.details = details.clone();
                 }
                 detail.result = Some(output.clone());
                 detail.usage = *usage;
@@ -397,10 +534,38 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
                     last.error = Some(error.clone());
                 }
             }
+            Event::TaskCancelled { reason, .. } => {
+                if let Some(last) = last.filter(|a| a.result == "running") {
+                    last.result = "cancelled";
+                    last.error = Some(reason.clone());
+                }
+            }
             _ => {}
         }
     }
     Some(detail)
+}
+
+/// One piece of streamed output into its own part of the attempt.
+fn add_output(attempt: &mut AttemptRecord, stream: OutputStream, text: &str) {
+    match stream {
+        OutputStream::Tokens => attempt.output.push_str(text),
+        OutputStream::Stdout => {
+            attempt.output.push_str(text);
+            if !text.ends_with('\n') {
+                attempt.output.push('\n');
+            }
+        }
+        OutputStream::Stderr => {
+            attempt.stderr.push_str(text);
+            if !text.ends_with('\n') {
+                attempt.stderr.push('\n');
+            }
+        }
+        OutputStream::Reasoning => attempt.reasoning.push_str(text),
+        OutputStream::ToolCall => attempt.tools.push(format!("→ {}", text.trim_end())),
+        OutputStream::ToolResult => attempt.tools.push(format!("← {}", text.trim_end())),
+    }
 }
 
 fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
@@ -409,7 +574,8 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     let _ = writeln!(text, "task      {}  (run {}, {})", outcome.task, run.run_id, run.workflow);
     let _ = writeln!(text, "does      {}", detail.description);
     let _ = writeln!(text, "agent     {}", outcome.agent);
-    let took = outcome.duration_ms.map(|ms| format!(", took {}", short_ms(ms))).unwrap_or_default();
+    let took =
+        outcome.duration_ms.map(|ms| format!(", took {} in all", short_ms(ms))).unwrap_or_default();
     let simulated = if outcome.simulated { "  SIMULATED" } else { "" };
     let _ = writeln!(
         text,
@@ -423,38 +589,155 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     if let Some(note) = &outcome.note {
         let _ = writeln!(text, "why       {}", one_line(note));
     }
-    if let Some(usage) = detail.usage {
-        let _ = writeln!(text, "tokens    {} in, {} out", usage.input_tokens, usage.output_tokens);
+    if let Some(usage) = &detail.usage {
+        let _ = writeln!(text, "tokens    {}", usage_text(usage));
     }
-    if !detail.history.is_empty() {
-        let _ = writeln!(text, "\nattempts");
-        for attempt in &detail.history {
-            let took =
-                attempt.duration_ms.map(|ms| format!(" in {}", short_ms(ms))).unwrap_or_default();
-            let error =
-                attempt.error.as_deref().map(|e| format!(": {}", one_line(e))).unwrap_or_default();
-            let _ = writeln!(
-                text,
-                "  {}  {} UTC  {} on {}  {}{took}{error}",
-                attempt.attempt,
-                timestamp(attempt.started_ms),
-                attempt.agent,
-                attempt.backend,
-                attempt.result,
-            );
+    if let Some(workspace) = &outcome.workspace {
+        text.push_str(&workspace_text(workspace));
+    }
+    for attempt in &detail.history {
+        text.push_str(&attempt_text(attempt));
+    }
+    // A process agent's result is its stdout, already shown with its attempt: show it once.
+    let streamed = detail.history.last().map(|a| a.output.trim());
+    if let Some(result) = &detail.result
+        && !result.trim().is_empty()
+        && streamed != Some(result.trim())
+    {
+        let _ = writeln!(text, "\nresult");
+        push_indented(&mut text, result, "  ");
+    }
+    text
+}
+
+fn workspace_text(workspace: &WorkspaceSummary) -> String {
+    let mut text = String::new();
+    match (&workspace.kind, &workspace.branch) {
+        (WorkspaceKind::Worktree, Some(branch)) => {
+            let from = workspace.base_from.as_deref().unwrap_or("?");
+            let base = workspace.base.as_deref().map_or("?", |b| &b[..b.len().min(10)]);
+            let _ = writeln!(text, "branch    {branch}  (from {from}, {base})");
+            let _ = writeln!(text, "worktree  {}", workspace.path.display());
+        }
+        _ => {
+            let _ = writeln!(text, "folder    {} (temporary, removed)", workspace.path.display());
         }
     }
-    // A process agent's result is its stdout, already streamed: show it once.
-    let streamed = Some(&detail.output)
-        .filter(|output| detail.result.as_ref().is_none_or(|r| r.trim() != output.trim()));
-    for (title, body) in [("output", streamed), ("result", detail.result.as_ref())] {
-        let Some(body) = body.filter(|b| !b.trim().is_empty()) else { continue };
-        let _ = writeln!(text, "\n{title}");
-        for line in body.trim_end().lines() {
-            let _ = writeln!(text, "  {line}");
+    if workspace.kind == WorkspaceKind::Worktree {
+        if workspace.changes.is_empty() {
+            let _ = writeln!(text, "changes   none");
+        } else {
+            let _ = writeln!(text, "changes   {}", workspace.summary);
+            let width = workspace
+                .changes
+                .iter()
+                .map(|c| change_counts(c).chars().count())
+                .max()
+                .unwrap_or(0);
+            for change in &workspace.changes {
+                let counts = change_counts(change);
+                let _ = writeln!(text, "          {counts:>width$}  {}", change.path);
+            }
         }
     }
     text
+}
+
+/// One attempt as its own block: a header with its outcome, then each kind of output in its
+/// own labelled part.
+fn attempt_text(attempt: &AttemptRecord) -> String {
+    let mut text = String::new();
+    let outcome = match (attempt.result, attempt.duration_ms) {
+        ("running", _) => "still running".to_owned(),
+        ("retrying" | "failed", Some(ms)) => format!("failed after {}", short_ms(ms)),
+        ("succeeded", Some(ms)) => format!("succeeded in {}", short_ms(ms)),
+        (result, _) => result.to_owned(),
+    };
+    let retry = attempt
+        .retry_delay_ms
+        .map(|ms| format!(" · retried after a {} wait", short_ms(ms)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "\n── attempt {} · {} on {} · {} UTC · {outcome}{retry}",
+        attempt.attempt,
+        attempt.agent,
+        attempt.backend,
+        timestamp(attempt.started_ms),
+    );
+    if let Some(error) = &attempt.error {
+        let _ = writeln!(text, "  error");
+        push_indented(&mut text, error, "    ");
+    }
+    let details = &attempt.details;
+    let reasoning = if attempt.reasoning.trim().is_empty() {
+        details.reasoning.as_deref().unwrap_or_default()
+    } else {
+        &attempt.reasoning
+    };
+    let tools: Vec<String> = if attempt.tools.is_empty() {
+        details.tool_calls.iter().map(|c| format!("→ {} {}", c.name, c.input)).collect()
+    } else {
+        attempt.tools.clone()
+    };
+    let parts = [
+        ("reasoning", reasoning.to_owned()),
+        ("tool calls", tools.join("\n")),
+        ("output", attempt.output.clone()),
+        ("stderr", attempt.stderr.clone()),
+    ];
+    for (title, body) in parts {
+        if body.trim().is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "  {title}");
+        push_indented(&mut text, &body, "    ");
+    }
+    if details.truncated {
+        let _ = writeln!(text, "  truncated: the answer was cut off by the output limit");
+    }
+    if let Some(usage) = &attempt.usage {
+        let _ = writeln!(text, "  tokens    {}", usage_text(usage));
+    }
+    if let Some(cost) = details.cost_usd {
+        let _ = writeln!(text, "  cost      ${cost:.4}");
+    }
+    if let Some(session) = &details.session_id {
+        let _ = writeln!(text, "  session   {session}");
+    }
+    text
+}
+
+fn push_indented(text: &mut String, body: &str, indent: &str) {
+    for line in body.trim_end().lines() {
+        let _ = writeln!(text, "{indent}{line}");
+    }
+}
+
+/// `47 in, 12 out, 1200 cache read`: every count the backend reported, zeros left out.
+/// Read through JSON so counts added to [`TokenUsage`] show without changes here.
+fn usage_text(usage: &TokenUsage) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(usage) else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for (name, value) in &fields {
+        let Some(count) = value.as_u64() else { continue };
+        let label = match name.as_str() {
+            "input_tokens" => "in".to_owned(),
+            "output_tokens" => "out".to_owned(),
+            "cache_read_input_tokens" => "cache read".to_owned(),
+            "cache_creation_input_tokens" => "cache written".to_owned(),
+            other => other.trim_end_matches("_tokens").replace('_', " "),
+        };
+        // Input and output always show; other counts only when there are some.
+        if count > 0 || matches!(name.as_str(), "input_tokens" | "output_tokens") {
+            parts.push((name.as_str() != "input_tokens", format!("{count} {label}")));
+        }
+    }
+    // Input first, then output, then the rest as the type lists them.
+    parts.sort_by_key(|(not_input, _)| *not_input);
+    parts.into_iter().map(|(_, part)| part).collect::<Vec<_>>().join(", ")
 }
 
 fn runs_table(runs: &[RunRow]) -> String {
@@ -531,6 +814,42 @@ fn run_text(run: &RunRow, tasks: &[TaskOutcome]) -> String {
             task.attempts,
         );
         let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text.push_str(&workspaces_table(tasks));
+    text
+}
+
+/// Each task that worked in a workspace of its own: branch, changed files and where.
+fn workspaces_table(tasks: &[TaskOutcome]) -> String {
+    let rows: Vec<(&TaskOutcome, &WorkspaceSummary)> =
+        tasks.iter().filter_map(|t| Some((t, t.workspace.as_ref()?))).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let task_width = rows.iter().map(|(t, _)| t.task.as_str().len()).max().unwrap_or(4).max(4);
+    let branch = |w: &WorkspaceSummary| w.branch.clone().unwrap_or_else(|| "(temporary)".into());
+    let branch_width = rows.iter().map(|(_, w)| branch(w).len()).max().unwrap_or(6).max(6);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\n{:<task_width$}  {:<branch_width$}  {:>7}  PATH",
+        "TASK", "BRANCH", "CHANGED"
+    );
+    for (task, workspace) in rows {
+        let changed = match workspace.kind {
+            WorkspaceKind::Worktree => match workspace.files_changed {
+                1 => "1 file".to_owned(),
+                n => format!("{n} files"),
+            },
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            text,
+            "{:<task_width$}  {:<branch_width$}  {changed:>7}  {}",
+            task.task.as_str(),
+            branch(workspace),
+            workspace.path.display()
+        );
     }
     text
 }
@@ -714,9 +1033,121 @@ mod tests {
             detail.history.iter().map(|a| (a.attempt, a.result, a.duration_ms)).collect();
         assert_eq!(history, [(1, "retrying", Some(30)), (2, "succeeded", Some(20))]);
         assert_eq!(detail.history[0].error.as_deref(), Some("exit 1"));
-        assert_eq!(detail.output, "stderr: flaky\ndone\n");
+        assert_eq!(detail.history[0].stderr, "flaky\n");
+        assert_eq!(detail.history[0].retry_delay_ms, Some(100));
+        assert_eq!(
+            (detail.history[0].output.as_str(), detail.history[1].output.as_str()),
+            ("", "done\n")
+        );
         assert_eq!(detail.outcome.state, "succeeded");
         assert!(task_detail(&events, &TaskId::new("zz")).is_none());
+    }
+
+    #[test]
+    // Built field by field so counts added to `TokenUsage` later need no change here.
+    #[allow(clippy::field_reassign_with_default)]
+    fn each_attempt_is_a_block_with_its_parts_apart() {
+        let mut usage = TokenUsage::default();
+        usage.input_tokens = 47;
+        usage.output_tokens = 12;
+        let task = TaskId::new("a");
+        let out = |stream, text: &str| Event::TaskOutput {
+            task: task.clone(),
+            stream,
+            text: text.into(),
+        };
+        let started = |attempt| Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("worker"),
+            attempt,
+            instance: crate::ids::InstanceId(1),
+            backend: "llama".into(),
+            simulated: false,
+        };
+        let events = vec![
+            envelope(
+                1,
+                Event::RunStarted {
+                    workflow: "w".into(),
+                    file: PathBuf::from("w.yaml"),
+                    goal: None,
+                    max_parallel: 1,
+                    fail_fast: false,
+                    simulated: false,
+                    tasks: vec![planned("a")],
+                },
+            ),
+            envelope(2, started(1)),
+            envelope(3, out(OutputStream::Tokens, "partial ans")),
+            envelope(
+                4,
+                Event::TaskRetrying {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 1,
+                    delay_ms: 1_500,
+                    duration_ms: 800,
+                    error: "stream broken".into(),
+                },
+            ),
+            envelope(6, started(2)),
+            envelope(7, out(OutputStream::Reasoning, "think first")),
+            envelope(8, out(OutputStream::ToolCall, "search {\"q\":\"x\"}")),
+            envelope(9, out(OutputStream::ToolResult, "3 hits")),
+            envelope(10, out(OutputStream::Tokens, "The answer")),
+            envelope(
+                11,
+                Event::TaskSucceeded {
+                    task: task.clone(),
+                    agent: AgentId::new("worker"),
+                    attempt: 2,
+                    duration_ms: 2_000,
+                    output: "The answer".into(),
+                    usage: Some(usage),
+                    simulated: false,
+                    details: AnswerDetails { truncated: true, ..AnswerDetails::default() },
+                },
+            ),
+        ];
+        let detail = task_detail(&events, &task).expect("planned");
+        // From the first start (t=2 s) to the end (t=11 s): waits included.
+        assert_eq!(detail.outcome.duration_ms, Some(9_000));
+        let second = &detail.history[1];
+        assert_eq!(
+            (second.reasoning.as_str(), second.output.as_str()),
+            ("think first", "The answer")
+        );
+        assert_eq!(second.tools, ["→ search {\"q\":\"x\"}", "← 3 hits"]);
+        let row = RunRow {
+            run_id: RunId::new("r1"),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 1_000,
+            finished_ms: None,
+            state: RunState::Succeeded,
+            tasks: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: Some(10_000),
+            simulated: false,
+        };
+        let text = task_text(&row, &detail);
+        let first = text.find("── attempt 1").expect("first block");
+        let second = text.find("── attempt 2").expect("second block");
+        let (one, two) = (&text[first..second], &text[second..]);
+        assert!(one.contains("failed after 800ms · retried after a 1.5s wait"), "{text}");
+        assert!(one.contains("  output\n    partial ans\n"), "{text}");
+        assert!(!two.contains("partial"), "{text}");
+        assert!(two.contains("  reasoning\n    think first\n"), "{text}");
+        assert!(two.contains("  tool calls\n    → search"), "{text}");
+        assert!(two.contains("  output\n    The answer\n"), "{text}");
+        assert!(two.contains("truncated: the answer was cut off"), "{text}");
+        assert!(two.contains("tokens    47 in, 12 out"), "{text}");
+        assert!(text.contains("took 9.0s in all"), "{text}");
+        // The result equals the streamed answer: shown once.
+        assert_eq!(text.matches("The answer").count(), 1, "{text}");
     }
 
     #[test]

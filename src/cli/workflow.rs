@@ -41,6 +41,10 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
         .and_then(|w| plan_with(&w, &registry, &settings, &PlanOverrides::default()));
     match planned {
         Ok(plan) => {
+            // A worktree outside a git repository would stop the run: say so now.
+            if let Err(error) = crate::engine::workspace::check_plan(&plan, &globals.project_dir) {
+                return invalid(&error.to_string(), json);
+            }
             if json {
                 println!("{}", plan_json(&plan));
             } else {
@@ -132,6 +136,11 @@ fn plan_text(plan: &Plan) -> String {
             if !step.depends_on.is_empty() {
                 let deps: Vec<&str> = step.depends_on.iter().map(TaskId::as_str).collect();
                 let _ = write!(line, "  after {}", deps.join(", "));
+            }
+            match step.workspace {
+                crate::config::WorkspaceKind::Shared => {}
+                crate::config::WorkspaceKind::Worktree => line.push_str("  in its own worktree"),
+                crate::config::WorkspaceKind::Temp => line.push_str("  in a fresh folder"),
             }
             let _ = writeln!(out, "{}", line.trim_end());
             if step.needs_approval {

@@ -16,9 +16,9 @@ use super::keys::Action;
 use super::layout::ScreenLayout;
 use super::panes;
 use super::state::{
-    AgentEntry, ApprovalChoice, BreakerState, BreakerView, Editing, InstanceState, InstanceView,
-    OUTPUT_TAIL_LINES, OutputLine, Overlay, PaneId, PendingApproval, Prompt, RunOutcome, RunView,
-    State, StatusMessage, TaskStatus,
+    AgentEntry, ApprovalChoice, AuditEntry, BreakerState, BreakerView, Editing, InstanceState,
+    InstanceView, OUTPUT_TAIL_LINES, OutputLine, Overlay, PaneId, PendingApproval, Prompt,
+    RunOutcome, RunView, State, StatusMessage, TaskStatus, WorkspaceView,
 };
 
 /// How long status messages stay, by level.
@@ -125,6 +125,8 @@ fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) {
     state.breakers.breakers.clear();
     state.breakers.metrics.clear();
     state.approvals.clear();
+    // Streams that went on while events were missed start a fresh line.
+    state.audit.streams.clear();
     let audited = state.audit.entries.back().map_or(0, |e| e.seq);
     for envelope in backlog {
         apply_event(state, envelope, envelope.seq > audited);
@@ -420,6 +422,11 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
         Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => (
             task,
             Box::new(move |t| {
+                // A new round (first start, or an operator retry) starts the task's clock.
+                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                    t.first_started_ms = Some(ts);
+                    t.attempt_ms = None;
+                }
                 t.status = TaskStatus::Running;
                 t.agent = agent.clone();
                 t.attempts = *attempt;
@@ -440,7 +447,7 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
                 t.status = TaskStatus::Retrying;
                 t.agent = agent.clone();
                 t.attempts = *attempt;
-                t.duration_ms = Some(*duration_ms);
+                t.attempt_ms = Some(*duration_ms);
                 t.retry_at_ms = Some(ts + delay_ms);
                 t.error = Some(error.clone());
             }),
@@ -458,7 +465,8 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
                 t.status = TaskStatus::Succeeded;
                 t.agent = agent.clone();
                 t.attempts = *attempt;
-                t.duration_ms = Some(*duration_ms);
+                t.attempt_ms = Some(*duration_ms);
+                t.duration_ms = Some(whole_task_ms(t.first_started_ms, ts, *duration_ms));
                 t.finished_ms = Some(ts);
                 t.simulated = *simulated;
                 t.retry_at_ms = None;
@@ -475,10 +483,33 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
                     t.agent = agent.clone();
                 }
                 t.attempts = t.attempts.max(*attempt);
-                t.duration_ms = Some(*duration_ms);
+                t.attempt_ms = Some(*duration_ms);
+                t.duration_ms = Some(whole_task_ms(t.first_started_ms, ts, *duration_ms));
                 t.finished_ms = Some(ts);
                 t.retry_at_ms = None;
                 t.error = Some(error.clone());
+            }),
+        ),
+        Event::WorkspaceCreated { task, kind, path, branch, base_from, .. } => (
+            task,
+            Box::new(move |t| {
+                t.workspace = Some(WorkspaceView {
+                    kind: *kind,
+                    path: path.clone(),
+                    branch: branch.clone(),
+                    base_from: base_from.clone(),
+                    summary: String::new(),
+                    changes: Vec::new(),
+                });
+            }),
+        ),
+        Event::WorkspaceChanges { task, files, summary, .. } => (
+            task,
+            Box::new(move |t| {
+                if let Some(workspace) = &mut t.workspace {
+                    workspace.summary.clone_from(summary);
+                    workspace.changes.clone_from(files);
+                }
             }),
         ),
         Event::TaskSkipped { task, reason } => (
@@ -509,6 +540,11 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
     }
 }
 
+/// From the first start of the task's round to `end_ms`; at least the last attempt's time.
+fn whole_task_ms(first_started_ms: Option<u64>, end_ms: u64, attempt_ms: u64) -> u64 {
+    first_started_ms.map_or(attempt_ms, |first| end_ms.saturating_sub(first).max(attempt_ms))
+}
+
 fn record_call(state: &mut State, agent: &AgentId, duration_ms: u64, ok: bool) {
     let metrics = state.breakers.metrics.entry(agent.clone()).or_default();
     metrics.calls += 1;
@@ -527,9 +563,11 @@ fn push_output(
     text: &str,
 ) {
     let mut pieces = text.split('\n');
-    // Tokens continue the last line; stdout and stderr arrive as whole lines.
-    if stream == OutputStream::Tokens
-        && let Some(last) = output.back_mut().filter(|l| l.stream == OutputStream::Tokens)
+    // Tokens and reasoning arrive in chunks that continue the last line of their stream;
+    // stdout and stderr arrive as whole lines.
+    let chunked = matches!(stream, OutputStream::Tokens | OutputStream::Reasoning);
+    if chunked
+        && let Some(last) = output.back_mut().filter(|l| l.stream == stream)
         && let Some(first) = pieces.next()
     {
         let room = OUTPUT_LINE_MAX_CHARS.saturating_sub(last.text.chars().count());
@@ -537,7 +575,7 @@ fn push_output(
     }
     for piece in pieces {
         let piece = piece.strip_suffix('\r').unwrap_or(piece);
-        if stream != OutputStream::Tokens && piece.is_empty() && text.ends_with('\n') {
+        if !chunked && piece.is_empty() && text.ends_with('\n') {
             continue;
         }
         output.push_back(OutputLine {
@@ -551,10 +589,82 @@ fn push_output(
 }
 
 fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
-    let entry = panes::audit::entry(envelope);
+    if let Event::TaskOutput { task, stream, .. } = &envelope.event
+        && *stream != OutputStream::ToolCall
+    {
+        stream_audit(state, envelope, task, *stream);
+        return;
+    }
+    // An attempt's end (or a new attempt) closes its stream line.
+    if let Some(task) = envelope.event.task()
+        && matches!(
+            envelope.event,
+            Event::TaskStarted { .. }
+                | Event::TaskRetrying { .. }
+                | Event::TaskSucceeded { .. }
+                | Event::TaskFailed { .. }
+                | Event::TaskCancelled { .. }
+        )
+    {
+        close_stream(state, envelope.run_id.clone(), &TaskId::new(task));
+    }
+    let first_started = match &envelope.event {
+        Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
+            task_mut(state, envelope, task).and_then(|t| t.first_started_ms)
+        }
+        _ => None,
+    };
+    let entry = panes::audit::entry(envelope, first_started);
+    append_audit(state, entry);
+}
+
+/// Count a piece of streamed output on its attempt's one audit line, adding that line for the
+/// attempt's first piece.
+fn stream_audit(state: &mut State, envelope: &Arc<Envelope>, task: &TaskId, stream: OutputStream) {
+    let Event::TaskOutput { text, .. } = &envelope.event else { return };
+    // Processes send whole lines, sometimes several at once.
+    let lines = text.lines().count().max(1) as u64;
+    let key = (envelope.run_id.clone(), task.clone());
+    let audit = &mut state.audit;
+    let (line, mut tally) = audit.streams.get(&key).copied().unwrap_or_default();
+    match stream {
+        OutputStream::Tokens => tally.tokens += 1,
+        OutputStream::Reasoning => tally.reasoning += 1,
+        OutputStream::Stdout => tally.stdout_lines += lines,
+        OutputStream::Stderr => tally.stderr_lines += lines,
+        OutputStream::ToolResult => tally.tool_results += 1,
+        OutputStream::ToolCall => {}
+    }
+    let entry = panes::audit::stream_entry(envelope, task, &tally);
+    if audit.streams.contains_key(&key)
+        && let Some(kept) = audit.line_mut(line)
+    {
+        // Updated in place: the line keeps its place, its number and the time it began.
+        *kept = AuditEntry { line, ts_ms: kept.ts_ms, ..entry };
+        audit.streams.insert(key, (line, tally));
+        return;
+    }
+    let line = append_audit(state, entry);
+    state.audit.streams.insert(key, (line, tally));
+}
+
+/// The attempt ended: its stream line says what streamed, in the past tense.
+fn close_stream(state: &mut State, run: Option<crate::ids::RunId>, task: &TaskId) {
+    let audit = &mut state.audit;
+    let Some((line, tally)) = audit.streams.remove(&(run, task.clone())) else { return };
+    if let Some(kept) = audit.line_mut(line) {
+        kept.text = panes::audit::stream_text(task, &tally, false);
+    }
+}
+
+/// Add a line at the tail; returns its stream position.
+fn append_audit(state: &mut State, mut entry: AuditEntry) -> u64 {
     let audit = &mut state.audit;
     let visible =
         audit.filter.is_empty() || super::state::matches_filter(&audit.filter, &entry.text);
+    let line = audit.pushed;
+    entry.line = line;
+    audit.pushed += 1;
     audit.entries.push_back(entry);
     if audit.entries.len() > audit.capacity {
         audit.entries.pop_front();
@@ -570,6 +680,7 @@ fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
         audit.scroll = audit.scroll.min(last);
         audit.offset = audit.offset.min(audit.scroll);
     }
+    line
 }
 
 // ---------------------------------------------------------------- approvals

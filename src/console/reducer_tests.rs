@@ -13,7 +13,10 @@ use crate::console::state::{
     AgentMetrics, ApprovalChoice, BreakerState, Editing, Health, InstanceState, Overlay, PaneId,
     Prompt, State, TaskStatus,
 };
-use crate::event::{AgentSummary, Envelope, Event, Level, PlannedTask, Risk, RunStatus};
+use crate::event::{
+    AgentSummary, Envelope, Event, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
+    WorkspaceKind,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
 const T0: u64 = 1_700_000_000_000;
@@ -638,4 +641,181 @@ fn any_size_is_fine() {
             feed.act(action);
         }
     }
+}
+
+// ---------------------------------------------------------------- output and workspaces
+
+fn started(task: &str, attempt: u32) -> Event {
+    Event::TaskStarted {
+        task: TaskId::new(task),
+        agent: AgentId::new("backend-architect"),
+        attempt,
+        instance: InstanceId(1),
+        backend: "local".into(),
+        simulated: false,
+    }
+}
+
+fn output(task: &str, stream: OutputStream, text: &str) -> Event {
+    Event::TaskOutput { task: TaskId::new(task), stream, text: text.into() }
+}
+
+fn audit_texts(feed: &Feed) -> Vec<String> {
+    feed.state.audit.entries.iter().map(|e| e.text.clone()).collect()
+}
+
+#[rstest]
+#[case::tokens(vec![(OutputStream::Tokens, "Hel"), (OutputStream::Tokens, "lo")], "▸ design streaming… (2 tokens)")]
+#[case::reasoning_apart(vec![(OutputStream::Reasoning, "hmm"), (OutputStream::Tokens, "ok")], "▸ design streaming… (1 token, 1 reasoning chunk)")]
+#[case::process_lines(vec![(OutputStream::Stdout, "a\nb\n"), (OutputStream::Stderr, "warn")], "▸ design streaming… (2 lines, 1 stderr line)")]
+#[case::tool_results(vec![(OutputStream::ToolResult, "big output")], "▸ design streaming… (1 tool result)")]
+fn streamed_output_is_one_audit_line_per_attempt(
+    #[case] pieces: Vec<(OutputStream, &str)>,
+    #[case] expected: &str,
+) {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(started("design", 1));
+    let before = feed.state.audit.entries.len();
+    for (stream, text) in pieces {
+        feed.run_event(output("design", stream, text));
+    }
+    assert_eq!(feed.state.audit.entries.len(), before + 1);
+    assert_eq!(audit_texts(&feed).last().map(String::as_str), Some(expected));
+}
+
+#[test]
+fn a_token_flood_leaves_task_and_breaker_events_in_view() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(started("design", 1));
+    for i in 0..326 {
+        feed.run_event(output("design", OutputStream::Tokens, &format!("t{i} ")));
+        if i == 100 {
+            feed.event(Event::BreakerOpened {
+                agent: AgentId::new("critic"),
+                failures: 3,
+                threshold: 3,
+                recovery_ms: 60_000,
+                last_error: "HTTP 503".into(),
+            });
+        }
+    }
+    // The stream line stays where it began and counts on; later events come after it.
+    let texts = audit_texts(&feed);
+    let stream = texts.iter().position(|t| t.starts_with("▸ design streaming… (326 tokens)"));
+    let breaker = texts.iter().position(|t| t.contains("breaker critic OPEN"));
+    assert!(stream.is_some() && stream < breaker, "{texts:#?}");
+    assert_eq!(texts.len(), 5, "agent, run, start, stream, breaker: {texts:#?}");
+    feed.run_event(Event::TaskSucceeded {
+        task: TaskId::new("design"),
+        agent: AgentId::new("backend-architect"),
+        attempt: 1,
+        duration_ms: 900,
+        output: "done".into(),
+        usage: None,
+        simulated: false,
+        details: crate::event::AnswerDetails::default(),
+    });
+    let texts = audit_texts(&feed);
+    assert!(texts.contains(&"▸ design streamed 326 tokens".to_owned()), "{texts:#?}");
+    // The next attempt's output opens a line of its own.
+    feed.run_event(started("design", 2));
+    feed.run_event(output("design", OutputStream::Tokens, "again"));
+    assert_eq!(
+        audit_texts(&feed).last().map(String::as_str),
+        Some("▸ design streaming… (1 token)")
+    );
+    // The text itself is in the task's details.
+    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    assert!(task.output.iter().any(|l| l.text.starts_with("t0 t1 t2")), "{:?}", task.output);
+}
+
+#[test]
+fn tool_calls_keep_a_line_each() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(started("design", 1));
+    feed.run_event(output("design", OutputStream::ToolCall, "Bash {\"command\":\"ls\"}"));
+    feed.run_event(output("design", OutputStream::ToolResult, "src\n"));
+    feed.run_event(output("design", OutputStream::ToolCall, "Read {\"path\":\"a\"}"));
+    let texts = audit_texts(&feed);
+    let tail: Vec<&str> = texts.iter().rev().take(3).rev().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "⚒ design calls Bash {\"command\":\"ls\"}",
+            "▸ design streaming… (1 tool result)",
+            "⚒ design calls Read {\"path\":\"a\"}"
+        ]
+    );
+}
+
+#[test]
+fn took_covers_the_whole_task_and_a_retry_shows_its_wait() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(started("design", 1)); // at T0 + 3 s
+    feed.run_event(Event::TaskRetrying {
+        task: TaskId::new("design"),
+        agent: AgentId::new("backend-architect"),
+        attempt: 1,
+        delay_ms: 4_000,
+        duration_ms: 700,
+        error: "exit 1".into(),
+    });
+    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    assert_eq!((task.attempt_ms, task.retry_at_ms), (Some(700), Some(T0 + 4_000 + 4_000)));
+    assert!(audit_texts(&feed).last().expect("a line").ends_with("; retrying in 4.0s"));
+    feed.run_event(started("design", 2)); // T0 + 5 s
+    feed.run_event(Event::TaskSucceeded {
+        task: TaskId::new("design"),
+        agent: AgentId::new("backend-architect"),
+        attempt: 2,
+        duration_ms: 500,
+        output: "done".into(),
+        usage: None,
+        simulated: false,
+        details: crate::event::AnswerDetails::default(),
+    }); // T0 + 6 s
+    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    assert_eq!((task.duration_ms, task.attempt_ms), (Some(3_000), Some(500)));
+    assert_eq!(
+        audit_texts(&feed).last().map(String::as_str),
+        Some("✓ design succeeded on backend-architect in 3.0s (attempt 2 took 500ms)")
+    );
+}
+
+#[test]
+fn workspace_events_reach_the_task_view() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.run_event(started("design", 1));
+    feed.run_event(Event::WorkspaceCreated {
+        task: TaskId::new("design"),
+        kind: WorkspaceKind::Worktree,
+        path: "/data/worktrees/r1/design".into(),
+        repo: Some("/project".into()),
+        branch: Some("flightdeck/r1/design".into()),
+        base: Some("abc123".into()),
+        base_from: Some("HEAD".into()),
+    });
+    feed.run_event(Event::WorkspaceChanges {
+        task: TaskId::new("design"),
+        attempt: 1,
+        branch: "flightdeck/r1/design".into(),
+        commit: Some("def456".into()),
+        files: vec![FileChange { path: "api.md".into(), added: Some(12), removed: Some(0) }],
+        summary: "1 file changed, 12 insertions(+)".into(),
+    });
+    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let workspace = task.workspace.as_ref().expect("workspace");
+    assert_eq!(workspace.branch.as_deref(), Some("flightdeck/r1/design"));
+    assert_eq!(workspace.changes.len(), 1);
+    let texts = audit_texts(&feed);
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("⎇ design works on branch flightdeck/r1/design from HEAD")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|t| t == "± design attempt 1: 1 file changed, 12 insertions(+)"),
+        "{texts:#?}"
+    );
 }

@@ -9,7 +9,10 @@ use ratatui::layout::Rect;
 use ratatui_textarea::TextArea;
 
 use crate::command::{Command, Permission};
-use crate::event::{AgentSummary, Envelope, Level, OutputStream, PlannedTask, Risk, RunStatus};
+use crate::event::{
+    AgentSummary, Envelope, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
+    WorkspaceKind,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 
 use super::layout::ScreenLayout;
@@ -472,9 +475,15 @@ pub struct TaskView {
     pub instance: Option<InstanceId>,
     pub backend: Option<String>,
     pub simulated: bool,
+    /// When the latest attempt started.
     pub started_ms: Option<u64>,
+    /// When the first attempt of this round started: "took" counts from here.
+    pub first_started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+    /// The whole task, first start to end, waits between attempts included.
     pub duration_ms: Option<u64>,
+    /// The latest finished attempt alone.
+    pub attempt_ms: Option<u64>,
     pub retry_at_ms: Option<u64>,
     pub error: Option<String>,
     /// Why it was skipped or cancelled, or the fallback that happened.
@@ -482,6 +491,20 @@ pub struct TaskView {
     pub risk: Option<Risk>,
     /// The last [`OUTPUT_TAIL_LINES`] lines of output.
     pub output: VecDeque<OutputLine>,
+    /// Its own workspace, when it has one.
+    pub workspace: Option<WorkspaceView>,
+}
+
+/// A task's own workspace and what its branch changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceView {
+    pub kind: WorkspaceKind,
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub base_from: Option<String>,
+    /// `git diff --shortstat` of the branch against its base; empty until an attempt ended.
+    pub summary: String,
+    pub changes: Vec<FileChange>,
 }
 
 /// One line of task output.
@@ -502,13 +525,16 @@ impl TaskView {
             backend: None,
             simulated: false,
             started_ms: None,
+            first_started_ms: None,
             finished_ms: None,
             duration_ms: None,
+            attempt_ms: None,
             retry_at_ms: None,
             error: None,
             note: None,
             risk: None,
             output: VecDeque::new(),
+            workspace: None,
         }
     }
 }
@@ -679,6 +705,9 @@ impl RunView {
 /// One line of the audit stream, formatted once when the event arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
+    /// Position in the audit stream: one more than the line before, so a line still kept is
+    /// found by arithmetic.
+    pub line: u64,
     pub seq: u64,
     pub ts_ms: u64,
     pub role: Role,
@@ -695,6 +724,23 @@ pub struct AuditView {
     /// Matching lines between the bottom visible line and the newest.
     pub offset: usize,
     pub filter: String,
+    /// Lines pushed so far.
+    pub pushed: u64,
+    /// The line of each task whose output is streaming now, and what it streamed: one line
+    /// per attempt instead of one per token.
+    pub streams: HashMap<(Option<RunId>, TaskId), (u64, StreamTally)>,
+}
+
+/// What one attempt of a task streamed, counted for its audit line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamTally {
+    /// Token chunks of the answer (about one token each).
+    pub tokens: u64,
+    /// Chunks of reasoning.
+    pub reasoning: u64,
+    pub stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub tool_results: u64,
 }
 
 impl Default for AuditView {
@@ -705,11 +751,20 @@ impl Default for AuditView {
             scroll: 0,
             offset: 0,
             filter: String::new(),
+            pushed: 0,
+            streams: HashMap::new(),
         }
     }
 }
 
 impl AuditView {
+    /// The entry at stream position `line`, if it is still kept.
+    pub fn line_mut(&mut self, line: u64) -> Option<&mut AuditEntry> {
+        let first = self.entries.front()?.line;
+        let index = usize::try_from(line.checked_sub(first)?).ok()?;
+        self.entries.get_mut(index)
+    }
+
     pub fn is_following(&self) -> bool {
         self.scroll == 0
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::{Msg, Outcome, RunShared};
+use super::workspace::{self, TaskWorkspace};
 use crate::config::Limits;
 use crate::event::Event;
 use crate::exec::{ExecError, ExecRequest, OutputSink};
@@ -53,6 +54,8 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let mut agent = step.agent.clone();
     // Agents tried so far along the fallback chain; never visited twice.
     let mut chain = vec![agent.clone()];
+    // The task's worktree, made by its first attempt and reused by the next.
+    let mut held = TaskWorkspace::default();
     let fail = |attempt: u32, agent: &AgentId, duration: Duration, error: String| {
         shared.publish(Event::TaskFailed {
             task: step.id.clone(),
@@ -134,6 +137,13 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             backend: backend.clone(),
             simulated,
         });
+        let workdir = match workspace::enter(shared, job.task, attempt, &mut held).await {
+            Ok(workdir) => workdir,
+            Err(error) => {
+                let _ = engine.pool.release(instance);
+                return fail(attempt, &agent, Duration::ZERO, error.to_string());
+            }
+        };
         let request = ExecRequest {
             run: shared.run.clone(),
             task: step.id.clone(),
@@ -146,7 +156,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             project_dir: engine.project_dir.clone(),
             model: definition.model.clone(),
             tools: definition.tools.clone(),
-            workdir: None,
+            workdir,
         };
         let began = Instant::now();
         let result = tokio::time::timeout(
@@ -157,6 +167,12 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
         let elapsed = began.elapsed();
         let _ = engine.pool.release(instance);
+        let ended = match &result {
+            Ok(_) => "succeeded",
+            Err(_) if job.cancel.is_cancelled() => "cancelled",
+            Err(_) => "failed",
+        };
+        workspace::leave(shared, job.task, attempt, ended, &mut held).await;
 
         let error = match result {
             Ok(outcome) => {

@@ -20,4 +20,6 @@ pub enum EngineError {
     DependencyNotDone { task: TaskId, dependency: TaskId, status: &'static str },
     #[error("run `{run}` has stopped; its controller is gone")]
     RunGone { run: RunId },
+    #[error(transparent)]
+    Workspace(#[from] super::workspace::WorkspaceError),
 }

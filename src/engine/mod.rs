@@ -16,6 +16,7 @@ pub mod error;
 mod executors;
 mod handle;
 mod scheduler;
+pub mod workspace;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use crate::resilience::BreakerBoard;
 use crate::workflow::Plan;
 use executors::Executors;
 use scheduler::{RunShared, Scheduler};
+use workspace::Workspaces;
 
 /// Finished runs kept for operator retries; older ones are forgotten.
 pub const FINISHED_RUNS_KEPT: usize = 16;
@@ -53,6 +55,8 @@ pub struct EngineParts {
     pub settings: Arc<Settings>,
     /// Relative working directories of executors resolve against it.
     pub project_dir: PathBuf,
+    /// Tasks' git worktrees go to its `worktrees/` folder.
+    pub data_dir: PathBuf,
 }
 
 pub(crate) struct EngineInner {
@@ -64,6 +68,7 @@ pub(crate) struct EngineInner {
     pub(crate) settings: Arc<Settings>,
     pub(crate) project_dir: PathBuf,
     pub(crate) executors: Executors,
+    pub(crate) workspaces: Workspaces,
     /// Oldest first.
     runs: Mutex<VecDeque<RunHandle>>,
 }
@@ -95,6 +100,7 @@ impl Engine {
         Self {
             inner: Arc::new(EngineInner {
                 executors: Executors::new(Arc::clone(&parts.settings)),
+                workspaces: Workspaces::new(&parts.project_dir, &parts.data_dir),
                 bus: parts.bus,
                 registry: parts.registry,
                 pool: parts.pool,
@@ -125,6 +131,9 @@ impl Engine {
         for backend in plan.backends() {
             simulated |= self.inner.executors.get(backend)?.is_simulated();
         }
+        // A task asking for a worktree outside a git repository stops the run here, not
+        // halfway through it.
+        self.inner.workspaces.check(&plan)?;
         let plan = Arc::new(plan);
         self.inner.bus.publish(
             Some(&run),

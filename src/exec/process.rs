@@ -110,9 +110,10 @@ impl ProcessExecutor {
             return Err(ExecError::Cancelled);
         }
         let program = self.config.command.first().cloned().unwrap_or_default();
+        // Inside the attempt's own workspace when it has one.
         let workdir = match &self.config.workdir {
-            Some(dir) => req.project_dir.join(dir),
-            None => req.project_dir.clone(),
+            Some(dir) => req.work_dir().join(dir),
+            None => req.work_dir().to_owned(),
         };
         if !workdir.is_dir() {
             return Err(ExecError::Spawn {

@@ -71,6 +71,10 @@ pub enum ProblemKind {
     NoAgentFound { task: TaskId },
     #[error("task `{task}`: {field}: bad duration `{value}`: {message} (try `30s`, `5m`)")]
     BadDuration { task: TaskId, field: &'static str, value: String, message: String },
+    #[error(
+        "task `{task}`: workspace: `{value}` is not a workspace (use shared, worktree or temp)"
+    )]
+    BadWorkspace { task: TaskId, value: String },
     #[error("max_parallel: {value} is below 1")]
     MaxParallel { value: i64 },
     #[error(

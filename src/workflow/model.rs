@@ -12,6 +12,7 @@
 //!     timeout: 2m        # default: limits.task_timeout of flightdeck.yaml
 //!     retries: 1         # default: limits.task_retries
 //!     context: {since: v1.2.0}
+//!     workspace: worktree # shared (default), worktree or temp; else the backend's
 //!   - id: draft
 //!     description: Draft the notes
 //!     depends_on: [collect]
@@ -35,6 +36,7 @@ use super::graph;
 use super::lines::SourceLines;
 use super::planner::unknown_agent;
 use crate::agents::Registry;
+use crate::config::WorkspaceKind;
 use crate::ids::{AgentId, TaskId};
 
 /// Used when the file gives no `max_parallel`.
@@ -93,6 +95,8 @@ pub struct TaskSpec {
     pub stage: Option<usize>,
     /// 1-based line of the task's `id:` in the file.
     pub line: usize,
+    /// Where its attempts work; `None` leaves it to the backend.
+    pub workspace: Option<WorkspaceKind>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +133,8 @@ struct RawTask {
     retries: Option<u32>,
     #[serde(default)]
     context: serde_json::Value,
+    /// Kept as written so a bad value is reported with the task and its line.
+    workspace: Option<String>,
 }
 
 /// Keep a duration as written (string or bare number) so validation can name the task.
@@ -262,6 +268,7 @@ impl Workflow {
         }
 
         let mut timeouts = Vec::with_capacity(flat.len());
+        let mut workspaces = Vec::with_capacity(flat.len());
         let mut deps: Vec<Vec<usize>> = Vec::with_capacity(flat.len());
         let mut unknown_deps = false;
         for (i, (task, _)) in flat.iter().enumerate() {
@@ -282,6 +289,20 @@ impl Workflow {
                     .ok()
             });
             timeouts.push(timeout);
+            workspaces.push(task.workspace.as_deref().and_then(|value| {
+                parse_workspace(value)
+                    .ok_or_else(|| {
+                        let line = lines.key_line("workspace", task_lines[i], block_end(i));
+                        problems.push(Problem {
+                            line: line.unwrap_or(task_lines[i]),
+                            kind: ProblemKind::BadWorkspace {
+                                task: TaskId::new(task.id.clone()),
+                                value: value.to_owned(),
+                            },
+                        });
+                    })
+                    .ok()
+            }));
 
             let mut own = Vec::with_capacity(task.depends_on.len());
             for dep in &task.depends_on {
@@ -330,8 +351,9 @@ impl Workflow {
             .into_iter()
             .zip(deps)
             .zip(timeouts)
+            .zip(workspaces)
             .enumerate()
-            .map(|(i, (((task, stage), deps), timeout))| TaskSpec {
+            .map(|(i, ((((task, stage), deps), timeout), workspace))| TaskSpec {
                 depends_on: deps.iter().map(|&d| ids[d].clone()).collect(),
                 id: ids[i].clone(),
                 description: task.description,
@@ -342,6 +364,7 @@ impl Workflow {
                 context: task.context,
                 stage,
                 line: task_lines[i],
+                workspace,
             })
             .collect();
 
@@ -425,6 +448,15 @@ fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_workspace(value: &str) -> Option<WorkspaceKind> {
+    match value {
+        "shared" => Some(WorkspaceKind::Shared),
+        "worktree" => Some(WorkspaceKind::Worktree),
+        "temp" => Some(WorkspaceKind::Temp),
+        _ => None,
+    }
 }
 
 fn parse_timeout(value: &str) -> Result<Duration, String> {

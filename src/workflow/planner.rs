@@ -16,7 +16,7 @@ use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::model::Workflow;
 use crate::agents::{AgentDefinition, Registry, Scored, SelectionQuery, best};
-use crate::config::{BackendConfig, Settings};
+use crate::config::{BackendConfig, Settings, WorkspaceKind};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
 use crate::ids::{AgentId, TaskId};
@@ -77,6 +77,8 @@ pub struct PlannedStep {
     pub risk: Assessment,
     /// The risk reaches `policies.approval_at`: a reviewer must approve before it runs.
     pub needs_approval: bool,
+    /// Where its attempts work: the task's `workspace`, else its backend's, else shared.
+    pub workspace: WorkspaceKind,
     /// Indices of the tasks this one waits for.
     #[serde(skip)]
     pub deps: Vec<usize>,
@@ -190,6 +192,7 @@ pub fn plan_with(
         let risk = risk_rules.assess(&format!("{} {agent}", task.description));
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
         steps.push(PlannedStep {
+            workspace: task.workspace.or(config.workspace()).unwrap_or_default(),
             risk,
             needs_approval,
             id: task.id.clone(),

@@ -1,6 +1,11 @@
-//! The Audit pane: every event as one readable line, newest last. It follows the tail unless
-//! the operator scrolls up. Lines are formatted once on arrival; drawing touches only the
-//! rows that fit.
+//! The Audit pane: every meaningful event as one readable line, newest last. It follows the
+//! tail unless the operator scrolls up. Lines are formatted once on arrival; drawing touches
+//! only the rows that fit.
+//!
+//! Streamed output is not a line per token: each attempt's output gets one line that counts
+//! what streamed ("▸ design-api streaming… (326 tokens)"), updated in place, so task and
+//! breaker events stay in view. The text itself is in the task's details (DAG pane). Tool
+//! calls are meaningful and keep a line each.
 
 use std::sync::Arc;
 
@@ -11,23 +16,57 @@ use ratatui::widgets::Widget;
 
 use super::dag::risk_word;
 use super::{Details, Pane, clock, duration, fit, one_line, pane_block, put_line, style_row};
-use crate::console::state::{AuditEntry, PaneId, State};
+use crate::console::state::{AuditEntry, PaneId, State, StreamTally};
 use crate::console::theme::{Role, Theme};
-use crate::event::{Envelope, Event, Level, OutputStream, RunStatus};
+use crate::event::{Envelope, Event, Level, OutputStream, RunStatus, WorkspaceKind};
+use crate::ids::TaskId;
 
 pub struct AuditPane;
 
 /// Longest audit line kept; the details overlay shows the whole event.
 const LINE_MAX_CHARS: usize = 400;
 
-/// The audit line of an event.
-pub fn entry(envelope: &Arc<Envelope>) -> AuditEntry {
-    let (role, text) = describe(&envelope.event);
-    let mut text = one_line(&text);
+/// The audit line of an event. `first_started_ms` is when the event's task first started (this
+/// round), so a finished task's line says how long the whole task took.
+pub fn entry(envelope: &Arc<Envelope>, first_started_ms: Option<u64>) -> AuditEntry {
+    let whole_ms = first_started_ms.map(|first| envelope.ts_ms.saturating_sub(first));
+    let (role, text) = describe(&envelope.event, whole_ms);
+    line_entry(envelope, role, &text)
+}
+
+/// The one line of an attempt's streamed output, as of `envelope`.
+pub fn stream_entry(envelope: &Arc<Envelope>, task: &TaskId, tally: &StreamTally) -> AuditEntry {
+    line_entry(envelope, Role::Muted, &stream_text(task, tally, true))
+}
+
+/// `▸ design-api streaming… (326 tokens, 12 reasoning)` while it streams, `streamed …` after.
+pub fn stream_text(task: &TaskId, tally: &StreamTally, open: bool) -> String {
+    let counts = [
+        (tally.tokens, "token", "tokens"),
+        (tally.reasoning, "reasoning chunk", "reasoning chunks"),
+        (tally.stdout_lines, "line", "lines"),
+        (tally.stderr_lines, "stderr line", "stderr lines"),
+        (tally.tool_results, "tool result", "tool results"),
+    ];
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+        .collect();
+    if open {
+        format!("▸ {task} streaming… ({})", parts.join(", "))
+    } else {
+        format!("▸ {task} streamed {}", parts.join(", "))
+    }
+}
+
+fn line_entry(envelope: &Arc<Envelope>, role: Role, text: &str) -> AuditEntry {
+    let mut text = one_line(text);
     if text.len() > LINE_MAX_CHARS {
         text = text.chars().take(LINE_MAX_CHARS).collect();
     }
     AuditEntry {
+        line: 0,
         seq: envelope.seq,
         ts_ms: envelope.ts_ms,
         role,
@@ -36,7 +75,14 @@ pub fn entry(envelope: &Arc<Envelope>) -> AuditEntry {
     }
 }
 
-fn describe(event: &Event) -> (Role, String) {
+fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
+    // "took": the whole task, and the last attempt alone when they differ.
+    let took = |attempt: u32, attempt_ms: u64| match whole_ms {
+        Some(whole) if attempt > 1 && whole > attempt_ms => {
+            format!("{} (attempt {attempt} took {})", duration(whole), duration(attempt_ms))
+        }
+        _ => format!("{} (attempt {attempt})", duration(attempt_ms)),
+    };
     match event {
         Event::AgentAdded(s) => (
             Role::Text,
@@ -98,6 +144,9 @@ fn describe(event: &Event) -> (Role, String) {
                 ),
             )
         }
+        Event::TaskOutput { task, stream: OutputStream::ToolCall, text } => {
+            (Role::Text, format!("⚒ {task} calls {}", text.trim_end()))
+        }
         Event::TaskOutput { task, stream, text } => {
             let tag = match stream {
                 OutputStream::Stdout => "out",
@@ -112,7 +161,7 @@ fn describe(event: &Event) -> (Role, String) {
         Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } => (
             Role::Warn,
             format!(
-                "↻ {task} attempt {attempt} failed after {}: {error}; retry in {}",
+                "↻ {task} attempt {attempt} failed after {}: {error}; retrying in {}",
                 duration(*duration_ms),
                 duration(*delay_ms)
             ),
@@ -120,19 +169,35 @@ fn describe(event: &Event) -> (Role, String) {
         Event::TaskFallback { task, from, to, reason } => {
             (Role::Warn, format!("⤳ {task} falls back from {from} to {to}: {reason}"))
         }
-        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => (
-            Role::Ok,
-            format!(
-                "✓ {task} succeeded on {agent} in {} (attempt {attempt})",
-                duration(*duration_ms)
-            ),
-        ),
-        Event::TaskFailed { task, duration_ms, error, .. } => {
-            (Role::Error, format!("✗ {task} failed after {}: {error}", duration(*duration_ms)))
+        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => {
+            (Role::Ok, format!("✓ {task} succeeded on {agent} in {}", took(*attempt, *duration_ms)))
         }
+        Event::TaskFailed { task, attempt, duration_ms, error, .. } => (
+            Role::Error,
+            format!("✗ {task} failed after {}: {error}", took(*attempt, *duration_ms)),
+        ),
         Event::TaskSkipped { task, reason } => (Role::Muted, format!("⊘ {task} skipped: {reason}")),
         Event::TaskCancelled { task, reason } => {
             (Role::Warn, format!("■ {task} cancelled: {reason}"))
+        }
+        Event::WorkspaceCreated { task, kind, path, branch, base_from, .. } => {
+            let text = match (kind, branch) {
+                (WorkspaceKind::Worktree, Some(branch)) => {
+                    let from =
+                        base_from.as_deref().map(|b| format!(" from {b}")).unwrap_or_default();
+                    format!("⎇ {task} works on branch {branch}{from} in {}", path.display())
+                }
+                _ => format!("⎇ {task} works in a fresh folder {}", path.display()),
+            };
+            (Role::Accent, text)
+        }
+        Event::WorkspaceChanges { task, attempt, files, summary, .. } => {
+            let text = if files.is_empty() {
+                format!("± {task} changed no files (attempt {attempt})")
+            } else {
+                format!("± {task} attempt {attempt}: {summary}")
+            };
+            (Role::Text, text)
         }
         Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms } => {
             let role = match status {
@@ -288,6 +353,81 @@ mod tests {
                 testing::render_pane(&state, PaneId::Audit, 40, 10)
             );
         }
+    }
+
+    /// The busy fixture, then a model streaming hundreds of tokens for one task while a
+    /// breaker opens and another task fails over.
+    fn token_flood() -> State {
+        let mut state = testing::state(Fixture::Busy, PaneId::Audit);
+        let run = Some(testing::run_id());
+        let mut seq = state.applied_seq;
+        let mut feed = |state: &mut State, event: Event| {
+            seq += 1;
+            let envelope =
+                Envelope { seq, ts_ms: T0 + 60_000 + seq * 10, run_id: run.clone(), event };
+            reduce(state, Input::Event(Arc::new(envelope)));
+        };
+        let task = || TaskId::new("threat-model");
+        for i in 0..326 {
+            feed(
+                &mut state,
+                Event::TaskOutput {
+                    task: task(),
+                    stream: OutputStream::Tokens,
+                    text: format!("w{i} "),
+                },
+            );
+            if i == 40 {
+                feed(
+                    &mut state,
+                    Event::TaskOutput {
+                        task: task(),
+                        stream: OutputStream::Reasoning,
+                        text: "check STRIDE".into(),
+                    },
+                );
+            }
+            if i == 200 {
+                feed(
+                    &mut state,
+                    Event::BreakerOpened {
+                        agent: crate::ids::AgentId::new("code-reviewer"),
+                        failures: 3,
+                        threshold: 3,
+                        recovery_ms: 60_000,
+                        last_error: "HTTP 503".into(),
+                    },
+                );
+                feed(
+                    &mut state,
+                    Event::TaskFallback {
+                        task: TaskId::new("write-tests"),
+                        from: crate::ids::AgentId::new("code-reviewer"),
+                        to: crate::ids::AgentId::new("security-auditor"),
+                        reason: "breaker open".into(),
+                    },
+                );
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn a_token_heavy_run_keeps_task_and_breaker_events_in_view() {
+        let state = token_flood();
+        let roomy = testing::render_pane(&state, PaneId::Audit, 120, 40);
+        let shown = roomy.to_string();
+        assert!(
+            shown.contains("threat-model streaming… (326 tokens, 1 reasoning chunk)"),
+            "{shown}"
+        );
+        assert!(shown.contains("breaker code-reviewer OPEN"), "{shown}");
+        assert!(shown.contains("write-tests falls back"), "{shown}");
+        assert_snapshot!("audit_token_flood_120x40", roomy);
+        assert_snapshot!(
+            "audit_token_flood_40x10",
+            testing::render_pane(&state, PaneId::Audit, 40, 10)
+        );
     }
 
     fn push(state: &mut State, seq: u64) {

@@ -13,9 +13,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::{Details, Pane, clock, duration, fit, one_line, put_line, style_row};
-use crate::console::state::{PaneId, RunView, State, TaskStatus, TaskView};
+use crate::console::state::{PaneId, RunView, State, TaskStatus, TaskView, WorkspaceView};
 use crate::console::theme::{Role, Theme};
-use crate::event::{OutputStream, Risk};
+use crate::engine::workspace::change_counts;
+use crate::event::{OutputStream, Risk, WorkspaceKind};
 
 pub struct DagPane;
 
@@ -375,28 +376,10 @@ fn detail_lines(
     }
     lines.push(links);
 
-    let mut timing = Vec::new();
-    if let Some(started) = task.started_ms {
-        timing.push((Role::Muted, format!("started {} · ", clock(started))));
+    lines.push(timing_line(state, task));
+    if let Some(workspace) = &task.workspace {
+        lines.extend(workspace_lines(workspace, full));
     }
-    match (task.status, task.started_ms, task.duration_ms) {
-        (TaskStatus::Running, Some(started), _) => {
-            timing.push((
-                Role::Running,
-                format!("running {}", duration(state.now_ms.saturating_sub(started))),
-            ));
-        }
-        (_, _, Some(took)) => timing.push((Role::Text, format!("took {}", duration(took)))),
-        _ => timing.push((Role::Muted, "not started".to_owned())),
-    }
-    timing.push((Role::Muted, format!(" · timeout {}", duration(task.planned.timeout_ms))));
-    if let Some(at) = task.retry_at_ms.filter(|_| task.status == TaskStatus::Retrying) {
-        timing.push((
-            Role::Warn,
-            format!(" · retry in {}", duration(at.saturating_sub(state.now_ms))),
-        ));
-    }
-    lines.push(timing);
 
     if let Some(risk) = task.risk {
         let role = if risk >= Risk::High { Role::Danger } else { Role::Warn };
@@ -426,8 +409,99 @@ fn detail_lines(
     }
     let shown = if full { task.output.len() } else { task.output.len().min(8) };
     for line in task.output.iter().skip(task.output.len() - shown) {
-        let role = if line.stream == OutputStream::Stderr { Role::Warn } else { Role::Text };
-        lines.push(vec![(Role::Muted, "│ ".to_owned()), (role, one_line(&line.text))]);
+        // Each kind of output reads apart: reasoning muted, tool calls marked, stderr warned.
+        let (role, mark) = match line.stream {
+            OutputStream::Stderr => (Role::Warn, ""),
+            OutputStream::Reasoning => (Role::Muted, "thinking: "),
+            OutputStream::ToolCall => (Role::Accent, "→ "),
+            OutputStream::ToolResult => (Role::Muted, "← "),
+            OutputStream::Stdout | OutputStream::Tokens => (Role::Text, ""),
+        };
+        lines.push(vec![
+            (Role::Muted, "│ ".to_owned()),
+            (role, format!("{mark}{}", one_line(&line.text))),
+        ]);
+    }
+    lines
+}
+
+/// Started, how long the whole task took (or runs), the last attempt's own time, the wait
+/// before a retry and the timeout.
+fn timing_line(state: &State, task: &TaskView) -> Vec<(Role, String)> {
+    let mut timing = Vec::new();
+    if let Some(started) = task.first_started_ms.or(task.started_ms) {
+        timing.push((Role::Muted, format!("started {} · ", clock(started))));
+    }
+    let now = state.now_ms;
+    match (task.status, task.started_ms, task.duration_ms) {
+        (TaskStatus::Running, Some(started), _) => {
+            let whole = now.saturating_sub(task.first_started_ms.unwrap_or(started));
+            timing.push((Role::Running, format!("running {}", duration(whole))));
+            if task.attempts > 1 {
+                let this = duration(now.saturating_sub(started));
+                timing.push((Role::Muted, format!(" · attempt {} {this}", task.attempts)));
+            }
+        }
+        (TaskStatus::Retrying, _, _) => {
+            let failed = task.attempt_ms.map(|ms| format!(" after {}", duration(ms)));
+            let text = format!("attempt {} failed{}", task.attempts, failed.unwrap_or_default());
+            timing.push((Role::Warn, text));
+            if let Some(at) = task.retry_at_ms {
+                let wait = duration(at.saturating_sub(now));
+                timing.push((Role::Warn, format!(" · retrying in {wait}")));
+            }
+        }
+        (_, _, Some(took)) => {
+            timing.push((Role::Text, format!("took {}", duration(took))));
+            if let Some(last) = task.attempt_ms.filter(|_| task.attempts > 1) {
+                timing.push((
+                    Role::Muted,
+                    format!(" · attempt {} took {}", task.attempts, duration(last)),
+                ));
+            }
+        }
+        _ => timing.push((Role::Muted, "not started".to_owned())),
+    }
+    timing.push((Role::Muted, format!(" · timeout {}", duration(task.planned.timeout_ms))));
+    timing
+}
+
+/// Files listed under the workspace line in the small details view; the overlay lists all.
+const FILES_SHOWN: usize = 3;
+
+/// The branch (or folder) and the files its branch changed.
+fn workspace_lines(workspace: &WorkspaceView, full: bool) -> Vec<Vec<(Role, String)>> {
+    let mut lines = Vec::new();
+    let place = match (&workspace.branch, workspace.kind) {
+        (Some(branch), WorkspaceKind::Worktree) => format!("⎇ {branch}"),
+        _ => format!("⎇ fresh folder {}", workspace.path.display()),
+    };
+    let mut first = vec![(Role::Accent, place)];
+    if workspace.kind == WorkspaceKind::Worktree {
+        let summary = if workspace.summary.is_empty() {
+            "no changes yet".to_owned()
+        } else {
+            workspace.summary.clone()
+        };
+        first.push((Role::Muted, format!(" · {summary}")));
+    }
+    lines.push(first);
+    if full {
+        lines.push(vec![(Role::Muted, format!("  in {}", workspace.path.display()))]);
+        if let Some(from) = &workspace.base_from {
+            lines.push(vec![(Role::Muted, format!("  from {from}"))]);
+        }
+    }
+    let shown = if full { workspace.changes.len() } else { FILES_SHOWN };
+    for change in workspace.changes.iter().take(shown) {
+        lines.push(vec![
+            (Role::Muted, format!("  {:>9} ", change_counts(change))),
+            (Role::Text, change.path.clone()),
+        ]);
+    }
+    let hidden = workspace.changes.len().saturating_sub(shown);
+    if hidden > 0 {
+        lines.push(vec![(Role::Muted, format!("  … {hidden} more (Enter for all)"))]);
     }
     lines
 }
@@ -571,6 +645,60 @@ mod tests {
                 testing::render_pane(&state, PaneId::Dag, 40, 10)
             );
         }
+    }
+
+    #[test]
+    fn task_details_show_the_branch_and_its_changed_files() {
+        let mut state = testing::state(Fixture::Busy, PaneId::Dag);
+        let run = Some(testing::run_id());
+        let task = || TaskId::new("design-api");
+        let events = [
+            Event::WorkspaceCreated {
+                task: task(),
+                kind: crate::event::WorkspaceKind::Worktree,
+                path: "/project/.flightdeck/worktrees/r20231114-7f3a/design-api".into(),
+                repo: Some("/project".into()),
+                branch: Some("flightdeck/r20231114-7f3a/design-api".into()),
+                base: Some("4be1d2c".into()),
+                base_from: Some("HEAD".into()),
+            },
+            Event::WorkspaceChanges {
+                task: task(),
+                attempt: 1,
+                branch: "flightdeck/r20231114-7f3a/design-api".into(),
+                commit: Some("9c0ffee".into()),
+                files: ["docs/api.md", "openapi.yaml", "src/routes.rs", "src/schema.rs"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| crate::event::FileChange {
+                        path: (*path).into(),
+                        added: Some(10 * (i as u64 + 1)),
+                        removed: Some(i as u64),
+                    })
+                    .collect(),
+                summary: "4 files changed, 100 insertions(+), 6 deletions(-)".into(),
+            },
+        ];
+        for (i, event) in events.into_iter().enumerate() {
+            let envelope =
+                Envelope { seq: 1_000 + i as u64, ts_ms: T0 + 90_000, run_id: run.clone(), event };
+            reduce(&mut state, Input::Event(Arc::new(envelope)));
+        }
+        let pane = testing::render_pane(&state, PaneId::Dag, 120, 40);
+        let shown = pane.to_string();
+        assert!(
+            shown.contains("⎇ flightdeck/r20231114-7f3a/design-api · 4 files changed"),
+            "{shown}"
+        );
+        assert!(shown.contains("+10 −0 docs/api.md"), "{shown}");
+        assert!(shown.contains("… 1 more"), "{shown}");
+        assert_snapshot!("dag_workspace_120x40", pane);
+        reduce(&mut state, Input::Action(Action::OpenDetails));
+        let details = DagPane.details(&state).expect("details");
+        let text: Vec<String> =
+            details.lines.iter().map(|l| l.iter().map(|(_, t)| t.as_str()).collect()).collect();
+        assert!(text.iter().any(|l| l.contains("src/schema.rs")), "{text:#?}");
+        assert!(text.iter().any(|l| l.contains("from HEAD")), "{text:#?}");
     }
 
     #[test]
