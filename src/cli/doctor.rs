@@ -526,10 +526,12 @@ fn users_text(report: &BackendReport) -> String {
     if parts.is_empty() { "-".to_owned() } else { parts.join("; ") }
 }
 
-/// The table, then the verdict.
+/// The table, then the verdict. Each backend is one aligned row of short columns, followed
+/// by indented lines for who uses it and the detail (version, path, URL, error), which are
+/// too long to share a line in an 80- or 120-column terminal.
 fn render(report: &Report) -> String {
-    let header = ["BACKEND", "KIND", "STATUS", "KEY", "USED BY", "DETAIL"].map(str::to_owned);
-    let rows: Vec<[String; 6]> = report
+    let header = ["BACKEND", "KIND", "STATUS", "KEY"].map(str::to_owned);
+    let rows: Vec<[String; 4]> = report
         .backends
         .iter()
         .map(|b| {
@@ -538,8 +540,6 @@ fn render(report: &Report) -> String {
                 b.kind.to_owned(),
                 b.status.word().to_owned(),
                 key_text(b.key.as_ref()),
-                users_text(b),
-                b.detail.clone(),
             ]
         })
         .collect();
@@ -555,7 +555,7 @@ fn render(report: &Report) -> String {
     } else {
         let _ = writeln!(out, "default backends (no {})\n", report.settings.display());
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    let line = |row: &[String; 4]| {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
@@ -564,7 +564,18 @@ fn render(report: &Report) -> String {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
             }
         }
-        let _ = writeln!(out, "{}", line.trim_end());
+        line.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(&header));
+    for (row, backend) in rows.iter().zip(&report.backends) {
+        let _ = writeln!(out, "{}", line(row));
+        let users = users_text(backend);
+        if users != "-" {
+            let _ = writeln!(out, "    used by {users}");
+        }
+        if !backend.detail.is_empty() {
+            let _ = writeln!(out, "    {}", backend.detail);
+        }
     }
     out.push('\n');
     if report.workflows.is_empty() {
