@@ -138,6 +138,28 @@ impl AnswerDetails {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// What a one-line report of a finished attempt should add: truncation first (it
+    /// changes what dependents get), then tool calls, reasoning and cost. `None` when there
+    /// is nothing to say.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.truncated {
+            parts.push("answer truncated at the output limit".to_owned());
+        }
+        match self.tool_calls.len() {
+            0 => {}
+            1 => parts.push("1 tool call".to_owned()),
+            n => parts.push(format!("{n} tool calls")),
+        }
+        if self.reasoning.as_ref().is_some_and(|r| !r.is_empty()) {
+            parts.push("reasoning kept apart".to_owned());
+        }
+        if let Some(cost) = self.cost_usd {
+            parts.push(format!("${cost:.4}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 /// One file a task changed in its workspace, from `git diff --numstat`.
@@ -450,6 +472,40 @@ pub mod rfc3339_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_details_summary_leads_with_truncation_and_is_absent_when_empty() {
+        assert_eq!(AnswerDetails::default().summary(), None);
+        let details = AnswerDetails {
+            truncated: true,
+            tool_calls: vec![
+                ToolCall { id: None, name: "Read".into(), input: "{}".into() },
+                ToolCall { id: Some("t2".into()), name: "Bash".into(), input: "{}".into() },
+            ],
+            reasoning: Some("think".into()),
+            session_id: Some("s1".into()),
+            cost_usd: Some(0.0213),
+        };
+        assert_eq!(
+            details.summary().as_deref(),
+            Some(
+                "answer truncated at the output limit, 2 tool calls, reasoning kept apart, $0.0213"
+            )
+        );
+        // An empty details object stays out of the JSON, so old events read the same.
+        let event = Event::TaskSucceeded {
+            task: TaskId::new("t"),
+            agent: AgentId::new("a"),
+            attempt: 1,
+            duration_ms: 1,
+            output: String::new(),
+            usage: None,
+            simulated: false,
+            details: AnswerDetails::default(),
+        };
+        let json = serde_json::to_string(&event).expect("serialize");
+        assert!(!json.contains("details"), "{json}");
+    }
 
     #[test]
     fn envelope_json_has_flat_type_and_rfc3339_ts() {

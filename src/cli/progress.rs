@@ -110,9 +110,10 @@ impl Printer {
                 );
                 self.line(&text);
             }
-            Event::TaskSucceeded { task, attempt, duration_ms, simulated, .. } if ours => {
+            Event::TaskSucceeded { task, attempt, duration_ms, simulated, details, .. } if ours => {
                 let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
-                self.line(&format!("done      {task}  in {took}{}", label(*simulated)));
+                let extra = details.summary().map(|s| format!(" ({s})")).unwrap_or_default();
+                self.line(&format!("done      {task}  in {took}{extra}{}", label(*simulated)));
             }
             Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } if ours => {
                 let delay = short(Duration::from_millis(*delay_ms));

@@ -459,9 +459,21 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
                 t.note = Some(format!("fell back from {from}: {reason}"));
             }),
         ),
-        Event::TaskSucceeded { task, agent, attempt, duration_ms, output, simulated, .. } => (
+        Event::TaskSucceeded {
+            task,
+            agent,
+            attempt,
+            duration_ms,
+            output,
+            simulated,
+            details,
+            ..
+        } => (
             task,
             Box::new(move |t| {
+                if let Some(summary) = details.summary() {
+                    t.note = Some(summary);
+                }
                 t.status = TaskStatus::Succeeded;
                 t.agent = agent.clone();
                 t.attempts = *attempt;

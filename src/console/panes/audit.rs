@@ -169,8 +169,14 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
         Event::TaskFallback { task, from, to, reason } => {
             (Role::Warn, format!("⤳ {task} falls back from {from} to {to}: {reason}"))
         }
-        Event::TaskSucceeded { task, agent, attempt, duration_ms, .. } => {
-            (Role::Ok, format!("✓ {task} succeeded on {agent} in {}", took(*attempt, *duration_ms)))
+        Event::TaskSucceeded { task, agent, attempt, duration_ms, details, .. } => {
+            let text = format!("✓ {task} succeeded on {agent} in {}", took(*attempt, *duration_ms));
+            match details.summary() {
+                // A cut-off answer is worth a second look before its dependents use it.
+                Some(summary) if details.truncated => (Role::Warn, format!("{text} · {summary}")),
+                Some(summary) => (Role::Ok, format!("{text} · {summary}")),
+                None => (Role::Ok, text),
+            }
         }
         Event::TaskFailed { task, attempt, duration_ms, error, .. } => (
             Role::Error,
@@ -337,6 +343,34 @@ mod tests {
     use crate::console::panes::testing::{self, Fixture, T0};
     use crate::console::reducer::{Input, reduce};
     use crate::ids::TaskId;
+
+    #[test]
+    fn a_truncated_answer_is_a_warning_line_saying_so() {
+        let envelope = |details| {
+            Arc::new(Envelope {
+                seq: 1,
+                ts_ms: T0,
+                run_id: None,
+                event: Event::TaskSucceeded {
+                    task: TaskId::new("design-api"),
+                    agent: crate::ids::AgentId::new("api-designer"),
+                    attempt: 1,
+                    duration_ms: 1200,
+                    output: "half an answ".into(),
+                    usage: None,
+                    simulated: false,
+                    details,
+                },
+            })
+        };
+        let cut = crate::event::AnswerDetails { truncated: true, ..Default::default() };
+        let line = entry(&envelope(cut), None);
+        assert_eq!(line.role, Role::Warn);
+        assert!(line.text.ends_with("· answer truncated at the output limit"), "{}", line.text);
+        let plain = entry(&envelope(crate::event::AnswerDetails::default()), None);
+        assert_eq!(plain.role, Role::Ok);
+        assert!(!plain.text.contains('·'), "{}", plain.text);
+    }
 
     #[test]
     fn snapshots() {
