@@ -6,6 +6,7 @@ mod graph;
 mod lines;
 pub mod model;
 pub mod planner;
+mod quick;
 
 pub use error::{Problem, ProblemKind, WorkflowError};
 pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};

@@ -34,6 +34,7 @@ use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::lines::SourceLines;
 use super::planner::unknown_agent;
+use super::quick;
 use crate::agents::Registry;
 use crate::ids::{AgentId, TaskId};
 
@@ -95,40 +96,40 @@ pub struct TaskSpec {
     pub line: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWorkflow {
-    name: Option<String>,
-    goal: Option<String>,
-    max_parallel: Option<i64>,
+pub(super) struct RawWorkflow {
+    pub(super) name: Option<String>,
+    pub(super) goal: Option<String>,
+    pub(super) max_parallel: Option<i64>,
     #[serde(default)]
-    fail_fast: bool,
-    tasks: Option<Vec<RawTask>>,
-    stages: Option<Vec<RawStage>>,
+    pub(super) fail_fast: bool,
+    pub(super) tasks: Option<Vec<RawTask>>,
+    pub(super) stages: Option<Vec<RawStage>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStage {
+pub(super) struct RawStage {
     name: String,
     #[serde(default)]
     strategy: Strategy,
     tasks: Vec<RawTask>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTask {
-    id: String,
-    description: String,
-    agent: Option<String>,
+pub(super) struct RawTask {
+    pub(super) id: String,
+    pub(super) description: String,
+    pub(super) agent: Option<String>,
     #[serde(default)]
-    depends_on: Vec<String>,
+    pub(super) depends_on: Vec<String>,
     #[serde(default, deserialize_with = "duration_text")]
-    timeout: Option<String>,
-    retries: Option<u32>,
+    pub(super) timeout: Option<String>,
+    pub(super) retries: Option<u32>,
     #[serde(default)]
-    context: serde_json::Value,
+    pub(super) context: serde_json::Value,
 }
 
 /// Keep a duration as written (string or bare number) so validation can name the task.
@@ -172,10 +173,7 @@ impl Workflow {
         file: &Path,
         pool: Option<&Registry>,
     ) -> Result<Self, WorkflowError> {
-        let raw: RawWorkflow = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
-        })?;
+        let raw = parse_yaml(text, file)?;
         let lines = SourceLines::new(text);
         let mut problems = Vec::new();
 
@@ -370,6 +368,18 @@ impl Workflow {
         problems.sort_by_key(|p| p.line);
         invalid(&self.file, problems)
     }
+}
+
+/// The file's YAML as the raw workflow: the plain shape most files have is read by
+/// [`quick`], anything else by `serde_norway` (see [`quick`] for why).
+fn parse_yaml(text: &str, file: &Path) -> Result<RawWorkflow, WorkflowError> {
+    if let Some(raw) = quick::parse(text) {
+        return Ok(raw);
+    }
+    serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
+    })
 }
 
 fn invalid(file: &Path, problems: Vec<Problem>) -> WorkflowError {
