@@ -23,6 +23,7 @@
 //! before it, and the last task is the exit. In a `parallel` stage every task is both entry and
 //! exit. Explicit `depends_on` inside stages is added to these dependencies.
 
+use std::cell::LazyCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,8 +174,10 @@ impl Workflow {
         file: &Path,
         pool: Option<&Registry>,
     ) -> Result<Self, WorkflowError> {
-        let raw = parse_yaml(text, file)?;
-        let lines = SourceLines::new(text);
+        let (raw, quick_lines) = parse_yaml(text, file)?;
+        // The line-number pass is only needed for files `quick` did not read, and to place
+        // problems.
+        let lines = LazyCell::new(|| SourceLines::new(text));
         let mut problems = Vec::new();
 
         let max_parallel = match raw.max_parallel {
@@ -217,7 +220,10 @@ impl Workflow {
             return Err(invalid(file, problems));
         }
 
-        let task_lines = lines.task_lines(flat.iter().map(|(t, _)| t.id.as_str()));
+        let task_lines = match quick_lines {
+            Some(found) => found,
+            None => lines.task_lines(flat.iter().map(|(t, _)| t.id.as_str())),
+        };
         let block_end = |i: usize| task_lines.get(i + 1).copied().unwrap_or(lines.end());
 
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(flat.len());
@@ -372,14 +378,17 @@ impl Workflow {
 
 /// The file's YAML as the raw workflow: the plain shape most files have is read by
 /// [`quick`], anything else by `serde_norway` (see [`quick`] for why).
-fn parse_yaml(text: &str, file: &Path) -> Result<RawWorkflow, WorkflowError> {
-    if let Some(raw) = quick::parse(text) {
-        return Ok(raw);
+///
+/// With it come the tasks' `id:` lines when `quick` read the file (it knows them already).
+fn parse_yaml(text: &str, file: &Path) -> Result<(RawWorkflow, Option<Vec<usize>>), WorkflowError> {
+    if let Some(quick) = quick::parse(text) {
+        return Ok((quick.raw, Some(quick.id_lines)));
     }
-    serde_norway::from_str(text).map_err(|e| {
+    let raw = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
-    })
+    })?;
+    Ok((raw, None))
 }
 
 fn invalid(file: &Path, problems: Vec<Problem>) -> WorkflowError {

@@ -14,15 +14,29 @@
 
 use super::model::{RawTask, RawWorkflow};
 
+/// A workflow read from the plain shape, with the 1-based line of each task's `id:` (the
+/// line-number pass of [`super::lines`] would find the same ones).
+#[derive(Debug, PartialEq)]
+pub(super) struct Quick {
+    pub(super) raw: RawWorkflow,
+    pub(super) id_lines: Vec<usize>,
+}
+
 /// The workflow, when the text has the plain shape; `None` to let `serde_norway` read it.
-pub(super) fn parse(text: &str) -> Option<RawWorkflow> {
+pub(super) fn parse(text: &str) -> Option<Quick> {
     if text.contains(['\t', '\r', '\u{feff}']) {
         return None;
     }
     let mut workflow = RawWorkflow::default();
     let mut fail_fast_seen = false;
-    let mut lines = text.lines().filter(|line| !is_blank_or_comment(line)).peekable();
-    while let Some(line) = lines.next() {
+    let mut id_lines = Vec::new();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line))
+        .filter(|(_, line)| !is_blank_or_comment(line))
+        .peekable();
+    while let Some((_, line)) = lines.next() {
         let (key, value) = key_value(line)?;
         match key {
             "name" if workflow.name.is_none() => workflow.name = Some(string(value)?),
@@ -35,21 +49,23 @@ pub(super) fn parse(text: &str) -> Option<RawWorkflow> {
                 fail_fast_seen = true;
             }
             "tasks" if workflow.tasks.is_none() && value.is_empty() => {
-                workflow.tasks = Some(tasks(&mut lines)?);
+                workflow.tasks = Some(tasks(&mut lines, &mut id_lines)?);
             }
             _ => return None,
         }
     }
-    workflow.tasks.is_some().then_some(workflow)
+    workflow.tasks.is_some().then_some(Quick { raw: workflow, id_lines })
 }
 
-/// The block list under `tasks:`, up to the next top-level key.
+/// The block list under `tasks:`, up to the next top-level key; each task's `id:` line is
+/// added to `id_lines`.
 fn tasks<'a>(
-    lines: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+    lines: &mut std::iter::Peekable<impl Iterator<Item = (usize, &'a str)>>,
+    id_lines: &mut Vec<usize>,
 ) -> Option<Vec<RawTask>> {
     let mut tasks = Vec::new();
     let mut dash = None;
-    while let Some(&line) = lines.peek() {
+    while let Some(&(number, line)) = lines.peek() {
         let indent = indentation(line);
         let rest = &line[indent..];
         let Some(first) = rest.strip_prefix("- ") else {
@@ -65,8 +81,8 @@ fn tasks<'a>(
         }
         let keys = indent + 2;
         let mut task = Fields::default();
-        task.set(first)?;
-        while let Some(&next) = lines.peek() {
+        task.set(first, number)?;
+        while let Some(&(number, next)) = lines.peek() {
             let next_indent = indentation(next);
             if next_indent < keys {
                 break;
@@ -74,9 +90,10 @@ fn tasks<'a>(
             if next_indent > keys {
                 return None;
             }
-            task.set(&next[keys..])?;
+            task.set(&next[keys..], number)?;
             lines.next();
         }
+        id_lines.push(task.id_line);
         tasks.push(task.finish()?);
     }
     (!tasks.is_empty()).then_some(tasks)
@@ -91,14 +108,19 @@ struct Fields {
     depends_on: Option<Vec<String>>,
     timeout: Option<String>,
     retries: Option<u32>,
+    id_line: usize,
 }
 
 impl Fields {
-    /// Read one `key: value` line of the task; `None` for a key it does not take.
-    fn set(&mut self, line: &str) -> Option<()> {
+    /// Read one `key: value` line (number `number`) of the task; `None` for a key it does
+    /// not take.
+    fn set(&mut self, line: &str, number: usize) -> Option<()> {
         let (key, value) = key_value(line)?;
         match key {
-            "id" if self.id.is_none() => self.id = Some(string(value)?),
+            "id" if self.id.is_none() => {
+                self.id = Some(string(value)?);
+                self.id_line = number;
+            }
             "description" if self.description.is_none() => {
                 self.description = Some(string(value)?);
             }
@@ -220,6 +242,7 @@ fn duration(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workflow::lines::SourceLines;
 
     /// What `serde_norway` reads from the same text.
     fn by_yaml(text: &str) -> RawWorkflow {
@@ -228,7 +251,10 @@ mod tests {
 
     fn same_as_yaml(text: &str) {
         let quick = parse(text).unwrap_or_else(|| panic!("not taken:\n{text}"));
-        assert_eq!(quick, by_yaml(text), "{text}");
+        assert_eq!(quick.raw, by_yaml(text), "{text}");
+        let tasks = quick.raw.tasks.iter().flatten();
+        let by_scan = SourceLines::new(text).task_lines(tasks.map(|t| t.id.as_str()));
+        assert_eq!(quick.id_lines, by_scan, "{text}");
     }
 
     #[test]
