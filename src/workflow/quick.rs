@@ -308,6 +308,26 @@ mod tests {
     }
 
     #[test]
+    fn the_bundled_and_fixture_workflows_read_as_yaml_does_or_are_left_to_it() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut taken = 0;
+        for dir in ["workflows", "tests/fixtures/workflows"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("folder") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_none_or(|e| e != "yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("readable");
+                if parse(&text).is_some() {
+                    taken += 1;
+                    same_as_yaml(&text);
+                }
+            }
+        }
+        assert!(taken > 0, "no file of the plain shape among the workflows");
+    }
+
+    #[test]
     fn a_big_generated_file_reads_as_yaml_does() {
         use std::fmt::Write as _;
         let mut text = String::from("name: big\nmax_parallel: 8\ntasks:\n");
