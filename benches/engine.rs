@@ -6,6 +6,10 @@
 //! each task depending on 1–3 tasks of the previous layer, fixed seed). Targets: ≤ 10 µs per
 //! task and ≤ 64 MB peak RSS.
 //!
+//! Pacing: a fan-out of 1,000 tasks of exactly 10 ms each at `max_parallel: 8` has an ideal
+//! of 127 waves × 10 ms = 1.27 s (root, 998 tasks in 125 waves, sink); the run must stay
+//! within 5% of it, i.e. slots are refilled at once and timers do not add up.
+//!
 //! `cargo bench --bench engine`. Each measurement runs in its own process so that its peak
 //! RSS (`VmHWM` from `/proc/self/status`) is its own; both tokio flavours are measured.
 
@@ -32,13 +36,22 @@ const ROUNDS: usize = 3;
 const SHAPES: [&str; 3] = ["chain", "fan", "layered"];
 const FLAVOURS: [&str; 2] = ["current_thread", "multi_thread"];
 
-const SETTINGS: &str = "default_role: admin
+/// The pacing workload: tasks, latency of each, and the ideal wall time.
+const PACED_TASKS: usize = 1_000;
+const PACED_LATENCY_MS: u64 = 10;
+const PACED_IDEAL: Duration = Duration::from_millis(1_270);
+
+fn settings(latency_ms: u64) -> String {
+    format!(
+        "default_role: admin
 backends:
   sim:
     kind: sim
-    latency_min: 0ms
-    latency_max: 0ms
-";
+    latency_min: {latency_ms}ms
+    latency_max: {latency_ms}ms
+"
+    )
+}
 
 const AGENT: &str = "---
 name: worker
@@ -51,10 +64,18 @@ You work.
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--shape") {
-        measure(&args[at + 1], &args[at + 2]);
+        measure(&args[at + 1], &args[at + 2], TASKS, 0);
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--paced") {
+        measure("fan", &args[at + 1], PACED_TASKS, PACED_LATENCY_MS);
         return;
     }
     let me = std::env::current_exe().unwrap();
+    if args.iter().any(|a| a == "paced") {
+        paced(&me);
+        return;
+    }
     println!("engine: {TASKS} tasks, max_parallel 8, zero-latency sim, every event stored");
     println!("(best of {ROUNDS} processes; wall until the store is flushed; CPU of all threads)");
     for flavour in FLAVOURS {
@@ -83,6 +104,36 @@ fn main() {
             );
         }
     }
+    paced(&me);
+}
+
+/// The pacing workload, three processes per tokio flavour: wall time against the ideal.
+fn paced(me: &Path) {
+    println!(
+        "pacing: fan-out of {PACED_TASKS} tasks of {PACED_LATENCY_MS} ms, max_parallel 8, \
+         ideal {:.2} s",
+        PACED_IDEAL.as_secs_f64()
+    );
+    for flavour in FLAVOURS {
+        let walls: Vec<f64> = (0..ROUNDS)
+            .filter_map(|_| {
+                let output = Command::new(me).args(["--paced", flavour]).output().unwrap();
+                if !output.status.success() {
+                    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+                }
+                Round::parse(&String::from_utf8_lossy(&output.stdout))
+            })
+            .map(|round| round.wall_us * PACED_TASKS as f64 / 1e6)
+            .collect();
+        let Some(best) = walls.iter().copied().reduce(f64::min) else { continue };
+        let worst = walls.iter().copied().fold(best, f64::max);
+        let over = |wall: f64| (wall / PACED_IDEAL.as_secs_f64() - 1.0) * 100.0;
+        println!(
+            "  {flavour:<14} {best:.3}–{worst:.3} s wall ({:+.1}% to {:+.1}% of ideal)",
+            over(best),
+            over(worst)
+        );
+    }
 }
 
 /// One process's figures, as it prints them.
@@ -106,16 +157,16 @@ impl Round {
 
 /// One round in this process; prints wall, CPU and store-writer µs per task, the plan time
 /// in ms and the peak RSS in MB.
-fn measure(shape: &str, flavour: &str) {
+fn measure(shape: &str, flavour: &str, tasks: usize, latency_ms: u64) {
     let project = tempfile::tempdir().unwrap();
-    write_project(project.path(), shape);
+    write_project(project.path(), shape, tasks);
     let tokio = match flavour {
         "current_thread" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
     .unwrap();
-    let micros_per_task = |d: Duration| d.as_secs_f64() * 1e6 / TASKS as f64;
-    let (planned, ran, cpu, store) = tokio.block_on(round_trip(project.path()));
+    let micros_per_task = |d: Duration| d.as_secs_f64() * 1e6 / tasks as f64;
+    let (planned, ran, cpu, store) = tokio.block_on(round_trip(project.path(), latency_ms));
     println!(
         "{:.2} {:.2} {:.2} {} {:.1}",
         micros_per_task(ran),
@@ -128,8 +179,8 @@ fn measure(shape: &str, flavour: &str) {
 
 /// Plan, then run until the last event is in the store. Returns the plan time, the wall and
 /// CPU time of the run, and the CPU time of the store writer thread.
-async fn round_trip(project: &Path) -> (Duration, Duration, Duration, Duration) {
-    let settings = Settings::parse(SETTINGS, Path::new("flightdeck.yaml")).unwrap();
+async fn round_trip(project: &Path, latency_ms: u64) -> (Duration, Duration, Duration, Duration) {
+    let settings = Settings::parse(&settings(latency_ms), Path::new("flightdeck.yaml")).unwrap();
     let runtime = Runtime::start(RuntimeOptions {
         project_dir: project.to_owned(),
         data_dir: project.join(".flightdeck"),
@@ -153,14 +204,14 @@ async fn round_trip(project: &Path) -> (Duration, Duration, Duration, Duration) 
     (planned, ran, cpu, store_cpu)
 }
 
-fn write_project(dir: &Path, shape: &str) {
+fn write_project(dir: &Path, shape: &str, tasks: usize) {
     std::fs::create_dir_all(dir.join("agentpool/tier1-core")).unwrap();
     std::fs::create_dir_all(dir.join("workflows")).unwrap();
     std::fs::write(dir.join("agentpool/tier1-core/worker.md"), AGENT).unwrap();
-    std::fs::write(dir.join("workflows/bench.yaml"), workflow(shape)).unwrap();
+    std::fs::write(dir.join("workflows/bench.yaml"), workflow(shape, tasks)).unwrap();
 }
 
-fn workflow(shape: &str) -> String {
+fn workflow(shape: &str, tasks: usize) -> String {
     let mut text = String::from("name: bench\nmax_parallel: 8\ntasks:\n");
     let task = |text: &mut String, id: &str, deps: &[String]| {
         let _ = write!(text, "  - id: {id}\n    description: step {id}\n    agent: worker\n");
@@ -170,14 +221,14 @@ fn workflow(shape: &str) -> String {
     };
     match shape {
         "chain" => {
-            for i in 0..TASKS {
+            for i in 0..tasks {
                 let deps = if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] };
                 task(&mut text, &format!("t{i}"), &deps);
             }
         }
         "fan" => {
             task(&mut text, "root", &[]);
-            let middle: Vec<String> = (0..TASKS - 2).map(|i| format!("t{i}")).collect();
+            let middle: Vec<String> = (0..tasks - 2).map(|i| format!("t{i}")).collect();
             for id in &middle {
                 task(&mut text, id, &["root".to_owned()]);
             }
@@ -187,7 +238,7 @@ fn workflow(shape: &str) -> String {
             const WIDTH: usize = 100;
             let mut rng = StdRng::seed_from_u64(42);
             let mut previous: Vec<String> = Vec::new();
-            for layer in 0..TASKS / WIDTH {
+            for layer in 0..tasks / WIDTH {
                 let current: Vec<String> = (0..WIDTH).map(|j| format!("l{layer}_{j}")).collect();
                 for id in &current {
                     let count = rng.random_range(1..=3).min(previous.len());

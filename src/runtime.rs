@@ -23,7 +23,7 @@ use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::resilience::BreakerBoard;
 use crate::store::{PruneRule, RUNS_FILE, RunRow, RunStore, StoreError, StoreWriter, spawn_writer};
-use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
+use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_owned};
 
 pub use crate::audit::AUDIT_FILE;
 
@@ -324,7 +324,7 @@ fn plan_file(
     let file =
         if workflow.is_absolute() { workflow.to_owned() } else { inner.project_dir.join(workflow) };
     let workflow = Workflow::load_for(&file, Some(&inner.registry))?;
-    Ok(plan_with(&workflow, &inner.registry, &inner.settings, overrides)?)
+    Ok(plan_owned(workflow, &inner.registry, &inner.settings, overrides)?)
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {

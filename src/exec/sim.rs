@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
@@ -63,19 +64,29 @@ impl SimExecutor {
         }
         let plan = self.plan(&req.task, req.attempt);
         let agent = &req.agent;
-        // Progress lines simulate work over time; a zero-latency attempt has none to report
-        // and creates no timer (the engine benchmark pushes 10,000 of them through here).
+        // Progress lines simulate work; a zero-latency attempt has none to report and
+        // creates no timer (the engine benchmark pushes 10,000 of them through here).
         if !plan.latency.is_zero() {
+            let began = Instant::now();
+            let deadline = Deadline::start(req.timeout);
             sink(
                 OutputStream::Stdout,
                 format!("[sim] {agent} picked up task {} (attempt {})", req.task, req.attempt),
             );
-            let deadline = Deadline::start(req.timeout);
-            let half =
-                Duration::from_millis(u64::try_from(plan.latency.as_millis() / 2).unwrap_or(0));
-            deadline.bound(&cancel, tokio::time::sleep(half)).await?;
             sink(OutputStream::Stdout, format!("[sim] {agent} working: {}", first_line(&req)));
-            deadline.bound(&cancel, tokio::time::sleep(plan.latency.saturating_sub(half))).await?;
+            // One sleep to a deadline fixed at the start: the attempt takes its latency (or
+            // its timeout), however long the lines above took, and rounds to the timer's
+            // tick once rather than once per sleep.
+            let finish = began + plan.latency;
+            let too_slow = finish > deadline.at();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(ExecError::Cancelled),
+                () = sleep_until_precisely(finish.min(deadline.at())) => {}
+            }
+            if too_slow {
+                return Err(deadline.timed_out());
+            }
         }
         if plan.fails {
             sink(OutputStream::Stderr, format!("[sim] {agent} failed (simulated)"));
@@ -109,6 +120,34 @@ impl Executor for SimExecutor {
         cancel: CancellationToken,
     ) -> ExecFuture<'_> {
         Box::pin(self.run(req, output, cancel))
+    }
+}
+
+/// tokio's timer tick.
+const TICK: Duration = Duration::from_millis(1);
+/// Taken off a deadline, it moves the deadline back to the tick at or before it.
+const TICK_LESS_A_NANO: Duration = Duration::from_nanos(999_999);
+
+/// Sleep until `at`, waking as soon after it as tokio's millisecond timer allows.
+///
+/// The timer fires on whole-millisecond ticks and rounds a deadline up to the next one, and
+/// its driver parks for whole milliseconds counted from the tick it parks in, so a plain
+/// `sleep_until(at)` wakes up to two ticks' fractions late: 10 ms attempts back to back took
+/// 11 ms each. Asking for the tick at or before `at` instead makes the driver, parking in the
+/// same tick as the attempt started, wake a whole number of milliseconds after that start,
+/// i.e. at `at`. Should it wake early (it parked a tick later), the rest is slept plainly.
+/// On a paused test clock instants sit on ticks and this is exact.
+async fn sleep_until_precisely(at: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        if at.saturating_duration_since(now) > TICK {
+            tokio::time::sleep_until(at - TICK_LESS_A_NANO).await;
+        } else {
+            tokio::time::sleep_until(at).await;
+        }
     }
 }
 

@@ -1,7 +1,11 @@
 //! The dependency graph: cycle detection (with the cycle spelled out) and topological layers.
 //! Tasks are indices; `deps[i]` lists the tasks task `i` waits for.
+//!
+//! Ordering is Kahn's algorithm straight on the index lists: one pass over the edges, no
+//! graph built. `petgraph` is only asked to find the strongly connected components once a
+//! cycle is known to exist.
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 fn build(deps: &[Vec<usize>]) -> DiGraph<(), ()> {
@@ -22,10 +26,10 @@ fn build(deps: &[Vec<usize>]) -> DiGraph<(), ()> {
 /// Every cycle, one per strongly connected component, each as the path of task indices from
 /// its lowest index along "depends on" edges back to that index (`[a, b, c, a]`).
 pub(crate) fn find_cycles(deps: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    let graph = build(deps);
-    if toposort(&graph, None).is_ok() {
+    if kahn(deps).is_some() {
         return Vec::new();
     }
+    let graph = build(deps);
     let mut cycles = Vec::new();
     for component in tarjan_scc(&graph) {
         let members: Vec<usize> = component.iter().map(|n| n.index()).collect();
@@ -78,12 +82,34 @@ pub(crate) fn layers(deps: &[Vec<usize>]) -> Vec<usize> {
     layer
 }
 
-/// Tasks ordered so that each comes after all its dependencies.
+/// Tasks ordered so that each comes after all its dependencies (document order when there
+/// is a cycle, which validation refuses before anyone asks).
 pub(crate) fn topological_order(deps: &[Vec<usize>]) -> Vec<usize> {
-    toposort(&build(deps), None).map_or_else(
-        |_| (0..deps.len()).collect(),
-        |order| order.into_iter().map(NodeIndex::index).collect(),
-    )
+    kahn(deps).unwrap_or_else(|| (0..deps.len()).collect())
+}
+
+/// Kahn's algorithm: tasks without waiting dependencies first, in index order, each task
+/// released when its last dependency is placed. `None` when a cycle leaves some unplaced.
+fn kahn(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut dependents = vec![Vec::new(); deps.len()];
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    for (task, own) in deps.iter().enumerate() {
+        for &dep in own {
+            dependents[dep].push(task);
+        }
+    }
+    let mut order: Vec<usize> = (0..deps.len()).filter(|&t| waiting[t] == 0).collect();
+    let mut next = 0;
+    while let Some(&task) = order.get(next) {
+        next += 1;
+        for &dependent in &dependents[task] {
+            waiting[dependent] -= 1;
+            if waiting[dependent] == 0 {
+                order.push(dependent);
+            }
+        }
+    }
+    (order.len() == deps.len()).then_some(order)
 }
 
 #[cfg(test)]
@@ -107,5 +133,17 @@ mod tests {
         let deps = vec![vec![], vec![0], vec![0, 1], vec![]];
         assert_eq!(layers(&deps), vec![0, 1, 2, 0]);
         assert!(find_cycles(&deps).is_empty());
+    }
+
+    #[test]
+    fn order_puts_every_task_after_its_dependencies() {
+        let deps = vec![vec![3], vec![], vec![0, 1], vec![1], vec![2, 2]];
+        let order = topological_order(&deps);
+        let position = |t: usize| order.iter().position(|&o| o == t).expect("placed");
+        assert_eq!(order.len(), deps.len());
+        for (task, own) in deps.iter().enumerate() {
+            assert!(own.iter().all(|&d| position(d) < position(task)), "{order:?}");
+        }
+        assert_eq!(kahn(&[vec![1], vec![0]]), None);
     }
 }

@@ -6,7 +6,8 @@ mod graph;
 mod lines;
 pub mod model;
 pub mod planner;
+mod quick;
 
 pub use error::{Problem, ProblemKind, WorkflowError};
 pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};
-pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_with};
+pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_owned, plan_with};

@@ -24,6 +24,7 @@
 //! before it, and the last task is the exit. In a `parallel` stage every task is both entry and
 //! exit. Explicit `depends_on` inside stages is added to these dependencies.
 
+use std::cell::LazyCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::lines::SourceLines;
 use super::planner::unknown_agent;
+use super::quick;
 use crate::agents::Registry;
 use crate::config::WorkspaceKind;
 use crate::ids::{AgentId, TaskId};
@@ -99,42 +101,42 @@ pub struct TaskSpec {
     pub workspace: Option<WorkspaceKind>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWorkflow {
-    name: Option<String>,
-    goal: Option<String>,
-    max_parallel: Option<i64>,
+pub(super) struct RawWorkflow {
+    pub(super) name: Option<String>,
+    pub(super) goal: Option<String>,
+    pub(super) max_parallel: Option<i64>,
     #[serde(default)]
-    fail_fast: bool,
-    tasks: Option<Vec<RawTask>>,
-    stages: Option<Vec<RawStage>>,
+    pub(super) fail_fast: bool,
+    pub(super) tasks: Option<Vec<RawTask>>,
+    pub(super) stages: Option<Vec<RawStage>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStage {
+pub(super) struct RawStage {
     name: String,
     #[serde(default)]
     strategy: Strategy,
     tasks: Vec<RawTask>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTask {
-    id: String,
-    description: String,
-    agent: Option<String>,
+pub(super) struct RawTask {
+    pub(super) id: String,
+    pub(super) description: String,
+    pub(super) agent: Option<String>,
     #[serde(default)]
-    depends_on: Vec<String>,
+    pub(super) depends_on: Vec<String>,
     #[serde(default, deserialize_with = "duration_text")]
-    timeout: Option<String>,
-    retries: Option<u32>,
+    pub(super) timeout: Option<String>,
+    pub(super) retries: Option<u32>,
     #[serde(default)]
-    context: serde_json::Value,
+    pub(super) context: serde_json::Value,
     /// Kept as written so a bad value is reported with the task and its line.
-    workspace: Option<String>,
+    pub(super) workspace: Option<String>,
 }
 
 /// Keep a duration as written (string or bare number) so validation can name the task.
@@ -178,11 +180,10 @@ impl Workflow {
         file: &Path,
         pool: Option<&Registry>,
     ) -> Result<Self, WorkflowError> {
-        let raw: RawWorkflow = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
-        })?;
-        let lines = SourceLines::new(text);
+        let (raw, quick_lines) = parse_yaml(text, file)?;
+        // The line-number pass is only needed for files `quick` did not read, and to place
+        // problems.
+        let lines = LazyCell::new(|| SourceLines::new(text));
         let mut problems = Vec::new();
 
         let max_parallel = match raw.max_parallel {
@@ -225,7 +226,10 @@ impl Workflow {
             return Err(invalid(file, problems));
         }
 
-        let task_lines = lines.task_lines(flat.iter().map(|(t, _)| t.id.as_str()));
+        let task_lines = match quick_lines {
+            Some(found) => found,
+            None => lines.task_lines(flat.iter().map(|(t, _)| t.id.as_str())),
+        };
         let block_end = |i: usize| task_lines.get(i + 1).copied().unwrap_or(lines.end());
 
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(flat.len());
@@ -393,6 +397,21 @@ impl Workflow {
         problems.sort_by_key(|p| p.line);
         invalid(&self.file, problems)
     }
+}
+
+/// The file's YAML as the raw workflow: the plain shape most files have is read by
+/// [`quick`], anything else by `serde_norway` (see [`quick`] for why).
+///
+/// With it come the tasks' `id:` lines when `quick` read the file (it knows them already).
+fn parse_yaml(text: &str, file: &Path) -> Result<(RawWorkflow, Option<Vec<usize>>), WorkflowError> {
+    if let Some(quick) = quick::parse(text) {
+        return Ok((quick.raw, Some(quick.id_lines)));
+    }
+    let raw = serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
+    })?;
+    Ok((raw, None))
 }
 
 fn invalid(file: &Path, problems: Vec<Problem>) -> WorkflowError {
