@@ -9,4 +9,4 @@ pub mod planner;
 
 pub use error::{Problem, ProblemKind, WorkflowError};
 pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};
-pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_with};
+pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_learned, plan_with};

@@ -20,6 +20,7 @@ use crate::config::{BackendConfig, Settings};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
 use crate::ids::{AgentId, TaskId};
+use crate::learning::{AutoTimeout, History, LearningSettings};
 
 /// Choices the caller makes on top of the file (`--backend`, `--max-parallel`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,6 +66,9 @@ pub struct PlannedStep {
     pub simulated: bool,
     #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
     pub timeout: Duration,
+    /// How `timeout: auto` was decided, for tasks that ask for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_auto: Option<AutoTimeout>,
     pub retries: u32,
     pub depends_on: Vec<TaskId>,
     pub layer: usize,
@@ -107,13 +111,27 @@ pub fn plan(
     plan_with(workflow, registry, settings, &PlanOverrides::default())
 }
 
-/// Plan a workflow, applying command-line overrides.
+/// Plan a workflow, applying command-line overrides, without learned history.
 pub fn plan_with(
     workflow: &Workflow,
     registry: &Registry,
     settings: &Settings,
     overrides: &PlanOverrides,
 ) -> Result<Plan, WorkflowError> {
+    let history = History::empty(LearningSettings::from(&settings.limits));
+    plan_learned(workflow, registry, settings, overrides, &history)
+}
+
+/// Plan a workflow with what `history` learned: success rates boost selection and
+/// `timeout: auto` follows the agent's recent durations.
+pub fn plan_learned(
+    workflow: &Workflow,
+    registry: &Registry,
+    settings: &Settings,
+    overrides: &PlanOverrides,
+    history: &History,
+) -> Result<Plan, WorkflowError> {
+    let success_rate = |agent: &AgentId| history.success_rate(agent);
     let mut problems = Vec::new();
     let max_parallel = match overrides.max_parallel {
         Some(0) => {
@@ -153,7 +171,7 @@ pub fn plan_with(
             (name.clone(), None)
         } else {
             let context = context_text(&task.context);
-            let mut query = SelectionQuery::new(&task.description);
+            let mut query = SelectionQuery::new(&task.description).with_success_rate(&success_rate);
             if let Some(context) = &context {
                 query = query.with_context(context);
             }
@@ -185,7 +203,12 @@ pub fn plan_with(
             });
             continue;
         };
-        let timeout = task.timeout.unwrap_or(settings.limits.task_timeout);
+        let (timeout, timeout_auto) = if task.timeout_auto {
+            let (timeout, why) = history.auto_timeout(&agent, &settings.limits);
+            (timeout, Some(why))
+        } else {
+            (task.timeout.unwrap_or(settings.limits.task_timeout), None)
+        };
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
         let risk = risk_rules.assess(&format!("{} {agent}", task.description));
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
@@ -201,6 +224,7 @@ pub fn plan_with(
             estimate: estimate_task(config, timeout),
             backend,
             timeout,
+            timeout_auto,
             retries: task.retries.unwrap_or(settings.limits.task_retries),
             depends_on: task.depends_on.clone(),
             layer: 0,
