@@ -227,7 +227,8 @@ fn learning_note(shown: &[&Scored], history: &History) -> String {
         if let Some(record) = history.record(&scored.agent) {
             let _ = writeln!(
                 out,
-                "note: {} has {} recent outcomes; learning counts from {needed}                  (limits.learning_min_outcomes)",
+                "note: {} has {} recent outcomes; learning counts from {needed} \
+                 (limits.learning_min_outcomes)",
                 scored.agent, record.attempts
             );
         }
@@ -243,7 +244,8 @@ fn stats_text(stats: &Stats, path: &Path) -> String {
         let _ = writeln!(out, "No outcomes learned yet in {}.", path.display());
         let _ = writeln!(
             out,
-            "Each finished attempt of a run on a real backend is recorded (simulated attempts are              {sim}: limits.learn_from_sim)."
+            "Each finished attempt of a run on a real backend is recorded (simulated attempts are \
+             {sim}: limits.learn_from_sim)."
         );
         if stats.totals.simulated_ignored > 0 {
             let _ = writeln!(
@@ -256,7 +258,8 @@ fn stats_text(stats: &Stats, path: &Path) -> String {
     }
     let _ = writeln!(
         out,
-        "Learned from {} of {} agents; half-life {}, boost from {} recent outcomes,          simulated attempts {sim} ({} not learned)\n",
+        "Learned from {} of {} agents; half-life {}, boost from {} recent outcomes, \
+         simulated attempts {sim} ({} not learned)\n",
         plural(stats.totals.outcomes as usize, "attempt"),
         stats.totals.agents_tracked,
         humantime::format_duration(settings.half_life),
@@ -544,7 +547,8 @@ fn explanation(
             let _ = writeln!(out, "       (no triggers: words of the name stand in for them)");
         }
         for (label, component) in scored.breakdown.components() {
-            if component.points > 0.0 {
+            // A learning boost of +0.00 still says why: none of its recent attempts succeeded.
+            if component.points > 0.0 || !component.matched.is_empty() {
                 let _ = writeln!(
                     out,
                     "       {label:<18} +{:.2}  {}",
