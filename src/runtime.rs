@@ -108,7 +108,8 @@ impl Runtime {
         let settings = Arc::new(settings);
         // The store first, so its sink sees every event from here on, and the bus numbers on
         // from the last stored event so `seq` never repeats across restarts.
-        let store = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
+        store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
         let bus = EventBus::starting_at(reader.last_seq()? + 1);
         let writer = spawn_writer(store, bus.sink())?;

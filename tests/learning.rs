@@ -210,30 +210,35 @@ fn selection_and_auto_timeouts_follow_the_outcomes_of_real_attempts() {
 }
 
 #[test]
-fn simulated_attempts_are_recorded_but_learned_only_when_the_project_says_so() {
+fn simulated_attempts_are_learned_only_when_the_project_says_so() {
     let project = Project::new();
+    let output = project.run(&["run", "workflows/simulated.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(project.store().outcomes_since(0).unwrap().is_empty());
+    let text = project.text(&["agents", "stats"]);
+    assert!(text.contains("No outcomes learned yet"), "{text}");
+    assert!(text.contains("simulated attempts are ignored: limits.learn_from_sim"), "{text}");
+
+    let learning = SETTINGS.replace("limits:\n", "limits:\n  learn_from_sim: true\n");
+    std::fs::write(project.root().join("flightdeck.yaml"), &learning).unwrap();
     let output = project.run(&["run", "workflows/simulated.yaml"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let outcomes = project.store().outcomes_since(0).unwrap();
     assert_eq!(outcomes.len(), 5);
-    assert!(outcomes.iter().all(|o| o.simulated && o.success));
-
-    let stats = project.json(&["agents", "stats", "--json"]);
-    assert_eq!(stats["agents"], serde_json::json!([]));
-    assert_eq!(stats["totals"]["simulated_ignored"], 5);
-    let text = project.text(&["agents", "stats"]);
-    assert!(text.contains("No outcomes learned yet"), "{text}");
-    assert!(text.contains("5 simulated attempts recorded, not learned."), "{text}");
-    let explain = project.text(&["agents", "explain", "Index the docs"]);
-    assert!(!explain.contains("learning boost"), "{explain}");
-
-    let settings = SETTINGS.replace("limits:\n", "limits:\n  learn_from_sim: true\n");
-    std::fs::write(project.root().join("flightdeck.yaml"), settings).unwrap();
+    assert!(outcomes.iter().all(|o| o.simulated && o.success && o.backend == "sim"));
     let stats = project.json(&["agents", "stats", "--json"]);
     assert_eq!(stats["agents"][0]["agent"], "gamma");
     assert_eq!(stats["agents"][0]["boost"], 2.0);
     let explain = project.text(&["agents", "explain", "Index the docs"]);
     assert!(explain.contains("learning boost     +2.00  5 of 5 recent attempts"), "{explain}");
+
+    // Turned off again, what the simulation taught is set aside.
+    std::fs::write(project.root().join("flightdeck.yaml"), SETTINGS).unwrap();
+    let stats = project.json(&["agents", "stats", "--json"]);
+    assert_eq!(stats["agents"], serde_json::json!([]));
+    assert_eq!(stats["totals"]["simulated_ignored"], 5);
+    let explain = project.text(&["agents", "explain", "Index the docs"]);
+    assert!(!explain.contains("learning boost"), "{explain}");
 }
 
 #[test]
@@ -367,10 +372,7 @@ fn attempts_end_as_outcomes_across_batches_and_processes() {
         .iter()
         .map(|o| (o.task.as_str(), o.attempt, o.success, o.simulated, o.duration_ms))
         .collect();
-    assert_eq!(
-        seen,
-        [("a", 1, false, false, 40), ("a", 2, true, false, 30), ("b", 1, true, true, 1)]
-    );
+    assert_eq!(seen, [("a", 1, false, false, 40), ("a", 2, true, false, 30)], "b was simulated");
     assert_eq!(outcomes[0].words, ["write", "parser"]);
     assert_eq!(outcomes[0].finished_ms, 3_000, "the time of the ending event");
     assert_eq!(outcomes[0].backend, "cli");
@@ -383,6 +385,15 @@ fn attempts_end_as_outcomes_across_batches_and_processes() {
     let last = store.outcomes_since(0).unwrap().pop().unwrap();
     assert_eq!((last.task.as_str(), last.success), ("e", false));
     assert_eq!(last.words, ["port", "parser", "rust"]);
+
+    // Simulated attempts are recorded when the project learns from them.
+    store.record_simulated_outcomes(true);
+    store
+        .append_batch(&envelopes(&run, 25, vec![started("b", 2, true), succeeded("b", 2, 1)]))
+        .unwrap();
+    let last = store.outcomes_since(0).unwrap().pop().unwrap();
+    assert_eq!((last.task.as_str(), last.simulated, last.backend.as_str()), ("b", true, "sim"));
+    assert_eq!(last.words, ["simulate", "parser"]);
     let finished = Event::RunFinished {
         status: RunStatus::Failed,
         succeeded: 2,

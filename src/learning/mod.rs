@@ -11,8 +11,9 @@
 //!   successful attempts (the reference adaptive orchestrator), clamped to
 //!   `limits.auto_timeout_min..=auto_timeout_max`; without enough history,
 //!   `limits.task_timeout`.
-//! - **Simulated attempts** are recorded but not learned from unless `limits.learn_from_sim`
-//!   is true: a simulated success says nothing about a real agent.
+//! - **Simulated attempts** are neither recorded nor learned from unless
+//!   `limits.learn_from_sim` is true: a simulated success says nothing about a real agent.
+//!   Those recorded while it was on are set aside again when it is turned off.
 
 mod stats;
 

@@ -178,6 +178,12 @@ impl RunStore {
         }
     }
 
+    /// Record attempts on simulation backends as outcomes too (`limits.learn_from_sim`);
+    /// off by default, so simulated runs teach nothing and cost nothing.
+    pub fn record_simulated_outcomes(&mut self, record: bool) {
+        self.outcomes.record_simulated = record;
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -5,7 +5,13 @@
 //!
 //! An attempt that never ends (cancelled, or its process died) teaches nothing, and neither
 //! does a `TaskFailed` without an attempt (a rejected approval, an open breaker): those say
-//! nothing about how well the agent works.
+//! nothing about how well the agent works. Attempts on simulation backends are recorded only
+//! when asked ([`super::RunStore::record_simulated_outcomes`], from `limits.learn_from_sim`):
+//! then a simulated run costs the writer nothing beyond a glance at each event.
+//!
+//! Task words come from the run's `RunStarted`; they are worked out when the run's first
+//! recorded attempt starts, not when the run starts, so runs with nothing to record never
+//! pay for them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,8 +85,12 @@ type RunWords = HashMap<TaskId, Arc<str>>;
 /// runs it writes. Only one process writes a run, so this needs no table.
 #[derive(Debug, Default)]
 pub(super) struct OutcomeRecorder {
+    /// Record attempts on simulation backends too.
+    pub(super) record_simulated: bool,
     open: HashMap<Key, OpenAttempt>,
     words: HashMap<RunId, RunWords>,
+    /// The `RunStarted` of runs whose words are not worked out yet.
+    plans: HashMap<RunId, Arc<Envelope>>,
 }
 
 impl OutcomeRecorder {
@@ -91,6 +101,7 @@ impl OutcomeRecorder {
             recorder: self,
             overlay: HashMap::new(),
             words: HashMap::new(),
+            plans: HashMap::new(),
             finished: Vec::new(),
             rows: Vec::new(),
         }
@@ -104,10 +115,15 @@ impl OutcomeRecorder {
                 None => self.open.remove(&key),
             };
         }
+        self.plans.extend(changes.plans);
+        for run in changes.words.keys() {
+            self.plans.remove(run);
+        }
         self.words.extend(changes.words);
         for run in &changes.finished {
             self.open.retain(|(open_run, _), _| open_run != run);
             self.words.remove(run);
+            self.plans.remove(run);
         }
     }
 }
@@ -118,6 +134,7 @@ pub(super) struct OutcomeBatch<'r> {
     /// Attempts opened (`Some`) or closed (`None`) in this batch.
     overlay: HashMap<Key, Option<OpenAttempt>>,
     words: HashMap<RunId, RunWords>,
+    plans: HashMap<RunId, Arc<Envelope>>,
     finished: Vec<RunId>,
     rows: Vec<Outcome>,
 }
@@ -126,6 +143,7 @@ pub(super) struct OutcomeBatch<'r> {
 pub(super) struct BatchChanges {
     overlay: HashMap<Key, Option<OpenAttempt>>,
     words: HashMap<RunId, RunWords>,
+    plans: HashMap<RunId, Arc<Envelope>>,
     finished: Vec<RunId>,
 }
 
@@ -136,16 +154,13 @@ impl OutcomeBatch<'_> {
         &mut self,
         conn: &Connection,
         run: &RunId,
-        envelope: &Envelope,
+        envelope: &Arc<Envelope>,
     ) -> rusqlite::Result<()> {
         match &envelope.event {
-            Event::RunStarted { tasks, .. } => {
-                let words = tasks
-                    .iter()
-                    .map(|t| (t.task.clone(), Arc::from(task_words(&t.description).join(" "))))
-                    .collect();
-                self.words.insert(run.clone(), words);
+            Event::RunStarted { .. } => {
+                self.plans.insert(run.clone(), Arc::clone(envelope));
             }
+            Event::TaskStarted { simulated: true, .. } if !self.recorder.record_simulated => {}
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } => {
                 let words = self.words_of(conn, run, task)?;
                 let open = OpenAttempt {
@@ -192,12 +207,20 @@ impl OutcomeBatch<'_> {
                 ])?;
             }
         }
-        Ok(BatchChanges { overlay: self.overlay, words: self.words, finished: self.finished })
+        Ok(BatchChanges {
+            overlay: self.overlay,
+            words: self.words,
+            plans: self.plans,
+            finished: self.finished,
+        })
     }
 
     /// End the open attempt of `task`, as an outcome `(success, duration, finished)` or, with
     /// `None`, as nothing learned.
     fn close(&mut self, run: &RunId, task: &TaskId, ended: Option<(bool, u64, u64)>) {
+        if self.overlay.is_empty() && self.recorder.open.is_empty() {
+            return;
+        }
         let key = (run.clone(), task.clone());
         let open = match self.overlay.get(&key) {
             Some(attempt) => attempt.clone(),
@@ -227,7 +250,11 @@ impl OutcomeBatch<'_> {
         task: &TaskId,
     ) -> rusqlite::Result<Arc<str>> {
         if !self.words.contains_key(run) && !self.recorder.words.contains_key(run) {
-            let words = stored_run_words(conn, run)?;
+            let plan = self.plans.get(run).or_else(|| self.recorder.plans.get(run));
+            let words = match plan {
+                Some(plan) => plan_words(&plan.event),
+                None => stored_run_words(conn, run)?,
+            };
             self.words.insert(run.clone(), words);
         }
         let words = self.words.get(run).or_else(|| self.recorder.words.get(run));
@@ -246,14 +273,17 @@ fn stored_run_words(conn: &Connection, run: &RunId) -> rusqlite::Result<RunWords
         )
         .optional()?;
     let first = body.as_deref().and_then(|b| b.lines().next()).unwrap_or_default();
-    let Ok(Envelope { event: Event::RunStarted { tasks, .. }, .. }) = serde_json::from_str(first)
-    else {
-        return Ok(RunWords::new());
-    };
-    Ok(tasks
+    Ok(serde_json::from_str::<Envelope>(first)
+        .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)))
+}
+
+/// The task words of each task of a `RunStarted` (none for any other event).
+fn plan_words(event: &Event) -> RunWords {
+    let Event::RunStarted { tasks, .. } = event else { return RunWords::new() };
+    tasks
         .iter()
         .map(|t| (t.task.clone(), Arc::from(task_words(&t.description).join(" "))))
-        .collect())
+        .collect()
 }
 
 /// Every outcome that finished at or after `since_ms`, oldest first.
