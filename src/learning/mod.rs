@@ -28,7 +28,7 @@ pub use stats::{AgentStats, PoolTotals, Stats, WordCount};
 use crate::agents::selector::{LEARNING_BOOST_FACTOR, LearnedRate};
 use crate::config::Limits;
 use crate::ids::AgentId;
-use crate::store::{Outcome, RUNS_FILE, RunStore, StoreError};
+use crate::store::{Outcome, OutcomeSample, RUNS_FILE, RunStore, StoreError};
 
 /// Outcomes older than this many half-lives are not read.
 pub const HORIZON_HALF_LIVES: u32 = 8;
@@ -74,6 +74,10 @@ impl LearningSettings {
     /// Whether an outcome is learned from.
     pub fn learns(&self, outcome: &Outcome) -> bool {
         !outcome.simulated || self.from_sim
+    }
+
+    fn learns_sample(&self, sample: &OutcomeSample) -> bool {
+        !sample.simulated || self.from_sim
     }
 
     /// The weight of an outcome that finished at `finished_ms`, seen at `now_ms`.
@@ -155,22 +159,36 @@ impl History {
     /// Fold outcomes (any order) as seen at `now_ms`; outcomes past the horizon and
     /// simulated ones (unless `from_sim`) are left out.
     pub fn from_outcomes(outcomes: &[Outcome], settings: LearningSettings, now_ms: u64) -> Self {
+        let samples: Vec<OutcomeSample> = outcomes.iter().map(OutcomeSample::from).collect();
+        Self::from_samples(&samples, settings, now_ms)
+    }
+
+    /// [`History::from_outcomes`] from the store's samples, which leave out the words.
+    pub fn from_samples(
+        outcomes: &[OutcomeSample],
+        settings: LearningSettings,
+        now_ms: u64,
+    ) -> Self {
         let horizon = settings.horizon_ms(now_ms);
-        let mut sorted: Vec<&Outcome> =
-            outcomes.iter().filter(|o| settings.learns(o) && o.finished_ms >= horizon).collect();
+        let mut sorted: Vec<&OutcomeSample> = outcomes
+            .iter()
+            .filter(|o| settings.learns_sample(o) && o.finished_ms >= horizon)
+            .collect();
         sorted.sort_by_key(|o| o.finished_ms);
-        let mut sums: HashMap<&AgentId, (f64, f64)> = HashMap::new();
-        let mut agents: HashMap<AgentId, AgentRecord> = HashMap::new();
+        // Summed weights of all and of the successful outcomes, per agent.
+        let mut sums: HashMap<&AgentId, (f64, f64, AgentRecord)> = HashMap::new();
         for outcome in sorted {
             let weight = settings.weight(outcome.finished_ms, now_ms);
-            let (total, good) = sums.entry(&outcome.agent).or_default();
-            *total += weight;
-            let record = agents.entry(outcome.agent.clone()).or_insert_with(|| AgentRecord {
-                attempts: 0,
-                succeeded: 0,
-                rate: 0.0,
-                recent_successes_ms: Vec::new(),
+            let (total, good, record) = sums.entry(&outcome.agent).or_insert_with(|| {
+                let record = AgentRecord {
+                    attempts: 0,
+                    succeeded: 0,
+                    rate: 0.0,
+                    recent_successes_ms: Vec::new(),
+                };
+                (0.0, 0.0, record)
             });
+            *total += weight;
             record.attempts += 1;
             if outcome.success {
                 *good += weight;
@@ -181,11 +199,13 @@ impl History {
                 }
             }
         }
-        for (agent, (total, good)) in sums {
-            if let Some(record) = agents.get_mut(agent) {
+        let agents = sums
+            .into_iter()
+            .map(|(agent, (total, good, mut record))| {
                 record.rate = if total > 0.0 { good / total } else { 0.0 };
-            }
-        }
+                (agent.clone(), record)
+            })
+            .collect();
         Self { settings, agents }
     }
 
@@ -195,8 +215,8 @@ impl History {
         settings: LearningSettings,
         now_ms: u64,
     ) -> Result<Self, StoreError> {
-        let outcomes = store.outcomes_since(settings.horizon_ms(now_ms))?;
-        Ok(Self::from_outcomes(&outcomes, settings, now_ms))
+        let samples = store.outcome_samples_since(settings.horizon_ms(now_ms))?;
+        Ok(Self::from_samples(&samples, settings, now_ms))
     }
 
     /// Read the recent outcomes from `<data_dir>/runs.db`; no history when there is no store

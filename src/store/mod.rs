@@ -26,7 +26,7 @@ use rusqlite::{Connection, ErrorCode, params};
 use serde::Serialize;
 
 pub use error::StoreError;
-pub use outcomes::{Outcome, task_words};
+pub use outcomes::{Outcome, OutcomeSample, task_words};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
 
@@ -352,6 +352,11 @@ impl RunStore {
     /// the Unix epoch), oldest first.
     pub fn outcomes_since(&self, since_ms: u64) -> Result<Vec<Outcome>, StoreError> {
         outcomes::outcomes_since(&self.conn, since_ms).map_err(|e| self.sql(e))
+    }
+
+    /// [`RunStore::outcomes_since`] with only what selection needs of each outcome.
+    pub fn outcome_samples_since(&self, since_ms: u64) -> Result<Vec<OutcomeSample>, StoreError> {
+        outcomes::samples_since(&self.conn, since_ms).map_err(|e| self.sql(e))
     }
 
     /// `seq` of the last stored (or pruned) event, 0 when none ever was. A new process

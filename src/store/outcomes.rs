@@ -136,7 +136,17 @@ pub(super) struct OutcomeBatch<'r> {
     words: HashMap<RunId, RunWords>,
     plans: HashMap<RunId, Arc<Envelope>>,
     finished: Vec<RunId>,
-    rows: Vec<Outcome>,
+    rows: Vec<NewRow>,
+}
+
+/// An outcome on its way into the table.
+struct NewRow {
+    attempt: OpenAttempt,
+    run: RunId,
+    task: TaskId,
+    success: bool,
+    duration_ms: u64,
+    finished_ms: u64,
 }
 
 /// What [`OutcomeBatch::finish`] leaves for [`OutcomeRecorder::apply`].
@@ -194,16 +204,16 @@ impl OutcomeBatch<'_> {
             let mut insert = conn.prepare_cached(INSERT_OUTCOME)?;
             for row in &self.rows {
                 insert.execute(params![
-                    row.agent.as_str(),
-                    row.words.join(" "),
+                    row.attempt.agent.as_str(),
+                    &*row.attempt.words,
                     row.success,
                     row.duration_ms as i64,
                     row.finished_ms as i64,
-                    row.simulated,
-                    row.backend,
-                    row.run_id.as_str(),
+                    row.attempt.simulated,
+                    row.attempt.backend,
+                    row.run.as_str(),
                     row.task.as_str(),
-                    i64::from(row.attempt),
+                    i64::from(row.attempt.attempt),
                 ])?;
             }
         }
@@ -229,17 +239,13 @@ impl OutcomeBatch<'_> {
         let Some(open) = open else { return };
         self.overlay.insert(key, None);
         let Some((success, duration_ms, finished_ms)) = ended else { return };
-        self.rows.push(Outcome {
-            agent: open.agent,
-            words: open.words.split_whitespace().map(str::to_owned).collect(),
+        self.rows.push(NewRow {
+            attempt: open,
+            run: run.clone(),
+            task: task.clone(),
             success,
             duration_ms,
             finished_ms,
-            simulated: open.simulated,
-            backend: open.backend,
-            run_id: run.clone(),
-            task: task.clone(),
-            attempt: open.attempt,
         });
     }
 
@@ -284,6 +290,51 @@ fn plan_words(event: &Event) -> RunWords {
         .iter()
         .map(|t| (t.task.clone(), Arc::from(task_words(&t.description).join(" "))))
         .collect()
+}
+
+/// What selection and `timeout: auto` need of one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeSample {
+    pub agent: AgentId,
+    pub success: bool,
+    pub duration_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub finished_ms: u64,
+    pub simulated: bool,
+}
+
+impl From<&Outcome> for OutcomeSample {
+    fn from(outcome: &Outcome) -> Self {
+        Self {
+            agent: outcome.agent.clone(),
+            success: outcome.success,
+            duration_ms: outcome.duration_ms,
+            finished_ms: outcome.finished_ms,
+            simulated: outcome.simulated,
+        }
+    }
+}
+
+/// [`outcomes_since`] without words, run and task: what planning reads, at a third of the
+/// cost per row.
+pub(super) fn samples_since(
+    conn: &Connection,
+    since_ms: u64,
+) -> rusqlite::Result<Vec<OutcomeSample>> {
+    let mut select = conn.prepare_cached(
+        "SELECT agent, success, duration_ms, finished_at, simulated FROM outcomes \
+         WHERE finished_at >= ?1 ORDER BY finished_at, id",
+    )?;
+    let rows = select.query_map([since_ms as i64], |row| {
+        Ok(OutcomeSample {
+            agent: AgentId::new(row.get::<_, String>(0)?),
+            success: row.get(1)?,
+            duration_ms: row.get::<_, i64>(2)?.max(0) as u64,
+            finished_ms: row.get::<_, i64>(3)?.max(0) as u64,
+            simulated: row.get(4)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Every outcome that finished at or after `since_ms`, oldest first.
