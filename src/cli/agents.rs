@@ -256,15 +256,18 @@ fn stats_text(stats: &Stats, path: &Path) -> String {
         }
         return out;
     }
+    let set_aside = match stats.totals.simulated_ignored {
+        0 => String::new(),
+        n => format!(" ({n} recorded earlier, set aside)"),
+    };
     let _ = writeln!(
         out,
         "Learned from {} of {} agents; half-life {}, boost from {} recent outcomes, \
-         simulated attempts {sim} ({} not learned)\n",
+         simulated attempts {sim}{set_aside}\n",
         plural(stats.totals.outcomes as usize, "attempt"),
         stats.totals.agents_tracked,
         humantime::format_duration(settings.half_life),
         settings.min_outcomes,
-        stats.totals.simulated_ignored,
     );
     let words = |list: &[crate::learning::WordCount]| {
         list.iter().map(|w| format!("{} ({})", w.word, w.count)).collect::<Vec<_>>().join(", ")
