@@ -140,6 +140,7 @@ fn selection_and_auto_timeouts_follow_the_outcomes_of_real_attempts() {
     assert_eq!(step["agent"], "alpha");
     assert_eq!(step["timeout_ms"], 300_000);
     assert_eq!(step["timeout_auto"]["mean_ms"], Value::Null);
+    assert_eq!(step["estimate_ms"], 75_000, "a quarter of the timeout without history");
     assert!(
         !project.root().join(".flightdeck").join(RUNS_FILE).exists(),
         "planning creates no store"
@@ -174,7 +175,9 @@ fn selection_and_auto_timeouts_follow_the_outcomes_of_real_attempts() {
     assert_eq!(step["timeout_ms"], 10_000);
     assert_eq!(step["timeout_auto"]["samples"], 5);
     assert_eq!(step["timeout_auto"]["clamped"], true);
-    assert!(step["timeout_auto"]["mean_ms"].as_u64().unwrap() < 5_000);
+    let mean = step["timeout_auto"]["mean_ms"].as_u64().unwrap();
+    assert!(mean < 5_000);
+    assert_eq!(step["estimate_ms"], mean, "the estimate is the learned mean");
 
     let plan = project.text(&["plan", "workflows/choose.yaml"]);
     assert!(plan.contains("timeout auto: 2 × mean"), "{plan}");

@@ -1,8 +1,9 @@
 //! The planner: a validated [`Workflow`] plus the agent pool and settings become a [`Plan`] —
 //! layers, the agent and backend of each task, timeouts, retries and an estimate.
 //!
-//! Estimates: a task on a `sim` backend takes the mean of its latency range; any other backend
-//! has no history to go on, so a task is guessed at a quarter of its timeout. The run estimate
+//! Estimates: a task on a `sim` backend takes the mean of its latency range; on any other
+//! backend, the agent's learned mean duration ([`crate::learning`]), and without enough history
+//! a quarter of its timeout. The run estimate
 //! is the longer of the critical path (longest chain of estimates) and the total work divided
 //! by `max_parallel`.
 
@@ -212,6 +213,11 @@ pub fn plan_learned(
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
         let risk = risk_rules.assess(&format!("{} {agent}", task.description));
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
+        let estimate = history
+            .learned(&agent)
+            .and_then(crate::learning::AgentRecord::mean_success_ms)
+            .filter(|_| !matches!(config, BackendConfig::Sim(_)))
+            .map_or_else(|| estimate_task(config, timeout), Duration::from_millis);
         steps.push(PlannedStep {
             risk,
             needs_approval,
@@ -221,7 +227,7 @@ pub fn plan_learned(
             selection,
             backend_kind: config.kind(),
             simulated: matches!(config, BackendConfig::Sim(_)),
-            estimate: estimate_task(config, timeout),
+            estimate,
             backend,
             timeout,
             timeout_auto,
