@@ -467,3 +467,36 @@ fn a_version_3_store_migrates_and_learns_from_then_on() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+#[test]
+fn a_batch_offered_again_after_a_failed_commit_records_its_outcomes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RUNS_FILE);
+    let run = RunId::new("r1");
+    let mut store = RunStore::open(&path).unwrap();
+    store
+        .append_batch(&envelopes(
+            &run,
+            1,
+            vec![run_started(&[("a", "Write it")]), started("a", 1, false)],
+        ))
+        .unwrap();
+    // Another connection makes the next commit fail, as a full disk would.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON outcomes BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    let batch = envelopes(&run, 3, vec![succeeded("a", 1, 30)]);
+    let error = store.append_batch(&batch).unwrap_err();
+    assert!(error.to_string().contains("disk full"), "{error}");
+    assert!(store.outcomes_since(0).unwrap().is_empty());
+
+    // The writer keeps the batch and offers it again: the attempt is still known as open.
+    raw.execute_batch("DROP TRIGGER refuse;").unwrap();
+    store.append_batch(&batch).unwrap();
+    let outcomes = store.outcomes_since(0).unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].success);
+    assert_eq!(outcomes[0].words, ["write"]);
+}
