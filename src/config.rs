@@ -607,6 +607,19 @@ pub struct Limits {
     pub retry_base_delay: Duration,
     #[serde(with = "duration")]
     pub retry_max_delay: Duration,
+    /// Outcomes this old count half as much in an agent's learned success rate.
+    #[serde(with = "duration")]
+    pub learning_half_life: Duration,
+    /// Outcomes an agent needs before its success rate (and `timeout: auto`) is used.
+    pub learning_min_outcomes: u32,
+    /// Learn from attempts on simulation backends too (off: simulated work says nothing
+    /// about a real agent).
+    pub learn_from_sim: bool,
+    /// The least and the most a task's `timeout: auto` can become.
+    #[serde(with = "duration")]
+    pub auto_timeout_min: Duration,
+    #[serde(with = "duration")]
+    pub auto_timeout_max: Duration,
 }
 
 impl Default for Limits {
@@ -618,6 +631,11 @@ impl Default for Limits {
             task_retries: None,
             retry_base_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(30),
+            learning_half_life: Duration::from_secs(7 * 24 * 3600),
+            learning_min_outcomes: 5,
+            learn_from_sim: false,
+            auto_timeout_min: Duration::from_secs(10),
+            auto_timeout_max: Duration::from_secs(3600),
         }
     }
 }
@@ -763,6 +781,15 @@ impl Settings {
         }
         if self.limits.max_instances_total == 0 {
             return Err(invalid("limits.max_instances_total", "must be at least 1".into()));
+        }
+        if self.limits.learning_half_life.is_zero() {
+            return Err(invalid("limits.learning_half_life", "must be longer than zero".into()));
+        }
+        if self.limits.auto_timeout_min > self.limits.auto_timeout_max {
+            return Err(invalid(
+                "limits.auto_timeout_min",
+                "is greater than auto_timeout_max".into(),
+            ));
         }
         Ok(())
     }

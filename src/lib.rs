@@ -15,6 +15,7 @@ pub mod event;
 pub mod exec;
 pub mod governance;
 pub mod ids;
+pub mod learning;
 pub mod logging;
 pub mod pool;
 pub mod resilience;

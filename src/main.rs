@@ -159,6 +159,12 @@ enum AgentsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What finished attempts taught: per agent attempts, success rate, mean duration,
+    /// learning boost and the task words it succeeds on, and the pool's totals.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The account name of the current uid, for shells that do not set `$USER`.
@@ -198,6 +204,7 @@ fn main() {
             AgentsCmd::Explain { task, context, top, json } => {
                 cli::agents::explain(&globals, &task, context.as_deref(), top, json)
             }
+            AgentsCmd::Stats { json } => cli::agents::stats(&globals, json),
         },
         Some(Cmd::Plan { workflow, json }) => cli::workflow::plan(&globals, &workflow, json),
         Some(Cmd::Run { workflow, json, backend, max_parallel }) => {

@@ -20,6 +20,7 @@ use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
 use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYSTEM_USER};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
+use crate::learning::{History, LearningSettings};
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::resilience::BreakerBoard;
 use crate::store::{PruneRule, RUNS_FILE, RunRow, RunStore, StoreError, StoreWriter, spawn_writer};
@@ -107,7 +108,8 @@ impl Runtime {
         let settings = Arc::new(settings);
         // The store first, so its sink sees every event from here on, and the bus numbers on
         // from the last stored event so `seq` never repeats across restarts.
-        let store = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
+        store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
         let bus = EventBus::starting_at(reader.last_seq()? + 1);
         let writer = spawn_writer(store, bus.sink())?;
@@ -324,7 +326,19 @@ fn plan_file(
     let file =
         if workflow.is_absolute() { workflow.to_owned() } else { inner.project_dir.join(workflow) };
     let workflow = Workflow::load_for(&file, Some(&inner.registry))?;
-    Ok(plan_owned(workflow, &inner.registry, &inner.settings, overrides)?)
+    let history = learned_history(inner);
+    Ok(plan_owned(workflow, &inner.registry, &inner.settings, overrides, &history)?)
+}
+
+/// What the run store learned from finished attempts. A store that cannot be read plans
+/// without history rather than refusing the run (the failure is logged).
+fn learned_history(inner: &Inner) -> History {
+    let settings = LearningSettings::from(&inner.settings.limits);
+    let store = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
+    History::load(&store, settings, now_ms()).unwrap_or_else(|error| {
+        tracing::warn!(%error, "learning: outcomes not read; planning without history");
+        History::empty(settings)
+    })
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {

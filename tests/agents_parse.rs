@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,13 +33,59 @@ fn has_name_and_description(text: &str) -> bool {
     has("name:") && has("description:")
 }
 
+/// The public corpus of agent files, from `../shared` beside the checkout. `None` (the test
+/// skips, and says so on the terminal) only when there is no `../shared` at all, as in a
+/// checkout of this repository alone; when `../shared` is there, a missing or unreadable
+/// corpus fails the test instead of passing it silently.
+fn corpus() -> Option<PathBuf> {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = corpus_beside(checkout);
+    if corpus.is_none() {
+        // Straight to stderr: libtest captures `eprintln!`, so a skip would go unseen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED every_corpus_file_with_name_and_description_parses: no {} in this checkout",
+            checkout.join("../shared").display()
+        );
+    }
+    corpus
+}
+
+fn corpus_beside(checkout: &Path) -> Option<PathBuf> {
+    let shared = checkout.join("../shared");
+    if !shared.exists() {
+        return None;
+    }
+    let corpus = shared.join("corpus/agents");
+    if let Err(error) = std::fs::read_dir(&corpus) {
+        panic!(
+            "{} is present but its corpus {} cannot be read: {error}",
+            shared.display(),
+            corpus.display()
+        );
+    }
+    Some(corpus)
+}
+
+#[test]
+fn the_corpus_is_skipped_only_without_shared() {
+    let root = tempfile::tempdir().unwrap();
+    let checkout = root.path().join("flightdeck");
+    std::fs::create_dir(&checkout).unwrap();
+    assert_eq!(corpus_beside(&checkout), None, "no ../shared: skipped");
+
+    std::fs::create_dir(root.path().join("shared")).unwrap();
+    let missing = std::panic::catch_unwind(|| corpus_beside(&checkout));
+    assert!(missing.is_err(), "../shared without its corpus must fail");
+
+    std::fs::create_dir_all(root.path().join("shared/corpus/agents")).unwrap();
+    let found = corpus_beside(&checkout).unwrap();
+    assert!(found.ends_with("shared/corpus/agents"), "{}", found.display());
+}
+
 #[test]
 fn every_corpus_file_with_name_and_description_parses() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/agents");
-    if !corpus.is_dir() {
-        eprintln!("skipped: corpus not found at {}", corpus.display());
-        return;
-    }
+    let Some(corpus) = corpus() else { return };
     let files = markdown_files(&corpus);
     assert!(files.len() >= 390, "expected the ~400 corpus files, found {}", files.len());
     let mut definitions = 0;

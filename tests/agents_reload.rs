@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flightdeck::agents::{AgentWatcher, Registry, watch};
+use flightdeck::agents::{AgentWatcher, DEBOUNCE_MS, Registry, watch};
 use flightdeck::bus::EventBus;
 use flightdeck::event::{Envelope, Event};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -58,34 +58,60 @@ impl Pool {
         ready: impl Fn(&Registry) -> bool,
         expected: impl Fn(&Event) -> bool,
     ) -> Vec<Event> {
-        while !ready(&self.registry) {
-            assert!(
-                since.elapsed() < DEADLINE,
-                "{what}: registry not updated after {:?}",
-                since.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut seen = Vec::new();
-        loop {
-            while let Ok(envelope) = self.events.try_recv() {
-                seen.push(envelope.event.clone());
-            }
-            if seen.iter().any(&expected) {
-                return seen;
-            }
-            assert!(
-                since.elapsed() < DEADLINE,
-                "{what}: no matching event after {:?}; saw {seen:?}",
-                since.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        expect_on(&self.registry, &mut self.events, since, what, ready, expected)
+    }
+
+    /// Drop `file` into the pool in one step (written beside the folder, then renamed in),
+    /// so the watcher sees one burst and rescans once.
+    fn drop_in(&self, file: &str, text: &str) -> Instant {
+        let staged = self.project.path().join(format!("{file}.staged"));
+        std::fs::write(&staged, text).unwrap();
+        let at = Instant::now();
+        std::fs::rename(&staged, self.path(file)).unwrap();
+        at
     }
 
     fn description(&self, name: &str) -> Option<String> {
         self.registry.get(name).map(|def| def.description.clone())
     }
+}
+
+/// [`Pool::expect`] for any registry and event stream.
+fn expect_on(
+    registry: &Registry,
+    events: &mut UnboundedReceiver<Arc<Envelope>>,
+    since: Instant,
+    what: &str,
+    ready: impl Fn(&Registry) -> bool,
+    expected: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    while !ready(registry) {
+        assert!(
+            since.elapsed() < DEADLINE,
+            "{what}: registry not updated after {:?}",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut seen = Vec::new();
+    loop {
+        while let Ok(envelope) = events.try_recv() {
+            seen.push(envelope.event.clone());
+        }
+        if seen.iter().any(&expected) {
+            return seen;
+        }
+        assert!(
+            since.elapsed() < DEADLINE,
+            "{what}: no matching event after {:?}; saw {seen:?}",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn is_added(name: &'static str) -> impl Fn(&Event) -> bool {
+    move |event| matches!(event, Event::AgentAdded(summary) if summary.agent.as_str() == name)
 }
 
 fn write(path: &Path, text: &str) -> Instant {
@@ -275,20 +301,47 @@ fn fixing_back_to_the_same_content_still_reports_the_update() {
 
 #[test]
 fn an_idle_folder_is_not_rescanned() {
-    let pool =
+    let mut pool =
         Pool::start(&[("a.md", definition("a", "first")), ("b.md", definition("b", "second"))]);
     let generation = pool.registry.generation();
-    // Several debounce periods: the rescan's own file reads must not trigger rescans.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pool.registry.generation(), generation);
+    // The watcher's first rescan read every file. If reads counted as changes, those reads
+    // would make a burst of their own once the folder has been quiet for a debounce period.
+    std::thread::sleep(Duration::from_millis(4 * DEBOUNCE_MS));
+    // The positive signal: a probe dropped in afterwards is rescanned and reported, so every
+    // file system event queued before it has been handled by now.
+    let at = pool.drop_in("probe.md", &definition("probe", "proves the watcher is live"));
+    pool.expect(at, "probe", |r| r.get("probe").is_some(), is_added("probe"));
+    assert_eq!(
+        pool.registry.generation(),
+        generation + 1,
+        "one rescan, for the probe; none for the watcher's own reads"
+    );
+    // Nor do the probe rescan's reads start another: a second probe is again one rescan.
+    std::thread::sleep(Duration::from_millis(4 * DEBOUNCE_MS));
+    let at = pool.drop_in("probe2.md", &definition("probe2", "again"));
+    pool.expect(at, "second probe", |r| r.get("probe2").is_some(), is_added("probe2"));
+    assert_eq!(pool.registry.generation(), generation + 2);
 }
 
 #[test]
 fn dropping_the_watcher_stops_it() {
     let mut pool = Pool::start(&[("a.md", definition("a", "first"))]);
     drop(pool.watcher.take());
-    std::fs::write(pool.path("a.md"), definition("a", "unseen")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // A second watcher on the same folder is the positive signal: once it has reloaded the
+    // change, a first watcher that was still running would have seen it too.
+    let witness = Registry::load(&pool.dir());
+    let bus = EventBus::new();
+    let mut witness_events = bus.sink();
+    let _witness_watcher = watch(witness.clone(), bus).unwrap();
+    let at = write(&pool.path("a.md"), &definition("a", "unseen"));
+    expect_on(
+        &witness,
+        &mut witness_events,
+        at,
+        "witness",
+        |r| r.get("a").is_some_and(|def| def.description == "unseen"),
+        |e| matches!(e, Event::AgentUpdated(_)),
+    );
     assert_eq!(pool.description("a").as_deref(), Some("first"));
     assert!(pool.events.try_recv().is_err());
 }

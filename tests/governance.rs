@@ -61,55 +61,72 @@ fn task() -> TaskId {
     TaskId::new("migrate")
 }
 
-/// Fails to compile when a command is added, so the table below gets a case for it.
-fn case_exists_for(command: &Command) -> bool {
-    match command {
-        Command::StartRun { .. }
-        | Command::CancelRun { .. }
-        | Command::CancelTask { .. }
-        | Command::RetryTask { .. }
-        | Command::Approve { .. }
-        | Command::Reject { .. }
-        | Command::ResetBreaker { .. }
-        | Command::OpenBreaker { .. }
-        | Command::SpawnInstance { .. }
-        | Command::ReleaseInstance { .. }
-        | Command::ReloadAgents
-        | Command::PruneRuns { .. } => true,
-    }
+/// Who may send each command: one row per command. `the_table_has_one_row_per_command`
+/// fails when a command has no row (or two).
+fn table() -> Vec<(Command, &'static [Role])> {
+    vec![
+        (
+            Command::StartRun {
+                workflow: "workflows/demo.yaml".into(),
+                backend: None,
+                max_parallel: None,
+            },
+            &[Admin, Operator, Developer],
+        ),
+        (Command::CancelRun { run: run() }, &[Admin, Operator, Developer]),
+        (Command::CancelTask { run: run(), task: task() }, &[Admin, Operator, Developer]),
+        (Command::RetryTask { run: run(), task: task() }, &[Admin, Operator, Developer]),
+        (Command::Approve { run: run(), task: task(), note: None }, &[Admin, Reviewer]),
+        (Command::Reject { run: run(), task: task(), note: Some("no".into()) }, &[Admin, Reviewer]),
+        (Command::ResetBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
+        (Command::OpenBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
+        (Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator]),
+        (Command::ReleaseInstance { instance: InstanceId(3) }, &[Admin, Operator]),
+        (Command::ReloadAgents, &[Admin, Operator]),
+        (Command::PruneRuns { keep: Some(20), before_ms: None }, &[Admin, Operator]),
+    ]
+}
+
+/// The name of every variant of [`Command`], read from the enum itself: serde lists them
+/// when asked for one that does not exist.
+fn every_command_name() -> Vec<String> {
+    let error = serde_json::from_value::<Command>(serde_json::json!({ "command": "no_such" }))
+        .unwrap_err()
+        .to_string();
+    let listed = error
+        .split_once("expected one of ")
+        .unwrap_or_else(|| {
+            panic!("serde's message changed; read the variants another way: {error}")
+        })
+        .1;
+    listed.split(", ").map(|name| name.split('`').nth(1).unwrap_or(name).to_owned()).collect()
+}
+
+#[test]
+fn the_table_has_one_row_per_command() {
+    let every = every_command_name();
+    assert!(every.len() >= 12, "{every:?}");
+    let mut rows: Vec<&str> = table().iter().map(|(command, _)| command.name()).collect();
+    rows.sort_unstable();
+    let before = rows.len();
+    rows.dedup();
+    assert_eq!(rows.len(), before, "a command has two rows: {rows:?}");
+    let missing: Vec<&String> =
+        every.iter().filter(|name| !rows.contains(&name.as_str())).collect();
+    assert!(missing.is_empty(), "commands without a row in the role table: {missing:?}");
+    assert_eq!(rows.len(), every.len(), "rows for commands that do not exist: {rows:?}");
 }
 
 #[rstest]
-#[case::start_run(
-    Command::StartRun { workflow: "workflows/demo.yaml".into(), backend: None, max_parallel: None },
-    &[Admin, Operator, Developer]
-)]
-#[case::cancel_run(Command::CancelRun { run: run() }, &[Admin, Operator, Developer])]
-#[case::cancel_task(
-    Command::CancelTask { run: run(), task: task() },
-    &[Admin, Operator, Developer]
-)]
-#[case::retry_task(
-    Command::RetryTask { run: run(), task: task() },
-    &[Admin, Operator, Developer]
-)]
-#[case::approve(Command::Approve { run: run(), task: task(), note: None }, &[Admin, Reviewer])]
-#[case::reject(
-    Command::Reject { run: run(), task: task(), note: Some("no".into()) },
-    &[Admin, Reviewer]
-)]
-#[case::reset_breaker(Command::ResetBreaker { agent: AgentId::new("coder") }, &[Admin, Operator])]
-#[case::open_breaker(Command::OpenBreaker { agent: AgentId::new("coder") }, &[Admin, Operator])]
-#[case::spawn_instance(Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator])]
-#[case::release_instance(Command::ReleaseInstance { instance: InstanceId(3) }, &[Admin, Operator])]
-#[case::reload_agents(Command::ReloadAgents, &[Admin, Operator])]
-#[case::prune_runs(Command::PruneRuns { keep: Some(20), before_ms: None }, &[Admin, Operator])]
 fn every_command_for_every_role(
-    #[case] command: Command,
-    #[case] allowed: &[Role],
     #[values(Admin, Developer, Operator, Reviewer, Viewer)] role: Role,
 ) {
-    assert!(case_exists_for(&command));
+    for (command, allowed) in table() {
+        one_command_for_one_role(&command, allowed, role);
+    }
+}
+
+fn one_command_for_one_role(command: &Command, allowed: &[Role], role: Role) {
     let mut f = fixture(&settings());
     let user = UserId::new(format!("{role}-user"));
     let request = Request { user: user.clone(), command: command.clone() };
@@ -126,7 +143,7 @@ fn every_command_for_every_role(
     assert_eq!(record["role"], role.as_str());
     assert_eq!(record["action"], command.name());
     assert_eq!(record["outcome"], if expected { "accepted" } else { "denied" });
-    assert_eq!(record["detail"]["command"], serde_json::to_value(&command).unwrap());
+    assert_eq!(record["detail"]["command"], serde_json::to_value(command).unwrap());
     assert_eq!(record["detail"].get("reason").is_some(), !expected);
 
     // One event with the decision.

@@ -26,7 +26,7 @@ pub mod registry;
 pub mod selector;
 pub mod validate;
 pub mod watcher;
-mod words;
+pub(crate) mod words;
 
 pub use definition::{
     AgentDefinition, DEFAULT_MAX_INSTANCES, DEFAULT_TIER, FileFailure, MAX_FILE_BYTES,
@@ -35,6 +35,7 @@ pub use definition::{
 pub use error::{AgentError, Warning};
 pub use registry::{Problem, Registry};
 pub use selector::{
-    Breakdown, Component, MIN_SCORE, Scored, SelectionQuery, SuccessRate, best, rank, top,
+    Breakdown, Component, LearnedRate, MIN_SCORE, Scored, SelectionQuery, SuccessRate, best, rank,
+    top,
 };
 pub use watcher::{AgentWatcher, DEBOUNCE_MS, watch};

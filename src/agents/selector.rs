@@ -38,8 +38,18 @@ pub const LEARNING_BOOST_FACTOR: f64 = 2.0;
 /// description words. A single shared description word is too weak a signal.
 pub const MIN_SCORE: f64 = 1.0;
 
-/// Historical success rate of an agent, 0..1, or `None` without history.
-pub type SuccessRate<'a> = &'a dyn Fn(&AgentId) -> Option<f64>;
+/// An agent's learned success rate and the outcomes behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedRate {
+    /// Time-decayed success rate, 0..1.
+    pub rate: f64,
+    /// Recent attempts and how many of them succeeded.
+    pub succeeded: u32,
+    pub attempts: u32,
+}
+
+/// Historical success rate of an agent, or `None` without (enough) history.
+pub type SuccessRate<'a> = &'a dyn Fn(&AgentId) -> Option<LearnedRate>;
 
 /// A task to select an agent for.
 #[derive(Clone, Copy)]
@@ -215,12 +225,17 @@ fn text_points(counts: &[u32; PARTS]) -> f64 {
 /// sharpens a choice the text supports; on its own it would pick the most successful
 /// agent for every task.
 fn learning_points(def: &AgentDefinition, text: f64, query: &SelectionQuery<'_>) -> Option<f64> {
+    learned(def, text, query).map(|learned| learned.rate * LEARNING_BOOST_FACTOR)
+}
+
+/// The agent's learned rate (clamped to 0..1) when it counts for this query.
+fn learned(def: &AgentDefinition, text: f64, query: &SelectionQuery<'_>) -> Option<LearnedRate> {
     if text <= 0.0 {
         return None;
     }
-    let rate = query.success_rate.and_then(|rate| rate(&def.name))?;
-    let rate = if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 };
-    Some(rate * LEARNING_BOOST_FACTOR)
+    let mut learned = query.success_rate.and_then(|rate| rate(&def.name))?;
+    learned.rate = if learned.rate.is_finite() { learned.rate.clamp(0.0, 1.0) } else { 0.0 };
+    Some(learned)
 }
 
 /// Call `hit` for every match of `def` against the query, with the text that matched.
@@ -267,10 +282,13 @@ fn explain(def: &AgentDefinition, terms: &QueryTerms, query: &SelectionQuery<'_>
     let counts = matched.each_ref().map(|m| m.len() as u32);
     let text = text_points(&counts);
     let [exact, partial, description, category, focus, context] = matched;
-    let learning_boost = match learning_points(def, text, query) {
-        Some(points) => Component {
-            points,
-            matched: vec![format!("success rate {:.2}", points / LEARNING_BOOST_FACTOR)],
+    let learning_boost = match learned(def, text, query) {
+        Some(learned) => Component {
+            points: learned.rate * LEARNING_BOOST_FACTOR,
+            matched: vec![format!(
+                "{} of {} recent attempts succeeded (decayed rate {:.2})",
+                learned.succeeded, learned.attempts, learned.rate
+            )],
         },
         None => Component::default(),
     };
@@ -457,7 +475,7 @@ mod tests {
     #[test]
     fn context_bonus_and_learning_boost() {
         let defs = pool(vec![backend_architect()]);
-        let rate = |_: &AgentId| Some(0.75);
+        let rate = |_: &AgentId| Some(LearnedRate { rate: 0.75, succeeded: 3, attempts: 4 });
         let query = SelectionQuery::new("reliable")
             .with_context("we care about scalability")
             .with_success_rate(&rate);
@@ -466,13 +484,17 @@ mod tests {
         assert_eq!(scored.breakdown.context_bonus.points, 1.0);
         assert_eq!(scored.breakdown.context_bonus.matched, ["scalability"]);
         assert_eq!(scored.breakdown.learning_boost.points, 1.5);
+        assert_eq!(
+            scored.breakdown.learning_boost.matched,
+            ["3 of 4 recent attempts succeeded (decayed rate 0.75)"]
+        );
         assert_eq!(scored.score, 3.0);
     }
 
     #[test]
     fn learning_alone_selects_nothing() {
         let defs = pool(vec![backend_architect()]);
-        let rate = |_: &AgentId| Some(1.0);
+        let rate = |_: &AgentId| Some(LearnedRate { rate: 1.0, succeeded: 9, attempts: 9 });
         let query = SelectionQuery::new("bake a cake").with_success_rate(&rate);
         assert_eq!(rank(&defs, &query)[0].score, 0.0);
         assert!(best(&defs, &query).is_none());

@@ -1,10 +1,12 @@
-//! `flightdeck agents ...`: validate, list, watch and explain agent definitions.
+//! `flightdeck agents ...`: validate, list, watch and explain agent definitions, and show
+//! what was learned from their outcomes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::progress::short;
 use super::{Globals, exit};
 use crate::agents::registry::tidy_path;
 use crate::agents::selector::{self, MIN_SCORE, Scored, SelectionQuery};
@@ -12,6 +14,9 @@ use crate::agents::{AgentDefinition, Registry};
 use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::event::{AgentSummary, Envelope, Event};
+use crate::ids::AgentId;
+use crate::learning::{History, LearningSettings, Stats};
+use crate::store::RUNS_FILE;
 
 /// `agents validate [DIR] [--json]`: 0 when no file has an error, 1 otherwise.
 pub fn validate(globals: &Globals, dir: Option<PathBuf>, json: bool) -> i32 {
@@ -137,7 +142,15 @@ pub fn explain(
 ) -> i32 {
     let registry = Registry::load(&tidy_path(&globals.agentpool_dir()));
     let defs = registry.definitions();
-    let mut query = SelectionQuery::new(task);
+    let history = match load_history(globals) {
+        Ok(history) => history,
+        Err(message) => {
+            eprintln!("note: scored without learned history: {message}");
+            History::empty(LearningSettings::default())
+        }
+    };
+    let success_rate = |agent: &AgentId| history.success_rate(agent);
+    let mut query = SelectionQuery::new(task).with_success_rate(&success_rate);
     if let Some(context) = context {
         query = query.with_context(context);
     }
@@ -151,11 +164,161 @@ pub fn explain(
             "min_score": MIN_SCORE,
             "selected": selected,
             "ranked": shown,
+            "learning": history.settings(),
         }));
     } else {
-        print!("{}", explanation(task, context, &shown, defs.len(), &registry.dir()));
+        let mut text = explanation(task, context, &shown, defs.len(), &registry.dir());
+        text.push_str(&learning_note(&shown, &history));
+        print!("{text}");
     }
     if selected.is_some() { exit::OK } else { exit::FAILED }
+}
+
+/// `agents stats [--json]`: what the run store learned about each agent. 0, also when
+/// nothing was learned yet; 1 when the settings or the store cannot be read.
+pub fn stats(globals: &Globals, json: bool) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => LearningSettings::from(&settings.limits),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILED;
+        }
+    };
+    let path = globals.data_dir.join(RUNS_FILE);
+    let outcomes = if path.exists() {
+        crate::store::RunStore::open(&path).and_then(|store| store.outcomes_since(0))
+    } else {
+        Ok(Vec::new())
+    };
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILED;
+        }
+    };
+    let history = History::from_outcomes(&outcomes, settings, crate::bus::now_ms());
+    let stats = Stats::of(&outcomes, &history);
+    if json {
+        print_json(&stats);
+    } else {
+        print!("{}", stats_text(&stats, &path));
+    }
+    exit::OK
+}
+
+/// The learned history of the project's run store with its `limits`.
+fn load_history(globals: &Globals) -> Result<History, String> {
+    let settings = Settings::load(&globals.project_dir).map_err(|e| e.to_string())?;
+    let learning = LearningSettings::from(&settings.limits);
+    History::load_from_dir(&globals.data_dir, learning, crate::bus::now_ms())
+        .map_err(|e| e.to_string())
+}
+
+/// Why shown agents with some history got no learning boost yet.
+fn learning_note(shown: &[&Scored], history: &History) -> String {
+    let needed = history.settings().min_outcomes;
+    let mut out = String::new();
+    for scored in shown {
+        if scored.breakdown.learning_boost.points > 0.0 || history.learned(&scored.agent).is_some()
+        {
+            continue;
+        }
+        if let Some(record) = history.record(&scored.agent) {
+            let _ = writeln!(
+                out,
+                "note: {} has {} recent outcomes; learning counts from {needed} \
+                 (limits.learning_min_outcomes)",
+                scored.agent, record.attempts
+            );
+        }
+    }
+    out
+}
+
+fn stats_text(stats: &Stats, path: &Path) -> String {
+    let mut out = String::new();
+    let settings = &stats.settings;
+    let sim = if settings.from_sim { "learned" } else { "ignored" };
+    if stats.totals.outcomes == 0 {
+        let _ = writeln!(out, "No outcomes learned yet in {}.", path.display());
+        let _ = writeln!(
+            out,
+            "Each finished attempt of a run on a real backend is recorded (simulated attempts are \
+             {sim}: limits.learn_from_sim)."
+        );
+        if stats.totals.simulated_ignored > 0 {
+            let _ = writeln!(
+                out,
+                "{} simulated attempts recorded, not learned.",
+                stats.totals.simulated_ignored
+            );
+        }
+        return out;
+    }
+    let set_aside = match stats.totals.simulated_ignored {
+        0 => String::new(),
+        n => format!(" ({n} recorded earlier, set aside)"),
+    };
+    let _ = writeln!(
+        out,
+        "Learned from {} of {} agents; half-life {}, boost from {} recent outcomes, \
+         simulated attempts {sim}{set_aside}\n",
+        plural(stats.totals.outcomes as usize, "attempt"),
+        stats.totals.agents_tracked,
+        humantime::format_duration(settings.half_life),
+        settings.min_outcomes,
+    );
+    let words = |list: &[crate::learning::WordCount]| {
+        list.iter().map(|w| format!("{} ({})", w.word, w.count)).collect::<Vec<_>>().join(", ")
+    };
+    let mut rows: Vec<[String; 6]> = stats
+        .agents
+        .iter()
+        .map(|a| {
+            [
+                a.agent.to_string(),
+                a.attempts.to_string(),
+                format!("{:.0}%", a.success_rate * 100.0),
+                short(std::time::Duration::from_millis(a.mean_duration_ms)),
+                a.boost.map_or_else(|| "-".to_owned(), |b| format!("+{b:.2}")),
+                words(&a.top_words),
+            ]
+        })
+        .collect();
+    rows.push([
+        "(pool)".to_owned(),
+        stats.totals.outcomes.to_string(),
+        format!("{:.0}%", stats.totals.success_rate * 100.0),
+        short(std::time::Duration::from_millis(stats.totals.mean_duration_ms)),
+        String::new(),
+        words(&stats.totals.top_words),
+    ]);
+    let header = ["AGENT", "ATTEMPTS", "SUCCESS", "MEAN", "BOOST", "SUCCEEDS ON"];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        let mut line = String::new();
+        for (index, cell) in row.iter().enumerate() {
+            let width = widths[index];
+            match index {
+                0 => {
+                    let _ = write!(line, "{cell:<width$}  ");
+                }
+                5 => line.push_str(cell),
+                _ => {
+                    let _ = write!(line, "{cell:>width$}  ");
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -387,7 +550,8 @@ fn explanation(
             let _ = writeln!(out, "       (no triggers: words of the name stand in for them)");
         }
         for (label, component) in scored.breakdown.components() {
-            if component.points > 0.0 {
+            // A learning boost of +0.00 still says why: none of its recent attempts succeeded.
+            if component.points > 0.0 || !component.matched.is_empty() {
                 let _ = writeln!(
                     out,
                     "       {label:<18} +{:.2}  {}",

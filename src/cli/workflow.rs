@@ -19,8 +19,9 @@ use crate::agents::Registry;
 use crate::config::Settings;
 use crate::event::{Event, RunStatus};
 use crate::ids::TaskId;
+use crate::learning::{History, LearningSettings};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
-use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_with};
+use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_learned};
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 pub const INTERRUPTED: i32 = 130;
@@ -37,8 +38,9 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
     };
     let registry = Registry::load(&globals.agentpool_dir());
     let file = globals.resolve(workflow);
+    let history = learned_history(globals, &settings);
     let planned = Workflow::load_for(&file, Some(&registry))
-        .and_then(|w| plan_with(&w, &registry, &settings, &PlanOverrides::default()));
+        .and_then(|w| plan_learned(&w, &registry, &settings, &PlanOverrides::default(), &history));
     match planned {
         Ok(plan) => {
             // A worktree outside a git repository would stop the run: say so now.
@@ -60,6 +62,18 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
             exit::INVALID
         }
     }
+}
+
+/// What the run store learned, as the runtime plans with it; a store that cannot be read is
+/// noted and planning goes on without history.
+fn learned_history(globals: &Globals, settings: &Settings) -> History {
+    let learning = LearningSettings::from(&settings.limits);
+    History::load_from_dir(&globals.data_dir, learning, crate::bus::now_ms()).unwrap_or_else(
+        |error| {
+            eprintln!("note: planned without learned history: {error}");
+            History::empty(learning)
+        },
+    )
 }
 
 fn invalid(message: &str, json: bool) -> i32 {
@@ -143,6 +157,9 @@ fn plan_text(plan: &Plan) -> String {
                 crate::config::WorkspaceKind::Temp => line.push_str("  in a fresh folder"),
             }
             let _ = writeln!(out, "{}", line.trim_end());
+            if let Some(auto) = &step.timeout_auto {
+                let _ = writeln!(out, "  {:id_width$}  timeout {}", "", auto.describe());
+            }
             if step.needs_approval {
                 let _ = writeln!(
                     out,

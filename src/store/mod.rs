@@ -13,6 +13,7 @@
 //! open their own `RunStore` and never block the writer.
 
 mod error;
+mod outcomes;
 mod schema;
 mod writer;
 
@@ -25,6 +26,7 @@ use rusqlite::{Connection, ErrorCode, params};
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use outcomes::{Outcome, OutcomeSample, task_words};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
 
@@ -142,6 +144,8 @@ pub struct RunRow {
 pub struct RunStore {
     path: PathBuf,
     conn: Connection,
+    /// Attempts in flight, turned into outcome rows as they end.
+    outcomes: outcomes::OutcomeRecorder,
 }
 
 impl RunStore {
@@ -165,11 +169,19 @@ impl RunStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         match schema::migrate(&mut conn).map_err(sql)? {
-            schema::Migration::UpToDate => Ok(Self { path, conn }),
+            schema::Migration::UpToDate => {
+                Ok(Self { path, conn, outcomes: outcomes::OutcomeRecorder::default() })
+            }
             schema::Migration::TooNew(found) => {
                 Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION })
             }
         }
+    }
+
+    /// Record attempts on simulation backends as outcomes too (`limits.learn_from_sim`);
+    /// off by default, so simulated runs teach nothing and cost nothing.
+    pub fn record_simulated_outcomes(&mut self, record: bool) {
+        self.outcomes.record_simulated = record;
     }
 
     /// The database file.
@@ -184,12 +196,14 @@ impl RunStore {
 
     /// Store the events that belong to a run, in one transaction: one block per run, its
     /// events one JSON line each. Returns how many events were stored; events without a
-    /// `run_id` are skipped.
+    /// `run_id` are skipped. Attempts that end in the batch are recorded as outcomes in the
+    /// same transaction.
     pub fn append_batch(&mut self, events: &[Arc<Envelope>]) -> Result<usize, StoreError> {
         let path = &self.path;
         let sql = |source| sql_error(path, source);
         let pid = i64::from(std::process::id());
         let tx = self.conn.transaction().map_err(sql)?;
+        let mut outcomes = self.outcomes.batch();
         let mut stored = 0;
         // The block of each run in this batch; few runs per batch, so a list.
         let mut blocks: Vec<Block<'_>> = Vec::new();
@@ -206,6 +220,7 @@ impl RunStore {
             block.last_seq = envelope.seq;
             block.count += 1;
             stored += 1;
+            outcomes.observe(&tx, run, envelope).map_err(sql)?;
             match &envelope.event {
                 Event::RunStarted { workflow, file, simulated, tasks, .. } => {
                     tx.prepare_cached(UPSERT_RUN)
@@ -267,7 +282,9 @@ impl RunStore {
                     .map_err(sql)?;
             }
         }
+        let learned = outcomes.finish(&tx).map_err(sql)?;
         tx.commit().map_err(sql)?;
+        self.outcomes.apply(learned);
         Ok(stored)
     }
 
@@ -329,6 +346,17 @@ impl RunStore {
             }
         }
         Ok(events)
+    }
+
+    /// Every outcome of an attempt that finished at or after `since_ms` (milliseconds since
+    /// the Unix epoch), oldest first.
+    pub fn outcomes_since(&self, since_ms: u64) -> Result<Vec<Outcome>, StoreError> {
+        outcomes::outcomes_since(&self.conn, since_ms).map_err(|e| self.sql(e))
+    }
+
+    /// [`RunStore::outcomes_since`] with only what selection needs of each outcome.
+    pub fn outcome_samples_since(&self, since_ms: u64) -> Result<Vec<OutcomeSample>, StoreError> {
+        outcomes::samples_since(&self.conn, since_ms).map_err(|e| self.sql(e))
     }
 
     /// `seq` of the last stored (or pruned) event, 0 when none ever was. A new process

@@ -61,6 +61,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX event_blocks_by_run ON event_blocks (run_id, id);
     DROP TABLE events;
     DROP TABLE run_spans;",
+    // 4: one row per finished attempt, for learning which agents succeed. Kept apart from the
+    // runs so that pruning old runs does not forget what they taught.
+    "CREATE TABLE outcomes (
+        id          INTEGER PRIMARY KEY,
+        agent       TEXT NOT NULL,
+        words       TEXT NOT NULL,             -- the task's distinct key words, space-separated
+        success     INTEGER NOT NULL,          -- 1 succeeded, 0 failed (timeouts included)
+        duration_ms INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,          -- ms since the Unix epoch
+        simulated   INTEGER NOT NULL,
+        backend     TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        task        TEXT NOT NULL,
+        attempt     INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX outcomes_by_time ON outcomes (finished_at);",
 ];
 
 /// The version this build writes.

@@ -69,7 +69,9 @@ pub enum ProblemKind {
     UnknownAgent { task: TaskId, agent: AgentId, known: Vec<AgentId> },
     #[error("task `{task}`: no agent given and no agent in the pool matches its description")]
     NoAgentFound { task: TaskId },
-    #[error("task `{task}`: {field}: bad duration `{value}`: {message} (try `30s`, `5m`)")]
+    #[error(
+        "task `{task}`: {field}: bad duration `{value}`: {message} (try `30s`, `5m` or `auto`)"
+    )]
     BadDuration { task: TaskId, field: &'static str, value: String, message: String },
     #[error(
         "task `{task}`: workspace: `{value}` is not a workspace (use shared, worktree or temp)"

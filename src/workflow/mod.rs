@@ -10,4 +10,6 @@ mod quick;
 
 pub use error::{Problem, ProblemKind, WorkflowError};
 pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};
-pub use planner::{Plan, PlanOverrides, PlannedStep, Selection, plan, plan_owned, plan_with};
+pub use planner::{
+    Plan, PlanOverrides, PlannedStep, Selection, plan, plan_learned, plan_owned, plan_with,
+};

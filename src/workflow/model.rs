@@ -9,7 +9,8 @@
 //!   - id: collect
 //!     description: Collect merged pull requests
 //!     agent: researcher  # optional: selected from the pool when absent
-//!     timeout: 2m        # default: limits.task_timeout of flightdeck.yaml
+//!     timeout: 2m        # default: limits.task_timeout of flightdeck.yaml; `auto`: twice
+//!                        # the agent's recent mean duration (see `crate::learning`)
 //!     retries: 1         # default: limits.task_retries
 //!     context: {since: v1.2.0}
 //!     workspace: worktree # shared (default), worktree or temp; else the backend's
@@ -90,6 +91,8 @@ pub struct TaskSpec {
     /// The same dependencies as indices into [`Workflow::tasks`].
     pub deps: Vec<usize>,
     pub timeout: Option<Duration>,
+    /// `timeout: auto`: the planner derives the timeout from the agent's history.
+    pub timeout_auto: bool,
     pub retries: Option<u32>,
     /// Any YAML, as JSON; `null` when absent.
     pub context: serde_json::Value,
@@ -276,7 +279,8 @@ impl Workflow {
         let mut deps: Vec<Vec<usize>> = Vec::with_capacity(flat.len());
         let mut unknown_deps = false;
         for (i, (task, _)) in flat.iter().enumerate() {
-            let timeout = task.timeout.as_deref().and_then(|value| {
+            let auto = task.timeout.as_deref().is_some_and(|value| value.trim() == "auto");
+            let timeout = task.timeout.as_deref().filter(|_| !auto).and_then(|value| {
                 parse_timeout(value)
                     .map_err(|message| {
                         let line = lines.key_line("timeout", task_lines[i], block_end(i));
@@ -292,7 +296,7 @@ impl Workflow {
                     })
                     .ok()
             });
-            timeouts.push(timeout);
+            timeouts.push((timeout, auto));
             workspaces.push(task.workspace.as_deref().and_then(|value| {
                 parse_workspace(value)
                     .ok_or_else(|| {
@@ -357,13 +361,14 @@ impl Workflow {
             .zip(timeouts)
             .zip(workspaces)
             .enumerate()
-            .map(|(i, ((((task, stage), deps), timeout), workspace))| TaskSpec {
+            .map(|(i, ((((task, stage), deps), (timeout, timeout_auto)), workspace))| TaskSpec {
                 depends_on: deps.iter().map(|&d| ids[d].clone()).collect(),
                 id: ids[i].clone(),
                 description: task.description,
                 agent: task.agent.map(AgentId::new),
                 deps,
                 timeout,
+                timeout_auto,
                 retries: task.retries,
                 context: task.context,
                 stage,

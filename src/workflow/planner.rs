@@ -1,8 +1,9 @@
 //! The planner: a validated [`Workflow`] plus the agent pool and settings become a [`Plan`] —
 //! layers, the agent and backend of each task, timeouts, retries and an estimate.
 //!
-//! Estimates: a task on a `sim` backend takes the mean of its latency range; any other backend
-//! has no history to go on, so a task is guessed at a quarter of its timeout. The run estimate
+//! Estimates: a task on a `sim` backend takes the mean of its latency range; on any other
+//! backend, the agent's learned mean duration ([`crate::learning`]), and without enough history
+//! a quarter of its timeout. The run estimate
 //! is the longer of the critical path (longest chain of estimates) and the total work divided
 //! by `max_parallel`.
 
@@ -20,6 +21,7 @@ use crate::config::{BackendConfig, Settings, WorkspaceKind};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
 use crate::ids::{AgentId, TaskId};
+use crate::learning::{AutoTimeout, History, LearningSettings};
 
 /// Choices the caller makes on top of the file (`--backend`, `--max-parallel`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,6 +67,9 @@ pub struct PlannedStep {
     pub simulated: bool,
     #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
     pub timeout: Duration,
+    /// How `timeout: auto` was decided, for tasks that ask for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_auto: Option<AutoTimeout>,
     pub retries: u32,
     pub depends_on: Vec<TaskId>,
     pub layer: usize,
@@ -109,18 +114,31 @@ pub fn plan(
     plan_with(workflow, registry, settings, &PlanOverrides::default())
 }
 
-/// Plan a workflow, applying command-line overrides.
+/// Plan a workflow, applying command-line overrides, without learned history.
 pub fn plan_with(
     workflow: &Workflow,
     registry: &Registry,
     settings: &Settings,
     overrides: &PlanOverrides,
 ) -> Result<Plan, WorkflowError> {
-    let (max_parallel, choices) = choose(workflow, registry, settings, overrides)?;
+    let history = History::empty(LearningSettings::from(&settings.limits));
+    plan_learned(workflow, registry, settings, overrides, &history)
+}
+
+/// Plan a workflow with what `history` learned: success rates boost selection and
+/// `timeout: auto` follows the agent's recent durations.
+pub fn plan_learned(
+    workflow: &Workflow,
+    registry: &Registry,
+    settings: &Settings,
+    overrides: &PlanOverrides,
+    history: &History,
+) -> Result<Plan, WorkflowError> {
+    let (max_parallel, choices) = choose(workflow, registry, settings, overrides, history)?;
     Ok(assemble(workflow, workflow.tasks.iter().cloned(), choices, max_parallel, overrides))
 }
 
-/// [`plan_with`], taking the workflow: its tasks' ids, descriptions, dependencies and
+/// [`plan_learned`], taking the workflow: its tasks' ids, descriptions, dependencies and
 /// contexts move into the plan instead of being copied, so a big workflow is not held twice
 /// (at 100,000 tasks, some 40 MB less at the peak of `flightdeck run`).
 pub fn plan_owned(
@@ -128,8 +146,9 @@ pub fn plan_owned(
     registry: &Registry,
     settings: &Settings,
     overrides: &PlanOverrides,
+    history: &History,
 ) -> Result<Plan, WorkflowError> {
-    let (max_parallel, choices) = choose(&workflow, registry, settings, overrides)?;
+    let (max_parallel, choices) = choose(&workflow, registry, settings, overrides, history)?;
     let tasks = std::mem::take(&mut workflow.tasks);
     Ok(assemble(&workflow, tasks.into_iter(), choices, max_parallel, overrides))
 }
@@ -143,6 +162,7 @@ struct Choice {
     simulated: bool,
     estimate: Duration,
     timeout: Duration,
+    timeout_auto: Option<AutoTimeout>,
     retries: u32,
     risk: Assessment,
     needs_approval: bool,
@@ -155,7 +175,9 @@ fn choose(
     registry: &Registry,
     settings: &Settings,
     overrides: &PlanOverrides,
+    history: &History,
 ) -> Result<(usize, Vec<Choice>), WorkflowError> {
+    let success_rate = |agent: &AgentId| history.success_rate(agent);
     let mut problems = Vec::new();
     let max_parallel = match overrides.max_parallel {
         Some(0) => {
@@ -195,7 +217,7 @@ fn choose(
             (name.clone(), None)
         } else {
             let context = context_text(&task.context);
-            let mut query = SelectionQuery::new(&task.description);
+            let mut query = SelectionQuery::new(&task.description).with_success_rate(&success_rate);
             if let Some(context) = &context {
                 query = query.with_context(context);
             }
@@ -227,10 +249,20 @@ fn choose(
             });
             continue;
         };
-        let timeout = task.timeout.unwrap_or(settings.limits.task_timeout);
+        let (timeout, timeout_auto) = if task.timeout_auto {
+            let (timeout, why) = history.auto_timeout(&agent, &settings.limits);
+            (timeout, Some(why))
+        } else {
+            (task.timeout.unwrap_or(settings.limits.task_timeout), None)
+        };
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
         let risk = risk_rules.assess(&format!("{} {agent}", task.description));
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
+        let estimate = history
+            .learned(&agent)
+            .and_then(crate::learning::AgentRecord::mean_success_ms)
+            .filter(|_| !matches!(config, BackendConfig::Sim(_)))
+            .map_or_else(|| estimate_task(config, timeout), Duration::from_millis);
         choices.push(Choice {
             workspace: task.workspace.or(config.workspace()).unwrap_or_default(),
             risk,
@@ -239,9 +271,10 @@ fn choose(
             selection,
             backend_kind: config.kind(),
             simulated: matches!(config, BackendConfig::Sim(_)),
-            estimate: estimate_task(config, timeout),
+            estimate,
             backend,
             timeout,
+            timeout_auto,
             retries: task
                 .retries
                 .or(settings.limits.task_retries)
@@ -270,6 +303,7 @@ fn assemble(
             backend_kind: choice.backend_kind,
             simulated: choice.simulated,
             timeout: choice.timeout,
+            timeout_auto: choice.timeout_auto,
             retries: choice.retries,
             depends_on: task.depends_on,
             layer: 0,
