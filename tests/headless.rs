@@ -358,6 +358,29 @@ fn is_alive(pid: i32) -> bool {
     !status.is_empty() && !status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
 }
 
+/// The pool's events are a run's doing while its task holds the instance: they say which run.
+#[test]
+fn pool_events_of_a_run_carry_its_run_id() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/good.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let run = lines.iter().find(|v| v["type"] == "run_started").unwrap()["run_id"].clone();
+    let pool: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"].as_str().is_some_and(|t| t.starts_with("instance_")))
+        .collect();
+    assert!(pool.iter().any(|v| v["type"] == "instance_reserved"), "{pool:?}");
+    assert!(pool.iter().any(|v| v["type"] == "instance_working"), "{pool:?}");
+    assert!(pool.iter().any(|v| v["type"] == "instance_idle"), "{pool:?}");
+    for event in pool {
+        assert_eq!(event["run_id"], run, "{event}");
+    }
+}
+
 #[test]
 fn sequence_numbers_continue_across_runs_in_one_data_dir() {
     let project = Project::new();
