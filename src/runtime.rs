@@ -249,8 +249,10 @@ impl Runtime {
                 max_parallel: Some(plan.max_parallel),
             },
         };
-        self.inner.gate.check(&request)?;
-        Ok(self.inner.engine.start(plan)?)
+        // The id is made first, so the gate's decision belongs to the run it starts.
+        let run = RunId::generate();
+        self.inner.gate.check_for_run(&request, Some(&run))?;
+        Ok(self.inner.engine.start_as(run, plan)?)
     }
 
     /// A channel for one user's commands. Each is submitted in order; an error becomes a
@@ -342,14 +344,21 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
-    let identity = inner.gate.check(&request)?;
-    dispatch(inner, &identity, request.command).await
+    // A run started by this command gets its id before the gate, so the decision (accepted
+    // or denied) carries the run's id like every other event the run caused.
+    let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
+    let identity = match &new_run {
+        Some(run) => inner.gate.check_for_run(&request, Some(run))?,
+        None => inner.gate.check(&request)?,
+    };
+    dispatch(inner, &identity, request.command, new_run).await
 }
 
 async fn dispatch(
     inner: &Arc<Inner>,
     identity: &Identity,
     command: Command,
+    new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
     let engine = &inner.engine;
     let run_handle =
@@ -360,7 +369,8 @@ async fn dispatch(
             let plan = plan_file(inner, &workflow, &overrides).inspect_err(|error| {
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
-            return Ok(Some(engine.start(plan)?.id().clone()));
+            let run = new_run.unwrap_or_else(RunId::generate);
+            return Ok(Some(engine.start_as(run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,

@@ -221,8 +221,9 @@ fn json_output_is_one_envelope_per_line() {
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let run_events: Vec<&Value> = lines.iter().filter(|l| l.get("run_id").is_some()).collect();
-    assert_eq!(run_events.first().unwrap()["type"], "run_started");
-    assert_eq!(run_events.first().unwrap()["max_parallel"], 1);
+    assert_eq!(run_events[0]["type"], "command_accepted");
+    assert_eq!(run_events[1]["type"], "run_started");
+    assert_eq!(run_events[1]["max_parallel"], 1);
     assert_eq!(lines.last().unwrap()["type"], "run_finished");
     let run_id = &run_events[0]["run_id"];
     assert!(run_events.iter().all(|l| &l["run_id"] == run_id));
@@ -360,7 +361,7 @@ fn is_alive(pid: i32) -> bool {
 
 /// The pool's events are a run's doing while its task holds the instance: they say which run.
 #[test]
-fn pool_events_of_a_run_carry_its_run_id() {
+fn the_start_and_the_pool_events_of_a_run_carry_its_run_id() {
     let project = Project::new();
     let output = project.run("ann", &["run", "workflows/good.yaml", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -369,6 +370,10 @@ fn pool_events_of_a_run_carry_its_run_id() {
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
     let run = lines.iter().find(|v| v["type"] == "run_started").unwrap()["run_id"].clone();
+    // The gate's acceptance of the start is the run's first event.
+    assert_eq!(lines[0]["type"], "command_accepted", "{:?}", lines[0]);
+    assert_eq!(lines[0]["command"], "start_run");
+    assert_eq!(lines[0]["run_id"], run);
     let pool: Vec<&Value> = lines
         .iter()
         .filter(|v| v["type"].as_str().is_some_and(|t| t.starts_with("instance_")))
