@@ -12,6 +12,7 @@
 //! loss may lose the last commits but never corrupts the database. Readers (the console)
 //! open their own `RunStore` and never block the writer.
 
+mod encode;
 mod error;
 mod schema;
 mod writer;
@@ -142,6 +143,7 @@ pub struct RunRow {
 pub struct RunStore {
     path: PathBuf,
     conn: Connection,
+    encoder: encode::Encoder,
 }
 
 impl RunStore {
@@ -165,7 +167,9 @@ impl RunStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         match schema::migrate(&mut conn).map_err(sql)? {
-            schema::Migration::UpToDate => Ok(Self { path, conn }),
+            schema::Migration::UpToDate => {
+                Ok(Self { path, conn, encoder: encode::Encoder::default() })
+            }
             schema::Migration::TooNew(found) => {
                 Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION })
             }
@@ -193,6 +197,7 @@ impl RunStore {
         let mut stored = 0;
         // The block of each run in this batch; few runs per batch, so a list.
         let mut blocks: Vec<Block<'_>> = Vec::new();
+        let encoder = &mut self.encoder;
         for envelope in events {
             let Some(run) = &envelope.run_id else { continue };
             let at = blocks.iter().position(|b| b.run == run).unwrap_or_else(|| {
@@ -200,7 +205,8 @@ impl RunStore {
                 blocks.len() - 1
             });
             let block = &mut blocks[at];
-            serde_json::to_writer(&mut block.body, &**envelope)
+            encoder
+                .encode(&mut block.body, envelope)
                 .map_err(|e| StoreError::Encode { seq: envelope.seq, message: e.to_string() })?;
             block.body.push(b'\n');
             block.last_seq = envelope.seq;
