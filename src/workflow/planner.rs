@@ -229,7 +229,7 @@ fn choose(
         };
         let timeout = task.timeout.unwrap_or(settings.limits.task_timeout);
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
-        let risk = risk_rules.assess(&format!("{} {agent}", task.description));
+        let risk = risk_rules.assess_parts(&[&task.description, agent.as_str()]);
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
         choices.push(Choice {
             workspace: task.workspace.or(config.workspace()).unwrap_or_default(),
