@@ -112,7 +112,7 @@ impl Runtime {
         store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
         let bus = EventBus::starting_at(reader.last_seq()? + 1);
-        let writer = spawn_writer(store, bus.sink())?;
+        let writer = spawn_writer(store, bus.run_sink())?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
         let watcher = if watch_agents {

@@ -12,7 +12,7 @@
 //! ("no production access") are not understood: the assessment errs towards asking.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -106,28 +106,47 @@ pub fn assess(text: &str, extra_high_words: &[String]) -> Assessment {
     RiskRules::new(extra_high_words).assess(text)
 }
 
-/// The rules of [`assess`], compiled: the engine assesses every task it starts.
+/// Which rule a pattern belongs to; also the order of the reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Security,
+    Policy,
+    Database,
+    Production,
+}
+
+impl Rule {
+    const ALL: [Self; 4] = [Self::Security, Self::Policy, Self::Database, Self::Production];
+}
+
+/// The rules of [`assess`], compiled: the planner assesses every task.
 #[derive(Debug, Clone)]
 pub struct RiskRules {
-    policy: Patterns,
+    /// The built-in patterns and the policy's, in one index so a text is read once.
+    patterns: Patterns,
 }
 
 impl RiskRules {
     /// The built-in rules plus `extra_high_words` (`policies.high_risk_words`).
     pub fn new(extra_high_words: &[String]) -> Self {
-        Self { policy: Patterns::new(extra_high_words) }
+        let mut patterns = Patterns::default();
+        patterns.add(Rule::Security, SECURITY);
+        patterns.add(Rule::Policy, extra_high_words);
+        patterns.add(Rule::Database, DATABASE);
+        patterns.add(Rule::Production, PRODUCTION);
+        Self { patterns }
     }
 
     /// See [`assess`].
     pub fn assess(&self, text: &str) -> Assessment {
-        static BUILT_IN: LazyLock<[Patterns; 3]> =
-            LazyLock::new(|| [SECURITY, DATABASE, PRODUCTION].map(Patterns::new));
-        let [security_patterns, database_patterns, production_patterns] = &*BUILT_IN;
-        let words = words(text);
-        let security = security_patterns.matches(&words);
-        let policy = self.policy.matches(&words);
-        let database = database_patterns.matches(&words);
-        let production = production_patterns.matches(&words);
+        self.assess_parts(&[text])
+    }
+
+    /// Assess the texts `parts` as if joined by spaces, without joining them (the planner
+    /// assesses a description with the agent's name at 100,000 tasks a run).
+    pub fn assess_parts(&self, parts: &[&str]) -> Assessment {
+        let words = Words::of(parts);
+        let [security, policy, database, production] = self.patterns.matches(&words);
 
         let mut risk = Risk::Low;
         let mut reasons = Vec::new();
@@ -151,61 +170,90 @@ impl RiskRules {
     }
 }
 
-/// One list of patterns, indexed by their first word so a text is read once.
+/// FNV-1a: the index is looked up once per word of every task, and its keys are the fixed
+/// patterns, so a fast hash without `SipHash`'s flooding protection is enough.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// One pattern: its lower-case words (the last one a prefix when `prefix` is set) and rule.
 #[derive(Debug, Clone)]
+struct Pattern {
+    parts: Vec<String>,
+    prefix: bool,
+    rule: Rule,
+}
+
+/// Patterns indexed by their first word.
+#[derive(Debug, Clone, Default)]
 struct Patterns {
-    /// Each pattern's lower-case words; the last one is a prefix when `prefix` is set.
-    list: Vec<(Vec<String>, bool)>,
+    list: Vec<Pattern>,
     /// Patterns by their first word, when it must match exactly.
-    by_first_word: HashMap<String, Vec<usize>>,
+    by_first_word: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
     /// One-word prefix patterns (`deploy*`): the prefix and the pattern.
     prefixes: Vec<(String, usize)>,
 }
 
 impl Patterns {
-    fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
-        let mut compiled =
-            Self { list: Vec::new(), by_first_word: HashMap::new(), prefixes: Vec::new() };
+    fn add<S: AsRef<str>>(&mut self, rule: Rule, patterns: &[S]) {
         for pattern in patterns {
             let (parts, prefix) = words_of_pattern(pattern.as_ref());
             let Some(first) = parts.first() else { continue };
-            let index = compiled.list.len();
+            let index = self.list.len();
             if prefix && parts.len() == 1 {
-                compiled.prefixes.push((first.clone(), index));
+                self.prefixes.push((first.clone(), index));
             } else {
-                compiled.by_first_word.entry(first.clone()).or_default().push(index);
+                self.by_first_word.entry(first.clone()).or_default().push(index);
             }
-            compiled.list.push((parts, prefix));
+            self.list.push(Pattern { parts, prefix, rule });
         }
-        compiled
     }
 
-    /// The matched words of every pattern that occurs in `words`, each once, in text order.
-    fn matches(&self, words: &[String]) -> Vec<String> {
-        let mut found: Vec<String> = Vec::new();
+    /// For each rule (in [`Rule::ALL`] order), the matched words of every pattern that occurs
+    /// in `words`, each once, in text order.
+    fn matches(&self, words: &Words) -> [Vec<String>; 4] {
+        let mut found: [Vec<String>; 4] = Default::default();
         let mut candidates = Vec::new();
-        for (start, word) in words.iter().enumerate() {
+        for start in 0..words.len() {
+            let word = words.get(start);
             candidates.clear();
             candidates.extend(self.by_first_word.get(word).into_iter().flatten().copied());
-            candidates.extend(
-                self.prefixes.iter().filter(|(p, _)| word.starts_with(p.as_str())).map(|&(_, i)| i),
-            );
+            candidates
+                .extend(self.prefixes.iter().filter(|(p, _)| word.starts_with(p)).map(|&(_, i)| i));
             candidates.sort_unstable();
             for &index in &candidates {
-                let (parts, prefix) = &self.list[index];
-                let Some(window) = words.get(start..start + parts.len()) else { continue };
-                let last = parts.len() - 1;
-                let all = window.iter().zip(parts).enumerate().all(|(i, (word, part))| {
-                    if *prefix && i == last {
-                        word.starts_with(part.as_str())
-                    } else {
-                        word == part
-                    }
+                let pattern = &self.list[index];
+                let end = start + pattern.parts.len();
+                if end > words.len() {
+                    continue;
+                }
+                let last = pattern.parts.len() - 1;
+                let all = pattern.parts.iter().enumerate().all(|(i, part)| {
+                    let word = words.get(start + i);
+                    if pattern.prefix && i == last { word.starts_with(part) } else { word == part }
                 });
                 if all {
-                    let text = window.join(" ");
-                    if !found.contains(&text) {
-                        found.push(text);
+                    let text = words.join(start..end);
+                    let at = Rule::ALL.iter().position(|&r| r == pattern.rule).unwrap_or(0);
+                    if !found[at].contains(&text) {
+                        found[at].push(text);
                     }
                 }
             }
@@ -228,34 +276,76 @@ fn words_of_pattern(pattern: &str) -> (Vec<String>, bool) {
     (parts, prefix)
 }
 
-/// Lower-case words of `text`, split at anything not alphanumeric and at camelCase humps
-/// (`resetPassword` → `reset password`, `JWTToken` → `jwt token`).
-fn words(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut words = Vec::new();
-    let mut current = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if !c.is_alphanumeric() {
-            if !current.is_empty() {
-                words.push(std::mem::take(&mut current));
-            }
-            continue;
+/// Lower-case words of a text, split at anything not alphanumeric and at camelCase humps
+/// (`resetPassword` → `reset password`, `JWTToken` → `jwt token`), kept in one buffer.
+#[derive(Debug, Default)]
+struct Words {
+    /// Every word, lower case, one after another.
+    text: String,
+    /// Where each word starts and ends in `text`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Words {
+    /// The words of `parts`, as if they were joined by spaces.
+    fn of(parts: &[&str]) -> Self {
+        let mut words = Self::default();
+        for part in parts {
+            words.split(part);
         }
-        if !current.is_empty() && i > 0 {
-            let prev = chars[i - 1];
-            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            let hump = (prev.is_lowercase() && c.is_uppercase())
-                || (prev.is_uppercase() && c.is_uppercase() && next_is_lower);
-            if hump {
-                words.push(std::mem::take(&mut current));
+        words
+    }
+
+    fn split(&mut self, text: &str) {
+        let mut start = self.text.len();
+        let mut prev: Option<char> = None;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if !c.is_alphanumeric() {
+                self.end_word(start);
+                start = self.text.len();
+                prev = Some(c);
+                continue;
             }
+            if let Some(prev) = prev.filter(|_| self.text.len() > start) {
+                let next_is_lower = chars.peek().is_some_and(|n| n.is_lowercase());
+                let hump = (prev.is_lowercase() && c.is_uppercase())
+                    || (prev.is_uppercase() && c.is_uppercase() && next_is_lower);
+                if hump {
+                    self.end_word(start);
+                    start = self.text.len();
+                }
+            }
+            if c.is_ascii() {
+                self.text.push(c.to_ascii_lowercase());
+            } else {
+                self.text.extend(c.to_lowercase());
+            }
+            prev = Some(c);
         }
-        current.extend(c.to_lowercase());
+        self.end_word(start);
     }
-    if !current.is_empty() {
-        words.push(current);
+
+    /// Close the word begun at `start`, if it has any letters.
+    fn end_word(&mut self, start: usize) {
+        if self.text.len() > start {
+            self.spans.push((start, self.text.len()));
+        }
     }
-    words
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn get(&self, index: usize) -> &str {
+        let (start, end) = self.spans[index];
+        &self.text[start..end]
+    }
+
+    /// The words in `range`, joined by spaces.
+    fn join(&self, range: std::ops::Range<usize>) -> String {
+        range.map(|i| self.get(i)).collect::<Vec<_>>().join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +412,24 @@ mod tests {
     }
 
     #[test]
+    fn parts_read_as_if_joined_by_spaces() {
+        let rules = RiskRules::new(&["card data*".to_owned()]);
+        for (first, second) in [
+            ("Rotate the", "deployment-engineer"),
+            ("store card", "datasets"),
+            ("alter", "table users"),
+            ("resetPass", "Word"),
+            ("", "drop table"),
+        ] {
+            assert_eq!(
+                rules.assess_parts(&[first, second]),
+                rules.assess(&format!("{first} {second}")),
+                "{first:?} + {second:?}"
+            );
+        }
+    }
+
+    #[test]
     fn approval_threshold_is_inclusive() {
         let high = assess("rotate credentials", &[]);
         assert!(high.needs_approval(Risk::High));
@@ -332,10 +440,15 @@ mod tests {
 
     #[test]
     fn words_split_every_case_style() {
+        let words = |text: &str| {
+            let words = Words::of(&[text]);
+            (0..words.len()).map(|i| words.get(i).to_owned()).collect::<Vec<_>>()
+        };
         assert_eq!(
             words("JWTToken user_id api-key x2"),
             ["jwt", "token", "user", "id", "api", "key", "x2"]
         );
         assert_eq!(words("OAuth"), ["o", "auth"]);
+        assert_eq!(words("ÉCOLE straße ΣΑΣ"), ["école", "straße", "σασ"]);
     }
 }

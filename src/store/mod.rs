@@ -12,6 +12,7 @@
 //! loss may lose the last commits but never corrupts the database. Readers (the console)
 //! open their own `RunStore` and never block the writer.
 
+mod encode;
 mod error;
 mod outcomes;
 mod schema;
@@ -146,6 +147,7 @@ pub struct RunStore {
     conn: Connection,
     /// Attempts in flight, turned into outcome rows as they end.
     outcomes: outcomes::OutcomeRecorder,
+    encoder: encode::Encoder,
 }
 
 impl RunStore {
@@ -169,9 +171,12 @@ impl RunStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         match schema::migrate(&mut conn).map_err(sql)? {
-            schema::Migration::UpToDate => {
-                Ok(Self { path, conn, outcomes: outcomes::OutcomeRecorder::default() })
-            }
+            schema::Migration::UpToDate => Ok(Self {
+                path,
+                conn,
+                outcomes: outcomes::OutcomeRecorder::default(),
+                encoder: encode::Encoder::default(),
+            }),
             schema::Migration::TooNew(found) => {
                 Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION })
             }
@@ -207,6 +212,7 @@ impl RunStore {
         let mut stored = 0;
         // The block of each run in this batch; few runs per batch, so a list.
         let mut blocks: Vec<Block<'_>> = Vec::new();
+        let encoder = &mut self.encoder;
         for envelope in events {
             let Some(run) = &envelope.run_id else { continue };
             let at = blocks.iter().position(|b| b.run == run).unwrap_or_else(|| {
@@ -214,7 +220,8 @@ impl RunStore {
                 blocks.len() - 1
             });
             let block = &mut blocks[at];
-            serde_json::to_writer(&mut block.body, &**envelope)
+            encoder
+                .encode(&mut block.body, envelope)
                 .map_err(|e| StoreError::Encode { seq: envelope.seq, message: e.to_string() })?;
             block.body.push(b'\n');
             block.last_seq = envelope.seq;

@@ -29,7 +29,7 @@ enum Control {
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
-/// Start writing every envelope from `events` (normally `bus.sink()`) into `store`.
+/// Start writing every envelope from `events` (normally `bus.run_sink()`) into `store`.
 ///
 /// A failed transaction is logged and retried with the next batch, so no event is dropped
 /// while the disk is full; [`StoreWriter::flush`] reports the failure. If the handle is

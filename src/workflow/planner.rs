@@ -256,7 +256,7 @@ fn choose(
             (task.timeout.unwrap_or(settings.limits.task_timeout), None)
         };
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
-        let risk = risk_rules.assess(&format!("{} {agent}", task.description));
+        let risk = risk_rules.assess_parts(&[&task.description, agent.as_str()]);
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
         let estimate = history
             .learned(&agent)

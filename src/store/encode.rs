@@ -1,0 +1,166 @@
+//! The store's JSON line for an envelope, written without `serde`'s `flatten`.
+//!
+//! The writer thread encodes every event of every run; with `#[serde(flatten)]` on
+//! [`Envelope`] and `humantime` formatting every timestamp, encoding was most of its time and
+//! at 100,000 tasks it fell behind the engine (the backlog held tens of MB, and the run
+//! waited for it at the end). The line is byte for byte what `serde_json::to_writer` writes
+//! for the envelope (tests check it): the envelope's own fields, then the event's object
+//! (tag first) without its opening brace. The date part of the timestamp is formatted once
+//! per second.
+
+use std::io::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::event::Envelope;
+
+/// Formats `ts` values, remembering the date and time of the last second seen.
+#[derive(Debug, Default)]
+pub(super) struct Encoder {
+    /// The second `second_text` is for, in milliseconds since the epoch (a multiple of 1000).
+    second_ms: Option<u64>,
+    /// `2023-11-14T22:13:20` for `second_ms`.
+    second_text: String,
+}
+
+impl Encoder {
+    /// Append `envelope` as one JSON object (no newline) to `out`.
+    pub(super) fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        envelope: &Envelope,
+    ) -> Result<(), serde_json::Error> {
+        out.extend_from_slice(b"{\"seq\":");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}", envelope.seq);
+        out.extend_from_slice(b",\"ts\":\"");
+        self.push_ts(out, envelope.ts_ms);
+        out.push(b'"');
+        if let Some(run) = &envelope.run_id {
+            out.extend_from_slice(b",\"run_id\":");
+            serde_json::to_writer(&mut *out, run)?;
+        }
+        let event_at = out.len();
+        serde_json::to_writer(&mut *out, &envelope.event)?;
+        // An internally tagged enum always writes an object: `{"type":…`. Its brace
+        // becomes the comma after the envelope's fields, as `flatten` writes it.
+        match out.get_mut(event_at) {
+            Some(brace @ b'{') => *brace = b',',
+            _ => {
+                return Err(serde::ser::Error::custom("an event did not encode as a JSON object"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `2023-11-14T22:13:20.123Z`, as `event::rfc3339_ms` writes it.
+    fn push_ts(&mut self, out: &mut Vec<u8>, ts_ms: u64) {
+        let second_ms = ts_ms - ts_ms % 1000;
+        if self.second_ms != Some(second_ms) {
+            let at = UNIX_EPOCH + Duration::from_millis(second_ms);
+            self.second_text = humantime::format_rfc3339_seconds(at).to_string();
+            // Without its `Z`: the milliseconds go before it.
+            self.second_text.pop();
+            self.second_ms = Some(second_ms);
+        }
+        out.extend_from_slice(self.second_text.as_bytes());
+        let millis = ts_ms % 1000;
+        // Each is a single decimal digit, so the casts cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let digits = [
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ];
+        out.extend_from_slice(&digits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::event::{AnswerDetails, Event, Level, PlannedTask, TokenUsage, ToolCall};
+    use crate::ids::{AgentId, RunId, TaskId};
+
+    fn events() -> Vec<Event> {
+        vec![
+            Event::TaskReady { task: TaskId::new("build \"quoted\" \u{e9}\n") },
+            Event::RunStarted {
+                workflow: "wf".into(),
+                file: PathBuf::from("workflows/a b.yaml"),
+                goal: Some("ship it".into()),
+                max_parallel: 4,
+                fail_fast: true,
+                simulated: true,
+                tasks: vec![PlannedTask {
+                    task: TaskId::new("a"),
+                    description: "do a\twith tabs".into(),
+                    agent: AgentId::new("coder"),
+                    score: Some(0.5),
+                    depends_on: vec![TaskId::new("b")],
+                    layer: 1,
+                    timeout_ms: 30_000,
+                    retries: 2,
+                }],
+            },
+            Event::TaskSucceeded {
+                task: TaskId::new("t"),
+                agent: AgentId::new("a"),
+                attempt: 1,
+                duration_ms: 12,
+                output: "out".into(),
+                usage: Some(TokenUsage::new(3, 4)),
+                simulated: false,
+                details: AnswerDetails {
+                    truncated: true,
+                    tool_calls: vec![ToolCall {
+                        id: None,
+                        name: "Read".into(),
+                        input: "{}".into(),
+                    }],
+                    reasoning: Some("why".into()),
+                    session_id: None,
+                    cost_usd: Some(0.25),
+                },
+            },
+            Event::Notice { level: Level::Warn, message: "careful".into() },
+        ]
+    }
+
+    #[test]
+    fn lines_equal_what_serde_writes_for_the_envelope() {
+        let mut encoder = Encoder::default();
+        // Across second boundaries and back, with and without a run.
+        let stamps = [0, 999, 1_000, 1_700_000_000_123, 1_700_000_000_999, 1_700_000_001_007, 5];
+        for (at, ts_ms) in stamps.into_iter().enumerate() {
+            for (seq, event) in events().into_iter().enumerate() {
+                let run_id = (seq % 2 == 0).then(|| RunId::new(format!("r{at}\"x")));
+                let envelope = Envelope { seq: (at * 10 + seq) as u64, ts_ms, run_id, event };
+                let mut line = Vec::new();
+                encoder.encode(&mut line, &envelope).expect("encode");
+                let expected = serde_json::to_string(&envelope).expect("serialize");
+                assert_eq!(String::from_utf8(line).expect("utf-8"), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn appends_after_what_is_already_there() {
+        let mut encoder = Encoder::default();
+        let mut out = b"{\"previous\":1}\n".to_vec();
+        let envelope = Envelope {
+            seq: 1,
+            ts_ms: 1_000,
+            run_id: None,
+            event: Event::TaskReady { task: TaskId::new("a") },
+        };
+        encoder.encode(&mut out, &envelope).expect("encode");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "{\"previous\":1}\n{\"seq\":1,\"ts\":\"1970-01-01T00:00:01.000Z\",\"type\":\"task_ready\",\"task\":\"a\"}"
+        );
+    }
+}
