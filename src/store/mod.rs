@@ -30,7 +30,7 @@ use serde::Serialize;
 
 pub use error::StoreError;
 pub use outcomes::{Outcome, OutcomeSample, task_words};
-pub use owner::{Owner, OwnerError, RunLock};
+pub use owner::{Owner, OwnerError, RunLock, owner};
 pub use schema::SCHEMA_VERSION;
 pub use seq::{SEQ_BLOCK, SeqBlocks};
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
