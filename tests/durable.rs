@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use flightdeck::config::Settings;
@@ -23,6 +23,7 @@ use flightdeck::store::{
 use flightdeck::workflow::PlanOverrides;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use rusqlite::TransactionBehavior;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -79,7 +80,9 @@ impl Project {
         )
         .unwrap();
         std::fs::write(root.join("workflows/slow.yaml"), SLOW).unwrap();
-        std::fs::write(root.join("agent.sh"), "echo $$ > \"$PID_FILE\"\nexec sleep 60\n").unwrap();
+        // A line of output every 20 ms until killed.
+        let script = "echo $$ > \"$PID_FILE\"\nwhile :; do echo tick; sleep 0.02; done\n";
+        std::fs::write(root.join("agent.sh"), script).unwrap();
         Self { dir }
     }
 
@@ -168,10 +171,16 @@ fn three_runs_at_once_on_one_data_dir_share_no_event_number() {
     }
 }
 
-/// Collects a child's stdout lines on a thread.
-fn read_lines(child: &mut Child) -> JoinHandle<Vec<String>> {
+/// A child's stdout lines, as they come, from a thread.
+fn read_lines(child: &mut Child) -> Receiver<String> {
     let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect())
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    received
 }
 
 fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -208,12 +217,24 @@ fn a_killed_run_is_interrupted_whatever_its_pid_and_later_numbers_are_above_its_
     let everything = PruneRule { keep: Some(0), before_ms: None };
     assert!(project.store().prune(&everything).unwrap().0.is_empty(), "a live run was pruned");
 
+    // Hold the database's write lock, so what the run prints now is not yet committed, and
+    // kill it after a few more printed events: the next process must still number above them.
+    let mut blocker = rusqlite::Connection::open(project.data_dir().join(RUNS_FILE)).unwrap();
+    let held = blocker.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+    let mut printed: Vec<String> = lines.try_iter().collect();
+    let ticks_before = printed.iter().filter(|l| l.contains("\"tick")).count();
+    while printed.iter().filter(|l| l.contains("\"tick")).count() < ticks_before + 5 {
+        printed.push(lines.recv_timeout(Duration::from_secs(30)).expect("more output"));
+    }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     // Nothing kills an orphaned agent yet (parent-death signals are another change).
     let _ = kill(Pid::from_raw(sleeper), Signal::SIGKILL);
-    let killed_max =
-        printed_seqs(lines.join().unwrap().join("\n").as_bytes()).into_iter().max().unwrap();
+    held.rollback().unwrap();
+    printed.extend(lines.iter());
+    let killed_max = printed_seqs(printed.join("\n").as_bytes()).into_iter().max().unwrap();
+    let stored_max = project.store().last_seq().unwrap();
+    assert!(stored_max < killed_max, "printed {killed_max}, stored up to {stored_max}");
 
     // The row says the dead process's pid; make it ours, as in a container where every start
     // is pid 1: the run is still interrupted, because nobody holds its lock.
