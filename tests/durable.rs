@@ -80,8 +80,9 @@ impl Project {
         )
         .unwrap();
         std::fs::write(root.join("workflows/slow.yaml"), SLOW).unwrap();
-        // A line of output every 20 ms until killed.
-        let script = "echo $$ > \"$PID_FILE\"\nwhile :; do echo tick; sleep 0.02; done\n";
+        // A line of output every 20 ms until killed, each also counted in `child.pid.ticks`.
+        let script = "echo $$ > \"$PID_FILE\"\n\
+                      while :; do echo tick; echo tick >> \"$PID_FILE.ticks\"; sleep 0.02; done\n";
         std::fs::write(root.join("agent.sh"), script).unwrap();
         Self { dir }
     }
@@ -217,24 +218,36 @@ fn a_killed_run_is_interrupted_whatever_its_pid_and_later_numbers_are_above_its_
     let everything = PruneRule { keep: Some(0), before_ms: None };
     assert!(project.store().prune(&everything).unwrap().0.is_empty(), "a live run was pruned");
 
-    // Hold the database's write lock, so what the run prints now is not yet committed, and
-    // kill it after a few more printed events: the next process must still number above them.
+    // Hold the database's write lock, so nothing more is committed, while the agent goes on
+    // writing lines: the run prints none of them, since it prints only what is stored.
+    let ticks = || {
+        let file = project.root().join("child.pid.ticks");
+        std::fs::read_to_string(file).unwrap_or_default().lines().count()
+    };
     let mut blocker = rusqlite::Connection::open(project.data_dir().join(RUNS_FILE)).unwrap();
     let held = blocker.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
-    let mut printed: Vec<String> = lines.try_iter().collect();
-    let ticks_before = printed.iter().filter(|l| l.contains("\"tick")).count();
-    while printed.iter().filter(|l| l.contains("\"tick")).count() < ticks_before + 5 {
-        printed.push(lines.recv_timeout(Duration::from_secs(30)).expect("more output"));
-    }
+    let ticks_locked = ticks();
+    wait_for("more output from the agent", || (ticks() >= ticks_locked + 10).then_some(()));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     // Nothing kills an orphaned agent yet (parent-death signals are another change).
     let _ = kill(Pid::from_raw(sleeper), Signal::SIGKILL);
     held.rollback().unwrap();
-    printed.extend(lines.iter());
+    let printed: Vec<String> = lines.iter().collect();
+    let printed_ticks = printed.iter().filter(|l| l.contains("\"tick")).count();
+    assert!(printed_ticks < ticks_locked + 10, "{printed_ticks} lines printed while not stored");
+
+    // Every event of the run that was printed is in the store.
+    let stored: HashSet<u64> =
+        project.store().events(&run).unwrap().into_iter().map(|e| e.seq).collect();
+    for line in &printed {
+        let event: Value = serde_json::from_str(line).unwrap();
+        if event["run_id"].is_string() {
+            let seq = event["seq"].as_u64().unwrap();
+            assert!(stored.contains(&seq), "printed but not stored: {line}");
+        }
+    }
     let killed_max = printed_seqs(printed.join("\n").as_bytes()).into_iter().max().unwrap();
-    let stored_max = project.store().last_seq().unwrap();
-    assert!(stored_max < killed_max, "printed {killed_max}, stored up to {stored_max}");
 
     // The row says the dead process's pid; make it ours, as in a container where every start
     // is pid 1: the run is still interrupted, because nobody holds its lock.
