@@ -213,6 +213,9 @@ fn a_killed_run_is_interrupted_whatever_its_pid_and_later_numbers_are_above_its_
     let run = wait_for("the stored run", || project.store().runs().unwrap().pop()).run_id;
     assert_eq!(project.listed_states(), [(run.to_string(), "running".to_owned())]);
     assert_eq!(owner(&project.data_dir(), &run), Owner::Alive { pid: Some(child.id()) });
+    let shown = project.run(&["runs", "show", run.as_str()]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&format!("owner     pid {} ", child.id())), "{shown}");
     let refused = RunLock::take_over(&project.data_dir(), &run).unwrap_err();
     assert!(refused.to_string().contains(&format!("pid {}", child.id())), "{refused}");
     let everything = PruneRule { keep: Some(0), before_ms: None };
@@ -255,6 +258,12 @@ fn a_killed_run_is_interrupted_whatever_its_pid_and_later_numbers_are_above_its_
     conn.execute("UPDATE runs SET pid = ?1", [i64::from(std::process::id())]).unwrap();
     assert_eq!(project.listed_states(), [(run.to_string(), "interrupted".to_owned())]);
     assert_eq!(project.store().run(&run).unwrap().unwrap().state, RunState::Interrupted);
+    let shown = project.run(&["runs", "show", run.as_str(), "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        (&shown["run"]["state"], &shown["owner_pid"]),
+        (&"interrupted".into(), &Value::Null)
+    );
 
     // The next process numbers above everything the killed one printed.
     let next = project.run(&["run", "workflows/tiny.yaml", "--json"]);
