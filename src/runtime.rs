@@ -262,8 +262,10 @@ impl Runtime {
                 max_parallel: Some(plan.max_parallel),
             },
         };
-        self.inner.gate.check(&request)?;
-        start_owned(&self.inner, plan)
+        // The id is made first, so the gate's decision belongs to the run it starts.
+        let run = RunId::generate();
+        self.inner.gate.check_for_run(&request, Some(&run))?;
+        start_owned(&self.inner, run, plan)
     }
 
     /// A channel for one user's commands. Each is submitted in order; an error becomes a
@@ -333,11 +335,11 @@ fn notice(bus: &EventBus, run: Option<&RunId>, level: Level, message: String) {
     bus.publish(run, Event::Notice { level, message });
 }
 
-/// Start a run under a fresh id that this process owns: the id's lock file is created and
-/// held first (an id whose file or stored row exists is refused, never merged), then the
-/// engine starts. Locks of runs the engine has forgotten are released on the way.
-fn start_owned(inner: &Inner, plan: Plan) -> Result<RunHandle, RuntimeError> {
-    let run = RunId::generate();
+/// Start a run under a fresh id (from [`RunId::generate`]) that this process owns: the id's
+/// lock file is created and held first (an id whose file or stored row exists is refused,
+/// never merged), then the engine starts. Locks of runs the engine has forgotten are
+/// released on the way.
+fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, RuntimeError> {
     let lock = RunLock::claim_new(&inner.data_dir, &run)?;
     let stored = inner.reader.lock().unwrap_or_else(PoisonError::into_inner).has_run(&run);
     if !matches!(stored, Ok(false)) {
@@ -383,14 +385,21 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
-    let identity = inner.gate.check(&request)?;
-    dispatch(inner, &identity, request.command).await
+    // A run started by this command gets its id before the gate, so the decision (accepted
+    // or denied) carries the run's id like every other event the run caused.
+    let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
+    let identity = match &new_run {
+        Some(run) => inner.gate.check_for_run(&request, Some(run))?,
+        None => inner.gate.check(&request)?,
+    };
+    dispatch(inner, &identity, request.command, new_run).await
 }
 
 async fn dispatch(
     inner: &Arc<Inner>,
     identity: &Identity,
     command: Command,
+    new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
     let engine = &inner.engine;
     let run_handle =
@@ -401,7 +410,8 @@ async fn dispatch(
             let plan = plan_file(inner, &workflow, &overrides).inspect_err(|error| {
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
-            return Ok(Some(start_owned(inner, plan)?.id().clone()));
+            let run = new_run.unwrap_or_else(RunId::generate);
+            return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,

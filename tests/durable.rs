@@ -233,7 +233,7 @@ fn a_killed_run_is_interrupted_whatever_its_pid_and_later_numbers_are_above_its_
     wait_for("more output from the agent", || (ticks() >= ticks_locked + 10).then_some(()));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
-    // Nothing kills an orphaned agent yet (parent-death signals are another change).
+    // The agent gets a parent-death signal; kill it anyway should that change.
     let _ = kill(Pid::from_raw(sleeper), Signal::SIGKILL);
     held.rollback().unwrap();
     let printed: Vec<String> = lines.iter().collect();

@@ -221,8 +221,9 @@ fn json_output_is_one_envelope_per_line() {
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let run_events: Vec<&Value> = lines.iter().filter(|l| l.get("run_id").is_some()).collect();
-    assert_eq!(run_events.first().unwrap()["type"], "run_started");
-    assert_eq!(run_events.first().unwrap()["max_parallel"], 1);
+    assert_eq!(run_events[0]["type"], "command_accepted");
+    assert_eq!(run_events[1]["type"], "run_started");
+    assert_eq!(run_events[1]["max_parallel"], 1);
     assert_eq!(lines.last().unwrap()["type"], "run_finished");
     let run_id = &run_events[0]["run_id"];
     assert!(run_events.iter().all(|l| &l["run_id"] == run_id));
@@ -270,8 +271,17 @@ fn the_process_backend_runs_real_sh_children() {
     assert!(!stderr(&output).contains("SIMULATED"));
 }
 
-#[test]
-fn ctrl_c_cancels_the_run_kills_the_children_and_exits_130() {
+/// Ctrl-C, `kill` and a closed terminal each cancel cleanly: the children are killed, the run
+/// is stored as cancelled, and the exit code is 128 + the signal, as shells report it.
+#[rstest::rstest]
+#[case::ctrl_c(Signal::SIGINT, 130, "interrupted: cancelling the run")]
+#[case::kill(Signal::SIGTERM, 143, "terminated (SIGTERM): cancelling the run")]
+#[case::closed_terminal(Signal::SIGHUP, 129, "hung up (SIGHUP): cancelling the run")]
+fn a_stop_signal_cancels_the_run_and_kills_the_children(
+    #[case] signal: Signal,
+    #[case] code: i32,
+    #[case] said: &str,
+) {
     let project = Project::new();
     project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
     let mut child: Child = project
@@ -281,16 +291,39 @@ fn ctrl_c_cancels_the_run_kills_the_children_and_exits_130() {
         .spawn()
         .unwrap();
     let sleeper = wait_for_pid(&project.pid_file());
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = wait_with_deadline(&mut child, Duration::from_secs(20));
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status, Some(130), "{err}");
-    assert!(err.contains("interrupted: cancelling the run"), "{err}");
+    assert_eq!(status, Some(code), "{err}");
+    assert!(err.contains(said), "{err}");
     assert!(err.contains("cancelled shell"), "{err}");
     assert!(!is_alive(sleeper), "the child process {sleeper} survived");
     let runs = project.store().runs().unwrap();
     assert_eq!(runs[0].state, RunState::Cancelled);
+}
+
+/// A host killed with SIGKILL cannot clean up; the kernel kills its agents for it (the
+/// parent-death signal), so nothing keeps running unsupervised.
+#[test]
+fn an_agent_does_not_outlive_a_killed_host() {
+    let project = Project::new();
+    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
+    let mut child: Child = project
+        .command("ann", &["run", "workflows/local.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = wait_for_pid(&project.pid_file());
+    assert!(is_alive(agent));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_alive(agent) {
+        assert!(Instant::now() < deadline, "the agent {agent} outlived its host");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_for_pid(file: &Path) -> i32 {
@@ -314,7 +347,7 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<i32> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("flightdeck did not exit after SIGINT");
+            panic!("flightdeck did not exit after the signal");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -324,6 +357,33 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<i32> {
 fn is_alive(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     !status.is_empty() && !status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
+}
+
+/// The pool's events are a run's doing while its task holds the instance: they say which run.
+#[test]
+fn the_start_and_the_pool_events_of_a_run_carry_its_run_id() {
+    let project = Project::new();
+    let output = project.run("ann", &["run", "workflows/good.yaml", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let run = lines.iter().find(|v| v["type"] == "run_started").unwrap()["run_id"].clone();
+    // The gate's acceptance of the start is the run's first event.
+    assert_eq!(lines[0]["type"], "command_accepted", "{:?}", lines[0]);
+    assert_eq!(lines[0]["command"], "start_run");
+    assert_eq!(lines[0]["run_id"], run);
+    let pool: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["type"].as_str().is_some_and(|t| t.starts_with("instance_")))
+        .collect();
+    assert!(pool.iter().any(|v| v["type"] == "instance_reserved"), "{pool:?}");
+    assert!(pool.iter().any(|v| v["type"] == "instance_working"), "{pool:?}");
+    assert!(pool.iter().any(|v| v["type"] == "instance_idle"), "{pool:?}");
+    for event in pool {
+        assert_eq!(event["run_id"], run, "{event}");
+    }
 }
 
 #[test]

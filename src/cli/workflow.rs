@@ -70,6 +70,70 @@ impl PrintCommitted {
     }
 }
 
+/// A request to stop a headless run: Ctrl-C, `kill` (SIGTERM) or a closed terminal or SSH
+/// session (SIGHUP). Each cancels the run cleanly: children are stopped, the run is stored as
+/// cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Stop {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Interrupt => "interrupted",
+            Self::Terminate => "terminated (SIGTERM)",
+            Self::Hangup => "hung up (SIGHUP)",
+        }
+    }
+
+    /// 128 + the signal's number, as shells report a process the signal ended.
+    fn exit_code(self) -> i32 {
+        match self {
+            Self::Interrupt => INTERRUPTED,
+            Self::Terminate => 128 + 15,
+            Self::Hangup => 128 + 1,
+        }
+    }
+}
+
+/// The listeners of the three stop signals.
+struct Stops {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stops {
+    fn listen() -> Self {
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next stop signal; pending for ever when none can be listened to.
+    async fn next(&mut self) -> Stop {
+        async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+            let received = match signal {
+                Some(signal) => signal.recv().await.is_some(),
+                None => false,
+            };
+            if !received {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            () = recv(self.interrupt.as_mut()) => Stop::Interrupt,
+            () = recv(self.terminate.as_mut()) => Stop::Terminate,
+            () = recv(self.hangup.as_mut()) => Stop::Hangup,
+        }
+    }
+}
+
 /// Said to reviewers-in-waiting of a headless run.
 const NO_REVIEWER: &str = "headless run: no reviewer can approve it (raise policies.approval_at \
                            in flightdeck.yaml or run the workflow from the console)";
@@ -321,21 +385,24 @@ async fn run_headless(
     let run = handle.id().clone();
     let mut printer = Printer::live(options.json, run.clone());
     let mut committed = PrintCommitted::default();
-    // One listener for the whole run, so no Ctrl-C falls between two polls.
-    let mut interrupts = signal(SignalKind::interrupt()).ok();
-    let mut interrupted = false;
+    // One listener per signal for the whole run, so none falls between two polls.
+    let mut stops = Stops::listen();
+    let mut interrupted: Option<Stop> = None;
     let status = loop {
         let envelope = tokio::select! {
             biased;
-            Some(()) = async { interrupts.as_mut()?.recv().await } => {
-                if interrupted {
-                    // A second Ctrl-C: the operator does not want to wait for the clean-up.
+            stop = stops.next() => {
+                if let Some(first) = interrupted {
+                    // A second signal: whoever sent it does not want to wait for the clean-up.
                     printer.line("interrupted again: exiting without waiting");
                     printer.flush();
-                    std::process::exit(INTERRUPTED);
+                    std::process::exit(first.exit_code());
                 }
-                interrupted = true;
-                printer.line("interrupted: cancelling the run (Ctrl-C again to exit at once)");
+                interrupted = Some(stop);
+                printer.line(&format!(
+                    "{}: cancelling the run (Ctrl-C again to exit at once)",
+                    stop.describe()
+                ));
                 printer.flush();
                 let _ = handle.cancel().await;
                 continue;
@@ -358,8 +425,8 @@ async fn run_headless(
     };
     printer.flush();
     runtime.shutdown().await;
-    if interrupted {
-        INTERRUPTED
+    if let Some(stop) = interrupted {
+        stop.exit_code()
     } else if status == RunStatus::Succeeded {
         exit::OK
     } else {

@@ -120,7 +120,12 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         let acquired = tokio::select! {
             biased;
             () = job.cancel.cancelled() => return (attempt, Outcome::Cancelled),
-            acquired = engine.pool.acquire(&agent, definition.max_instances, true) => acquired,
+            acquired = engine.pool.acquire_for(
+                Some(&shared.run),
+                &agent,
+                definition.max_instances,
+                true,
+            ) => acquired,
         };
         let instance = match acquired {
             Ok(instance) => instance,

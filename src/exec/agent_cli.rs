@@ -191,6 +191,7 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        super::process::die_with_host(&mut cmd);
         cmd
     }
 

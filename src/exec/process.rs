@@ -96,6 +96,7 @@ impl ProcessExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_host(&mut cmd);
         Ok(cmd)
     }
 
@@ -278,6 +279,29 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
+    }
+}
+
+/// Asks the kernel to SIGKILL the child when its host goes away, whatever the way (a crash,
+/// SIGKILL, OOM): no agent outlives the process that supervises it. The signal survives
+/// `exec`; it is tied to the thread that spawned the child, which for Flightdeck is a runtime
+/// worker that lives as long as the runtime. Grandchildren are not covered by the kernel; they
+/// share the child's process group, which cancel and timeout kill as a whole.
+#[allow(unsafe_code)]
+pub(super) fn die_with_host(cmd: &mut Command) {
+    let host = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before `exec`. It only makes the
+    // async-signal-safe prctl(2) and getppid(2) system calls and allocates nothing, which is
+    // what `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The host may have died between fork and prctl; then nobody would kill us.
+            if nix::unistd::getppid() != host {
+                return Err(std::io::Error::other("the host exited while starting the agent"));
+            }
+            Ok(())
+        });
     }
 }
 

@@ -73,6 +73,16 @@ impl Gate {
     /// `by`); the caller then performs the command. Every call leaves one audit record and
     /// one event, whatever the outcome.
     pub fn check(&self, request: &Request) -> Result<Identity, Denied> {
+        self.check_for_run(request, run_of(&request.command))
+    }
+
+    /// [`Gate::check`] for a command that creates the run `run` (starting a workflow): the
+    /// decision lands in that run's event stream, like the decisions on commands naming it.
+    pub fn check_for_run(
+        &self,
+        request: &Request,
+        run: Option<&RunId>,
+    ) -> Result<Identity, Denied> {
         let identity = self.roles.identify(request.user.as_str());
         let command = request.command.name();
         let permission = request.command.permission();
@@ -96,7 +106,6 @@ impl Gate {
             refusal.get_or_insert(DenyReason::AuditUnavailable(error.to_string()));
         }
 
-        let run = run_of(&request.command);
         let user = identity.user.clone();
         let role = identity.role.to_string();
         let command_name = command.to_owned();
@@ -107,6 +116,8 @@ impl Gate {
             }
             Some(reason) => {
                 let text = reason.to_string();
+                // A refused start creates no run, so its refusal belongs to none.
+                let run = run_of(&request.command);
                 self.bus.publish(
                     run,
                     Event::CommandDenied { user, role, command: command_name, reason: text },

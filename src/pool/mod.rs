@@ -27,7 +27,7 @@ pub use view::{AgentPoolStats, InstanceState, InstanceView, PoolStats};
 use crate::bus::EventBus;
 use crate::config::Limits;
 use crate::event::Event;
-use crate::ids::{AgentId, InstanceId, TaskId};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 use state::{PoolState, REASON_IDLE_TIMEOUT, Waiter};
 
 /// Limits of the pool, usually from [`Limits`].
@@ -92,6 +92,18 @@ impl Pool {
         max_instances: u32,
         reuse_idle: bool,
     ) -> Result<InstanceId, PoolError> {
+        self.acquire_for(None, agent, max_instances, reuse_idle).await
+    }
+
+    /// [`Pool::acquire`] on behalf of `run`: the instance's events (reserved, queued, working,
+    /// idle, and an eviction it causes) carry the run's id until the instance goes idle.
+    pub async fn acquire_for(
+        &self,
+        run: Option<&RunId>,
+        agent: &AgentId,
+        max_instances: u32,
+        reuse_idle: bool,
+    ) -> Result<InstanceId, PoolError> {
         if max_instances == 0 {
             return Err(PoolError::NoCapacity { agent: agent.clone() });
         }
@@ -101,7 +113,8 @@ impl Pool {
             let state = &mut *guard;
             // Callers already queued for this agent come first (see the invariant in state.rs).
             if state.ledger.waiting_for(agent) == 0
-                && let Ok(instance) = state.ledger.try_grant(bus, agent, max_instances, reuse_idle)
+                && let Ok(instance) =
+                    state.ledger.try_grant(bus, agent, max_instances, reuse_idle, run)
             {
                 return Ok(instance);
             }
@@ -113,12 +126,13 @@ impl Pool {
                 agent: agent.clone(),
                 max_instances,
                 reuse_idle,
+                run: run.cloned(),
                 reply: sender,
             });
             let slots = state.ledger.slots_mut(agent);
             slots.waiting += 1;
             let waiting = slots.waiting;
-            bus.publish(None, Event::InstanceQueued { agent: agent.clone(), waiting });
+            bus.publish(run, Event::InstanceQueued { agent: agent.clone(), waiting });
             (ticket, reply)
         };
         let mut queued = QueuedAcquire { pool: self, ticket, reply, finished: false };

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::bus::EventBus;
 use crate::event::Event;
-use crate::ids::{AgentId, InstanceId, TaskId};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 use crate::pool::{InstanceState, PoolError};
 
 /// Reason recorded when a granted instance is given back by a cancelled `acquire`.
@@ -29,6 +29,8 @@ pub(super) struct Instance {
     /// When it entered its current state.
     pub since: Instant,
     pub task: Option<TaskId>,
+    /// The run it was reserved for, until it goes idle: its events carry this run's id.
+    pub run: Option<RunId>,
     /// An idle instance promised to an `acquire` caller; it is not in the idle list, so
     /// nobody else reuses, evicts or reaps it.
     pub claimed: bool,
@@ -50,6 +52,8 @@ pub(super) struct Waiter {
     pub agent: AgentId,
     pub max_instances: u32,
     pub reuse_idle: bool,
+    /// The run asking, whose id the queue and grant events carry.
+    pub run: Option<RunId>,
     pub reply: oneshot::Sender<InstanceId>,
 }
 
@@ -104,11 +108,16 @@ impl PoolState {
         let mut index = 0;
         while index < self.waiters.len() {
             let waiter = &self.waiters[index];
-            match self.ledger.try_grant(bus, &waiter.agent, waiter.max_instances, waiter.reuse_idle)
-            {
+            match self.ledger.try_grant(
+                bus,
+                &waiter.agent,
+                waiter.max_instances,
+                waiter.reuse_idle,
+                waiter.run.as_ref(),
+            ) {
                 Ok(instance) => {
                     let Some(waiter) = self.waiters.remove(index) else { break };
-                    self.ledger.dequeued(bus, &waiter.agent);
+                    self.ledger.dequeued(bus, &waiter.agent, waiter.run.as_ref());
                     if waiter.reply.send(instance).is_err() {
                         // The receiver is only dropped after its waiter left the queue, so
                         // this is unreachable; give the instance back rather than leak it.
@@ -128,7 +137,7 @@ impl PoolState {
             return false;
         };
         if let Some(waiter) = self.waiters.remove(position) {
-            self.ledger.dequeued(bus, &waiter.agent);
+            self.ledger.dequeued(bus, &waiter.agent, waiter.run.as_ref());
         }
         true
     }
@@ -171,24 +180,26 @@ impl Ledger {
         agent: &AgentId,
         max_instances: u32,
         reuse_idle: bool,
+        run: Option<&RunId>,
     ) -> Result<InstanceId, Blocked> {
         let slots = slots_of(&mut self.agents, agent);
         if reuse_idle && let Some(instance) = slots.idle.pop() {
             // Newest idle first: the oldest ones age out and get reaped.
             if let Some(entry) = self.instances.get_mut(&instance) {
                 entry.claimed = true;
+                entry.run = run.cloned();
             }
             return Ok(instance);
         }
         if slots.live >= max_instances as usize {
             // Only a fresh-instance caller can make room inside its own agent's cap.
             let Some(&oldest) = slots.idle.first() else { return Err(Blocked::AgentCap) };
-            self.evict(bus, oldest, agent);
+            self.evict(bus, oldest, agent, run);
         } else if self.live_total >= self.max_total {
             let oldest = self.oldest_idle().ok_or(Blocked::GlobalCap)?;
-            self.evict(bus, oldest, agent);
+            self.evict(bus, oldest, agent, run);
         }
-        Ok(self.create(bus, agent))
+        Ok(self.create(bus, agent, run))
     }
 
     fn oldest_idle(&self) -> Option<InstanceId> {
@@ -200,13 +211,24 @@ impl Ledger {
             .map(|(_, id)| id)
     }
 
-    fn evict(&mut self, bus: &EventBus, instance: InstanceId, for_agent: &AgentId) {
+    /// Idle instances belong to no run; an eviction is the doing of the run that needs the
+    /// room, so its event carries that run's id.
+    fn evict(
+        &mut self,
+        bus: &EventBus,
+        instance: InstanceId,
+        for_agent: &AgentId,
+        run: Option<&RunId>,
+    ) {
         let reason = format!("evicted to make room for {for_agent}");
+        if let Some(entry) = self.instances.get_mut(&instance) {
+            entry.run = run.cloned();
+        }
         // The id comes from an idle list, so it is live.
         let _ = self.terminate(bus, instance, &reason);
     }
 
-    fn create(&mut self, bus: &EventBus, agent: &AgentId) -> InstanceId {
+    fn create(&mut self, bus: &EventBus, agent: &AgentId, run: Option<&RunId>) -> InstanceId {
         let instance = InstanceId(self.next_instance);
         self.next_instance += 1;
         self.live_total += 1;
@@ -219,10 +241,11 @@ impl Ledger {
                 state: InstanceState::Reserved,
                 since: Instant::now(),
                 task: None,
+                run: run.cloned(),
                 claimed: false,
             },
         );
-        bus.publish(None, Event::InstanceReserved { instance, agent: agent.clone() });
+        bus.publish(run, Event::InstanceReserved { instance, agent: agent.clone() });
         instance
     }
 
@@ -250,7 +273,10 @@ impl Ledger {
         if was_unclaimed_idle {
             self.slots_mut(&agent).idle.retain(|id| *id != instance);
         }
-        bus.publish(None, Event::InstanceWorking { instance, agent, task });
+        bus.publish(
+            entry_run(&self.instances, instance),
+            Event::InstanceWorking { instance, agent, task },
+        );
         Ok(())
     }
 
@@ -266,8 +292,10 @@ impl Ledger {
                 entry.state = to;
                 entry.since = Instant::now();
                 let agent = entry.agent.clone();
+                // Idle, it belongs to no run any more; this event is still the run's doing.
+                let run = entry.run.take();
                 self.slots_mut(&agent).idle.push(instance);
-                bus.publish(None, Event::InstanceIdle { instance, agent });
+                bus.publish(run.as_ref(), Event::InstanceIdle { instance, agent });
                 Ok(())
             }
             InstanceState::Idle if entry.claimed => {
@@ -296,7 +324,7 @@ impl Ledger {
             slots.idle.retain(|id| *id != instance);
         }
         bus.publish(
-            None,
+            entry.run.as_ref(),
             Event::InstanceTerminated { instance, agent: entry.agent, reason: reason.to_owned() },
         );
         Ok(())
@@ -329,11 +357,11 @@ impl Ledger {
     }
 
     /// A caller left the queue; publish the agent's new queue length.
-    pub fn dequeued(&mut self, bus: &EventBus, agent: &AgentId) {
+    pub fn dequeued(&mut self, bus: &EventBus, agent: &AgentId, run: Option<&RunId>) {
         let slots = self.slots_mut(agent);
         slots.waiting = slots.waiting.saturating_sub(1);
         let waiting = slots.waiting;
-        bus.publish(None, Event::InstanceQueued { agent: agent.clone(), waiting });
+        bus.publish(run, Event::InstanceQueued { agent: agent.clone(), waiting });
     }
 
     /// Unclaimed idle instances that have been idle for at least `idle_for`.
@@ -365,4 +393,9 @@ fn slots_of<'a>(
         agents.insert(agent.clone(), AgentSlots::default());
     }
     agents.get_mut(agent).expect("inserted just above")
+}
+
+/// The run an instance works for, if any.
+fn entry_run(instances: &HashMap<InstanceId, Instance>, instance: InstanceId) -> Option<&RunId> {
+    instances.get(&instance).and_then(|entry| entry.run.as_ref())
 }
