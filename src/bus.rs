@@ -1,12 +1,15 @@
 //! The event bus: one ordered stream of [`Envelope`]s.
 //!
 //! Publishing assigns the sequence number and timestamp under one lock, so every subscriber
-//! sees the same order. Two kinds of subscriber exist:
+//! sees the same order. Numbers only grow within a process; a bus fed by a [`SeqSource`] (the
+//! run store's reservations) also never hands out a number another process has, so `seq`
+//! never repeats nor goes back, whatever processes share the data dir. Two kinds of subscriber exist:
 //! - lossless sinks (run store, headless printer) get an unbounded channel and never miss an
 //!   event (the run store's sees only events that belong to a run: it keeps no others);
 //! - broadcast receivers (the console) may lag behind; a lagging console says so and re-reads
 //!   the run store instead of slowing the engine.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,8 +21,17 @@ use crate::ids::RunId;
 /// Capacity of the lossy broadcast channel.
 pub const BROADCAST_CAPACITY: usize = 16_384;
 
+/// Hands out blocks of sequence numbers that belong to this process alone.
+pub trait SeqSource: Send {
+    /// The next block; every number in it is above every number of earlier blocks.
+    fn next_block(&mut self) -> Result<Range<u64>, String>;
+}
+
 struct Inner {
     next_seq: u64,
+    /// One past the last number of the current block (`u64::MAX`: no source, no limit).
+    end_seq: u64,
+    source: Option<Box<dyn SeqSource>>,
     sinks: Vec<Sink>,
 }
 
@@ -64,14 +76,34 @@ impl EventBus {
     /// after the last stored sequence number, so `seq` never repeats across restarts.
     pub fn starting_at(first_seq: u64) -> Self {
         let (broadcast, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let inner = Inner { next_seq: first_seq.max(1), sinks: Vec::new() };
+        let inner = Inner {
+            next_seq: first_seq.max(1),
+            end_seq: u64::MAX,
+            source: None,
+            sinks: Vec::new(),
+        };
         Self { inner: Arc::new(Mutex::new(inner)), broadcast }
+    }
+
+    /// A bus numbering from `first` (a block already reserved) and then from the blocks
+    /// `source` hands out; see [`SeqSource`].
+    pub fn numbered_by(first: Range<u64>, source: Box<dyn SeqSource>) -> Self {
+        let bus = Self::starting_at(first.start);
+        {
+            let mut inner = bus.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.end_seq = first.end.max(inner.next_seq);
+            inner.source = Some(source);
+        }
+        bus
     }
 
     /// Publish one event and return its sequence number.
     pub fn publish(&self, run_id: Option<&RunId>, event: Event) -> u64 {
         let ts_ms = now_ms();
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.next_seq >= inner.end_seq {
+            inner.refill();
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let envelope = Arc::new(Envelope { seq, ts_ms, run_id: run_id.cloned(), event });
@@ -107,6 +139,28 @@ impl EventBus {
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).next_seq
+    }
+}
+
+impl Inner {
+    /// Move on to the source's next block. If the source fails (the store is unreadable),
+    /// numbering goes on locally, still increasing, and the failure is logged: an event
+    /// number shared with another process is better than an engine that stops.
+    fn refill(&mut self) {
+        let Some(source) = self.source.as_mut() else {
+            self.end_seq = u64::MAX;
+            return;
+        };
+        match source.next_block() {
+            Ok(block) => {
+                self.next_seq = self.next_seq.max(block.start);
+                self.end_seq = block.end.max(self.next_seq + 1);
+            }
+            Err(error) => {
+                tracing::error!(%error, "event numbers: no block reserved; numbering on locally");
+                self.end_seq = self.next_seq.saturating_add(1024);
+            }
+        }
     }
 }
 
@@ -155,5 +209,24 @@ mod tests {
         drop(runs);
         bus.publish(None, Event::TaskReady { task: TaskId::new("late") });
         assert_eq!(bus.inner.lock().expect("lock").sinks.len(), 1, "the dropped sink is gone");
+    }
+
+    /// Blocks of three, each starting ten above the last.
+    struct Tens(u64);
+
+    impl SeqSource for Tens {
+        fn next_block(&mut self) -> Result<Range<u64>, String> {
+            self.0 += 10;
+            Ok(self.0..self.0 + 3)
+        }
+    }
+
+    #[test]
+    fn numbers_come_from_the_source_block_by_block() {
+        let bus = EventBus::numbered_by(5..7, Box::new(Tens(0)));
+        let seqs: Vec<u64> = (0..7)
+            .map(|_| bus.publish(None, Event::TaskReady { task: TaskId::new("t") }))
+            .collect();
+        assert_eq!(seqs, [5, 6, 10, 11, 12, 20, 21]);
     }
 }

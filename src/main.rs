@@ -60,7 +60,9 @@ enum Cmd {
     Run {
         /// The workflow file.
         workflow: PathBuf,
-        /// One JSON event per line on stdout.
+        /// One JSON event per line on stdout. An event of the run is printed only once the
+        /// run store has committed it, so all that was printed is in `runs events` even
+        /// after a kill; events of no run (gate, pool) are printed but never stored.
         #[arg(long)]
         json: bool,
         /// Run every task on this backend (e.g. sim).

@@ -23,7 +23,10 @@ use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::resilience::BreakerBoard;
-use crate::store::{PruneRule, RUNS_FILE, RunRow, RunStore, StoreError, StoreWriter, spawn_writer};
+use crate::store::{
+    OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
+    StoreWriter, spawn_writer,
+};
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_owned};
 
 pub use crate::audit::AUDIT_FILE;
@@ -42,6 +45,9 @@ pub enum RuntimeError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A run's lock could not be taken (an id that exists, or a live owner).
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
     #[error("cannot watch the agent pool: {0}")]
     Watch(AgentError),
     /// The gate refused the command.
@@ -88,6 +94,9 @@ struct Inner {
     reader: Mutex<RunStore>,
     /// Instances acquired by `SpawnInstance`, released by `ReleaseInstance`.
     spawned: Mutex<HashSet<InstanceId>>,
+    /// The locks of the runs this process owns, held while the engine knows the run (a
+    /// finished run can still be retried) and released at shutdown or when the process dies.
+    owned: Mutex<Vec<RunLock>>,
 }
 
 /// The running system. Cheap handles to it: [`Runtime::bus`], [`Runtime::command_sender`].
@@ -106,12 +115,15 @@ impl Runtime {
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| RuntimeError::DataDir { path: data_dir.clone(), source })?;
         let settings = Arc::new(settings);
-        // The store first, so its sink sees every event from here on, and the bus numbers on
-        // from the last stored event so `seq` never repeats across restarts.
+        // The store first, so its sink sees every event from here on, and the bus numbers
+        // from blocks the store reserves for this process alone, so `seq` never repeats nor
+        // goes back, whatever processes share the data dir.
         let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
         store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
-        let bus = EventBus::starting_at(reader.last_seq()? + 1);
+        let mut seqs = SeqBlocks::new(RunStore::open(data_dir.join(RUNS_FILE))?);
+        let first = seqs.reserve()?;
+        let bus = EventBus::numbered_by(first, Box::new(seqs));
         let writer = spawn_writer(store, bus.run_sink())?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
@@ -150,6 +162,7 @@ impl Runtime {
                 engine,
                 reader: Mutex::new(reader),
                 spawned: Mutex::new(HashSet::new()),
+                owned: Mutex::new(Vec::new()),
             }),
             writer,
             watcher,
@@ -252,7 +265,7 @@ impl Runtime {
         // The id is made first, so the gate's decision belongs to the run it starts.
         let run = RunId::generate();
         self.inner.gate.check_for_run(&request, Some(&run))?;
-        Ok(self.inner.engine.start_as(run, plan)?)
+        start_owned(&self.inner, run, plan)
     }
 
     /// A channel for one user's commands. Each is submitted in order; an error becomes a
@@ -308,6 +321,8 @@ impl Runtime {
         if let Err(error) = self.writer.close().await {
             tracing::error!(%error, "shutdown: the run store could not be flushed");
         }
+        // Only now, with every `RunFinished` committed, may another process see them free.
+        self.inner.owned.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// Wait until every event published so far is in the run store.
@@ -318,6 +333,32 @@ impl Runtime {
 
 fn notice(bus: &EventBus, run: Option<&RunId>, level: Level, message: String) {
     bus.publish(run, Event::Notice { level, message });
+}
+
+/// Start a run under a fresh id (from [`RunId::generate`]) that this process owns: the id's
+/// lock file is created and held first (an id whose file or stored row exists is refused,
+/// never merged), then the engine starts. Locks of runs the engine has forgotten are
+/// released on the way.
+fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, RuntimeError> {
+    let lock = RunLock::claim_new(&inner.data_dir, &run)?;
+    let stored = inner.reader.lock().unwrap_or_else(PoisonError::into_inner).has_run(&run);
+    if !matches!(stored, Ok(false)) {
+        let path = lock.path().to_owned();
+        lock.discard();
+        stored?;
+        return Err(OwnerError::Exists { run, path }.into());
+    }
+    let handle = match inner.engine.start_as(run, plan) {
+        Ok(handle) => handle,
+        Err(error) => {
+            lock.discard();
+            return Err(error.into());
+        }
+    };
+    let mut owned = inner.owned.lock().unwrap_or_else(PoisonError::into_inner);
+    owned.retain(|lock| inner.engine.run(lock.run()).is_some());
+    owned.push(lock);
+    Ok(handle)
 }
 
 fn plan_file(
@@ -370,7 +411,7 @@ async fn dispatch(
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
             let run = new_run.unwrap_or_else(RunId::generate);
-            return Ok(Some(engine.start_as(run, plan)?.id().clone()));
+            return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,

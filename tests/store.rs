@@ -11,7 +11,7 @@ use flightdeck::bus::EventBus;
 use flightdeck::event::{Envelope, Event, OutputStream, PlannedTask, RunStatus};
 use flightdeck::ids::{AgentId, InstanceId, RunId, TaskId};
 use flightdeck::store::{
-    PruneRule, RUNS_FILE, RunState, RunStore, SCHEMA_VERSION, StoreError, spawn_writer,
+    PruneRule, RUNS_FILE, RunLock, RunState, RunStore, SCHEMA_VERSION, StoreError, spawn_writer,
 };
 
 fn run_started(tasks: usize) -> Event {
@@ -223,16 +223,19 @@ fn reopening_keeps_everything_and_uses_wal() {
 }
 
 #[test]
-fn unfinished_run_of_this_process_is_running() {
+fn unfinished_run_is_running_while_its_lock_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = store_in(dir.path());
     let run = RunId::new("live");
+    let lock = RunLock::claim_new(&dir.path().join("data"), &run).unwrap();
     let mut events = vec![run_started(3)];
     events.extend(task_events(0));
     store.append_batch(&envelopes(&run, 1, events)).unwrap();
     let row = store.run(&run).unwrap().unwrap();
     assert_eq!(row.state, RunState::Running);
     assert_eq!((row.succeeded, row.finished_ms), (1, None));
+    drop(lock);
+    assert_eq!(store.run(&run).unwrap().unwrap().state, RunState::Interrupted);
 }
 
 /// Runs only as the child of `run_of_a_dead_process_is_interrupted`.
@@ -316,6 +319,7 @@ async fn writer_drains_the_bus_and_flush_waits_for_commit() {
     let writer = spawn_writer(store, bus.sink()).unwrap();
     let reader = RunStore::open(&path).unwrap();
     let run = RunId::new("r1");
+    let _owner = RunLock::claim_new(&dir.path().join("data"), &run).unwrap();
 
     bus.publish(Some(&run), run_started(2000));
     for i in 0..2000 {
@@ -372,9 +376,11 @@ async fn writer_keeps_going_after_its_handle_is_dropped_until_the_bus_is_gone() 
     }
 }
 
-/// Five finished runs `f0`..`f4` (oldest first) and one still running, `live`.
-fn store_with_history(dir: &Path) -> RunStore {
+/// Five finished runs `f0`..`f4` (oldest first) and one still running, `live`, whose lock
+/// is held while the returned lock lives.
+fn store_with_history(dir: &Path) -> (RunStore, RunLock) {
     let (mut store, _) = store_in(dir);
+    let live = RunLock::claim_new(&dir.join("data"), &RunId::new("live")).unwrap();
     for i in 0..5_u64 {
         let run = RunId::new(format!("f{i}"));
         let mut events = vec![run_started(2)];
@@ -385,7 +391,7 @@ fn store_with_history(dir: &Path) -> RunStore {
     let mut events = vec![run_started(1)];
     events.extend(task_events(0));
     store.append_batch(&envelopes(&RunId::new("live"), 1000, events)).unwrap();
-    store
+    (store, live)
 }
 
 fn run_ids(store: &RunStore) -> Vec<String> {
@@ -395,7 +401,7 @@ fn run_ids(store: &RunStore) -> Vec<String> {
 #[test]
 fn pruning_keeps_the_newest_finished_runs_and_never_a_running_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with_history(dir.path());
+    let (mut store, _live) = store_with_history(dir.path());
     let rule = PruneRule { keep: Some(2), before_ms: None };
     let would: Vec<String> =
         store.prunable(&rule).unwrap().into_iter().map(|r| r.run_id.to_string()).collect();
@@ -414,7 +420,7 @@ fn pruning_keeps_the_newest_finished_runs_and_never_a_running_one() {
 #[test]
 fn pruning_by_age_keeps_what_either_rule_keeps() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with_history(dir.path());
+    let (mut store, _live) = store_with_history(dir.path());
     // f0 and f1 started before this moment; f2..f4 after.
     let before_ms = 1_700_000_000_000 + 150;
     let by_age = PruneRule { keep: None, before_ms: Some(before_ms) };

@@ -24,7 +24,7 @@ use crate::event::{
 };
 use crate::ids::{AgentId, RunId, TaskId};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
-use crate::store::{PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError};
+use crate::store::{Owner, PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError, owner};
 
 /// `runs list [--limit N] [--json]`: newest first. 0, or 2 when the store cannot be read.
 pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
@@ -68,10 +68,15 @@ pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32
         return exit::OK;
     }
     let tasks = task_outcomes(&events);
+    // A running run's owner, from its lock file (see `store::owner`).
+    let owner_pid = match owner(&globals.data_dir, &row.run_id) {
+        Owner::Alive { pid } if row.state == RunState::Running => pid,
+        _ => None,
+    };
     if json {
-        println!("{}", json!({ "run": row, "tasks": tasks }));
+        println!("{}", json!({ "run": row, "tasks": tasks, "owner_pid": owner_pid }));
     } else {
-        print!("{}", run_text(&row, &tasks));
+        print!("{}", run_text(&row, owner_pid, &tasks));
     }
     exit::OK
 }
@@ -770,10 +775,13 @@ fn runs_table(runs: &[RunRow]) -> String {
     text
 }
 
-fn run_text(run: &RunRow, tasks: &[TaskOutcome]) -> String {
+fn run_text(run: &RunRow, owner_pid: Option<u32>, tasks: &[TaskOutcome]) -> String {
     let mut text = String::new();
     let simulated = if run.simulated { "  (uses a SIMULATED backend)" } else { "" };
     let _ = writeln!(text, "run       {}  {}  {}{simulated}", run.run_id, run.workflow, run.state);
+    if let Some(pid) = owner_pid {
+        let _ = writeln!(text, "owner     pid {pid} (holds the run's lock)");
+    }
     let _ = writeln!(text, "file      {}", run.file.display());
     let took = run.duration_ms.map_or_else(String::new, |ms| format!(", took {}", short_ms(ms)));
     let _ = writeln!(text, "started   {} UTC{took}", timestamp(run.started_ms));

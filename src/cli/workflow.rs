@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,7 +18,7 @@ use super::progress::{Printer, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::config::Settings;
-use crate::event::{Event, RunStatus};
+use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::TaskId;
 use crate::learning::{History, LearningSettings};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
@@ -25,6 +26,49 @@ use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_learned
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 pub const INTERRUPTED: i32 = 130;
+
+/// Most events held back for one store commit before they are printed.
+const PRINT_BATCH: usize = 4096;
+
+/// Holds events back until the run store has committed them, so that whatever `run --json`
+/// printed (and every progress line) is in the store even if the process is killed the next
+/// instant. Events without a run id are never stored; they are printed in their place.
+#[derive(Default)]
+struct PrintCommitted {
+    pending: Vec<Arc<Envelope>>,
+    /// The store failed to commit and the user was told.
+    warned: bool,
+}
+
+impl PrintCommitted {
+    fn push(&mut self, envelope: Arc<Envelope>) {
+        self.pending.push(envelope);
+    }
+
+    fn is_full(&self) -> bool {
+        self.pending.len() >= PRINT_BATCH
+    }
+
+    /// Wait for the store to commit what is pending, then print it; returns the run's status
+    /// once its `RunFinished` is printed (what follows it is not). A store that cannot commit
+    /// (disk full, locked for too long) is reported on stderr and the events are printed all
+    /// the same, so a consumer is never left waiting for a run that goes on.
+    async fn print(&mut self, runtime: &Runtime, printer: &mut Printer) -> Option<RunStatus> {
+        if let Err(error) = runtime.flush().await
+            && !std::mem::replace(&mut self.warned, true)
+        {
+            printer.line(&format!("the run store did not commit these events: {error}"));
+        }
+        let mut status = None;
+        for envelope in self.pending.drain(..) {
+            if status.is_none() {
+                status = printer.print(&envelope);
+            }
+        }
+        printer.flush();
+        status
+    }
+}
 
 /// A request to stop a headless run: Ctrl-C, `kill` (SIGTERM) or a closed terminal or SSH
 /// session (SIGHUP). Each cancels the run cleanly: children are stopped, the run is stored as
@@ -340,6 +384,7 @@ async fn run_headless(
     };
     let run = handle.id().clone();
     let mut printer = Printer::live(options.json, run.clone());
+    let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
     let mut interrupted: Option<Stop> = None;
@@ -367,18 +412,15 @@ async fn run_headless(
         let Some(envelope) = envelope else { break RunStatus::Cancelled };
         if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
             && envelope.run_id.as_ref() == Some(&run)
+            && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
         {
-            printer.print(&envelope);
-            if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
-                printer.line(&format!("cannot refuse approval of {task}: {error}"));
-            }
-            continue;
+            printer.line(&format!("cannot refuse approval of {task}: {error}"));
         }
-        if let Some(status) = printer.print(&envelope) {
+        committed.push(envelope);
+        if (events.is_empty() || committed.is_full())
+            && let Some(status) = committed.print(&runtime, &mut printer).await
+        {
             break status;
-        }
-        if events.is_empty() {
-            printer.flush();
         }
     };
     printer.flush();

@@ -2,7 +2,8 @@
 //!
 //! Runs are event-sourced: the console after a lag, `--json` replay and resume all read
 //! the stored stream back. Only events with a `run_id` are kept. `RunStarted` creates the
-//! run's row and `RunFinished` completes it; a row still `running` whose process is gone
+//! run's row (a second `RunStarted` never merges into it) and `RunFinished` completes it; a
+//! row still `running` whose owner's lock (`runs/<run-id>.lock`, see [`owner`]) is not held
 //! is reported as [`RunState::Interrupted`].
 //!
 //! Events are kept in blocks: each committed batch stores one row per run holding that run's
@@ -15,7 +16,9 @@
 mod encode;
 mod error;
 mod outcomes;
+pub mod owner;
 mod schema;
+mod seq;
 mod writer;
 
 use std::collections::HashSet;
@@ -23,12 +26,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::Serialize;
 
 pub use error::StoreError;
 pub use outcomes::{Outcome, OutcomeSample, task_words};
+pub use owner::{Owner, OwnerError, RunLock, owner};
 pub use schema::SCHEMA_VERSION;
+pub use seq::{SEQ_BLOCK, SeqBlocks};
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
 
 use crate::event::{Envelope, Event, RunStatus};
@@ -42,12 +47,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT_BLOCK: &str = "INSERT INTO event_blocks (run_id, first_seq, last_seq, count, body) \
                             VALUES (?1, ?2, ?3, ?4, ?5)";
-const UPSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, status, tasks, \
+/// A run's row is created once: ids are claimed unique before a run starts (its lock file),
+/// and a stored run is never merged with another's start.
+const INSERT_RUN: &str = "INSERT INTO runs (run_id, workflow, file, started_at, status, tasks, \
                           simulated, pid) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) \
-                          ON CONFLICT (run_id) DO UPDATE SET status = 'running', \
-                          finished_at = NULL, duration_ms = NULL, workflow = excluded.workflow, \
-                          file = excluded.file, tasks = excluded.tasks, \
-                          simulated = excluded.simulated, pid = excluded.pid";
+                          ON CONFLICT (run_id) DO NOTHING";
 const FINISH_RUN: &str = "UPDATE runs SET finished_at = ?2, status = ?3, succeeded = ?4, \
                           failed = ?5, skipped = ?6, cancelled = ?7, duration_ms = ?8 \
                           WHERE run_id = ?1";
@@ -59,12 +63,12 @@ const SELECT_RUNS: &str = "SELECT run_id, workflow, file, started_at, finished_a
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
-    /// Started, not finished, and its process is alive.
+    /// Started, not finished, and its owner holds its lock.
     Running,
     Succeeded,
     Failed,
     Cancelled,
-    /// Started, never finished, and its process is gone (crash, kill, power loss).
+    /// Started, never finished, and nobody holds its lock (crash, kill, power loss).
     Interrupted,
 }
 
@@ -194,6 +198,20 @@ impl RunStore {
         &self.path
     }
 
+    /// The data folder holding the database and the runs' lock files.
+    pub fn data_dir(&self) -> &Path {
+        self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// Whether a run of this id is stored.
+    pub fn has_run(&self, run: &RunId) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run.as_str()], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.sql(e))
+    }
+
     /// The database's journal mode (`wal` normally).
     pub fn journal_mode(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).map_err(|e| self.sql(e))
@@ -230,7 +248,7 @@ impl RunStore {
             outcomes.observe(&tx, run, envelope).map_err(sql)?;
             match &envelope.event {
                 Event::RunStarted { workflow, file, simulated, tasks, .. } => {
-                    tx.prepare_cached(UPSERT_RUN)
+                    tx.prepare_cached(INSERT_RUN)
                         .and_then(|mut upsert| {
                             upsert.execute(params![
                                 run.as_str(),
@@ -366,22 +384,14 @@ impl RunStore {
         outcomes::samples_since(&self.conn, since_ms).map_err(|e| self.sql(e))
     }
 
-    /// `seq` of the last stored (or pruned) event, 0 when none ever was. A new process
-    /// should number its events above it so `seq` stays increasing across restarts.
+    /// `seq` of the highest stored (or pruned) event, 0 when none ever was. New numbers come
+    /// from [`RunStore::reserve_seqs`], which also stays above it.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT max(coalesce((SELECT last_seq FROM event_blocks ORDER BY id DESC LIMIT 1), \
-                 0), coalesce((SELECT value FROM meta WHERE key = 'pruned_seq'), 0))",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|seq| seq.max(0) as u64)
-            .map_err(|e| self.sql(e))
+        seq::highest_seq(&self.conn).map_err(|e| self.sql(e))
     }
 
     /// The finished runs `rule` would prune, newest first. Runs still running are never
-    /// pruned (interrupted ones are: their process is gone).
+    /// pruned (interrupted ones are: nobody holds their lock).
     pub fn prunable(&self, rule: &PruneRule) -> Result<Vec<RunRow>, StoreError> {
         let finished =
             self.runs_uncounted()?.into_iter().filter(|run| run.state != RunState::Running);
@@ -432,6 +442,9 @@ impl RunStore {
             .map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
+        for run in &runs {
+            owner::remove_lock(self.data_dir(), &run.run_id);
+        }
         Ok((runs, events))
     }
 
@@ -442,19 +455,22 @@ impl RunStore {
         count_unfinished: bool,
     ) -> Result<Vec<RunRow>, StoreError> {
         let mut select = self.conn.prepare_cached(query).map_err(|e| self.sql(e))?;
+        let data_dir = self.data_dir();
         let rows = select
             .query_map(params, |row| {
+                let run_id = RunId::new(row.get::<_, String>(0)?);
                 let status: String = row.get(5)?;
-                let pid: i64 = row.get(13)?;
                 let state = match status.as_str() {
                     "succeeded" => RunState::Succeeded,
                     "failed" => RunState::Failed,
                     "cancelled" => RunState::Cancelled,
-                    _ if process_is_alive(pid) => RunState::Running,
+                    _ if matches!(owner::owner(data_dir, &run_id), Owner::Alive { .. }) => {
+                        RunState::Running
+                    }
                     _ => RunState::Interrupted,
                 };
                 Ok(RunRow {
-                    run_id: RunId::new(row.get::<_, String>(0)?),
+                    run_id,
                     workflow: row.get(1)?,
                     file: PathBuf::from(row.get::<_, String>(2)?),
                     started_ms: row.get::<_, i64>(3)? as u64,
@@ -539,20 +555,4 @@ fn seq_of(line: &str) -> u64 {
         seq: u64,
     }
     serde_json::from_str::<Seq>(line).map_or(0, |s| s.seq)
-}
-
-/// Whether the process that started a run still exists. Our own is; another is probed
-/// with signal 0 (EPERM means it exists under another user).
-fn process_is_alive(pid: i64) -> bool {
-    if pid == i64::from(std::process::id()) {
-        return true;
-    }
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    if raw <= 0 {
-        return false;
-    }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
 }
