@@ -233,3 +233,48 @@ fn a_panic_restores_the_terminal_and_says_where_the_log_is() {
     let shown = text.find("\x1b[?25h").expect("cursor shown again");
     assert!(shown < message);
 }
+
+/// Closing the terminal window (or losing the SSH session) hangs up the console's terminal:
+/// the console must still cancel its runs and store them as cancelled, not die mid-way on a
+/// write to a terminal that is gone.
+#[test]
+fn closing_the_terminal_cancels_the_runs_cleanly() {
+    let pair = native_pty_system()
+        .openpty(PtySize { rows: ROWS, cols: COLS, pixel_width: 0, pixel_height: 0 })
+        .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_flightdeck"));
+    command.args(["--project-dir", env!("CARGO_MANIFEST_DIR")]);
+    command.arg("--data-dir");
+    command.arg(data_dir.path());
+    command.args(["--as", "alice", "--workflow", "workflows/release.yaml"]);
+    command.cwd(env!("CARGO_MANIFEST_DIR"));
+    command.env("TERM", "xterm-256color");
+    let mut child = pair.slave.spawn_command(command).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let writer = pair.master.take_writer().unwrap();
+    // The run waits for an approval: it cannot finish by itself before the hang-up.
+    let mut parser = vt100::Parser::new(ROWS, COLS, 0);
+    let deadline = Instant::now() + DEADLINE;
+    let mut chunk = [0u8; 8192];
+    while !parser.screen().contents().contains("Approval needed") {
+        assert!(Instant::now() < deadline, "{}", parser.screen().contents());
+        let n = reader.read(&mut chunk).unwrap();
+        assert!(n > 0, "the console exited early");
+        parser.process(&chunk[..n]);
+    }
+    // Every handle on the terminal's master side closes: the kernel hangs it up.
+    drop(reader);
+    drop(writer);
+    drop(pair.master);
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the console did not exit after the hang-up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+}

@@ -64,7 +64,15 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
         None,
     )
     .await;
-    drop(terminal);
+    // After a hang-up (the terminal window or SSH session closed) the terminal is gone:
+    // ratatui's drop would report the cursor it cannot show with `eprintln!`, which panics on
+    // a dead terminal and would abort before the runs are cancelled and stored. Show it here
+    // and, if that fails, skip the drop; there is no terminal left to restore.
+    if terminal.show_cursor().is_ok() {
+        drop(terminal);
+    } else {
+        std::mem::forget(terminal);
+    }
     drop(guard);
     result.map(|_| ())
 }
@@ -316,7 +324,15 @@ fn install_panic_hook(log_file: PathBuf) {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_terminal(&mut io::stdout());
-            eprintln!("flightdeck: the console crashed; the log is at {}", display(&log_file));
+            // Never `eprintln!` here: on a terminal that is gone it panics inside the hook,
+            // and a panic in a panic hook aborts the process.
+            let _ = std::io::Write::write_fmt(
+                &mut io::stderr(),
+                format_args!(
+                    "flightdeck: the console crashed; the log is at {}\n",
+                    display(&log_file)
+                ),
+            );
             previous(info);
         }));
     });
