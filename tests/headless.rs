@@ -559,3 +559,24 @@ fn one_task_of_a_stored_run_is_shown_with_its_attempts_and_output() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("has no task `nope` (its tasks: shell)"));
 }
+
+/// `flightdeck plan … | head -1` and the like: a reader that stops reading ends the command
+/// quietly (141, as shells report SIGPIPE), never with a panic.
+#[rstest::rstest]
+#[case::plan(&["plan", "workflows/good.yaml"])]
+#[case::plan_json(&["plan", "workflows/good.yaml", "--json"])]
+#[case::agents_list(&["agents", "list", "--json"])]
+#[case::agents_table(&["agents", "list"])]
+#[case::doctor(&["doctor"])]
+fn a_closed_pipe_ends_printing_commands_quietly(#[case] args: &[&str]) {
+    let project = Project::new();
+    let mut child =
+        project.command("ann", args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_eq!(output.status.code(), Some(141), "{err}");
+}

@@ -52,7 +52,7 @@ pub fn validate(globals: &Globals, dir: Option<PathBuf>, json: bool) -> i32 {
             plural(report.errors, "error"),
             plural(report.warnings, "warning")
         );
-        print!("{out}");
+        out!("{out}");
     }
     if report.errors > 0 { exit::FAILED } else { exit::OK }
 }
@@ -76,9 +76,9 @@ pub fn list(globals: &Globals, json: bool) -> i32 {
         return exit::OK;
     }
     if defs.is_empty() {
-        println!("No agent definitions in {}", registry.dir().display());
+        outln!("No agent definitions in {}", registry.dir().display());
     } else {
-        print!("{}", table(&defs));
+        out!("{}", table(&defs));
     }
     if !problems.is_empty() {
         eprintln!(
@@ -120,7 +120,7 @@ pub fn watch(globals: &Globals, json: bool) -> i32 {
         loop {
             tokio::select! {
                 envelope = changes.recv() => match envelope {
-                    Some(envelope) => println!("{}", change_line(&envelope, json)),
+                    Some(envelope) => outln!("{}", change_line(&envelope, json)),
                     None => break,
                 },
                 _ = &mut interrupted => break,
@@ -169,7 +169,7 @@ pub fn explain(
     } else {
         let mut text = explanation(task, context, &shown, defs.len(), &registry.dir());
         text.push_str(&learning_note(&shown, &history));
-        print!("{text}");
+        out!("{text}");
     }
     if selected.is_some() { exit::OK } else { exit::FAILED }
 }
@@ -202,7 +202,7 @@ pub fn stats(globals: &Globals, json: bool) -> i32 {
     if json {
         print_json(&stats);
     } else {
-        print!("{}", stats_text(&stats, &path));
+        out!("{}", stats_text(&stats, &path));
     }
     exit::OK
 }
@@ -606,7 +606,7 @@ fn change_line(envelope: &Envelope, json: bool) -> String {
 
 fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(error) => eprintln!("error: cannot write JSON: {error}"),
     }
 }

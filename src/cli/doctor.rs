@@ -153,11 +153,11 @@ pub fn doctor(globals: &Globals, json: bool) -> i32 {
     };
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(error) => eprintln!("cannot encode the report: {error}"),
         }
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     if report.ok { exit::OK } else { exit::FAILED }
 }

@@ -1,6 +1,16 @@
 //! Command-line front ends. Each subcommand lives in its own file and returns the process
 //! exit code; `main.rs` only parses arguments and sets up logging.
 
+/// `print!` for command output: see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` for command output: see [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod agents;
 pub mod console;
 pub mod doctor;
@@ -39,6 +49,21 @@ impl Globals {
     }
 }
 
+/// Writes command output to stdout. A reader that went away (`flightdeck plan … | head -1`)
+/// ends the command quietly, as it ends `cat`: exit 141 (128 + SIGPIPE), no panic, no
+/// message. Any other failure (a full disk behind a redirect) is said on stderr, exit 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::BROKEN_PIPE);
+        }
+        let _ = writeln!(std::io::stderr(), "flightdeck: cannot write the output: {error}");
+        std::process::exit(exit::FAILED);
+    }
+}
+
 /// Exit codes shared by every subcommand.
 pub mod exit {
     /// Everything succeeded.
@@ -47,4 +72,6 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// The input was invalid; nothing ran.
     pub const INVALID: i32 = 2;
+    /// Whoever read the output stopped reading (128 + SIGPIPE, as shells report it).
+    pub const BROKEN_PIPE: i32 = 141;
 }

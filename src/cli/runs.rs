@@ -34,11 +34,11 @@ pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
     };
     let runs: Vec<RunRow> = runs.into_iter().take(limit).collect();
     if json {
-        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&runs).unwrap_or_default());
     } else if runs.is_empty() {
         eprintln!("no runs yet in {}", store_path(globals).display());
     } else {
-        print!("{}", runs_table(&runs));
+        out!("{}", runs_table(&runs));
     }
     exit::OK
 }
@@ -61,9 +61,9 @@ pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32
             ));
         };
         if json {
-            println!("{}", serde_json::to_string(&detail).unwrap_or_default());
+            outln!("{}", serde_json::to_string(&detail).unwrap_or_default());
         } else {
-            print!("{}", task_text(&row, &detail));
+            out!("{}", task_text(&row, &detail));
         }
         return exit::OK;
     }
@@ -74,9 +74,9 @@ pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32
         _ => None,
     };
     if json {
-        println!("{}", json!({ "run": row, "tasks": tasks, "owner_pid": owner_pid }));
+        outln!("{}", json!({ "run": row, "tasks": tasks, "owner_pid": owner_pid }));
     } else {
-        print!("{}", run_text(&row, owner_pid, &tasks));
+        out!("{}", run_text(&row, owner_pid, &tasks));
     }
     exit::OK
 }
@@ -126,7 +126,7 @@ pub fn prune(
         if prunable.is_empty() {
             eprintln!("nothing to prune");
         } else {
-            print!("{}", runs_table(&prunable));
+            out!("{}", runs_table(&prunable));
             for (_, worktree) in &kept {
                 eprintln!("would remove worktree {}", worktree.path.display());
                 eprintln!("would delete branch {}", worktree.branch);

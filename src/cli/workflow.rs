@@ -156,15 +156,15 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
                 return invalid(&error.to_string(), json);
             }
             if json {
-                println!("{}", plan_json(&plan));
+                outln!("{}", plan_json(&plan));
             } else {
-                print!("{}", plan_text(&plan));
+                out!("{}", plan_text(&plan));
             }
             exit::OK
         }
         Err(error) => {
             if json {
-                println!("{}", errors_json(&error));
+                outln!("{}", errors_json(&error));
             }
             eprintln!("{error}");
             exit::INVALID
@@ -186,7 +186,7 @@ fn learned_history(globals: &Globals, settings: &Settings) -> History {
 
 fn invalid(message: &str, json: bool) -> i32 {
     if json {
-        println!("{}", json!({ "valid": false, "errors": [{ "message": message }] }));
+        outln!("{}", json!({ "valid": false, "errors": [{ "message": message }] }));
     }
     eprintln!("{message}");
     exit::INVALID
