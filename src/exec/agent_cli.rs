@@ -9,14 +9,14 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{LineCapture, OutputBudget};
 use super::deadline::Deadline;
 use super::env::EnvSource;
-use super::process::{DRAIN_AFTER_EXIT, GroupGuard, describe_status, spawn_error};
+use super::process::{self, DEFAULT_KILL_GRACE, GroupGuard, describe_status, spawn_error};
 use super::{AnswerDetails, ExecError, ExecRequest, OutputSink, ToolCall};
 use crate::config::{CodingAgentBackend, CodingCli, DenialPolicy};
 use crate::event::{OutputStream, TokenUsage};
@@ -78,6 +78,12 @@ pub(super) struct Runner {
 }
 
 impl Runner {
+    /// Runs `cli` per `config`, with Flightdeck's own environment and the default grace
+    /// between SIGTERM and SIGKILL.
+    pub fn new(cli: CodingCli, config: CodingAgentBackend) -> Self {
+        Self { cli, config, env: EnvSource::process(), kill_grace: DEFAULT_KILL_GRACE }
+    }
+
     /// Runs the CLI to its end, feeding each stdout event to `reader`. Timeout and cancel
     /// stop the process group and return the error; any other ending is for the caller to
     /// judge from the events and the exit status.
@@ -104,17 +110,8 @@ impl Runner {
         let mut child = cmd.spawn().map_err(|e| self.spawn_error(&invocation, workdir, &e))?;
         let group = GroupGuard::of(&child);
 
-        let stdin_writer = child.stdin.take().map(|mut stdin| {
-            let text = invocation.stdin;
-            tokio::spawn(async move {
-                // A CLI may exit before reading its prompt (a bad flag); its stderr says why.
-                if let Err(e) = stdin.write_all(text.as_bytes()).await
-                    && e.kind() != std::io::ErrorKind::BrokenPipe
-                {
-                    tracing::debug!(error = %e, "writing the prompt to stdin failed");
-                }
-            })
-        });
+        // A CLI may exit before reading its prompt (a bad flag); its stderr says why.
+        let stdin_writer = process::write_stdin(&mut child, invocation.stdin);
 
         let budget = OutputBudget::new(self.config.output_limit_bytes);
         let mut transcript = Transcript::new(sink.clone(), self.config.output_limit_bytes);
@@ -136,31 +133,16 @@ impl Runner {
                     },
                 );
             };
-            tokio::pin!(pumps);
-            let mut pumped = false;
-            let ending = loop {
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => break Err(ExecError::Cancelled),
-                    status = child.wait() => break Ok(status),
-                    () = &mut pumps, if !pumped => pumped = true,
-                    () = tokio::time::sleep_until(deadline.at()) => break Err(deadline.timed_out()),
-                }
-            };
-            match &ending {
-                Ok(_) => {
-                    group.signal(nix::sys::signal::Signal::SIGKILL);
-                    if !pumped && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err()
-                    {
-                        tracing::warn!(
-                            program = %invocation.program,
-                            "output pipes still open after exit; events may be missing"
-                        );
-                    }
-                }
-                Err(_) => group.stop(&mut child, self.kill_grace).await,
-            }
-            ending
+            process::supervise(
+                &mut child,
+                &group,
+                pumps,
+                &cancel,
+                &deadline,
+                self.kill_grace,
+                &invocation.program,
+            )
+            .await
         };
         group.disarm();
         if let Some(writer) = stdin_writer {
@@ -191,7 +173,7 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        super::process::die_with_host(&mut cmd);
+        process::die_with_host(&mut cmd);
         cmd
     }
 

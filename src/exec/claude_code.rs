@@ -14,7 +14,6 @@ use super::agent_cli::{
     self, Ending, EventReader, Invocation, Runner, Transcript, content_text, count, text,
 };
 use super::env::EnvSource;
-use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
 use crate::event::OutputStream;
@@ -31,14 +30,7 @@ pub struct ClaudeCodeExecutor {
 
 impl ClaudeCodeExecutor {
     pub fn new(config: CodingAgentBackend) -> Self {
-        Self {
-            runner: Runner {
-                cli: CodingCli::ClaudeCode,
-                config,
-                env: EnvSource::process(),
-                kill_grace: DEFAULT_KILL_GRACE,
-            },
-        }
+        Self { runner: Runner::new(CodingCli::ClaudeCode, config) }
     }
 
     /// Takes the `env_allow` variables from `env` instead of Flightdeck's own environment.

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_cli::{self, Ending, EventReader, Invocation, Runner, Transcript, count, text};
 use super::env::EnvSource;
-use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
 
@@ -24,14 +23,7 @@ pub struct CodexExecutor {
 
 impl CodexExecutor {
     pub fn new(config: CodingAgentBackend) -> Self {
-        Self {
-            runner: Runner {
-                cli: CodingCli::Codex,
-                config,
-                env: EnvSource::process(),
-                kill_grace: DEFAULT_KILL_GRACE,
-            },
-        }
+        Self { runner: Runner::new(CodingCli::Codex, config) }
     }
 
     /// Takes the `env_allow` variables from `env` instead of Flightdeck's own environment.

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_cli::{self, Ending, EventReader, Invocation, Runner, Transcript, count, text};
 use super::env::EnvSource;
-use super::process::DEFAULT_KILL_GRACE;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{CodingAgentBackend, CodingCli};
 
@@ -27,14 +26,7 @@ pub struct GeminiExecutor {
 
 impl GeminiExecutor {
     pub fn new(config: CodingAgentBackend) -> Self {
-        Self {
-            runner: Runner {
-                cli: CodingCli::Gemini,
-                config,
-                env: EnvSource::process(),
-                kill_grace: DEFAULT_KILL_GRACE,
-            },
-        }
+        Self { runner: Runner::new(CodingCli::Gemini, config) }
     }
 
     /// Takes the `env_allow` variables from `env` instead of Flightdeck's own environment.

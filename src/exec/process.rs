@@ -130,17 +130,7 @@ impl ProcessExecutor {
         let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &workdir, &e))?;
         let group = GroupGuard::of(&child);
 
-        let stdin_writer = child.stdin.take().map(|mut stdin| {
-            let text = prompt::stdin_text(&req);
-            tokio::spawn(async move {
-                // A program may exit without reading its input; that is its business.
-                if let Err(e) = stdin.write_all(text.as_bytes()).await
-                    && e.kind() != std::io::ErrorKind::BrokenPipe
-                {
-                    tracing::debug!(error = %e, "writing the prompt to stdin failed");
-                }
-            })
-        });
+        let stdin_writer = write_stdin(&mut child, prompt::stdin_text(&req));
 
         let budget = OutputBudget::new(self.config.output_limit_bytes);
         let mut out = LineCapture::stdout(sink.clone(), &budget);
@@ -161,33 +151,8 @@ impl ProcessExecutor {
                     },
                 );
             };
-            tokio::pin!(pumps);
-            let mut pumped = false;
-            let ending = loop {
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => break Err(ExecError::Cancelled),
-                    status = child.wait() => break Ok(status),
-                    () = &mut pumps, if !pumped => pumped = true,
-                    () = tokio::time::sleep_until(deadline.at()) => break Err(deadline.timed_out()),
-                }
-            };
-            match &ending {
-                Ok(_) => {
-                    // The attempt ends with the program; leftovers in its group would hold
-                    // the pipes open.
-                    group.signal(Signal::SIGKILL);
-                    if !pumped && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err()
-                    {
-                        tracing::warn!(
-                            program = %program,
-                            "output pipes still open after exit; output may be incomplete"
-                        );
-                    }
-                }
-                Err(_) => group.stop(&mut child, self.kill_grace).await,
-            }
-            ending
+            supervise(&mut child, &group, pumps, &cancel, &deadline, self.kill_grace, &program)
+                .await
         };
         group.disarm();
         if let Some(writer) = stdin_writer {
@@ -280,6 +245,59 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
     }
+}
+
+/// Writes `text` to the child's stdin in the background. A program may exit without reading
+/// its input (a bad flag, a prompt it does not need); that is its business.
+pub(super) fn write_stdin(child: &mut Child, text: String) -> Option<tokio::task::JoinHandle<()>> {
+    child.stdin.take().map(|mut stdin| {
+        tokio::spawn(async move {
+            if let Err(e) = stdin.write_all(text.as_bytes()).await
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                tracing::debug!(error = %e, "writing the prompt to stdin failed");
+            }
+        })
+    })
+}
+
+/// Waits for `child` while `pumps` read its pipes, until it exits, `cancel` fires or the
+/// deadline passes. On exit, leftovers in its group are killed (they would hold the pipes
+/// open) and the pipes get a moment to drain; on cancel or timeout the whole group is
+/// stopped (SIGTERM, then SIGKILL after `kill_grace`) and the reason returned.
+pub(super) async fn supervise(
+    child: &mut Child,
+    group: &GroupGuard,
+    pumps: impl Future<Output = ()>,
+    cancel: &CancellationToken,
+    deadline: &Deadline,
+    kill_grace: Duration,
+    program: &str,
+) -> Result<std::io::Result<ExitStatus>, ExecError> {
+    tokio::pin!(pumps);
+    let mut pumped = false;
+    let ending = loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Err(ExecError::Cancelled),
+            status = child.wait() => break Ok(status),
+            () = &mut pumps, if !pumped => pumped = true,
+            () = tokio::time::sleep_until(deadline.at()) => break Err(deadline.timed_out()),
+        }
+    };
+    match &ending {
+        Ok(_) => {
+            group.signal(Signal::SIGKILL);
+            if !pumped && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err() {
+                tracing::warn!(
+                    program = %program,
+                    "output pipes still open after exit; output may be incomplete"
+                );
+            }
+        }
+        Err(_) => group.stop(child, kill_grace).await,
+    }
+    ending
 }
 
 /// Asks the kernel to SIGKILL the child when its host goes away, whatever the way (a crash,
