@@ -25,7 +25,7 @@ use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::resilience::BreakerBoard;
 use crate::store::{
     OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
-    StoreWriter, spawn_writer,
+    StoreWriter, spawn_paced_writer,
 };
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_owned};
 
@@ -121,10 +121,12 @@ impl Runtime {
         let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
         store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
-        let mut seqs = SeqBlocks::new(RunStore::open(data_dir.join(RUNS_FILE))?);
-        let first = seqs.reserve()?;
+        let (first, seqs) = SeqBlocks::start(RunStore::open(data_dir.join(RUNS_FILE))?)?;
         let bus = EventBus::numbered_by(first, Box::new(seqs));
-        let writer = spawn_writer(store, bus.run_sink())?;
+        // Paced: a run waits for the store when it is far behind instead of queueing every
+        // event of a 100,000-task run in memory.
+        let (events, backlog) = bus.paced_run_sink();
+        let writer = spawn_paced_writer(store, events, Some(backlog))?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
         let watcher = if watch_agents {

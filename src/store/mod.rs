@@ -33,8 +33,8 @@ pub use error::StoreError;
 pub use outcomes::{Outcome, OutcomeSample, task_words};
 pub use owner::{Owner, OwnerError, RunLock, owner};
 pub use schema::SCHEMA_VERSION;
-pub use seq::{SEQ_BLOCK, SeqBlocks};
-pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
+pub use seq::{SEQ_BLOCK, SEQ_BLOCK_MAX, SeqBlocks};
+pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_paced_writer, spawn_writer};
 
 use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::{RunId, TaskId};
