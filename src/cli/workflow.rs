@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::progress::{Printer, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
+use crate::bus::Backlog;
 use crate::config::Settings;
 use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::TaskId;
@@ -53,19 +54,26 @@ impl PrintCommitted {
     /// once its `RunFinished` is printed (what follows it is not). A store that cannot commit
     /// (disk full, locked for too long) is reported on stderr and the events are printed all
     /// the same, so a consumer is never left waiting for a run that goes on.
-    async fn print(&mut self, runtime: &Runtime, printer: &mut Printer) -> Option<RunStatus> {
+    async fn print(
+        &mut self,
+        runtime: &Runtime,
+        printer: &mut Printer,
+        printed: &Backlog,
+    ) -> Option<RunStatus> {
         if let Err(error) = runtime.flush().await
             && !std::mem::replace(&mut self.warned, true)
         {
             printer.line(&format!("the run store did not commit these events: {error}"));
         }
         let mut status = None;
+        let count = self.pending.len();
         for envelope in self.pending.drain(..) {
             if status.is_none() {
                 status = printer.print(&envelope);
             }
         }
         printer.flush();
+        printed.done(count);
         status
     }
 }
@@ -369,8 +377,9 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
-    // Subscribed before the run starts, so no event is missed.
-    let mut events = runtime.bus().sink();
+    // Subscribed before the run starts, so no event is missed. Paced: the run waits for the
+    // printer when it is far behind, so unprinted events cannot pile up in memory.
+    let (mut events, printed) = runtime.bus().paced_sink();
     let handle = match runtime.start_planned(&globals.user, plan) {
         Ok(handle) => handle,
         Err(error) => {
@@ -418,11 +427,12 @@ async fn run_headless(
         }
         committed.push(envelope);
         if (events.is_empty() || committed.is_full())
-            && let Some(status) = committed.print(&runtime, &mut printer).await
+            && let Some(status) = committed.print(&runtime, &mut printer, &printed).await
         {
             break status;
         }
     };
+    printed.close();
     printer.flush();
     runtime.shutdown().await;
     if let Some(stop) = interrupted {

@@ -39,6 +39,9 @@ pub(crate) struct Job {
 /// task spawn. It ends when the scheduler drops its sender.
 pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
+        // A consumer of the events far behind (the run store, the printer) holds up new
+        // attempts, so a long run's events never pile up in memory.
+        shared.engine.bus.room().await;
         let (attempts, outcome) = attempts(&shared, &job).await;
         let _ =
             job.reply.send(Msg::Finished { task: job.task, worker: job.worker, attempts, outcome });
