@@ -397,8 +397,11 @@ async fn run_headless(
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
     let mut interrupted: Option<Stop> = None;
+    // Taken from the sink in batches: one wait (and one poll of the signal listeners) per
+    // batch rather than per event.
+    let mut received = Vec::with_capacity(PRINT_BATCH);
     let status = loop {
-        let envelope = tokio::select! {
+        let count = tokio::select! {
             biased;
             stop = stops.next() => {
                 if let Some(first) = interrupted {
@@ -416,16 +419,20 @@ async fn run_headless(
                 let _ = handle.cancel().await;
                 continue;
             }
-            envelope = events.recv() => envelope,
+            count = events.recv_many(&mut received, PRINT_BATCH) => count,
         };
-        let Some(envelope) = envelope else { break RunStatus::Cancelled };
-        if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
-            && envelope.run_id.as_ref() == Some(&run)
-            && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
-        {
-            printer.line(&format!("cannot refuse approval of {task}: {error}"));
+        if count == 0 {
+            break RunStatus::Cancelled;
         }
-        committed.push(envelope);
+        for envelope in received.drain(..) {
+            if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
+                && envelope.run_id.as_ref() == Some(&run)
+                && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
+            {
+                printer.line(&format!("cannot refuse approval of {task}: {error}"));
+            }
+            committed.push(envelope);
+        }
         if (events.is_empty() || committed.is_full())
             && let Some(status) = committed.print(&runtime, &mut printer, &printed).await
         {
