@@ -21,4 +21,5 @@ pub mod pool;
 pub mod resilience;
 pub mod runtime;
 pub mod store;
+pub mod terminal;
 pub mod workflow;

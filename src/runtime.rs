@@ -92,6 +92,8 @@ struct Inner {
     engine: Engine,
     /// A reading connection of the run store (the writer thread owns its own).
     reader: Mutex<RunStore>,
+    /// What opening the audit log found that a person should hear of (torn tail, gap).
+    audit_warnings: Vec<String>,
     /// Instances acquired by `SpawnInstance`, released by `ReleaseInstance`.
     spawned: Mutex<HashSet<InstanceId>>,
     /// The locks of the runs this process owns, held while the engine knows the run (a
@@ -135,7 +137,12 @@ impl Runtime {
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
         let approvals = Approvals::new(bus.clone());
-        let audit = AuditLog::open(data_dir.join(AUDIT_FILE))?;
+        let anchor = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let audit = AuditLog::open_anchored(data_dir.join(AUDIT_FILE), Box::new(anchor))?;
+        let audit_warnings = audit.warnings();
+        for warning in &audit_warnings {
+            tracing::warn!(%warning, "audit log");
+        }
         let gate = Gate::new(&settings, audit, bus.clone());
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
@@ -161,6 +168,7 @@ impl Runtime {
                 gate,
                 engine,
                 reader: Mutex::new(reader),
+                audit_warnings,
                 spawned: Mutex::new(HashSet::new()),
                 owned: Mutex::new(Vec::new()),
             }),
@@ -185,6 +193,13 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// What opening the audit log found (a torn last record moved aside, records missing
+    /// against the run store's anchor), one sentence each; front ends say these on stderr or
+    /// on screen. Normally empty.
+    pub fn audit_warnings(&self) -> &[String] {
+        &self.inner.audit_warnings
     }
 
     pub fn project_dir(&self) -> &Path {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
+use crate::terminal::{sanitize, sanitize_line};
 
 /// Where the elapsed time at the start of each line comes from.
 enum Clock {
@@ -70,7 +71,8 @@ impl Printer {
                 now_ms.saturating_sub(first_ms.unwrap_or(now_ms)) as f64 / 1000.0
             }
         };
-        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+        // Agent text (errors quoting a child's stderr, notices) stays on its one line.
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {}", sanitize_line(text));
     }
 
     pub(crate) fn flush(&mut self) {
@@ -87,7 +89,7 @@ impl Printer {
         if self.json
             && let Ok(text) = serde_json::to_string(&**envelope)
         {
-            let _ = writeln!(self.out, "{text}");
+            let _ = writeln!(self.out, "{}", sanitize(&text));
         }
         let ours = envelope.run_id.as_ref() == Some(&self.run);
         let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
