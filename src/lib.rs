@@ -18,6 +18,7 @@ pub mod ids;
 pub mod learning;
 pub mod logging;
 pub mod pool;
+pub mod redact;
 pub mod resilience;
 pub mod runtime;
 pub mod store;

@@ -22,6 +22,7 @@ use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYST
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::pool::{Pool, PoolConfig, PoolError};
+use crate::redact::Redactor;
 use crate::resilience::BreakerBoard;
 use crate::store::{
     OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
@@ -48,6 +49,8 @@ pub enum RuntimeError {
     /// A run's lock could not be taken (an id that exists, or a live owner).
     #[error(transparent)]
     Owner(#[from] OwnerError),
+    #[error(transparent)]
+    Redact(#[from] crate::redact::PatternError),
     #[error("cannot watch the agent pool: {0}")]
     Watch(AgentError),
     /// The gate refused the command.
@@ -126,6 +129,8 @@ impl Runtime {
         let mut seqs = SeqBlocks::new(RunStore::open(data_dir.join(RUNS_FILE))?);
         let first = seqs.reserve()?;
         let bus = EventBus::numbered_by(first, Box::new(seqs));
+        // Before anything is published: no event, stored or shown, ever holds a secret.
+        bus.set_redactor(Redactor::from_settings(&settings, |name| std::env::var(name).ok())?);
         let writer = spawn_writer(store, bus.run_sink())?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
