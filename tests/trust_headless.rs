@@ -183,3 +183,69 @@ fn secrets_and_escapes_reach_no_store_no_output_and_no_dependent() {
         assert!(!log.contains(KEY), "key in the log file");
     }
 }
+
+/// Every headless command, on a project whose agent file, workflow and agent output all
+/// carry escape sequences (OSC 52 clipboard write, screen clear, title set, cursor report
+/// query, C1 CSI, bidi override, a bare CR): nothing reaches the terminal live.
+#[test]
+fn no_headless_command_lets_an_escape_sequence_through() {
+    let project = Project::new();
+    let root = project.root();
+    let nasty =
+        "x\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\u{1b}]0;title\u{7}\u{1b}[6n\u{9b}31m\u{202e}\r";
+    std::fs::write(
+        root.join("agentpool/tier1-core/scripted.md"),
+        format!("---\nname: scripted\ndescription: 'Scripted {nasty} agent'\nbackend: local\ntriggers: [echo]\n---\nYou are {nasty}.\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("workflows/nasty.yaml"),
+        format!(
+            "name: nasty\ntasks:\n  - {{id: leak, description: \"Echo {}\", agent: scripted}}\n",
+            nasty
+                .replace('\u{1b}', "\\e")
+                .replace('\u{7}', "\\a")
+                .replace('\u{9b}', "\\x9b")
+                .replace('\u{202e}', "\\u202e")
+                .replace('\r', "\\r")
+        ),
+    )
+    .unwrap();
+    let run = project.run(&["run", "workflows/nasty.yaml"]);
+    assert_clean("run", &text(&run));
+    let commands: &[&[&str]] = &[
+        &["run", "workflows/nasty.yaml", "--json"],
+        &["plan", "workflows/nasty.yaml"],
+        &["plan", "workflows/nasty.yaml", "--json"],
+        &["agents", "list"],
+        &["agents", "list", "--json"],
+        &["agents", "validate"],
+        &["agents", "validate", "--json"],
+        &["agents", "explain", "echo things"],
+        &["agents", "explain", "echo things", "--json"],
+        &["runs", "list"],
+        &["runs", "list", "--json"],
+        &["runs", "show", "last"],
+        &["runs", "show", "last", "--json"],
+        &["runs", "show", "last", "leak"],
+        &["runs", "show", "last", "leak", "--json"],
+        &["runs", "events", "last"],
+        &["runs", "events", "last", "--json"],
+        &["audit", "tail"],
+        &["audit", "tail", "--json"],
+        &["audit", "verify"],
+        &["doctor"],
+        &["doctor", "--json"],
+    ];
+    let mut shown = 0;
+    for args in commands {
+        let output = project.run(args);
+        let seen = text(&output);
+        assert_clean(&args.join(" "), &seen);
+        let showed = seen.contains("␛]52;c;") || seen.contains("\\u001b]52;c;");
+        shown += usize::from(showed);
+    }
+    // The sequences were there, shown as text, where the agent's text is shown (run --json,
+    // plan --json, runs show TASK, runs events --json).
+    assert!(shown >= 5, "only {shown} commands showed the escapes at all");
+}
