@@ -17,6 +17,7 @@ pub mod governance;
 pub mod ids;
 pub mod learning;
 pub mod logging;
+pub mod model;
 pub mod pool;
 pub mod redact;
 pub mod resilience;
