@@ -22,6 +22,7 @@ use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYST
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::pool::{Pool, PoolConfig, PoolError};
+use crate::redact::Redactor;
 use crate::resilience::BreakerBoard;
 use crate::store::{
     OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
@@ -48,6 +49,8 @@ pub enum RuntimeError {
     /// A run's lock could not be taken (an id that exists, or a live owner).
     #[error(transparent)]
     Owner(#[from] OwnerError),
+    #[error(transparent)]
+    Redact(#[from] crate::redact::PatternError),
     #[error("cannot watch the agent pool: {0}")]
     Watch(AgentError),
     /// The gate refused the command.
@@ -92,6 +95,8 @@ struct Inner {
     engine: Engine,
     /// A reading connection of the run store (the writer thread owns its own).
     reader: Mutex<RunStore>,
+    /// What opening the audit log found that a person should hear of (torn tail, gap).
+    audit_warnings: Vec<String>,
     /// Instances acquired by `SpawnInstance`, released by `ReleaseInstance`.
     spawned: Mutex<HashSet<InstanceId>>,
     /// The locks of the runs this process owns, held while the engine knows the run (a
@@ -123,6 +128,8 @@ impl Runtime {
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
         let (first, seqs) = SeqBlocks::start(RunStore::open(data_dir.join(RUNS_FILE))?)?;
         let bus = EventBus::numbered_by(first, Box::new(seqs));
+        // Before anything is published: no event, stored or shown, ever holds a secret.
+        bus.set_redactor(Redactor::from_settings(&settings, |name| std::env::var(name).ok())?);
         // Paced: a run waits for the store when it is far behind instead of queueing every
         // event of a 100,000-task run in memory.
         let (events, backlog) = bus.paced_run_sink();
@@ -137,7 +144,12 @@ impl Runtime {
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
         let approvals = Approvals::new(bus.clone());
-        let audit = AuditLog::open(data_dir.join(AUDIT_FILE))?;
+        let anchor = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let audit = AuditLog::open_anchored(data_dir.join(AUDIT_FILE), Box::new(anchor))?;
+        let audit_warnings = audit.warnings();
+        for warning in &audit_warnings {
+            tracing::warn!(%warning, "audit log");
+        }
         let gate = Gate::new(&settings, audit, bus.clone());
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
@@ -163,6 +175,7 @@ impl Runtime {
                 gate,
                 engine,
                 reader: Mutex::new(reader),
+                audit_warnings,
                 spawned: Mutex::new(HashSet::new()),
                 owned: Mutex::new(Vec::new()),
             }),
@@ -187,6 +200,13 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// What opening the audit log found (a torn last record moved aside, records missing
+    /// against the run store's anchor), one sentence each; front ends say these on stderr or
+    /// on screen. Normally empty.
+    pub fn audit_warnings(&self) -> &[String] {
+        &self.inner.audit_warnings
     }
 
     pub fn project_dir(&self) -> &Path {

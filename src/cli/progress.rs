@@ -9,6 +9,7 @@ use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
 use crate::model::{OutputKeep, RunModel};
 use crate::store::Encoder;
+use crate::terminal::{sanitize, sanitize_line};
 
 /// Largest `--json` line buffer kept between events.
 const LINE_KEPT: usize = 64 * 1024;
@@ -82,7 +83,8 @@ impl Printer {
                 now_ms.saturating_sub(first_ms.unwrap_or(now_ms)) as f64 / 1000.0
             }
         };
-        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+        // Agent text (errors quoting a child's stderr, notices) stays on its one line.
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {}", sanitize_line(text));
     }
 
     pub(crate) fn flush(&mut self) {
@@ -99,8 +101,16 @@ impl Printer {
         if self.json {
             self.line.clear();
             if self.encoder.encode(&mut self.line, envelope).is_ok() {
-                self.line.push(b'\n');
-                let _ = self.out.write_all(&self.line);
+                // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
+                match std::str::from_utf8(&self.line).map(sanitize) {
+                    Ok(std::borrow::Cow::Owned(clean)) => {
+                        let _ = writeln!(self.out, "{clean}");
+                    }
+                    _ => {
+                        self.line.push(b'\n');
+                        let _ = self.out.write_all(&self.line);
+                    }
+                }
             }
             // A `run_started` of 100,000 tasks is a 17 MB line: not kept for the small ones.
             if self.line.capacity() > LINE_KEPT {

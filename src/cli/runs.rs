@@ -159,6 +159,7 @@ pub fn prune(
             Ok(runtime) => runtime,
             Err(error) => return fail(&error.to_string()),
         };
+        super::say_audit_warnings(&runtime);
         let result = runtime.prune_runs(&globals.user, rule).await;
         runtime.shutdown().await;
         match result {

@@ -367,6 +367,7 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
+    super::say_audit_warnings(&runtime);
     let overrides =
         PlanOverrides { backend: options.backend.clone(), max_parallel: options.max_parallel };
     let plan = match runtime.plan(&globals.resolve(workflow), &overrides) {

@@ -13,6 +13,7 @@
 //! loss may lose the last commits but never corrupts the database. Readers (the console)
 //! open their own `RunStore` and never block the writer.
 
+mod anchor;
 mod encode;
 mod error;
 mod outcomes;
