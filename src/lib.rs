@@ -20,6 +20,7 @@ pub mod logging;
 pub mod model;
 pub mod pool;
 pub mod resilience;
+pub mod resume;
 pub mod runtime;
 pub mod store;
 pub mod workflow;

@@ -108,6 +108,8 @@ pub enum AttemptResult {
     /// Failed, and another attempt followed.
     Retrying,
     Cancelled,
+    /// In flight when the run's process died; the task ran again after a resume.
+    Interrupted,
 }
 
 impl AttemptResult {
@@ -118,6 +120,7 @@ impl AttemptResult {
             Self::Failed => "failed",
             Self::Retrying => "retrying",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -266,6 +269,8 @@ pub struct RunModel {
     pub last_ms: u64,
     /// Events that changed this model.
     pub applied: u64,
+    /// Times the run was resumed after its process died.
+    pub resumes: u32,
     keep: OutputKeep,
 }
 
@@ -295,6 +300,7 @@ impl RunModel {
             last_seq: 0,
             last_ms: 0,
             applied: 0,
+            resumes: 0,
             keep,
         }
     }
@@ -414,6 +420,11 @@ impl RunModel {
                         self.tasks.push(TaskModel::new(planned.clone()));
                     }
                 }
+                true
+            }
+            Event::RunResumed { .. } => {
+                self.resumes += 1;
+                self.outcome = None;
                 true
             }
             Event::RunFinished { status, duration_ms, .. } => {
@@ -637,6 +648,15 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             workspace.changes.clone_from(files);
         }
         Event::InstanceWorking { instance, .. } => t.instance = Some(*instance),
+        Event::AttemptInterrupted { attempt, .. } => {
+            // The task starts again; the attempt keeps its place in the history.
+            t.status = TaskStatus::Pending;
+            t.started_ms = None;
+            t.note = Some(format!("attempt {attempt} interrupted by a crash; may have run twice"));
+            if let Some(last) = t.history.iter_mut().rev().find(|a| a.attempt == *attempt) {
+                last.result = AttemptResult::Interrupted;
+            }
+        }
         _ => return false,
     }
     true
