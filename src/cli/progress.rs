@@ -97,6 +97,14 @@ impl Printer {
                 let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
                 self.line(&text);
             }
+            Event::RunResumed { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("run {} {}", self.run, text.trim_start_matches("run ")));
+            }
+            Event::AttemptInterrupted { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("interrupt {text}"));
+            }
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
                 if *simulated {
                     self.simulated_attempts += 1;

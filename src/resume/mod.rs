@@ -16,7 +16,9 @@ mod stored;
 
 pub use leftovers::{Leftover, kill_leftovers, leftovers};
 pub use point::{ResumePoint, TaskResume};
-pub use stored::{StoredWorkflow, WORKFLOW_SUFFIX, remove_stored, stored_path};
+pub use stored::{StoredError, StoredWorkflow, WORKFLOW_SUFFIX, remove_stored, stored_path};
+
+use std::fmt::Write as _;
 
 use crate::event::Event;
 
@@ -27,9 +29,10 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::RunResumed { done, remaining, workflow_changed, killed_processes } => {
             let mut text = format!("run resumed: {done} tasks done, {remaining} to go");
             if *killed_processes > 0 {
-                text.push_str(&format!(
+                let _ = write!(
+                    text,
                     "; killed {killed_processes} leftover agent process(es) of the crashed run"
-                ));
+                );
             }
             if *workflow_changed {
                 text.push_str(
