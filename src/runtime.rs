@@ -38,6 +38,9 @@ pub use crate::audit::AUDIT_FILE;
 /// How long [`Runtime::shutdown`] waits for cancelled runs to stop their work.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// How long `resume` keeps trying to take over a run whose lock is held.
+const TAKE_OVER_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Errors starting the runtime or carrying out a command.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -133,6 +136,7 @@ impl Runtime {
         let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
         store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
+        sweep_orphans(&data_dir, &reader);
         let mut seqs = SeqBlocks::new(RunStore::open(data_dir.join(RUNS_FILE))?);
         let first = seqs.reserve()?;
         let bus = EventBus::numbered_by(first, Box::new(seqs));
@@ -359,6 +363,21 @@ impl Runtime {
     }
 }
 
+/// Agents of a run that died before its start was stored cannot be resumed, so nothing
+/// else would ever stop them: kill them now. A store that cannot be read is logged.
+fn sweep_orphans(data_dir: &Path, reader: &RunStore) {
+    match reader.runs_uncounted() {
+        Ok(rows) => {
+            let stored: HashSet<RunId> = rows.into_iter().map(|row| row.run_id).collect();
+            let killed = crate::resume::sweep_unstored(data_dir, |run| stored.contains(run));
+            if killed > 0 {
+                tracing::warn!(killed, "killed agents of runs that died before they were stored");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "leftover agents of unstored runs not swept"),
+    }
+}
+
 fn notice(bus: &EventBus, run: Option<&RunId>, level: Level, message: String) {
     bus.publish(run, Event::Notice { level, message });
 }
@@ -451,7 +470,7 @@ fn resume_owned(
         let why = "this process is running it".to_owned();
         return Err(RuntimeError::NotResumable { run, why });
     }
-    let lock = RunLock::take_over(&inner.data_dir, &run)?;
+    let lock = take_over(&inner.data_dir, &run)?;
     let (row, events) = {
         let reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
         (reader.run(&run)?, reader.events(&run)?)
@@ -483,6 +502,21 @@ fn resume_owned(
     owned.retain(|lock| inner.engine.run(lock.run()).is_some());
     owned.push(lock);
     Ok(handle)
+}
+
+/// [`RunLock::take_over`], tried again for a moment while it is refused: a lock can outlive
+/// its dead owner by the instant a child it forked needs to exec or exit, and a probe by
+/// `runs list` holds it for microseconds. A live owner is still refused after that.
+fn take_over(data_dir: &Path, run: &RunId) -> Result<RunLock, OwnerError> {
+    let began = std::time::Instant::now();
+    loop {
+        match RunLock::take_over(data_dir, run) {
+            Err(OwnerError::Owned { .. }) if began.elapsed() < TAKE_OVER_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            taken => return taken,
+        }
+    }
 }
 
 /// The plan of a resumed run: its stored workflow (or, for a run started before workflows

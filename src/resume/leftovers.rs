@@ -12,6 +12,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::ids::RunId;
+use crate::store::owner::LOCKS_DIR;
+use crate::store::{Owner, owner};
 
 /// How long [`kill_leftovers`] waits for killed processes to disappear.
 const GONE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,6 +75,26 @@ pub fn kill_leftovers(run: &RunId) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
     found.len()
+}
+
+/// Kill the leftover agents of runs that died before their start was stored: their lock
+/// file exists, nobody holds it, and the store has no row for them, so they can never be
+/// resumed (or listed). `is_stored` says whether the store has a run. Returns the processes
+/// killed.
+pub fn sweep_unstored(data_dir: &Path, is_stored: impl Fn(&RunId) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(LOCKS_DIR)) else { return 0 };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(run) = name.to_str().and_then(|n| n.strip_suffix(".lock")).map(RunId::new) else {
+            continue;
+        };
+        if is_stored(&run) || owner(data_dir, &run) != Owner::Gone {
+            continue;
+        }
+        killed += kill_leftovers(&run);
+    }
+    killed
 }
 
 /// The process group in `/proc/<pid>/stat` (the fifth field; the second, the command name in

@@ -14,7 +14,7 @@ mod leftovers;
 mod point;
 mod stored;
 
-pub use leftovers::{Leftover, kill_leftovers, leftovers};
+pub use leftovers::{Leftover, kill_leftovers, leftovers, sweep_unstored};
 pub use point::{ResumePoint, TaskResume};
 pub use stored::{StoredError, StoredWorkflow, WORKFLOW_SUFFIX, remove_stored, stored_path};
 
