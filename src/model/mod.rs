@@ -167,6 +167,9 @@ pub struct TaskModel {
     pub agent: AgentId,
     /// The latest attempt's number (0: never started).
     pub attempts: u32,
+    /// Failed attempts that were retried since the task last reached a final state: the
+    /// retry budget its current round has used (a resumed run goes on from it).
+    pub retries_used: u32,
     pub instance: Option<InstanceId>,
     pub backend: Option<String>,
     pub simulated: bool,
@@ -204,6 +207,7 @@ impl TaskModel {
             planned,
             status: TaskStatus::Pending,
             attempts: 0,
+            retries_used: 0,
             instance: None,
             backend: None,
             simulated: false,
@@ -534,6 +538,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         },
         Event::TaskRetrying { agent, attempt, delay_ms, duration_ms, error, .. } => {
             t.status = TaskStatus::Retrying;
+            t.retries_used += 1;
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.attempt_ms = Some(*duration_ms);
@@ -564,6 +569,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 t.note = Some(summary);
             }
             t.status = TaskStatus::Succeeded;
+            t.retries_used = 0;
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.attempt_ms = Some(*duration_ms);
@@ -588,6 +594,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::TaskFailed { agent, attempt, duration_ms, error, .. } => {
             t.status = TaskStatus::Failed;
+            t.retries_used = 0;
             if let Some(agent) = agent {
                 t.agent = agent.clone();
             }
@@ -611,6 +618,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::TaskCancelled { reason, .. } => {
             t.status = TaskStatus::Cancelled;
+            t.retries_used = 0;
             t.note = Some(reason.clone());
             t.finished_ms = Some(ts);
             t.retry_at_ms = None;

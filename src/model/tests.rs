@@ -443,7 +443,7 @@ fn from_events_folds_a_stored_run() {
 
 #[test]
 fn an_interrupted_attempt_stays_in_the_history_and_the_task_starts_again() {
-    let mut feed = Feed::new(OutputKeep::None);
+    let mut feed = Feed::new(OutputKeep::Tail(5));
     feed.push(start(1, false));
     feed.push(Event::TaskRetrying {
         task: TaskId::new("a"),
@@ -462,6 +462,7 @@ fn an_interrupted_attempt_stays_in_the_history_and_the_task_starts_again() {
     let a = feed.a();
     assert_eq!(a.status, TaskStatus::Pending);
     assert_eq!(a.attempts, 2, "numbering goes on");
+    assert_eq!(a.retries_used, 1, "the interrupted attempt used no retry");
     let results: Vec<AttemptResult> = a.history.iter().map(|h| h.result).collect();
     assert_eq!(results, [AttemptResult::Retrying, AttemptResult::Interrupted]);
     assert!(a.note.as_deref().is_some_and(|n| n.contains("may have run twice")), "{:?}", a.note);
@@ -483,4 +484,24 @@ fn run_resumed_reopens_the_run_and_is_counted() {
     assert_eq!(feed.model.resumes, 1);
     assert!(feed.model.is_active());
     assert_eq!(feed.model.started_ms, T0 + 1000, "the first start stands");
+}
+
+#[test]
+fn retries_used_count_the_round_and_end_with_it() {
+    let mut feed = Feed::new(OutputKeep::None);
+    for attempt in 1..=2 {
+        feed.push(start(attempt, false));
+        feed.push(Event::TaskRetrying {
+            task: TaskId::new("a"),
+            agent: AgentId::new("coder"),
+            attempt,
+            delay_ms: 10,
+            duration_ms: 5,
+            error: "boom".into(),
+        });
+    }
+    assert_eq!(feed.a().retries_used, 2);
+    feed.push(start(3, false));
+    feed.push(succeeded(3, AnswerDetails::default()));
+    assert_eq!(feed.a().retries_used, 0, "a final state ends the round");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{AgentId, TaskId};
-use crate::model::{AttemptResult, RunModel, TaskModel, TaskStatus};
+use crate::model::{RunModel, TaskModel, TaskStatus};
 
 /// One task of a run that resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,31 +29,18 @@ pub struct TaskResume {
 impl TaskResume {
     fn of(task: &TaskModel) -> Self {
         let final_status = task.status.is_final();
-        let interrupted = (task.status == TaskStatus::Running)
-            .then(|| task.history.last().filter(|a| a.result == AttemptResult::Running))
-            .flatten()
-            .map(|a| (a.agent.clone(), a.attempt));
         Self {
             status: if final_status { task.status } else { TaskStatus::Pending },
             output: (task.status == TaskStatus::Succeeded).then(|| task.result.clone()).flatten(),
             attempts: task.attempts,
-            failures: failures_this_round(task),
+            failures: task.retries_used,
             approved: !final_status && task.approved().is_some(),
             asked_ms: task.pending_approval().map(|a| a.requested_ms),
-            interrupted,
+            // Running: an attempt had started and not ended (retrying means it had ended).
+            interrupted: (task.status == TaskStatus::Running)
+                .then(|| (task.agent.clone(), task.attempts)),
         }
     }
-}
-
-/// Attempts that failed and were retried since the round began (the last final attempt).
-fn failures_this_round(task: &TaskModel) -> u32 {
-    let round = task.history.iter().rev().take_while(|a| {
-        !matches!(
-            a.result,
-            AttemptResult::Succeeded | AttemptResult::Failed | AttemptResult::Cancelled
-        )
-    });
-    round.filter(|a| a.result == AttemptResult::Retrying).count() as u32
 }
 
 /// Every task of an interrupted run, by id.
@@ -89,5 +76,117 @@ impl ResumePoint {
         self.tasks
             .iter()
             .filter_map(|(id, t)| t.interrupted.as_ref().map(|(agent, n)| (id, agent, *n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Envelope, Event, PlannedTask, Risk};
+    use crate::ids::{InstanceId, RunId, UserId};
+    use crate::model::OutputKeep;
+
+    fn planned(id: &str) -> PlannedTask {
+        PlannedTask {
+            task: TaskId::new(id),
+            description: format!("deploy {id}"),
+            agent: AgentId::new("ops"),
+            score: None,
+            depends_on: Vec::new(),
+            layer: 0,
+            timeout_ms: 1000,
+            retries: 1,
+        }
+    }
+
+    /// A run killed while `waits` waited for a reviewer, after `given` was approved (not
+    /// yet run), `done` succeeded and `busy` was in its second attempt.
+    fn crashed() -> RunModel {
+        let ids = ["waits", "given", "done", "busy"];
+        let mut events = vec![Event::RunStarted {
+            workflow: "w".into(),
+            file: "w.yaml".into(),
+            goal: None,
+            max_parallel: 4,
+            fail_fast: false,
+            simulated: false,
+            tasks: ids.iter().map(|id| planned(id)).collect(),
+        }];
+        let asked = |task: &str| Event::ApprovalRequested {
+            task: TaskId::new(task),
+            agent: AgentId::new("ops"),
+            risk: Risk::Critical,
+            reasons: vec!["production: deploy".into()],
+        };
+        let started = |task: &str, attempt| Event::TaskStarted {
+            task: TaskId::new(task),
+            agent: AgentId::new("ops"),
+            attempt,
+            instance: InstanceId(1),
+            backend: "local".into(),
+            simulated: false,
+        };
+        events.push(asked("waits"));
+        events.push(asked("given"));
+        events.push(Event::ApprovalDecided {
+            task: TaskId::new("given"),
+            approved: true,
+            by: UserId::new("ann"),
+            note: None,
+        });
+        events.push(started("done", 1));
+        events.push(Event::TaskSucceeded {
+            task: TaskId::new("done"),
+            agent: AgentId::new("ops"),
+            attempt: 1,
+            duration_ms: 5,
+            output: "shipped".into(),
+            usage: None,
+            simulated: false,
+            details: crate::event::AnswerDetails::default(),
+        });
+        events.push(started("busy", 1));
+        events.push(Event::TaskRetrying {
+            task: TaskId::new("busy"),
+            agent: AgentId::new("ops"),
+            attempt: 1,
+            delay_ms: 1,
+            duration_ms: 1,
+            error: "flaky".into(),
+        });
+        events.push(started("busy", 2));
+        let envelopes: Vec<Envelope> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Envelope {
+                seq: i as u64 + 1,
+                ts_ms: 1_000 + i as u64 * 100,
+                run_id: Some(RunId::new("r1")),
+                event,
+            })
+            .collect();
+        RunModel::from_events(&envelopes, OutputKeep::None)
+    }
+
+    #[test]
+    fn the_resume_point_carries_outputs_budgets_and_approvals() {
+        let point = ResumePoint::from_model(&crashed());
+        let task = |id: &str| point.task(&TaskId::new(id)).expect(id).clone();
+        let waits = task("waits");
+        assert_eq!(waits.status, TaskStatus::Pending);
+        assert_eq!(waits.asked_ms, Some(1_100), "waits again, asked at its first request");
+        assert!(!waits.approved);
+        let given = task("given");
+        assert!(given.approved, "an approval given is used, not asked again");
+        assert_eq!(given.asked_ms, None);
+        let done = task("done");
+        assert_eq!(done.status, TaskStatus::Succeeded);
+        assert_eq!(done.output.as_deref(), Some("shipped"));
+        let busy = task("busy");
+        assert_eq!(busy.status, TaskStatus::Pending);
+        assert_eq!(busy.interrupted, Some((AgentId::new("ops"), 2)));
+        assert_eq!((busy.attempts, busy.failures), (2, 1), "the retry budget carries over");
+        assert_eq!((point.done(), point.remaining()), (1, 3));
+        assert_eq!(point.interrupted().count(), 1);
     }
 }
