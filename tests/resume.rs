@@ -232,3 +232,175 @@ fn an_unknown_run_is_refused_with_what_to_do() {
     assert!(stderr(&output).contains("no run `r-nope`"), "{}", stderr(&output));
     assert!(stderr(&output).contains("runs list"), "{}", stderr(&output));
 }
+
+// ---------------------------------------------------------------- approvals, in the engine
+
+mod approvals {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use flightdeck::agents::Registry;
+    use flightdeck::bus::EventBus;
+    use flightdeck::config::{BackendConfig, Settings, SimBackend};
+    use flightdeck::engine::{Engine, EngineParts, Resumed};
+    use flightdeck::event::{AnswerDetails, Envelope, Event, RunStatus};
+    use flightdeck::governance::Approvals;
+    use flightdeck::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
+    use flightdeck::model::{OutputKeep, RunModel};
+    use flightdeck::pool::{Pool, PoolConfig};
+    use flightdeck::resilience::BreakerBoard;
+    use flightdeck::resume::ResumePoint;
+    use flightdeck::workflow::{Workflow, plan};
+
+    const RISKY: &str = "tasks:
+  - {id: ship, description: Deploy the API to production, agent: alpha}
+  - {id: notes, description: Draft release notes, agent: alpha}
+  - {id: docs, description: Write the guide, agent: alpha}
+  - {id: index, description: Index the guide, agent: alpha, depends_on: [docs]}
+";
+
+    /// Asked at this time (ms since the Unix epoch) before the crash.
+    const ASKED_MS: u64 = 1_700_000_000_000;
+
+    #[tokio::test]
+    async fn resume_waits_again_for_a_reviewer_with_the_original_request_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("agentpool/core");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("alpha.md"), "---\nname: alpha\ndescription: A\n---\nHi.\n")
+            .unwrap();
+        let mut settings = Settings::default();
+        let instant = SimBackend {
+            latency_min: Duration::ZERO,
+            latency_max: Duration::ZERO,
+            failure_rate: 0.0,
+            seed: 1,
+        };
+        settings.backends.insert("test".into(), BackendConfig::Sim(instant));
+        settings.default_backend = "test".into();
+        let bus = EventBus::new();
+        let mut events = bus.sink();
+        let registry = Registry::load(&dir.path().join("agentpool"));
+        let approvals = Approvals::new(bus.clone());
+        let engine = Engine::new(EngineParts {
+            bus: bus.clone(),
+            registry: registry.clone(),
+            pool: Pool::new(
+                PoolConfig { max_total: 8, idle_timeout: Duration::from_secs(60) },
+                bus.clone(),
+            ),
+            breakers: BreakerBoard::new(settings.breakers.clone(), bus.clone()),
+            approvals: approvals.clone(),
+            settings: Arc::new(settings.clone()),
+            project_dir: dir.path().to_owned(),
+            data_dir: dir.path().join(".flightdeck"),
+        });
+        let workflow = Workflow::parse(RISKY, &dir.path().join("risky.yaml")).unwrap();
+        let plan = plan(&workflow, &registry, &settings).unwrap();
+        assert!(plan.steps[0].needs_approval && plan.steps[1].needs_approval);
+
+        // The crashed process had asked for `ship` and `notes`, `notes` was approved, `docs`
+        // succeeded; then it died.
+        let run = RunId::new("r-crashed");
+        let alpha = AgentId::new("alpha");
+        let asked = |task: &str| Event::ApprovalRequested {
+            task: TaskId::new(task),
+            agent: alpha.clone(),
+            risk: flightdeck::event::Risk::Critical,
+            reasons: vec!["production".into()],
+        };
+        let stored = [
+            Event::RunStarted {
+                workflow: plan.workflow.clone(),
+                file: plan.file.clone(),
+                goal: None,
+                max_parallel: plan.max_parallel,
+                fail_fast: false,
+                simulated: true,
+                tasks: plan.planned_tasks(),
+            },
+            asked("ship"),
+            asked("notes"),
+            Event::ApprovalDecided {
+                task: TaskId::new("notes"),
+                approved: true,
+                by: UserId::new("rex"),
+                note: None,
+            },
+            Event::TaskStarted {
+                task: TaskId::new("docs"),
+                agent: alpha.clone(),
+                attempt: 1,
+                instance: InstanceId(1),
+                backend: "test".into(),
+                simulated: true,
+            },
+            Event::TaskSucceeded {
+                task: TaskId::new("docs"),
+                agent: alpha.clone(),
+                attempt: 1,
+                duration_ms: 1,
+                output: "the stored guide".into(),
+                usage: None,
+                simulated: true,
+                details: AnswerDetails::default(),
+            },
+        ];
+        let envelopes: Vec<Envelope> = stored
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Envelope {
+                seq: i as u64 + 1,
+                ts_ms: ASKED_MS + i as u64,
+                run_id: Some(run.clone()),
+                event,
+            })
+            .collect();
+        let model = RunModel::from_events(&envelopes, OutputKeep::None);
+        let point = ResumePoint::from_model(&model);
+
+        let handle = engine.resume_as(run.clone(), plan, &point, Resumed::default()).unwrap();
+        // `ship` waits again, as first asked; `notes` runs on its earlier approval.
+        let mut seen = Vec::new();
+        while approvals.pending().is_empty()
+            || !seen.iter().any(|e: &Envelope| is_success(e, "notes"))
+        {
+            let envelope = events.recv().await.unwrap();
+            seen.push((*envelope).clone());
+        }
+        let pending = approvals.pending();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].task.as_str(), "ship");
+        assert_eq!(pending[0].requested_ms, ASKED_MS + 1, "the original request time");
+        approvals.decide(&run, &TaskId::new("ship"), true, &UserId::new("rex"), None).unwrap();
+        assert_eq!(handle.wait().await, RunStatus::Succeeded);
+        while let Ok(envelope) = events.try_recv() {
+            seen.push((*envelope).clone());
+        }
+        let asked_again: Vec<&str> = seen
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::ApprovalRequested { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked_again, ["ship"], "an approval given is never asked again");
+        let started: Vec<&str> = seen
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::TaskStarted { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(!started.contains(&"docs"), "a succeeded task never runs again: {started:?}");
+        let finished = seen.iter().find_map(|e| match e.event {
+            Event::RunFinished { succeeded, .. } => Some(succeeded),
+            _ => None,
+        });
+        assert_eq!(finished, Some(4));
+    }
+
+    fn is_success(envelope: &Envelope, id: &str) -> bool {
+        matches!(&envelope.event, Event::TaskSucceeded { task, .. } if task.as_str() == id)
+    }
+}
