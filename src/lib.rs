@@ -21,6 +21,7 @@ pub mod model;
 pub mod pool;
 pub mod redact;
 pub mod resilience;
+pub mod resume;
 pub mod runtime;
 pub mod store;
 pub mod terminal;

@@ -72,6 +72,19 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
+    /// Go on with an interrupted run (its process died): tasks that succeeded are not run
+    /// again, an attempt that was in flight runs again. Same output and exit codes as `run`;
+    /// exit 2 when the run is unknown, finished, or still owned by a live process.
+    Resume {
+        #[arg(help = "Run id, a unique start of one, or `last`")]
+        run: String,
+        /// One JSON event per line on stdout, as `run --json`.
+        #[arg(long)]
+        json: bool,
+        /// Run every remaining task on this backend (e.g. sim).
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+    },
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
     Runs(RunsCmd),
@@ -247,6 +260,10 @@ fn main() {
         Some(Cmd::Run { workflow, json, backend, max_parallel }) => {
             let options = cli::workflow::RunOptions { json, backend, max_parallel };
             cli::workflow::run(&globals, &workflow, &options)
+        }
+        Some(Cmd::Resume { run, json, backend }) => {
+            let options = cli::workflow::RunOptions { json, backend, max_parallel: None };
+            cli::workflow::resume(&globals, &run, &options)
         }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),
         Some(Cmd::Audit(cmd)) => match cmd {

@@ -31,6 +31,8 @@ pub(crate) struct Job {
     pub(crate) reply: mpsc::UnboundedSender<Msg>,
     /// Number of the first attempt of this round (attempt numbers go on across retries).
     pub(crate) first_attempt: u32,
+    /// Failed attempts of this round made before (by the process a resumed run crashed in).
+    pub(crate) failures: u32,
     pub(crate) context: Value,
     pub(crate) cancel: CancellationToken,
 }
@@ -54,7 +56,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let engine = &shared.engine;
     let step = &shared.plan.steps[job.task];
     let mut attempt = job.first_attempt.saturating_sub(1);
-    let mut failures = 0;
+    let mut failures = job.failures;
     let mut agent = step.agent.clone();
     // Agents tried so far along the fallback chain; never visited twice.
     let mut chain = vec![agent.clone()];

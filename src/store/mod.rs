@@ -448,6 +448,7 @@ impl RunStore {
         tx.commit().map_err(sql)?;
         for run in &runs {
             owner::remove_lock(self.data_dir(), &run.run_id);
+            crate::resume::remove_stored(self.data_dir(), &run.run_id);
         }
         Ok((runs, events))
     }
