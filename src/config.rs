@@ -857,6 +857,22 @@ fn field_line(text: &str, field: &str) -> Option<usize> {
     found
 }
 
+/// The longest duration any setting or workflow may give (a year): enough for any real
+/// timeout or wait, and far from where adding two durations or a deadline to a clock would
+/// overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Read a duration written as `500ms`, `30s`, `5m`, `1h 30m`, at most [`MAX_DURATION`]; the
+/// error says what is wrong and how to write it.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("bad duration `{text}`: {e} (try `30s`, `5m`)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("duration `{text}` is longer than the longest allowed (365 days)"));
+    }
+    Ok(duration)
+}
+
 /// Durations written as `500ms`, `30s`, `5m`, `1h 30m`.
 pub mod duration {
     use std::time::Duration;
@@ -869,8 +885,7 @@ pub mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| D::Error::custom(format!("bad duration `{text}`: {e} (try `30s`, `5m`)")))
+        super::parse_duration(&text).map_err(D::Error::custom)
     }
 }
 
@@ -889,9 +904,7 @@ pub mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
-        humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| D::Error::custom(format!("bad duration `{text}`: {e} (try `30s`, `5m`)")))
+        super::parse_duration(&text).map(Some).map_err(D::Error::custom)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod console;
 pub mod engine;
 pub mod event;
 pub mod exec;
+pub mod fuzzing;
 pub mod governance;
 pub mod ids;
 pub mod learning;

@@ -182,7 +182,7 @@ pub(crate) fn read_capped(file: &Path) -> Result<Vec<u8>, AgentError> {
 }
 
 /// UTF-8 text without BOM and with `\n` line ends.
-pub(crate) fn decode(file: &Path, bytes: &[u8]) -> Result<String, AgentError> {
+pub fn decode(file: &Path, bytes: &[u8]) -> Result<String, AgentError> {
     let text = std::str::from_utf8(bytes).map_err(|error| AgentError::NotText {
         file: file.to_owned(),
         reason: format!("invalid UTF-8 at byte {}", error.valid_up_to()),

@@ -194,6 +194,9 @@ fn walk(dir: &Path) -> Vec<Found> {
         .into_iter()
         .filter_entry(|entry| entry.depth() == 0 || !is_skipped(entry.file_name()));
     let mut found = Vec::new();
+    // A file reached twice (through a link to a folder above the pool, or two links to one
+    // folder) is one file: the first path it was reached by is the one used.
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     for entry in entries {
         match entry {
             Ok(entry) => {
@@ -203,6 +206,12 @@ fn walk(dir: &Path) -> Vec<Found> {
                         && !entry.file_type().is_dir();
                 if !is_markdown {
                     continue;
+                }
+                if let Ok(meta) = entry.metadata() {
+                    use std::os::unix::fs::MetadataExt as _;
+                    if !seen.insert((meta.dev(), meta.ino())) {
+                        continue;
+                    }
                 }
                 if entry.file_name().to_str().is_none() {
                     found.push(Found::Failed(AgentError::FileName { file: path.to_owned() }));
@@ -366,10 +375,13 @@ fn resolve_names(
     let mut winners = BTreeMap::new();
     for (name, candidates) in by_name {
         let previous_file = old.active.get(&name).map(|def| def.file.as_path());
+        // The holder keeps its name; on a fresh load the file that existed first (oldest
+        // change time, then path order) does, so a copy made to start a new agent never
+        // takes the original out of the pool.
         let winner_index = candidates
             .iter()
             .position(|def| Some(def.file.as_path()) == previous_file)
-            .unwrap_or(0);
+            .unwrap_or_else(|| oldest(&candidates));
         let winner = candidates[winner_index];
         for (index, loser) in candidates.iter().enumerate() {
             if index == winner_index {
@@ -395,6 +407,16 @@ fn resolve_names(
         winners.insert(name, Arc::clone(winner));
     }
     winners
+}
+
+/// Index of the candidate whose file was changed longest ago (the first on a tie or when
+/// times cannot be read).
+fn oldest(candidates: &[&Arc<AgentDefinition>]) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let changed = |def: &Arc<AgentDefinition>| {
+        std::fs::metadata(&def.file).map_or((i64::MAX, i64::MAX), |m| (m.ctime(), m.ctime_nsec()))
+    };
+    (0..candidates.len()).min_by_key(|&i| (changed(candidates[i]), i)).unwrap_or(0)
 }
 
 /// Add warnings that depend on the whole pool; keep the old `Arc` when nothing changed.

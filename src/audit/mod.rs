@@ -134,14 +134,19 @@ impl AuditLog {
             prev: GENESIS_PREV.to_owned(),
             poisoned: None,
             torn_tails: Vec::new(),
-            key: AuditKey::load(&key_path_for(&path))?,
+            key: None,
             key_path: key_path_for(&path),
             anchor,
             gap: None,
             anchor_warnings: Vec::new(),
         };
         chain.file.lock().map_err(open_err)?;
-        let loaded = chain.reload_tail(&path).and_then(|()| chain.join_anchor());
+        // The key is read (and made) under the log's lock, so a process starting at the same
+        // time as the one that makes it never sees a keyed log without its key.
+        let loaded = AuditKey::load(&chain.key_path)
+            .map(|key| chain.key = key)
+            .and_then(|()| chain.reload_tail(&path))
+            .and_then(|()| chain.join_anchor());
         let _ = chain.file.unlock();
         loaded?;
         Ok(Self { path: Arc::new(path), chain: Arc::new(Mutex::new(chain)) })

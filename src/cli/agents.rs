@@ -341,6 +341,7 @@ impl Severity {
 #[derive(Debug, Serialize)]
 struct Diagnostic {
     severity: Severity,
+    #[serde(serialize_with = "lossy_path")]
     file: PathBuf,
     line: Option<usize>,
     field: Option<String>,
@@ -443,6 +444,7 @@ struct ListedAgent {
     model: Option<String>,
     backend: Option<String>,
     fallback: Option<String>,
+    #[serde(serialize_with = "lossy_path")]
     file: PathBuf,
     warnings: Vec<String>,
 }
@@ -467,6 +469,7 @@ impl ListedAgent {
 
 #[derive(Debug, Serialize)]
 struct ListedProblem {
+    #[serde(serialize_with = "lossy_path")]
     file: PathBuf,
     agent: Option<String>,
     errors: Vec<String>,
@@ -602,6 +605,12 @@ fn change_line(envelope: &Envelope, json: bool) -> String {
         Event::AgentFileCleared { file } => format!("cleared  -  {}", file.display()),
         other => other.kind().to_owned(),
     }
+}
+
+/// A file name as JSON text: a name that is not UTF-8 (which JSON cannot carry) shows its
+/// bad bytes as U+FFFD rather than failing the whole listing.
+fn lossy_path<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
 fn print_json(value: &impl Serialize) {

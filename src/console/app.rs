@@ -119,7 +119,10 @@ where
     let loaded = theme::load(&settings.project_dir, settings.theme.as_deref(), settings.no_color);
     let mut theme: Theme = loaded.theme;
     let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
+    // The clock first: a message said before the first tick would expire on it, unseen.
+    reduce(&mut state, Input::Tick(clock()));
     if let Some(problem) = loaded.problem {
+        tracing::warn!(theme = ?settings.theme, %problem, "theme not loaded; using the default");
         reduce(
             &mut state,
             Input::ThemeApplied {
@@ -128,7 +131,6 @@ where
             },
         );
     }
-    reduce(&mut state, Input::Tick(clock()));
     let size = terminal.size()?;
     reduce(&mut state, Input::Resize { width: size.width, height: size.height });
     reduce(&mut state, Input::Backlog(backlog));

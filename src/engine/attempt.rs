@@ -45,7 +45,29 @@ pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedRecei
         // A consumer of the events far behind (the run store, the printer) holds up new
         // attempts, so a long run's events never pile up in memory.
         shared.engine.bus.room().await;
-        let (attempts, outcome) = attempts(&shared, &job).await;
+        // A panic inside an attempt (a bug) fails its task, and so its run, instead of
+        // leaving the scheduler waiting for ever on a worker that is gone.
+        let run = std::panic::AssertUnwindSafe(attempts(&shared, &job));
+        let (attempts, outcome) = match futures::FutureExt::catch_unwind(run).await {
+            Ok(done) => done,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                let step = &shared.plan.steps[job.task];
+                tracing::error!(task = %step.id, panic = %what, "attempt panicked");
+                shared.publish(Event::TaskFailed {
+                    task: step.id.clone(),
+                    agent: Some(step.agent.clone()),
+                    attempt: job.first_attempt,
+                    duration_ms: 0,
+                    error: format!("internal error: the attempt panicked ({what})"),
+                });
+                (job.first_attempt, Outcome::Failed)
+            }
+        };
         let _ =
             job.reply.send(Msg::Finished { task: job.task, worker: job.worker, attempts, outcome });
     }
@@ -176,7 +198,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         let began = Instant::now();
         let (sink, tail) = output_sink(shared, job.task);
         let result = tokio::time::timeout(
-            step.timeout + TIMEOUT_GRACE,
+            step.timeout.saturating_add(TIMEOUT_GRACE),
             executor.execute(request, sink, job.cancel.clone()),
         )
         .await

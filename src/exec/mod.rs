@@ -13,7 +13,7 @@ pub mod codex;
 mod deadline;
 pub mod env;
 pub mod gemini;
-mod http;
+pub(crate) mod http;
 pub mod openai;
 pub mod process;
 pub mod prompt;

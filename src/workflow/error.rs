@@ -65,8 +65,14 @@ pub enum ProblemKind {
         "task id `{id}` is invalid: use letters, digits, `-`, `_` and `.`, at most 128 characters"
     )]
     BadId { id: String },
-    #[error("task `{task}`: agent `{agent}` is not in the agent pool{}", hint(.known))]
-    UnknownAgent { task: TaskId, agent: AgentId, known: Vec<AgentId> },
+    #[error("task `{task}`: agent `{agent}` is not in the agent pool{}", failed_or_hint(.failed.as_deref(), .known))]
+    UnknownAgent {
+        task: TaskId,
+        agent: AgentId,
+        known: Vec<AgentId>,
+        /// Why the file that defines (or is named after) the agent did not load, if one did not.
+        failed: Option<String>,
+    },
     #[error("task `{task}`: no agent given and no agent in the pool matches its description")]
     NoAgentFound { task: TaskId },
     #[error(
@@ -100,6 +106,15 @@ fn arrows(ids: &[TaskId]) -> String {
         text.push_str(id.as_str());
     }
     text
+}
+
+/// The load failure of the agent's file when there is one (the reason it is missing), else
+/// "did you mean".
+fn failed_or_hint(failed: Option<&str>, known: &[AgentId]) -> String {
+    match failed {
+        Some(failure) => format!(": its file failed to load: {failure}"),
+        None => hint(known),
+    }
 }
 
 fn hint(known: &[AgentId]) -> String {

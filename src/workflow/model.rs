@@ -259,7 +259,6 @@ impl Workflow {
         }
 
         if let Some(pool) = pool {
-            let definitions = pool.definitions();
             for (i, (task, _)) in flat.iter().enumerate() {
                 let Some(agent) = task.agent.as_deref() else { continue };
                 if pool.get(agent).is_none() {
@@ -268,7 +267,7 @@ impl Workflow {
                         line.unwrap_or(task_lines[i]),
                         &TaskId::new(task.id.clone()),
                         &AgentId::new(agent),
-                        &definitions,
+                        pool,
                     ));
                 }
             }
@@ -487,9 +486,8 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
     if value.trim().parse::<f64>().is_ok() {
         return Err("a bare number has no unit".to_owned());
     }
-    match humantime::parse_duration(value) {
+    match crate::config::parse_duration(value) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+        other => other,
     }
 }

@@ -8,7 +8,6 @@
 //! by `max_parallel`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -16,7 +15,7 @@ use serde::Serialize;
 use super::error::{Problem, ProblemKind, WorkflowError};
 use super::graph;
 use super::model::{TaskSpec, Workflow};
-use crate::agents::{AgentDefinition, Registry, Scored, SelectionQuery, best};
+use crate::agents::{Registry, Scored, SelectionQuery, best};
 use crate::config::{BackendConfig, Settings, WorkspaceKind};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
@@ -211,7 +210,7 @@ fn choose(
         let (agent, selection) = if let Some(name) = &task.agent {
             if registry.get(name.as_str()).is_none() {
                 let line = workflow.field_line(i, "agent");
-                problems.push(unknown_agent(line, &task.id, name, &definitions));
+                problems.push(unknown_agent(line, &task.id, name, registry));
                 continue;
             }
             (name.clone(), None)
@@ -330,7 +329,7 @@ fn assemble(
         }
     }
     let (critical_path, critical) = critical_path(&steps, &deps);
-    let total: Duration = steps.iter().map(|s| s.estimate).sum();
+    let total = steps.iter().fold(Duration::ZERO, |sum, s| sum.saturating_add(s.estimate));
     let spread = total / u32::try_from(max_parallel).unwrap_or(u32::MAX);
 
     Plan {
@@ -382,7 +381,7 @@ impl Plan {
 
 fn estimate_task(config: &BackendConfig, timeout: Duration) -> Duration {
     match config {
-        BackendConfig::Sim(sim) => (sim.latency_min + sim.latency_max) / 2,
+        BackendConfig::Sim(sim) => sim.latency_min.saturating_add(sim.latency_max) / 2,
         _ => timeout / 4,
     }
 }
@@ -397,7 +396,7 @@ fn critical_path(steps: &[PlannedStep], deps: &[Vec<usize>]) -> (Vec<usize>, Dur
             .map(|&d| (finish[d], d))
             .max_by_key(|&(f, _)| f)
             .unwrap_or((Duration::ZERO, usize::MAX));
-        finish[task] = start + steps[task].estimate;
+        finish[task] = start.saturating_add(steps[task].estimate);
         via[task] = from;
     }
     let Some((mut at, &longest)) = finish.iter().enumerate().max_by_key(|&(_, f)| *f) else {
@@ -437,12 +436,22 @@ pub(crate) fn unknown_agent(
     line: usize,
     task: &TaskId,
     agent: &AgentId,
-    definitions: &[Arc<AgentDefinition>],
+    registry: &Registry,
 ) -> Problem {
+    let definitions = registry.definitions();
     let known = similar_names(agent.as_str(), definitions.iter().map(|d| d.name.as_str()));
+    // A file that defines the agent (or is named after it) but failed to load is the reason.
+    let failed = registry
+        .problems()
+        .into_iter()
+        .find(|p| {
+            p.agent.as_ref() == Some(agent)
+                || p.file.file_stem().is_some_and(|stem| stem == agent.as_str())
+        })
+        .map(|p| p.message());
     Problem {
         line,
-        kind: ProblemKind::UnknownAgent { task: task.clone(), agent: agent.clone(), known },
+        kind: ProblemKind::UnknownAgent { task: task.clone(), agent: agent.clone(), known, failed },
     }
 }
 

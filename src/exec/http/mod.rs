@@ -8,7 +8,7 @@
 //! belongs to the engine, so a task has one retry budget.
 
 mod connect;
-mod sse;
+pub(crate) mod sse;
 
 use std::collections::BTreeMap;
 use std::fmt;
