@@ -495,7 +495,9 @@ fn resume_owned(
     let lock = take_over(&inner.data_dir, &run)?;
     let (row, events) = {
         let reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        (reader.run(&run)?, reader.events(&run)?)
+        // Uncounted: the fold below counts, and counting would decode every event twice.
+        let row = reader.runs_uncounted()?.into_iter().find(|row| row.run_id == run);
+        (row, reader.events(&run)?)
     };
     let Some(row) = row else {
         let why = "it is not in the run store".to_owned();
@@ -577,11 +579,12 @@ fn plan_stored(
     }
     let history = learned_history(inner);
     let plan = plan_owned(workflow, &inner.registry, &inner.settings, &overrides, &history)?;
+    let planned: HashSet<&TaskId> = plan.steps.iter().map(|step| &step.id).collect();
     let missing: Vec<&str> = model
         .tasks
         .iter()
         .map(TaskModel::id)
-        .filter(|id| plan.index_of(id).is_none())
+        .filter(|id| !planned.contains(id))
         .map(TaskId::as_str)
         .take(5)
         .collect();
