@@ -17,16 +17,14 @@ use super::layout::ScreenLayout;
 use super::panes;
 use super::state::{
     AgentEntry, ApprovalChoice, AuditEntry, BreakerState, BreakerView, Editing, InstanceState,
-    InstanceView, OUTPUT_TAIL_LINES, OutputLine, Overlay, PaneId, PendingApproval, Prompt,
-    RunOutcome, RunView, State, StatusMessage, TaskStatus, WorkspaceView,
+    InstanceView, Overlay, PaneId, PendingApproval, Prompt, RunView, State, StatusMessage,
+    TaskStatus,
 };
 
 /// How long status messages stay, by level.
 const INFO_MESSAGE_MS: u64 = 4_000;
 const WARN_MESSAGE_MS: u64 = 8_000;
 const ERROR_MESSAGE_MS: u64 = 12_000;
-/// Longest output line kept; the rest is cut (the audit log has everything).
-const OUTPUT_LINE_MAX_CHARS: usize = 500;
 /// Rows moved by one mouse wheel notch.
 const WHEEL_ROWS: isize = 3;
 
@@ -211,40 +209,14 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
             view.task = None;
         }
         Event::InstanceTerminated { instance, .. } => {
-            if state.pool.instances.remove(instance).is_some() {
-                state.pool.terminated += 1;
-            }
+            let removed = state.pool.instances.remove(instance).is_some();
+            state.pool.terminated += u64::from(removed);
         }
         Event::InstanceQueued { agent, waiting } => {
             if *waiting == 0 {
                 state.pool.queued.remove(agent);
             } else {
                 state.pool.queued.insert(agent.clone(), *waiting);
-            }
-        }
-        Event::RunStarted { workflow, file, goal, max_parallel, fail_fast, simulated, tasks } => {
-            let filter = state.run.as_ref().map(|r| r.cursor.filter.clone()).unwrap_or_default();
-            let mut run = RunView::new(
-                envelope.run_id.clone(),
-                workflow.clone(),
-                file.clone(),
-                goal.clone(),
-                *max_parallel,
-                *fail_fast,
-                *simulated,
-                ts,
-                tasks.clone(),
-            );
-            run.cursor.filter = filter;
-            state.run = Some(run);
-        }
-        Event::RunFinished { status, duration_ms, .. } => {
-            if let Some(run) = current_run_mut(state, envelope) {
-                run.outcome = Some(RunOutcome {
-                    status: *status,
-                    finished_ms: ts,
-                    duration_ms: *duration_ms,
-                });
             }
         }
         Event::ApprovalRequested { task, agent, risk, reasons } => {
@@ -260,9 +232,6 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
                     deferred: false,
                 },
             );
-            if let Some(view) = task_mut(state, envelope, task) {
-                view.risk = Some(*risk);
-            }
             if !state.can_review() {
                 say(state, Level::Info, format!("{task} awaits approval by a reviewer"));
             }
@@ -305,19 +274,17 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
             breaker.opened_ms = None;
             breaker.closed_reason = Some(reason.clone());
         }
-        Event::CommandAccepted { user, command, .. } => {
-            if user.as_str() == state.user {
-                say(state, Level::Info, format!("{command} accepted"));
-            }
+        Event::CommandAccepted { user, command, .. } if user.as_str() == state.user => {
+            say(state, Level::Info, format!("{command} accepted"));
         }
-        Event::CommandDenied { user, command, reason, .. } => {
-            if user.as_str() == state.user {
-                say(state, Level::Error, format!("denied: {command} — {reason}"));
-            }
+        Event::CommandDenied { user, command, reason, .. } if user.as_str() == state.user => {
+            say(state, Level::Error, format!("denied: {command} — {reason}"));
         }
         Event::Notice { level, message } => say(state, *level, message.clone()),
-        _ => apply_task_event(state, envelope),
+        _ => {}
     }
+    fold_run(state, envelope);
+    record_calls(state, envelope);
     // Only the list this event can change needs its selection checked.
     let pane = match &envelope.event {
         Event::AgentAdded(_)
@@ -369,235 +336,53 @@ fn agent_invalid(state: &mut State, file: &std::path::Path, agent: Option<&Agent
     }
 }
 
-/// The current run, if the envelope belongs to it.
-fn current_run_mut<'s>(state: &'s mut State, envelope: &Envelope) -> Option<&'s mut RunView> {
-    state.run.as_mut().filter(|run| {
-        run.run_id.is_none() || envelope.run_id.is_none() || run.run_id == envelope.run_id
-    })
+/// Fold the event into its run's model. A `RunStarted` of another run starts a new view
+/// (the DAG filter carries over).
+fn fold_run(state: &mut State, envelope: &Envelope) {
+    if let Event::RunStarted { .. } = &envelope.event {
+        let other = state.run.as_ref().is_none_or(|run| {
+            run.run_id.is_some() && envelope.run_id.is_some() && run.run_id != envelope.run_id
+                || run.is_started() && envelope.run_id.is_none()
+        });
+        if other {
+            let filter = state.run.as_ref().map(|r| r.cursor.filter.clone()).unwrap_or_default();
+            let mut run = RunView::new(envelope.run_id.clone());
+            run.cursor.filter = filter;
+            state.run = Some(run);
+        }
+    }
+    if let Some(run) = state.run.as_mut() {
+        run.apply(envelope);
+    }
 }
 
-fn task_mut<'s>(
-    state: &'s mut State,
-    envelope: &Envelope,
-    task: &TaskId,
-) -> Option<&'s mut super::state::TaskView> {
-    let run = current_run_mut(state, envelope)?;
-    let index = *run.index.get(task)?;
-    run.tasks.get_mut(index)
-}
-
-/// A change to one task view, chosen by event and applied once the task is found.
-type TaskUpdate<'a> = Box<dyn FnOnce(&mut super::state::TaskView) + 'a>;
-
-/// Task events: the DAG's task views and the per-agent call metrics.
-fn apply_task_event(state: &mut State, envelope: &Envelope) {
-    let ts = envelope.ts_ms;
-    // Metrics count every attempt of every run, so fold them before looking for the task.
-    match &envelope.event {
-        Event::TaskRetrying { agent, duration_ms, .. } => {
-            record_call(state, agent, *duration_ms, false);
-        }
-        Event::TaskSucceeded { agent, duration_ms, .. } => {
-            record_call(state, agent, *duration_ms, true);
-        }
+/// Each finished attempt is a call of its agent, whichever run it belongs to.
+fn record_calls(state: &mut State, envelope: &Envelope) {
+    let (agent, duration_ms, ok) = match &envelope.event {
+        Event::TaskRetrying { agent, duration_ms, .. } => (agent.clone(), *duration_ms, false),
+        Event::TaskSucceeded { agent, duration_ms, .. } => (agent.clone(), *duration_ms, true),
         Event::TaskFailed { task, agent, attempt, duration_ms, .. } if *attempt > 0 => {
             let agent = agent
                 .clone()
                 .or_else(|| state.run.as_ref().and_then(|r| r.task(task)).map(|t| t.agent.clone()));
-            if let Some(agent) = agent {
-                record_call(state, &agent, *duration_ms, false);
-            }
+            let Some(agent) = agent else { return };
+            (agent, *duration_ms, false)
         }
-        _ => {}
-    }
-    let (task, update): (&TaskId, TaskUpdate<'_>) = match &envelope.event {
-        Event::TaskReady { task } => (task, Box::new(move |t| t.status = TaskStatus::Ready)),
-        Event::TaskAwaitingApproval { task, risk, .. } => (
-            task,
-            Box::new(move |t| {
-                t.status = TaskStatus::AwaitingApproval;
-                t.risk = Some(*risk);
-            }),
-        ),
-        Event::TaskStarted { task, agent, attempt, instance, backend, simulated } => (
-            task,
-            Box::new(move |t| {
-                // A new round (first start, or an operator retry) starts the task's clock.
-                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
-                    t.first_started_ms = Some(ts);
-                    t.attempt_ms = None;
-                }
-                t.status = TaskStatus::Running;
-                t.agent = agent.clone();
-                t.attempts = *attempt;
-                t.instance = Some(*instance);
-                t.backend = Some(backend.clone());
-                t.simulated = *simulated;
-                t.started_ms = Some(ts);
-                t.finished_ms = None;
-                t.retry_at_ms = None;
-            }),
-        ),
-        Event::TaskOutput { task, stream, text } => {
-            (task, Box::new(move |t| push_output(&mut t.output, *stream, text)))
-        }
-        Event::TaskRetrying { task, agent, attempt, delay_ms, duration_ms, error } => (
-            task,
-            Box::new(move |t| {
-                t.status = TaskStatus::Retrying;
-                t.agent = agent.clone();
-                t.attempts = *attempt;
-                t.attempt_ms = Some(*duration_ms);
-                t.retry_at_ms = Some(ts + delay_ms);
-                t.error = Some(error.clone());
-            }),
-        ),
-        Event::TaskFallback { task, from, to, reason } => (
-            task,
-            Box::new(move |t| {
-                t.agent = to.clone();
-                t.note = Some(format!("fell back from {from}: {reason}"));
-            }),
-        ),
-        Event::TaskSucceeded {
-            task,
-            agent,
-            attempt,
-            duration_ms,
-            output,
-            simulated,
-            details,
-            ..
-        } => (
-            task,
-            Box::new(move |t| {
-                if let Some(summary) = details.summary() {
-                    t.note = Some(summary);
-                }
-                t.status = TaskStatus::Succeeded;
-                t.agent = agent.clone();
-                t.attempts = *attempt;
-                t.attempt_ms = Some(*duration_ms);
-                t.duration_ms = Some(whole_task_ms(t.first_started_ms, ts, *duration_ms));
-                t.finished_ms = Some(ts);
-                t.simulated = *simulated;
-                t.retry_at_ms = None;
-                if t.output.is_empty() && !output.is_empty() {
-                    push_output(&mut t.output, OutputStream::Stdout, output);
-                }
-            }),
-        ),
-        Event::TaskFailed { task, agent, attempt, duration_ms, error } => (
-            task,
-            Box::new(move |t| {
-                t.status = TaskStatus::Failed;
-                if let Some(agent) = agent {
-                    t.agent = agent.clone();
-                }
-                t.attempts = t.attempts.max(*attempt);
-                t.attempt_ms = Some(*duration_ms);
-                t.duration_ms = Some(whole_task_ms(t.first_started_ms, ts, *duration_ms));
-                t.finished_ms = Some(ts);
-                t.retry_at_ms = None;
-                t.error = Some(error.clone());
-            }),
-        ),
-        Event::WorkspaceCreated { task, kind, path, branch, base_from, .. } => (
-            task,
-            Box::new(move |t| {
-                t.workspace = Some(WorkspaceView {
-                    kind: *kind,
-                    path: path.clone(),
-                    branch: branch.clone(),
-                    base_from: base_from.clone(),
-                    summary: String::new(),
-                    changes: Vec::new(),
-                });
-            }),
-        ),
-        Event::WorkspaceChanges { task, files, summary, .. } => (
-            task,
-            Box::new(move |t| {
-                if let Some(workspace) = &mut t.workspace {
-                    workspace.summary.clone_from(summary);
-                    workspace.changes.clone_from(files);
-                }
-            }),
-        ),
-        Event::TaskSkipped { task, reason } => (
-            task,
-            Box::new(move |t| {
-                t.status = TaskStatus::Skipped;
-                t.note = Some(reason.clone());
-                t.finished_ms = Some(ts);
-            }),
-        ),
-        Event::TaskCancelled { task, reason } => (
-            task,
-            Box::new(move |t| {
-                t.status = TaskStatus::Cancelled;
-                t.note = Some(reason.clone());
-                t.finished_ms = Some(ts);
-                t.retry_at_ms = None;
-            }),
-        ),
         _ => return,
     };
-    let Some(run) = current_run_mut(state, envelope) else { return };
-    let Some(view) = run.index.get(task).and_then(|i| run.tasks.get_mut(*i)) else { return };
-    update(view);
-    // A retried task makes a finished run active again.
-    if !view.status.is_final() && view.status != TaskStatus::Pending {
-        run.outcome = None;
-    }
+    state.breakers.metrics.entry(agent).or_default().record(ok, duration_ms);
 }
 
-/// From the first start of the task's round to `end_ms`; at least the last attempt's time.
-fn whole_task_ms(first_started_ms: Option<u64>, end_ms: u64, attempt_ms: u64) -> u64 {
-    first_started_ms.map_or(attempt_ms, |first| end_ms.saturating_sub(first).max(attempt_ms))
-}
-
-fn record_call(state: &mut State, agent: &AgentId, duration_ms: u64, ok: bool) {
-    let metrics = state.breakers.metrics.entry(agent.clone()).or_default();
-    metrics.calls += 1;
-    metrics.total_duration_ms += duration_ms;
-    if ok {
-        metrics.consecutive_failures = 0;
-    } else {
-        metrics.errors += 1;
-        metrics.consecutive_failures += 1;
-    }
-}
-
-fn push_output(
-    output: &mut std::collections::VecDeque<OutputLine>,
-    stream: OutputStream,
-    text: &str,
-) {
-    let mut pieces = text.split('\n');
-    // Tokens and reasoning arrive in chunks that continue the last line of their stream;
-    // stdout and stderr arrive as whole lines.
-    let chunked = matches!(stream, OutputStream::Tokens | OutputStream::Reasoning);
-    if chunked
-        && let Some(last) = output.back_mut().filter(|l| l.stream == stream)
-        && let Some(first) = pieces.next()
-    {
-        let room = OUTPUT_LINE_MAX_CHARS.saturating_sub(last.text.chars().count());
-        last.text.extend(first.chars().take(room));
-    }
-    for piece in pieces {
-        let piece = piece.strip_suffix('\r').unwrap_or(piece);
-        if !chunked && piece.is_empty() && text.ends_with('\n') {
-            continue;
-        }
-        output.push_back(OutputLine {
-            stream,
-            text: piece.chars().take(OUTPUT_LINE_MAX_CHARS).collect(),
-        });
-        while output.len() > OUTPUT_TAIL_LINES {
-            output.pop_front();
-        }
-    }
+/// The task of the shown run, if the envelope belongs to it.
+fn shown_task<'s>(
+    state: &'s State,
+    envelope: &Envelope,
+    task: &TaskId,
+) -> Option<&'s super::state::TaskModel> {
+    let run = state.run.as_ref().filter(|run| {
+        run.run_id.is_none() || envelope.run_id.is_none() || run.run_id == envelope.run_id
+    })?;
+    run.task(task)
 }
 
 fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
@@ -622,7 +407,7 @@ fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {
     }
     let first_started = match &envelope.event {
         Event::TaskSucceeded { task, .. } | Event::TaskFailed { task, .. } => {
-            task_mut(state, envelope, task).and_then(|t| t.first_started_ms)
+            shown_task(state, envelope, task).and_then(|t| t.first_started_ms)
         }
         _ => None,
     };

@@ -254,9 +254,12 @@ fn task_events_drive_statuses_and_metrics() {
     assert_eq!(feed.status("build"), Some(TaskStatus::Failed));
     assert_eq!(feed.status("deploy"), Some(TaskStatus::Skipped));
     let metrics = feed.state.breakers.metrics[&agent()];
-    assert_eq!((metrics.calls, metrics.errors, metrics.consecutive_failures), (3, 2, 1));
+    assert_eq!(
+        (metrics.calls.calls, metrics.calls.errors, metrics.consecutive_failures),
+        (3, 2, 1)
+    );
     assert_eq!(metrics.mean_duration_ms(), Some(2000));
-    assert_eq!(metrics.health(), Health::Unhealthy);
+    assert_eq!(metrics.health(None), Health::Unhealthy);
 
     feed.run_event(Event::RunFinished {
         status: RunStatus::Failed,
@@ -272,20 +275,43 @@ fn task_events_drive_statuses_and_metrics() {
     assert_eq!(run.elapsed_ms(T0 + 999_999), 9_000);
 }
 
+/// Calls as the console folds them: `failed_first` failures, then `ok` successes, then
+/// `failed_last` failures.
+fn calls(failed_first: usize, ok: usize, failed_last: usize) -> AgentMetrics {
+    let mut metrics = AgentMetrics::default();
+    let outcomes = std::iter::repeat_n(false, failed_first)
+        .chain(std::iter::repeat_n(true, ok))
+        .chain(std::iter::repeat_n(false, failed_last));
+    for ok in outcomes {
+        metrics.record(ok, 1_000);
+    }
+    metrics
+}
+
 #[rstest]
-#[case::quiet(0, 0, 0, Health::Healthy)]
-#[case::one_in_four(4, 1, 1, Health::Healthy)]
-#[case::over_a_quarter(7, 2, 1, Health::Unhealthy)]
-#[case::three_in_a_row(20, 3, 3, Health::Degraded)]
-#[case::both(4, 3, 3, Health::Unhealthy)]
-fn health_follows_the_alert_thresholds(
-    #[case] calls: u64,
-    #[case] errors: u64,
-    #[case] consecutive_failures: u32,
+#[case::quiet(calls(0, 0, 0), None, Health::Healthy)]
+#[case::one_in_four(calls(0, 3, 1), None, Health::Healthy)]
+#[case::over_a_quarter(calls(1, 5, 1), None, Health::Unhealthy)]
+#[case::three_in_a_row(calls(0, 17, 3), None, Health::Degraded)]
+#[case::both(calls(0, 1, 3), None, Health::Unhealthy)]
+// The runtime's rule: the error rate of the last 64 calls, so an agent that recovered is
+// healthy again although most of its lifetime calls failed.
+#[case::recovered(calls(100, 64, 0), None, Health::Healthy)]
+#[case::open_breaker(calls(0, 10, 0), Some(BreakerState::Open), Health::Unhealthy)]
+#[case::half_open_breaker(calls(0, 10, 0), Some(BreakerState::HalfOpen), Health::Degraded)]
+fn health_is_the_runtimes_verdict(
+    #[case] metrics: AgentMetrics,
+    #[case] breaker: Option<BreakerState>,
     #[case] expected: Health,
 ) {
-    let metrics = AgentMetrics { calls, errors, total_duration_ms: 0, consecutive_failures };
-    assert_eq!(metrics.health(), expected);
+    assert_eq!(metrics.health(breaker), expected);
+    let (runtime, _) = crate::resilience::assess(
+        &metrics.calls,
+        metrics.consecutive_failures,
+        breaker == Some(BreakerState::Open),
+        breaker == Some(BreakerState::HalfOpen),
+    );
+    assert_eq!(runtime, expected);
 }
 
 #[test]
@@ -818,4 +844,24 @@ fn workspace_events_reach_the_task_view() {
         texts.iter().any(|t| t == "± design attempt 1: 1 file changed, 12 insertions(+)"),
         "{texts:#?}"
     );
+}
+
+/// The console's run is the one fold: what it shows equals `RunModel::from_events` over the
+/// same events, whatever else (pool, agents, approvals) the stream carried.
+#[rstest]
+#[case::busy(crate::console::panes::testing::Fixture::Busy)]
+#[case::failed(crate::console::panes::testing::Fixture::Failed)]
+#[case::prompt(crate::console::panes::testing::Fixture::Prompt)]
+fn the_consoles_run_is_the_run_model(#[case] fixture: crate::console::panes::testing::Fixture) {
+    use crate::console::panes::testing;
+    use crate::model::{OutputKeep, RunModel};
+    let envelopes = testing::envelopes(fixture);
+    let state = testing::state(fixture, PaneId::Dag);
+    let expected = RunModel::from_events(
+        envelopes.iter().map(AsRef::as_ref),
+        OutputKeep::Tail(crate::console::state::OUTPUT_TAIL_LINES),
+    );
+    let shown = &state.run.as_ref().expect("a run").model;
+    assert!(shown.tasks.len() >= 3);
+    assert_eq!(*shown, expected);
 }

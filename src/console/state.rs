@@ -4,16 +4,15 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ratatui::layout::Rect;
 use ratatui_textarea::TextArea;
 
 use crate::command::{Command, Permission};
-use crate::event::{
-    AgentSummary, Envelope, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
-    WorkspaceKind,
-};
+use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+use crate::resilience::{CallMetrics, assess};
 
 use super::layout::ScreenLayout;
 use super::theme::Role;
@@ -307,56 +306,42 @@ impl BreakerView {
     }
 }
 
-/// Health of an agent from its call history (DESIGN.md alert thresholds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Healthy,
-    /// Three or more failures in a row.
-    Degraded,
-    /// More than a quarter of calls failed.
-    Unhealthy,
-}
+pub use crate::resilience::Health;
 
-impl Health {
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-            Self::Unhealthy => "unhealthy",
-        }
+/// The word shown for a health verdict.
+pub fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Healthy => "healthy",
+        Health::Degraded => "degraded",
+        Health::Unhealthy => "unhealthy",
     }
 }
 
-/// Calls of one agent folded from task events; each attempt is a call.
+/// Calls of one agent folded from task events; each finished attempt is a call. The runtime's
+/// own [`CallMetrics`] and [`assess`] judge them, so the console and the runtime agree on an
+/// agent's health (error rate over the last 64 calls, not its whole life).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentMetrics {
-    pub calls: u64,
-    pub errors: u64,
-    pub total_duration_ms: u64,
+    pub calls: CallMetrics,
     pub consecutive_failures: u32,
 }
 
 impl AgentMetrics {
-    pub fn error_rate(&self) -> f64 {
-        if self.calls == 0 { 0.0 } else { self.errors as f64 / self.calls as f64 }
-    }
-
-    pub fn success_rate(&self) -> f64 {
-        if self.calls == 0 { 1.0 } else { 1.0 - self.error_rate() }
+    pub fn record(&mut self, ok: bool, duration_ms: u64) {
+        self.calls.record(!ok, Duration::from_millis(duration_ms));
+        self.consecutive_failures = if ok { 0 } else { self.consecutive_failures + 1 };
     }
 
     pub fn mean_duration_ms(&self) -> Option<u64> {
-        self.total_duration_ms.checked_div(self.calls)
+        self.calls.mean_duration().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub fn health(&self) -> Health {
-        if self.error_rate() > 0.25 {
-            Health::Unhealthy
-        } else if self.consecutive_failures >= 3 {
-            Health::Degraded
-        } else {
-            Health::Healthy
-        }
+    /// The runtime's verdict; an open breaker makes the agent unhealthy, a half-open one at
+    /// least degraded.
+    pub fn health(&self, breaker: Option<BreakerState>) -> Health {
+        let open = breaker == Some(BreakerState::Open);
+        let half_open = breaker == Some(BreakerState::HalfOpen);
+        assess(&self.calls, self.consecutive_failures, open, half_open).0
     }
 }
 
@@ -404,7 +389,9 @@ impl BreakersView {
 
 // ---------------------------------------------------------------- run and DAG
 
-pub use crate::model::TaskStatus;
+pub use crate::model::{
+    OutputKeep, OutputLine, RunModel, RunOutcome, TaskModel, TaskStatus, WorkspaceModel,
+};
 
 /// The theme role that colours a task status.
 pub trait StatusRole {
@@ -424,113 +411,13 @@ impl StatusRole for TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskView {
-    pub planned: PlannedTask,
-    pub status: TaskStatus,
-    /// The agent of the latest attempt (changes on fallback).
-    pub agent: AgentId,
-    pub attempts: u32,
-    pub instance: Option<InstanceId>,
-    pub backend: Option<String>,
-    pub simulated: bool,
-    /// When the latest attempt started.
-    pub started_ms: Option<u64>,
-    /// When the first attempt of this round started: "took" counts from here.
-    pub first_started_ms: Option<u64>,
-    pub finished_ms: Option<u64>,
-    /// The whole task, first start to end, waits between attempts included.
-    pub duration_ms: Option<u64>,
-    /// The latest finished attempt alone.
-    pub attempt_ms: Option<u64>,
-    pub retry_at_ms: Option<u64>,
-    pub error: Option<String>,
-    /// Why it was skipped or cancelled, or the fallback that happened.
-    pub note: Option<String>,
-    pub risk: Option<Risk>,
-    /// The last [`OUTPUT_TAIL_LINES`] lines of output.
-    pub output: VecDeque<OutputLine>,
-    /// Its own workspace, when it has one.
-    pub workspace: Option<WorkspaceView>,
-}
-
-/// A task's own workspace and what its branch changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceView {
-    pub kind: WorkspaceKind,
-    pub path: PathBuf,
-    pub branch: Option<String>,
-    pub base_from: Option<String>,
-    /// `git diff --shortstat` of the branch against its base; empty until an attempt ended.
-    pub summary: String,
-    pub changes: Vec<FileChange>,
-}
-
-/// One line of task output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
-    pub stream: OutputStream,
-    pub text: String,
-}
-
-impl TaskView {
-    pub fn new(planned: PlannedTask) -> Self {
-        Self {
-            agent: planned.agent.clone(),
-            planned,
-            status: TaskStatus::Pending,
-            attempts: 0,
-            instance: None,
-            backend: None,
-            simulated: false,
-            started_ms: None,
-            first_started_ms: None,
-            finished_ms: None,
-            duration_ms: None,
-            attempt_ms: None,
-            retry_at_ms: None,
-            error: None,
-            note: None,
-            risk: None,
-            output: VecDeque::new(),
-            workspace: None,
-        }
-    }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunOutcome {
-    pub status: RunStatus,
-    pub finished_ms: u64,
-    pub duration_ms: u64,
-}
-
-/// Selection and scrolling of the DAG.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DagCursor {
-    /// Index into [`RunView::tasks`].
-    pub selected: usize,
-    pub layer_offset: usize,
-    pub row_offset: usize,
-    /// Tasks not matching are dimmed.
-    pub filter: String,
-}
-
+/// The run's state (the one fold, [`RunModel`]) and what only the DAG needs: layers, rows,
+/// edges, column widths and the cursor. Reads go through to the model (`run.tasks`,
+/// `run.progress()`); only [`RunView::apply`] changes it, so the console and every other
+/// view of a run agree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
-    pub run_id: Option<RunId>,
-    pub workflow: String,
-    pub file: PathBuf,
-    pub goal: Option<String>,
-    pub max_parallel: usize,
-    pub fail_fast: bool,
-    pub simulated: bool,
-    pub started_ms: u64,
-    pub outcome: Option<RunOutcome>,
-    /// In plan order.
-    pub tasks: Vec<TaskView>,
-    pub index: HashMap<TaskId, usize>,
+    pub model: RunModel,
     /// Task indices per layer, ordered to reduce edge crossings.
     pub layers: Vec<Vec<usize>>,
     /// Position of each task inside its layer.
@@ -546,22 +433,69 @@ pub struct RunView {
     pub cursor: DagCursor,
 }
 
+impl std::ops::Deref for RunView {
+    type Target = RunModel;
+
+    fn deref(&self) -> &RunModel {
+        &self.model
+    }
+}
+
+/// Selection and scrolling of the DAG.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DagCursor {
+    /// Index into the model's tasks.
+    pub selected: usize,
+    pub layer_offset: usize,
+    pub row_offset: usize,
+    /// Tasks not matching are dimmed.
+    pub filter: String,
+}
+
 impl RunView {
-    /// Build the view of a freshly planned run (the fields of `RunStarted`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        run_id: Option<RunId>,
-        workflow: String,
-        file: PathBuf,
-        goal: Option<String>,
-        max_parallel: usize,
-        fail_fast: bool,
-        simulated: bool,
-        started_ms: u64,
-        planned: Vec<PlannedTask>,
-    ) -> Self {
-        let index: HashMap<TaskId, usize> =
-            planned.iter().enumerate().map(|(i, t)| (t.task.clone(), i)).collect();
+    /// An empty view of `run` (or of the next run to start, without an id); its
+    /// `RunStarted` fills it.
+    pub fn new(run: Option<RunId>) -> Self {
+        let keep = OutputKeep::Tail(OUTPUT_TAIL_LINES);
+        let model = match run {
+            Some(run) => RunModel::for_run(run, keep),
+            None => RunModel::new(keep),
+        };
+        Self::from_model(model)
+    }
+
+    /// The view of a model already folded (a stored run, a replay's cursor).
+    pub fn from_model(model: RunModel) -> Self {
+        let mut view = Self {
+            model,
+            layers: Vec::new(),
+            row_in_layer: Vec::new(),
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            id_width: 0,
+            widest_layer: 0,
+            cursor: DagCursor::default(),
+        };
+        view.lay_out();
+        view
+    }
+
+    /// Fold one event into the model; returns whether it changed it. A plan that brought new
+    /// tasks lays the DAG out again, keeping the selected task.
+    pub fn apply(&mut self, envelope: &Envelope) -> bool {
+        let planned = self.model.tasks.len();
+        let changed = self.model.apply(envelope);
+        if self.model.tasks.len() != planned {
+            self.lay_out();
+        }
+        changed
+    }
+
+    /// Layers, rows and edges of the planned tasks.
+    fn lay_out(&mut self) {
+        let selected = self.model.tasks.get(self.cursor.selected).map(|t| t.id().clone());
+        let planned: Vec<&PlannedTask> = self.model.tasks.iter().map(|t| &t.planned).collect();
+        let index = &self.model.index;
         let deps: Vec<Vec<usize>> = planned
             .iter()
             .map(|t| t.depends_on.iter().filter_map(|d| index.get(d).copied()).collect())
@@ -596,63 +530,27 @@ impl RunView {
                 row_in_layer[*task] = row;
             }
         }
-        let selected = layers.first().and_then(|l| l.first()).copied().unwrap_or(0);
-        let id_width = planned
+        let first = layers.first().and_then(|l| l.first()).copied().unwrap_or(0);
+        self.cursor.selected = selected.and_then(|id| index.get(&id).copied()).unwrap_or(first);
+        self.id_width = planned
             .iter()
             .map(|t| unicode_width::UnicodeWidthStr::width(t.task.as_str()))
             .max()
             .unwrap_or(0);
-        let widest_layer = layers.iter().map(Vec::len).max().unwrap_or(0);
-        Self {
-            run_id,
-            workflow,
-            file,
-            goal,
-            max_parallel,
-            fail_fast,
-            simulated,
-            started_ms,
-            outcome: None,
-            tasks: planned.into_iter().map(TaskView::new).collect(),
-            index,
-            layers,
-            row_in_layer,
-            deps,
-            dependents,
-            id_width,
-            widest_layer,
-            cursor: DagCursor { selected, ..DagCursor::default() },
-        }
+        self.widest_layer = layers.iter().map(Vec::len).max().unwrap_or(0);
+        self.layers = layers;
+        self.row_in_layer = row_in_layer;
+        self.deps = deps;
+        self.dependents = dependents;
     }
 
-    pub fn task(&self, id: &TaskId) -> Option<&TaskView> {
-        self.index.get(id).and_then(|i| self.tasks.get(*i))
-    }
-
-    pub fn selected_task(&self) -> Option<&TaskView> {
-        self.tasks.get(self.cursor.selected)
-    }
-
-    /// Finished tasks (any final status) and all tasks.
-    pub fn progress(&self) -> (usize, usize) {
-        (self.tasks.iter().filter(|t| t.status.is_final()).count(), self.tasks.len())
-    }
-
-    pub fn is_active(&self) -> bool {
-        self.outcome.is_none()
-    }
-
-    /// Elapsed run time at `now_ms` (frozen once the run finished).
-    pub fn elapsed_ms(&self, now_ms: u64) -> u64 {
-        match self.outcome {
-            Some(outcome) => outcome.duration_ms,
-            None => now_ms.saturating_sub(self.started_ms),
-        }
+    pub fn selected_task(&self) -> Option<&TaskModel> {
+        self.model.tasks.get(self.cursor.selected)
     }
 
     /// Whether the task at `index` matches the DAG filter.
     pub fn matches(&self, index: usize) -> bool {
-        self.tasks.get(index).is_some_and(|t| {
+        self.model.tasks.get(index).is_some_and(|t| {
             matches_filter(&self.cursor.filter, t.planned.task.as_str())
                 || matches_filter(&self.cursor.filter, t.agent.as_str())
         })

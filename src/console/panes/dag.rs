@@ -14,7 +14,7 @@ use ratatui::widgets::Widget;
 
 use super::{Details, Pane, clock, duration, fit, one_line, put_line, style_row};
 use crate::console::state::{
-    PaneId, RunView, State, StatusRole, TaskStatus, TaskView, WorkspaceView,
+    PaneId, RunView, State, StatusRole, TaskModel, TaskStatus, WorkspaceModel,
 };
 use crate::console::theme::{Role, Theme};
 use crate::engine::workspace::change_counts;
@@ -333,7 +333,7 @@ fn draw_gap(
 fn detail_lines(
     state: &State,
     run: &RunView,
-    task: &TaskView,
+    task: &TaskModel,
     full: bool,
 ) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
@@ -429,7 +429,7 @@ fn detail_lines(
 
 /// Started, how long the whole task took (or runs), the last attempt's own time, the wait
 /// before a retry and the timeout.
-fn timing_line(state: &State, task: &TaskView) -> Vec<(Role, String)> {
+fn timing_line(state: &State, task: &TaskModel) -> Vec<(Role, String)> {
     let mut timing = Vec::new();
     if let Some(started) = task.first_started_ms.or(task.started_ms) {
         timing.push((Role::Muted, format!("started {} · ", clock(started))));
@@ -472,7 +472,7 @@ fn timing_line(state: &State, task: &TaskView) -> Vec<(Role, String)> {
 const FILES_SHOWN: usize = 3;
 
 /// The branch (or folder) and the files its branch changed.
-fn workspace_lines(workspace: &WorkspaceView, full: bool) -> Vec<Vec<(Role, String)>> {
+fn workspace_lines(workspace: &WorkspaceModel, full: bool) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
     let place = match (&workspace.branch, workspace.kind) {
         (Some(branch), WorkspaceKind::Worktree) => format!("⎇ {branch}"),
