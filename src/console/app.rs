@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::keys::{self, Action};
-use super::reducer::{Input, reduce};
+use super::reducer::{Effect, Input, reduce};
 use super::state::State;
 use super::theme::{self, Theme};
 use super::{ConsoleLink, ConsoleOptions, panes};
@@ -34,6 +34,9 @@ use crate::command::Command;
 
 /// Shortest time between two frames; bursts of events within it share one redraw.
 pub const FRAME_MS: u64 = 25;
+/// How long quitting waits for the runs it cancelled to end before it leaves anyway (the
+/// runtime's shutdown then stops what is left).
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 /// Events taken from the broadcast per wake-up before the screen gets a turn.
 const EVENT_BURST: usize = 1024;
 
@@ -145,6 +148,7 @@ where
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     let mut inputs: u64 = 0;
+    let mut quit_at: Option<Instant> = None;
     loop {
         if dirty && last_draw.is_none_or(|at| at.elapsed() >= frame) {
             reduce(&mut state, Input::Tick(clock()));
@@ -162,7 +166,9 @@ where
             dirty = false;
             last_draw = Some(Instant::now());
         }
-        if state.should_quit {
+        // Quitting waits (a little) for the runs it cancelled to end, so their
+        // `RunFinished` is the gate's cancel and not the shutdown's.
+        if quit_at.is_some_and(|at| state.live_runs().is_empty() || Instant::now() >= at) {
             break;
         }
         let frame_due = last_draw.map_or_else(Instant::now, |at| at + frame);
@@ -210,6 +216,7 @@ where
                 }
             },
             () = tokio::time::sleep_until(frame_due), if dirty => {}
+            () = sleep_until_opt(quit_at), if quit_at.is_some() => {}
             () = sleep_until_opt(wake), if wake.is_some() && !dirty => {
                 batch.push(Input::Tick(clock()));
             }
@@ -219,22 +226,32 @@ where
             if let Input::Resync { missed, .. } = &item {
                 tracing::warn!(missed, "console lagged behind the event stream; resynced");
             }
-            for command in reduce(&mut state, item) {
-                tracing::info!(command = command.name(), user = %user, "console command");
-                if commands.send(command).is_err() {
-                    reduce(&mut state, Input::RuntimeGone);
+            for effect in reduce(&mut state, item) {
+                match effect {
+                    Effect::Send(command) => {
+                        tracing::info!(command = command.name(), user = %user, "console command");
+                        if commands.send(command).is_err() {
+                            reduce(&mut state, Input::RuntimeGone);
+                        }
+                    }
+                    Effect::LoadTheme(name) => {
+                        let loaded =
+                            theme::load(&settings.project_dir, Some(&name), settings.no_color);
+                        theme = loaded.theme;
+                        let problem = loaded.problem.map(|p| p.to_string());
+                        if let Some(problem) = &problem {
+                            tracing::warn!(theme = %name, %problem, "theme not loaded; using the default");
+                        }
+                        let name = theme.name().to_owned();
+                        reduce(&mut state, Input::ThemeApplied { name, problem });
+                    }
+                    Effect::Quit => {
+                        let grace =
+                            if state.runtime_connected { QUIT_GRACE } else { Duration::ZERO };
+                        quit_at = Some(Instant::now() + grace);
+                    }
                 }
             }
-        }
-        if let Some(name) = state.theme_request.take() {
-            let loaded = theme::load(&settings.project_dir, Some(&name), settings.no_color);
-            theme = loaded.theme;
-            let problem = loaded.problem.map(|p| p.to_string());
-            if let Some(problem) = &problem {
-                tracing::warn!(theme = %name, %problem, "theme not loaded; using the default");
-            }
-            reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem });
-            dirty = true;
         }
     }
     Ok(state)

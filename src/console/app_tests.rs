@@ -236,8 +236,7 @@ async fn key_sequence_drives_panes_overlays_and_commands() {
     assert_eq!(console.settle().await.state.focus, PaneId::Agents);
 
     console.key(KeyCode::Char('q'));
-    let state = console.task.await.unwrap().unwrap();
-    assert!(state.should_quit);
+    assert!(console.task.await.unwrap().is_ok(), "no live run: q quits at once");
 }
 
 #[tokio::test(start_paused = true)]

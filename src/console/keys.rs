@@ -3,15 +3,14 @@
 //! what is shown is what works. Viewers never see (or trigger) dangerous keys.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use ratatui_textarea::Input;
 
 use crate::command::Permission;
 
 use super::panes;
-use super::state::{Editing, Overlay, PaneId, Prompt, State, UserRole};
+use super::state::{Editing, LineEdit, Overlay, PaneId, Prompt, State, UserRole};
 
 /// What the operator means by a key (or a click).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Leave the console.
     Quit,
@@ -53,8 +52,8 @@ pub enum Action {
     FilterClear,
     /// Open the `:` command line.
     OpenCommandLine,
-    /// A key for the command line editor.
-    CommandLineInput(Input),
+    /// Edit the command line (type, delete, move the cursor).
+    CommandLineEdit(LineEdit),
     /// Recall the previous command.
     HistoryPrev,
     /// Recall the next command.
@@ -333,7 +332,7 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
         return Some(Action::Quit);
     }
     match state.editing {
-        Editing::CommandLine => return Some(command_line_action(event)),
+        Editing::CommandLine => return command_line_action(event),
         Editing::Filter => return filter_action(event),
         Editing::None => {}
     }
@@ -341,18 +340,31 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
         Scope::Pane(id) => panes::pane(id).handle_key(state, event),
         scope => bindings(scope, state.role)
             .find(|b| b.keys.iter().any(|k| k.matches(event)))
-            .map(|b| b.action.clone()),
+            .map(|b| b.action),
     })
 }
 
-fn command_line_action(event: &KeyEvent) -> Action {
-    match event.code {
-        KeyCode::Enter => Action::SubmitCommandLine,
-        KeyCode::Esc => Action::CloseCommandLine,
-        KeyCode::Up => Action::HistoryPrev,
-        KeyCode::Down => Action::HistoryNext,
-        _ => Action::CommandLineInput(Input::from(*event)),
-    }
+fn command_line_action(event: &KeyEvent) -> Option<Action> {
+    let ctrl = event.modifiers.contains(KeyModifiers::CONTROL);
+    let edit = match event.code {
+        KeyCode::Enter => return Some(Action::SubmitCommandLine),
+        KeyCode::Esc => return Some(Action::CloseCommandLine),
+        KeyCode::Up => return Some(Action::HistoryPrev),
+        KeyCode::Down => return Some(Action::HistoryNext),
+        KeyCode::Char('a') if ctrl => LineEdit::Home,
+        KeyCode::Char('e') if ctrl => LineEdit::End,
+        KeyCode::Char('w') | KeyCode::Backspace if ctrl => LineEdit::DeleteWord,
+        KeyCode::Char('u') if ctrl => LineEdit::DeleteToStart,
+        KeyCode::Char(c) if !ctrl && !c.is_control() => LineEdit::Insert(c),
+        KeyCode::Backspace => LineEdit::Backspace,
+        KeyCode::Delete => LineEdit::Delete,
+        KeyCode::Left => LineEdit::Left,
+        KeyCode::Right => LineEdit::Right,
+        KeyCode::Home => LineEdit::Home,
+        KeyCode::End => LineEdit::End,
+        _ => return None,
+    };
+    Some(Action::CommandLineEdit(edit))
 }
 
 fn filter_action(event: &KeyEvent) -> Option<Action> {
@@ -439,7 +451,7 @@ mod tests {
                     let event = KeyEvent::new(chord.code, chord.modifiers);
                     assert_ne!(
                         action_for(&viewer, &event),
-                        Some(binding.action.clone()),
+                        Some(binding.action),
                         "{binding:?}"
                     );
                 }
@@ -471,7 +483,7 @@ mod tests {
         assert_eq!(action_for(&typing, &event), Some(Action::Quit));
         assert!(matches!(
             action_for(&typing, &press(KeyCode::Char('q'))),
-            Some(Action::CommandLineInput(_))
+            Some(Action::CommandLineEdit(LineEdit::Insert('q')))
         ));
     }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratatui::layout::Rect;
-use ratatui_textarea::TextArea;
 
 use crate::command::{Command, Permission};
 use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
@@ -685,8 +684,19 @@ pub enum Prompt {
     /// Approve or reject a high-risk task. Before `armed_ms` the deciding keys do nothing,
     /// so a key meant for the pane behind a prompt that just popped up cannot decide it.
     Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
-    /// Confirm a dangerous single-key action; `confirm` starts false (the safe choice).
-    Confirm { question: String, command: Command, confirm: bool },
+    /// Confirm a dangerous action, asked the same whether it came from a key or a `:`
+    /// command; `confirm` starts false (the safe choice).
+    Confirm { question: String, answer: Confirmed, confirm: bool },
+}
+
+/// What a confirmation does when answered yes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmed {
+    /// Send this command (the gate still decides).
+    Send(Command),
+    /// Cancel these live runs through the gate (audited as the operator's commands), then
+    /// leave the console.
+    Quit { cancel: Vec<RunId> },
 }
 
 /// A read-only overlay.
@@ -711,6 +721,85 @@ pub enum Editing {
     Filter,
     /// The `:` command line has the keys.
     CommandLine,
+}
+
+/// The `:` command line being typed: plain text and a cursor (in characters), edited by the
+/// reducer and drawn by the status bar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    pub text: String,
+    /// Characters before the cursor.
+    pub cursor: usize,
+}
+
+/// One edit of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEdit {
+    Insert(char),
+    /// Delete the character before the cursor.
+    Backspace,
+    /// Delete the character under the cursor.
+    Delete,
+    Left,
+    Right,
+    Home,
+    End,
+    /// Delete the word before the cursor (Ctrl-w).
+    DeleteWord,
+    /// Delete everything before the cursor (Ctrl-u).
+    DeleteToStart,
+}
+
+impl CommandLine {
+    /// A line holding `text` with the cursor at its end.
+    pub fn with_text(text: &str) -> Self {
+        Self { text: text.to_owned(), cursor: text.chars().count() }
+    }
+
+    /// Byte offset of a character position.
+    fn byte_at(&self, chars: usize) -> usize {
+        self.text.char_indices().nth(chars).map_or(self.text.len(), |(at, _)| at)
+    }
+
+    pub fn edit(&mut self, edit: LineEdit) {
+        let len = self.text.chars().count();
+        self.cursor = self.cursor.min(len);
+        match edit {
+            LineEdit::Insert(c) => {
+                let at = self.byte_at(self.cursor);
+                self.text.insert(at, c);
+                self.cursor += 1;
+            }
+            LineEdit::Backspace if self.cursor > 0 => {
+                let at = self.byte_at(self.cursor - 1);
+                self.text.remove(at);
+                self.cursor -= 1;
+            }
+            LineEdit::Delete if self.cursor < len => {
+                let at = self.byte_at(self.cursor);
+                self.text.remove(at);
+            }
+            LineEdit::Left => self.cursor = self.cursor.saturating_sub(1),
+            LineEdit::Right => self.cursor = (self.cursor + 1).min(len),
+            LineEdit::Home => self.cursor = 0,
+            LineEdit::End => self.cursor = len,
+            LineEdit::DeleteWord => {
+                let before: Vec<char> = self.text.chars().take(self.cursor).collect();
+                let kept = before.iter().rposition(|c| !c.is_whitespace()).map_or(0, |last| {
+                    before[..=last].iter().rposition(|c| c.is_whitespace()).map_or(0, |w| w + 1)
+                });
+                let (from, to) = (self.byte_at(kept), self.byte_at(self.cursor));
+                self.text.replace_range(from..to, "");
+                self.cursor = kept;
+            }
+            LineEdit::DeleteToStart => {
+                let to = self.byte_at(self.cursor);
+                self.text.replace_range(..to, "");
+                self.cursor = 0;
+            }
+            LineEdit::Backspace | LineEdit::Delete => {}
+        }
+    }
 }
 
 /// A message in the status bar until `expires_ms`.
@@ -744,7 +833,7 @@ pub struct State {
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
-    pub command_line: TextArea<'static>,
+    pub command_line: CommandLine,
     pub command_history: Vec<String>,
     /// Position while browsing history with Up/Down (`None`: not browsing).
     pub history_pos: Option<usize>,
@@ -753,9 +842,6 @@ pub struct State {
     pub applied_seq: u64,
     /// False once the runtime's event stream closed.
     pub runtime_connected: bool,
-    pub should_quit: bool,
-    /// A theme the app should load (IO), then report with `Input::ThemeApplied`.
-    pub theme_request: Option<String>,
 }
 
 impl State {
@@ -778,15 +864,22 @@ impl State {
             prompt: None,
             overlay: None,
             editing: Editing::None,
-            command_line: TextArea::default(),
+            command_line: CommandLine::default(),
             command_history: Vec::new(),
             history_pos: None,
             message: None,
             applied_seq: 0,
             runtime_connected: true,
-            should_quit: false,
-            theme_request: None,
         }
+    }
+
+    /// Runs that are still going (started, not finished), with their workflow names.
+    pub fn live_runs(&self) -> Vec<(RunId, String)> {
+        self.run
+            .iter()
+            .filter(|run| run.is_started() && run.is_active())
+            .filter_map(|run| run.run_id.clone().map(|id| (id, run.workflow.clone())))
+            .collect()
     }
 
     /// Whether the operator may review approvals (prompts are hidden otherwise).

@@ -52,7 +52,7 @@ pub trait Pane: Sync {
     fn handle_key(&self, state: &State, key: &KeyEvent) -> Option<Action> {
         keys::bindings(Scope::Pane(self.id()), state.role)
             .find(|b| b.keys.iter().any(|k| k.matches(key)))
-            .map(|b| b.action.clone())
+            .map(|b| b.action)
     }
 }
 

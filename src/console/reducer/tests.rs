@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use rstest::rstest;
 
-use super::{APPROVAL_ARM_MS, Input, reduce};
+use super::{APPROVAL_ARM_MS, Effect, Input, commands, reduce};
 use crate::command::Command;
 use crate::console::keys::Action;
 use crate::console::state::{
-    AgentMetrics, ApprovalChoice, BreakerState, Editing, Health, InstanceState, Overlay, PaneId,
-    Prompt, State, TaskStatus,
+    AgentMetrics, ApprovalChoice, BreakerState, CommandLine, Confirmed, Editing, Health,
+    InstanceState, LineEdit, Overlay, PaneId, Prompt, State, TaskStatus,
 };
 use crate::event::{
     AgentSummary, Envelope, Event, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
@@ -40,17 +40,22 @@ impl Feed {
         Arc::new(Envelope { seq: self.seq, ts_ms: T0 + self.seq * 1000, run_id, event })
     }
 
-    fn event(&mut self, event: Event) -> Vec<Command> {
+    fn event(&mut self, event: Event) -> Vec<Effect> {
         let envelope = self.envelope(false, event);
         reduce(&mut self.state, Input::Event(envelope))
     }
 
-    fn run_event(&mut self, event: Event) -> Vec<Command> {
+    fn run_event(&mut self, event: Event) -> Vec<Effect> {
         let envelope = self.envelope(true, event);
         reduce(&mut self.state, Input::Event(envelope))
     }
 
+    /// The commands an action sends.
     fn act(&mut self, action: Action) -> Vec<Command> {
+        commands(&self.effects(action))
+    }
+
+    fn effects(&mut self, action: Action) -> Vec<Effect> {
         reduce(&mut self.state, Input::Action(action))
     }
 
@@ -60,13 +65,17 @@ impl Feed {
         reduce(&mut self.state, Input::Tick(now));
     }
 
+    /// The commands a typed command line sends.
     fn typed(&mut self, text: &str) -> Vec<Command> {
+        commands(&self.typed_effects(text))
+    }
+
+    fn typed_effects(&mut self, text: &str) -> Vec<Effect> {
         self.act(Action::OpenCommandLine);
         for c in text.chars() {
-            let key = crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(c));
-            self.act(Action::CommandLineInput(key.into()));
+            self.act(Action::CommandLineEdit(LineEdit::Insert(c)));
         }
-        self.act(Action::SubmitCommandLine)
+        self.effects(Action::SubmitCommandLine)
     }
 
     fn with_run(mut self) -> Self {
@@ -460,7 +469,7 @@ fn prompts_wait_while_the_operator_types() {
 #[case::cancel_run(Action::CancelRun, Command::CancelRun { run: run() })]
 fn dangerous_keys_ask_first_with_no_focused(#[case] action: Action, #[case] expected: Command) {
     let mut feed = Feed::new("admin").with_run();
-    assert_eq!(feed.act(action.clone()), vec![]);
+    assert_eq!(feed.act(action), vec![]);
     assert!(matches!(feed.state.prompt, Some(Prompt::Confirm { confirm: false, .. })));
     assert_eq!(feed.act(Action::PromptConfirm), vec![], "Enter on the default does nothing");
     feed.act(action);
@@ -531,30 +540,39 @@ fn pane_keys_build_commands_from_the_selection() {
 #[test]
 fn command_line_sends_commands_and_explains_mistakes() {
     let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.typed("cancel build"), vec![], "asks first, like its key");
     assert_eq!(
-        feed.typed("cancel build"),
+        feed.act(Action::ConfirmYes),
         vec![Command::CancelTask { run: run(), task: TaskId::new("build") }]
     );
     assert_eq!(feed.state.editing, Editing::None);
     assert_eq!(feed.typed("bogus"), vec![]);
     assert_eq!(feed.message().map(|m| m.0), Some(Level::Error));
     assert!(feed.message().is_some_and(|m| m.1.starts_with("unknown command `bogus`")));
-    assert_eq!(feed.typed("theme light"), vec![]);
-    assert_eq!(feed.state.theme_request.as_deref(), Some("light"));
+    assert_eq!(feed.typed_effects("theme light"), vec![Effect::LoadTheme("light".into())]);
     feed.typed("help");
     assert_eq!(feed.state.overlay, Some(Overlay::Help { scroll: 0 }));
     // History: Up recalls the last command.
     feed.act(Action::OpenCommandLine);
     feed.act(Action::HistoryPrev);
-    assert_eq!(feed.state.command_line.lines(), ["help"]);
+    assert_eq!(feed.state.command_line, CommandLine::with_text("help"));
     feed.act(Action::HistoryPrev);
-    assert_eq!(feed.state.command_line.lines(), ["theme light"]);
+    assert_eq!(feed.state.command_line.text, "theme light");
     feed.act(Action::HistoryNext);
     feed.act(Action::HistoryNext);
-    assert_eq!(feed.state.command_line.lines(), [""]);
+    assert_eq!(feed.state.command_line.text, "");
     feed.act(Action::CloseCommandLine);
-    feed.typed("quit");
-    assert!(feed.state.should_quit);
+    feed.state.overlay = None;
+    // A finished run is not live: quitting needs no question.
+    feed.run_event(Event::RunFinished {
+        status: RunStatus::Succeeded,
+        succeeded: 3,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 1,
+    });
+    assert_eq!(feed.typed_effects("quit"), vec![Effect::Quit]);
 }
 
 #[test]
@@ -864,4 +882,130 @@ fn the_consoles_run_is_the_run_model(#[case] fixture: crate::console::panes::tes
     let shown = &state.run.as_ref().expect("a run").model;
     assert!(shown.tasks.len() >= 3);
     assert_eq!(*shown, expected);
+}
+
+// ---------------------------------------------------------------- one vocabulary, quitting
+
+/// The question a prompt asks and what yes does.
+fn confirmation(state: &State) -> Option<(String, Confirmed)> {
+    match &state.prompt {
+        Some(Prompt::Confirm { question, answer, .. }) => Some((question.clone(), answer.clone())),
+        _ => None,
+    }
+}
+
+/// A `:` command is the same request as its key: the same question, the same command on yes.
+#[rstest]
+#[case::cancel_run(Action::CancelRun, "cancel")]
+#[case::cancel_task(Action::CancelSelectedTask, "cancel design")]
+#[case::retry_task(Action::RetrySelectedTask, "retry design")]
+#[case::reset_breaker(Action::ResetSelectedBreaker, "reset backend-architect")]
+#[case::open_breaker(Action::OpenSelectedBreaker, "open backend-architect")]
+#[case::release(Action::ReleaseSelectedInstance, "release i7")]
+fn a_typed_command_asks_what_its_key_asks(#[case] key: Action, #[case] typed: &str) {
+    let feed = || {
+        let mut feed = Feed::new("admin").with_run();
+        feed.event(Event::InstanceReserved {
+            instance: InstanceId(7),
+            agent: AgentId::new("backend-architect"),
+        });
+        feed.event(Event::BreakerOpened {
+            agent: AgentId::new("backend-architect"),
+            failures: 3,
+            threshold: 3,
+            recovery_ms: 1,
+            last_error: "x".into(),
+        });
+        if typed.starts_with("retry") {
+            feed.run_event(Event::TaskFailed {
+                task: TaskId::new("design"),
+                agent: None,
+                attempt: 1,
+                duration_ms: 1,
+                error: "x".into(),
+            });
+        }
+        feed
+    };
+    let mut by_key = feed();
+    assert_eq!(by_key.act(key), vec![]);
+    let mut by_line = feed();
+    assert_eq!(by_line.typed(typed), vec![]);
+    let asked = confirmation(&by_key.state).expect("the key asks");
+    assert_eq!(confirmation(&by_line.state), Some(asked.clone()), "{typed}");
+    let Confirmed::Send(command) = asked.1 else { panic!("sends a command") };
+    assert_eq!(by_line.act(Action::ConfirmYes), vec![command.clone()]);
+    assert_eq!(by_key.act(Action::ConfirmYes), vec![command]);
+}
+
+#[test]
+fn a_typed_command_is_refused_like_its_key() {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.typed("retry design"), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    let refused = feed.message().map(|(level, text)| (level, text.to_owned()));
+    feed.act(Action::RetrySelectedTask);
+    assert_eq!(feed.message().map(|(level, text)| (level, text.to_owned())), refused);
+    assert_eq!(refused.map(|r| r.0), Some(Level::Warn));
+}
+
+#[test]
+fn quitting_with_a_live_run_asks_and_cancels_it_through_the_gate() {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.effects(Action::Quit), vec![]);
+    let (question, answer) = confirmation(&feed.state).expect("asks first");
+    assert_eq!(
+        question,
+        "Quit? 1 live run (demo) is cancelled, recorded in the audit log as cancelled by alice."
+    );
+    assert_eq!(answer, Confirmed::Quit { cancel: vec![run()] });
+    // No keeps the console and the run.
+    assert_eq!(feed.effects(Action::ConfirmNo), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    // Yes cancels the run as the operator's command, then quits.
+    feed.effects(Action::Quit);
+    assert_eq!(
+        feed.effects(Action::ConfirmYes),
+        vec![Effect::Send(Command::CancelRun { run: run() }), Effect::Quit]
+    );
+    // Ctrl-C twice is the same yes; `:quit` asks the same question.
+    feed.effects(Action::Quit);
+    assert_eq!(
+        feed.effects(Action::Quit),
+        vec![Effect::Send(Command::CancelRun { run: run() }), Effect::Quit]
+    );
+    assert_eq!(feed.typed_effects("quit"), vec![]);
+    assert_eq!(confirmation(&feed.state).map(|c| c.0), Some(question));
+}
+
+#[test]
+fn quitting_without_live_runs_is_immediate() {
+    let mut feed = Feed::new("viewer");
+    assert_eq!(feed.effects(Action::Quit), vec![Effect::Quit]);
+}
+
+#[rstest]
+#[case::insert_middle("ab", 1, &[LineEdit::Insert('x')], "axb", 2)]
+#[case::backspace("abc", 3, &[LineEdit::Backspace], "ab", 2)]
+#[case::backspace_at_start("abc", 0, &[LineEdit::Backspace], "abc", 0)]
+#[case::delete("abc", 1, &[LineEdit::Delete], "ac", 1)]
+#[case::delete_at_end("abc", 3, &[LineEdit::Delete], "abc", 3)]
+#[case::moves("abc", 1, &[LineEdit::Left, LineEdit::Left, LineEdit::End, LineEdit::Right], "abc", 3)]
+#[case::home("abc", 2, &[LineEdit::Home, LineEdit::Insert('>')], ">abc", 1)]
+#[case::delete_word("cancel build  ", 14, &[LineEdit::DeleteWord], "cancel ", 7)]
+#[case::delete_word_one("retry", 5, &[LineEdit::DeleteWord], "", 0)]
+#[case::delete_to_start("spawn agent", 6, &[LineEdit::DeleteToStart], "agent", 0)]
+#[case::wide_chars("é→", 2, &[LineEdit::Backspace, LineEdit::Insert('ü')], "éü", 2)]
+fn command_line_edits(
+    #[case] text: &str,
+    #[case] cursor: usize,
+    #[case] edits: &[LineEdit],
+    #[case] expected: &str,
+    #[case] expected_cursor: usize,
+) {
+    let mut line = CommandLine { text: text.to_owned(), cursor };
+    for edit in edits {
+        line.edit(*edit);
+    }
+    assert_eq!((line.text.as_str(), line.cursor), (expected, expected_cursor));
 }
