@@ -354,3 +354,68 @@ async fn no_color_draws_without_colours() {
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
 }
+
+/// `q` with a live run asks, says what happens to it, and on yes sends `CancelRun` through
+/// the command channel (the gate audits it as the user's command), then waits for the run
+/// to end before leaving.
+#[tokio::test(start_paused = true)]
+async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
+    let mut console = Console::start("admin", 64, &[]);
+    console.settle().await;
+    let _start = console.commands.recv().await;
+    let run = |seq, event| {
+        Arc::new(Envelope { seq, ts_ms: T0, run_id: Some(RunId::new("r-live")), event })
+    };
+    let task = PlannedTask {
+        task: TaskId::new("only"),
+        description: String::new(),
+        agent: AgentId::new("backend-architect"),
+        score: None,
+        depends_on: vec![],
+        layer: 0,
+        timeout_ms: 1000,
+        retries: 0,
+    };
+    let started = Event::RunStarted {
+        workflow: "demo".into(),
+        file: "demo.yaml".into(),
+        goal: None,
+        max_parallel: 1,
+        fail_fast: false,
+        simulated: true,
+        tasks: vec![task],
+    };
+    console.bus.send(run(20, started)).unwrap();
+    console.until(|idle| idle.state.run.is_some()).await;
+
+    console.key(KeyCode::Char('q'));
+    console.settle().await;
+    assert!(
+        console.screen().contains("Quit? 1 live run (demo) is cancelled"),
+        "{}",
+        console.screen()
+    );
+    console.key(KeyCode::Char('n'));
+    console.settle().await;
+    assert!(!console.task.is_finished(), "no keeps the console");
+
+    console.key(KeyCode::Char('q'));
+    console.key(KeyCode::Char('y'));
+    console.settle().await;
+    assert_eq!(
+        console.commands.recv().await,
+        Some(Command::CancelRun { run: RunId::new("r-live") })
+    );
+    assert!(!console.task.is_finished(), "waits for the cancelled run to end");
+    let finished = Event::RunFinished {
+        status: RunStatus::Cancelled,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        cancelled: 1,
+        duration_ms: 10,
+    };
+    console.bus.send(run(21, finished)).unwrap();
+    let state = console.task.await.unwrap().unwrap();
+    assert!(state.live_runs().is_empty());
+}

@@ -449,11 +449,7 @@ mod tests {
             for binding in KEYMAP.iter().filter(|b| b.danger) {
                 for chord in binding.keys {
                     let event = KeyEvent::new(chord.code, chord.modifiers);
-                    assert_ne!(
-                        action_for(&viewer, &event),
-                        Some(binding.action),
-                        "{binding:?}"
-                    );
+                    assert_ne!(action_for(&viewer, &event), Some(binding.action), "{binding:?}");
                 }
             }
             assert!(hints(&viewer).iter().all(|(_, _, danger)| !danger));
