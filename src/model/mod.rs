@@ -26,10 +26,13 @@ pub const OUTPUT_LINE_MAX_CHARS: usize = 500;
 /// `runs show` every attempt's whole text, resume and counters nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputKeep {
-    /// No streamed output (the final answer of a succeeded task is always kept).
+    /// No streamed output and no attempt history: what counters, progress lines and resume
+    /// need, lean enough for runs of 100,000 tasks. The final answer of a succeeded task is
+    /// always kept.
     #[default]
     None,
-    /// The last `n` lines per task, each cut at [`OUTPUT_LINE_MAX_CHARS`].
+    /// The last `n` lines per task, each cut at [`OUTPUT_LINE_MAX_CHARS`], and each attempt's
+    /// record without its text.
     Tail(usize),
     /// Each attempt's whole output, split by stream.
     Full,
@@ -179,12 +182,13 @@ pub struct TaskModel {
     /// reported (truncation, tool calls).
     pub note: Option<String>,
     pub risk: Option<Risk>,
-    pub approval: Option<ApprovalModel>,
+    pub approval: Option<Box<ApprovalModel>>,
     /// The output it succeeded with; dependents receive it.
     pub result: Option<String>,
     pub usage: Option<TokenUsage>,
-    pub workspace: Option<WorkspaceModel>,
-    /// Every attempt in order.
+    pub workspace: Option<Box<WorkspaceModel>>,
+    /// Every attempt in order (kept unless the model keeps no output: counters and resume
+    /// need only the latest attempt's number).
     pub history: Vec<AttemptModel>,
     /// The output tail, with [`OutputKeep::Tail`].
     pub output: VecDeque<OutputLine>,
@@ -224,12 +228,12 @@ impl TaskModel {
 
     /// The approval given and not yet used, if any.
     pub fn approved(&self) -> Option<&ApprovalDecision> {
-        self.approval.as_ref().and_then(|a| a.decision.as_ref()).filter(|d| d.approved)
+        self.approval.as_deref().and_then(|a| a.decision.as_ref()).filter(|d| d.approved)
     }
 
     /// The approval still waiting for a decision.
     pub fn pending_approval(&self) -> Option<&ApprovalModel> {
-        self.approval.as_ref().filter(|a| a.decision.is_none())
+        self.approval.as_deref().filter(|a| a.decision.is_none())
     }
 
     /// From the first start of the task's round to `end_ms`; at least the last attempt's time.
@@ -461,13 +465,13 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.risk = Some(*risk);
             // Asked again (after a restart): the original request time stands.
             let requested_ms = t.pending_approval().map_or(ts, |a| a.requested_ms);
-            t.approval = Some(ApprovalModel {
+            t.approval = Some(Box::new(ApprovalModel {
                 agent: agent.clone(),
                 risk: *risk,
                 reasons: reasons.clone(),
                 requested_ms,
                 decision: None,
-            });
+            }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
             let decision = ApprovalDecision {
@@ -479,13 +483,13 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             match &mut t.approval {
                 Some(approval) => approval.decision = Some(decision),
                 None => {
-                    t.approval = Some(ApprovalModel {
+                    t.approval = Some(Box::new(ApprovalModel {
                         agent: t.agent.clone(),
                         risk: t.risk.unwrap_or(Risk::High),
                         reasons: Vec::new(),
                         requested_ms: ts,
                         decision: Some(decision),
-                    });
+                    }));
                 }
             }
         }
@@ -504,23 +508,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.started_ms = Some(ts);
             t.finished_ms = None;
             t.retry_at_ms = None;
-            t.history.push(AttemptModel {
-                attempt: *attempt,
-                agent: agent.clone(),
-                backend: backend.clone(),
-                simulated: *simulated,
-                started_ms: ts,
-                result: AttemptResult::Running,
-                duration_ms: None,
-                error: None,
-                retry_delay_ms: None,
-                usage: None,
-                details: AnswerDetails::default(),
-                output: String::new(),
-                stderr: String::new(),
-                reasoning: String::new(),
-                tools: Vec::new(),
-            });
+            if keep != OutputKeep::None {
+                t.history.push(attempt_model(agent, *attempt, backend, *simulated, ts));
+            }
         }
         Event::TaskOutput { stream, text, .. } => match keep {
             OutputKeep::None => return false,
@@ -620,7 +610,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             }
         }
         Event::WorkspaceCreated { kind, path, repo, branch, base, base_from, .. } => {
-            t.workspace = Some(WorkspaceModel {
+            t.workspace = Some(Box::new(WorkspaceModel {
                 kind: *kind,
                 path: path.clone(),
                 repo: repo.clone(),
@@ -629,7 +619,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 base_from: base_from.clone(),
                 summary: String::new(),
                 changes: Vec::new(),
-            });
+            }));
         }
         Event::WorkspaceChanges { files, summary, .. } => {
             let Some(workspace) = &mut t.workspace else { return false };
@@ -640,6 +630,33 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         _ => return false,
     }
     true
+}
+
+/// A new attempt, running.
+fn attempt_model(
+    agent: &AgentId,
+    attempt: u32,
+    backend: &str,
+    simulated: bool,
+    started_ms: u64,
+) -> AttemptModel {
+    AttemptModel {
+        attempt,
+        agent: agent.clone(),
+        backend: backend.to_owned(),
+        simulated,
+        started_ms,
+        result: AttemptResult::Running,
+        duration_ms: None,
+        error: None,
+        retry_delay_ms: None,
+        usage: None,
+        details: AnswerDetails::default(),
+        output: String::new(),
+        stderr: String::new(),
+        reasoning: String::new(),
+        tools: Vec::new(),
+    }
 }
 
 /// Add output to a tail of lines. Tokens and reasoning arrive in chunks that continue the
