@@ -145,7 +145,7 @@ impl Console {
                 "the console did not reach the expected state; last: {:?}",
                 self.last.as_ref().map(|i| (
                     i.inputs,
-                    i.state.run.is_some(),
+                    i.state.run().is_some(),
                     i.state.message.clone()
                 ))
             )
@@ -284,7 +284,7 @@ async fn idle_console_sleeps_and_an_active_run_ticks() {
         tasks: vec![task],
     };
     console.bus.send(run(20, started)).unwrap();
-    console.until(|idle| idle.state.run.is_some()).await;
+    console.until(|idle| idle.state.run().is_some()).await;
     let mut frames = 0;
     while tokio::time::timeout(Duration::from_secs(2), console.idle.recv()).await.is_ok() {
         frames += 1;
@@ -302,7 +302,7 @@ async fn idle_console_sleeps_and_an_active_run_ticks() {
         duration_ms: 10,
     };
     console.bus.send(run(21, finished)).unwrap();
-    console.until(|idle| idle.state.run.as_ref().is_some_and(|r| r.outcome.is_some())).await;
+    console.until(|idle| idle.state.run().is_some_and(|r| r.outcome.is_some())).await;
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
 }
@@ -386,7 +386,7 @@ async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
         tasks: vec![task],
     };
     console.bus.send(run(20, started)).unwrap();
-    console.until(|idle| idle.state.run.is_some()).await;
+    console.until(|idle| idle.state.run().is_some()).await;
 
     console.key(KeyCode::Char('q'));
     console.settle().await;

@@ -657,6 +657,9 @@ impl AuditView {
 
 // ---------------------------------------------------------------- prompts and overlays
 
+/// Which approval: the run (when the event named one) and the task.
+pub type ApprovalKey = (Option<RunId>, TaskId);
+
 /// A high-risk task waiting for a reviewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingApproval {
@@ -683,7 +686,7 @@ pub enum ApprovalChoice {
 pub enum Prompt {
     /// Approve or reject a high-risk task. Before `armed_ms` the deciding keys do nothing,
     /// so a key meant for the pane behind a prompt that just popped up cannot decide it.
-    Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
+    Approval { run: Option<RunId>, task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
     /// Confirm a dangerous action, asked the same whether it came from a key or a `:`
     /// command; `confirm` starts false (the safe choice).
     Confirm { question: String, answer: Confirmed, confirm: bool },
@@ -826,10 +829,16 @@ pub struct State {
     pub focus: PaneId,
     pub agents: AgentsView,
     pub pool: PoolView,
-    pub run: Option<RunView>,
+    /// Every run this console has seen start, each folded from its own events.
+    pub runs: BTreeMap<RunId, RunView>,
+    /// The run the DAG, the header and the details show.
+    pub shown_run: Option<RunId>,
+    /// The operator chose the shown run; until then the newest run that started is shown.
+    pub shown_pinned: bool,
     pub breakers: BreakersView,
     pub audit: AuditView,
-    pub approvals: BTreeMap<TaskId, PendingApproval>,
+    /// Approvals waiting, by run and task: two runs may wait on tasks with the same id.
+    pub approvals: BTreeMap<ApprovalKey, PendingApproval>,
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
@@ -857,7 +866,9 @@ impl State {
             focus: PaneId::Dag,
             agents: AgentsView::default(),
             pool: PoolView::default(),
-            run: None,
+            runs: BTreeMap::new(),
+            shown_run: None,
+            shown_pinned: false,
             breakers: BreakersView::default(),
             audit: AuditView::default(),
             approvals: BTreeMap::new(),
@@ -873,10 +884,24 @@ impl State {
         }
     }
 
+    /// The run the DAG, the header and the details show.
+    pub fn run(&self) -> Option<&RunView> {
+        self.shown_run.as_ref().and_then(|id| self.runs.get(id))
+    }
+
+    pub fn run_mut(&mut self) -> Option<&mut RunView> {
+        self.shown_run.as_ref().and_then(|id| self.runs.get_mut(id))
+    }
+
+    /// The run an event belongs to: its own, or (without an id) the shown one.
+    pub fn run_of(&self, run: Option<&RunId>) -> Option<&RunView> {
+        run.map_or_else(|| self.run(), |id| self.runs.get(id))
+    }
+
     /// Runs that are still going (started, not finished), with their workflow names.
     pub fn live_runs(&self) -> Vec<(RunId, String)> {
-        self.run
-            .iter()
+        self.runs
+            .values()
             .filter(|run| run.is_started() && run.is_active())
             .filter_map(|run| run.run_id.clone().map(|id| (id, run.workflow.clone())))
             .collect()
@@ -892,7 +917,7 @@ impl State {
         match pane {
             PaneId::Agents => &self.agents.cursor.filter,
             PaneId::Pool => &self.pool.cursor.filter,
-            PaneId::Dag => self.run.as_ref().map_or("", |r| r.cursor.filter.as_str()),
+            PaneId::Dag => self.run().map_or("", |r| r.cursor.filter.as_str()),
             PaneId::Breakers => &self.breakers.cursor.filter,
             PaneId::Audit => &self.audit.filter,
         }
@@ -908,7 +933,7 @@ impl State {
         if let Some(message) = &self.message {
             deadlines.push(message.expires_ms.max(now + 1));
         }
-        if let Some(run) = self.run.as_ref().filter(|r| r.is_active()) {
+        if let Some(run) = self.run().filter(|r| r.is_active()) {
             deadlines.push(next_second(run.started_ms));
         }
         for breaker in self.breakers.breakers.values() {

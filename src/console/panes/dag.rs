@@ -385,7 +385,8 @@ fn detail_lines(
 
     if let Some(risk) = task.risk {
         let role = if risk >= Risk::High { Role::Danger } else { Role::Warn };
-        let waiting = if state.approvals.contains_key(&task.planned.task) {
+        let run = state.run().and_then(|r| r.run_id.clone());
+        let waiting = if state.approvals.contains_key(&(run, task.id().clone())) {
             " · awaiting approval (a)"
         } else {
             ""
@@ -547,12 +548,12 @@ impl Pane for DagPane {
     }
 
     fn visible_rows(&self, state: &State, area: Rect) -> usize {
-        state.run.as_ref().map_or(1, |run| geometry(run, inner_of(area)).visible_rows)
+        state.run().map_or(1, |run| geometry(run, inner_of(area)).visible_rows)
     }
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let mut info = Vec::new();
-        if let Some(run) = &state.run {
+        if let Some(run) = state.run() {
             let (done, total) = run.progress();
             let text = format!(
                 " {} · {done}/{total} · {} layers ",
@@ -571,7 +572,7 @@ impl Pane for DagPane {
         if inner.is_empty() {
             return;
         }
-        let Some(run) = &state.run else {
+        let Some(run) = state.run() else {
             let can_run = state.role.allows(crate::command::Permission::RunWorkflows);
             let hint = if can_run {
                 "no run yet · press : and type  run workflows/demo.yaml"
@@ -606,7 +607,7 @@ impl Pane for DagPane {
     }
 
     fn details(&self, state: &State) -> Option<Details> {
-        let run = state.run.as_ref()?;
+        let run = state.run()?;
         let task = run.selected_task()?;
         let lines = detail_lines(state, run, task, true);
         Some(Details {
@@ -709,13 +710,13 @@ mod tests {
         reduce(&mut state, Input::Action(Action::SelectRight));
         reduce(&mut state, Input::Action(Action::SelectRight));
         reduce(&mut state, Input::Action(Action::SelectRight));
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("deploy-staging"));
         let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
         assert!(shown.contains("─ deploy-staging"), "{shown}");
         reduce(&mut state, Input::Action(Action::SelectLeft));
         reduce(&mut state, Input::Action(Action::SelectNext));
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("code-review"));
     }
 
@@ -784,7 +785,7 @@ mod tests {
         for _ in 0..3 {
             reduce(&mut state, Input::Action(Action::PageDown));
         }
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         let selected = run.selected_task().expect("selected").planned.task.to_string();
         let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
         assert!(shown.contains(&selected), "{selected} visible:\n{shown}");

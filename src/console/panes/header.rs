@@ -40,7 +40,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)),
         Span::styled("  │  ", muted),
     ];
-    let Some(run) = &state.run else {
+    let Some(run) = state.run() else {
         left.push(Span::styled("no run", theme.style(Role::Text)));
         left.push(Span::styled("  ·  agents, pool and breakers are live", muted));
         put_line(buf, area, 0, &Line::from(left));

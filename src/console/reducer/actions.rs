@@ -158,7 +158,7 @@ fn selected_command(state: &mut State, action: Action) -> Option<Command> {
 
 /// Cancel the run, or cancel or retry its selected task.
 fn run_command(state: &mut State, action: Action) -> Option<Command> {
-    let Some(run) = &state.run else {
+    let Some(run) = state.run() else {
         say(state, Level::Warn, "no run yet; start one with :run PATH".to_owned());
         return None;
     };

@@ -22,7 +22,8 @@ pub(super) fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) 
     state.pool.instances.clear();
     state.pool.terminated = 0;
     state.pool.queued.clear();
-    state.run = None;
+    // Runs are rebuilt from the backlog; the operator's choice of run stays if it is there.
+    state.runs.clear();
     state.breakers.breakers.clear();
     state.breakers.metrics.clear();
     state.approvals.clear();
@@ -32,10 +33,14 @@ pub(super) fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) 
     for envelope in backlog {
         apply_event(state, envelope, envelope.seq > audited);
     }
-    if let Some(Prompt::Approval { task, .. }) = &state.prompt
-        && !state.approvals.contains_key(task)
+    if let Some(Prompt::Approval { run, task, .. }) = &state.prompt
+        && !state.approvals.contains_key(&(run.clone(), task.clone()))
     {
         state.prompt = None;
+    }
+    if state.run().is_none() {
+        state.shown_run = state.runs.keys().next_back().cloned();
+        state.shown_pinned = false;
     }
     open_next_approval(state);
     for pane in PaneId::ORDER {
@@ -124,7 +129,7 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
         }
         Event::ApprovalRequested { task, agent, risk, reasons } => {
             state.approvals.insert(
-                task.clone(),
+                (envelope.run_id.clone(), task.clone()),
                 PendingApproval {
                     run: envelope.run_id.clone(),
                     task: task.clone(),
@@ -141,8 +146,10 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
             open_next_approval(state);
         }
         Event::ApprovalDecided { task, approved, by, note } => {
-            state.approvals.remove(task);
-            if matches!(&state.prompt, Some(Prompt::Approval { task: t, .. }) if t == task) {
+            state.approvals.remove(&(envelope.run_id.clone(), task.clone()));
+            if matches!(&state.prompt, Some(Prompt::Approval { run, task: t, .. })
+                if t == task && *run == envelope.run_id)
+            {
                 state.prompt = None;
             }
             if by.as_str() != state.user {
@@ -239,23 +246,51 @@ fn agent_invalid(state: &mut State, file: &std::path::Path, agent: Option<&Agent
     }
 }
 
-/// Fold the event into its run's model. A `RunStarted` of another run starts a new view
-/// (the DAG filter carries over).
+/// Finished runs kept besides the shown one; older ones leave the console (the store keeps
+/// them).
+const FINISHED_RUNS_KEPT: usize = 16;
+
+/// Fold the event into its own run's model (an event without a run id goes to the shown
+/// run). A `RunStarted` of a new run adds its view and, unless the operator chose a run,
+/// shows it; the DAG filter carries over.
 fn fold_run(state: &mut State, envelope: &Envelope) {
-    if let Event::RunStarted { .. } = &envelope.event {
-        let other = state.run.as_ref().is_none_or(|run| {
-            run.run_id.is_some() && envelope.run_id.is_some() && run.run_id != envelope.run_id
-                || run.is_started() && envelope.run_id.is_none()
-        });
-        if other {
-            let filter = state.run.as_ref().map(|r| r.cursor.filter.clone()).unwrap_or_default();
-            let mut run = RunView::new(envelope.run_id.clone());
-            run.cursor.filter = filter;
-            state.run = Some(run);
+    let starts = matches!(envelope.event, Event::RunStarted { .. });
+    let key = match (&envelope.run_id, &state.shown_run) {
+        (Some(id), _) => id.clone(),
+        (None, Some(shown)) if !starts => shown.clone(),
+        // A run without an id (tests, old stores): one slot, replaced by each start.
+        (None, _) if starts => RunId::new(""),
+        (None, _) => return,
+    };
+    if starts && (!state.runs.contains_key(&key) || envelope.run_id.is_none()) {
+        let filter = state.run().map(|r| r.cursor.filter.clone()).unwrap_or_default();
+        let mut run = RunView::new(envelope.run_id.clone());
+        run.cursor.filter = filter;
+        state.runs.insert(key.clone(), run);
+        if !state.shown_pinned || state.run().is_none() {
+            state.shown_run = Some(key.clone());
         }
+        forget_old_runs(state);
     }
-    if let Some(run) = state.run.as_mut() {
+    if let Some(run) = state.runs.get_mut(&key) {
         run.apply(envelope);
+    }
+}
+
+/// Keep the shown run, every live one and the newest finished ones.
+fn forget_old_runs(state: &mut State) {
+    let mut finished: Vec<(u64, RunId)> = state
+        .runs
+        .iter()
+        .filter(|(id, run)| !run.is_active() && state.shown_run.as_ref() != Some(*id))
+        .map(|(id, run)| (run.started_ms, id.clone()))
+        .collect();
+    if finished.len() <= FINISHED_RUNS_KEPT {
+        return;
+    }
+    finished.sort();
+    for (_, id) in &finished[..finished.len() - FINISHED_RUNS_KEPT] {
+        state.runs.remove(id);
     }
 }
 
@@ -265,9 +300,12 @@ fn record_calls(state: &mut State, envelope: &Envelope) {
         Event::TaskRetrying { agent, duration_ms, .. } => (agent.clone(), *duration_ms, false),
         Event::TaskSucceeded { agent, duration_ms, .. } => (agent.clone(), *duration_ms, true),
         Event::TaskFailed { task, agent, attempt, duration_ms, .. } if *attempt > 0 => {
-            let agent = agent
-                .clone()
-                .or_else(|| state.run.as_ref().and_then(|r| r.task(task)).map(|t| t.agent.clone()));
+            let agent = agent.clone().or_else(|| {
+                state
+                    .run_of(envelope.run_id.as_ref())
+                    .and_then(|r| r.task(task))
+                    .map(|t| t.agent.clone())
+            });
             let Some(agent) = agent else { return };
             (agent, *duration_ms, false)
         }
@@ -276,12 +314,9 @@ fn record_calls(state: &mut State, envelope: &Envelope) {
     state.breakers.metrics.entry(agent).or_default().record(ok, duration_ms);
 }
 
-/// The task of the shown run, if the envelope belongs to it.
+/// The task of the envelope's run.
 fn shown_task<'s>(state: &'s State, envelope: &Envelope, task: &TaskId) -> Option<&'s TaskModel> {
-    let run = state.run.as_ref().filter(|run| {
-        run.run_id.is_none() || envelope.run_id.is_none() || run.run_id == envelope.run_id
-    })?;
-    run.task(task)
+    state.run_of(envelope.run_id.as_ref())?.task(task)
 }
 
 fn push_audit(state: &mut State, envelope: &Arc<Envelope>) {

@@ -22,13 +22,14 @@ pub(super) fn open_next_approval(state: &mut State) {
     }
     let next = state
         .approvals
-        .values()
-        .filter(|a| !a.deferred)
-        .min_by_key(|a| (a.requested_ms, a.task.clone()))
-        .map(|a| a.task.clone());
-    if let Some(task) = next {
+        .iter()
+        .filter(|(_, a)| !a.deferred)
+        .min_by_key(|(key, a)| (a.requested_ms, *key))
+        .map(|(key, _)| key.clone());
+    if let Some((run, task)) = next {
         let armed_ms = state.now_ms + APPROVAL_ARM_MS;
-        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms });
+        let choice = ApprovalChoice::Later;
+        state.prompt = Some(Prompt::Approval { run, task, choice, armed_ms });
     }
 }
 
@@ -40,14 +41,16 @@ pub(super) fn decide_approval(state: &mut State, approve: bool) -> Vec<Effect> {
         say(state, Level::Warn, text);
         return Vec::new();
     }
-    let Some(Prompt::Approval { task, .. }) = state.prompt.take() else { return Vec::new() };
-    let Some(pending) = state.approvals.get_mut(&task) else {
+    let Some(Prompt::Approval { run, task, .. }) = state.prompt.take() else {
+        return Vec::new();
+    };
+    let Some(pending) = state.approvals.get_mut(&(run.clone(), task.clone())) else {
         open_next_approval(state);
         return Vec::new();
     };
     // It stays pending until ApprovalDecided arrives (the gate may refuse); don't pop it again.
     pending.deferred = true;
-    let run = pending.run.clone().or_else(|| state.run.as_ref().and_then(|r| r.run_id.clone()));
+    let run = run.or_else(|| state.run().and_then(|r| r.run_id.clone()));
     let Some(run) = run else {
         say(state, Level::Error, format!("cannot decide {task}: its run is unknown"));
         return Vec::new();
@@ -62,8 +65,8 @@ pub(super) fn decide_approval(state: &mut State, approve: bool) -> Vec<Effect> {
 }
 
 pub(super) fn defer_approval(state: &mut State) {
-    if let Some(Prompt::Approval { task, .. }) = state.prompt.take()
-        && let Some(pending) = state.approvals.get_mut(&task)
+    if let Some(Prompt::Approval { run, task, .. }) = state.prompt.take()
+        && let Some(pending) = state.approvals.get_mut(&(run, task.clone()))
     {
         pending.deferred = true;
         say(
@@ -76,14 +79,13 @@ pub(super) fn defer_approval(state: &mut State) {
 }
 
 pub(super) fn review_selected(state: &mut State) {
-    let Some(task) =
-        state.run.as_ref().and_then(|r| r.selected_task()).map(|t| t.planned.task.clone())
-    else {
-        return;
-    };
-    if state.approvals.contains_key(&task) {
+    let Some(run) = state.run() else { return };
+    let Some(task) = run.selected_task().map(|t| t.id().clone()) else { return };
+    let run = run.run_id.clone();
+    if state.approvals.contains_key(&(run.clone(), task.clone())) {
         // Opened on request, so armed at once.
-        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0 });
+        let choice = ApprovalChoice::Later;
+        state.prompt = Some(Prompt::Approval { run, task, choice, armed_ms: 0 });
     } else {
         say(state, Level::Warn, format!("{task} is not waiting for approval"));
     }
@@ -109,14 +111,8 @@ pub(super) fn request(state: &mut State, command: Command) -> Vec<Effect> {
 
 /// Why a command cannot apply to what the console shows, if it cannot.
 fn check(state: &State, command: &Command) -> Result<(), String> {
-    let status = |run: &RunId, task| {
-        state
-            .run
-            .as_ref()
-            .filter(|r| r.run_id.as_ref() == Some(run))
-            .and_then(|r| r.task(task))
-            .map(|t| t.status)
-    };
+    let status =
+        |run: &RunId, task| state.runs.get(run).and_then(|r| r.task(task)).map(|t| t.status);
     match command {
         Command::CancelTask { run, task } => match status(run, task) {
             Some(status) if status.is_final() => Err(format!("{task} already {}", status.word())),
@@ -143,7 +139,7 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
 /// The question a command asks before it is sent; `None` sends it at once.
 fn question(state: &State, command: &Command) -> Option<String> {
     let run_of = |run: &RunId| {
-        state.run.as_ref().filter(|r| r.run_id.as_ref() == Some(run)).map(|r| {
+        state.runs.get(run).map(|r| {
             let unfinished = r.tasks.iter().filter(|t| !t.status.is_final()).count();
             (r.workflow.clone(), unfinished)
         })

@@ -15,7 +15,7 @@ pub(super) fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String>
     match pane {
         PaneId::Agents => Some(&mut state.agents.cursor.filter),
         PaneId::Pool => Some(&mut state.pool.cursor.filter),
-        PaneId::Dag => state.run.as_mut().map(|run| &mut run.cursor.filter),
+        PaneId::Dag => state.run_mut().map(|run| &mut run.cursor.filter),
         PaneId::Breakers => Some(&mut state.breakers.cursor.filter),
         PaneId::Audit => Some(&mut state.audit.filter),
     }
@@ -29,7 +29,7 @@ pub(super) fn after_filter_change(state: &mut State) {
         }
         PaneId::Dag => {
             // Jump to the first matching task so the filter finds things.
-            if let Some(run) = state.run.as_mut()
+            if let Some(run) = state.run_mut()
                 && !run.matches(run.cursor.selected)
                 && let Some(first) = run.layers.iter().flatten().copied().find(|i| run.matches(*i))
             {
@@ -155,7 +155,7 @@ pub(super) fn move_selection(state: &mut State, delta: isize) {
 }
 
 fn move_dag_row(state: &mut State, delta: isize) {
-    let Some(run) = state.run.as_mut() else { return };
+    let Some(run) = state.run_mut() else { return };
     let Some(task) = run.tasks.get(run.cursor.selected) else { return };
     let layer = &run.layers[task.planned.layer];
     let at = run.row_in_layer[run.cursor.selected];
@@ -166,7 +166,7 @@ fn move_dag_row(state: &mut State, delta: isize) {
 }
 
 pub(super) fn move_dag_layer(state: &mut State, delta: isize) {
-    let Some(run) = state.run.as_mut() else { return };
+    let Some(run) = state.run_mut() else { return };
     let Some(task) = run.tasks.get(run.cursor.selected) else { return };
     let row = run.row_in_layer[run.cursor.selected];
     let layer =
@@ -183,7 +183,7 @@ pub(super) fn scroll_into_view(state: &mut State, pane: PaneId) {
     let rows = panes::visible_rows(state, pane);
     match pane {
         PaneId::Dag => {
-            if let Some(run) = state.run.as_mut() {
+            if let Some(run) = state.run_mut() {
                 panes::dag::scroll_into_view(run, area);
             }
         }

@@ -96,12 +96,41 @@ impl Feed {
         self
     }
 
+    /// An event of another run than `r1`.
+    fn event_in(&mut self, run: &str, event: Event) -> Vec<Effect> {
+        self.seq += 1;
+        let envelope = Envelope {
+            seq: self.seq,
+            ts_ms: T0 + self.seq * 1000,
+            run_id: Some(RunId::new(run)),
+            event,
+        };
+        reduce(&mut self.state, Input::Event(Arc::new(envelope)))
+    }
+
+    /// A second run, `r2` of workflow `other`, with the same task ids as `r1`.
+    fn with_second_run(mut self) -> Self {
+        self.event_in(
+            "r2",
+            Event::RunStarted {
+                workflow: "other".into(),
+                file: "workflows/other.yaml".into(),
+                goal: None,
+                max_parallel: 2,
+                fail_fast: false,
+                simulated: true,
+                tasks: vec![planned("design", 0, &[]), planned("deploy", 1, &["design"])],
+            },
+        );
+        self
+    }
+
     fn message(&self) -> Option<(Level, &str)> {
         self.state.message.as_ref().map(|m| (m.level, m.text.as_str()))
     }
 
     fn status(&self, task: &str) -> Option<TaskStatus> {
-        self.state.run.as_ref()?.task(&TaskId::new(task)).map(|t| t.status)
+        self.state.run()?.task(&TaskId::new(task)).map(|t| t.status)
     }
 }
 
@@ -278,7 +307,7 @@ fn task_events_drive_statuses_and_metrics() {
         cancelled: 0,
         duration_ms: 9_000,
     });
-    let run = feed.state.run.as_ref().expect("run");
+    let run = feed.state.run().expect("run");
     assert_eq!(run.outcome.map(|o| o.status), Some(RunStatus::Failed));
     assert_eq!(run.progress(), (3, 3));
     assert_eq!(run.elapsed_ms(T0 + 999_999), 9_000);
@@ -386,6 +415,7 @@ fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>)
     assert_eq!(
         feed.state.prompt,
         Some(Prompt::Approval {
+            run: Some(run()),
             task: TaskId::new("deploy"),
             choice: ApprovalChoice::Later,
             armed_ms
@@ -396,7 +426,7 @@ fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>)
     assert_eq!(commands, expected);
     assert_eq!(feed.state.prompt, None);
     // Whatever was chosen, the approval stays pending until the runtime decides.
-    assert!(feed.state.approvals.contains_key(&TaskId::new("deploy")));
+    assert!(feed.state.approvals.contains_key(&(Some(run()), TaskId::new("deploy"))));
 }
 
 #[test]
@@ -440,7 +470,7 @@ fn later_keeps_it_pending_and_the_next_approval_opens() {
     feed.act(Action::SelectRight);
     feed.act(Action::ReviewSelected);
     assert!(
-        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0 }) if task.as_str() == "build")
+        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0, .. }) if task.as_str() == "build")
     );
 }
 
@@ -628,7 +658,7 @@ fn lag_rebuilds_the_picture_and_says_so() {
     ];
     reduce(&mut feed.state, Input::Resync { backlog, missed: 42 });
     assert_eq!(feed.message(), Some((Level::Warn, "lagged: missed 42 events; resynced")));
-    assert!(feed.state.run.is_none(), "the picture comes from the backlog only");
+    assert!(feed.state.run().is_none(), "the picture comes from the backlog only");
     assert_eq!(feed.state.pool.instances.keys().copied().collect::<Vec<_>>(), [InstanceId(9)]);
     assert_eq!(feed.state.audit.entries.len(), audited + 2);
     // Live events already in the backlog are not applied twice.
@@ -644,7 +674,7 @@ fn idle_console_has_no_deadline_and_a_run_ticks_each_second() {
     assert_eq!(feed.state.next_deadline_ms(), None);
     feed = feed.with_run();
     feed.state.message = None;
-    let started = feed.state.run.as_ref().expect("run").started_ms;
+    let started = feed.state.run().expect("run").started_ms;
     reduce(&mut feed.state, Input::Tick(started + 2_300));
     assert_eq!(feed.state.next_deadline_ms(), Some(started + 3_000));
     feed.run_event(Event::RunFinished {
@@ -769,7 +799,7 @@ fn a_token_flood_leaves_task_and_breaker_events_in_view() {
         Some("▸ design streaming… (1 token)")
     );
     // The text itself is in the task's details.
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert!(task.output.iter().any(|l| l.text.starts_with("t0 t1 t2")), "{:?}", task.output);
 }
 
@@ -804,7 +834,7 @@ fn took_covers_the_whole_task_and_a_retry_shows_its_wait() {
         duration_ms: 700,
         error: "exit 1".into(),
     });
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert_eq!((task.attempt_ms, task.retry_at_ms), (Some(700), Some(T0 + 4_000 + 4_000)));
     assert!(audit_texts(&feed).last().expect("a line").ends_with("; retrying in 4.0s"));
     feed.run_event(started("design", 2)); // T0 + 5 s
@@ -818,7 +848,7 @@ fn took_covers_the_whole_task_and_a_retry_shows_its_wait() {
         simulated: false,
         details: crate::event::AnswerDetails::default(),
     }); // T0 + 6 s
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert_eq!((task.duration_ms, task.attempt_ms), (Some(3_000), Some(500)));
     assert_eq!(
         audit_texts(&feed).last().map(String::as_str),
@@ -847,7 +877,7 @@ fn workspace_events_reach_the_task_view() {
         files: vec![FileChange { path: "api.md".into(), added: Some(12), removed: Some(0) }],
         summary: "1 file changed, 12 insertions(+)".into(),
     });
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     let workspace = task.workspace.as_ref().expect("workspace");
     assert_eq!(workspace.branch.as_deref(), Some("flightdeck/r1/design"));
     assert_eq!(workspace.changes.len(), 1);
@@ -879,7 +909,7 @@ fn the_consoles_run_is_the_run_model(#[case] fixture: crate::console::panes::tes
         envelopes.iter().map(AsRef::as_ref),
         OutputKeep::Tail(crate::console::state::OUTPUT_TAIL_LINES),
     );
-    let shown = &state.run.as_ref().expect("a run").model;
+    let shown = &state.run().expect("a run").model;
     assert!(shown.tasks.len() >= 3);
     assert_eq!(*shown, expected);
 }
@@ -1008,4 +1038,87 @@ fn command_line_edits(
         line.edit(*edit);
     }
     assert_eq!((line.text.as_str(), line.cursor), (expected, expected_cursor));
+}
+
+// ---------------------------------------------------------------- many runs
+
+#[test]
+fn every_live_run_is_folded_into_its_own_model() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    // The newest run is shown; the older one keeps folding.
+    assert_eq!(feed.state.shown_run, Some(RunId::new("r2")));
+    feed.run_event(started("design", 1));
+    feed.event_in("r2", Event::TaskReady { task: TaskId::new("design") });
+    let r1 = &feed.state.runs[&run()];
+    let r2 = &feed.state.runs[&RunId::new("r2")];
+    assert_eq!(r1.task(&TaskId::new("design")).map(|t| t.status), Some(TaskStatus::Running));
+    assert_eq!(r2.task(&TaskId::new("design")).map(|t| t.status), Some(TaskStatus::Ready));
+    assert_eq!((r1.tasks.len(), r2.tasks.len()), (3, 2));
+    assert_eq!(feed.status("design"), Some(TaskStatus::Ready), "the DAG shows r2");
+    // Both are live: quitting names both.
+    feed.effects(Action::Quit);
+    let (question, answer) = confirmation(&feed.state).expect("asks");
+    assert!(question.starts_with("Quit? 2 live runs (demo, other) are cancelled"), "{question}");
+    assert_eq!(answer, Confirmed::Quit { cancel: vec![run(), RunId::new("r2")] });
+}
+
+#[test]
+fn two_runs_waiting_on_the_same_task_id_do_not_collide() {
+    let mut feed = Feed::new("reviewer").with_run().with_second_run();
+    feed.run_event(approval("deploy"));
+    feed.event_in("r2", approval("deploy"));
+    assert_eq!(feed.state.approvals.len(), 2);
+    // The first asked is decided first, for its own run.
+    feed.wait(APPROVAL_ARM_MS);
+    assert_eq!(
+        feed.act(Action::Approve),
+        vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: None }]
+    );
+    feed.wait(APPROVAL_ARM_MS);
+    assert_eq!(
+        feed.act(Action::Reject),
+        vec![Command::Reject { run: RunId::new("r2"), task: TaskId::new("deploy"), note: None }]
+    );
+    // A decision of one run leaves the other's approval alone.
+    feed.event_in(
+        "r2",
+        Event::ApprovalDecided {
+            task: TaskId::new("deploy"),
+            approved: false,
+            by: UserId::new("alice"),
+            note: None,
+        },
+    );
+    let waiting: Vec<_> = feed.state.approvals.keys().cloned().collect();
+    assert_eq!(waiting, [(Some(run()), TaskId::new("deploy"))]);
+    // `:approve deploy` picks the run still waiting.
+    assert_eq!(
+        feed.typed("approve deploy ok"),
+        vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: Some("ok".into()) }]
+    );
+}
+
+#[test]
+fn approving_a_task_id_waiting_in_two_other_runs_asks_which() {
+    let mut feed = Feed::new("reviewer").with_run().with_second_run();
+    feed.run_event(approval("deploy"));
+    feed.event_in("r2", approval("deploy"));
+    feed.event_in(
+        "r3",
+        Event::RunStarted {
+            workflow: "third".into(),
+            file: "workflows/third.yaml".into(),
+            goal: None,
+            max_parallel: 1,
+            fail_fast: false,
+            simulated: true,
+            tasks: vec![planned("x", 0, &[])],
+        },
+    );
+    feed.act(Action::Later);
+    feed.act(Action::Later);
+    assert_eq!(feed.typed("approve deploy"), vec![]);
+    let (level, text) = feed.message().expect("says why");
+    assert_eq!(level, Level::Error);
+    assert!(text.starts_with("deploy waits in 2 runs (r1, r2)"), "{text}");
 }
