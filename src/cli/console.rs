@@ -71,6 +71,14 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             user: globals.user.clone(),
             role: identity.role.to_string(),
             resync: Box::new(move || resync_runtime.backlog()),
+            stored_runs: Box::new({
+                let store = globals.data_dir.join(crate::store::RUNS_FILE);
+                move || read_runs(&store)
+            }),
+            run_events: Box::new({
+                let store = globals.data_dir.join(crate::store::RUNS_FILE);
+                move |run| read_run_events(&store, run)
+            }),
         };
         let options = ConsoleOptions {
             project_dir: globals.project_dir.clone(),
@@ -142,6 +150,32 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
+        }
+    }
+}
+
+/// The store's runs for the console's Runs list (its own connection: the list is read rarely,
+/// when the operator opens it).
+fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
+    match crate::store::RunStore::open(store).and_then(|store| store.runs()) {
+        Ok(runs) => runs,
+        Err(error) => {
+            tracing::warn!(%error, store = %store.display(), "console: cannot list the runs");
+            Vec::new()
+        }
+    }
+}
+
+/// A stored run's events, for the console to show a run it did not follow.
+fn read_run_events(
+    store: &std::path::Path,
+    run: &crate::ids::RunId,
+) -> Vec<Arc<crate::event::Envelope>> {
+    match crate::store::RunStore::open(store).and_then(|store| store.events(run)) {
+        Ok(events) => events.into_iter().map(Arc::new).collect(),
+        Err(error) => {
+            tracing::warn!(%error, %run, "console: cannot read the run's events");
+            Vec::new()
         }
     }
 }

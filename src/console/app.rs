@@ -118,7 +118,8 @@ where
     B::Error: Send + Sync + 'static,
     S: Stream<Item = io::Result<TermEvent>> + Unpin,
 {
-    let ConsoleLink { backlog, mut events, commands, user, role, resync } = link;
+    let ConsoleLink { backlog, mut events, commands, user, role, resync, stored_runs, run_events } =
+        link;
     let loaded = theme::load(&settings.project_dir, settings.theme.as_deref(), settings.no_color);
     let mut theme: Theme = loaded.theme;
     let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
@@ -244,6 +245,13 @@ where
                         }
                         let name = theme.name().to_owned();
                         reduce(&mut state, Input::ThemeApplied { name, problem });
+                    }
+                    Effect::LoadRuns => {
+                        reduce(&mut state, Input::RunsLoaded(stored_runs()));
+                    }
+                    Effect::LoadRun(run) => {
+                        let events = run_events(&run);
+                        reduce(&mut state, Input::RunLoaded { run, events });
                     }
                     Effect::Quit => {
                         let grace =

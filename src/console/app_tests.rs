@@ -81,6 +81,8 @@ impl Console {
             resync: Box::new(|| {
                 vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]
             }),
+            stored_runs: Box::new(Vec::new),
+            run_events: Box::new(|_| Vec::new()),
         };
         let settings = LoopSettings {
             project_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),

@@ -96,6 +96,12 @@ pub enum Action {
     ReleaseSelectedInstance,
     /// Re-read every agent definition.
     ReloadAgents,
+    /// Open the Runs list (live, finished and interrupted runs).
+    OpenRuns,
+    /// Show the selected run in the DAG, header and details.
+    ShowSelectedRun,
+    /// Cancel the selected run of the Runs list (asks first).
+    CancelSelectedRun,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -113,6 +119,8 @@ pub enum Scope {
     Help,
     /// A details overlay.
     Details,
+    /// The Runs list.
+    Runs,
     /// Only while this pane has focus.
     Pane(PaneId),
     /// Every list pane.
@@ -128,6 +136,7 @@ impl Scope {
             Self::Confirm => "Confirmation",
             Self::Help => "Help",
             Self::Details => "Details",
+            Self::Runs => "Runs",
             Self::Pane(pane) => pane.title(),
             Self::Lists => "Lists",
             Self::Global => "Global",
@@ -238,7 +247,7 @@ macro_rules! bind {
 
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
-use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane};
+use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Runs};
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);
@@ -268,6 +277,12 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Details, [key(Esc), key(Enter), ch('q')], Action::CloseOverlay, "close details", hint "Esc" "close"),
     bind!(Details, [key(Up), ch('k')], Action::SelectPrev, "scroll up"),
     bind!(Details, [key(Down), ch('j')], Action::SelectNext, "scroll down", hint "↑↓" "scroll"),
+    bind!(Runs, [key(Esc), ch('q'), ch('W')], Action::CloseOverlay, "close the runs", hint "Esc" "close"),
+    bind!(Runs, [key(Up), ch('k')], Action::SelectPrev, "previous run"),
+    bind!(Runs, [key(Down), ch('j')], Action::SelectNext, "next run", hint "↑↓" "move"),
+    bind!(Runs, [key(Enter)], Action::ShowSelectedRun, "show the run (a stored one as it ended)", hint "Enter" "show"),
+    bind!(Runs, [ch('C')], Action::CancelSelectedRun, "cancel the selected live run", danger ControlRuns, hint "C" "cancel run"),
+    bind!(Runs, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
     // Pane keys.
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
@@ -297,6 +312,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Global, [key(BackTab)], Action::FocusPrev, "previous pane"),
     bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint ":" "command"),
     bind!(Global, [key(Esc)], Action::FilterClear, "clear the filter"),
+    bind!(Global, [ch('W')], Action::OpenRuns, "runs: live, finished, interrupted"),
 ];
 
 /// Keys that work while typing; listed in help, handled by [`action_for`] directly.
@@ -319,6 +335,7 @@ pub fn active_scopes(state: &State) -> Vec<Scope> {
         (Some(Prompt::Confirm { .. }), _) => vec![Scope::Confirm],
         (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
         (None, Some(Overlay::Details { .. })) => vec![Scope::Details],
+        (None, Some(Overlay::Runs)) => vec![Scope::Runs],
         (None, None) => vec![Scope::Pane(state.focus), Scope::Lists, Scope::Global],
     }
 }

@@ -556,6 +556,54 @@ impl RunView {
     }
 }
 
+// ---------------------------------------------------------------- runs
+
+pub use crate::store::{RunRow, RunState};
+
+/// The Runs list: runs read from the store when it opened, merged with the runs this console
+/// folds live.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsList {
+    /// What the store listed when the operator opened the list.
+    pub stored: Vec<RunRow>,
+    pub cursor: ListCursor<RunId>,
+}
+
+/// One row of the Runs list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    pub id: RunId,
+    pub workflow: String,
+    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    pub status: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub started_ms: u64,
+    pub duration_ms: Option<u64>,
+    /// Folded live by this console (its events arrive).
+    pub live: bool,
+    /// The run the DAG shows.
+    pub shown: bool,
+}
+
+impl RunEntry {
+    pub fn role(&self) -> Role {
+        match self.status {
+            "running" => Role::Running,
+            "succeeded" => Role::Ok,
+            "failed" => Role::Error,
+            "interrupted" => Role::Warn,
+            _ => Role::Muted,
+        }
+    }
+
+    fn matches(&self, filter: &str) -> bool {
+        matches_filter(filter, &self.workflow)
+            || matches_filter(filter, self.id.as_str())
+            || matches_filter(filter, self.status)
+    }
+}
+
 // ---------------------------------------------------------------- audit
 
 /// One line of the audit stream, formatted once when the event arrives.
@@ -713,6 +761,8 @@ pub enum Overlay {
         pane: PaneId,
         scroll: usize,
     },
+    /// The Runs list: live, finished and interrupted runs.
+    Runs,
 }
 
 /// What typed text goes into.
@@ -837,6 +887,7 @@ pub struct State {
     pub shown_pinned: bool,
     pub breakers: BreakersView,
     pub audit: AuditView,
+    pub runs_list: RunsList,
     /// Approvals waiting, by run and task: two runs may wait on tasks with the same id.
     pub approvals: BTreeMap<ApprovalKey, PendingApproval>,
     pub prompt: Option<Prompt>,
@@ -867,6 +918,7 @@ impl State {
             agents: AgentsView::default(),
             pool: PoolView::default(),
             runs: BTreeMap::new(),
+            runs_list: RunsList::default(),
             shown_run: None,
             shown_pinned: false,
             breakers: BreakersView::default(),
@@ -882,6 +934,49 @@ impl State {
             applied_seq: 0,
             runtime_connected: true,
         }
+    }
+
+    /// Rows of the Runs list, newest first, filtered: the stored runs, with the progress of
+    /// the runs this console folds taken from their models.
+    pub fn run_entries(&self) -> Vec<RunEntry> {
+        let mut entries: Vec<RunEntry> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| run.is_started())
+            .map(|(id, run)| {
+                let (done, total) = run.progress();
+                RunEntry {
+                    id: id.clone(),
+                    workflow: run.workflow.clone(),
+                    status: run.outcome.map_or("running", |o| run_status_key(o.status)),
+                    done,
+                    total,
+                    started_ms: run.started_ms,
+                    duration_ms: run.outcome.map(|o| o.duration_ms),
+                    live: run.is_active(),
+                    shown: self.shown_run.as_ref() == Some(id),
+                }
+            })
+            .collect();
+        for row in &self.runs_list.stored {
+            if self.runs.contains_key(&row.run_id) {
+                continue;
+            }
+            entries.push(RunEntry {
+                id: row.run_id.clone(),
+                workflow: row.workflow.clone(),
+                status: row.state.as_str(),
+                done: row.succeeded + row.failed + row.skipped + row.cancelled,
+                total: row.tasks,
+                started_ms: row.started_ms,
+                duration_ms: row.duration_ms,
+                live: false,
+                shown: false,
+            });
+        }
+        entries.retain(|e| e.matches(&self.runs_list.cursor.filter));
+        entries.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| b.id.cmp(&a.id)));
+        entries
     }
 
     /// The run the DAG, the header and the details show.
@@ -912,8 +1007,11 @@ impl State {
         self.role.allows(Permission::Review)
     }
 
-    /// The filter of a pane.
+    /// The filter being typed: the Runs list's while it is open, else the pane's.
     pub fn filter(&self, pane: PaneId) -> &str {
+        if self.overlay == Some(Overlay::Runs) {
+            return &self.runs_list.cursor.filter;
+        }
         match pane {
             PaneId::Agents => &self.agents.cursor.filter,
             PaneId::Pool => &self.pool.cursor.filter,
@@ -954,5 +1052,15 @@ impl State {
             deadlines.push(instance.created_ms + (age / unit + 1) * unit);
         }
         deadlines.into_iter().min()
+    }
+}
+
+/// The word machines read for a run's outcome (as the store says it).
+pub fn run_status_key(status: crate::event::RunStatus) -> &'static str {
+    use crate::event::RunStatus;
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
     }
 }

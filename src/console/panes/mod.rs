@@ -10,6 +10,7 @@ pub mod dag;
 pub mod header;
 pub mod help;
 pub mod pool;
+pub mod runs;
 pub mod status;
 
 use crossterm::event::KeyEvent;
@@ -112,6 +113,7 @@ pub fn render_screen(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer)
                 render_details(&details, theme, area, scroll, buf);
             }
         }
+        Some(Overlay::Runs) => runs::render(state, theme, area, buf),
         None => {}
     }
     approval::render(state, theme, area, buf);

@@ -11,7 +11,7 @@ use super::super::state::{Editing, Overlay, State};
 use super::scrolling::{
     WHEEL_ROWS, after_filter_change, filter_mut, move_dag_layer, move_selection, page,
 };
-use super::{Effect, line, prompts, say};
+use super::{Effect, line, prompts, runs, say};
 
 pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
     match action {
@@ -74,6 +74,13 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
         | Action::ReleaseSelectedInstance
         | Action::ReloadAgents => {
             if let Some(command) = selected_command(state, action) {
+                return prompts::request(state, command);
+            }
+        }
+        Action::OpenRuns => return runs::open(state),
+        Action::ShowSelectedRun => return runs::show_selected(state),
+        Action::CancelSelectedRun => {
+            if let Some(command) = runs::cancel_selected(state) {
                 return prompts::request(state, command);
             }
         }

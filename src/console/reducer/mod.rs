@@ -11,6 +11,7 @@ mod actions;
 mod events;
 mod line;
 mod prompts;
+mod runs;
 mod scrolling;
 
 use std::sync::Arc;
@@ -19,10 +20,11 @@ use ratatui::layout::Rect;
 
 use crate::command::Command;
 use crate::event::{Envelope, Level};
+use crate::ids::RunId;
 
 use super::keys::Action;
 use super::layout::ScreenLayout;
-use super::state::{PaneId, State, StatusMessage};
+use super::state::{PaneId, RunRow, State, StatusMessage};
 
 pub use prompts::APPROVAL_ARM_MS;
 
@@ -50,6 +52,10 @@ pub enum Input {
     ThemeApplied { name: String, problem: Option<String> },
     /// The runtime's event stream or command channel closed.
     RuntimeGone,
+    /// The store's runs, read for the Runs list.
+    RunsLoaded(Vec<RunRow>),
+    /// A stored run's events, read to show it.
+    RunLoaded { run: RunId, events: Vec<Arc<Envelope>> },
 }
 
 /// What the app must do after an input, in order. The reducer only decides; the app does
@@ -60,6 +66,10 @@ pub enum Effect {
     Send(Command),
     /// Load a theme (files), then report it with [`Input::ThemeApplied`].
     LoadTheme(String),
+    /// Read the store's runs, then report them with [`Input::RunsLoaded`].
+    LoadRuns,
+    /// Read a stored run's events, then report them with [`Input::RunLoaded`].
+    LoadRun(RunId),
     /// Leave the console. Live runs the operator agreed to cancel were sent their
     /// `CancelRun` just before, in the same list.
     Quit,
@@ -100,6 +110,8 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
                 None => say(state, Level::Info, format!("theme: {name}")),
             }
         }
+        Input::RunsLoaded(rows) => runs::loaded(state, rows),
+        Input::RunLoaded { run, events } => runs::run_loaded(state, run, &events),
         Input::RuntimeGone => {
             if state.runtime_connected {
                 state.runtime_connected = false;

@@ -1,6 +1,6 @@
 //! Selection, filters and scrolling of the panes.
 
-use crate::ids::AgentId;
+use crate::ids::{AgentId, RunId};
 
 use super::super::panes;
 use super::super::state::{Overlay, PaneId, State};
@@ -12,6 +12,9 @@ pub(super) const WHEEL_ROWS: isize = 3;
 
 /// The filter of a pane; the DAG has none without a run.
 pub(super) fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String> {
+    if state.overlay == Some(Overlay::Runs) {
+        return Some(&mut state.runs_list.cursor.filter);
+    }
     match pane {
         PaneId::Agents => Some(&mut state.agents.cursor.filter),
         PaneId::Pool => Some(&mut state.pool.cursor.filter),
@@ -22,6 +25,10 @@ pub(super) fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String>
 }
 
 pub(super) fn after_filter_change(state: &mut State) {
+    if state.overlay == Some(Overlay::Runs) {
+        fix_runs_selection(state);
+        return;
+    }
     match state.focus {
         PaneId::Audit => {
             state.audit.scroll = 0;
@@ -125,8 +132,13 @@ pub(super) fn page(state: &State) -> isize {
 }
 
 pub(super) fn move_selection(state: &mut State, delta: isize) {
+    if state.overlay == Some(Overlay::Runs) {
+        move_run_selection(state, delta);
+        return;
+    }
     if let Some(overlay) = &mut state.overlay {
         let scroll = match overlay {
+            Overlay::Runs => return,
             Overlay::Help { scroll } | Overlay::Details { scroll, .. } => scroll,
         };
         *scroll = scroll.saturating_add_signed(delta.clamp(-10_000, 10_000));
@@ -202,4 +214,32 @@ pub(super) fn scroll_into_view(state: &mut State, pane: PaneId) {
             *offset = panes::scrolled_offset(*offset, at.unwrap_or(0), rows);
         }
     }
+}
+
+/// Keep the Runs list's selection on a listed run: the chosen one, else the shown run, else
+/// the newest.
+pub(super) fn fix_runs_selection(state: &mut State) {
+    let entries = state.run_entries();
+    let cursor = &state.runs_list.cursor;
+    let listed = |id: &RunId| entries.iter().any(|e| e.id == *id);
+    if cursor.selected.as_ref().is_some_and(listed) {
+        return;
+    }
+    let shown = state.shown_run.clone().filter(listed);
+    state.runs_list.cursor.selected = shown.or_else(|| entries.first().map(|e| e.id.clone()));
+}
+
+fn move_run_selection(state: &mut State, delta: isize) {
+    let entries = state.run_entries();
+    if entries.is_empty() {
+        return;
+    }
+    let selected = state.runs_list.cursor.selected.as_ref();
+    let at = entries.iter().position(|e| Some(&e.id) == selected).unwrap_or(0);
+    let next = at.saturating_add_signed(delta).min(entries.len() - 1);
+    let cursor = &mut state.runs_list.cursor;
+    cursor.selected = Some(entries[next].id.clone());
+    cursor.pinned = true;
+    let rows = panes::runs::visible_rows(state.screen);
+    cursor.offset = panes::scrolled_offset(cursor.offset, next, rows);
 }

@@ -1122,3 +1122,137 @@ fn approving_a_task_id_waiting_in_two_other_runs_asks_which() {
     assert_eq!(level, Level::Error);
     assert!(text.starts_with("deploy waits in 2 runs (r1, r2)"), "{text}");
 }
+
+// ---------------------------------------------------------------- the Runs list
+
+fn stored_row(id: &str, state: crate::store::RunState, started_ms: u64) -> crate::store::RunRow {
+    crate::store::RunRow {
+        run_id: RunId::new(id),
+        workflow: format!("wf-{id}"),
+        file: "workflows/x.yaml".into(),
+        started_ms,
+        finished_ms: None,
+        state,
+        tasks: 4,
+        succeeded: 2,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: None,
+        simulated: false,
+    }
+}
+
+#[test]
+fn runs_list_merges_the_store_with_live_runs_newest_first() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    assert_eq!(feed.effects(Action::OpenRuns), vec![Effect::LoadRuns]);
+    assert_eq!(feed.state.overlay, Some(Overlay::Runs));
+    let stored = vec![
+        stored_row("r0-old", crate::store::RunState::Interrupted, T0 - 10_000),
+        // The store's row of a run the console folds: the live model wins.
+        stored_row("r1", crate::store::RunState::Running, T0 + 2_000),
+    ];
+    reduce(&mut feed.state, Input::RunsLoaded(stored));
+    let entries = feed.state.run_entries();
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["r2", "r1", "r0-old"]);
+    let r1 = &entries[1];
+    assert_eq!((r1.status, r1.done, r1.total, r1.live), ("running", 0, 3, true));
+    assert_eq!(entries[2].status, "interrupted");
+    // The shown run is selected first; the filter narrows.
+    assert_eq!(feed.state.runs_list.cursor.selected, Some(RunId::new("r2")));
+    feed.act(Action::StartFilter);
+    for c in "interr".chars() {
+        feed.act(Action::FilterPush(c));
+    }
+    assert_eq!(feed.state.run_entries().len(), 1);
+    assert_eq!(feed.state.runs_list.cursor.selected, Some(RunId::new("r0-old")));
+    feed.act(Action::FilterAccept);
+    // An interrupted run is not cancelled: it says how to go on.
+    assert_eq!(feed.act(Action::CancelSelectedRun), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    assert!(feed.message().is_some_and(|m| m.1.contains("flightdeck resume")));
+}
+
+#[test]
+fn showing_a_run_from_the_list_pins_it() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    feed.effects(Action::OpenRuns);
+    reduce(&mut feed.state, Input::RunsLoaded(Vec::new()));
+    feed.act(Action::SelectNext);
+    assert_eq!(feed.effects(Action::ShowSelectedRun), vec![]);
+    assert_eq!(feed.state.shown_run, Some(run()));
+    assert_eq!(feed.state.overlay, None);
+    assert_eq!(feed.status("deploy"), Some(TaskStatus::Pending));
+    // A run that starts later does not take the DAG from the operator's choice.
+    feed.event_in(
+        "r3",
+        Event::RunStarted {
+            workflow: "third".into(),
+            file: "workflows/third.yaml".into(),
+            goal: None,
+            max_parallel: 1,
+            fail_fast: false,
+            simulated: true,
+            tasks: vec![planned("x", 0, &[])],
+        },
+    );
+    assert_eq!(feed.state.shown_run, Some(run()));
+    assert_eq!(feed.state.runs.len(), 3);
+}
+
+#[test]
+fn cancelling_from_the_list_asks_what_c_in_the_dag_asks() {
+    let mut by_list = Feed::new("admin").with_run();
+    by_list.effects(Action::OpenRuns);
+    reduce(&mut by_list.state, Input::RunsLoaded(Vec::new()));
+    assert_eq!(by_list.act(Action::CancelSelectedRun), vec![]);
+    let mut by_key = Feed::new("admin").with_run();
+    by_key.act(Action::CancelRun);
+    assert_eq!(confirmation(&by_list.state), confirmation(&by_key.state));
+    assert_eq!(by_list.act(Action::ConfirmYes), vec![Command::CancelRun { run: run() }]);
+}
+
+#[test]
+fn a_stored_run_is_read_and_shown_as_it_ended() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.effects(Action::OpenRuns);
+    reduce(
+        &mut feed.state,
+        Input::RunsLoaded(vec![stored_row("r0", crate::store::RunState::Failed, T0 - 10_000)]),
+    );
+    feed.act(Action::SelectNext);
+    assert_eq!(feed.effects(Action::ShowSelectedRun), vec![Effect::LoadRun(RunId::new("r0"))]);
+    let stored = |seq, event| {
+        Arc::new(Envelope { seq, ts_ms: T0 - 10_000 + seq, run_id: Some(RunId::new("r0")), event })
+    };
+    let events = vec![
+        stored(
+            1,
+            Event::RunStarted {
+                workflow: "old".into(),
+                file: "workflows/old.yaml".into(),
+                goal: None,
+                max_parallel: 1,
+                fail_fast: false,
+                simulated: false,
+                tasks: vec![planned("only", 0, &[])],
+            },
+        ),
+        stored(
+            2,
+            Event::TaskFailed {
+                task: TaskId::new("only"),
+                agent: None,
+                attempt: 1,
+                duration_ms: 5,
+                error: "boom".into(),
+            },
+        ),
+    ];
+    reduce(&mut feed.state, Input::RunLoaded { run: RunId::new("r0"), events });
+    assert_eq!(feed.state.shown_run, Some(RunId::new("r0")));
+    assert_eq!(feed.status("only"), Some(TaskStatus::Failed));
+    assert_eq!(feed.state.overlay, None);
+}
