@@ -27,7 +27,7 @@ struct Session {
     writer: Box<dyn Write + Send>,
     child: Box<dyn Child + Send + Sync>,
     _master: Box<dyn MasterPty + Send>,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl Session {
@@ -87,7 +87,7 @@ impl Session {
             }
         });
         let writer = pair.master.take_writer().unwrap();
-        Self { output, writer, child, _master: pair.master, _data_dir: data_dir }
+        Self { output, writer, child, _master: pair.master, data_dir }
     }
 
     /// Wait until the parsed screen satisfies `check`, or fail showing the screen.
@@ -124,7 +124,13 @@ impl Session {
     }
 
     /// Wait for the child to exit on its own; returns its success and the raw output.
-    fn wait_exit(mut self) -> (bool, Vec<u8>) {
+    fn wait_exit(self) -> (bool, Vec<u8>) {
+        let (success, raw, _data_dir) = self.finish();
+        (success, raw)
+    }
+
+    /// [`Session::wait_exit`], keeping the data dir to look into.
+    fn finish(mut self) -> (bool, Vec<u8>, tempfile::TempDir) {
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
         let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,7 +147,7 @@ impl Session {
         let raw = out.raw.clone();
         drop(out);
         let status = self.child.wait().unwrap();
-        (status.success(), raw)
+        (status.success(), raw, self.data_dir)
     }
 }
 
@@ -277,4 +283,38 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+}
+
+/// `q` while a run waits for an approval asks first and says what happens to the run; yes
+/// cancels it through the gate (audited as alice's `cancel_run`), stored as cancelled. On
+/// the way, the Runs list (W) lists the live run.
+#[test]
+fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
+    let mut session = Session::start(&["--workflow", "workflows/release.yaml"]);
+    session.wait_text("Approval needed");
+    // Later: the approval stays pending and the run stays live.
+    session.press(b"\x1b");
+    session.wait_for("the prompt closed", |screen| !screen.contains("Approval needed"));
+    session.press(b"W");
+    session.wait_for("the Runs list", |screen| {
+        screen.contains("Runs · ")
+            && screen.lines().any(|l| l.contains("running") && l.contains("release"))
+    });
+    session.press(b"\x1b");
+    session.wait_for("the Runs list closed", |screen| !screen.contains("Runs · "));
+    session.press(b"q");
+    session.wait_text("Quit? 1 live run (release) is cancelled");
+    session.press(b"y");
+    let (success, raw, data_dir) = session.finish();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
+    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+    let audit = std::fs::read_to_string(data_dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.lines().any(|line| line.contains("cancel_run") && line.contains("alice")),
+        "the cancel is audited as alice's command:\n{audit}"
+    );
 }
