@@ -102,6 +102,10 @@ pub enum Action {
     ShowSelectedRun,
     /// Cancel the selected run of the Runs list (asks first).
     CancelSelectedRun,
+    /// Replay: move the time cursor.
+    ReplaySeek(crate::console::replay::Seek),
+    /// Replay: play at 1×, then 10×, then pause.
+    ReplayPlay,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -121,6 +125,8 @@ pub enum Scope {
     Details,
     /// The Runs list.
     Runs,
+    /// Replaying a stored run: the time cursor.
+    Replay,
     /// Only while this pane has focus.
     Pane(PaneId),
     /// Every list pane.
@@ -137,6 +143,7 @@ impl Scope {
             Self::Help => "Help",
             Self::Details => "Details",
             Self::Runs => "Runs",
+            Self::Replay => "Replay",
             Self::Pane(pane) => pane.title(),
             Self::Lists => "Lists",
             Self::Global => "Global",
@@ -247,7 +254,8 @@ macro_rules! bind {
 
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
-use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Runs};
+use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Replay, Runs};
+use crate::console::replay::Seek;
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);
@@ -283,6 +291,13 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Runs, [key(Enter)], Action::ShowSelectedRun, "show the run (a stored one as it ended)", hint "Enter" "show"),
     bind!(Runs, [ch('C')], Action::CancelSelectedRun, "cancel the selected live run", danger ControlRuns, hint "C" "cancel run"),
     bind!(Runs, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
+    bind!(Replay, [key(Left)], Action::ReplaySeek(Seek::Step(-1)), "one event back"),
+    bind!(Replay, [key(Right)], Action::ReplaySeek(Seek::Step(1)), "one event on", hint "←→" "step"),
+    bind!(Replay, [key(PageUp)], Action::ReplaySeek(Seek::Task { forward: false }), "a task back"),
+    bind!(Replay, [key(PageDown)], Action::ReplaySeek(Seek::Task { forward: true }), "a task on", hint "PgUp/Dn" "task"),
+    bind!(Replay, [key(Home)], Action::ReplaySeek(Seek::Start), "the start"),
+    bind!(Replay, [key(End)], Action::ReplaySeek(Seek::End), "the end"),
+    bind!(Replay, [ch(' ')], Action::ReplayPlay, "play 1×, 10×, pause", hint "Space" "play"),
     // Pane keys.
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
@@ -336,6 +351,9 @@ pub fn active_scopes(state: &State) -> Vec<Scope> {
         (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
         (None, Some(Overlay::Details { .. })) => vec![Scope::Details],
         (None, Some(Overlay::Runs)) => vec![Scope::Runs],
+        (None, None) if state.replay.is_some() => {
+            vec![Scope::Replay, Scope::Pane(state.focus), Scope::Lists, Scope::Global]
+        }
         (None, None) => vec![Scope::Pane(state.focus), Scope::Lists, Scope::Global],
     }
 }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod layout;
 pub mod panes;
 pub mod reducer;
+pub mod replay;
 pub mod state;
 pub mod theme;
 
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use crate::command::Command;
 use crate::event::Envelope;
 
-pub use app::run;
+pub use app::{replay, run};
 pub use error::ConsoleError;
 
 /// Everything the console needs from the runtime. The console holds no other handle to it.

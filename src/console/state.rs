@@ -855,6 +855,18 @@ impl CommandLine {
     }
 }
 
+/// Where a replay's cursor stands. Set only in replay: nothing can change then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    /// Events applied.
+    pub position: usize,
+    pub total: usize,
+    /// Time of the last event applied (of the first, before any).
+    pub at_ms: u64,
+    /// Playing at this speed (1 or 10), or paused.
+    pub playing: Option<u32>,
+}
+
 /// A message in the status bar until `expires_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMessage {
@@ -902,6 +914,8 @@ pub struct State {
     pub applied_seq: u64,
     /// False once the runtime's event stream closed.
     pub runtime_connected: bool,
+    /// In replay: the cursor. No command is offered or sent.
+    pub replay: Option<ReplayCursor>,
 }
 
 impl State {
@@ -933,6 +947,7 @@ impl State {
             message: None,
             applied_seq: 0,
             runtime_connected: true,
+            replay: None,
         }
     }
 

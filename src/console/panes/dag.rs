@@ -379,6 +379,14 @@ fn detail_lines(
     lines.push(links);
 
     lines.push(timing_line(state, task));
+    if state.replay.is_some()
+        && let Some(backend) = side_effect_backend(task)
+    {
+        lines.push(vec![(
+            Role::Danger,
+            format!("⚠ side effects possible: ran on {backend} (a replay runs nothing)"),
+        )]);
+    }
     if let Some(workspace) = &task.workspace {
         lines.extend(workspace_lines(workspace, full));
     }
@@ -426,6 +434,15 @@ fn detail_lines(
         ]);
     }
     lines
+}
+
+/// The backend of a task's attempt that could have changed something outside the run (a
+/// process, a coding agent, an HTTP call): any attempt not on a simulation backend.
+pub fn side_effect_backend(task: &TaskModel) -> Option<&str> {
+    if task.attempts == 0 || task.simulated {
+        return None;
+    }
+    task.backend.as_deref()
 }
 
 /// Started, how long the whole task took (or runs), the last attempt's own time, the wait

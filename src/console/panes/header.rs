@@ -40,6 +40,19 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)),
         Span::styled("  │  ", muted),
     ];
+    if let Some(cursor) = state.replay {
+        // Read-only and in the past: say so first, with the cursor's time.
+        let playing = match cursor.playing {
+            Some(speed) => format!(" ▶ {speed}×"),
+            None => " ⏸".to_owned(),
+        };
+        left.push(Span::styled(
+            format!("REPLAY {} UTC{playing}", super::clock(cursor.at_ms)),
+            theme.style(Role::Warn),
+        ));
+        left.push(Span::styled(format!(" {}/{}", cursor.position, cursor.total), muted));
+        left.push(Span::styled("  │  ", muted));
+    }
     let Some(run) = state.run() else {
         left.push(Span::styled("no run", theme.style(Role::Text)));
         left.push(Span::styled("  ·  agents, pool and breakers are live", muted));

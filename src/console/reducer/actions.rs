@@ -84,6 +84,17 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
                 return prompts::request(state, command);
             }
         }
+        Action::ReplaySeek(seek) if state.replay.is_some() => return vec![Effect::Seek(seek)],
+        Action::ReplayPlay => {
+            if let Some(cursor) = state.replay.as_mut() {
+                cursor.playing = match cursor.playing {
+                    None => Some(1),
+                    Some(1) => Some(10),
+                    Some(_) => None,
+                };
+            }
+        }
+        Action::ReplaySeek(_) => {}
         Action::Click { column, row } => click(state, column, row),
         Action::Scroll { column, row, down } => {
             if state.overlay.is_some() || state.prompt.is_some() {

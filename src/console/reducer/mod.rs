@@ -70,6 +70,8 @@ pub enum Effect {
     LoadRuns,
     /// Read a stored run's events, then report them with [`Input::RunLoaded`].
     LoadRun(RunId),
+    /// Replay: move the time cursor.
+    Seek(super::replay::Seek),
     /// Leave the console. Live runs the operator agreed to cancel were sent their
     /// `CancelRun` just before, in the same list.
     Quit,
@@ -89,7 +91,10 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
             }
         }
         Input::Resync { backlog, missed } => events::resync(state, &backlog, missed),
-        Input::Action(action) => return actions::apply_action(state, action),
+        Input::Action(action) => {
+            let effects = actions::apply_action(state, action);
+            return if state.replay.is_some() { read_only(state, effects) } else { effects };
+        }
         Input::Tick(now_ms) => {
             state.now_ms = state.now_ms.max(now_ms);
             if state.message.as_ref().is_some_and(|m| m.expires_ms <= state.now_ms) {
@@ -120,6 +125,17 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
         }
     }
     Vec::new()
+}
+
+/// In replay nothing can change: a command that got this far is dropped and said so (the
+/// keys that send one are hidden, since replay runs as a viewer).
+fn read_only(state: &mut State, effects: Vec<Effect>) -> Vec<Effect> {
+    let (sends, kept): (Vec<Effect>, Vec<Effect>) =
+        effects.into_iter().partition(|e| matches!(e, Effect::Send(_)));
+    if !sends.is_empty() {
+        say(state, Level::Warn, "replay: nothing can change a stored run".to_owned());
+    }
+    kept
 }
 
 /// The commands among effects, in order (for tests and for callers that only send).
