@@ -75,6 +75,12 @@ enum Cmd {
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
     Runs(RunsCmd),
+    /// Open the console on a stored run with a time cursor: ← → one event, PgUp/PgDn a task,
+    /// Home/End, Space plays 1×/10×. Read-only: no agent is called, nothing can change.
+    Replay {
+        /// A run id, a unique start of one, or `last`.
+        run: String,
+    },
     /// Check each backend: installed or reachable, version, key set, who uses it. Exit 1 when
     /// a bundled workflow (workflows/*.yaml) lacks something it needs.
     Doctor {
@@ -214,6 +220,7 @@ fn main() {
             cli::workflow::run(&globals, &workflow, &options)
         }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),
+        Some(Cmd::Replay { run }) => cli::console::replay(&globals, &run, log.current_file()),
         Some(Cmd::Runs(cmd)) => match cmd {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
             RunsCmd::Show { run, task, json } => {

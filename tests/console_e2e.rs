@@ -36,10 +36,13 @@ impl Session {
     }
 
     fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra, env)
+    }
+
+    fn start_in(data_dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let pair = native_pty_system()
             .openpty(PtySize { rows: ROWS, cols: COLS, pixel_width: 0, pixel_height: 0 })
             .unwrap();
-        let data_dir = tempfile::tempdir().unwrap();
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_flightdeck"));
         command.args(["--project-dir", env!("CARGO_MANIFEST_DIR")]);
         command.arg("--data-dir");
@@ -317,4 +320,46 @@ fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
         audit.lines().any(|line| line.contains("cancel_run") && line.contains("alice")),
         "the cancel is audited as alice's command:\n{audit}"
     );
+}
+
+/// `flightdeck replay last` on a run stored by a headless `run`: REPLAY in the header, the
+/// cursor steps and jumps, `q` leaves at once (a replayed run is not live), exit 0.
+#[test]
+fn replay_opens_a_stored_run_with_a_time_cursor() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let stored = std::process::Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .args(["--project-dir", env!("CARGO_MANIFEST_DIR")])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--as", "alice", "run", "workflows/demo.yaml", "--backend", "sim"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(stored.status.success(), "{}", String::from_utf8_lossy(&stored.stderr));
+    let mut session = Session::start_in(data_dir, &["replay", "last"], &[]);
+    session.wait_for("the replay header", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("REPLAY") && header.contains("· 0/"))
+    });
+    session.press(b"\x1b[C");
+    session.wait_for("one event on", |screen| {
+        screen.lines().next().is_some_and(|header| header.contains("· 1/"))
+    });
+    // A task at a time: the run has started and its first task ended.
+    session.press(b"\x1b[6~");
+    session.wait_for("the first task's end", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("demo") && header.contains("▶ running"))
+    });
+    session.press(b"\x1b[F");
+    session.wait_for("the end: the run succeeded", |screen| {
+        screen.lines().next().is_some_and(|header| header.contains("✓ succeeded"))
+    });
+    let (success, raw) = session.quit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
 }

@@ -179,3 +179,38 @@ fn read_run_events(
         }
     }
 }
+
+/// `flightdeck replay RUN`: the console on a stored run with a time cursor; returns the exit
+/// code. No runtime starts: nothing is called and nothing can change.
+pub fn replay(globals: &Globals, wanted: &str, log_file: PathBuf) -> i32 {
+    let (row, events) = match super::runs::load(globals, wanted) {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    tracing::info!(run = %row.run_id, events = events.len(), "replay");
+    let settings = Settings::load(&globals.project_dir).unwrap_or_default();
+    let options = ConsoleOptions {
+        project_dir: globals.project_dir.clone(),
+        theme: globals.theme.clone().or(settings.theme),
+        log_file,
+        start_workflow: None,
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    let events = events.into_iter().map(Arc::new).collect();
+    match tokio.block_on(console::replay(options, &globals.user, events)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("flightdeck: {error:#}");
+            exit::FAILED
+        }
+    }
+}

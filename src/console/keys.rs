@@ -252,10 +252,10 @@ macro_rules! bind {
     };
 }
 
+use crate::console::replay::Seek;
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
 use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Replay, Runs};
-use crate::console::replay::Seek;
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);

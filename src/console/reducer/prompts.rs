@@ -180,7 +180,8 @@ pub(super) fn quit(state: &mut State) -> Vec<Effect> {
         return answer(state, true);
     }
     let live = state.live_runs();
-    if live.is_empty() {
+    // A replay's runs are stored, not live: leaving changes nothing.
+    if live.is_empty() || state.replay.is_some() {
         return vec![Effect::Quit];
     }
     let names: Vec<String> = live.iter().map(|(_, workflow)| workflow.clone()).collect();
