@@ -13,6 +13,7 @@ use divan::Bencher;
 use flightdeck::console::layout::ScreenLayout;
 use flightdeck::console::panes;
 use flightdeck::console::reducer::{Input, reduce};
+use flightdeck::console::replay::{Replay, SNAPSHOT_EVERY, Seek};
 use flightdeck::console::state::{PaneId, State};
 use flightdeck::console::theme::{self, Theme};
 use flightdeck::event::{AgentSummary, Envelope, Event, PlannedTask};
@@ -236,5 +237,89 @@ fn reduce_event(bencher: Bencher) {
         let event = Event::TaskReady { task: TaskId::new("task-3-3") };
         let envelope = Envelope { seq, ts_ms: T0 + seq, run_id: Some(RunId::new("r1")), event };
         reduce(&mut state, Input::Event(Arc::new(envelope)));
+    });
+}
+
+/// A stored run of 10,000 tasks (100 layers of 100): start, then each task ready, started and
+/// succeeded: 30,001 events.
+fn stored_run() -> Vec<Arc<Envelope>> {
+    let tasks = plan(100, 100);
+    let run = Some(RunId::new("r-replay"));
+    let mut events = Vec::with_capacity(tasks.len() * 3 + 1);
+    let mut push = |event: Event| {
+        let seq = events.len() as u64 + 1;
+        events.push(Arc::new(Envelope { seq, ts_ms: T0 + seq * 10, run_id: run.clone(), event }));
+    };
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task.clone()).collect();
+    push(Event::RunStarted {
+        workflow: "big".into(),
+        file: "big.yaml".into(),
+        goal: None,
+        max_parallel: 8,
+        fail_fast: false,
+        simulated: false,
+        tasks,
+    });
+    for (i, task) in ids.into_iter().enumerate() {
+        push(Event::TaskReady { task: task.clone() });
+        push(Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            instance: InstanceId(i as u64 % 8),
+            backend: "process".into(),
+            simulated: false,
+        });
+        push(Event::TaskSucceeded {
+            task,
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            duration_ms: 10,
+            output: "ok".into(),
+            usage: None,
+            simulated: false,
+            details: flightdeck::event::AnswerDetails::default(),
+        });
+    }
+    events
+}
+
+fn replay_base() -> State {
+    let mut state = State::new("bench", "viewer", PathBuf::from("."), "dark");
+    reduce(&mut state, Input::Resize { width: WIDTH, height: HEIGHT });
+    state
+}
+
+/// Opening the replay of a 10,000-task run (target ≤ 300 ms) and drawing its first frame.
+/// The events are already read: the store's read is `runs events`' cost, measured apart.
+#[divan::bench(sample_count = 10)]
+fn replay_open_10k(bencher: Bencher) {
+    let events = stored_run();
+    let theme = theme();
+    let mut terminal = terminal(Rect::new(0, 0, WIDTH, HEIGHT));
+    bencher.with_inputs(|| events.clone()).bench_local_values(|events| {
+        let mut replay = Replay::open(events, replay_base());
+        // The first useful picture: the plan is there.
+        replay.seek(Seek::Step(1));
+        terminal.draw(|frame| panes::draw(frame, &replay.state, &theme)).unwrap();
+    });
+}
+
+/// One step forward and one back in the middle of a 10,000-task run, each with its frame
+/// (target: within a frame, 25 ms). Back from just past a snapshot is the worst case: it
+/// restores the snapshot before and folds up to 2,047 events.
+#[divan::bench(sample_count = 20)]
+fn replay_step_10k(bencher: Bencher) {
+    let mut replay = Replay::open(stored_run(), replay_base());
+    let middle = 15 * SNAPSHOT_EVERY / 2 * 2 + 1;
+    replay.seek_to(middle);
+    let theme = theme();
+    let mut terminal = terminal(Rect::new(0, 0, WIDTH, HEIGHT));
+    bencher.bench_local(|| {
+        replay.seek(Seek::Step(1));
+        terminal.draw(|frame| panes::draw(frame, &replay.state, &theme)).unwrap();
+        replay.seek(Seek::Step(-2));
+        terminal.draw(|frame| panes::draw(frame, &replay.state, &theme)).unwrap();
+        replay.seek(Seek::Step(1));
     });
 }

@@ -91,6 +91,12 @@ enum Cmd {
     /// The audit log: check that it proves itself, show its records.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Open the console on a stored run with a time cursor: ← → one event, PgUp/PgDn a task,
+    /// Home/End, Space plays 1×/10×. Read-only: no agent is called, nothing can change.
+    Replay {
+        /// A run id, a unique start of one, or `last`.
+        run: String,
+    },
     /// Check each backend: installed or reachable, version, key set, who uses it. Exit 1 when
     /// a bundled workflow (workflows/*.yaml) lacks something it needs.
     Doctor {
@@ -273,6 +279,7 @@ fn main() {
                 cli::audit::tail(&globals, &filter, follow, json)
             }
         },
+        Some(Cmd::Replay { run }) => cli::console::replay(&globals, &run, log.current_file()),
         Some(Cmd::Runs(cmd)) => match cmd {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
             RunsCmd::Show { run, task, json } => {

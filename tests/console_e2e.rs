@@ -27,7 +27,7 @@ struct Session {
     writer: Box<dyn Write + Send>,
     child: Box<dyn Child + Send + Sync>,
     _master: Box<dyn MasterPty + Send>,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl Session {
@@ -36,10 +36,13 @@ impl Session {
     }
 
     fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra, env)
+    }
+
+    fn start_in(data_dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let pair = native_pty_system()
             .openpty(PtySize { rows: ROWS, cols: COLS, pixel_width: 0, pixel_height: 0 })
             .unwrap();
-        let data_dir = tempfile::tempdir().unwrap();
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_flightdeck"));
         command.args(["--project-dir", env!("CARGO_MANIFEST_DIR")]);
         command.arg("--data-dir");
@@ -87,7 +90,7 @@ impl Session {
             }
         });
         let writer = pair.master.take_writer().unwrap();
-        Self { output, writer, child, _master: pair.master, _data_dir: data_dir }
+        Self { output, writer, child, _master: pair.master, data_dir }
     }
 
     /// Wait until the parsed screen satisfies `check`, or fail showing the screen.
@@ -124,7 +127,13 @@ impl Session {
     }
 
     /// Wait for the child to exit on its own; returns its success and the raw output.
-    fn wait_exit(mut self) -> (bool, Vec<u8>) {
+    fn wait_exit(self) -> (bool, Vec<u8>) {
+        let (success, raw, _data_dir) = self.finish();
+        (success, raw)
+    }
+
+    /// [`Session::wait_exit`], keeping the data dir to look into.
+    fn finish(mut self) -> (bool, Vec<u8>, tempfile::TempDir) {
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
         let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,7 +150,7 @@ impl Session {
         let raw = out.raw.clone();
         drop(out);
         let status = self.child.wait().unwrap();
-        (status.success(), raw)
+        (status.success(), raw, self.data_dir)
     }
 }
 
@@ -277,4 +286,80 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+}
+
+/// `q` while a run waits for an approval asks first and says what happens to the run; yes
+/// cancels it through the gate (audited as alice's `cancel_run`), stored as cancelled. On
+/// the way, the Runs list (W) lists the live run.
+#[test]
+fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
+    let mut session = Session::start(&["--workflow", "workflows/release.yaml"]);
+    session.wait_text("Approval needed");
+    // Later: the approval stays pending and the run stays live.
+    session.press(b"\x1b");
+    session.wait_for("the prompt closed", |screen| !screen.contains("Approval needed"));
+    session.press(b"W");
+    session.wait_for("the Runs list", |screen| {
+        screen.contains("Runs · ")
+            && screen.lines().any(|l| l.contains("running") && l.contains("release"))
+    });
+    session.press(b"\x1b");
+    session.wait_for("the Runs list closed", |screen| !screen.contains("Runs · "));
+    session.press(b"q");
+    session.wait_text("Quit? 1 live run (release) is cancelled");
+    session.press(b"y");
+    let (success, raw, data_dir) = session.finish();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
+    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+    let audit = std::fs::read_to_string(data_dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.lines().any(|line| line.contains("cancel_run") && line.contains("alice")),
+        "the cancel is audited as alice's command:\n{audit}"
+    );
+}
+
+/// `flightdeck replay last` on a run stored by a headless `run`: REPLAY in the header, the
+/// cursor steps and jumps, `q` leaves at once (a replayed run is not live), exit 0.
+#[test]
+fn replay_opens_a_stored_run_with_a_time_cursor() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let stored = std::process::Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .args(["--project-dir", env!("CARGO_MANIFEST_DIR")])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--as", "alice", "run", "workflows/demo.yaml", "--backend", "sim"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(stored.status.success(), "{}", String::from_utf8_lossy(&stored.stderr));
+    let mut session = Session::start_in(data_dir, &["replay", "last"], &[]);
+    session.wait_for("the replay header", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("REPLAY") && header.contains("· 0/"))
+    });
+    session.press(b"\x1b[C");
+    session.wait_for("one event on", |screen| {
+        screen.lines().next().is_some_and(|header| header.contains("· 1/"))
+    });
+    // A task at a time: the run has started and its first task ended.
+    session.press(b"\x1b[6~");
+    session.wait_for("the first task's end", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("demo") && header.contains("▶ running"))
+    });
+    session.press(b"\x1b[F");
+    session.wait_for("the end: the run succeeded", |screen| {
+        screen.lines().next().is_some_and(|header| header.contains("✓ succeeded"))
+    });
+    let (success, raw) = session.quit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
 }

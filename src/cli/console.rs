@@ -81,6 +81,14 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             user: globals.user.clone(),
             role: identity.role.to_string(),
             resync: Box::new(move || resync_runtime.backlog()),
+            stored_runs: Box::new({
+                let store = globals.data_dir.join(crate::store::RUNS_FILE);
+                move || read_runs(&store)
+            }),
+            run_events: Box::new({
+                let store = globals.data_dir.join(crate::store::RUNS_FILE);
+                move |run| read_run_events(&store, run)
+            }),
         };
         let options = ConsoleOptions {
             project_dir: globals.project_dir.clone(),
@@ -152,6 +160,67 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
+        }
+    }
+}
+
+/// The store's runs for the console's Runs list (its own connection: the list is read rarely,
+/// when the operator opens it).
+fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
+    match crate::store::RunStore::open(store).and_then(|store| store.runs()) {
+        Ok(runs) => runs,
+        Err(error) => {
+            tracing::warn!(%error, store = %store.display(), "console: cannot list the runs");
+            Vec::new()
+        }
+    }
+}
+
+/// A stored run's events, for the console to show a run it did not follow.
+fn read_run_events(
+    store: &std::path::Path,
+    run: &crate::ids::RunId,
+) -> Vec<Arc<crate::event::Envelope>> {
+    match crate::store::RunStore::open(store).and_then(|store| store.events(run)) {
+        Ok(events) => events.into_iter().map(Arc::new).collect(),
+        Err(error) => {
+            tracing::warn!(%error, %run, "console: cannot read the run's events");
+            Vec::new()
+        }
+    }
+}
+
+/// `flightdeck replay RUN`: the console on a stored run with a time cursor; returns the exit
+/// code. No runtime starts: nothing is called and nothing can change.
+pub fn replay(globals: &Globals, wanted: &str, log_file: PathBuf) -> i32 {
+    let (row, events) = match super::runs::load(globals, wanted) {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    tracing::info!(run = %row.run_id, events = events.len(), "replay");
+    let settings = Settings::load(&globals.project_dir).unwrap_or_default();
+    let options = ConsoleOptions {
+        project_dir: globals.project_dir.clone(),
+        theme: globals.theme.clone().or(settings.theme),
+        log_file,
+        start_workflow: None,
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    let events = events.into_iter().map(Arc::new).collect();
+    match tokio.block_on(console::replay(options, &globals.user, events)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("flightdeck: {error:#}");
+            exit::FAILED
         }
     }
 }

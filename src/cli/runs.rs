@@ -253,7 +253,7 @@ fn open(globals: &Globals) -> Result<Option<RunStore>, StoreError> {
 }
 
 /// The run named by `wanted` and its stored events.
-fn load(globals: &Globals, wanted: &str) -> Result<(RunRow, Vec<Envelope>), String> {
+pub(crate) fn load(globals: &Globals, wanted: &str) -> Result<(RunRow, Vec<Envelope>), String> {
     let path = store_path(globals);
     let Some(store) = open(globals).map_err(|e| e.to_string())? else {
         return Err(format!("no runs yet in {}", path.display()));

@@ -5,7 +5,7 @@
 
 use std::io::{self, Stdout};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use color_eyre::eyre::WrapErr;
@@ -26,14 +26,19 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::keys::{self, Action};
-use super::reducer::{Input, reduce};
+use super::reducer::{Effect, Input, reduce};
+use super::replay::{Replay, Seek};
 use super::state::State;
 use super::theme::{self, Theme};
 use super::{ConsoleLink, ConsoleOptions, panes};
 use crate::command::Command;
+use crate::event::Envelope;
 
 /// Shortest time between two frames; bursts of events within it share one redraw.
 pub const FRAME_MS: u64 = 25;
+/// How long quitting waits for the runs it cancelled to end before it leaves anyway (the
+/// runtime's shutdown then stops what is left).
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 /// Events taken from the broadcast per wake-up before the screen gets a turn.
 const EVENT_BURST: usize = 1024;
 
@@ -115,7 +120,8 @@ where
     B::Error: Send + Sync + 'static,
     S: Stream<Item = io::Result<TermEvent>> + Unpin,
 {
-    let ConsoleLink { backlog, mut events, commands, user, role, resync } = link;
+    let ConsoleLink { backlog, mut events, commands, user, role, resync, stored_runs, run_events } =
+        link;
     let loaded = theme::load(&settings.project_dir, settings.theme.as_deref(), settings.no_color);
     let mut theme: Theme = loaded.theme;
     let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
@@ -147,6 +153,7 @@ where
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     let mut inputs: u64 = 0;
+    let mut quit_at: Option<Instant> = None;
     loop {
         if dirty && last_draw.is_none_or(|at| at.elapsed() >= frame) {
             reduce(&mut state, Input::Tick(clock()));
@@ -164,7 +171,9 @@ where
             dirty = false;
             last_draw = Some(Instant::now());
         }
-        if state.should_quit {
+        // Quitting waits (a little) for the runs it cancelled to end, so their
+        // `RunFinished` is the gate's cancel and not the shutdown's.
+        if quit_at.is_some_and(|at| state.live_runs().is_empty() || Instant::now() >= at) {
             break;
         }
         let frame_due = last_draw.map_or_else(Instant::now, |at| at + frame);
@@ -212,6 +221,7 @@ where
                 }
             },
             () = tokio::time::sleep_until(frame_due), if dirty => {}
+            () = sleep_until_opt(quit_at), if quit_at.is_some() => {}
             () = sleep_until_opt(wake), if wake.is_some() && !dirty => {
                 batch.push(Input::Tick(clock()));
             }
@@ -221,25 +231,161 @@ where
             if let Input::Resync { missed, .. } = &item {
                 tracing::warn!(missed, "console lagged behind the event stream; resynced");
             }
-            for command in reduce(&mut state, item) {
-                tracing::info!(command = command.name(), user = %user, "console command");
-                if commands.send(command).is_err() {
-                    reduce(&mut state, Input::RuntimeGone);
+            for effect in reduce(&mut state, item) {
+                match effect {
+                    Effect::Send(command) => {
+                        tracing::info!(command = command.name(), user = %user, "console command");
+                        if commands.send(command).is_err() {
+                            reduce(&mut state, Input::RuntimeGone);
+                        }
+                    }
+                    Effect::LoadTheme(name) => {
+                        let loaded =
+                            theme::load(&settings.project_dir, Some(&name), settings.no_color);
+                        theme = loaded.theme;
+                        let problem = loaded.problem.map(|p| p.to_string());
+                        if let Some(problem) = &problem {
+                            tracing::warn!(theme = %name, %problem, "theme not loaded; using the default");
+                        }
+                        let name = theme.name().to_owned();
+                        reduce(&mut state, Input::ThemeApplied { name, problem });
+                    }
+                    Effect::LoadRuns => {
+                        reduce(&mut state, Input::RunsLoaded(stored_runs()));
+                    }
+                    Effect::LoadRun(run) => {
+                        let events = run_events(&run);
+                        reduce(&mut state, Input::RunLoaded { run, events });
+                    }
+                    // A live console has no time cursor.
+                    Effect::Seek(_) => {}
+                    Effect::Quit => {
+                        let grace =
+                            if state.runtime_connected { QUIT_GRACE } else { Duration::ZERO };
+                        quit_at = Some(Instant::now() + grace);
+                    }
                 }
             }
         }
-        if let Some(name) = state.theme_request.take() {
-            let loaded = theme::load(&settings.project_dir, Some(&name), settings.no_color);
-            theme = loaded.theme;
-            let problem = loaded.problem.map(|p| p.to_string());
-            if let Some(problem) = &problem {
-                tracing::warn!(theme = %name, %problem, "theme not loaded; using the default");
-            }
-            reduce(&mut state, Input::ThemeApplied { name: theme.name().to_owned(), problem });
-            dirty = true;
-        }
     }
     Ok(state)
+}
+
+/// Replay a stored run (`flightdeck replay RUN`): the console on `events` with a time cursor.
+/// No runtime, no command channel: nothing can change. Restores the terminal on every exit.
+pub async fn replay(
+    options: ConsoleOptions,
+    user: &str,
+    events: Vec<Arc<Envelope>>,
+) -> color_eyre::Result<()> {
+    install_panic_hook(options.log_file.clone());
+    let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    let no_color = theme::no_color_requested(std::env::var_os("NO_COLOR").as_deref());
+    let result = replay_loop(
+        &mut terminal,
+        EventStream::new(),
+        &options,
+        user,
+        events,
+        no_color,
+        termination(),
+        None,
+    )
+    .await;
+    if terminal.show_cursor().is_ok() {
+        drop(terminal);
+    } else {
+        std::mem::forget(terminal);
+    }
+    drop(guard);
+    result.map(|_| ())
+}
+
+/// The replay loop over any backend and input stream (tests drive it like [`run_loop`]).
+/// Playing advances the cursor by the events' own time, 1× or 10×.
+#[allow(clippy::too_many_arguments)]
+pub async fn replay_loop<B, S>(
+    terminal: &mut Terminal<B>,
+    mut input: S,
+    options: &ConsoleOptions,
+    user: &str,
+    events: Vec<Arc<Envelope>>,
+    no_color: bool,
+    stop: impl Future<Output = ()>,
+    idle: Option<mpsc::UnboundedSender<Idle>>,
+) -> color_eyre::Result<State>
+where
+    B: Backend,
+    B::Error: Send + Sync + 'static,
+    S: Stream<Item = io::Result<TermEvent>> + Unpin,
+{
+    let loaded = theme::load(&options.project_dir, options.theme.as_deref(), no_color);
+    let theme: Theme = loaded.theme;
+    // A viewer: the keys that would change anything are not even offered.
+    let mut base = State::new(user, "viewer", options.project_dir.clone(), theme.name());
+    let size = terminal.size()?;
+    reduce(&mut base, Input::Resize { width: size.width, height: size.height });
+    let mut replay = Replay::open(events, base);
+    replay.seek(Seek::Start);
+    tokio::pin!(stop);
+    let frame = Duration::from_millis(FRAME_MS);
+    let mut inputs: u64 = 0;
+    // Every wake-up is an input or a playing frame: each redraws.
+    loop {
+        {
+            let size = terminal.size()?;
+            let state = &mut replay.state;
+            if (size.width, size.height) != (state.screen.width, state.screen.height) {
+                reduce(state, Input::Resize { width: size.width, height: size.height });
+            }
+            let completed = terminal.draw(|f| panes::draw(f, &replay.state, &theme))?;
+            if let Some(idle) = &idle {
+                let report =
+                    Idle { inputs, screen: completed.buffer.clone(), state: replay.state.clone() };
+                let _ = idle.send(report);
+            }
+        }
+        let playing = replay.state.replay.and_then(|c| c.playing);
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            next = input.next() => match next {
+                Some(Ok(event)) => {
+                    inputs += 1;
+                    let Some(action) = terminal_input(&replay.state, &event) else { continue };
+                    for effect in reduce(&mut replay.state, Input::Action(action)) {
+                        match effect {
+                            Effect::Seek(seek) => {
+                                replay.seek(seek);
+                            }
+                            Effect::Quit => return Ok(replay.state),
+                            Effect::Send(_) | Effect::LoadTheme(_) | Effect::LoadRuns | Effect::LoadRun(_) => {}
+                        }
+                    }
+                }
+                Some(Err(err)) => return Err(err).wrap_err("reading terminal input"),
+                None => break,
+            },
+            () = tokio::time::sleep(frame), if playing.is_some() => {
+                // One frame of the run's own time, times the speed.
+                let speed = u64::from(playing.unwrap_or(1));
+                let until = replay.state.replay.map_or(0, |c| c.at_ms) + FRAME_MS * speed;
+                while replay.peek_ms().is_some_and(|ms| ms <= until) {
+                    replay.seek(Seek::Step(1));
+                }
+                let ended = replay.position() == replay.len();
+                if let Some(cursor) = replay.state.replay.as_mut() {
+                    cursor.at_ms = until;
+                    if ended {
+                        cursor.playing = None;
+                    }
+                }
+                replay.state.now_ms = until;
+            }
+        }
+    }
+    Ok(replay.state)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -81,6 +81,8 @@ impl Console {
             resync: Box::new(|| {
                 vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]
             }),
+            stored_runs: Box::new(Vec::new),
+            run_events: Box::new(|_| Vec::new()),
         };
         let settings = LoopSettings {
             project_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
@@ -145,7 +147,7 @@ impl Console {
                 "the console did not reach the expected state; last: {:?}",
                 self.last.as_ref().map(|i| (
                     i.inputs,
-                    i.state.run.is_some(),
+                    i.state.run().is_some(),
                     i.state.message.clone()
                 ))
             )
@@ -236,8 +238,7 @@ async fn key_sequence_drives_panes_overlays_and_commands() {
     assert_eq!(console.settle().await.state.focus, PaneId::Agents);
 
     console.key(KeyCode::Char('q'));
-    let state = console.task.await.unwrap().unwrap();
-    assert!(state.should_quit);
+    assert!(console.task.await.unwrap().is_ok(), "no live run: q quits at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -285,7 +286,7 @@ async fn idle_console_sleeps_and_an_active_run_ticks() {
         tasks: vec![task],
     };
     console.bus.send(run(20, started)).unwrap();
-    console.until(|idle| idle.state.run.is_some()).await;
+    console.until(|idle| idle.state.run().is_some()).await;
     let mut frames = 0;
     while tokio::time::timeout(Duration::from_secs(2), console.idle.recv()).await.is_ok() {
         frames += 1;
@@ -303,7 +304,7 @@ async fn idle_console_sleeps_and_an_active_run_ticks() {
         duration_ms: 10,
     };
     console.bus.send(run(21, finished)).unwrap();
-    console.until(|idle| idle.state.run.as_ref().is_some_and(|r| r.outcome.is_some())).await;
+    console.until(|idle| idle.state.run().is_some_and(|r| r.outcome.is_some())).await;
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
 }
@@ -354,4 +355,69 @@ async fn no_color_draws_without_colours() {
     assert!(console.screen().contains("DAG"));
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
+}
+
+/// `q` with a live run asks, says what happens to it, and on yes sends `CancelRun` through
+/// the command channel (the gate audits it as the user's command), then waits for the run
+/// to end before leaving.
+#[tokio::test(start_paused = true)]
+async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
+    let mut console = Console::start("admin", 64, &[]);
+    console.settle().await;
+    let _start = console.commands.recv().await;
+    let run = |seq, event| {
+        Arc::new(Envelope { seq, ts_ms: T0, run_id: Some(RunId::new("r-live")), event })
+    };
+    let task = PlannedTask {
+        task: TaskId::new("only"),
+        description: String::new(),
+        agent: AgentId::new("backend-architect"),
+        score: None,
+        depends_on: vec![],
+        layer: 0,
+        timeout_ms: 1000,
+        retries: 0,
+    };
+    let started = Event::RunStarted {
+        workflow: "demo".into(),
+        file: "demo.yaml".into(),
+        goal: None,
+        max_parallel: 1,
+        fail_fast: false,
+        simulated: true,
+        tasks: vec![task],
+    };
+    console.bus.send(run(20, started)).unwrap();
+    console.until(|idle| idle.state.run().is_some()).await;
+
+    console.key(KeyCode::Char('q'));
+    console.settle().await;
+    assert!(
+        console.screen().contains("Quit? 1 live run (demo) is cancelled"),
+        "{}",
+        console.screen()
+    );
+    console.key(KeyCode::Char('n'));
+    console.settle().await;
+    assert!(!console.task.is_finished(), "no keeps the console");
+
+    console.key(KeyCode::Char('q'));
+    console.key(KeyCode::Char('y'));
+    console.settle().await;
+    assert_eq!(
+        console.commands.recv().await,
+        Some(Command::CancelRun { run: RunId::new("r-live") })
+    );
+    assert!(!console.task.is_finished(), "waits for the cancelled run to end");
+    let finished = Event::RunFinished {
+        status: RunStatus::Cancelled,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        cancelled: 1,
+        duration_ms: 10,
+    };
+    console.bus.send(run(21, finished)).unwrap();
+    let state = console.task.await.unwrap().unwrap();
+    assert!(state.live_runs().is_empty());
 }

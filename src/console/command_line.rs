@@ -104,14 +104,12 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
                 return Err(format!("`{name}` needs a task; {}", usage(name)));
             };
             let task = TaskId::new(*task);
-            let run = state
-                .approvals
-                .get(&task)
-                .and_then(|a| a.run.clone())
-                .map_or_else(|| current_run(state), Ok)?;
-            if !state.approvals.contains_key(&task) {
+            let run = if let Some(run) = waiting_run(state, &task)? {
+                run
+            } else {
                 known_task(state, task.as_str())?;
-            }
+                current_run(state)?
+            };
             let note = (!note.is_empty()).then(|| note.join(" "));
             if name == "approve" {
                 Command::Approve { run, task, note }
@@ -155,16 +153,41 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
     Ok(LineCommand::Send(command))
 }
 
+/// The run whose approval of `task` is waiting: the shown run's, else the only one. Two
+/// other runs waiting on the same task id are ambiguous: the operator picks the run first.
+fn waiting_run(state: &State, task: &TaskId) -> Result<Option<RunId>, String> {
+    let waiting: Vec<Option<RunId>> =
+        state.approvals.keys().filter(|(_, t)| t == task).map(|(run, _)| run.clone()).collect();
+    let shown = state.run().and_then(|r| r.run_id.clone());
+    if shown.is_some() && waiting.contains(&shown) {
+        return Ok(shown);
+    }
+    match waiting.as_slice() {
+        [] => Ok(None),
+        [run] => Ok(run.clone()),
+        runs => {
+            let names: Vec<String> = runs
+                .iter()
+                .map(|r| r.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string))
+                .collect();
+            Err(format!(
+                "{task} waits in {} runs ({}); show one in the Runs pane (R) first",
+                runs.len(),
+                names.join(", ")
+            ))
+        }
+    }
+}
+
 fn current_run(state: &State) -> Result<RunId, String> {
-    match &state.run {
+    match state.run() {
         None => Err("no run yet; start one with `run PATH`".to_owned()),
         Some(run) => run.run_id.clone().ok_or_else(|| "the current run has no id".to_owned()),
     }
 }
 
 fn known_task(state: &State, task: &str) -> Result<TaskId, String> {
-    let run =
-        state.run.as_ref().ok_or_else(|| "no run yet; start one with `run PATH`".to_owned())?;
+    let run = state.run().ok_or_else(|| "no run yet; start one with `run PATH`".to_owned())?;
     let id = TaskId::new(task);
     if run.index.contains_key(&id) {
         Ok(id)

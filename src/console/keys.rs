@@ -3,15 +3,14 @@
 //! what is shown is what works. Viewers never see (or trigger) dangerous keys.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use ratatui_textarea::Input;
 
 use crate::command::Permission;
 
 use super::panes;
-use super::state::{Editing, Overlay, PaneId, Prompt, State, UserRole};
+use super::state::{Editing, LineEdit, Overlay, PaneId, Prompt, State, UserRole};
 
 /// What the operator means by a key (or a click).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Leave the console.
     Quit,
@@ -53,8 +52,8 @@ pub enum Action {
     FilterClear,
     /// Open the `:` command line.
     OpenCommandLine,
-    /// A key for the command line editor.
-    CommandLineInput(Input),
+    /// Edit the command line (type, delete, move the cursor).
+    CommandLineEdit(LineEdit),
     /// Recall the previous command.
     HistoryPrev,
     /// Recall the next command.
@@ -97,6 +96,16 @@ pub enum Action {
     ReleaseSelectedInstance,
     /// Re-read every agent definition.
     ReloadAgents,
+    /// Open the Runs list (live, finished and interrupted runs).
+    OpenRuns,
+    /// Show the selected run in the DAG, header and details.
+    ShowSelectedRun,
+    /// Cancel the selected run of the Runs list (asks first).
+    CancelSelectedRun,
+    /// Replay: move the time cursor.
+    ReplaySeek(crate::console::replay::Seek),
+    /// Replay: play at 1×, then 10×, then pause.
+    ReplayPlay,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -114,6 +123,10 @@ pub enum Scope {
     Help,
     /// A details overlay.
     Details,
+    /// The Runs list.
+    Runs,
+    /// Replaying a stored run: the time cursor.
+    Replay,
     /// Only while this pane has focus.
     Pane(PaneId),
     /// Every list pane.
@@ -129,6 +142,8 @@ impl Scope {
             Self::Confirm => "Confirmation",
             Self::Help => "Help",
             Self::Details => "Details",
+            Self::Runs => "Runs",
+            Self::Replay => "Replay",
             Self::Pane(pane) => pane.title(),
             Self::Lists => "Lists",
             Self::Global => "Global",
@@ -237,9 +252,10 @@ macro_rules! bind {
     };
 }
 
+use crate::console::replay::Seek;
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
-use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane};
+use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Replay, Runs};
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);
@@ -269,6 +285,19 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Details, [key(Esc), key(Enter), ch('q')], Action::CloseOverlay, "close details", hint "Esc" "close"),
     bind!(Details, [key(Up), ch('k')], Action::SelectPrev, "scroll up"),
     bind!(Details, [key(Down), ch('j')], Action::SelectNext, "scroll down", hint "↑↓" "scroll"),
+    bind!(Runs, [key(Esc), ch('q'), ch('W')], Action::CloseOverlay, "close the runs", hint "Esc" "close"),
+    bind!(Runs, [key(Up), ch('k')], Action::SelectPrev, "previous run"),
+    bind!(Runs, [key(Down), ch('j')], Action::SelectNext, "next run", hint "↑↓" "move"),
+    bind!(Runs, [key(Enter)], Action::ShowSelectedRun, "show the run (a stored one as it ended)", hint "Enter" "show"),
+    bind!(Runs, [ch('C')], Action::CancelSelectedRun, "cancel the selected live run", danger ControlRuns, hint "C" "cancel run"),
+    bind!(Runs, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
+    bind!(Replay, [key(Left)], Action::ReplaySeek(Seek::Step(-1)), "one event back"),
+    bind!(Replay, [key(Right)], Action::ReplaySeek(Seek::Step(1)), "one event on", hint "←→" "step"),
+    bind!(Replay, [key(PageUp)], Action::ReplaySeek(Seek::Task { forward: false }), "a task back"),
+    bind!(Replay, [key(PageDown)], Action::ReplaySeek(Seek::Task { forward: true }), "a task on", hint "PgUp/Dn" "task"),
+    bind!(Replay, [key(Home)], Action::ReplaySeek(Seek::Start), "the start"),
+    bind!(Replay, [key(End)], Action::ReplaySeek(Seek::End), "the end"),
+    bind!(Replay, [ch(' ')], Action::ReplayPlay, "play 1×, 10×, pause", hint "Space" "play"),
     // Pane keys.
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
@@ -298,6 +327,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Global, [key(BackTab)], Action::FocusPrev, "previous pane"),
     bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint ":" "command"),
     bind!(Global, [key(Esc)], Action::FilterClear, "clear the filter"),
+    bind!(Global, [ch('W')], Action::OpenRuns, "runs: live, finished, interrupted"),
 ];
 
 /// Keys that work while typing; listed in help, handled by [`action_for`] directly.
@@ -320,6 +350,10 @@ pub fn active_scopes(state: &State) -> Vec<Scope> {
         (Some(Prompt::Confirm { .. }), _) => vec![Scope::Confirm],
         (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
         (None, Some(Overlay::Details { .. })) => vec![Scope::Details],
+        (None, Some(Overlay::Runs)) => vec![Scope::Runs],
+        (None, None) if state.replay.is_some() => {
+            vec![Scope::Replay, Scope::Pane(state.focus), Scope::Lists, Scope::Global]
+        }
         (None, None) => vec![Scope::Pane(state.focus), Scope::Lists, Scope::Global],
     }
 }
@@ -333,7 +367,7 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
         return Some(Action::Quit);
     }
     match state.editing {
-        Editing::CommandLine => return Some(command_line_action(event)),
+        Editing::CommandLine => return command_line_action(event),
         Editing::Filter => return filter_action(event),
         Editing::None => {}
     }
@@ -341,18 +375,31 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
         Scope::Pane(id) => panes::pane(id).handle_key(state, event),
         scope => bindings(scope, state.role)
             .find(|b| b.keys.iter().any(|k| k.matches(event)))
-            .map(|b| b.action.clone()),
+            .map(|b| b.action),
     })
 }
 
-fn command_line_action(event: &KeyEvent) -> Action {
-    match event.code {
-        KeyCode::Enter => Action::SubmitCommandLine,
-        KeyCode::Esc => Action::CloseCommandLine,
-        KeyCode::Up => Action::HistoryPrev,
-        KeyCode::Down => Action::HistoryNext,
-        _ => Action::CommandLineInput(Input::from(*event)),
-    }
+fn command_line_action(event: &KeyEvent) -> Option<Action> {
+    let ctrl = event.modifiers.contains(KeyModifiers::CONTROL);
+    let edit = match event.code {
+        KeyCode::Enter => return Some(Action::SubmitCommandLine),
+        KeyCode::Esc => return Some(Action::CloseCommandLine),
+        KeyCode::Up => return Some(Action::HistoryPrev),
+        KeyCode::Down => return Some(Action::HistoryNext),
+        KeyCode::Char('a') if ctrl => LineEdit::Home,
+        KeyCode::Char('e') if ctrl => LineEdit::End,
+        KeyCode::Char('w') | KeyCode::Backspace if ctrl => LineEdit::DeleteWord,
+        KeyCode::Char('u') if ctrl => LineEdit::DeleteToStart,
+        KeyCode::Char(c) if !ctrl && !c.is_control() => LineEdit::Insert(c),
+        KeyCode::Backspace => LineEdit::Backspace,
+        KeyCode::Delete => LineEdit::Delete,
+        KeyCode::Left => LineEdit::Left,
+        KeyCode::Right => LineEdit::Right,
+        KeyCode::Home => LineEdit::Home,
+        KeyCode::End => LineEdit::End,
+        _ => return None,
+    };
+    Some(Action::CommandLineEdit(edit))
 }
 
 fn filter_action(event: &KeyEvent) -> Option<Action> {
@@ -437,11 +484,7 @@ mod tests {
             for binding in KEYMAP.iter().filter(|b| b.danger) {
                 for chord in binding.keys {
                     let event = KeyEvent::new(chord.code, chord.modifiers);
-                    assert_ne!(
-                        action_for(&viewer, &event),
-                        Some(binding.action.clone()),
-                        "{binding:?}"
-                    );
+                    assert_ne!(action_for(&viewer, &event), Some(binding.action), "{binding:?}");
                 }
             }
             assert!(hints(&viewer).iter().all(|(_, _, danger)| !danger));
@@ -471,7 +514,7 @@ mod tests {
         assert_eq!(action_for(&typing, &event), Some(Action::Quit));
         assert!(matches!(
             action_for(&typing, &press(KeyCode::Char('q'))),
-            Some(Action::CommandLineInput(_))
+            Some(Action::CommandLineEdit(LineEdit::Insert('q')))
         ));
     }
 

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod layout;
 pub mod panes;
 pub mod reducer;
+pub mod replay;
 pub mod state;
 pub mod theme;
 
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use crate::command::Command;
 use crate::event::Envelope;
 
-pub use app::run;
+pub use app::{replay, run};
 pub use error::ConsoleError;
 
 /// Everything the console needs from the runtime. The console holds no other handle to it.
@@ -41,7 +42,15 @@ pub struct ConsoleLink {
     /// Called when the broadcast lagged: returns a fresh backlog to rebuild from (the console
     /// says it lagged).
     pub resync: Box<dyn Fn() -> Vec<Arc<Envelope>> + Send + Sync>,
+    /// The store's runs (live, finished, interrupted), for the Runs list. Read when the list
+    /// opens; a store that cannot be read lists nothing (and logs why).
+    pub stored_runs: Box<dyn Fn() -> Vec<crate::store::RunRow> + Send + Sync>,
+    /// A stored run's events, to show a run this console did not follow.
+    pub run_events: RunEventsReader,
 }
+
+/// Reads one stored run's events.
+pub type RunEventsReader = Box<dyn Fn(&crate::ids::RunId) -> Vec<Arc<Envelope>> + Send + Sync>;
 
 /// How the console is started.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,16 +4,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ratatui::layout::Rect;
-use ratatui_textarea::TextArea;
 
 use crate::command::{Command, Permission};
-use crate::event::{
-    AgentSummary, Envelope, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
-    WorkspaceKind,
-};
+use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+use crate::resilience::{CallMetrics, assess};
 
 use super::layout::ScreenLayout;
 use super::theme::Role;
@@ -307,56 +305,42 @@ impl BreakerView {
     }
 }
 
-/// Health of an agent from its call history (DESIGN.md alert thresholds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Healthy,
-    /// Three or more failures in a row.
-    Degraded,
-    /// More than a quarter of calls failed.
-    Unhealthy,
-}
+pub use crate::resilience::Health;
 
-impl Health {
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-            Self::Unhealthy => "unhealthy",
-        }
+/// The word shown for a health verdict.
+pub fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Healthy => "healthy",
+        Health::Degraded => "degraded",
+        Health::Unhealthy => "unhealthy",
     }
 }
 
-/// Calls of one agent folded from task events; each attempt is a call.
+/// Calls of one agent folded from task events; each finished attempt is a call. The runtime's
+/// own [`CallMetrics`] and [`assess`] judge them, so the console and the runtime agree on an
+/// agent's health (error rate over the last 64 calls, not its whole life).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentMetrics {
-    pub calls: u64,
-    pub errors: u64,
-    pub total_duration_ms: u64,
+    pub calls: CallMetrics,
     pub consecutive_failures: u32,
 }
 
 impl AgentMetrics {
-    pub fn error_rate(&self) -> f64 {
-        if self.calls == 0 { 0.0 } else { self.errors as f64 / self.calls as f64 }
-    }
-
-    pub fn success_rate(&self) -> f64 {
-        if self.calls == 0 { 1.0 } else { 1.0 - self.error_rate() }
+    pub fn record(&mut self, ok: bool, duration_ms: u64) {
+        self.calls.record(!ok, Duration::from_millis(duration_ms));
+        self.consecutive_failures = if ok { 0 } else { self.consecutive_failures + 1 };
     }
 
     pub fn mean_duration_ms(&self) -> Option<u64> {
-        self.total_duration_ms.checked_div(self.calls)
+        self.calls.mean_duration().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    pub fn health(&self) -> Health {
-        if self.error_rate() > 0.25 {
-            Health::Unhealthy
-        } else if self.consecutive_failures >= 3 {
-            Health::Degraded
-        } else {
-            Health::Healthy
-        }
+    /// The runtime's verdict; an open breaker makes the agent unhealthy, a half-open one at
+    /// least degraded.
+    pub fn health(&self, breaker: Option<BreakerState>) -> Health {
+        let open = breaker == Some(BreakerState::Open);
+        let half_open = breaker == Some(BreakerState::HalfOpen);
+        assess(&self.calls, self.consecutive_failures, open, half_open).0
     }
 }
 
@@ -404,7 +388,9 @@ impl BreakersView {
 
 // ---------------------------------------------------------------- run and DAG
 
-pub use crate::model::TaskStatus;
+pub use crate::model::{
+    OutputKeep, OutputLine, RunModel, RunOutcome, TaskModel, TaskStatus, WorkspaceModel,
+};
 
 /// The theme role that colours a task status.
 pub trait StatusRole {
@@ -424,113 +410,13 @@ impl StatusRole for TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskView {
-    pub planned: PlannedTask,
-    pub status: TaskStatus,
-    /// The agent of the latest attempt (changes on fallback).
-    pub agent: AgentId,
-    pub attempts: u32,
-    pub instance: Option<InstanceId>,
-    pub backend: Option<String>,
-    pub simulated: bool,
-    /// When the latest attempt started.
-    pub started_ms: Option<u64>,
-    /// When the first attempt of this round started: "took" counts from here.
-    pub first_started_ms: Option<u64>,
-    pub finished_ms: Option<u64>,
-    /// The whole task, first start to end, waits between attempts included.
-    pub duration_ms: Option<u64>,
-    /// The latest finished attempt alone.
-    pub attempt_ms: Option<u64>,
-    pub retry_at_ms: Option<u64>,
-    pub error: Option<String>,
-    /// Why it was skipped or cancelled, or the fallback that happened.
-    pub note: Option<String>,
-    pub risk: Option<Risk>,
-    /// The last [`OUTPUT_TAIL_LINES`] lines of output.
-    pub output: VecDeque<OutputLine>,
-    /// Its own workspace, when it has one.
-    pub workspace: Option<WorkspaceView>,
-}
-
-/// A task's own workspace and what its branch changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceView {
-    pub kind: WorkspaceKind,
-    pub path: PathBuf,
-    pub branch: Option<String>,
-    pub base_from: Option<String>,
-    /// `git diff --shortstat` of the branch against its base; empty until an attempt ended.
-    pub summary: String,
-    pub changes: Vec<FileChange>,
-}
-
-/// One line of task output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
-    pub stream: OutputStream,
-    pub text: String,
-}
-
-impl TaskView {
-    pub fn new(planned: PlannedTask) -> Self {
-        Self {
-            agent: planned.agent.clone(),
-            planned,
-            status: TaskStatus::Pending,
-            attempts: 0,
-            instance: None,
-            backend: None,
-            simulated: false,
-            started_ms: None,
-            first_started_ms: None,
-            finished_ms: None,
-            duration_ms: None,
-            attempt_ms: None,
-            retry_at_ms: None,
-            error: None,
-            note: None,
-            risk: None,
-            output: VecDeque::new(),
-            workspace: None,
-        }
-    }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunOutcome {
-    pub status: RunStatus,
-    pub finished_ms: u64,
-    pub duration_ms: u64,
-}
-
-/// Selection and scrolling of the DAG.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DagCursor {
-    /// Index into [`RunView::tasks`].
-    pub selected: usize,
-    pub layer_offset: usize,
-    pub row_offset: usize,
-    /// Tasks not matching are dimmed.
-    pub filter: String,
-}
-
+/// The run's state (the one fold, [`RunModel`]) and what only the DAG needs: layers, rows,
+/// edges, column widths and the cursor. Reads go through to the model (`run.tasks`,
+/// `run.progress()`); only [`RunView::apply`] changes it, so the console and every other
+/// view of a run agree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
-    pub run_id: Option<RunId>,
-    pub workflow: String,
-    pub file: PathBuf,
-    pub goal: Option<String>,
-    pub max_parallel: usize,
-    pub fail_fast: bool,
-    pub simulated: bool,
-    pub started_ms: u64,
-    pub outcome: Option<RunOutcome>,
-    /// In plan order.
-    pub tasks: Vec<TaskView>,
-    pub index: HashMap<TaskId, usize>,
+    pub model: RunModel,
     /// Task indices per layer, ordered to reduce edge crossings.
     pub layers: Vec<Vec<usize>>,
     /// Position of each task inside its layer.
@@ -546,22 +432,69 @@ pub struct RunView {
     pub cursor: DagCursor,
 }
 
+impl std::ops::Deref for RunView {
+    type Target = RunModel;
+
+    fn deref(&self) -> &RunModel {
+        &self.model
+    }
+}
+
+/// Selection and scrolling of the DAG.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DagCursor {
+    /// Index into the model's tasks.
+    pub selected: usize,
+    pub layer_offset: usize,
+    pub row_offset: usize,
+    /// Tasks not matching are dimmed.
+    pub filter: String,
+}
+
 impl RunView {
-    /// Build the view of a freshly planned run (the fields of `RunStarted`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        run_id: Option<RunId>,
-        workflow: String,
-        file: PathBuf,
-        goal: Option<String>,
-        max_parallel: usize,
-        fail_fast: bool,
-        simulated: bool,
-        started_ms: u64,
-        planned: Vec<PlannedTask>,
-    ) -> Self {
-        let index: HashMap<TaskId, usize> =
-            planned.iter().enumerate().map(|(i, t)| (t.task.clone(), i)).collect();
+    /// An empty view of `run` (or of the next run to start, without an id); its
+    /// `RunStarted` fills it.
+    pub fn new(run: Option<RunId>) -> Self {
+        let keep = OutputKeep::Tail(OUTPUT_TAIL_LINES);
+        let model = match run {
+            Some(run) => RunModel::for_run(run, keep),
+            None => RunModel::new(keep),
+        };
+        Self::from_model(model)
+    }
+
+    /// The view of a model already folded (a stored run, a replay's cursor).
+    pub fn from_model(model: RunModel) -> Self {
+        let mut view = Self {
+            model,
+            layers: Vec::new(),
+            row_in_layer: Vec::new(),
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            id_width: 0,
+            widest_layer: 0,
+            cursor: DagCursor::default(),
+        };
+        view.lay_out();
+        view
+    }
+
+    /// Fold one event into the model; returns whether it changed it. A plan that brought new
+    /// tasks lays the DAG out again, keeping the selected task.
+    pub fn apply(&mut self, envelope: &Envelope) -> bool {
+        let planned = self.model.tasks.len();
+        let changed = self.model.apply(envelope);
+        if self.model.tasks.len() != planned {
+            self.lay_out();
+        }
+        changed
+    }
+
+    /// Layers, rows and edges of the planned tasks.
+    fn lay_out(&mut self) {
+        let selected = self.model.tasks.get(self.cursor.selected).map(|t| t.id().clone());
+        let planned: Vec<&PlannedTask> = self.model.tasks.iter().map(|t| &t.planned).collect();
+        let index = &self.model.index;
         let deps: Vec<Vec<usize>> = planned
             .iter()
             .map(|t| t.depends_on.iter().filter_map(|d| index.get(d).copied()).collect())
@@ -596,66 +529,78 @@ impl RunView {
                 row_in_layer[*task] = row;
             }
         }
-        let selected = layers.first().and_then(|l| l.first()).copied().unwrap_or(0);
-        let id_width = planned
+        let first = layers.first().and_then(|l| l.first()).copied().unwrap_or(0);
+        self.cursor.selected = selected.and_then(|id| index.get(&id).copied()).unwrap_or(first);
+        self.id_width = planned
             .iter()
             .map(|t| unicode_width::UnicodeWidthStr::width(t.task.as_str()))
             .max()
             .unwrap_or(0);
-        let widest_layer = layers.iter().map(Vec::len).max().unwrap_or(0);
-        Self {
-            run_id,
-            workflow,
-            file,
-            goal,
-            max_parallel,
-            fail_fast,
-            simulated,
-            started_ms,
-            outcome: None,
-            tasks: planned.into_iter().map(TaskView::new).collect(),
-            index,
-            layers,
-            row_in_layer,
-            deps,
-            dependents,
-            id_width,
-            widest_layer,
-            cursor: DagCursor { selected, ..DagCursor::default() },
-        }
+        self.widest_layer = layers.iter().map(Vec::len).max().unwrap_or(0);
+        self.layers = layers;
+        self.row_in_layer = row_in_layer;
+        self.deps = deps;
+        self.dependents = dependents;
     }
 
-    pub fn task(&self, id: &TaskId) -> Option<&TaskView> {
-        self.index.get(id).and_then(|i| self.tasks.get(*i))
-    }
-
-    pub fn selected_task(&self) -> Option<&TaskView> {
-        self.tasks.get(self.cursor.selected)
-    }
-
-    /// Finished tasks (any final status) and all tasks.
-    pub fn progress(&self) -> (usize, usize) {
-        (self.tasks.iter().filter(|t| t.status.is_final()).count(), self.tasks.len())
-    }
-
-    pub fn is_active(&self) -> bool {
-        self.outcome.is_none()
-    }
-
-    /// Elapsed run time at `now_ms` (frozen once the run finished).
-    pub fn elapsed_ms(&self, now_ms: u64) -> u64 {
-        match self.outcome {
-            Some(outcome) => outcome.duration_ms,
-            None => now_ms.saturating_sub(self.started_ms),
-        }
+    pub fn selected_task(&self) -> Option<&TaskModel> {
+        self.model.tasks.get(self.cursor.selected)
     }
 
     /// Whether the task at `index` matches the DAG filter.
     pub fn matches(&self, index: usize) -> bool {
-        self.tasks.get(index).is_some_and(|t| {
+        self.model.tasks.get(index).is_some_and(|t| {
             matches_filter(&self.cursor.filter, t.planned.task.as_str())
                 || matches_filter(&self.cursor.filter, t.agent.as_str())
         })
+    }
+}
+
+// ---------------------------------------------------------------- runs
+
+pub use crate::store::{RunRow, RunState};
+
+/// The Runs list: runs read from the store when it opened, merged with the runs this console
+/// folds live.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsList {
+    /// What the store listed when the operator opened the list.
+    pub stored: Vec<RunRow>,
+    pub cursor: ListCursor<RunId>,
+}
+
+/// One row of the Runs list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    pub id: RunId,
+    pub workflow: String,
+    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    pub status: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub started_ms: u64,
+    pub duration_ms: Option<u64>,
+    /// Folded live by this console (its events arrive).
+    pub live: bool,
+    /// The run the DAG shows.
+    pub shown: bool,
+}
+
+impl RunEntry {
+    pub fn role(&self) -> Role {
+        match self.status {
+            "running" => Role::Running,
+            "succeeded" => Role::Ok,
+            "failed" => Role::Error,
+            "interrupted" => Role::Warn,
+            _ => Role::Muted,
+        }
+    }
+
+    fn matches(&self, filter: &str) -> bool {
+        matches_filter(filter, &self.workflow)
+            || matches_filter(filter, self.id.as_str())
+            || matches_filter(filter, self.status)
     }
 }
 
@@ -760,6 +705,9 @@ impl AuditView {
 
 // ---------------------------------------------------------------- prompts and overlays
 
+/// Which approval: the run (when the event named one) and the task.
+pub type ApprovalKey = (Option<RunId>, TaskId);
+
 /// A high-risk task waiting for a reviewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingApproval {
@@ -786,9 +734,20 @@ pub enum ApprovalChoice {
 pub enum Prompt {
     /// Approve or reject a high-risk task. Before `armed_ms` the deciding keys do nothing,
     /// so a key meant for the pane behind a prompt that just popped up cannot decide it.
-    Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
-    /// Confirm a dangerous single-key action; `confirm` starts false (the safe choice).
-    Confirm { question: String, command: Command, confirm: bool },
+    Approval { run: Option<RunId>, task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
+    /// Confirm a dangerous action, asked the same whether it came from a key or a `:`
+    /// command; `confirm` starts false (the safe choice).
+    Confirm { question: String, answer: Confirmed, confirm: bool },
+}
+
+/// What a confirmation does when answered yes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmed {
+    /// Send this command (the gate still decides).
+    Send(Command),
+    /// Cancel these live runs through the gate (audited as the operator's commands), then
+    /// leave the console.
+    Quit { cancel: Vec<RunId> },
 }
 
 /// A read-only overlay.
@@ -802,6 +761,8 @@ pub enum Overlay {
         pane: PaneId,
         scroll: usize,
     },
+    /// The Runs list: live, finished and interrupted runs.
+    Runs,
 }
 
 /// What typed text goes into.
@@ -813,6 +774,97 @@ pub enum Editing {
     Filter,
     /// The `:` command line has the keys.
     CommandLine,
+}
+
+/// The `:` command line being typed: plain text and a cursor (in characters), edited by the
+/// reducer and drawn by the status bar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    pub text: String,
+    /// Characters before the cursor.
+    pub cursor: usize,
+}
+
+/// One edit of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEdit {
+    Insert(char),
+    /// Delete the character before the cursor.
+    Backspace,
+    /// Delete the character under the cursor.
+    Delete,
+    Left,
+    Right,
+    Home,
+    End,
+    /// Delete the word before the cursor (Ctrl-w).
+    DeleteWord,
+    /// Delete everything before the cursor (Ctrl-u).
+    DeleteToStart,
+}
+
+impl CommandLine {
+    /// A line holding `text` with the cursor at its end.
+    pub fn with_text(text: &str) -> Self {
+        Self { text: text.to_owned(), cursor: text.chars().count() }
+    }
+
+    /// Byte offset of a character position.
+    fn byte_at(&self, chars: usize) -> usize {
+        self.text.char_indices().nth(chars).map_or(self.text.len(), |(at, _)| at)
+    }
+
+    pub fn edit(&mut self, edit: LineEdit) {
+        let len = self.text.chars().count();
+        self.cursor = self.cursor.min(len);
+        match edit {
+            LineEdit::Insert(c) => {
+                let at = self.byte_at(self.cursor);
+                self.text.insert(at, c);
+                self.cursor += 1;
+            }
+            LineEdit::Backspace if self.cursor > 0 => {
+                let at = self.byte_at(self.cursor - 1);
+                self.text.remove(at);
+                self.cursor -= 1;
+            }
+            LineEdit::Delete if self.cursor < len => {
+                let at = self.byte_at(self.cursor);
+                self.text.remove(at);
+            }
+            LineEdit::Left => self.cursor = self.cursor.saturating_sub(1),
+            LineEdit::Right => self.cursor = (self.cursor + 1).min(len),
+            LineEdit::Home => self.cursor = 0,
+            LineEdit::End => self.cursor = len,
+            LineEdit::DeleteWord => {
+                let before: Vec<char> = self.text.chars().take(self.cursor).collect();
+                let kept = before.iter().rposition(|c| !c.is_whitespace()).map_or(0, |last| {
+                    before[..=last].iter().rposition(|c| c.is_whitespace()).map_or(0, |w| w + 1)
+                });
+                let (from, to) = (self.byte_at(kept), self.byte_at(self.cursor));
+                self.text.replace_range(from..to, "");
+                self.cursor = kept;
+            }
+            LineEdit::DeleteToStart => {
+                let to = self.byte_at(self.cursor);
+                self.text.replace_range(..to, "");
+                self.cursor = 0;
+            }
+            LineEdit::Backspace | LineEdit::Delete => {}
+        }
+    }
+}
+
+/// Where a replay's cursor stands. Set only in replay: nothing can change then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    /// Events applied.
+    pub position: usize,
+    pub total: usize,
+    /// Time of the last event applied (of the first, before any).
+    pub at_ms: u64,
+    /// Playing at this speed (1 or 10), or paused.
+    pub playing: Option<u32>,
 }
 
 /// A message in the status bar until `expires_ms`.
@@ -839,14 +891,21 @@ pub struct State {
     pub focus: PaneId,
     pub agents: AgentsView,
     pub pool: PoolView,
-    pub run: Option<RunView>,
+    /// Every run this console has seen start, each folded from its own events.
+    pub runs: BTreeMap<RunId, RunView>,
+    /// The run the DAG, the header and the details show.
+    pub shown_run: Option<RunId>,
+    /// The operator chose the shown run; until then the newest run that started is shown.
+    pub shown_pinned: bool,
     pub breakers: BreakersView,
     pub audit: AuditView,
-    pub approvals: BTreeMap<TaskId, PendingApproval>,
+    pub runs_list: RunsList,
+    /// Approvals waiting, by run and task: two runs may wait on tasks with the same id.
+    pub approvals: BTreeMap<ApprovalKey, PendingApproval>,
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
-    pub command_line: TextArea<'static>,
+    pub command_line: CommandLine,
     pub command_history: Vec<String>,
     /// Position while browsing history with Up/Down (`None`: not browsing).
     pub history_pos: Option<usize>,
@@ -855,9 +914,8 @@ pub struct State {
     pub applied_seq: u64,
     /// False once the runtime's event stream closed.
     pub runtime_connected: bool,
-    pub should_quit: bool,
-    /// A theme the app should load (IO), then report with `Input::ThemeApplied`.
-    pub theme_request: Option<String>,
+    /// In replay: the cursor. No command is offered or sent.
+    pub replay: Option<ReplayCursor>,
 }
 
 impl State {
@@ -873,22 +931,90 @@ impl State {
             focus: PaneId::Dag,
             agents: AgentsView::default(),
             pool: PoolView::default(),
-            run: None,
+            runs: BTreeMap::new(),
+            runs_list: RunsList::default(),
+            shown_run: None,
+            shown_pinned: false,
             breakers: BreakersView::default(),
             audit: AuditView::default(),
             approvals: BTreeMap::new(),
             prompt: None,
             overlay: None,
             editing: Editing::None,
-            command_line: TextArea::default(),
+            command_line: CommandLine::default(),
             command_history: Vec::new(),
             history_pos: None,
             message: None,
             applied_seq: 0,
             runtime_connected: true,
-            should_quit: false,
-            theme_request: None,
+            replay: None,
         }
+    }
+
+    /// Rows of the Runs list, newest first, filtered: the stored runs, with the progress of
+    /// the runs this console folds taken from their models.
+    pub fn run_entries(&self) -> Vec<RunEntry> {
+        let mut entries: Vec<RunEntry> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| run.is_started())
+            .map(|(id, run)| {
+                let (done, total) = run.progress();
+                RunEntry {
+                    id: id.clone(),
+                    workflow: run.workflow.clone(),
+                    status: run.outcome.map_or("running", |o| run_status_key(o.status)),
+                    done,
+                    total,
+                    started_ms: run.started_ms,
+                    duration_ms: run.outcome.map(|o| o.duration_ms),
+                    live: run.is_active(),
+                    shown: self.shown_run.as_ref() == Some(id),
+                }
+            })
+            .collect();
+        for row in &self.runs_list.stored {
+            if self.runs.contains_key(&row.run_id) {
+                continue;
+            }
+            entries.push(RunEntry {
+                id: row.run_id.clone(),
+                workflow: row.workflow.clone(),
+                status: row.state.as_str(),
+                done: row.succeeded + row.failed + row.skipped + row.cancelled,
+                total: row.tasks,
+                started_ms: row.started_ms,
+                duration_ms: row.duration_ms,
+                live: false,
+                shown: false,
+            });
+        }
+        entries.retain(|e| e.matches(&self.runs_list.cursor.filter));
+        entries.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| b.id.cmp(&a.id)));
+        entries
+    }
+
+    /// The run the DAG, the header and the details show.
+    pub fn run(&self) -> Option<&RunView> {
+        self.shown_run.as_ref().and_then(|id| self.runs.get(id))
+    }
+
+    pub fn run_mut(&mut self) -> Option<&mut RunView> {
+        self.shown_run.as_ref().and_then(|id| self.runs.get_mut(id))
+    }
+
+    /// The run an event belongs to: its own, or (without an id) the shown one.
+    pub fn run_of(&self, run: Option<&RunId>) -> Option<&RunView> {
+        run.map_or_else(|| self.run(), |id| self.runs.get(id))
+    }
+
+    /// Runs that are still going (started, not finished), with their workflow names.
+    pub fn live_runs(&self) -> Vec<(RunId, String)> {
+        self.runs
+            .values()
+            .filter(|run| run.is_started() && run.is_active())
+            .filter_map(|run| run.run_id.clone().map(|id| (id, run.workflow.clone())))
+            .collect()
     }
 
     /// Whether the operator may review approvals (prompts are hidden otherwise).
@@ -896,12 +1022,15 @@ impl State {
         self.role.allows(Permission::Review)
     }
 
-    /// The filter of a pane.
+    /// The filter being typed: the Runs list's while it is open, else the pane's.
     pub fn filter(&self, pane: PaneId) -> &str {
+        if self.overlay == Some(Overlay::Runs) {
+            return &self.runs_list.cursor.filter;
+        }
         match pane {
             PaneId::Agents => &self.agents.cursor.filter,
             PaneId::Pool => &self.pool.cursor.filter,
-            PaneId::Dag => self.run.as_ref().map_or("", |r| r.cursor.filter.as_str()),
+            PaneId::Dag => self.run().map_or("", |r| r.cursor.filter.as_str()),
             PaneId::Breakers => &self.breakers.cursor.filter,
             PaneId::Audit => &self.audit.filter,
         }
@@ -917,7 +1046,7 @@ impl State {
         if let Some(message) = &self.message {
             deadlines.push(message.expires_ms.max(now + 1));
         }
-        if let Some(run) = self.run.as_ref().filter(|r| r.is_active()) {
+        if let Some(run) = self.run().filter(|r| r.is_active()) {
             deadlines.push(next_second(run.started_ms));
         }
         for breaker in self.breakers.breakers.values() {
@@ -938,5 +1067,15 @@ impl State {
             deadlines.push(instance.created_ms + (age / unit + 1) * unit);
         }
         deadlines.into_iter().min()
+    }
+}
+
+/// The word machines read for a run's outcome (as the store says it).
+pub fn run_status_key(status: crate::event::RunStatus) -> &'static str {
+    use crate::event::RunStatus;
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
     }
 }

@@ -59,7 +59,8 @@ pub struct CallMetrics {
 }
 
 impl CallMetrics {
-    pub(super) fn record(&mut self, failed: bool, duration: Duration) {
+    /// Add one call's outcome (the console folds task events through this too).
+    pub fn record(&mut self, failed: bool, duration: Duration) {
         self.calls += 1;
         self.errors += u64::from(failed);
         self.total_duration = self.total_duration.saturating_add(duration);

@@ -10,5 +10,5 @@ pub use breaker::{BreakerBoard, BreakerLimits, BreakerState, BreakerView, CallPe
 pub use error::BreakerRefusal;
 pub use health::{
     Alert, AlertSeverity, CONSECUTIVE_FAILURES_WARNING, CallMetrics, ERROR_RATE_CRITICAL, Health,
-    RECENT_WINDOW, SLOW_MEAN_EXECUTION,
+    RECENT_WINDOW, SLOW_MEAN_EXECUTION, assess,
 };

@@ -25,8 +25,8 @@ fn button<'a>(label: &str, focused: bool, role: Role, theme: &Theme) -> Span<'a>
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     match &state.prompt {
-        Some(Prompt::Approval { task, choice, .. }) => {
-            let Some(pending) = state.approvals.get(task) else { return };
+        Some(Prompt::Approval { run, task, choice, .. }) => {
+            let Some(pending) = state.approvals.get(&(run.clone(), task.clone())) else { return };
             let more = state.approvals.len() - 1;
             let hint = if more > 0 {
                 format!("{more} more pending · Esc later")

@@ -10,6 +10,7 @@ use ratatui::widgets::Widget;
 use super::{Details, Pane, cell, duration, fit, one_line, pane_block, put_line, style_row};
 use crate::console::state::{
     AgentMetrics, BreakerState, BreakerView, DEFAULT_BREAKER_THRESHOLD, Health, PaneId, State,
+    health_word,
 };
 use crate::console::theme::{Role, Theme};
 use crate::ids::AgentId;
@@ -43,8 +44,8 @@ fn compact_status(
         (breaker_role(breaker.state), state),
         (Role::Muted, format!(" {failures}/{}", breaker.threshold)),
     ];
-    if let Some(m) = metrics.filter(|m| m.calls > 0) {
-        let (glyph, role) = health_look(m.health());
+    if let Some(m) = metrics.filter(|m| m.calls.calls > 0) {
+        let (glyph, role) = health_look(m.health(Some(breaker.state)));
         parts.push((role, format!(" {glyph}")));
     }
     parts
@@ -101,18 +102,20 @@ fn breaker_line(breaker: &BreakerView, consecutive: u32, now_ms: u64) -> Vec<(Ro
     parts
 }
 
-fn metrics_line(metrics: Option<&AgentMetrics>) -> Vec<(Role, String)> {
-    let Some(m) = metrics.filter(|m| m.calls > 0) else {
+fn metrics_line(metrics: Option<&AgentMetrics>, breaker: BreakerState) -> Vec<(Role, String)> {
+    let Some(m) = metrics.filter(|m| m.calls.calls > 0) else {
         return vec![(Role::Muted, "no calls yet".to_owned())];
     };
-    let (glyph, role) = health_look(m.health());
+    let health = m.health(Some(breaker));
+    let (glyph, role) = health_look(health);
     let mean = m.mean_duration_ms().map_or_else(|| "-".to_owned(), duration);
+    let calls = m.calls.calls;
     vec![
-        (role, format!("{glyph} {}", m.health().word())),
+        (role, format!("{glyph} {}", health_word(health))),
         (
             Role::Muted,
             // Compact enough for the narrow right column; Enter shows rates and counts.
-            format!(" · {}/{} ok · {mean} avg", m.calls.saturating_sub(m.errors), m.calls),
+            format!(" · {}/{calls} ok · {mean} avg", calls.saturating_sub(m.calls.errors)),
         ),
     ]
 }
@@ -230,7 +233,7 @@ impl Pane for BreakersPane {
             ]);
             put_line(buf, inner, top, &first);
             let second = spans(&breaker_line(breaker, consecutive, state.now_ms), theme, width);
-            let third = spans(&metrics_line(metrics), theme, width);
+            let third = spans(&metrics_line(metrics, breaker.state), theme, width);
             let indent = |line: Line<'static>| {
                 let mut all = vec![Span::raw("  ")];
                 all.extend(line.spans);
@@ -279,12 +282,21 @@ impl Pane for BreakersPane {
         if let Some(reason) = &breaker.closed_reason {
             lines.push(vec![label("closed because"), (Role::Text, one_line(reason))]);
         }
-        let (glyph, role) = health_look(metrics.health());
-        lines.push(vec![label("health"), (role, format!("{glyph} {}", metrics.health().word()))]);
-        lines.push(vec![label("calls"), (Role::Text, metrics.calls.to_string())]);
+        let health = metrics.health(Some(breaker.state));
+        let (glyph, role) = health_look(health);
+        lines.push(vec![label("health"), (role, format!("{glyph} {}", health_word(health)))]);
+        lines.push(vec![label("calls"), (Role::Text, metrics.calls.calls.to_string())]);
+        lines.push(vec![label("errors"), (Role::Text, metrics.calls.errors.to_string())]);
+        let recent = metrics.calls.recent_error_rate().unwrap_or(0.0) * 100.0;
         lines.push(vec![
-            label("errors"),
-            (Role::Text, format!("{} ({:.0}%)", metrics.errors, metrics.error_rate() * 100.0)),
+            label("recent errors"),
+            (
+                Role::Text,
+                format!(
+                    "{} of the last {} ({recent:.0}%)",
+                    metrics.calls.recent_errors, metrics.calls.recent_calls
+                ),
+            ),
         ]);
         lines.push(vec![
             label("failures in row"),

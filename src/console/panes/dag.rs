@@ -14,7 +14,7 @@ use ratatui::widgets::Widget;
 
 use super::{Details, Pane, clock, duration, fit, one_line, put_line, style_row};
 use crate::console::state::{
-    PaneId, RunView, State, StatusRole, TaskStatus, TaskView, WorkspaceView,
+    PaneId, RunView, State, StatusRole, TaskModel, TaskStatus, WorkspaceModel,
 };
 use crate::console::theme::{Role, Theme};
 use crate::engine::workspace::change_counts;
@@ -333,7 +333,7 @@ fn draw_gap(
 fn detail_lines(
     state: &State,
     run: &RunView,
-    task: &TaskView,
+    task: &TaskModel,
     full: bool,
 ) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
@@ -379,13 +379,22 @@ fn detail_lines(
     lines.push(links);
 
     lines.push(timing_line(state, task));
+    if state.replay.is_some()
+        && let Some(backend) = side_effect_backend(task)
+    {
+        lines.push(vec![(
+            Role::Danger,
+            format!("⚠ side effects possible: ran on {backend} (a replay runs nothing)"),
+        )]);
+    }
     if let Some(workspace) = &task.workspace {
         lines.extend(workspace_lines(workspace, full));
     }
 
     if let Some(risk) = task.risk {
         let role = if risk >= Risk::High { Role::Danger } else { Role::Warn };
-        let waiting = if state.approvals.contains_key(&task.planned.task) {
+        let run = state.run().and_then(|r| r.run_id.clone());
+        let waiting = if state.approvals.contains_key(&(run, task.id().clone())) {
             " · awaiting approval (a)"
         } else {
             ""
@@ -427,9 +436,18 @@ fn detail_lines(
     lines
 }
 
+/// The backend of a task's attempt that could have changed something outside the run (a
+/// process, a coding agent, an HTTP call): any attempt not on a simulation backend.
+pub fn side_effect_backend(task: &TaskModel) -> Option<&str> {
+    if task.attempts == 0 || task.simulated {
+        return None;
+    }
+    task.backend.as_deref()
+}
+
 /// Started, how long the whole task took (or runs), the last attempt's own time, the wait
 /// before a retry and the timeout.
-fn timing_line(state: &State, task: &TaskView) -> Vec<(Role, String)> {
+fn timing_line(state: &State, task: &TaskModel) -> Vec<(Role, String)> {
     let mut timing = Vec::new();
     if let Some(started) = task.first_started_ms.or(task.started_ms) {
         timing.push((Role::Muted, format!("started {} · ", clock(started))));
@@ -472,7 +490,7 @@ fn timing_line(state: &State, task: &TaskView) -> Vec<(Role, String)> {
 const FILES_SHOWN: usize = 3;
 
 /// The branch (or folder) and the files its branch changed.
-fn workspace_lines(workspace: &WorkspaceView, full: bool) -> Vec<Vec<(Role, String)>> {
+fn workspace_lines(workspace: &WorkspaceModel, full: bool) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
     let place = match (&workspace.branch, workspace.kind) {
         (Some(branch), WorkspaceKind::Worktree) => format!("⎇ {branch}"),
@@ -547,12 +565,12 @@ impl Pane for DagPane {
     }
 
     fn visible_rows(&self, state: &State, area: Rect) -> usize {
-        state.run.as_ref().map_or(1, |run| geometry(run, inner_of(area)).visible_rows)
+        state.run().map_or(1, |run| geometry(run, inner_of(area)).visible_rows)
     }
 
     fn render(&self, state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let mut info = Vec::new();
-        if let Some(run) = &state.run {
+        if let Some(run) = state.run() {
             let (done, total) = run.progress();
             let text = format!(
                 " {} · {done}/{total} · {} layers ",
@@ -571,7 +589,7 @@ impl Pane for DagPane {
         if inner.is_empty() {
             return;
         }
-        let Some(run) = &state.run else {
+        let Some(run) = state.run() else {
             let can_run = state.role.allows(crate::command::Permission::RunWorkflows);
             let hint = if can_run {
                 "no run yet · press : and type  run workflows/demo.yaml"
@@ -606,7 +624,7 @@ impl Pane for DagPane {
     }
 
     fn details(&self, state: &State) -> Option<Details> {
-        let run = state.run.as_ref()?;
+        let run = state.run()?;
         let task = run.selected_task()?;
         let lines = detail_lines(state, run, task, true);
         Some(Details {
@@ -709,13 +727,13 @@ mod tests {
         reduce(&mut state, Input::Action(Action::SelectRight));
         reduce(&mut state, Input::Action(Action::SelectRight));
         reduce(&mut state, Input::Action(Action::SelectRight));
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("deploy-staging"));
         let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
         assert!(shown.contains("─ deploy-staging"), "{shown}");
         reduce(&mut state, Input::Action(Action::SelectLeft));
         reduce(&mut state, Input::Action(Action::SelectNext));
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         assert_eq!(run.selected_task().map(|t| t.planned.task.as_str()), Some("code-review"));
     }
 
@@ -784,7 +802,7 @@ mod tests {
         for _ in 0..3 {
             reduce(&mut state, Input::Action(Action::PageDown));
         }
-        let run = state.run.as_ref().expect("run");
+        let run = state.run().expect("run");
         let selected = run.selected_task().expect("selected").planned.task.to_string();
         let shown = testing::render_pane(&state, PaneId::Dag, 120, 40).to_string();
         assert!(shown.contains(&selected), "{selected} visible:\n{shown}");

@@ -40,9 +40,27 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(" ✈ Flightdeck", theme.style(Role::Accent)),
         Span::styled("  │  ", muted),
     ];
-    let Some(run) = &state.run else {
+    if let Some(cursor) = state.replay {
+        // Read-only and in the past: say so first, with the cursor's time.
+        let playing = match cursor.playing {
+            Some(speed) => format!(" · playing {speed}×"),
+            None => " · paused".to_owned(),
+        };
+        left.push(Span::styled(
+            format!("REPLAY {} UTC{playing}", super::clock(cursor.at_ms)),
+            theme.style(Role::Warn),
+        ));
+        left.push(Span::styled(format!(" · {}/{}", cursor.position, cursor.total), muted));
+        left.push(Span::styled("  │  ", muted));
+    }
+    let Some(run) = state.run() else {
         left.push(Span::styled("no run", theme.style(Role::Text)));
-        left.push(Span::styled("  ·  agents, pool and breakers are live", muted));
+        let note = if state.replay.is_some() {
+            "  ·  the run has not started at the cursor"
+        } else {
+            "  ·  agents, pool and breakers are live"
+        };
+        left.push(Span::styled(note, muted));
         put_line(buf, area, 0, &Line::from(left));
         return;
     };

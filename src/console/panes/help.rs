@@ -32,6 +32,7 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
         scopes.push(Scope::Approval);
     }
     scopes.push(Scope::Confirm);
+    scopes.push(Scope::Runs);
     for scope in scopes {
         let bindings: Vec<_> = keys::bindings(scope, state.role).collect();
         if bindings.is_empty() {

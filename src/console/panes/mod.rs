@@ -10,6 +10,7 @@ pub mod dag;
 pub mod header;
 pub mod help;
 pub mod pool;
+pub mod runs;
 pub mod status;
 
 use crossterm::event::KeyEvent;
@@ -52,7 +53,7 @@ pub trait Pane: Sync {
     fn handle_key(&self, state: &State, key: &KeyEvent) -> Option<Action> {
         keys::bindings(Scope::Pane(self.id()), state.role)
             .find(|b| b.keys.iter().any(|k| k.matches(key)))
-            .map(|b| b.action.clone())
+            .map(|b| b.action)
     }
 }
 
@@ -112,6 +113,7 @@ pub fn render_screen(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer)
                 render_details(&details, theme, area, scroll, buf);
             }
         }
+        Some(Overlay::Runs) => runs::render(state, theme, area, buf),
         None => {}
     }
     approval::render(state, theme, area, buf);

@@ -5,13 +5,47 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Widget;
 
 use super::{fit, one_line, put_line};
 use crate::console::keys;
-use crate::console::state::{Editing, State};
+use crate::console::state::{CommandLine, Editing, State};
 use crate::console::theme::{Role, Theme};
 use crate::event::Level;
+
+/// Shown in an empty command line.
+const COMMAND_LINE_PLACEHOLDER: &str =
+    "run PATH · cancel [TASK] · retry TASK · approve TASK · spawn AGENT · help";
+
+/// The typed text with its cursor cell reversed, scrolled so the cursor stays in `width`.
+fn command_line(
+    line: &CommandLine,
+    width: u16,
+    text: Style,
+    cursor: Style,
+    placeholder: Style,
+) -> Line<'static> {
+    let chars: Vec<char> = line.text.chars().collect();
+    let at = line.cursor.min(chars.len());
+    if chars.is_empty() {
+        let mut rest = COMMAND_LINE_PLACEHOLDER.chars();
+        let first = rest.next().map(String::from).unwrap_or_default();
+        return Line::from(vec![
+            Span::styled(first, cursor.patch(placeholder).add_modifier(Modifier::REVERSED)),
+            Span::styled(rest.collect::<String>(), placeholder),
+        ]);
+    }
+    // Keep the cursor on screen: show the end of a line longer than the room.
+    let room = usize::from(width).saturating_sub(1).max(1);
+    let start = at.saturating_sub(room.saturating_sub(1));
+    let before: String = chars[start..at].iter().collect();
+    let under: String = chars.get(at).map_or_else(|| " ".to_owned(), char::to_string);
+    let after: String = chars.iter().skip(at + 1).collect();
+    Line::from(vec![
+        Span::styled(before, text),
+        Span::styled(under, cursor),
+        Span::styled(after, text),
+    ])
+}
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if area.is_empty() {
@@ -24,15 +58,13 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Editing::CommandLine => {
             put_line(buf, area, 0, &Line::styled(" :", on_bar(Role::Accent)));
             let input = Rect { x: area.x + 2, width: area.width.saturating_sub(2), ..area };
-            let mut line = state.command_line.clone();
-            line.set_style(bar);
-            line.set_cursor_line_style(Style::default());
-            line.set_cursor_style(bar.add_modifier(Modifier::REVERSED));
-            line.set_placeholder_text(
-                "run PATH · cancel [TASK] · retry TASK · approve TASK · spawn AGENT · help",
+            let cursor = bar.add_modifier(Modifier::REVERSED);
+            put_line(
+                buf,
+                input,
+                0,
+                &command_line(&state.command_line, input.width, bar, cursor, on_bar(Role::Muted)),
             );
-            line.set_placeholder_style(on_bar(Role::Muted));
-            (&line).render(input, buf);
             return;
         }
         Editing::Filter => {
@@ -126,8 +158,10 @@ mod tests {
         let mut typing = testing::state(Fixture::Busy, PaneId::Dag);
         reduce(&mut typing, Input::Action(Action::OpenCommandLine));
         for c in "spawn back".chars() {
-            let key = crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(c));
-            reduce(&mut typing, Input::Action(Action::CommandLineInput(key.into())));
+            reduce(
+                &mut typing,
+                Input::Action(Action::CommandLineEdit(crate::console::state::LineEdit::Insert(c))),
+            );
         }
         assert_snapshot!("status_command_line_120", bar(&typing, 120));
         let mut filtering = testing::state(Fixture::Busy, PaneId::Agents);

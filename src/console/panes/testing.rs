@@ -44,9 +44,8 @@ pub fn state(fixture: Fixture, focus: PaneId) -> State {
     state_sized(fixture, focus, 120, 40)
 }
 
-pub fn state_sized(fixture: Fixture, focus: PaneId, width: u16, height: u16) -> State {
-    let mut state = State::new("alice", "admin", PathBuf::from("/project"), "dark");
-    reduce(&mut state, Input::Resize { width, height });
+/// The fixture's events, numbered and timed as the runtime would publish them.
+pub fn envelopes(fixture: Fixture) -> Vec<Arc<Envelope>> {
     let events = match fixture {
         Fixture::Empty => Vec::new(),
         Fixture::Busy => busy_events(),
@@ -68,11 +67,21 @@ pub fn state_sized(fixture: Fixture, focus: PaneId, width: u16, height: u16) -> 
             events
         }
     };
-    let mut seq = 0;
-    for (run, event) in events {
-        seq += 1;
-        let envelope = Envelope { seq, ts_ms: T0 + seq * 1_500, run_id: run, event };
-        reduce(&mut state, Input::Event(Arc::new(envelope)));
+    (1..)
+        .zip(events)
+        .map(|(seq, (run, event))| {
+            Arc::new(Envelope { seq, ts_ms: T0 + seq * 1_500, run_id: run, event })
+        })
+        .collect()
+}
+
+pub fn state_sized(fixture: Fixture, focus: PaneId, width: u16, height: u16) -> State {
+    let mut state = State::new("alice", "admin", PathBuf::from("/project"), "dark");
+    reduce(&mut state, Input::Resize { width, height });
+    let envelopes = envelopes(fixture);
+    let seq = envelopes.last().map_or(0, |e| e.seq);
+    for envelope in envelopes {
+        reduce(&mut state, Input::Event(envelope));
     }
     // One second after the last event: messages are still up, clocks have moved on.
     reduce(&mut state, Input::Tick(T0 + seq * 1_500 + 1_000));

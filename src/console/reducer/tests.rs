@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use rstest::rstest;
 
-use super::{APPROVAL_ARM_MS, Input, reduce};
+use super::{APPROVAL_ARM_MS, Effect, Input, commands, reduce};
 use crate::command::Command;
 use crate::console::keys::Action;
 use crate::console::state::{
-    AgentMetrics, ApprovalChoice, BreakerState, Editing, Health, InstanceState, Overlay, PaneId,
-    Prompt, State, TaskStatus,
+    AgentMetrics, ApprovalChoice, BreakerState, CommandLine, Confirmed, Editing, Health,
+    InstanceState, LineEdit, Overlay, PaneId, Prompt, State, TaskStatus,
 };
 use crate::event::{
     AgentSummary, Envelope, Event, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
@@ -40,17 +40,22 @@ impl Feed {
         Arc::new(Envelope { seq: self.seq, ts_ms: T0 + self.seq * 1000, run_id, event })
     }
 
-    fn event(&mut self, event: Event) -> Vec<Command> {
+    fn event(&mut self, event: Event) -> Vec<Effect> {
         let envelope = self.envelope(false, event);
         reduce(&mut self.state, Input::Event(envelope))
     }
 
-    fn run_event(&mut self, event: Event) -> Vec<Command> {
+    fn run_event(&mut self, event: Event) -> Vec<Effect> {
         let envelope = self.envelope(true, event);
         reduce(&mut self.state, Input::Event(envelope))
     }
 
+    /// The commands an action sends.
     fn act(&mut self, action: Action) -> Vec<Command> {
+        commands(&self.effects(action))
+    }
+
+    fn effects(&mut self, action: Action) -> Vec<Effect> {
         reduce(&mut self.state, Input::Action(action))
     }
 
@@ -60,13 +65,17 @@ impl Feed {
         reduce(&mut self.state, Input::Tick(now));
     }
 
+    /// The commands a typed command line sends.
     fn typed(&mut self, text: &str) -> Vec<Command> {
+        commands(&self.typed_effects(text))
+    }
+
+    fn typed_effects(&mut self, text: &str) -> Vec<Effect> {
         self.act(Action::OpenCommandLine);
         for c in text.chars() {
-            let key = crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(c));
-            self.act(Action::CommandLineInput(key.into()));
+            self.act(Action::CommandLineEdit(LineEdit::Insert(c)));
         }
-        self.act(Action::SubmitCommandLine)
+        self.effects(Action::SubmitCommandLine)
     }
 
     fn with_run(mut self) -> Self {
@@ -87,12 +96,41 @@ impl Feed {
         self
     }
 
+    /// An event of another run than `r1`.
+    fn event_in(&mut self, run: &str, event: Event) -> Vec<Effect> {
+        self.seq += 1;
+        let envelope = Envelope {
+            seq: self.seq,
+            ts_ms: T0 + self.seq * 1000,
+            run_id: Some(RunId::new(run)),
+            event,
+        };
+        reduce(&mut self.state, Input::Event(Arc::new(envelope)))
+    }
+
+    /// A second run, `r2` of workflow `other`, with the same task ids as `r1`.
+    fn with_second_run(mut self) -> Self {
+        self.event_in(
+            "r2",
+            Event::RunStarted {
+                workflow: "other".into(),
+                file: "workflows/other.yaml".into(),
+                goal: None,
+                max_parallel: 2,
+                fail_fast: false,
+                simulated: true,
+                tasks: vec![planned("design", 0, &[]), planned("deploy", 1, &["design"])],
+            },
+        );
+        self
+    }
+
     fn message(&self) -> Option<(Level, &str)> {
         self.state.message.as_ref().map(|m| (m.level, m.text.as_str()))
     }
 
     fn status(&self, task: &str) -> Option<TaskStatus> {
-        self.state.run.as_ref()?.task(&TaskId::new(task)).map(|t| t.status)
+        self.state.run()?.task(&TaskId::new(task)).map(|t| t.status)
     }
 }
 
@@ -254,9 +292,12 @@ fn task_events_drive_statuses_and_metrics() {
     assert_eq!(feed.status("build"), Some(TaskStatus::Failed));
     assert_eq!(feed.status("deploy"), Some(TaskStatus::Skipped));
     let metrics = feed.state.breakers.metrics[&agent()];
-    assert_eq!((metrics.calls, metrics.errors, metrics.consecutive_failures), (3, 2, 1));
+    assert_eq!(
+        (metrics.calls.calls, metrics.calls.errors, metrics.consecutive_failures),
+        (3, 2, 1)
+    );
     assert_eq!(metrics.mean_duration_ms(), Some(2000));
-    assert_eq!(metrics.health(), Health::Unhealthy);
+    assert_eq!(metrics.health(None), Health::Unhealthy);
 
     feed.run_event(Event::RunFinished {
         status: RunStatus::Failed,
@@ -266,26 +307,49 @@ fn task_events_drive_statuses_and_metrics() {
         cancelled: 0,
         duration_ms: 9_000,
     });
-    let run = feed.state.run.as_ref().expect("run");
+    let run = feed.state.run().expect("run");
     assert_eq!(run.outcome.map(|o| o.status), Some(RunStatus::Failed));
     assert_eq!(run.progress(), (3, 3));
     assert_eq!(run.elapsed_ms(T0 + 999_999), 9_000);
 }
 
+/// Calls as the console folds them: `failed_first` failures, then `ok` successes, then
+/// `failed_last` failures.
+fn calls(failed_first: usize, ok: usize, failed_last: usize) -> AgentMetrics {
+    let mut metrics = AgentMetrics::default();
+    let outcomes = std::iter::repeat_n(false, failed_first)
+        .chain(std::iter::repeat_n(true, ok))
+        .chain(std::iter::repeat_n(false, failed_last));
+    for ok in outcomes {
+        metrics.record(ok, 1_000);
+    }
+    metrics
+}
+
 #[rstest]
-#[case::quiet(0, 0, 0, Health::Healthy)]
-#[case::one_in_four(4, 1, 1, Health::Healthy)]
-#[case::over_a_quarter(7, 2, 1, Health::Unhealthy)]
-#[case::three_in_a_row(20, 3, 3, Health::Degraded)]
-#[case::both(4, 3, 3, Health::Unhealthy)]
-fn health_follows_the_alert_thresholds(
-    #[case] calls: u64,
-    #[case] errors: u64,
-    #[case] consecutive_failures: u32,
+#[case::quiet(calls(0, 0, 0), None, Health::Healthy)]
+#[case::one_in_four(calls(0, 3, 1), None, Health::Healthy)]
+#[case::over_a_quarter(calls(1, 5, 1), None, Health::Unhealthy)]
+#[case::three_in_a_row(calls(0, 17, 3), None, Health::Degraded)]
+#[case::both(calls(0, 1, 3), None, Health::Unhealthy)]
+// The runtime's rule: the error rate of the last 64 calls, so an agent that recovered is
+// healthy again although most of its lifetime calls failed.
+#[case::recovered(calls(100, 64, 0), None, Health::Healthy)]
+#[case::open_breaker(calls(0, 10, 0), Some(BreakerState::Open), Health::Unhealthy)]
+#[case::half_open_breaker(calls(0, 10, 0), Some(BreakerState::HalfOpen), Health::Degraded)]
+fn health_is_the_runtimes_verdict(
+    #[case] metrics: AgentMetrics,
+    #[case] breaker: Option<BreakerState>,
     #[case] expected: Health,
 ) {
-    let metrics = AgentMetrics { calls, errors, total_duration_ms: 0, consecutive_failures };
-    assert_eq!(metrics.health(), expected);
+    assert_eq!(metrics.health(breaker), expected);
+    let (runtime, _) = crate::resilience::assess(
+        &metrics.calls,
+        metrics.consecutive_failures,
+        breaker == Some(BreakerState::Open),
+        breaker == Some(BreakerState::HalfOpen),
+    );
+    assert_eq!(runtime, expected);
 }
 
 #[test]
@@ -351,6 +415,7 @@ fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>)
     assert_eq!(
         feed.state.prompt,
         Some(Prompt::Approval {
+            run: Some(run()),
             task: TaskId::new("deploy"),
             choice: ApprovalChoice::Later,
             armed_ms
@@ -361,7 +426,7 @@ fn approval_prompt(#[case] actions: Vec<Action>, #[case] expected: Vec<Command>)
     assert_eq!(commands, expected);
     assert_eq!(feed.state.prompt, None);
     // Whatever was chosen, the approval stays pending until the runtime decides.
-    assert!(feed.state.approvals.contains_key(&TaskId::new("deploy")));
+    assert!(feed.state.approvals.contains_key(&(Some(run()), TaskId::new("deploy"))));
 }
 
 #[test]
@@ -405,7 +470,7 @@ fn later_keeps_it_pending_and_the_next_approval_opens() {
     feed.act(Action::SelectRight);
     feed.act(Action::ReviewSelected);
     assert!(
-        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0 }) if task.as_str() == "build")
+        matches!(&feed.state.prompt, Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms: 0, .. }) if task.as_str() == "build")
     );
 }
 
@@ -434,7 +499,7 @@ fn prompts_wait_while_the_operator_types() {
 #[case::cancel_run(Action::CancelRun, Command::CancelRun { run: run() })]
 fn dangerous_keys_ask_first_with_no_focused(#[case] action: Action, #[case] expected: Command) {
     let mut feed = Feed::new("admin").with_run();
-    assert_eq!(feed.act(action.clone()), vec![]);
+    assert_eq!(feed.act(action), vec![]);
     assert!(matches!(feed.state.prompt, Some(Prompt::Confirm { confirm: false, .. })));
     assert_eq!(feed.act(Action::PromptConfirm), vec![], "Enter on the default does nothing");
     feed.act(action);
@@ -505,30 +570,39 @@ fn pane_keys_build_commands_from_the_selection() {
 #[test]
 fn command_line_sends_commands_and_explains_mistakes() {
     let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.typed("cancel build"), vec![], "asks first, like its key");
     assert_eq!(
-        feed.typed("cancel build"),
+        feed.act(Action::ConfirmYes),
         vec![Command::CancelTask { run: run(), task: TaskId::new("build") }]
     );
     assert_eq!(feed.state.editing, Editing::None);
     assert_eq!(feed.typed("bogus"), vec![]);
     assert_eq!(feed.message().map(|m| m.0), Some(Level::Error));
     assert!(feed.message().is_some_and(|m| m.1.starts_with("unknown command `bogus`")));
-    assert_eq!(feed.typed("theme light"), vec![]);
-    assert_eq!(feed.state.theme_request.as_deref(), Some("light"));
+    assert_eq!(feed.typed_effects("theme light"), vec![Effect::LoadTheme("light".into())]);
     feed.typed("help");
     assert_eq!(feed.state.overlay, Some(Overlay::Help { scroll: 0 }));
     // History: Up recalls the last command.
     feed.act(Action::OpenCommandLine);
     feed.act(Action::HistoryPrev);
-    assert_eq!(feed.state.command_line.lines(), ["help"]);
+    assert_eq!(feed.state.command_line, CommandLine::with_text("help"));
     feed.act(Action::HistoryPrev);
-    assert_eq!(feed.state.command_line.lines(), ["theme light"]);
+    assert_eq!(feed.state.command_line.text, "theme light");
     feed.act(Action::HistoryNext);
     feed.act(Action::HistoryNext);
-    assert_eq!(feed.state.command_line.lines(), [""]);
+    assert_eq!(feed.state.command_line.text, "");
     feed.act(Action::CloseCommandLine);
-    feed.typed("quit");
-    assert!(feed.state.should_quit);
+    feed.state.overlay = None;
+    // A finished run is not live: quitting needs no question.
+    feed.run_event(Event::RunFinished {
+        status: RunStatus::Succeeded,
+        succeeded: 3,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 1,
+    });
+    assert_eq!(feed.typed_effects("quit"), vec![Effect::Quit]);
 }
 
 #[test]
@@ -584,7 +658,7 @@ fn lag_rebuilds_the_picture_and_says_so() {
     ];
     reduce(&mut feed.state, Input::Resync { backlog, missed: 42 });
     assert_eq!(feed.message(), Some((Level::Warn, "lagged: missed 42 events; resynced")));
-    assert!(feed.state.run.is_none(), "the picture comes from the backlog only");
+    assert!(feed.state.run().is_none(), "the picture comes from the backlog only");
     assert_eq!(feed.state.pool.instances.keys().copied().collect::<Vec<_>>(), [InstanceId(9)]);
     assert_eq!(feed.state.audit.entries.len(), audited + 2);
     // Live events already in the backlog are not applied twice.
@@ -600,7 +674,7 @@ fn idle_console_has_no_deadline_and_a_run_ticks_each_second() {
     assert_eq!(feed.state.next_deadline_ms(), None);
     feed = feed.with_run();
     feed.state.message = None;
-    let started = feed.state.run.as_ref().expect("run").started_ms;
+    let started = feed.state.run().expect("run").started_ms;
     reduce(&mut feed.state, Input::Tick(started + 2_300));
     assert_eq!(feed.state.next_deadline_ms(), Some(started + 3_000));
     feed.run_event(Event::RunFinished {
@@ -725,7 +799,7 @@ fn a_token_flood_leaves_task_and_breaker_events_in_view() {
         Some("▸ design streaming… (1 token)")
     );
     // The text itself is in the task's details.
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert!(task.output.iter().any(|l| l.text.starts_with("t0 t1 t2")), "{:?}", task.output);
 }
 
@@ -760,7 +834,7 @@ fn took_covers_the_whole_task_and_a_retry_shows_its_wait() {
         duration_ms: 700,
         error: "exit 1".into(),
     });
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert_eq!((task.attempt_ms, task.retry_at_ms), (Some(700), Some(T0 + 4_000 + 4_000)));
     assert!(audit_texts(&feed).last().expect("a line").ends_with("; retrying in 4.0s"));
     feed.run_event(started("design", 2)); // T0 + 5 s
@@ -774,7 +848,7 @@ fn took_covers_the_whole_task_and_a_retry_shows_its_wait() {
         simulated: false,
         details: crate::event::AnswerDetails::default(),
     }); // T0 + 6 s
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     assert_eq!((task.duration_ms, task.attempt_ms), (Some(3_000), Some(500)));
     assert_eq!(
         audit_texts(&feed).last().map(String::as_str),
@@ -803,7 +877,7 @@ fn workspace_events_reach_the_task_view() {
         files: vec![FileChange { path: "api.md".into(), added: Some(12), removed: Some(0) }],
         summary: "1 file changed, 12 insertions(+)".into(),
     });
-    let task = feed.state.run.as_ref().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
+    let task = feed.state.run().and_then(|r| r.task(&TaskId::new("design"))).expect("task");
     let workspace = task.workspace.as_ref().expect("workspace");
     assert_eq!(workspace.branch.as_deref(), Some("flightdeck/r1/design"));
     assert_eq!(workspace.changes.len(), 1);
@@ -818,4 +892,367 @@ fn workspace_events_reach_the_task_view() {
         texts.iter().any(|t| t == "± design attempt 1: 1 file changed, 12 insertions(+)"),
         "{texts:#?}"
     );
+}
+
+/// The console's run is the one fold: what it shows equals `RunModel::from_events` over the
+/// same events, whatever else (pool, agents, approvals) the stream carried.
+#[rstest]
+#[case::busy(crate::console::panes::testing::Fixture::Busy)]
+#[case::failed(crate::console::panes::testing::Fixture::Failed)]
+#[case::prompt(crate::console::panes::testing::Fixture::Prompt)]
+fn the_consoles_run_is_the_run_model(#[case] fixture: crate::console::panes::testing::Fixture) {
+    use crate::console::panes::testing;
+    use crate::model::{OutputKeep, RunModel};
+    let envelopes = testing::envelopes(fixture);
+    let state = testing::state(fixture, PaneId::Dag);
+    let expected = RunModel::from_events(
+        envelopes.iter().map(AsRef::as_ref),
+        OutputKeep::Tail(crate::console::state::OUTPUT_TAIL_LINES),
+    );
+    let shown = &state.run().expect("a run").model;
+    assert!(shown.tasks.len() >= 3);
+    assert_eq!(*shown, expected);
+}
+
+// ---------------------------------------------------------------- one vocabulary, quitting
+
+/// The question a prompt asks and what yes does.
+fn confirmation(state: &State) -> Option<(String, Confirmed)> {
+    match &state.prompt {
+        Some(Prompt::Confirm { question, answer, .. }) => Some((question.clone(), answer.clone())),
+        _ => None,
+    }
+}
+
+/// A `:` command is the same request as its key: the same question, the same command on yes.
+#[rstest]
+#[case::cancel_run(Action::CancelRun, "cancel")]
+#[case::cancel_task(Action::CancelSelectedTask, "cancel design")]
+#[case::retry_task(Action::RetrySelectedTask, "retry design")]
+#[case::reset_breaker(Action::ResetSelectedBreaker, "reset backend-architect")]
+#[case::open_breaker(Action::OpenSelectedBreaker, "open backend-architect")]
+#[case::release(Action::ReleaseSelectedInstance, "release i7")]
+fn a_typed_command_asks_what_its_key_asks(#[case] key: Action, #[case] typed: &str) {
+    let feed = || {
+        let mut feed = Feed::new("admin").with_run();
+        feed.event(Event::InstanceReserved {
+            instance: InstanceId(7),
+            agent: AgentId::new("backend-architect"),
+        });
+        feed.event(Event::BreakerOpened {
+            agent: AgentId::new("backend-architect"),
+            failures: 3,
+            threshold: 3,
+            recovery_ms: 1,
+            last_error: "x".into(),
+        });
+        if typed.starts_with("retry") {
+            feed.run_event(Event::TaskFailed {
+                task: TaskId::new("design"),
+                agent: None,
+                attempt: 1,
+                duration_ms: 1,
+                error: "x".into(),
+            });
+        }
+        feed
+    };
+    let mut by_key = feed();
+    assert_eq!(by_key.act(key), vec![]);
+    let mut by_line = feed();
+    assert_eq!(by_line.typed(typed), vec![]);
+    let asked = confirmation(&by_key.state).expect("the key asks");
+    assert_eq!(confirmation(&by_line.state), Some(asked.clone()), "{typed}");
+    let Confirmed::Send(command) = asked.1 else { panic!("sends a command") };
+    assert_eq!(by_line.act(Action::ConfirmYes), vec![command.clone()]);
+    assert_eq!(by_key.act(Action::ConfirmYes), vec![command]);
+}
+
+#[test]
+fn a_typed_command_is_refused_like_its_key() {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.typed("retry design"), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    let refused = feed.message().map(|(level, text)| (level, text.to_owned()));
+    feed.act(Action::RetrySelectedTask);
+    assert_eq!(feed.message().map(|(level, text)| (level, text.to_owned())), refused);
+    assert_eq!(refused.map(|r| r.0), Some(Level::Warn));
+}
+
+#[test]
+fn quitting_with_a_live_run_asks_and_cancels_it_through_the_gate() {
+    let mut feed = Feed::new("admin").with_run();
+    assert_eq!(feed.effects(Action::Quit), vec![]);
+    let (question, answer) = confirmation(&feed.state).expect("asks first");
+    assert_eq!(
+        question,
+        "Quit? 1 live run (demo) is cancelled, recorded in the audit log as cancelled by alice."
+    );
+    assert_eq!(answer, Confirmed::Quit { cancel: vec![run()] });
+    // No keeps the console and the run.
+    assert_eq!(feed.effects(Action::ConfirmNo), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    // Yes cancels the run as the operator's command, then quits.
+    feed.effects(Action::Quit);
+    assert_eq!(
+        feed.effects(Action::ConfirmYes),
+        vec![Effect::Send(Command::CancelRun { run: run() }), Effect::Quit]
+    );
+    // Ctrl-C twice is the same yes; `:quit` asks the same question.
+    feed.effects(Action::Quit);
+    assert_eq!(
+        feed.effects(Action::Quit),
+        vec![Effect::Send(Command::CancelRun { run: run() }), Effect::Quit]
+    );
+    assert_eq!(feed.typed_effects("quit"), vec![]);
+    assert_eq!(confirmation(&feed.state).map(|c| c.0), Some(question));
+}
+
+#[test]
+fn quitting_without_live_runs_is_immediate() {
+    let mut feed = Feed::new("viewer");
+    assert_eq!(feed.effects(Action::Quit), vec![Effect::Quit]);
+}
+
+#[rstest]
+#[case::insert_middle("ab", 1, &[LineEdit::Insert('x')], "axb", 2)]
+#[case::backspace("abc", 3, &[LineEdit::Backspace], "ab", 2)]
+#[case::backspace_at_start("abc", 0, &[LineEdit::Backspace], "abc", 0)]
+#[case::delete("abc", 1, &[LineEdit::Delete], "ac", 1)]
+#[case::delete_at_end("abc", 3, &[LineEdit::Delete], "abc", 3)]
+#[case::moves("abc", 1, &[LineEdit::Left, LineEdit::Left, LineEdit::End, LineEdit::Right], "abc", 3)]
+#[case::home("abc", 2, &[LineEdit::Home, LineEdit::Insert('>')], ">abc", 1)]
+#[case::delete_word("cancel build  ", 14, &[LineEdit::DeleteWord], "cancel ", 7)]
+#[case::delete_word_one("retry", 5, &[LineEdit::DeleteWord], "", 0)]
+#[case::delete_to_start("spawn agent", 6, &[LineEdit::DeleteToStart], "agent", 0)]
+#[case::wide_chars("é→", 2, &[LineEdit::Backspace, LineEdit::Insert('ü')], "éü", 2)]
+fn command_line_edits(
+    #[case] text: &str,
+    #[case] cursor: usize,
+    #[case] edits: &[LineEdit],
+    #[case] expected: &str,
+    #[case] expected_cursor: usize,
+) {
+    let mut line = CommandLine { text: text.to_owned(), cursor };
+    for edit in edits {
+        line.edit(*edit);
+    }
+    assert_eq!((line.text.as_str(), line.cursor), (expected, expected_cursor));
+}
+
+// ---------------------------------------------------------------- many runs
+
+#[test]
+fn every_live_run_is_folded_into_its_own_model() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    // The newest run is shown; the older one keeps folding.
+    assert_eq!(feed.state.shown_run, Some(RunId::new("r2")));
+    feed.run_event(started("design", 1));
+    feed.event_in("r2", Event::TaskReady { task: TaskId::new("design") });
+    let r1 = &feed.state.runs[&run()];
+    let r2 = &feed.state.runs[&RunId::new("r2")];
+    assert_eq!(r1.task(&TaskId::new("design")).map(|t| t.status), Some(TaskStatus::Running));
+    assert_eq!(r2.task(&TaskId::new("design")).map(|t| t.status), Some(TaskStatus::Ready));
+    assert_eq!((r1.tasks.len(), r2.tasks.len()), (3, 2));
+    assert_eq!(feed.status("design"), Some(TaskStatus::Ready), "the DAG shows r2");
+    // Both are live: quitting names both.
+    feed.effects(Action::Quit);
+    let (question, answer) = confirmation(&feed.state).expect("asks");
+    assert!(question.starts_with("Quit? 2 live runs (demo, other) are cancelled"), "{question}");
+    assert_eq!(answer, Confirmed::Quit { cancel: vec![run(), RunId::new("r2")] });
+}
+
+#[test]
+fn two_runs_waiting_on_the_same_task_id_do_not_collide() {
+    let mut feed = Feed::new("reviewer").with_run().with_second_run();
+    feed.run_event(approval("deploy"));
+    feed.event_in("r2", approval("deploy"));
+    assert_eq!(feed.state.approvals.len(), 2);
+    // The first asked is decided first, for its own run.
+    feed.wait(APPROVAL_ARM_MS);
+    assert_eq!(
+        feed.act(Action::Approve),
+        vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: None }]
+    );
+    feed.wait(APPROVAL_ARM_MS);
+    assert_eq!(
+        feed.act(Action::Reject),
+        vec![Command::Reject { run: RunId::new("r2"), task: TaskId::new("deploy"), note: None }]
+    );
+    // A decision of one run leaves the other's approval alone.
+    feed.event_in(
+        "r2",
+        Event::ApprovalDecided {
+            task: TaskId::new("deploy"),
+            approved: false,
+            by: UserId::new("alice"),
+            note: None,
+        },
+    );
+    let waiting: Vec<_> = feed.state.approvals.keys().cloned().collect();
+    assert_eq!(waiting, [(Some(run()), TaskId::new("deploy"))]);
+    // `:approve deploy` picks the run still waiting.
+    assert_eq!(
+        feed.typed("approve deploy ok"),
+        vec![Command::Approve { run: run(), task: TaskId::new("deploy"), note: Some("ok".into()) }]
+    );
+}
+
+#[test]
+fn approving_a_task_id_waiting_in_two_other_runs_asks_which() {
+    let mut feed = Feed::new("reviewer").with_run().with_second_run();
+    feed.run_event(approval("deploy"));
+    feed.event_in("r2", approval("deploy"));
+    feed.event_in(
+        "r3",
+        Event::RunStarted {
+            workflow: "third".into(),
+            file: "workflows/third.yaml".into(),
+            goal: None,
+            max_parallel: 1,
+            fail_fast: false,
+            simulated: true,
+            tasks: vec![planned("x", 0, &[])],
+        },
+    );
+    feed.act(Action::Later);
+    feed.act(Action::Later);
+    assert_eq!(feed.typed("approve deploy"), vec![]);
+    let (level, text) = feed.message().expect("says why");
+    assert_eq!(level, Level::Error);
+    assert!(text.starts_with("deploy waits in 2 runs (r1, r2)"), "{text}");
+}
+
+// ---------------------------------------------------------------- the Runs list
+
+fn stored_row(id: &str, state: crate::store::RunState, started_ms: u64) -> crate::store::RunRow {
+    crate::store::RunRow {
+        run_id: RunId::new(id),
+        workflow: format!("wf-{id}"),
+        file: "workflows/x.yaml".into(),
+        started_ms,
+        finished_ms: None,
+        state,
+        tasks: 4,
+        succeeded: 2,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: None,
+        simulated: false,
+    }
+}
+
+#[test]
+fn runs_list_merges_the_store_with_live_runs_newest_first() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    assert_eq!(feed.effects(Action::OpenRuns), vec![Effect::LoadRuns]);
+    assert_eq!(feed.state.overlay, Some(Overlay::Runs));
+    let stored = vec![
+        stored_row("r0-old", crate::store::RunState::Interrupted, T0 - 10_000),
+        // The store's row of a run the console folds: the live model wins.
+        stored_row("r1", crate::store::RunState::Running, T0 + 2_000),
+    ];
+    reduce(&mut feed.state, Input::RunsLoaded(stored));
+    let entries = feed.state.run_entries();
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["r2", "r1", "r0-old"]);
+    let r1 = &entries[1];
+    assert_eq!((r1.status, r1.done, r1.total, r1.live), ("running", 0, 3, true));
+    assert_eq!(entries[2].status, "interrupted");
+    // The shown run is selected first; the filter narrows.
+    assert_eq!(feed.state.runs_list.cursor.selected, Some(RunId::new("r2")));
+    feed.act(Action::StartFilter);
+    for c in "interr".chars() {
+        feed.act(Action::FilterPush(c));
+    }
+    assert_eq!(feed.state.run_entries().len(), 1);
+    assert_eq!(feed.state.runs_list.cursor.selected, Some(RunId::new("r0-old")));
+    feed.act(Action::FilterAccept);
+    // An interrupted run is not cancelled: it says how to go on.
+    assert_eq!(feed.act(Action::CancelSelectedRun), vec![]);
+    assert_eq!(feed.state.prompt, None);
+    assert!(feed.message().is_some_and(|m| m.1.contains("flightdeck resume")));
+}
+
+#[test]
+fn showing_a_run_from_the_list_pins_it() {
+    let mut feed = Feed::new("admin").with_run().with_second_run();
+    feed.effects(Action::OpenRuns);
+    reduce(&mut feed.state, Input::RunsLoaded(Vec::new()));
+    feed.act(Action::SelectNext);
+    assert_eq!(feed.effects(Action::ShowSelectedRun), vec![]);
+    assert_eq!(feed.state.shown_run, Some(run()));
+    assert_eq!(feed.state.overlay, None);
+    assert_eq!(feed.status("deploy"), Some(TaskStatus::Pending));
+    // A run that starts later does not take the DAG from the operator's choice.
+    feed.event_in(
+        "r3",
+        Event::RunStarted {
+            workflow: "third".into(),
+            file: "workflows/third.yaml".into(),
+            goal: None,
+            max_parallel: 1,
+            fail_fast: false,
+            simulated: true,
+            tasks: vec![planned("x", 0, &[])],
+        },
+    );
+    assert_eq!(feed.state.shown_run, Some(run()));
+    assert_eq!(feed.state.runs.len(), 3);
+}
+
+#[test]
+fn cancelling_from_the_list_asks_what_c_in_the_dag_asks() {
+    let mut by_list = Feed::new("admin").with_run();
+    by_list.effects(Action::OpenRuns);
+    reduce(&mut by_list.state, Input::RunsLoaded(Vec::new()));
+    assert_eq!(by_list.act(Action::CancelSelectedRun), vec![]);
+    let mut by_key = Feed::new("admin").with_run();
+    by_key.act(Action::CancelRun);
+    assert_eq!(confirmation(&by_list.state), confirmation(&by_key.state));
+    assert_eq!(by_list.act(Action::ConfirmYes), vec![Command::CancelRun { run: run() }]);
+}
+
+#[test]
+fn a_stored_run_is_read_and_shown_as_it_ended() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.effects(Action::OpenRuns);
+    reduce(
+        &mut feed.state,
+        Input::RunsLoaded(vec![stored_row("r0", crate::store::RunState::Failed, T0 - 10_000)]),
+    );
+    feed.act(Action::SelectNext);
+    assert_eq!(feed.effects(Action::ShowSelectedRun), vec![Effect::LoadRun(RunId::new("r0"))]);
+    let stored = |seq, event| {
+        Arc::new(Envelope { seq, ts_ms: T0 - 10_000 + seq, run_id: Some(RunId::new("r0")), event })
+    };
+    let events = vec![
+        stored(
+            1,
+            Event::RunStarted {
+                workflow: "old".into(),
+                file: "workflows/old.yaml".into(),
+                goal: None,
+                max_parallel: 1,
+                fail_fast: false,
+                simulated: false,
+                tasks: vec![planned("only", 0, &[])],
+            },
+        ),
+        stored(
+            2,
+            Event::TaskFailed {
+                task: TaskId::new("only"),
+                agent: None,
+                attempt: 1,
+                duration_ms: 5,
+                error: "boom".into(),
+            },
+        ),
+    ];
+    reduce(&mut feed.state, Input::RunLoaded { run: RunId::new("r0"), events });
+    assert_eq!(feed.state.shown_run, Some(RunId::new("r0")));
+    assert_eq!(feed.status("only"), Some(TaskStatus::Failed));
+    assert_eq!(feed.state.overlay, None);
 }

@@ -1,0 +1,64 @@
+//! The `:` command line: plain text and a cursor, history, and submitting. A submitted line
+//! becomes the same request as its key (see [`prompts::request`]), so it asks the same
+//! question.
+
+use crate::event::Level;
+
+use super::super::command_line::{self, LineCommand};
+use super::super::keys::Action;
+use super::super::state::{CommandLine, Editing, LineEdit, Overlay, State};
+use super::{Effect, prompts, say};
+
+pub(super) fn open(state: &mut State) {
+    state.editing = Editing::CommandLine;
+    state.command_line = CommandLine::default();
+    state.history_pos = None;
+}
+
+pub(super) fn edit(state: &mut State, edit: LineEdit) {
+    state.command_line.edit(edit);
+}
+
+pub(super) fn submit(state: &mut State) -> Vec<Effect> {
+    let text = state.command_line.text.trim().to_owned();
+    state.editing = Editing::None;
+    state.history_pos = None;
+    if text.is_empty() {
+        prompts::open_next_approval(state);
+        return Vec::new();
+    }
+    if state.command_history.last() != Some(&text) {
+        state.command_history.push(text.clone());
+    }
+    let effects = match command_line::parse(&text, state) {
+        Ok(LineCommand::Send(command)) => prompts::request(state, command),
+        Ok(LineCommand::Theme(name)) => vec![Effect::LoadTheme(name)],
+        Ok(LineCommand::Help) => {
+            state.overlay = Some(Overlay::Help { scroll: 0 });
+            Vec::new()
+        }
+        Ok(LineCommand::Quit) => prompts::quit(state),
+        Err(message) => {
+            say(state, Level::Error, message);
+            Vec::new()
+        }
+    };
+    prompts::open_next_approval(state);
+    effects
+}
+
+pub(super) fn browse_history(state: &mut State, action: Action) {
+    let len = state.command_history.len();
+    if len == 0 {
+        return;
+    }
+    let pos = match (action, state.history_pos) {
+        (Action::HistoryPrev, None) => Some(len - 1),
+        (Action::HistoryPrev, Some(p)) => Some(p.saturating_sub(1)),
+        (_, Some(p)) if p + 1 < len => Some(p + 1),
+        _ => None,
+    };
+    state.history_pos = pos;
+    let text = pos.and_then(|p| state.command_history.get(p)).cloned().unwrap_or_default();
+    state.command_line = CommandLine::with_text(&text);
+}

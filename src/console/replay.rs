@@ -1,0 +1,168 @@
+//! Replay: the console on a stored run with a time cursor. [`Replay`] owns the run's events
+//! and the console [`State`] at the cursor; moving the cursor folds events through the same
+//! reducer as live ones. Snapshots of the state every [`SNAPSHOT_EVERY`] events make a step
+//! back cheap: restore the nearest snapshot before the cursor and fold forward from there.
+//! Pure (no IO, no clocks): the app reads the store and draws.
+
+use std::sync::Arc;
+
+use crate::event::{Envelope, Event};
+
+use super::reducer::{Input, reduce};
+use super::state::{ReplayCursor, State};
+
+/// Events between two snapshots of the state.
+pub const SNAPSHOT_EVERY: usize = 2_048;
+
+/// Where to move the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// One event forward or back.
+    Step(isize),
+    /// To the next (or previous) event that ends a task.
+    Task { forward: bool },
+    /// Before the first event.
+    Start,
+    /// After the last event.
+    End,
+}
+
+/// A stored run, folded up to a cursor.
+pub struct Replay {
+    events: Vec<Arc<Envelope>>,
+    /// The state before any event (size, theme, user), restored by [`Seek::Start`].
+    base: State,
+    /// `(events applied, state)`, ascending; the first is `base` at 0.
+    snapshots: Vec<(usize, State)>,
+    /// The state with the first `position` events applied.
+    pub state: State,
+    position: usize,
+    /// Events between snapshots.
+    every: usize,
+}
+
+impl Replay {
+    /// Open at the start (nothing applied): opening costs the events' reading, not their
+    /// folding.
+    pub fn open(events: Vec<Arc<Envelope>>, base: State) -> Self {
+        Self::open_every(events, base, SNAPSHOT_EVERY)
+    }
+
+    /// [`Replay::open`] with a snapshot every `every` events (tests use small numbers).
+    pub fn open_every(events: Vec<Arc<Envelope>>, mut base: State, every: usize) -> Self {
+        base.replay = Some(ReplayCursor {
+            position: 0,
+            total: events.len(),
+            at_ms: events.first().map_or(0, |e| e.ts_ms),
+            playing: None,
+        });
+        Self {
+            events,
+            snapshots: vec![(0, base.clone())],
+            state: base.clone(),
+            base,
+            position: 0,
+            every: every.max(1),
+        }
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Time of the next event to apply, if any.
+    pub fn peek_ms(&self) -> Option<u64> {
+        self.events.get(self.position).map(|e| e.ts_ms)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Move the cursor; returns whether it moved.
+    pub fn seek(&mut self, seek: Seek) -> bool {
+        let target = match seek {
+            Seek::Step(delta) => self.position.saturating_add_signed(delta).min(self.len()),
+            Seek::Task { forward } => self.task_boundary(forward),
+            Seek::Start => 0,
+            Seek::End => self.len(),
+        };
+        self.seek_to(target)
+    }
+
+    /// Put the cursor after `target` events.
+    pub fn seek_to(&mut self, target: usize) -> bool {
+        let target = target.min(self.len());
+        if target == self.position {
+            return false;
+        }
+        if target < self.position {
+            let (at, snapshot) = self
+                .snapshots
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= target)
+                .map_or_else(|| (0, self.base.clone()), |(at, s)| (*at, s.clone()));
+            self.state = snapshot;
+            self.position = at;
+        }
+        while self.position < target {
+            let envelope = Arc::clone(&self.events[self.position]);
+            reduce(&mut self.state, Input::Event(envelope));
+            self.position += 1;
+            let last = self.snapshots.last().map_or(0, |(at, _)| *at);
+            if self.position.is_multiple_of(self.every) && self.position > last {
+                self.snapshots.push((self.position, self.state.clone()));
+            }
+        }
+        let at_ms = self.position.checked_sub(1).map_or_else(
+            || self.events.first().map_or(0, |e| e.ts_ms),
+            |last| self.events[last].ts_ms,
+        );
+        if let Some(cursor) = self.state.replay.as_mut() {
+            cursor.position = self.position;
+            cursor.total = self.events.len();
+            cursor.at_ms = at_ms;
+        }
+        // The picture's clocks stand at the cursor, not at the wall clock.
+        self.state.now_ms = at_ms;
+        true
+    }
+
+    /// The position just after the next (or before the previous) event that ends a task.
+    fn task_boundary(&self, forward: bool) -> usize {
+        let ends_task = |e: &Arc<Envelope>| {
+            matches!(
+                e.event,
+                Event::TaskSucceeded { .. }
+                    | Event::TaskFailed { .. }
+                    | Event::TaskSkipped { .. }
+                    | Event::TaskCancelled { .. }
+            )
+        };
+        if forward {
+            self.events
+                .iter()
+                .enumerate()
+                .skip(self.position)
+                .find(|(_, e)| ends_task(e))
+                .map_or(self.len(), |(i, _)| i + 1)
+        } else {
+            self.events
+                .iter()
+                .enumerate()
+                .take(self.position.saturating_sub(1))
+                .rev()
+                .find(|(_, e)| ends_task(e))
+                .map_or(0, |(i, _)| i + 1)
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod tests;

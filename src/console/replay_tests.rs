@@ -1,0 +1,119 @@
+//! Replay tests: the state at the cursor is the fold of the events before it, whichever way
+//! the cursor got there; nothing can be sent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use insta::assert_snapshot;
+
+use super::{Replay, Seek};
+use crate::console::keys::{self, Action, KEYMAP};
+use crate::console::panes::testing::{self, Fixture};
+use crate::console::reducer::{Effect, Input, reduce};
+use crate::console::state::{LineEdit, State, UserRole};
+use crate::event::{Envelope, Event};
+
+fn base(width: u16, height: u16) -> State {
+    let mut state = State::new("alice", "viewer", PathBuf::from("/project"), "dark");
+    reduce(&mut state, Input::Resize { width, height });
+    state
+}
+
+/// The state a live console has after exactly these events.
+fn folded(events: &[Arc<Envelope>], width: u16, height: u16) -> State {
+    let mut state = base(width, height);
+    for envelope in events {
+        reduce(&mut state, Input::Event(Arc::clone(envelope)));
+    }
+    state
+}
+
+fn assert_same_picture(replayed: &State, live: &State, at: usize) {
+    assert_eq!(replayed.run().map(|r| &r.model), live.run().map(|r| &r.model), "run at {at}");
+    assert_eq!(replayed.pool, live.pool, "pool at {at}");
+    assert_eq!(replayed.breakers, live.breakers, "breakers at {at}");
+    assert_eq!(replayed.audit.entries, live.audit.entries, "audit at {at}");
+    assert_eq!(replayed.approvals, live.approvals, "approvals at {at}");
+}
+
+#[test]
+fn the_picture_at_the_cursor_is_the_fold_of_the_events_before_it() {
+    let events = testing::envelopes(Fixture::Failed);
+    assert!(events.len() > 20);
+    // A snapshot every 4 events: stepping back crosses many.
+    let mut replay = Replay::open_every(events.clone(), base(120, 40), 4);
+    replay.seek(Seek::End);
+    assert_eq!(replay.position(), events.len());
+    assert_same_picture(&replay.state, &folded(&events, 120, 40), events.len());
+    for at in (0..events.len()).rev() {
+        replay.seek(Seek::Step(-1));
+        assert_eq!(replay.position(), at);
+        assert_same_picture(&replay.state, &folded(&events[..at], 120, 40), at);
+    }
+    replay.seek_to(7);
+    replay.seek(Seek::Step(5));
+    assert_same_picture(&replay.state, &folded(&events[..12], 120, 40), 12);
+    let cursor = replay.state.replay.expect("in replay");
+    assert_eq!((cursor.position, cursor.total), (12, events.len()));
+    assert_eq!(cursor.at_ms, events[11].ts_ms);
+}
+
+#[test]
+fn a_task_jump_lands_just_after_a_task_ended() {
+    let events = testing::envelopes(Fixture::Busy);
+    let mut replay = Replay::open(events.clone(), base(120, 40));
+    replay.seek(Seek::Task { forward: true });
+    let last = &events[replay.position() - 1].event;
+    assert!(matches!(last, Event::TaskSucceeded { .. } | Event::TaskFailed { .. }), "{last:?}");
+    let first_end = replay.position();
+    replay.seek(Seek::Task { forward: true });
+    assert!(replay.position() > first_end);
+    replay.seek(Seek::Task { forward: false });
+    assert_eq!(replay.position(), first_end);
+    replay.seek(Seek::Start);
+    assert_eq!(replay.position(), 0);
+    assert!(replay.state.run().is_none());
+}
+
+/// Every key and every command line: nothing reaches the gate, and no key that changes
+/// anything is offered.
+#[test]
+fn nothing_can_be_sent_from_a_replay() {
+    let events = testing::envelopes(Fixture::Prompt);
+    let mut replay = Replay::open(events, base(120, 40));
+    replay.seek(Seek::End);
+    let state = &mut replay.state;
+    assert_eq!(state.role, UserRole::Viewer);
+    assert!(state.prompt.is_none(), "no approval prompt opens in a replay");
+    for scope in keys::active_scopes(state) {
+        assert!(keys::bindings(scope, state.role).all(|b| !b.danger), "{scope:?}");
+    }
+    let mut sent = Vec::new();
+    for binding in KEYMAP {
+        sent.extend(reduce(state, Input::Action(binding.action)));
+        sent.extend(reduce(state, Input::Action(Action::ConfirmYes)));
+    }
+    for line in ["cancel", "retry design-api", "approve deploy-staging", "spawn x", "reload"] {
+        reduce(state, Input::Action(Action::OpenCommandLine));
+        for c in line.chars() {
+            reduce(state, Input::Action(Action::CommandLineEdit(LineEdit::Insert(c))));
+        }
+        sent.extend(reduce(state, Input::Action(Action::SubmitCommandLine)));
+        sent.extend(reduce(state, Input::Action(Action::ConfirmYes)));
+    }
+    let sends: Vec<&Effect> = sent.iter().filter(|e| matches!(e, Effect::Send(_))).collect();
+    assert!(sends.is_empty(), "{sends:?}");
+}
+
+#[test]
+fn replay_snapshots() {
+    let theme = testing::theme();
+    for (w, h) in [(160, 45), (80, 24), (60, 16)] {
+        let mut replay = Replay::open(testing::envelopes(Fixture::Failed), base(w, h));
+        replay.seek_to(18);
+        assert_snapshot!(
+            format!("replay_{w}x{h}"),
+            testing::render_screen(&replay.state, &theme, w, h)
+        );
+    }
+}
