@@ -294,10 +294,16 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
 #[test]
 fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
     let mut session = Session::start(&["--workflow", "workflows/release.yaml"]);
-    session.wait_text("Approval needed");
-    // Later: the approval stays pending and the run stays live.
+    // Both approvals of the release (release-notes, security-review) are asked; Later on each
+    // (the second prompt opens as the first closes): they stay pending, the run stays live.
+    session.wait_for("both approvals asked", |screen| {
+        screen.contains("2 awaiting approval") && screen.contains("Approval needed")
+    });
     session.press(b"\x1b");
-    session.wait_for("the prompt closed", |screen| !screen.contains("Approval needed"));
+    // Apart, so the terminal does not read two escapes as one Alt-Esc.
+    std::thread::sleep(Duration::from_millis(300));
+    session.press(b"\x1b");
+    session.wait_for("the prompts closed", |screen| !screen.contains("Approval needed"));
     session.press(b"W");
     session.wait_for("the Runs list", |screen| {
         screen.contains("Runs · ")

@@ -93,6 +93,10 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
         Input::Resync { backlog, missed } => events::resync(state, &backlog, missed),
         Input::Action(action) => {
             let effects = actions::apply_action(state, action);
+            // An overlay that just closed lets a waiting approval prompt open.
+            if state.overlay.is_none() {
+                prompts::open_next_approval(state);
+            }
             return if state.replay.is_some() { read_only(state, effects) } else { effects };
         }
         Input::Tick(now_ms) => {

@@ -17,7 +17,13 @@ pub const APPROVAL_ARM_MS: u64 = 600;
 
 /// Show the next approval that is not deferred, unless something else has the keys.
 pub(super) fn open_next_approval(state: &mut State) {
-    if state.prompt.is_some() || state.editing != Editing::None || !state.can_review() {
+    // An open overlay (help, details, the Runs list) has the operator's attention and keys: the
+    // prompt waits until it closes, so a key meant for the overlay cannot answer it.
+    if state.prompt.is_some()
+        || state.overlay.is_some()
+        || state.editing != Editing::None
+        || !state.can_review()
+    {
         return;
     }
     let next = state

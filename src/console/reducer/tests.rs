@@ -1256,3 +1256,16 @@ fn a_stored_run_is_read_and_shown_as_it_ended() {
     assert_eq!(feed.status("only"), Some(TaskStatus::Failed));
     assert_eq!(feed.state.overlay, None);
 }
+
+/// An approval asked while an overlay (help, details, the Runs list) is open waits for it to
+/// close, so a key meant for the overlay (Esc) cannot answer the prompt.
+#[test]
+fn an_approval_waits_for_an_open_overlay_to_close() {
+    let mut feed = Feed::new("admin").with_run();
+    feed.act(Action::ToggleHelp);
+    feed.run_event(approval("deploy"));
+    assert_eq!(feed.state.prompt, None, "not over the help");
+    feed.act(Action::CloseOverlay);
+    assert_eq!(feed.state.overlay, None);
+    assert!(matches!(feed.state.prompt, Some(Prompt::Approval { .. })), "asked once it closed");
+}
