@@ -29,8 +29,10 @@ pub struct Settings {
     /// Backend used by agents that name none.
     pub default_backend: String,
     /// How agents run, by name.
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub backends: BTreeMap<String, BackendConfig>,
     /// User name to role name (`admin`, `developer`, `operator`, `reviewer`, `viewer`).
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub users: BTreeMap<String, String>,
     /// Role of identities not listed in `users`.
     pub default_role: String,
@@ -648,6 +650,7 @@ pub struct BreakerSettings {
     #[serde(with = "duration")]
     pub recovery_timeout: Duration,
     pub half_open_probes: u32,
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub overrides: BTreeMap<String, BreakerOverride>,
 }
 
@@ -695,6 +698,12 @@ impl Settings {
                 let message = match message.rfind(" at line ") {
                     Some(at) if line > 0 => message[..at].to_owned(),
                     _ => message,
+                };
+                // A duplicate is found where its map starts; point at the second key.
+                let (line, column) = match unique_map::duplicate_in(&message) {
+                    Some(key) => unique_map::second_line(text, line, key)
+                        .map_or((line, column), |line| (line, 1)),
+                    None => (line, column),
                 };
                 ConfigError::Parse { file: file.to_owned(), line, column, message }
             })?
@@ -766,6 +775,17 @@ impl Settings {
                 return Err(invalid(&format!("backends.{name}.{field}"), message));
             }
         }
+        if let Some(user) = self.users.keys().find(|user| !is_plain_user_name(user)) {
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                line: None,
+                field: "users".to_owned(),
+                message: format!(
+                    "user name {user:?} is empty or holds control characters (newlines, escapes); \
+                     such a name could forge log lines or drive a terminal"
+                ),
+            });
+        }
         let roles = self
             .users
             .iter()
@@ -793,6 +813,13 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Whether `name` can be a user name: not empty, at most 64 characters, no control
+/// characters (newlines, escapes), so it cannot forge an audit or log line nor send escape
+/// sequences to a terminal that shows it.
+pub fn is_plain_user_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)
 }
 
 /// The 1-based line of a dotted field (`backends.sim.command`) in block-style YAML: each
@@ -836,6 +863,75 @@ pub mod duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map_err(|e| D::Error::custom(format!("bad duration `{text}`: {e} (try `30s`, `5m`)")))
+    }
+}
+
+/// Maps whose keys must be unique. YAML parsers (`serde_norway` too) keep the last of two
+/// equal keys, so `users: {vic: viewer, vic: admin}` would silently make vic an admin; here
+/// the second one is an error at its line.
+pub mod unique_map {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+
+    pub fn deserialize<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de>,
+    {
+        struct Unique<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+            type Value = BTreeMap<String, V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map with unique keys")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.contains_key(&key) {
+                        return Err(A::Error::custom(format!(
+                            "duplicate key `{key}` (each name may be given once)"
+                        )));
+                    }
+                    let value = map.next_value()?;
+                    entries.insert(key, value);
+                }
+                Ok(entries)
+            }
+        }
+        d.deserialize_map(Unique(PhantomData))
+    }
+
+    /// The key named by a duplicate-key message.
+    pub(super) fn duplicate_in(message: &str) -> Option<&str> {
+        let rest = message.split("duplicate key `").nth(1)?;
+        rest.split('`').next()
+    }
+
+    /// The 1-based line of the second `key:` at or after `from` (the map's first line):
+    /// the line of the duplicate.
+    pub(super) fn second_line(text: &str, from: usize, key: &str) -> Option<usize> {
+        let mut seen = 0;
+        for (index, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+            seen += line
+                .match_indices(key)
+                .filter(|(at, _)| {
+                    let before = line[..*at].trim_end();
+                    let after = line[at + key.len()..].trim_start();
+                    let quoted = before.ends_with(['"', '\'']);
+                    (before.is_empty() || before.ends_with(['{', ',']) || quoted)
+                        && (after.starts_with(':') || after.starts_with(['"', '\'']))
+                })
+                .count();
+            if seen >= 2 {
+                return Some(index + 1);
+            }
+        }
+        None
     }
 }
 
@@ -889,6 +985,33 @@ mod tests {
         assert!(err.to_string().starts_with("f.yaml:4: users.ann: unknown role `wizard`"), "{err}");
         let err = Settings::parse("default_role: admn\n", Path::new("f.yaml")).expect_err("role");
         assert!(err.to_string().starts_with("f.yaml:1: default_role: unknown role"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_at_their_line() {
+        let text = "default_role: viewer\nusers:\n  vic: viewer\n  ann: admin\n  vic: admin\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate user");
+        assert!(err.to_string().starts_with("f.yaml:5:"), "{err}");
+        assert!(err.to_string().contains("duplicate key `vic`"), "{err}");
+        let err = Settings::parse("users: {vic: viewer, vic: admin}\n", Path::new("f.yaml"))
+            .expect_err("duplicate user in flow style");
+        assert!(err.to_string().contains("duplicate key `vic`"), "{err}");
+        let text = "backends:\n  sim:\n    kind: sim\n  sim:\n    kind: sim\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate backend");
+        assert!(err.to_string().starts_with("f.yaml:4:"), "{err}");
+        let text = "breakers:\n  overrides:\n    a: {failure_threshold: 1}\n    a: {}\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate override");
+        assert!(err.to_string().starts_with("f.yaml:4:"), "{err}");
+    }
+
+    #[test]
+    fn user_names_with_control_characters_are_refused() {
+        let text = "users:\n  \"vic\\nadmin\": viewer\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("newline in a name");
+        assert!(err.to_string().contains("control characters"), "{err}");
+        let text = "users:\n  \"vic\\u001b[2J\": viewer\n";
+        assert!(Settings::parse(text, Path::new("f.yaml")).is_err());
+        assert!(is_plain_user_name("rex.o'neil"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod exec;
 pub mod governance;
+pub mod host;
 pub mod ids;
 pub mod learning;
 pub mod logging;

@@ -34,9 +34,8 @@ struct GlobalArgs {
     /// Where runs, the audit log and logs are kept [default: <project>/.flightdeck].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    #[arg(
-        help = "Act as this user [default: $FLIGHTDECK_USER, else $USER, else the account name]"
-    )]
+    #[arg(help = "Act as this user, whose role may not be higher than your account's own \
+                [default: $FLIGHTDECK_USER, else your account]")]
     #[arg(long = "as", global = true, value_name = "USER")]
     user: Option<String>,
     /// Theme from themes/: dark, light, high-contrast.
@@ -169,28 +168,19 @@ enum AgentsCmd {
     },
 }
 
-/// The account name of the current uid, for shells that do not set `$USER`.
-fn login_name() -> Option<String> {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name)
-}
-
 fn main() {
     let cli = Cli::parse();
     let project_dir = cli.globals.project_dir.clone();
-    let globals = Globals {
-        data_dir: cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck")),
-        project_dir,
-        user: cli
-            .globals
-            .user
-            .clone()
-            .or_else(|| std::env::var("FLIGHTDECK_USER").ok())
-            .or_else(|| std::env::var("USER").ok())
-            .or_else(login_name)
-            .unwrap_or_else(|| "unknown".to_owned()),
-        theme: cli.globals.theme.clone(),
+    let data_dir = cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck"));
+    let claimed = cli.globals.user.clone().or_else(|| std::env::var("FLIGHTDECK_USER").ok());
+    let user = match cli::acting_user(&project_dir, &data_dir, claimed.as_deref()) {
+        Ok(user) => user,
+        Err(message) => {
+            eprintln!("flightdeck: {message}");
+            std::process::exit(cli::exit::INVALID);
+        }
     };
+    let globals = Globals { data_dir, project_dir, user, theme: cli.globals.theme.clone() };
     let log = flightdeck::logging::init(&globals.data_dir);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), user = %globals.user, "flightdeck starting");
     let code = match cli.command {

@@ -114,6 +114,7 @@ impl Runtime {
         let RuntimeOptions { project_dir, data_dir, settings, watch_agents } = options;
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| RuntimeError::DataDir { path: data_dir.clone(), source })?;
+        crate::host::record_project(&data_dir, &project_dir);
         let settings = Arc::new(settings);
         // The store first, so its sink sees every event from here on, and the bus numbers
         // from blocks the store reserves for this process alone, so `seq` never repeats nor

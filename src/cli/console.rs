@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use super::{Globals, exit};
 use crate::command::Command;
-use crate::config::Settings;
 use crate::console::{self, ConsoleLink, ConsoleOptions};
 use crate::event::Event;
 use crate::governance::Identity;
@@ -27,7 +26,7 @@ pub struct ConsoleRequest {
 
 /// Open the console; returns the exit code.
 pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i32 {
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("flightdeck: {error}");

@@ -17,7 +17,6 @@ use serde_json::json;
 use super::progress::{Printer, short};
 use super::{Globals, exit};
 use crate::bus::now_ms;
-use crate::config::Settings;
 use crate::engine::workspace::{KeptWorktree, change_counts};
 use crate::event::{
     AnswerDetails, Envelope, Event, FileChange, OutputStream, TokenUsage, WorkspaceKind,
@@ -142,7 +141,7 @@ pub fn prune(
         eprintln!("no runs yet in {}", store_path(globals).display());
         return exit::OK;
     }
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => return fail(&error.to_string()),
     };

@@ -324,7 +324,7 @@ pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
         eprintln!("flightdeck: --max-parallel 0: at least one task must be able to run");
         return exit::INVALID;
     }
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("{error}");

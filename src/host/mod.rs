@@ -1,0 +1,8 @@
+//! The host of a data dir: the process that runs its workflows (the console or a headless
+//! `run`). It listens on `<data-dir>/control.sock`; other terminals attach to it and
+//! command-line clients (`approvals`, `approve`, `reject`) talk to it. Identity on the socket
+//! comes from the kernel (peer credentials), and every command passes the host's gate.
+
+mod project;
+
+pub use project::{PROJECT_FILE, governed_settings, record_project, recorded_project};
