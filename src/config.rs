@@ -41,6 +41,37 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     /// Theme name from `themes/` when `--theme` is not given.
     pub theme: Option<String>,
+    /// The control socket of the process that hosts the data dir.
+    pub host: HostSettings,
+    /// Who is told when a task starts waiting for a person.
+    pub notify: NotifySettings,
+}
+
+/// The control socket (`<data-dir>/control.sock`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// The group given read and write access to the socket (mode 0660), e.g. `reviewers`;
+    /// unset, the host's own group.
+    pub socket_group: Option<String>,
+}
+
+/// Attention when a task starts waiting for a person (an approval or a conflict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Ring the terminal bell in every attached console.
+    pub bell: bool,
+    /// Send a desktop notification (OSC 9 and OSC 777) from every attached console.
+    pub desktop: bool,
+    /// A program (argv, never a shell string) run with a JSON description on stdin.
+    pub command: Vec<String>,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self { bell: true, desktop: true, command: Vec::new() }
+    }
 }
 
 impl Default for Settings {
@@ -56,6 +87,8 @@ impl Default for Settings {
             limits: Limits::default(),
             breakers: BreakerSettings::default(),
             theme: None,
+            host: HostSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -580,12 +613,39 @@ pub struct Policies {
     pub approval_at: crate::event::Risk,
     /// Extra words that make a task high-risk.
     pub high_risk_words: Vec<String>,
+    /// How long a task waits for its approval.
+    #[serde(with = "duration")]
+    pub approval_timeout: Duration,
+    /// What happens at the deadline.
+    pub on_timeout: OnTimeout,
+    /// Tasks at or above this risk need two different approvers.
+    pub two_person_at: crate::event::Risk,
+    /// Whether the user who started a run may approve its tasks (separation of duties).
+    pub self_approval: bool,
 }
 
 impl Default for Policies {
     fn default() -> Self {
-        Self { approval_at: crate::event::Risk::High, high_risk_words: Vec::new() }
+        Self {
+            approval_at: crate::event::Risk::High,
+            high_risk_words: Vec::new(),
+            approval_timeout: Duration::from_secs(3600),
+            on_timeout: OnTimeout::Reject,
+            two_person_at: crate::event::Risk::Critical,
+            self_approval: false,
+        }
     }
+}
+
+/// What an approval that reaches its deadline becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// The task is rejected (it fails, saying the deadline passed).
+    #[default]
+    Reject,
+    /// The request stays open, marked overdue, and the reviewers are notified again.
+    Escalate,
 }
 
 /// Limits of the runtime.

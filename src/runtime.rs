@@ -18,7 +18,10 @@ use crate::command::{Command, Request};
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
-use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYSTEM_USER};
+use crate::governance::{
+    Approvals, Channel, Denied, Gate, GovernanceError, Identity, PendingApproval, Provenance,
+    SYSTEM_USER, run_of,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::pool::{Pool, PoolConfig, PoolError};
@@ -235,6 +238,26 @@ impl Runtime {
         submit(&self.inner, request).await.map(|_| ())
     }
 
+    /// [`Runtime::submit`] for a caller whose identity was established as `provenance`
+    /// says (a control-socket peer): the gate's audit record carries it.
+    pub async fn submit_from(
+        &self,
+        request: Request,
+        provenance: &Provenance,
+    ) -> Result<Option<RunId>, RuntimeError> {
+        submit_from(&self.inner, request, provenance).await
+    }
+
+    /// The identity `caller` acts as (its own, or a lower `claimed` one), through the gate.
+    pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
+        self.inner.gate.assume(caller, claimed)
+    }
+
+    /// What waits for a reviewer, oldest first.
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        self.inner.approvals.pending()
+    }
+
     /// Delete finished runs from the run store as `user`, through the gate (as `PruneRuns`);
     /// returns the runs deleted and how many events went with them.
     pub async fn prune_runs(
@@ -386,13 +409,19 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
+    submit_from(inner, request, &Provenance::local(Channel::Console)).await
+}
+
+async fn submit_from(
+    inner: &Arc<Inner>,
+    request: Request,
+    provenance: &Provenance,
+) -> Result<Option<RunId>, RuntimeError> {
     // A run started by this command gets its id before the gate, so the decision (accepted
     // or denied) carries the run's id like every other event the run caused.
     let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
-    let identity = match &new_run {
-        Some(run) => inner.gate.check_for_run(&request, Some(run))?,
-        None => inner.gate.check(&request)?,
-    };
+    let run = new_run.as_ref().or_else(|| run_of(&request.command));
+    let identity = inner.gate.check_from(&request, run, provenance)?;
     dispatch(inner, &identity, request.command, new_run).await
 }
 

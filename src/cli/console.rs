@@ -12,6 +12,7 @@ use crate::command::Command;
 use crate::console::{self, ConsoleLink, ConsoleOptions};
 use crate::event::Event;
 use crate::governance::Identity;
+use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::{AgentId, InstanceId};
 use crate::runtime::{Runtime, RuntimeOptions};
 
@@ -33,6 +34,25 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             return exit::INVALID;
         }
     };
+    // One host per data dir: a second console attaches to the first.
+    let lock = match HostLock::take(&globals.data_dir) {
+        Ok(lock) => lock,
+        Err(HostError::AlreadyHosted { pid, .. }) => {
+            let host = pid.map_or_else(|| "another flightdeck".to_owned(), |p| format!("pid {p}"));
+            if let Some(workflow) = &request.workflow {
+                eprintln!(
+                    "flightdeck: {} is hosted by {host}; attaching (start {} there with `:run`)",
+                    globals.data_dir.display(),
+                    workflow.display()
+                );
+            }
+            return super::host::attach(globals, false, log_file);
+        }
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::FAILED;
+        }
+    };
     let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(tokio) => tokio,
         Err(error) => {
@@ -42,6 +62,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
     };
     tokio.block_on(async move {
         let theme = globals.theme.clone().or_else(|| settings.theme.clone());
+        let host_options = HostOptions { socket_group: settings.host.socket_group.clone() };
         let identity = Identity::resolve(&globals.user, &settings);
         let runtime = match Runtime::start(RuntimeOptions {
             project_dir: globals.project_dir.clone(),
@@ -52,6 +73,16 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             Ok(runtime) => Arc::new(runtime),
             Err(error) => {
                 eprintln!("flightdeck: {error}");
+                return exit::FAILED;
+            }
+        };
+        let host = match Host::listen(lock, Arc::clone(&runtime), &host_options) {
+            Ok(host) => host,
+            Err(error) => {
+                eprintln!("flightdeck: {error}");
+                if let Ok(runtime) = Arc::try_unwrap(runtime) {
+                    runtime.shutdown().await;
+                }
                 return exit::FAILED;
             }
         };
@@ -81,6 +112,8 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
         if let Some(demo) = demo {
             demo.abort();
         }
+        // Attached consoles are told the host is going; then no connection holds the runtime.
+        host.close().await;
         // The link's resync closure holds a clone; once the console is gone it is the last.
         match Arc::try_unwrap(runtime) {
             Ok(runtime) => runtime.shutdown().await,

@@ -14,6 +14,7 @@ macro_rules! outln {
 pub mod agents;
 pub mod console;
 pub mod doctor;
+pub mod host;
 mod progress;
 pub mod runs;
 pub mod workflow;
@@ -37,6 +38,9 @@ pub struct Globals {
     pub user: String,
     /// Theme name (`--theme`).
     pub theme: Option<String>,
+    /// `--as` / `FLIGHTDECK_USER` as given: clients of a host pass it on, and the host checks
+    /// it against the role of the account the kernel names.
+    pub claimed: Option<String>,
 }
 
 impl Globals {

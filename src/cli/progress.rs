@@ -27,6 +27,8 @@ pub(crate) struct Printer {
     real_attempts: usize,
     /// When each task's first attempt started, so "took" covers the whole task.
     first_started_ms: HashMap<TaskId, u64>,
+    /// `run --approvals wait`: approvals wait for a reviewer instead of being refused.
+    waits_for_reviewers: bool,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
 }
@@ -35,6 +37,12 @@ impl Printer {
     /// For a run starting now.
     pub(crate) fn live(json: bool, run: RunId) -> Self {
         Self::new(json, run, Clock::Live(Instant::now()))
+    }
+
+    /// Approvals of this live run wait for reviewers (`run --approvals wait`).
+    pub(crate) fn waiting_for_reviewers(mut self) -> Self {
+        self.waits_for_reviewers = true;
+        self
     }
 
     /// For the stored events of `run`, shown with their time since the run's first event.
@@ -50,6 +58,7 @@ impl Printer {
             simulated_attempts: 0,
             real_attempts: 0,
             first_started_ms: HashMap::new(),
+            waits_for_reviewers: false,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
         }
@@ -160,6 +169,7 @@ impl Printer {
             Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
                 // A live headless run refuses it at once; a stored run says what followed.
                 let outcome = match self.clock {
+                    Clock::Live(_) if self.waits_for_reviewers => "; waiting for a reviewer",
                     Clock::Live(_) => "; refused: no reviewer in a headless run",
                     Clock::Replay { .. } => "",
                 };

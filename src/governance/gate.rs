@@ -195,7 +195,7 @@ impl Gate {
 pub const ASSUME_IDENTITY: &str = "assume_identity";
 
 /// The run a command acts on, so its decision lands in that run's event stream.
-fn run_of(command: &Command) -> Option<&RunId> {
+pub fn run_of(command: &Command) -> Option<&RunId> {
     match command {
         Command::CancelRun { run }
         | Command::CancelTask { run, .. }
