@@ -618,8 +618,9 @@ pub struct Policies {
     pub approval_timeout: Duration,
     /// What happens at the deadline.
     pub on_timeout: OnTimeout,
-    /// Tasks at or above this risk need two different approvers.
-    pub two_person_at: crate::event::Risk,
+    /// Tasks at or above this risk need two different approvers; `off`: never.
+    #[serde(with = "risk_or_off")]
+    pub two_person_at: Option<crate::event::Risk>,
     /// Whether the user who started a run may approve its tasks (separation of duties).
     pub self_approval: bool,
 }
@@ -631,7 +632,7 @@ impl Default for Policies {
             high_risk_words: Vec::new(),
             approval_timeout: Duration::from_secs(3600),
             on_timeout: OnTimeout::Reject,
-            two_person_at: crate::event::Risk::Critical,
+            two_person_at: Some(crate::event::Risk::Critical),
             self_approval: false,
         }
     }
@@ -992,6 +993,34 @@ pub mod unique_map {
             }
         }
         None
+    }
+}
+
+/// A risk level, or `off` for a rule that never applies.
+pub mod risk_or_off {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    use crate::event::Risk;
+
+    pub fn serialize<S: Serializer>(risk: &Option<Risk>, s: S) -> Result<S::Ok, S::Error> {
+        match risk {
+            Some(risk) => serde::Serialize::serialize(risk, s),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Risk>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim() {
+            "off" => Ok(None),
+            "low" => Ok(Some(Risk::Low)),
+            "medium" => Ok(Some(Risk::Medium)),
+            "high" => Ok(Some(Risk::High)),
+            "critical" => Ok(Some(Risk::Critical)),
+            other => Err(D::Error::custom(format!(
+                "`{other}` is not a risk (expected low, medium, high, critical or off)"
+            ))),
+        }
     }
 }
 

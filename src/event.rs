@@ -360,6 +360,13 @@ pub enum Event {
     // ---- everything else ----
     /// A message for the operator.
     Notice { level: Level, message: String },
+
+    // ---- approvals (hosts) ----
+    /// One approval of a task that needs `needed` different approvers; it still waits.
+    ApprovalGiven { task: TaskId, by: UserId, count: u32, needed: u32 },
+    /// The deadline of an approval passed under `on_timeout: escalate`: it keeps waiting,
+    /// marked overdue, and the reviewers are told again.
+    ApprovalOverdue { task: TaskId, waited_ms: u64 },
 }
 
 impl Event {
@@ -380,7 +387,9 @@ impl Event {
             | Self::WorkspaceCreated { task, .. }
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
-            | Self::ApprovalDecided { task, .. } => Some(task.as_str()),
+            | Self::ApprovalDecided { task, .. }
+            | Self::ApprovalGiven { task, .. }
+            | Self::ApprovalOverdue { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -446,6 +455,8 @@ impl Event {
             Self::CommandAccepted { .. } => "command_accepted",
             Self::CommandDenied { .. } => "command_denied",
             Self::Notice { .. } => "notice",
+            Self::ApprovalGiven { .. } => "approval_given",
+            Self::ApprovalOverdue { .. } => "approval_overdue",
         }
     }
 }

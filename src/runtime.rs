@@ -138,7 +138,7 @@ impl Runtime {
         };
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
-        let approvals = Approvals::new(bus.clone());
+        let approvals = Approvals::with_policy(bus.clone(), (&settings.policies).into());
         let audit = AuditLog::open(data_dir.join(AUDIT_FILE))?;
         let gate = Gate::new(&settings, audit, bus.clone());
         let engine = Engine::new(EngineParts {
@@ -288,7 +288,8 @@ impl Runtime {
         };
         // The id is made first, so the gate's decision belongs to the run it starts.
         let run = RunId::generate();
-        self.inner.gate.check_for_run(&request, Some(&run))?;
+        let identity = self.inner.gate.check_for_run(&request, Some(&run))?;
+        self.inner.approvals.record_starter(&run, &identity.user);
         start_owned(&self.inner, run, plan)
     }
 
@@ -421,13 +422,20 @@ async fn submit_from(
     // or denied) carries the run's id like every other event the run caused.
     let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
     let run = new_run.as_ref().or_else(|| run_of(&request.command));
-    let identity = inner.gate.check_from(&request, run, provenance)?;
-    dispatch(inner, &identity, request.command, new_run).await
+    let broken_rule = match &request.command {
+        Command::Approve { run, task, .. } => {
+            inner.approvals.separation(run, task, &request.user, &provenance.account)
+        }
+        _ => None,
+    };
+    let identity = inner.gate.check_with_rule(&request, run, provenance, broken_rule)?;
+    dispatch(inner, &identity, &provenance.account, request.command, new_run).await
 }
 
 async fn dispatch(
     inner: &Arc<Inner>,
     identity: &Identity,
+    account: &str,
     command: Command,
     new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
@@ -441,13 +449,14 @@ async fn dispatch(
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
             let run = new_run.unwrap_or_else(RunId::generate);
+            inner.approvals.record_starter(&run, &identity.user);
             return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,
         Command::RetryTask { run, task } => run_handle(&run)?.retry_task(&task).await?,
         Command::Approve { run, task, note } => {
-            inner.approvals.decide(&run, &task, true, &identity.user, note)?;
+            inner.approvals.decide_as(&run, &task, true, &identity.user, account, note)?;
         }
         Command::Reject { run, task, note } => {
             inner.approvals.decide(&run, &task, false, &identity.user, note)?;

@@ -19,7 +19,7 @@ use crate::event::Envelope;
 use crate::governance::{Channel, PendingApproval};
 use crate::host::protocol::{HostMessage, Outcome};
 use crate::host::{Hello, HostClient, HostError};
-use crate::ids::{RunId, TaskId};
+use crate::ids::{RunId, TaskId, UserId};
 
 /// `approvals [--json]`: what waits on the host.
 pub fn approvals(globals: &Globals, json: bool) -> i32 {
@@ -259,6 +259,19 @@ fn approvals_text(pending: &[PendingApproval], now_ms: u64) -> String {
             seconds(waited),
         );
         let _ = writeln!(out, "  why: {}", approval.reasons.join("; "));
+        let starter = approval.requested_by.as_ref().map_or("unknown", |user| user.as_str());
+        let deadline = match approval.deadline_ms {
+            _ if approval.overdue => "OVERDUE".to_owned(),
+            Some(at) => format!("in {}", seconds(at.saturating_sub(now_ms) / 1000)),
+            None => "none".to_owned(),
+        };
+        let given: Vec<&str> = approval.approved_by.iter().map(UserId::as_str).collect();
+        let so_far = if given.is_empty() {
+            format!("0 of {}", approval.needed)
+        } else {
+            format!("{} of {} ({})", given.len(), approval.needed, given.join(", "))
+        };
+        let _ = writeln!(out, "  started by {starter}  deadline {deadline}  approvals {so_far}");
     }
     out
 }

@@ -47,6 +47,8 @@ pub enum DenyReason {
     AuditUnavailable(String),
     /// `--as` / `FLIGHTDECK_USER` asked for a higher role (or a name that cannot be one).
     Claim(String),
+    /// A policy of the project forbids it (approving one's own run, approving twice).
+    Policy(String),
 }
 
 impl fmt::Display for DenyReason {
@@ -58,7 +60,7 @@ impl fmt::Display for DenyReason {
             Self::AuditUnavailable(error) => {
                 write!(f, "the decision cannot be recorded in the audit log ({error})")
             }
-            Self::Claim(why) => f.write_str(why),
+            Self::Claim(why) | Self::Policy(why) => f.write_str(why),
         }
     }
 }
@@ -98,11 +100,27 @@ impl Gate {
         run: Option<&RunId>,
         provenance: &Provenance,
     ) -> Result<Identity, Denied> {
+        self.check_with_rule(request, run, provenance, None)
+    }
+
+    /// [`Gate::check_from`] with a rule of the project the request breaks (separation of
+    /// duties, a second approval by the same person): refused and audited like a missing
+    /// permission.
+    pub fn check_with_rule(
+        &self,
+        request: &Request,
+        run: Option<&RunId>,
+        provenance: &Provenance,
+        broken_rule: Option<String>,
+    ) -> Result<Identity, Denied> {
         let identity = self.roles.identify(request.user.as_str());
         let command = request.command.name();
         let permission = request.command.permission();
-        let mut refusal =
-            (!identity.allows(permission)).then_some(DenyReason::MissingPermission(permission));
+        let mut refusal = if identity.allows(permission) {
+            broken_rule.map(DenyReason::Policy)
+        } else {
+            Some(DenyReason::MissingPermission(permission))
+        };
 
         let args = serde_json::to_value(&request.command).unwrap_or_default();
         let mut detail = json!({

@@ -8,7 +8,7 @@ mod identity;
 mod risk;
 mod role;
 
-pub use approvals::{Approvals, Decision, PendingApproval, SYSTEM_USER};
+pub use approvals::{ApprovalPolicy, Approvals, Decision, PendingApproval, SYSTEM_USER};
 pub use error::GovernanceError;
 pub use gate::{ASSUME_IDENTITY, Denied, DenyReason, Gate, run_of};
 pub use identity::{Channel, ClaimRefused, Provenance, Via, account_name};
