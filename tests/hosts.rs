@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
@@ -74,8 +75,10 @@ impl Project {
         // Clients run as other users: they must reach the data dir's socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let root = dir.path();
-        let users: String =
-            USERS.iter().map(|(user, role)| format!("  {user}: {role}\n")).collect();
+        let mut users = String::new();
+        for (user, role) in USERS {
+            writeln!(users, "  {user}: {role}").unwrap();
+        }
         let settings = format!(
             "default_role: viewer\nusers:\n  root: admin\n{users}host:\n  socket_group: {GROUP}\n\
              policies:\n{policies}backends:\n  sim:\n    kind: sim\n    latency_min: 1ms\n    \
