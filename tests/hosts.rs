@@ -71,6 +71,11 @@ struct Project {
 impl Project {
     /// A project whose `policies` block is `policies` (YAML lines indented by two).
     fn new(policies: &str) -> Self {
+        Self::with_extra(policies, "")
+    }
+
+    /// [`Project::new`] with more top-level settings.
+    fn with_extra(policies: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Clients run as other users: they must reach the data dir's socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -82,7 +87,7 @@ impl Project {
         let settings = format!(
             "default_role: viewer\nusers:\n  root: admin\n{users}host:\n  socket_group: {GROUP}\n\
              policies:\n{policies}backends:\n  sim:\n    kind: sim\n    latency_min: 1ms\n    \
-             latency_max: 5ms\n"
+             latency_max: 5ms\n{extra}"
         );
         std::fs::write(root.join("flightdeck.yaml"), settings).unwrap();
         let agents = root.join("agentpool/tier1-core");
@@ -477,5 +482,52 @@ fn a_stale_socket_is_replaced_and_a_second_host_is_refused() {
     let run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
     let out = project.as_user("fdrex", &["approve", &run, "rotate"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(finish(host).0, 0);
+}
+
+#[test]
+fn notify_command_runs_within_100_ms_with_one_notification_for_requests_arriving_together() {
+    if !users_ready() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("notified");
+    // The program notes when it started, then what it was told; one line per run.
+    let script = format!(
+        "started=$(date +%s%3N); body=$(cat); echo \"$started $body\" >> {}",
+        log.display()
+    );
+    let extra = format!("notify:\n  command: [sh, -c, {}]\n", serde_json::json!(script));
+    let project = Project::with_extra("  approval_timeout: 5m\n", &extra);
+    std::fs::write(
+        project.root().join("workflows/pair.yaml"),
+        "name: pair\ntasks:\n  - {id: rotate-a, description: Rotate the password store, agent: worker}\n  \
+         - {id: rotate-b, description: Rotate the auth keys, agent: worker}\n",
+    )
+    .unwrap();
+    let host = project.host("workflows/pair.yaml", "root");
+    let run = project.waiting("rotate-b")["run"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "notify.command never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let notified = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = notified.lines().collect();
+    assert_eq!(lines.len(), 1, "two requests at once are one notification: {notified}");
+    let (started, body) = lines[0].split_once(' ').unwrap();
+    let body: Value = serde_json::from_str(body).unwrap();
+    let requests = body["waiting_for_a_person"].as_array().unwrap();
+    let tasks: Vec<&str> = requests.iter().map(|r| r["task"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["rotate-a", "rotate-b"]);
+    assert_eq!(requests[0]["run"], run.as_str());
+    let since = requests[0]["since"].as_u64().unwrap();
+    let latency = started.parse::<u64>().unwrap().saturating_sub(since);
+    assert!(latency <= 100, "notify.command started {latency} ms after the request");
+    for task in ["rotate-a", "rotate-b"] {
+        let out = project.as_user("fdrex", &["approve", &run, task]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
     assert_eq!(finish(host).0, 0);
 }

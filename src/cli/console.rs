@@ -62,7 +62,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
     };
     tokio.block_on(async move {
         let theme = globals.theme.clone().or_else(|| settings.theme.clone());
-        let host_options = HostOptions { socket_group: settings.host.socket_group.clone() };
+        let host_options = HostOptions::from_settings(&settings);
         let identity = Identity::resolve(&globals.user, &settings);
         let runtime = match Runtime::start(RuntimeOptions {
             project_dir: globals.project_dir.clone(),

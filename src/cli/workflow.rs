@@ -371,7 +371,7 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
-    let host_options = HostOptions { socket_group: settings.host.socket_group.clone() };
+    let host_options = HostOptions::from_settings(&settings);
     let runtime = match Runtime::start(RuntimeOptions {
         project_dir: globals.project_dir.clone(),
         data_dir: globals.data_dir.clone(),

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::HostError;
+use super::attention::spawn_notifier;
 use super::protocol::{ClientMessage, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
 use crate::command::{Command, Request};
 use crate::governance::{Channel, Identity, Provenance};
@@ -47,6 +48,18 @@ const MAX_CLIENT_LINE: u64 = 1024 * 1024;
 pub struct HostOptions {
     /// The group given access to the socket (mode 0660); `None` keeps the process's group.
     pub socket_group: Option<String>,
+    /// `notify.command`: run with a JSON description when a task starts waiting for a person.
+    pub notify_command: Vec<String>,
+}
+
+impl HostOptions {
+    /// The options `settings` give.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            socket_group: settings.host.socket_group.clone(),
+            notify_command: settings.notify.command.clone(),
+        }
+    }
 }
 
 /// The data dir's host lock, held for the host's life: the proof, to every other process,
@@ -86,6 +99,10 @@ impl Host {
         let socket = data_dir.join(SOCKET_FILE);
         let listener = bind_private(&socket, options.socket_group.as_deref())?;
         let closing = CancellationToken::new();
+        if !options.notify_command.is_empty() {
+            let command = options.notify_command.clone();
+            spawn_notifier(runtime.bus(), command, closing.clone());
+        }
         let accept = tokio::spawn(accept_loop(listener, runtime, closing.clone()));
         tracing::info!(socket = %socket.display(), "host: listening");
         Ok(Self { socket, closing, accept, _lock: lock })
