@@ -531,3 +531,105 @@ fn notify_command_runs_within_100_ms_with_one_notification_for_requests_arriving
     }
     assert_eq!(finish(host).0, 0);
 }
+
+/// A console in a pseudo-terminal; a thread keeps every byte it writes.
+struct Terminal {
+    raw: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    writer: Box<dyn std::io::Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+}
+
+impl Terminal {
+    /// `flightdeck` (as root) with `args` in a 120x40 pseudo-terminal.
+    fn open(args: &[&str]) -> Self {
+        use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+        let pair = native_pty_system()
+            .openpty(PtySize { rows: 40, cols: 120, pixel_width: 0, pixel_height: 0 })
+            .unwrap();
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_flightdeck"));
+        command.args(args);
+        command.cwd(env!("CARGO_MANIFEST_DIR"));
+        command.env("TERM", "xterm-256color");
+        command.env_remove("FLIGHTDECK_USER");
+        let child = pair.slave.spawn_command(command).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let raw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&raw);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut chunk) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Self { raw, writer, child, _master: pair.master }
+    }
+
+    fn screen(&self) -> String {
+        let mut parser = vt100::Parser::new(40, 120, 0);
+        parser.process(&self.raw.lock().unwrap());
+        parser.screen().contents()
+    }
+
+    fn wait_for(&self, what: &str, found: impl Fn(&str, &[u8]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let raw = self.raw.lock().unwrap().clone();
+            if found(&self.screen(), &raw) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+#[test]
+fn a_second_console_attaches_shows_the_hosts_screen_and_is_called_when_a_task_waits() {
+    if !users_ready() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let data = data_dir.path().to_str().unwrap();
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let mut host =
+        Terminal::open(&["--project-dir", manifest, "--data-dir", data, "--as", "alice"]);
+    host.wait_for("the host's console", |screen, _| screen.contains("Pool"));
+    // The second console on the same data dir attaches instead of starting a runtime.
+    let mut attached = Terminal::open(&["--project-dir", manifest, "--data-dir", data]);
+    attached.wait_for("the attached console", |screen, _| screen.contains("Pool"));
+    // A workflow started from the attached console runs on the host.
+    attached.writer.write_all(b":run workflows/release.yaml\r").unwrap();
+    for terminal in [&host, &attached] {
+        terminal.wait_for("the approval prompt", |screen, _| screen.contains("Approval needed"));
+        terminal.wait_for("the bell and desktop notifications", |_, raw| {
+            contains(raw, b"\x07")
+                && contains(raw, b"\x1b]9;Flightdeck: ")
+                && contains(raw, b"\x1b]777;notify;Flightdeck;")
+        });
+    }
+    // Detaching leaves the run going on the host.
+    attached.writer.write_all(b"\x03").unwrap();
+    let deadline = Instant::now() + WAIT;
+    while attached.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the attached console did not quit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .args(["--data-dir", data, "approvals", "--json"])
+        .output()
+        .unwrap();
+    let waiting: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!waiting.as_array().unwrap().is_empty(), "the run still waits on the host");
+    host.child.kill().unwrap();
+    host.child.wait().unwrap();
+}

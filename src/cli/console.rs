@@ -63,6 +63,10 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
     tokio.block_on(async move {
         let theme = globals.theme.clone().or_else(|| settings.theme.clone());
         let host_options = HostOptions::from_settings(&settings);
+        let attention = crate::console::Attention {
+            bell: settings.notify.bell,
+            desktop: settings.notify.desktop,
+        };
         let identity = Identity::resolve(&globals.user, &settings);
         let runtime = match Runtime::start(RuntimeOptions {
             project_dir: globals.project_dir.clone(),
@@ -107,6 +111,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             theme,
             log_file,
             start_workflow: request.workflow.map(|path| globals.resolve(&path)),
+            attention,
         };
         let result = console::run(options, link).await;
         if let Some(demo) = demo {

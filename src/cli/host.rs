@@ -192,6 +192,10 @@ async fn run_attached(
         theme: globals.theme.clone().or(settings.theme),
         log_file,
         start_workflow: None,
+        attention: crate::console::Attention {
+            bell: settings.notify.bell,
+            desktop: settings.notify.desktop,
+        },
     };
     let result = console::run(options, link).await;
     reading.abort();
