@@ -186,9 +186,24 @@ impl Approvals {
         risk: Risk,
         reasons: Vec<String>,
     ) -> impl Future<Output = Decision> + Send + 'static {
+        self.request_asked_at(run, task, agent, risk, reasons, None)
+    }
+
+    /// [`Approvals::request`] for a task first asked at `asked_ms` (ms since the Unix epoch):
+    /// a task of a resumed run waits again with its original request time.
+    pub fn request_asked_at(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        agent: &AgentId,
+        risk: Risk,
+        reasons: Vec<String>,
+        asked_ms: Option<u64>,
+    ) -> impl Future<Output = Decision> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let key = (run.clone(), task.clone());
-        let requested_ms = now_ms();
+        // A request asked again after a restart keeps its first time, and so its deadline.
+        let requested_ms = asked_ms.unwrap_or_else(now_ms);
         let timeout = self.policy.timeout;
         let needs_two = self.policy.two_person_at.is_some_and(|at| risk >= at);
         let mut info = PendingApproval {
@@ -224,8 +239,10 @@ impl Approvals {
         );
         let withdraw = Withdraw { approvals: self.clone(), key, ticket };
         let approvals = self.clone();
-        // The clock starts now, not when the future is first polled.
-        let deadline = timeout.map(|limit| (tokio::time::Instant::now() + limit, limit));
+        // The clock runs from the request, not from when the future is first polled.
+        let already = Duration::from_millis(now_ms().saturating_sub(requested_ms));
+        let deadline = timeout
+            .map(|limit| (tokio::time::Instant::now() + limit.saturating_sub(already), limit));
         async move {
             let dropped =
                 |_| Decision::Cancelled { reason: "the approval request was dropped".to_owned() };
