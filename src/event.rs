@@ -378,6 +378,13 @@ pub enum Event {
     /// An attempt was in flight when its run's process died. It runs again, so it may have
     /// run twice (whatever it did before the crash is not undone).
     AttemptInterrupted { task: TaskId, agent: AgentId, attempt: u32 },
+
+    // ---- approvals (hosts) ----
+    /// One approval of a task that needs `needed` different approvers; it still waits.
+    ApprovalGiven { task: TaskId, by: UserId, count: u32, needed: u32 },
+    /// The deadline of an approval passed under `on_timeout: escalate`: it keeps waiting,
+    /// marked overdue, and the reviewers are told again.
+    ApprovalOverdue { task: TaskId, waited_ms: u64 },
 }
 
 impl Event {
@@ -399,7 +406,9 @@ impl Event {
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
             | Self::ApprovalDecided { task, .. }
-            | Self::AttemptInterrupted { task, .. } => Some(task.as_str()),
+            | Self::AttemptInterrupted { task, .. }
+            | Self::ApprovalGiven { task, .. }
+            | Self::ApprovalOverdue { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -468,6 +477,8 @@ impl Event {
             Self::Notice { .. } => "notice",
             Self::RunResumed { .. } => "run_resumed",
             Self::AttemptInterrupted { .. } => "attempt_interrupted",
+            Self::ApprovalGiven { .. } => "approval_given",
+            Self::ApprovalOverdue { .. } => "approval_overdue",
         }
     }
 }

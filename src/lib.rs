@@ -15,6 +15,7 @@ pub mod event;
 pub mod exec;
 pub mod fuzzing;
 pub mod governance;
+pub mod host;
 pub mod ids;
 pub mod learning;
 pub mod logging;

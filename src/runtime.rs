@@ -19,7 +19,10 @@ use crate::config::Settings;
 use crate::engine::Resumed;
 use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
-use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYSTEM_USER};
+use crate::governance::{
+    Approvals, Channel, Denied, Gate, GovernanceError, Identity, PendingApproval, Provenance,
+    SYSTEM_USER, run_of,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::model::{OutputKeep, RunModel, TaskModel};
@@ -134,6 +137,7 @@ impl Runtime {
         let RuntimeOptions { project_dir, data_dir, settings, watch_agents } = options;
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| RuntimeError::DataDir { path: data_dir.clone(), source })?;
+        crate::host::record_project(&data_dir, &project_dir);
         let settings = Arc::new(settings);
         // The store first, so its sink sees every event from here on, and the bus numbers
         // from blocks the store reserves for this process alone, so `seq` never repeats nor
@@ -159,7 +163,7 @@ impl Runtime {
         };
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
-        let approvals = Approvals::new(bus.clone());
+        let approvals = Approvals::with_policy(bus.clone(), (&settings.policies).into());
         let anchor = RunStore::open(data_dir.join(RUNS_FILE))?;
         let audit = AuditLog::open_anchored(data_dir.join(AUDIT_FILE), Box::new(anchor))?;
         let audit_warnings = audit.warnings();
@@ -272,6 +276,26 @@ impl Runtime {
         submit(&self.inner, request).await.map(|_| ())
     }
 
+    /// [`Runtime::submit`] for a caller whose identity was established as `provenance`
+    /// says (a control-socket peer): the gate's audit record carries it.
+    pub async fn submit_from(
+        &self,
+        request: Request,
+        provenance: &Provenance,
+    ) -> Result<Option<RunId>, RuntimeError> {
+        submit_from(&self.inner, request, provenance).await
+    }
+
+    /// The identity `caller` acts as (its own, or a lower `claimed` one), through the gate.
+    pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
+        self.inner.gate.assume(caller, claimed)
+    }
+
+    /// What waits for a reviewer, oldest first.
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        self.inner.approvals.pending()
+    }
+
     /// Delete finished runs from the run store as `user`, through the gate (as `PruneRuns`);
     /// returns the runs deleted and how many events went with them.
     pub async fn prune_runs(
@@ -302,7 +326,8 @@ impl Runtime {
         };
         // The id is made first, so the gate's decision belongs to the run it starts.
         let run = RunId::generate();
-        self.inner.gate.check_for_run(&request, Some(&run))?;
+        let identity = self.inner.gate.check_for_run(&request, Some(&run))?;
+        self.inner.approvals.record_starter(&run, &identity.user);
         start_owned(&self.inner, run, plan)
     }
 
@@ -625,36 +650,50 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
+    submit_from(inner, request, &Provenance::local(Channel::Console)).await
+}
+
+async fn submit_from(
+    inner: &Arc<Inner>,
+    request: Request,
+    provenance: &Provenance,
+) -> Result<Option<RunId>, RuntimeError> {
     // A resume names its run as the user typed it; the gate and the audit see the full id.
     let request = match request.command {
         Command::ResumeRun { run, backend } => {
             let run = resolve_run(inner, run.as_str())
                 .inspect_err(|error| notice(&inner.bus, None, Level::Error, error.to_string()))?;
-            let identity = inner.gate.check_for_run(
+            let identity = inner.gate.check_from(
                 &Request {
                     user: request.user.clone(),
                     command: Command::ResumeRun { run: run.clone(), backend: backend.clone() },
                 },
                 Some(&run),
+                provenance,
             )?;
             let command = Command::ResumeRun { run, backend };
-            return dispatch(inner, &identity, command, None).await;
+            return dispatch(inner, &identity, &provenance.account, command, None).await;
         }
         _ => request,
     };
     // A run started by this command gets its id before the gate, so the decision (accepted
     // or denied) carries the run's id like every other event the run caused.
     let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
-    let identity = match &new_run {
-        Some(run) => inner.gate.check_for_run(&request, Some(run))?,
-        None => inner.gate.check(&request)?,
+    let run = new_run.as_ref().or_else(|| run_of(&request.command));
+    let broken_rule = match &request.command {
+        Command::Approve { run, task, .. } => {
+            inner.approvals.separation(run, task, &request.user, &provenance.account)
+        }
+        _ => None,
     };
-    dispatch(inner, &identity, request.command, new_run).await
+    let identity = inner.gate.check_with_rule(&request, run, provenance, broken_rule)?;
+    dispatch(inner, &identity, &provenance.account, request.command, new_run).await
 }
 
 async fn dispatch(
     inner: &Arc<Inner>,
     identity: &Identity,
+    account: &str,
     command: Command,
     new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
@@ -668,13 +707,14 @@ async fn dispatch(
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
             let run = new_run.unwrap_or_else(RunId::generate);
+            inner.approvals.record_starter(&run, &identity.user);
             return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,
         Command::RetryTask { run, task } => run_handle(&run)?.retry_task(&task).await?,
         Command::Approve { run, task, note } => {
-            inner.approvals.decide(&run, &task, true, &identity.user, note)?;
+            inner.approvals.decide_as(&run, &task, true, &identity.user, account, note)?;
         }
         Command::Reject { run, task, note } => {
             inner.approvals.decide(&run, &task, false, &identity.user, note)?;

@@ -801,6 +801,8 @@ users:
   ann: admin
   vic: viewer
   rex: reviewer
+policies:
+  two_person_at: off
 backends:
   sim:
     kind: sim

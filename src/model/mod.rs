@@ -77,6 +77,12 @@ pub struct ApprovalModel {
     /// When it was first asked; a task that waits again after a restart keeps this time.
     pub requested_ms: u64,
     pub decision: Option<ApprovalDecision>,
+    /// Approvals given so far of a task that needs two different people ("1 of 2").
+    pub approved_by: Vec<UserId>,
+    /// How many approvals it needs, once one was given (1 until then).
+    pub needed: u32,
+    /// Its deadline passed under `on_timeout: escalate`: still waiting, overdue.
+    pub overdue: bool,
 }
 
 /// What a person decided about an approval.
@@ -486,6 +492,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 reasons: reasons.clone(),
                 requested_ms,
                 decision: None,
+                approved_by: Vec::new(),
+                needed: 1,
+                overdue: false,
             }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
@@ -504,9 +513,23 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                         reasons: Vec::new(),
                         requested_ms: ts,
                         decision: Some(decision),
+                        approved_by: Vec::new(),
+                        needed: 1,
+                        overdue: false,
                     }));
                 }
             }
+        }
+        Event::ApprovalGiven { by, needed, .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            if !approval.approved_by.contains(by) {
+                approval.approved_by.push(by.clone());
+            }
+            approval.needed = *needed;
+        }
+        Event::ApprovalOverdue { .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            approval.overdue = true;
         }
         Event::TaskStarted { agent, attempt, instance, backend, simulated, .. } => {
             // A new round (first start, or an operator retry) starts the task's clock.

@@ -299,6 +299,28 @@ fn approvals_are_asked_decided_and_keep_their_first_request_time() {
 }
 
 #[test]
+fn a_two_person_approval_counts_its_approvers_and_an_overdue_one_says_so() {
+    let mut feed = Feed::new(OutputKeep::None);
+    feed.push(Event::ApprovalRequested {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        risk: Risk::Critical,
+        reasons: vec!["prod".into()],
+    });
+    feed.push(Event::ApprovalGiven {
+        task: TaskId::new("a"),
+        by: UserId::new("rex"),
+        count: 1,
+        needed: 2,
+    });
+    let approval = feed.a().pending_approval().expect("still waiting");
+    assert_eq!((approval.approved_by.clone(), approval.needed), (vec![UserId::new("rex")], 2));
+    assert!(!approval.overdue);
+    feed.push(Event::ApprovalOverdue { task: TaskId::new("a"), waited_ms: 3_600_000 });
+    assert!(feed.a().pending_approval().expect("still waiting").overdue);
+}
+
+#[test]
 fn workspaces_are_created_then_described() {
     let mut feed = Feed::new(OutputKeep::None);
     // Changes before a workspace change nothing.
