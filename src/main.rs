@@ -71,6 +71,11 @@ enum Cmd {
         #[arg(help = "Override the workflow's max_parallel")]
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
+        /// How a conflict that needs a person is settled with nobody there: `recommend`
+        /// takes the ladder's recommendation (recorded as the system user's, with why).
+        /// Without it such a panel task fails, naming the agents and their decisions.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend"])]
+        decide: Option<String>,
     },
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
@@ -209,8 +214,10 @@ fn main() {
             AgentsCmd::Stats { json } => cli::agents::stats(&globals, json),
         },
         Some(Cmd::Plan { workflow, json }) => cli::workflow::plan(&globals, &workflow, json),
-        Some(Cmd::Run { workflow, json, backend, max_parallel }) => {
-            let options = cli::workflow::RunOptions { json, backend, max_parallel };
+        Some(Cmd::Run { workflow, json, backend, max_parallel, decide }) => {
+            let take_recommendation = decide.is_some();
+            let options =
+                cli::workflow::RunOptions { json, backend, max_parallel, take_recommendation };
             cli::workflow::run(&globals, &workflow, &options)
         }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),

@@ -18,6 +18,7 @@ use super::progress::{Printer, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::config::Settings;
+use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::TaskId;
 use crate::learning::{History, LearningSettings};
@@ -268,6 +269,9 @@ fn plan_text(plan: &Plan) -> String {
             if let Some(auto) = &step.timeout_auto {
                 let _ = writeln!(out, "  {:id_width$}  timeout {}", "", auto.describe());
             }
+            if let Some(panel) = &step.panel {
+                let _ = writeln!(out, "  {:id_width$}  {}", "", panel_line(panel));
+            }
             if step.needs_approval {
                 let _ = writeln!(
                     out,
@@ -302,7 +306,36 @@ fn simulated_note(plan: &Plan) -> String {
     }
 }
 
+/// One line naming a panel's members, options, domain, third agent and mode.
+fn panel_line(panel: &crate::workflow::PlannedPanel) -> String {
+    let members: Vec<&str> = panel.members.iter().map(crate::ids::AgentId::as_str).collect();
+    let mut line = format!("⚖ panel {}", members.join(", "));
+    if !panel.options.is_empty() {
+        let _ = write!(line, " · options: {}", panel.options.join(" | "));
+    }
+    match panel.domain {
+        Some(domain) if panel.domain_from_words => {
+            let _ = write!(line, " · domain {domain} (from its words)");
+        }
+        Some(domain) => {
+            let _ = write!(line, " · domain {domain}");
+        }
+        None => line.push_str(" · no domain"),
+    }
+    match &panel.third_opinion {
+        Some(third) => {
+            let _ = write!(line, " · third opinion {third}");
+        }
+        None => line.push_str(" · no third opinion"),
+    }
+    let _ = write!(line, " · decide {}", panel.decide.as_str());
+    line
+}
+
 fn agent_label(step: &crate::workflow::PlannedStep) -> String {
+    if let Some(panel) = &step.panel {
+        return format!("panel of {}", panel.members.len());
+    }
     match &step.selection {
         Some(selection) => format!("{} (auto, score {:.1})", step.agent, selection.score),
         None => step.agent.to_string(),
@@ -315,6 +348,8 @@ pub struct RunOptions {
     pub json: bool,
     pub backend: Option<String>,
     pub max_parallel: Option<usize>,
+    /// `--decide recommend`: conflicts that need a person take the ladder's recommendation.
+    pub take_recommendation: bool,
 }
 
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
@@ -415,6 +450,12 @@ async fn run_headless(
             && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
         {
             printer.line(&format!("cannot refuse approval of {task}: {error}"));
+        }
+        if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
+            && envelope.run_id.as_ref() == Some(&run)
+            && let Err(error) = runtime.settle_unattended(&run, task, options.take_recommendation)
+        {
+            printer.line(&format!("cannot settle the conflict of {task}: {error}"));
         }
         committed.push(envelope);
         if (events.is_empty() || committed.is_full())

@@ -39,7 +39,11 @@ pub(crate) struct Job {
 /// task spawn. It ends when the scheduler drops its sender.
 pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
-        let (attempts, outcome) = attempts(&shared, &job).await;
+        let (attempts, outcome) = if shared.plan.steps[job.task].panel.is_some() {
+            super::panel::run(&shared, &job).await
+        } else {
+            attempts(&shared, &job).await
+        };
         let _ =
             job.reply.send(Msg::Finished { task: job.task, worker: job.worker, attempts, outcome });
     }
@@ -277,7 +281,7 @@ fn next_step(
 }
 
 /// Each line or token chunk becomes a `TaskOutput` event of this run.
-fn output_sink(shared: &Arc<RunShared>, task: usize) -> OutputSink {
+pub(super) fn output_sink(shared: &Arc<RunShared>, task: usize) -> OutputSink {
     let shared = Arc::clone(shared);
     Arc::new(move |stream, text| {
         let task = shared.plan.steps[task].id.clone();
