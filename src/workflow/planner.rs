@@ -292,12 +292,10 @@ fn choose(
             (task.timeout.unwrap_or(settings.limits.task_timeout), None)
         };
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
+        // A panel only answers a question: asking `security-engineer` is not risky work, so
+        // its members' names do not count.
         let risk = match &task.panel {
-            Some(panel) => {
-                let mut parts = vec![task.description.as_str()];
-                parts.extend(panel.members.iter().map(AgentId::as_str));
-                risk_rules.assess_parts(&parts)
-            }
+            Some(_) => risk_rules.assess_parts(&[&task.description]),
             None => risk_rules.assess_parts(&[&task.description, agent.as_str()]),
         };
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
