@@ -175,6 +175,7 @@ fn one_command_for_one_role(command: &Command, allowed: &[Role], role: Role) {
             | Command::RetryTask { .. }
             | Command::Approve { .. }
             | Command::Reject { .. }
+            | Command::ResolveConflict { .. }
     );
     assert_eq!(envelope.run_id.is_some(), targets_run);
 }
