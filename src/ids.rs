@@ -28,6 +28,13 @@ macro_rules! string_id {
             }
         }
 
+        /// Maps keyed by id can be searched with a borrowed `&str` (same hash and order).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<&str> for $name {
             fn from(value: &str) -> Self {
                 Self(value.to_owned())

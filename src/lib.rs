@@ -18,6 +18,7 @@ pub mod governance;
 pub mod ids;
 pub mod learning;
 pub mod logging;
+pub mod model;
 pub mod pool;
 pub mod resilience;
 pub mod runtime;

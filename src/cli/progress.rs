@@ -1,13 +1,13 @@
 //! Human progress lines for a run's events, live (`flightdeck run`) or replayed from the run
 //! store (`flightdeck runs events`); with `--json`, every envelope on stdout as it is stored.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
+use crate::model::{OutputKeep, RunModel};
 
 /// Where the elapsed time at the start of each line comes from.
 enum Clock {
@@ -22,11 +22,9 @@ pub(crate) struct Printer {
     json: bool,
     run: RunId,
     clock: Clock,
-    /// Attempts started on a simulation backend, and on a real one.
-    simulated_attempts: usize,
-    real_attempts: usize,
-    /// When each task's first attempt started, so "took" covers the whole task.
-    first_started_ms: HashMap<TaskId, u64>,
+    /// The run folded so far: attempts by backend kind, and when each task's round began,
+    /// so "took" covers the whole task.
+    model: RunModel,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
 }
@@ -45,18 +43,16 @@ impl Printer {
     fn new(json: bool, run: RunId, clock: Clock) -> Self {
         Self {
             json,
+            model: RunModel::for_run(run.clone(), OutputKeep::None),
             run,
             clock,
-            simulated_attempts: 0,
-            real_attempts: 0,
-            first_started_ms: HashMap::new(),
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
         }
     }
 
     fn simulated_summary(&self) -> String {
-        match (self.simulated_attempts, self.real_attempts) {
+        match (self.model.simulated_attempts, self.model.real_attempts) {
             (0, _) => String::new(),
             (_, 0) => "  (SIMULATED: no real agent ran)".to_owned(),
             (sim, real) => format!("  (PARTLY SIMULATED: {sim} of {} attempts)", sim + real),
@@ -90,6 +86,9 @@ impl Printer {
             let _ = writeln!(self.out, "{text}");
         }
         let ours = envelope.run_id.as_ref() == Some(&self.run);
+        if ours {
+            self.model.apply(envelope);
+        }
         let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
         match &envelope.event {
             Event::RunStarted { workflow, tasks, simulated, .. } if ours => {
@@ -98,12 +97,6 @@ impl Printer {
                 self.line(&text);
             }
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
-                if *simulated {
-                    self.simulated_attempts += 1;
-                } else {
-                    self.real_attempts += 1;
-                }
-                self.first_started_ms.entry(task.clone()).or_insert(envelope.ts_ms);
                 let text = format!(
                     "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
                     label(*simulated)
@@ -111,7 +104,7 @@ impl Printer {
                 self.line(&text);
             }
             Event::TaskSucceeded { task, attempt, duration_ms, simulated, details, .. } if ours => {
-                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
+                let took = self.took(task, *attempt, *duration_ms);
                 let extra = details.summary().map(|s| format!(" ({s})")).unwrap_or_default();
                 self.line(&format!("done      {task}  in {took}{extra}{}", label(*simulated)));
             }
@@ -146,7 +139,7 @@ impl Printer {
                 self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
             }
             Event::TaskFailed { task, attempt, duration_ms, error, .. } if ours => {
-                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
+                let took = self.took(task, *attempt, *duration_ms);
                 self.line(&format!(
                     "FAILED    {task}  after {attempt} attempt(s) in {took}: {error}"
                 ));
@@ -246,13 +239,10 @@ impl Printer {
 }
 
 impl Printer {
-    /// The whole task's time, from its first start to `end_ms`; with the last attempt's
-    /// own time when there were several.
-    fn took(&mut self, task: &TaskId, end_ms: u64, attempt: u32, attempt_ms: u64) -> String {
-        let whole = self
-            .first_started_ms
-            .remove(task)
-            .map_or(attempt_ms, |first| end_ms.saturating_sub(first).max(attempt_ms));
+    /// The whole task's time, from its first start to its end, as the fold took it; with the
+    /// last attempt's own time when there were several.
+    fn took(&self, task: &TaskId, attempt: u32, attempt_ms: u64) -> String {
+        let whole = self.model.task(task).and_then(|t| t.duration_ms).unwrap_or(attempt_ms);
         let whole = short(Duration::from_millis(whole));
         if attempt > 1 {
             format!("{whole} (attempt {attempt} took {})", short(Duration::from_millis(attempt_ms)))

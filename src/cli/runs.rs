@@ -5,7 +5,6 @@
 //! never writes: a data folder without a run store simply has no runs. Pruning deletes, so it
 //! passes the gate like any command that changes state.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,10 +18,9 @@ use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::config::Settings;
 use crate::engine::workspace::{KeptWorktree, change_counts};
-use crate::event::{
-    AnswerDetails, Envelope, Event, FileChange, OutputStream, TokenUsage, WorkspaceKind,
-};
+use crate::event::{AnswerDetails, Envelope, FileChange, TokenUsage, WorkspaceKind};
 use crate::ids::{AgentId, RunId, TaskId};
+use crate::model::{AttemptModel, OutputKeep, RunModel, TaskModel, TaskStatus, WorkspaceModel};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::store::{Owner, PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError, owner};
 
@@ -278,8 +276,8 @@ pub struct TaskOutcome {
     pub task: TaskId,
     /// The agent of the last attempt, else the planned one.
     pub agent: AgentId,
-    /// `pending` (never started), `running` (started, not finished), `succeeded`, `failed`,
-    /// `skipped` or `cancelled`.
+    /// The task's status key: `pending`, `ready`, `awaiting_approval`, `running`, `retrying`,
+    /// `succeeded`, `failed`, `skipped` or `cancelled`.
     pub state: &'static str,
     pub attempts: u32,
     /// The whole task: from its first attempt's start to its end, waits between attempts
@@ -291,9 +289,6 @@ pub struct TaskOutcome {
     /// Where it worked, when not in the shared project folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSummary>,
-    /// When its first attempt (of the latest round) started.
-    #[serde(skip)]
-    first_started_ms: Option<u64>,
 }
 
 /// A task's own workspace and what it changed there.
@@ -332,99 +327,49 @@ impl WorkspaceSummary {
 /// One outcome per planned task, in plan order (tasks from every `RunStarted`, so a run
 /// resumed with a new plan keeps its earlier tasks).
 pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
-    let mut outcomes: Vec<TaskOutcome> = Vec::new();
-    let mut index: HashMap<TaskId, usize> = HashMap::new();
-    for envelope in events {
-        let event = &envelope.event;
-        if let Event::RunStarted { tasks, .. } = event {
-            for planned in tasks {
-                if index.contains_key(&planned.task) {
-                    continue;
-                }
-                index.insert(planned.task.clone(), outcomes.len());
-                outcomes.push(TaskOutcome {
-                    task: planned.task.clone(),
-                    agent: planned.agent.clone(),
-                    state: "pending",
-                    attempts: 0,
-                    duration_ms: None,
-                    note: None,
-                    simulated: false,
-                    workspace: None,
-                    first_started_ms: None,
-                });
-            }
-            continue;
-        }
-        let Some(&at) = event.task().and_then(|t| index.get(&TaskId::new(t))) else { continue };
-        let outcome = &mut outcomes[at];
-        let ts = envelope.ts_ms;
-        // The whole task's time: from the first start of this round to the end.
-        let took = |first: Option<u64>, attempt_ms: u64| {
-            first.map_or(attempt_ms, |first| ts.saturating_sub(first).max(attempt_ms))
+    outcomes_of(&RunModel::from_events(events, OutputKeep::None))
+}
+
+/// The outcome of every task of a folded run, in plan order.
+pub fn outcomes_of(model: &RunModel) -> Vec<TaskOutcome> {
+    model.tasks.iter().map(TaskOutcome::of).collect()
+}
+
+impl TaskOutcome {
+    /// What the fold knows about a task, as `runs show` reports it.
+    pub fn of(task: &TaskModel) -> Self {
+        let note = match task.status {
+            TaskStatus::Failed => task.error.clone(),
+            TaskStatus::Skipped | TaskStatus::Cancelled => task.note.clone(),
+            _ => None,
         };
-        match event {
-            Event::TaskStarted { agent, attempt, simulated, .. } => {
-                if outcome.state != "running" {
-                    outcome.first_started_ms = Some(ts);
-                }
-                outcome.state = "running";
-                outcome.agent = agent.clone();
-                outcome.attempts = *attempt;
-                outcome.simulated = *simulated;
-                outcome.duration_ms = None;
-                outcome.note = None;
-            }
-            Event::TaskSucceeded { agent, attempt, duration_ms, simulated, .. } => {
-                outcome.state = "succeeded";
-                outcome.agent = agent.clone();
-                outcome.attempts = *attempt;
-                outcome.duration_ms = Some(took(outcome.first_started_ms, *duration_ms));
-                outcome.simulated = *simulated;
-                outcome.note = None;
-            }
-            Event::TaskFailed { agent, attempt, duration_ms, error, .. } => {
-                outcome.state = "failed";
-                if let Some(agent) = agent {
-                    outcome.agent = agent.clone();
-                }
-                outcome.attempts = *attempt;
-                outcome.duration_ms = Some(took(outcome.first_started_ms, *duration_ms));
-                outcome.note = Some(error.clone());
-            }
-            Event::WorkspaceCreated { kind, path, repo, branch, base, base_from, .. } => {
-                outcome.workspace = Some(WorkspaceSummary {
-                    kind: *kind,
-                    path: path.clone(),
-                    repo: repo.clone(),
-                    branch: branch.clone(),
-                    base: base.clone(),
-                    base_from: base_from.clone(),
-                    files_changed: 0,
-                    summary: String::new(),
-                    changes: Vec::new(),
-                });
-            }
-            Event::WorkspaceChanges { files, summary, .. } => {
-                if let Some(workspace) = &mut outcome.workspace {
-                    workspace.files_changed = files.len();
-                    workspace.summary.clone_from(summary);
-                    workspace.changes.clone_from(files);
-                }
-            }
-            Event::TaskSkipped { reason, .. } => {
-                outcome.state = "skipped";
-                outcome.note = Some(reason.clone());
-            }
-            Event::TaskCancelled { reason, .. } => {
-                outcome.state = "cancelled";
-                outcome.note = Some(reason.clone());
-            }
-            Event::TaskFallback { to, .. } => outcome.agent = to.clone(),
-            _ => {}
+        Self {
+            task: task.planned.task.clone(),
+            agent: task.agent.clone(),
+            state: task.status.key(),
+            attempts: task.attempts,
+            duration_ms: task.duration_ms.filter(|_| task.status.is_final()),
+            note,
+            simulated: task.simulated,
+            workspace: task.workspace.as_deref().map(WorkspaceSummary::of),
         }
     }
-    outcomes
+}
+
+impl WorkspaceSummary {
+    fn of(workspace: &WorkspaceModel) -> Self {
+        Self {
+            kind: workspace.kind,
+            path: workspace.path.clone(),
+            repo: workspace.repo.clone(),
+            branch: workspace.branch.clone(),
+            base: workspace.base.clone(),
+            base_from: workspace.base_from.clone(),
+            files_changed: workspace.changes.len(),
+            summary: workspace.summary.clone(),
+            changes: workspace.changes.clone(),
+        }
+    }
 }
 
 /// One attempt of a task, with everything it produced kept apart.
@@ -475,101 +420,36 @@ pub struct TaskDetail {
 
 /// The detail of `task`, if the run planned it.
 pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
-    let outcome = task_outcomes(events).into_iter().find(|t| &t.task == task)?;
-    let planned = events.iter().find_map(|e| match &e.event {
-        Event::RunStarted { tasks, .. } => tasks.iter().find(|t| &t.task == task),
-        _ => None,
-    })?;
-    let mut detail = TaskDetail {
-        outcome,
-        description: planned.description.clone(),
-        depends_on: planned.depends_on.clone(),
-        history: Vec::new(),
-        result: None,
-        usage: None,
-    };
-    for envelope in events.iter().filter(|e| e.event.task() == Some(task.as_str())) {
-        let last = detail.history.last_mut();
-        match &envelope.event {
-            Event::TaskStarted { agent, attempt, backend, .. } => {
-                detail.history.push(AttemptRecord {
-                    attempt: *attempt,
-                    agent: agent.clone(),
-                    backend: backend.clone(),
-                    started_ms: envelope.ts_ms,
-                    result: "running",
-                    duration_ms: None,
-                    error: None,
-                    retry_delay_ms: None,
-                    output: String::new(),
-                    stderr: String::new(),
-                    reasoning: String::new(),
-                    tools: Vec::new(),
-                    usage: None,
-                    details: AnswerDetails::default(),
-                });
-            }
-            Event::TaskOutput { stream, text, .. } => {
-                if let Some(last) = last {
-                    add_output(last, *stream, text);
-                }
-            }
-            Event::TaskRetrying { duration_ms, delay_ms, error, .. } => {
-                if let Some(last) = last {
-                    last.result = "retrying";
-                    last.duration_ms = Some(*duration_ms);
-                    last.retry_delay_ms = Some(*delay_ms);
-                    last.error = Some(error.clone());
-                }
-            }
-            Event::TaskSucceeded { duration_ms, output, usage, details, .. } => {
-                if let Some(last) = last {
-                    last.result = "succeeded";
-                    last.duration_ms = Some(*duration_ms);
-                    last.usage = *usage;
-                    last.details = details.clone();
-                }
-                detail.result = Some(output.clone());
-                detail.usage = *usage;
-            }
-            Event::TaskFailed { duration_ms, error, .. } => {
-                if let Some(last) = last.filter(|a| a.result == "running") {
-                    last.result = "failed";
-                    last.duration_ms = Some(*duration_ms);
-                    last.error = Some(error.clone());
-                }
-            }
-            Event::TaskCancelled { reason, .. } => {
-                if let Some(last) = last.filter(|a| a.result == "running") {
-                    last.result = "cancelled";
-                    last.error = Some(reason.clone());
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(detail)
+    let model = RunModel::from_events(events, OutputKeep::Full);
+    let task = model.task(task)?;
+    Some(TaskDetail {
+        outcome: TaskOutcome::of(task),
+        description: task.planned.description.clone(),
+        depends_on: task.planned.depends_on.clone(),
+        history: task.history.iter().map(AttemptRecord::of).collect(),
+        result: task.result.clone(),
+        usage: task.usage,
+    })
 }
 
-/// One piece of streamed output into its own part of the attempt.
-fn add_output(attempt: &mut AttemptRecord, stream: OutputStream, text: &str) {
-    match stream {
-        OutputStream::Tokens => attempt.output.push_str(text),
-        OutputStream::Stdout => {
-            attempt.output.push_str(text);
-            if !text.ends_with('\n') {
-                attempt.output.push('\n');
-            }
+impl AttemptRecord {
+    fn of(attempt: &AttemptModel) -> Self {
+        Self {
+            attempt: attempt.attempt,
+            agent: attempt.agent.clone(),
+            backend: attempt.backend.clone(),
+            started_ms: attempt.started_ms,
+            result: attempt.result.key(),
+            duration_ms: attempt.duration_ms,
+            error: attempt.error.clone(),
+            retry_delay_ms: attempt.retry_delay_ms,
+            output: attempt.output.clone(),
+            stderr: attempt.stderr.clone(),
+            reasoning: attempt.reasoning.clone(),
+            tools: attempt.tools.clone(),
+            usage: attempt.usage,
+            details: attempt.details.clone(),
         }
-        OutputStream::Stderr => {
-            attempt.stderr.push_str(text);
-            if !text.ends_with('\n') {
-                attempt.stderr.push('\n');
-            }
-        }
-        OutputStream::Reasoning => attempt.reasoning.push_str(text),
-        OutputStream::ToolCall => attempt.tools.push(format!("→ {}", text.trim_end())),
-        OutputStream::ToolResult => attempt.tools.push(format!("← {}", text.trim_end())),
     }
 }
 
@@ -884,7 +764,7 @@ fn timestamp(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::PlannedTask;
+    use crate::event::{Event, OutputStream, PlannedTask};
     use crate::ids::RunId;
 
     fn envelope(seq: u64, event: Event) -> Envelope {

@@ -404,64 +404,23 @@ impl BreakersView {
 
 // ---------------------------------------------------------------- run and DAG
 
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskStatus {
-    Pending,
-    Ready,
-    AwaitingApproval,
-    Running,
-    Retrying,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
+pub use crate::model::TaskStatus;
+
+/// The theme role that colours a task status.
+pub trait StatusRole {
+    fn role(self) -> Role;
 }
 
-impl TaskStatus {
-    /// The glyph that carries the status without colour.
-    pub fn glyph(self) -> &'static str {
-        match self {
-            Self::Pending => "○",
-            Self::Ready => "◔",
-            Self::AwaitingApproval => "⏸",
-            Self::Running => "▶",
-            Self::Retrying => "↻",
-            Self::Succeeded => "✓",
-            Self::Failed => "✗",
-            Self::Skipped => "⊘",
-            Self::Cancelled => "■",
-        }
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Ready => "ready",
-            Self::AwaitingApproval => "awaiting approval",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// The theme role that colours this status.
-    pub fn role(self) -> Role {
+impl StatusRole for TaskStatus {
+    fn role(self) -> Role {
         match self {
             Self::Pending | Self::Ready => Role::Pending,
-            Self::AwaitingApproval | Self::Retrying => Role::Warn,
+            Self::AwaitingApproval | Self::AwaitingDecision | Self::Retrying => Role::Warn,
             Self::Running => Role::Running,
             Self::Succeeded => Role::Ok,
             Self::Failed => Role::Error,
             Self::Skipped | Self::Cancelled => Role::Muted,
         }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
     }
 }
 

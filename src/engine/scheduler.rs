@@ -22,40 +22,7 @@ use crate::event::{Event, RunStatus};
 use crate::ids::{AgentId, RunId, TaskId};
 use crate::workflow::Plan;
 
-/// State of one task inside the scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskStatus {
-    Pending,
-    Ready,
-    AwaitingApproval,
-    Running,
-    /// A panel task's conflict waits for a person; it holds no `max_parallel` slot.
-    AwaitingDecision,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Ready => "ready",
-            Self::AwaitingApproval => "awaiting approval",
-            Self::Running => "running",
-            Self::AwaitingDecision => "awaiting a decision",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
+pub use crate::model::TaskStatus;
 
 /// How a worker's task ended.
 pub(crate) enum Outcome {
@@ -563,7 +530,7 @@ impl Scheduler {
             }
             status => Err(EngineError::WrongState {
                 task: self.id(task).clone(),
-                status: status.as_str(),
+                status: status.word(),
                 allowed: "pending, ready, awaiting approval, awaiting a decision or running",
                 action: "cancelled",
             }),
@@ -597,7 +564,7 @@ impl Scheduler {
         if !matches!(status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled) {
             return Err(EngineError::WrongState {
                 task: self.id(task).clone(),
-                status: status.as_str(),
+                status: status.word(),
                 allowed: "failed, skipped or cancelled",
                 action: "retried",
             });
@@ -608,7 +575,7 @@ impl Scheduler {
             return Err(EngineError::DependencyNotDone {
                 task: self.id(task).clone(),
                 dependency: steps[dep].id.clone(),
-                status: self.slots[dep].status.as_str(),
+                status: self.slots[dep].status.word(),
             });
         }
         // The downstream tasks that did not run, in layer order so each is considered after

@@ -21,7 +21,6 @@ mod schema;
 mod seq;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +36,7 @@ pub use seq::{SEQ_BLOCK, SeqBlocks};
 pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_writer};
 
 use crate::event::{Envelope, Event, RunStatus};
-use crate::ids::{RunId, TaskId};
+use crate::ids::RunId;
 
 /// The database file name inside the data folder.
 pub const RUNS_FILE: &str = "runs.db";
@@ -498,24 +497,14 @@ impl RunStore {
         Ok(runs)
     }
 
-    /// Fill the counts of an unfinished run from its task events (distinct tasks per kind).
+    /// Fill the counts of an unfinished run from its events, folded by the run model: each
+    /// task counts once, by where it is now.
     fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
-        let mut seen: [HashSet<TaskId>; 4] = Default::default();
-        for envelope in self.events(&run.run_id)? {
-            let kind = match &envelope.event {
-                Event::TaskSucceeded { task, .. } => Some((0, task)),
-                Event::TaskFailed { task, .. } => Some((1, task)),
-                Event::TaskSkipped { task, .. } => Some((2, task)),
-                Event::TaskCancelled { task, .. } => Some((3, task)),
-                _ => None,
-            };
-            if let Some((at, task)) = kind {
-                seen[at].insert(task.clone());
-            }
-        }
-        let [succeeded, failed, skipped, cancelled] = seen.map(|tasks| tasks.len());
+        let events = self.events(&run.run_id)?;
+        let counts =
+            crate::model::RunModel::from_events(&events, crate::model::OutputKeep::None).counts();
         (run.succeeded, run.failed, run.skipped, run.cancelled) =
-            (succeeded, failed, skipped, cancelled);
+            (counts.succeeded, counts.failed, counts.skipped, counts.cancelled);
         Ok(())
     }
 

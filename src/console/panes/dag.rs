@@ -13,7 +13,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::{Details, Pane, clock, duration, fit, one_line, put_line, style_row};
-use crate::console::state::{PaneId, RunView, State, TaskStatus, TaskView, WorkspaceView};
+use crate::console::state::{
+    PaneId, RunView, State, StatusRole, TaskStatus, TaskView, WorkspaceView,
+};
 use crate::console::theme::{Role, Theme};
 use crate::engine::workspace::change_counts;
 use crate::event::{OutputStream, Risk, WorkspaceKind};

@@ -9,7 +9,7 @@ use super::{RoleLine, overlay_block, put_line, role_line};
 use crate::console::command_line::COMMANDS;
 use crate::console::keys::{self, EDITING_KEYS, Scope};
 use crate::console::layout::centered;
-use crate::console::state::{BreakerState, PaneId, State, TaskStatus, UserRole};
+use crate::console::state::{BreakerState, PaneId, State, StatusRole, TaskStatus, UserRole};
 use crate::console::theme::{Role, Theme};
 
 /// Width of the key column.
