@@ -489,11 +489,11 @@ fn a_conflict_waits_for_a_person_and_is_settled_once() {
         decision: None,
         recommendation: Some(recommendation.clone()),
     }));
-    let task = feed.model.task(&a).unwrap();
+    let task = feed.model.task(&a).expect("task a");
     assert_eq!(task.status, TaskStatus::AwaitingDecision);
     assert!(task.status.waits_for_person());
     assert_eq!(feed.model.counts().waiting, 1);
-    let (_, open) = feed.model.open_conflicts().next().unwrap();
+    let (_, open) = feed.model.open_conflicts().next().expect("open");
     assert_eq!(open.question, "x or y?");
     assert_eq!(open.verdicts.len(), 2);
     assert_eq!(open.recommendation, Some(recommendation));
@@ -508,6 +508,14 @@ fn a_conflict_waits_for_a_person_and_is_settled_once() {
         note: Some("y reads better".into()),
     }));
     assert_eq!(feed.model.open_conflicts().count(), 0, "never asked again");
-    let resolution = feed.model.task(&a).unwrap().conflict.as_ref().unwrap().resolution.clone();
-    assert_eq!(resolution.unwrap().by, Some(UserId::new("ann")));
+    let resolution = feed
+        .model
+        .task(&a)
+        .expect("task a")
+        .conflict
+        .as_ref()
+        .expect("conflict")
+        .resolution
+        .clone();
+    assert_eq!(resolution.expect("resolved").by, Some(UserId::new("ann")));
 }
