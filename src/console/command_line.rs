@@ -25,6 +25,12 @@ pub static COMMANDS: &[LineCommandSpec] = &[
     spec("retry", "TASK", "run a failed task again", Some(Permission::ControlRuns)),
     spec("approve", "TASK [NOTE]", "let a high-risk task run", Some(Permission::Review)),
     spec("reject", "TASK [NOTE]", "refuse a high-risk task", Some(Permission::Review)),
+    spec(
+        "resolve",
+        "TASK N [NOTE]",
+        "settle a conflict with verdict N (asks first)",
+        Some(Permission::ControlRuns),
+    ),
     spec("reset", "AGENT", "close an agent's breaker", Some(Permission::Operate)),
     spec("open", "AGENT", "open an agent's breaker", Some(Permission::Operate)),
     spec("spawn", "AGENT", "acquire a pool instance", Some(Permission::Operate)),
@@ -49,6 +55,8 @@ const fn spec(
 pub enum LineCommand {
     /// Send this to the runtime.
     Send(Command),
+    /// Settle a conflict with verdict `number`, after the same confirmation as the keys.
+    Resolve { task: TaskId, number: usize, note: Option<String> },
     /// Load another theme.
     Theme(String),
     /// Show help.
@@ -117,6 +125,19 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
             } else {
                 Command::Reject { run, task, note }
             }
+        }
+        "resolve" => {
+            let [task, number, note @ ..] = args.as_slice() else {
+                return Err(format!(
+                    "`resolve` needs a task and a verdict number; {}",
+                    usage(name)
+                ));
+            };
+            let number = number.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                format!("`{number}` is not a verdict number (1, 2, ...); {}", usage(name))
+            })?;
+            let note = (!note.is_empty()).then(|| note.join(" "));
+            return Ok(LineCommand::Resolve { task: TaskId::new(*task), number, note });
         }
         "reset" | "open" | "spawn" => {
             exactly(1)?;
@@ -265,7 +286,7 @@ mod tests {
     #[case("quit", Ok(LineCommand::Quit))]
     #[case("help", Ok(LineCommand::Help))]
     #[case("", Err("empty command; type `help` for the list".into()))]
-    #[case("frobnicate", Err("unknown command `frobnicate`; try run, cancel, retry, approve, reject, reset, open, spawn, release, reload, theme, help, quit".into()))]
+    #[case("frobnicate", Err("unknown command `frobnicate`; try run, cancel, retry, approve, reject, resolve, reset, open, spawn, release, reload, theme, help, quit".into()))]
     #[case("retry", Err("`retry` takes 1 argument; usage: retry TASK".into()))]
     #[case("retry nope", Err("no task `nope` in run demo".into()))]
     #[case("release abc", Err("`abc` is not an instance; write it like i3 or 3".into()))]

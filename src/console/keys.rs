@@ -97,6 +97,10 @@ pub enum Action {
     ReleaseSelectedInstance,
     /// Re-read every agent definition.
     ReloadAgents,
+    /// Focus verdict N (1-based) of the conflict prompt; Enter then asks to confirm.
+    PickVerdict(usize),
+    /// Open the conflict prompt of the selected task.
+    OpenConflict,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -108,6 +112,8 @@ pub enum Action {
 pub enum Scope {
     /// The approval prompt.
     Approval,
+    /// The conflict prompt.
+    Conflict,
     /// A yes/no confirmation.
     Confirm,
     /// The help overlay.
@@ -126,6 +132,7 @@ impl Scope {
     pub fn title(self) -> &'static str {
         match self {
             Self::Approval => "Approval prompt",
+            Self::Conflict => "Conflict prompt",
             Self::Confirm => "Confirmation",
             Self::Help => "Help",
             Self::Details => "Details",
@@ -230,6 +237,10 @@ macro_rules! bind {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
                   danger: false, permission: None, hint: Some(($hk, $ht)) }
     };
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr) => {
+        Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
+                  danger: true, permission: Some($perm), hint: None }
+    };
     ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr,
      hint $hk:literal $ht:literal) => {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
@@ -239,7 +250,7 @@ macro_rules! bind {
 
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review};
-use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane};
+use Scope::{Approval, Confirm, Conflict, Details, Global, Help, Lists, Pane};
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);
@@ -257,6 +268,20 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Approval, [ch('a')], Action::Approve, "approve: the task runs", danger Review, hint "a" "approve"),
     bind!(Approval, [ch('r')], Action::Reject, "reject: the task fails", danger Review, hint "r" "reject"),
     bind!(Approval, [key(Esc)], Action::Later, "later: close, it stays pending", hint "Esc" "later"),
+    // Conflict prompt: focus starts on Later; choosing a verdict then Enter asks to confirm.
+    bind!(Conflict, [key(Left), key(BackTab), ch('h')], Action::PromptPrev, "previous verdict"),
+    bind!(Conflict, [key(Right), key(Tab), ch('l')], Action::PromptNext, "next verdict", hint "←→" "choose"),
+    bind!(Conflict, [ch('1')], Action::PickVerdict(1), "choose verdict 1", danger ControlRuns, hint "1-9" "verdict"),
+    bind!(Conflict, [ch('2')], Action::PickVerdict(2), "choose verdict 2", danger ControlRuns),
+    bind!(Conflict, [ch('3')], Action::PickVerdict(3), "choose verdict 3", danger ControlRuns),
+    bind!(Conflict, [ch('4')], Action::PickVerdict(4), "choose verdict 4", danger ControlRuns),
+    bind!(Conflict, [ch('5')], Action::PickVerdict(5), "choose verdict 5", danger ControlRuns),
+    bind!(Conflict, [ch('6')], Action::PickVerdict(6), "choose verdict 6", danger ControlRuns),
+    bind!(Conflict, [ch('7')], Action::PickVerdict(7), "choose verdict 7", danger ControlRuns),
+    bind!(Conflict, [ch('8')], Action::PickVerdict(8), "choose verdict 8", danger ControlRuns),
+    bind!(Conflict, [ch('9')], Action::PickVerdict(9), "choose verdict 9", danger ControlRuns),
+    bind!(Conflict, [key(Enter)], Action::PromptConfirm, "settle with the focused verdict (asks first)", danger ControlRuns, hint "Enter" "settle"),
+    bind!(Conflict, [key(Esc)], Action::Later, "later: close, only its dependents wait", hint "Esc" "later"),
     // Yes/no confirmation: focus starts on No.
     bind!(Confirm, [key(Left), key(Right), key(Tab)], Action::PromptNext, "switch button", hint "←→" "choose"),
     bind!(Confirm, [key(Enter)], Action::PromptConfirm, "press the focused button", hint "Enter" "press"),
@@ -273,6 +298,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
     bind!(DAG, [ch('a')], Action::ReviewSelected, "review the selected task's approval", danger Review, hint "a" "review"),
+    bind!(DAG, [ch('d')], Action::OpenConflict, "decide the selected task's conflict", danger ControlRuns, hint "d" "decide"),
     bind!(DAG, [ch('c')], Action::CancelSelectedTask, "cancel the selected task", danger ControlRuns, hint "c" "cancel"),
     bind!(DAG, [ch('R')], Action::RetrySelectedTask, "retry the selected task", danger ControlRuns, hint "R" "retry"),
     bind!(DAG, [ch('C')], Action::CancelRun, "cancel the whole run", danger ControlRuns, hint "C" "cancel run"),
@@ -317,6 +343,7 @@ pub fn bindings(scope: Scope, role: UserRole) -> impl Iterator<Item = &'static B
 pub fn active_scopes(state: &State) -> Vec<Scope> {
     match (&state.prompt, &state.overlay) {
         (Some(Prompt::Approval { .. }), _) => vec![Scope::Approval],
+        (Some(Prompt::Conflict { .. }), _) => vec![Scope::Conflict],
         (Some(Prompt::Confirm { .. }), _) => vec![Scope::Confirm],
         (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
         (None, Some(Overlay::Details { .. })) => vec![Scope::Details],

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ratatui::layout::Rect;
 use ratatui_textarea::TextArea;
 
-use crate::command::Command;
+use crate::command::{Command, ConflictChoice};
+use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event, Level, OutputStream};
 use crate::ids::{AgentId, TaskId};
 
@@ -16,9 +17,9 @@ use super::keys::Action;
 use super::layout::ScreenLayout;
 use super::panes;
 use super::state::{
-    AgentEntry, ApprovalChoice, AuditEntry, BreakerState, BreakerView, Editing, InstanceState,
-    InstanceView, OUTPUT_TAIL_LINES, OutputLine, Overlay, PaneId, PendingApproval, Prompt,
-    RunOutcome, RunView, State, StatusMessage, TaskStatus, WorkspaceView,
+    AgentEntry, ApprovalChoice, AuditEntry, BreakerState, BreakerView, ConflictKey, Editing,
+    InstanceState, InstanceView, OUTPUT_TAIL_LINES, OutputLine, Overlay, PaneId, PendingApproval,
+    PendingConflict, Prompt, RunOutcome, RunView, State, StatusMessage, TaskStatus, WorkspaceView,
 };
 
 /// How long status messages stay, by level.
@@ -125,6 +126,7 @@ fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) {
     state.breakers.breakers.clear();
     state.breakers.metrics.clear();
     state.approvals.clear();
+    state.conflicts.clear();
     // Streams that went on while events were missed start a fresh line.
     state.audit.streams.clear();
     let audited = state.audit.entries.back().map_or(0, |e| e.seq);
@@ -133,6 +135,11 @@ fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) {
     }
     if let Some(Prompt::Approval { task, .. }) = &state.prompt
         && !state.approvals.contains_key(task)
+    {
+        state.prompt = None;
+    }
+    if let Some(Prompt::Conflict { key, .. }) = &state.prompt
+        && !state.conflicts.contains_key(key)
     {
         state.prompt = None;
     }
@@ -267,6 +274,52 @@ fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bool) {
                 say(state, Level::Info, format!("{task} awaits approval by a reviewer"));
             }
             open_next_approval(state);
+        }
+        Event::ConflictDetected { task, question, verdicts, .. } => {
+            state.conflicts.insert(
+                (envelope.run_id.clone(), task.clone()),
+                PendingConflict {
+                    run: envelope.run_id.clone(),
+                    task: task.clone(),
+                    question: question.clone(),
+                    verdicts: verdicts.clone(),
+                    steps: Vec::new(),
+                    recommendation: None,
+                    asked_ms: None,
+                    deferred: false,
+                },
+            );
+        }
+        Event::ConflictStep { task, step, finding, winner, recommendation, .. } => {
+            apply_task_event(state, envelope);
+            let key = (envelope.run_id.clone(), task.clone());
+            if let Some(conflict) = state.conflicts.get_mut(&key) {
+                conflict.steps.push((*step, finding.clone(), winner.clone()));
+                if *step == LadderStep::Operator {
+                    conflict.recommendation.clone_from(recommendation);
+                    conflict.asked_ms.get_or_insert(ts);
+                    if !state.can_resolve() {
+                        say(state, Level::Info, format!("{task}: a conflict waits for a decision"));
+                    }
+                    open_next_approval(state);
+                }
+            }
+        }
+        Event::ConflictResolved { task, decision, by, .. } => {
+            let key = (envelope.run_id.clone(), task.clone());
+            close_conflict(state, &key);
+            if let Some(by) = by.as_ref().filter(|b| b.as_str() != state.user) {
+                say(state, Level::Info, format!("{by} settled {task}: {decision}"));
+            }
+        }
+        Event::TaskSucceeded { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::TaskCancelled { task, .. } => {
+            apply_task_event(state, envelope);
+            let key = (envelope.run_id.clone(), task.clone());
+            if state.conflicts.contains_key(&key) {
+                close_conflict(state, &key);
+            }
         }
         Event::ApprovalDecided { task, approved, by, note } => {
             state.approvals.remove(task);
@@ -541,6 +594,9 @@ fn apply_task_event(state: &mut State, envelope: &Envelope) {
                 t.retry_at_ms = None;
             }),
         ),
+        Event::ConflictStep { task, step: LadderStep::Operator, .. } => {
+            (task, Box::new(move |t| t.status = TaskStatus::AwaitingDecision))
+        }
         _ => return,
     };
     let Some(run) = current_run_mut(state, envelope) else { return };
@@ -700,20 +756,150 @@ fn append_audit(state: &mut State, mut entry: AuditEntry) -> u64 {
 /// How long an approval prompt that opened by itself ignores approve and reject.
 pub const APPROVAL_ARM_MS: u64 = 600;
 
-/// Show the next approval that is not deferred, unless something else has the keys.
+/// Show the next approval (or else conflict) that is not deferred, unless something else
+/// has the keys.
 fn open_next_approval(state: &mut State) {
-    if state.prompt.is_some() || state.editing != Editing::None || !state.can_review() {
+    if state.prompt.is_some() || state.editing != Editing::None {
         return;
     }
-    let next = state
-        .approvals
-        .values()
-        .filter(|a| !a.deferred)
-        .min_by_key(|a| (a.requested_ms, a.task.clone()))
-        .map(|a| a.task.clone());
-    if let Some(task) = next {
-        let armed_ms = state.now_ms + APPROVAL_ARM_MS;
-        state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms });
+    if state.can_review() {
+        let next = state
+            .approvals
+            .values()
+            .filter(|a| !a.deferred)
+            .min_by_key(|a| (a.requested_ms, a.task.clone()))
+            .map(|a| a.task.clone());
+        if let Some(task) = next {
+            let armed_ms = state.now_ms + APPROVAL_ARM_MS;
+            state.prompt = Some(Prompt::Approval { task, choice: ApprovalChoice::Later, armed_ms });
+            return;
+        }
+    }
+    if state.can_resolve() {
+        let next = state
+            .conflicts
+            .iter()
+            .filter(|(_, c)| c.is_open() && !c.deferred)
+            .min_by_key(|(key, c)| (c.asked_ms, (*key).clone()))
+            .map(|(key, _)| key.clone());
+        if let Some(key) = next {
+            let armed_ms = state.now_ms + APPROVAL_ARM_MS;
+            state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms });
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conflicts
+
+/// A conflict was settled (or its task ended): forget it and close its prompt.
+fn close_conflict(state: &mut State, key: &ConflictKey) {
+    state.conflicts.remove(key);
+    if matches!(&state.prompt, Some(Prompt::Conflict { key: k, .. }) if k == key) {
+        state.prompt = None;
+    }
+    if matches!(&state.prompt, Some(Prompt::Confirm { command: Command::ResolveConflict { run, task, .. }, .. })
+        if Some(run) == key.0.as_ref() && *task == key.1)
+    {
+        state.prompt = None;
+    }
+    open_next_approval(state);
+}
+
+/// 1-9 in the conflict prompt: focus that verdict (Enter then confirms).
+fn pick_verdict(state: &mut State, number: usize) {
+    let now = state.now_ms;
+    let Some(Prompt::Conflict { key, choice, armed_ms }) = &mut state.prompt else { return };
+    if now < *armed_ms {
+        say(state, Level::Warn, "the conflict just opened: read it, then choose".to_owned());
+        return;
+    }
+    let count = state.conflicts.get(key).map_or(0, |c| c.verdicts.len());
+    if (1..=count).contains(&number) {
+        *choice = Some(number - 1);
+    }
+}
+
+/// Enter on a verdict: ask to confirm, exactly as `:resolve TASK N` does.
+fn confirm_conflict_choice(state: &mut State) {
+    let now = state.now_ms;
+    let Some(Prompt::Conflict { key, choice, armed_ms }) = &state.prompt else { return };
+    if now < *armed_ms {
+        say(state, Level::Warn, "the conflict just opened: read it, then choose".to_owned());
+        return;
+    }
+    let Some(index) = *choice else {
+        defer_conflict(state);
+        return;
+    };
+    let key = key.clone();
+    match resolve_question(state, &key, index + 1, None) {
+        Ok((question, command)) => confirm(state, question, command),
+        Err(message) => say(state, Level::Error, message),
+    }
+}
+
+/// The confirmation question and the command for settling `key` with verdict `number`.
+pub(super) fn resolve_question(
+    state: &State,
+    key: &ConflictKey,
+    number: usize,
+    note: Option<String>,
+) -> Result<(String, Command), String> {
+    let conflict = state
+        .conflicts
+        .get(key)
+        .filter(|c| c.is_open())
+        .ok_or_else(|| format!("{} has no conflict waiting for a decision", key.1))?;
+    let verdict =
+        number.checked_sub(1).and_then(|i| conflict.verdicts.get(i)).ok_or_else(|| {
+            format!("{}: no verdict {number}; choose 1 to {}", key.1, conflict.verdicts.len())
+        })?;
+    let run = conflict
+        .run
+        .clone()
+        .or_else(|| state.run.as_ref().and_then(|r| r.run_id.clone()))
+        .ok_or_else(|| format!("cannot settle {}: its run is unknown", key.1))?;
+    let question = format!(
+        "Settle {} with {}'s \"{}\"? The others are overruled.",
+        key.1, verdict.agent, verdict.verdict.decision
+    );
+    let command = Command::ResolveConflict {
+        run,
+        task: key.1.clone(),
+        choice: ConflictChoice::Verdict(number),
+        note,
+    };
+    Ok((question, command))
+}
+
+fn defer_conflict(state: &mut State) {
+    if let Some(Prompt::Conflict { key, .. }) = state.prompt.take()
+        && let Some(conflict) = state.conflicts.get_mut(&key)
+    {
+        conflict.deferred = true;
+        say(
+            state,
+            Level::Info,
+            format!(
+                "{} waits for a decision; press d on it in the DAG or :resolve {} N",
+                key.1, key.1
+            ),
+        );
+    }
+    open_next_approval(state);
+}
+
+/// `d` on a DAG task: open its conflict prompt, armed at once (asked for).
+fn open_selected_conflict(state: &mut State) {
+    let Some(task) =
+        state.run.as_ref().and_then(|r| r.selected_task()).map(|t| t.planned.task.clone())
+    else {
+        return;
+    };
+    let key = state.conflicts.keys().find(|(_, t)| *t == task).cloned();
+    match key.filter(|k| state.conflicts.get(k).is_some_and(PendingConflict::is_open)) {
+        Some(key) => state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms: 0 }),
+        None => say(state, Level::Warn, format!("{task} has no conflict waiting for a decision")),
     }
 }
 
@@ -845,9 +1031,25 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
         Action::PromptConfirm => return press_prompt(state),
         Action::Approve => return decide_approval(state, true),
         Action::Reject => return decide_approval(state, false),
-        Action::Later => defer_approval(state),
+        Action::Later => {
+            if matches!(state.prompt, Some(Prompt::Conflict { .. })) {
+                defer_conflict(state);
+            } else {
+                defer_approval(state);
+            }
+        }
+        Action::PickVerdict(number) => pick_verdict(state, number),
+        Action::OpenConflict => open_selected_conflict(state),
         Action::ConfirmYes => {
             if let Some(Prompt::Confirm { command, .. }) = state.prompt.take() {
+                // Sent: the conflict stays until `conflict_resolved` (the gate may refuse),
+                // but does not pop up again meanwhile.
+                if let Command::ResolveConflict { run, task, .. } = &command
+                    && let Some(conflict) =
+                        state.conflicts.get_mut(&(Some(run.clone()), task.clone()))
+                {
+                    conflict.deferred = true;
+                }
                 return vec![command];
             }
         }
@@ -951,6 +1153,15 @@ fn submit_command_line(state: &mut State) -> Vec<Command> {
         state.command_history.push(text.clone());
     }
     let commands = match command_line::parse(&text, state) {
+        Ok(LineCommand::Resolve { task, number, note }) => {
+            let key = state.conflicts.keys().find(|(_, t)| *t == task).cloned();
+            let key = key.unwrap_or((state.run.as_ref().and_then(|r| r.run_id.clone()), task));
+            match resolve_question(state, &key, number, note) {
+                Ok((question, command)) => confirm(state, question, command),
+                Err(message) => say(state, Level::Error, message),
+            }
+            Vec::new()
+        }
         Ok(LineCommand::Send(command)) => {
             say(state, Level::Info, format!("→ {text}"));
             vec![command]
@@ -1003,6 +1214,13 @@ fn cycle_prompt(state: &mut State, forward: bool) {
             *choice = order[next];
         }
         Some(Prompt::Confirm { confirm, .. }) => *confirm = !*confirm,
+        Some(Prompt::Conflict { key, choice, .. }) => {
+            // Columns, then Later; wrapping both ways.
+            let count = state.conflicts.get(key).map_or(0, |c| c.verdicts.len());
+            let at = choice.unwrap_or(count);
+            let next = if forward { (at + 1) % (count + 1) } else { (at + count) % (count + 1) };
+            *choice = (next < count).then_some(next);
+        }
         None => {}
     }
 }
@@ -1017,6 +1235,10 @@ fn press_prompt(state: &mut State) -> Vec<Command> {
                 Vec::new()
             }
         },
+        Some(Prompt::Conflict { .. }) => {
+            confirm_conflict_choice(state);
+            Vec::new()
+        }
         Some(Prompt::Confirm { confirm: true, .. }) => apply_action(state, Action::ConfirmYes),
         Some(Prompt::Confirm { confirm: false, .. }) => apply_action(state, Action::ConfirmNo),
         None => Vec::new(),

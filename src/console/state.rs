@@ -9,6 +9,7 @@ use ratatui::layout::Rect;
 use ratatui_textarea::TextArea;
 
 use crate::command::{Command, Permission};
+use crate::conflict::{LadderStep, MemberVerdict, Recommendation};
 use crate::event::{
     AgentSummary, Envelope, FileChange, Level, OutputStream, PlannedTask, Risk, RunStatus,
     WorkspaceKind,
@@ -773,6 +774,38 @@ pub struct PendingApproval {
     pub deferred: bool,
 }
 
+/// A panel task's conflict, from its events: open once the ladder asks a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingConflict {
+    pub run: Option<RunId>,
+    pub task: TaskId,
+    pub question: String,
+    /// The members that gave a verdict, in panel order: the prompt's columns.
+    pub verdicts: Vec<MemberVerdict>,
+    /// Each ladder step that ran: step, finding, winner.
+    pub steps: Vec<(LadderStep, String, Option<AgentId>)>,
+    pub recommendation: Option<Recommendation>,
+    /// When a person was asked; `None` while the ladder still runs.
+    pub asked_ms: Option<u64>,
+    /// "Later" was chosen: it stays open but does not pop up again by itself.
+    pub deferred: bool,
+}
+
+impl PendingConflict {
+    pub fn is_open(&self) -> bool {
+        self.asked_ms.is_some()
+    }
+
+    /// The column of the recommended verdict.
+    pub fn recommended(&self) -> Option<usize> {
+        let recommendation = self.recommendation.as_ref()?;
+        self.verdicts.iter().position(|v| v.agent == recommendation.winner)
+    }
+}
+
+/// The key of a conflict: two runs may both have a task `pick` in conflict.
+pub type ConflictKey = (Option<RunId>, TaskId);
+
 /// Buttons of the approval prompt. Focus starts on `Later`, which changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalChoice {
@@ -787,6 +820,9 @@ pub enum Prompt {
     /// Approve or reject a high-risk task. Before `armed_ms` the deciding keys do nothing,
     /// so a key meant for the pane behind a prompt that just popped up cannot decide it.
     Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
+    /// Settle a conflict: `choice` is a verdict's column, or `None` for "Later" (where focus
+    /// starts). Before `armed_ms` choosing does nothing, as for approvals.
+    Conflict { key: ConflictKey, choice: Option<usize>, armed_ms: u64 },
     /// Confirm a dangerous single-key action; `confirm` starts false (the safe choice).
     Confirm { question: String, command: Command, confirm: bool },
 }
@@ -843,6 +879,8 @@ pub struct State {
     pub breakers: BreakersView,
     pub audit: AuditView,
     pub approvals: BTreeMap<TaskId, PendingApproval>,
+    /// Conflicts of panel tasks, by run and task, until settled.
+    pub conflicts: BTreeMap<ConflictKey, PendingConflict>,
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
@@ -877,6 +915,7 @@ impl State {
             breakers: BreakersView::default(),
             audit: AuditView::default(),
             approvals: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
             prompt: None,
             overlay: None,
             editing: Editing::None,
@@ -889,6 +928,11 @@ impl State {
             should_quit: false,
             theme_request: None,
         }
+    }
+
+    /// Whether the operator may settle conflicts (those who may control runs).
+    pub fn can_resolve(&self) -> bool {
+        self.role.allows(Permission::ControlRuns)
     }
 
     /// Whether the operator may review approvals (prompts are hidden otherwise).

@@ -31,6 +31,9 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
     if state.can_review() {
         scopes.push(Scope::Approval);
     }
+    if state.can_resolve() {
+        scopes.push(Scope::Conflict);
+    }
     scopes.push(Scope::Confirm);
     for scope in scopes {
         let bindings: Vec<_> = keys::bindings(scope, state.role).collect();

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod approval;
 pub mod audit;
 pub mod breakers;
+pub mod conflict;
 pub mod dag;
 pub mod header;
 pub mod help;
