@@ -27,7 +27,7 @@ struct Session {
     writer: Box<dyn Write + Send>,
     child: Box<dyn Child + Send + Sync>,
     _master: Box<dyn MasterPty + Send>,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl Session {
@@ -87,7 +87,7 @@ impl Session {
             }
         });
         let writer = pair.master.take_writer().unwrap();
-        Self { output, writer, child, _master: pair.master, _data_dir: data_dir }
+        Self { output, writer, child, _master: pair.master, data_dir }
     }
 
     /// Wait until the parsed screen satisfies `check`, or fail showing the screen.
@@ -103,6 +103,24 @@ impl Session {
             let now = Instant::now();
             assert!(!out.closed, "the console exited while waiting for {what}:\n{screen}");
             assert!(now < deadline, "timed out waiting for {what}:\n{screen}");
+            out =
+                changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Whether the screen satisfies `check` within `limit` (for keys that may be ignored).
+    fn wait_within(&self, limit: Duration, check: impl Fn(&str) -> bool) -> bool {
+        let (lock, changed) = &*self.output;
+        let deadline = Instant::now() + limit;
+        let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if check(&out.parser.screen().contents()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || out.closed {
+                return false;
+            }
             out =
                 changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
         }
@@ -277,4 +295,52 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+}
+
+#[test]
+fn a_conflict_is_resolved_with_keys_and_audited() {
+    let mut session = Session::start(&["--workflow", "workflows/review.yaml"]);
+    session.wait_text("Conflict: a person decides");
+    let task = {
+        let (lock, _) = &*session.output;
+        let screen = lock.lock().unwrap_or_else(PoisonError::into_inner).parser.screen().contents();
+        let line = screen.lines().find(|l| l.contains(" task ")).unwrap().to_owned();
+        let after = &line[line.find(" task ").unwrap() + " task ".len()..];
+        after.split_whitespace().next().unwrap().to_owned()
+    };
+    // A prompt that popped up by itself ignores choices for a moment: press until it takes.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        session.press(b"2");
+        if session.wait_within(Duration::from_millis(300), |s| s.contains("▸[ 2 ")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "verdict 2 was never chosen");
+    }
+    session.press(b"\r");
+    session.wait_text(&format!("Settle {task} with"));
+    session.press(b"y");
+    session.wait_for("the conflict settled", |screen| {
+        !screen.contains(&format!("Settle {task} with"))
+            && screen.contains("resolved (operator by alice)")
+    });
+    let audit = session.data_dir.path().join("audit.jsonl");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let record = records
+        .iter()
+        .find(|r| r["action"] == "resolve_conflict")
+        .expect("an audit record of the decision");
+    assert_eq!(record["user"], "alice");
+    assert_eq!(record["outcome"], "accepted");
+    assert_eq!(record["detail"]["command"]["task"], task.as_str());
+    assert_eq!(record["detail"]["command"]["choice"]["verdict"], 2);
+    // The other panel may be asking by now, and a prompt takes `q`: Ctrl-c quits anywhere.
+    session.press(b"\x03");
+    let (success, raw) = session.wait_exit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
 }
