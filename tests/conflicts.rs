@@ -590,3 +590,54 @@ fn the_review_workflow_settles_one_conflict_by_the_ladder_and_asks_a_person_for_
     assert_eq!(pagination["resolved_by"], "operator");
     assert!(pagination["note"].as_str().unwrap().contains("--decide recommend"), "{pagination}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_events_fold_back_to_the_conflict_and_its_decision() {
+    let project = Project::new();
+    let file = project.workflow(
+        "w",
+        "  - {id: q, description: Choose between x and y, panel: [impl-plain, impl-other], third_opinion: judge-first}\n",
+    );
+    let mut live = Live::start(&project, &file);
+    live.waits_for_person("q").await;
+    live.resolve(
+        "ann",
+        "q",
+        ConflictChoice::Own("x behind a flag".into()),
+        Some("both have a point"),
+    )
+    .await
+    .unwrap();
+    let run = live.run.clone();
+    let (status, _) = live.finish().await;
+    assert_eq!(status, RunStatus::Succeeded);
+    // No agent can answer any more: the fold needs none.
+    std::fs::remove_file(project.root().join("say.sh")).unwrap();
+    let store =
+        flightdeck::store::RunStore::open(project.root().join(".flightdeck/runs.db")).unwrap();
+    let events = store.events(&run).unwrap();
+    let model =
+        flightdeck::model::RunModel::from_events(&events, flightdeck::model::OutputKeep::None);
+    let task = model.task(&TaskId::new("q")).unwrap();
+    let conflict = task.conflict.as_deref().unwrap();
+    assert_eq!(conflict.question, "Choose between x and y");
+    assert_eq!(conflict.verdicts.len(), 2);
+    let steps: Vec<LadderStep> = conflict.steps.iter().map(|s| s.step).collect();
+    assert_eq!(
+        steps,
+        [
+            LadderStep::DomainPriority,
+            LadderStep::Evidence,
+            LadderStep::ThirdOpinion,
+            LadderStep::Operator
+        ]
+    );
+    let resolution = conflict.resolution.as_ref().unwrap();
+    assert_eq!(resolution.decision, "x behind a flag");
+    assert_eq!(resolution.winner, "operator");
+    assert_eq!(resolution.by.as_ref().map(UserId::as_str), Some("ann"));
+    assert_eq!(resolution.note.as_deref(), Some("both have a point"));
+    assert!(!conflict.is_open(), "a resolved conflict is never asked again");
+    assert_eq!(model.open_conflicts().count(), 0);
+    assert_eq!(task.status, flightdeck::model::TaskStatus::Succeeded);
+}
