@@ -101,6 +101,16 @@ pub enum Action {
     PickVerdict(usize),
     /// Open the conflict prompt of the selected task.
     OpenConflict,
+    /// Start writing one's own decision in the conflict prompt.
+    OwnStart,
+    /// Add a character to one's own decision.
+    OwnPush(char),
+    /// Remove the last character of one's own decision.
+    OwnPop,
+    /// Settle with one's own decision (asks first).
+    OwnAccept,
+    /// Stop writing and go back to the verdicts.
+    OwnCancel,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -281,6 +291,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Conflict, [ch('8')], Action::PickVerdict(8), "choose verdict 8", danger ControlRuns),
     bind!(Conflict, [ch('9')], Action::PickVerdict(9), "choose verdict 9", danger ControlRuns),
     bind!(Conflict, [key(Enter)], Action::PromptConfirm, "settle with the focused verdict (asks first)", danger ControlRuns, hint "Enter" "settle"),
+    bind!(Conflict, [ch('e')], Action::OwnStart, "write your own decision instead", danger ControlRuns, hint "e" "own"),
     bind!(Conflict, [key(Esc)], Action::Later, "later: close, only its dependents wait", hint "Esc" "later"),
     // Yes/no confirmation: focus starts on No.
     bind!(Confirm, [key(Left), key(Right), key(Tab)], Action::PromptNext, "switch button", hint "←→" "choose"),
@@ -359,6 +370,9 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
     if ctrl('c').matches(event) {
         return Some(Action::Quit);
     }
+    if matches!(state.prompt, Some(Prompt::Conflict { own: Some(_), .. })) {
+        return own_decision_action(event);
+    }
     match state.editing {
         Editing::CommandLine => return Some(command_line_action(event)),
         Editing::Filter => return filter_action(event),
@@ -382,6 +396,20 @@ fn command_line_action(event: &KeyEvent) -> Action {
     }
 }
 
+/// Keys while writing one's own decision in the conflict prompt.
+fn own_decision_action(event: &KeyEvent) -> Option<Action> {
+    if event.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) {
+        return None;
+    }
+    match event.code {
+        KeyCode::Enter => Some(Action::OwnAccept),
+        KeyCode::Esc => Some(Action::OwnCancel),
+        KeyCode::Backspace => Some(Action::OwnPop),
+        KeyCode::Char(c) if !c.is_control() => Some(Action::OwnPush(c)),
+        _ => None,
+    }
+}
+
 fn filter_action(event: &KeyEvent) -> Option<Action> {
     if event.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) {
         return None;
@@ -400,6 +428,12 @@ fn filter_action(event: &KeyEvent) -> Option<Action> {
 /// `(keys, words, danger)` hints for the status bar: global keys first so help and quit always
 /// fit, then the focused pane's own keys, then list keys.
 pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
+    if matches!(state.prompt, Some(Prompt::Conflict { own: Some(_), .. })) {
+        return vec![
+            ("Enter", "settle (asks first)", true),
+            ("Esc", "back to the verdicts", false),
+        ];
+    }
     match state.editing {
         Editing::CommandLine => {
             return vec![

@@ -784,7 +784,7 @@ fn open_next_approval(state: &mut State) {
             .map(|(key, _)| key.clone());
         if let Some(key) = next {
             let armed_ms = state.now_ms + APPROVAL_ARM_MS;
-            state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms });
+            state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms, own: None });
         }
     }
 }
@@ -808,7 +808,7 @@ fn close_conflict(state: &mut State, key: &ConflictKey) {
 /// 1-9 in the conflict prompt: focus that verdict (Enter then confirms).
 fn pick_verdict(state: &mut State, number: usize) {
     let now = state.now_ms;
-    let Some(Prompt::Conflict { key, choice, armed_ms }) = &mut state.prompt else { return };
+    let Some(Prompt::Conflict { key, choice, armed_ms, .. }) = &mut state.prompt else { return };
     if now < *armed_ms {
         say(state, Level::Warn, "the conflict just opened: read it, then choose".to_owned());
         return;
@@ -822,7 +822,7 @@ fn pick_verdict(state: &mut State, number: usize) {
 /// Enter on a verdict: ask to confirm, exactly as `:resolve TASK N` does.
 fn confirm_conflict_choice(state: &mut State) {
     let now = state.now_ms;
-    let Some(Prompt::Conflict { key, choice, armed_ms }) = &state.prompt else { return };
+    let Some(Prompt::Conflict { key, choice, armed_ms, .. }) = &state.prompt else { return };
     if now < *armed_ms {
         say(state, Level::Warn, "the conflict just opened: read it, then choose".to_owned());
         return;
@@ -872,6 +872,54 @@ pub(super) fn resolve_question(
     Ok((question, command))
 }
 
+/// `e` in the conflict prompt starts writing one's own decision; typing edits it.
+fn edit_own_decision(state: &mut State, action: &Action) {
+    let now = state.now_ms;
+    let Some(Prompt::Conflict { own, armed_ms, .. }) = &mut state.prompt else { return };
+    match action {
+        Action::OwnStart if now < *armed_ms => {
+            say(state, Level::Warn, "the conflict just opened: read it, then choose".to_owned());
+        }
+        Action::OwnStart => *own = Some(String::new()),
+        Action::OwnPush(c) => own.get_or_insert_with(String::new).push(*c),
+        Action::OwnPop => {
+            if let Some(text) = own {
+                text.pop();
+            }
+        }
+        _ => *own = None,
+    }
+}
+
+/// Enter while writing: ask to confirm, like a chosen verdict.
+fn confirm_own_decision(state: &mut State) {
+    let Some(Prompt::Conflict { key, own: Some(text), .. }) = &state.prompt else { return };
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        say(state, Level::Warn, "write a decision first, or Esc to go back".to_owned());
+        return;
+    }
+    let key = key.clone();
+    let run = state
+        .conflicts
+        .get(&key)
+        .and_then(|c| c.run.clone())
+        .or_else(|| state.run.as_ref().and_then(|r| r.run_id.clone()));
+    let Some(run) = run else {
+        say(state, Level::Error, format!("cannot settle {}: its run is unknown", key.1));
+        return;
+    };
+    let question =
+        format!("Settle {} with your own decision \"{text}\"? Every verdict is overruled.", key.1);
+    let command = Command::ResolveConflict {
+        run,
+        task: key.1.clone(),
+        choice: ConflictChoice::Own(text),
+        note: None,
+    };
+    confirm(state, question, command);
+}
+
 fn defer_conflict(state: &mut State) {
     if let Some(Prompt::Conflict { key, .. }) = state.prompt.take()
         && let Some(conflict) = state.conflicts.get_mut(&key)
@@ -898,7 +946,9 @@ fn open_selected_conflict(state: &mut State) {
     };
     let key = state.conflicts.keys().find(|(_, t)| *t == task).cloned();
     match key.filter(|k| state.conflicts.get(k).is_some_and(PendingConflict::is_open)) {
-        Some(key) => state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms: 0 }),
+        Some(key) => {
+            state.prompt = Some(Prompt::Conflict { key, choice: None, armed_ms: 0, own: None });
+        }
         None => say(state, Level::Warn, format!("{task} has no conflict waiting for a decision")),
     }
 }
@@ -1039,6 +1089,10 @@ fn apply_action(state: &mut State, action: Action) -> Vec<Command> {
             }
         }
         Action::PickVerdict(number) => pick_verdict(state, number),
+        Action::OwnStart | Action::OwnPush(_) | Action::OwnPop | Action::OwnCancel => {
+            edit_own_decision(state, &action);
+        }
+        Action::OwnAccept => confirm_own_decision(state),
         Action::OpenConflict => open_selected_conflict(state),
         Action::ConfirmYes => {
             if let Some(Prompt::Confirm { command, .. }) = state.prompt.take() {

@@ -822,7 +822,8 @@ pub enum Prompt {
     Approval { task: TaskId, choice: ApprovalChoice, armed_ms: u64 },
     /// Settle a conflict: `choice` is a verdict's column, or `None` for "Later" (where focus
     /// starts). Before `armed_ms` choosing does nothing, as for approvals.
-    Conflict { key: ConflictKey, choice: Option<usize>, armed_ms: u64 },
+    /// `own` holds a decision being written instead of picking a verdict (`e`).
+    Conflict { key: ConflictKey, choice: Option<usize>, armed_ms: u64, own: Option<String> },
     /// Confirm a dangerous single-key action; `confirm` starts false (the safe choice).
     Confirm { question: String, command: Command, confirm: bool },
 }

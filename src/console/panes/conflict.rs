@@ -22,7 +22,7 @@ pub const MIN_HEIGHT: u16 = 12;
 const MIN_COLUMN: u16 = 40;
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let Some(Prompt::Conflict { key, choice, .. }) = &state.prompt else { return };
+    let Some(Prompt::Conflict { key, choice, own, .. }) = &state.prompt else { return };
     let Some(conflict) = state.conflicts.get(key) else { return };
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         let popup = centered(area, area.width, 3.min(area.height));
@@ -38,7 +38,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         return;
     }
     let width = area.width.saturating_sub(2).min(150);
-    let height = needed_height(conflict, width.saturating_sub(2), theme);
+    let height = needed_height(conflict, width.saturating_sub(2), theme, own.is_some());
     let popup = centered(area, width, height.min(area.height.saturating_sub(2)));
     let hint = format!("{} verdicts · Esc later", conflict.verdicts.len());
     let block = overlay_block(theme, "Conflict: a person decides", &hint);
@@ -65,7 +65,18 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         )),
     ];
     top.push(Line::raw(""));
-    let bottom = ladder_lines(conflict, theme, width, *choice);
+    let mut bottom = ladder_lines(conflict, theme, width, *choice);
+    if let Some(text) = own {
+        let line = Line::styled(
+            fit(
+                &format!(" ✎ your decision: {}▌  (Enter settles, Esc goes back)", one_line(text)),
+                width,
+            ),
+            theme.style(Role::Accent).add_modifier(Modifier::BOLD),
+        );
+        let at = bottom.len().saturating_sub(2);
+        bottom.insert(at, line);
+    }
     let columns_height =
         inner.height.saturating_sub(u16::try_from(top.len() + bottom.len()).unwrap_or(u16::MAX));
     for (row, line) in top.iter().enumerate() {
@@ -123,7 +134,12 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
 
 /// Rows the prompt needs at this inner width: the header, the tallest column (or the
 /// stacked verdicts), the ladder and the buttons, plus the border.
-fn needed_height(conflict: &PendingConflict, inner_width: u16, theme: &Theme) -> u16 {
+fn needed_height(
+    conflict: &PendingConflict,
+    inner_width: u16,
+    theme: &Theme,
+    writing: bool,
+) -> u16 {
     let count = u16::try_from(conflict.verdicts.len().max(1)).unwrap_or(1);
     let body = if inner_width / count >= MIN_COLUMN {
         let column = usize::from((inner_width / count).saturating_sub(1));
@@ -138,7 +154,7 @@ fn needed_height(conflict: &PendingConflict, inner_width: u16, theme: &Theme) ->
         3 * conflict.verdicts.len()
     };
     let ladder = ladder_lines(conflict, theme, usize::from(inner_width), None).len();
-    u16::try_from(3 + body + 1 + ladder + 2).unwrap_or(u16::MAX)
+    u16::try_from(3 + body + 1 + ladder + 2 + usize::from(writing)).unwrap_or(u16::MAX)
 }
 
 fn header<'a>(
@@ -440,6 +456,33 @@ mod tests {
                     choice: crate::command::ConflictChoice::Verdict(2),
                     ..
                 }]
+            ),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn e_writes_an_own_decision_that_asks_first() {
+        let mut state = with_conflict(160, 45);
+        state.now_ms += 1_000;
+        reduce(&mut state, Input::Action(Action::OwnStart));
+        for c in "both, behind a flag".chars() {
+            reduce(&mut state, Input::Action(Action::OwnPush(c)));
+        }
+        let theme = testing::theme();
+        let shown = testing::render_screen(&state, &theme, 160, 45).to_string();
+        assert!(shown.contains("✎ your decision: both, behind a flag▌"), "{shown}");
+        assert!(reduce(&mut state, Input::Action(Action::OwnAccept)).is_empty());
+        let Some(Prompt::Confirm { question, .. }) = &state.prompt else {
+            panic!("{:?}", state.prompt)
+        };
+        assert!(question.contains("your own decision \"both, behind a flag\""), "{question}");
+        let sent = reduce(&mut state, Input::Action(Action::ConfirmYes));
+        assert!(
+            matches!(
+                sent.as_slice(),
+                [crate::command::Command::ResolveConflict { choice: crate::command::ConflictChoice::Own(text), .. }]
+                    if text == "both, behind a flag"
             ),
             "{sent:?}"
         );
