@@ -486,12 +486,14 @@ async fn ask_agent(
         workdir: None,
     };
     let began = Instant::now();
+    let (sink, tail) = output_sink(shared, job.task);
     let result = tokio::time::timeout(
         step.timeout + TIMEOUT_GRACE,
-        executor.execute(request, output_sink(shared, job.task), job.cancel.clone()),
+        executor.execute(request, sink, job.cancel.clone()),
     )
     .await
     .unwrap_or(Err(crate::exec::ExecError::Timeout(step.timeout)));
+    tail.flush();
     let elapsed = began.elapsed();
     let _ = engine.pool.release(instance);
     let text = match result {

@@ -298,6 +298,12 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
                 ),
             )
         }
+        Event::RunResumed { .. } => {
+            (Role::Accent, crate::resume::describe(event).unwrap_or_default())
+        }
+        Event::AttemptInterrupted { .. } => {
+            (Role::Warn, crate::resume::describe(event).unwrap_or_default())
+        }
     }
 }
 
