@@ -41,6 +41,8 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     /// Theme name from `themes/` when `--theme` is not given.
     pub theme: Option<String>,
+    /// How conflicts between panel members are settled.
+    pub conflicts: ConflictSettings,
     /// What is redacted besides the built-in secret shapes and key values.
     pub redact: RedactSettings,
     /// The control socket of the process that hosts the data dir.
@@ -107,6 +109,7 @@ impl Default for Settings {
             limits: Limits::default(),
             breakers: BreakerSettings::default(),
             theme: None,
+            conflicts: ConflictSettings::default(),
             redact: RedactSettings::default(),
             host: HostSettings::default(),
             notify: NotifySettings::default(),
@@ -613,6 +616,9 @@ pub struct SimBackend {
     /// Probability in 0..=1 that an attempt fails.
     pub failure_rate: f64,
     pub seed: u64,
+    /// Probability in 0..=1 that a panel member takes the panel's common answer; the others
+    /// each take a different option, so 0 always shows a conflict.
+    pub agreement: f64,
 }
 
 impl Default for SimBackend {
@@ -622,7 +628,56 @@ impl Default for SimBackend {
             latency_max: Duration::from_millis(1500),
             failure_rate: 0.0,
             seed: 7,
+            agreement: 0.5,
         }
+    }
+}
+
+/// `conflicts:` — how the ladder settles disagreements between panel members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConflictSettings {
+    /// `auto`: the first deciding step settles; `recommend`: a person confirms. Unset:
+    /// `recommend` for tasks at or above `policies.approval_at`, else `auto`.
+    pub decide: Option<crate::conflict::DecideMode>,
+    /// The ladder's automatic steps, in order; leave one out to turn it off.
+    pub steps: Vec<crate::conflict::LadderStep>,
+    /// Third agent for panels that name none; without one the step is skipped.
+    pub third_opinion: Option<String>,
+    /// How many points more specific a verdict must be for the evidence step to decide.
+    pub evidence_margin: f64,
+}
+
+impl Default for ConflictSettings {
+    fn default() -> Self {
+        use crate::conflict::LadderStep;
+        Self {
+            decide: None,
+            steps: vec![LadderStep::DomainPriority, LadderStep::Evidence, LadderStep::ThirdOpinion],
+            third_opinion: None,
+            evidence_margin: 1.5,
+        }
+    }
+}
+
+impl ConflictSettings {
+    /// The mode for a task of this risk.
+    pub fn decide_for(
+        &self,
+        risk: crate::event::Risk,
+        approval_at: crate::event::Risk,
+    ) -> crate::conflict::DecideMode {
+        use crate::conflict::DecideMode;
+        self.decide.unwrap_or(if risk >= approval_at {
+            DecideMode::Recommend
+        } else {
+            DecideMode::Auto
+        })
+    }
+
+    /// Whether a ladder step runs.
+    pub fn runs(&self, step: crate::conflict::LadderStep) -> bool {
+        self.steps.contains(&step)
     }
 }
 
@@ -838,6 +893,12 @@ impl Settings {
                         format!("{} is not between 0 and 1", s.failure_rate),
                     ));
                 }
+                BackendConfig::Sim(s) if !(0.0..=1.0).contains(&s.agreement) => {
+                    return Err(invalid(
+                        &format!("backends.{name}.agreement"),
+                        format!("{} is not between 0 and 1", s.agreement),
+                    ));
+                }
                 BackendConfig::Sim(s) if s.latency_min > s.latency_max => {
                     return Err(invalid(
                         &format!("backends.{name}.latency_min"),
@@ -880,6 +941,16 @@ impl Settings {
                     format!("unknown role `{role}` (expected one of {})", ROLES.join(", ")),
                 ));
             }
+        }
+        if self.conflicts.steps.contains(&crate::conflict::LadderStep::Operator) {
+            return Err(invalid(
+                "conflicts.steps",
+                "`operator` is not an automatic step: list domain_priority, evidence, third_opinion"
+                    .into(),
+            ));
+        }
+        if !(self.conflicts.evidence_margin.is_finite() && self.conflicts.evidence_margin > 0.0) {
+            return Err(invalid("conflicts.evidence_margin", "must be above 0".into()));
         }
         if self.limits.max_instances_total == 0 {
             return Err(invalid("limits.max_instances_total", "must be at least 1".into()));

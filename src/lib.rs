@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod conflict;
 pub mod console;
 pub mod engine;
 pub mod event;

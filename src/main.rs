@@ -76,6 +76,11 @@ enum Cmd {
         /// (`policies.approval_timeout`).
         #[arg(long, value_enum, default_value_t = ApprovalMode::Reject)]
         approvals: ApprovalMode,
+        /// How a conflict that needs a person is settled with nobody there: `recommend`
+        /// takes the ladder's recommendation (recorded as the system user's, with why).
+        /// Without it such a panel task fails, naming the agents and their decisions.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend"])]
+        decide: Option<String>,
     },
     /// What waits for a reviewer on the running host: run, task, agent, risk, reasons, who
     /// started the run, since when, the deadline and the approvals so far.
@@ -314,10 +319,14 @@ fn main() {
             AgentsCmd::Stats { json } => cli::agents::stats(&globals, json),
         },
         Some(Cmd::Plan { workflow, json }) => cli::workflow::plan(&globals, &workflow, json),
-        Some(Cmd::Run { workflow, json, backend, max_parallel, approvals }) => {
-            let wait_for_approvals = approvals == ApprovalMode::Wait;
-            let options =
-                cli::workflow::RunOptions { json, backend, max_parallel, wait_for_approvals };
+        Some(Cmd::Run { workflow, json, backend, max_parallel, approvals, decide }) => {
+            let options = cli::workflow::RunOptions {
+                json,
+                backend,
+                max_parallel,
+                wait_for_approvals: approvals == ApprovalMode::Wait,
+                take_recommendation: decide.is_some(),
+            };
             cli::workflow::run(&globals, &workflow, &options)
         }
         Some(Cmd::Approvals { json }) => cli::host::approvals(&globals, json),
@@ -334,6 +343,7 @@ fn main() {
                 backend,
                 max_parallel: None,
                 wait_for_approvals: false,
+                take_recommendation: false,
             };
             cli::workflow::resume(&globals, &run, &options)
         }

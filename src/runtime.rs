@@ -76,6 +76,8 @@ pub enum RuntimeError {
     Governance(#[from] GovernanceError),
     #[error("agent `{0}` is not in the agent pool")]
     UnknownAgent(AgentId),
+    #[error(transparent)]
+    Conflict(#[from] crate::conflict::ConflictError),
     #[error("instance {0} was not spawned by an operator; a task holds it")]
     NotSpawned(InstanceId),
     /// `resume` named no stored run, or several.
@@ -374,6 +376,44 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let by = UserId::new(SYSTEM_USER);
         Ok(self.inner.approvals.decide(run, task, false, &by, Some(note.to_owned()))?)
+    }
+
+    /// Conflicts waiting for a person, across runs (the console's Conflicts pane).
+    pub fn open_conflicts(&self) -> Vec<crate::conflict::OpenConflict> {
+        self.inner.engine.conflicts().open()
+    }
+
+    /// Settle a conflict no person can see (headless runs), as [`SYSTEM_USER`]: take the
+    /// ladder's recommendation when `take_recommendation`, else fail the panel task with
+    /// a message naming every member and its decision. Not an operator command, so no gate.
+    pub fn settle_unattended(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        take_recommendation: bool,
+    ) -> Result<(), RuntimeError> {
+        let conflicts = self.inner.engine.conflicts();
+        if take_recommendation {
+            let reason = "headless run: --decide recommend took the ladder's recommendation";
+            return Ok(conflicts.take_recommendation(
+                run,
+                task,
+                &UserId::new(SYSTEM_USER),
+                reason,
+            )?);
+        }
+        let sides = conflicts.get(run, task).map_or_else(String::new, |open| {
+            open.verdicts
+                .iter()
+                .map(|v| format!("{} chose \"{}\"", v.agent, v.verdict.decision))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let reason = format!(
+            "conflict needs a person: {sides}; no one can decide in a headless run (pass \
+             --decide recommend to take the ladder's recommendation, or run it from the console)"
+        );
+        Ok(conflicts.refuse(run, task, reason)?)
     }
 
     /// Wait for a run to finish. `None` when this runtime does not know the run (any more).
@@ -718,6 +758,9 @@ async fn dispatch(
         }
         Command::Reject { run, task, note } => {
             inner.approvals.decide(&run, &task, false, &identity.user, note)?;
+        }
+        Command::ResolveConflict { run, task, choice, note } => {
+            engine.conflicts().resolve(&run, &task, &choice, &identity.user, note)?;
         }
         Command::ResetBreaker { agent } => inner.breakers.reset(&agent, identity.user.as_str()),
         Command::OpenBreaker { agent } => inner.breakers.force_open(&agent, identity.user.as_str()),

@@ -227,6 +227,47 @@ impl Printer {
                 let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
                 self.line(&format!("{word} {task}  by {by}{note}"));
             }
+            Event::PanelVerdict { task, agent, verdict, error, asked } if ours => {
+                let text = match (verdict, error) {
+                    (Some(v), _) => format!(
+                        "verdict   {task}  {agent}: \"{}\" (confidence {:.2}{})",
+                        v.decision,
+                        v.confidence,
+                        if *asked > 1 { ", asked twice" } else { "" }
+                    ),
+                    (None, error) => format!(
+                        "verdict   {task}  {agent} gave none, does not vote: {}",
+                        error.as_deref().unwrap_or("?")
+                    ),
+                };
+                self.line(&text);
+            }
+            Event::PanelAgreed { task, decision, agents } if ours => {
+                self.line(&format!("agreed    {task}  {} members: \"{decision}\"", agents.len()));
+            }
+            Event::ConflictDetected { task, verdicts, domain, decide, .. } if ours => {
+                let sides: Vec<String> = verdicts
+                    .iter()
+                    .map(|v| format!("{} ({}) \"{}\"", v.agent, v.domain, v.verdict.decision))
+                    .collect();
+                let domain =
+                    domain.map_or_else(|| "no domain".to_owned(), |d| format!("domain {d}"));
+                self.line(&format!(
+                    "conflict  {task}  {}; {domain}, decide {}",
+                    sides.join(" vs "),
+                    decide.as_str()
+                ));
+            }
+            Event::ConflictStep { task, step, finding, .. } if ours => {
+                self.line(&format!("ladder    {task}  {step}: {finding}"));
+            }
+            Event::ConflictResolved { task, decision, winner, resolved_by, by, note } if ours => {
+                let by = by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default();
+                let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+                self.line(&format!(
+                    "resolved  {task}  \"{decision}\" ({winner}), {resolved_by}{by}{note}"
+                ));
+            }
             Event::BreakerOpened { agent, failures, last_error, .. } => {
                 self.line(&format!(
                     "breaker   {agent} opened after {failures} failures: {last_error}"

@@ -21,6 +21,7 @@ use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::bus::Backlog;
 use crate::config::Settings;
+use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event, RunStatus};
 use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::TaskId;
@@ -280,6 +281,9 @@ fn plan_text(plan: &Plan) -> String {
             if let Some(auto) = &step.timeout_auto {
                 let _ = writeln!(out, "  {:id_width$}  timeout {}", "", auto.describe());
             }
+            if let Some(panel) = &step.panel {
+                let _ = writeln!(out, "  {:id_width$}  {}", "", panel_line(panel));
+            }
             if step.needs_approval {
                 let _ = writeln!(
                     out,
@@ -314,7 +318,36 @@ fn simulated_note(plan: &Plan) -> String {
     }
 }
 
+/// One line naming a panel's members, options, domain, third agent and mode.
+fn panel_line(panel: &crate::workflow::PlannedPanel) -> String {
+    let members: Vec<&str> = panel.members.iter().map(crate::ids::AgentId::as_str).collect();
+    let mut line = format!("⚖ panel {}", members.join(", "));
+    if !panel.options.is_empty() {
+        let _ = write!(line, " · options: {}", panel.options.join(" | "));
+    }
+    match panel.domain {
+        Some(domain) if panel.domain_from_words => {
+            let _ = write!(line, " · domain {domain} (from its words)");
+        }
+        Some(domain) => {
+            let _ = write!(line, " · domain {domain}");
+        }
+        None => line.push_str(" · no domain"),
+    }
+    match &panel.third_opinion {
+        Some(third) => {
+            let _ = write!(line, " · third opinion {third}");
+        }
+        None => line.push_str(" · no third opinion"),
+    }
+    let _ = write!(line, " · decide {}", panel.decide.as_str());
+    line
+}
+
 fn agent_label(step: &crate::workflow::PlannedStep) -> String {
+    if let Some(panel) = &step.panel {
+        return format!("panel of {}", panel.members.len());
+    }
     match &step.selection {
         Some(selection) => format!("{} (auto, score {:.1})", step.agent, selection.score),
         None => step.agent.to_string(),
@@ -330,6 +363,8 @@ pub struct RunOptions {
     /// `--approvals wait`: tasks that need approval wait for a reviewer in another terminal
     /// (until `policies.approval_timeout`) instead of being rejected at once.
     pub wait_for_approvals: bool,
+    /// `--decide recommend`: conflicts that need a person take the ladder's recommendation.
+    pub take_recommendation: bool,
 }
 
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
@@ -560,6 +595,12 @@ async fn follow(
                 } else if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
                     printer.line(&format!("cannot refuse approval of {task}: {error}"));
                 }
+            }
+            if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
+                && envelope.run_id.as_ref() == Some(&run)
+                && let Err(error) = runtime.settle_unattended(&run, task, options.take_recommendation)
+            {
+                printer.line(&format!("cannot settle the conflict of {task}: {error}"));
             }
             committed.push(envelope);
         }

@@ -223,7 +223,8 @@ pub fn run_of(command: &Command) -> Option<&RunId> {
         | Command::CancelTask { run, .. }
         | Command::RetryTask { run, .. }
         | Command::Approve { run, .. }
-        | Command::Reject { run, .. } => Some(run),
+        | Command::Reject { run, .. }
+        | Command::ResolveConflict { run, .. } => Some(run),
         _ => None,
     }
 }

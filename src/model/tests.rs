@@ -463,6 +463,85 @@ fn from_events_folds_a_stored_run() {
     assert_eq!(model.last_seq, 3);
 }
 
+/// A panel task's conflict: asked, waiting for a person (with everything needed to ask
+/// again after a restart), then settled once.
+#[test]
+fn a_conflict_waits_for_a_person_and_is_settled_once() {
+    use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation, Verdict};
+    let member = |agent: &str, decision: &str| MemberVerdict {
+        agent: AgentId::new(agent),
+        domain: Domain::Implementation,
+        domain_from: "category".into(),
+        verdict: Verdict {
+            decision: decision.into(),
+            rationale: "because".into(),
+            alternatives: Vec::new(),
+            tradeoffs: Vec::new(),
+            evidence: Vec::new(),
+            confidence: 0.5,
+        },
+    };
+    let mut feed = Feed::new(OutputKeep::None);
+    let a = TaskId::new("a");
+    assert!(feed.push(Event::ConflictDetected {
+        task: a.clone(),
+        question: "x or y?".into(),
+        options: vec!["x".into(), "y".into()],
+        domain: None,
+        decide: DecideMode::Auto,
+        verdicts: vec![member("m1", "x"), member("m2", "y")],
+        failed: vec![AgentId::new("m3")],
+    }));
+    assert!(feed.push(Event::ConflictStep {
+        task: a.clone(),
+        step: LadderStep::DomainPriority,
+        finding: "equal".into(),
+        winner: None,
+        decision: None,
+        recommendation: None,
+    }));
+    assert_eq!(feed.model.open_conflicts().count(), 0, "not asked yet");
+    let recommendation =
+        Recommendation { decision: "x".into(), winner: AgentId::new("m1"), from: None };
+    assert!(feed.push(Event::ConflictStep {
+        task: a.clone(),
+        step: LadderStep::Operator,
+        finding: "a person decides".into(),
+        winner: None,
+        decision: None,
+        recommendation: Some(recommendation.clone()),
+    }));
+    let task = feed.model.task(&a).expect("task a");
+    assert_eq!(task.status, TaskStatus::AwaitingDecision);
+    assert!(task.status.waits_for_person());
+    assert_eq!(feed.model.counts().waiting, 1);
+    let (_, open) = feed.model.open_conflicts().next().expect("open");
+    assert_eq!(open.question, "x or y?");
+    assert_eq!(open.verdicts.len(), 2);
+    assert_eq!(open.recommendation, Some(recommendation));
+    assert_eq!(open.steps.len(), 2);
+
+    assert!(feed.push(Event::ConflictResolved {
+        task: a.clone(),
+        decision: "y".into(),
+        winner: "m2".into(),
+        resolved_by: LadderStep::Operator,
+        by: Some(UserId::new("ann")),
+        note: Some("y reads better".into()),
+    }));
+    assert_eq!(feed.model.open_conflicts().count(), 0, "never asked again");
+    let resolution = feed
+        .model
+        .task(&a)
+        .expect("task a")
+        .conflict
+        .as_ref()
+        .expect("conflict")
+        .resolution
+        .clone();
+    assert_eq!(resolution.expect("resolved").by, Some(UserId::new("ann")));
+}
+
 #[test]
 fn an_interrupted_attempt_stays_in_the_history_and_the_task_starts_again() {
     let mut feed = Feed::new(OutputKeep::Tail(5));
