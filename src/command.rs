@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::conflict::ConflictChoice;
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
 /// A request to change runtime state.
@@ -23,6 +24,9 @@ pub enum Command {
     Approve { run: RunId, task: TaskId, note: Option<String> },
     /// Refuse a high-risk task; it fails with the note as its reason.
     Reject { run: RunId, task: TaskId, note: Option<String> },
+    /// Settle a panel task's conflict that waits for a person: a member's verdict by its
+    /// 1-based number, or one's own decision.
+    ResolveConflict { run: RunId, task: TaskId, choice: ConflictChoice, note: Option<String> },
     /// Close an agent's breaker and clear its failure count.
     ResetBreaker { agent: AgentId },
     /// Open an agent's breaker by hand, e.g. while a backend is known to be down.
@@ -66,6 +70,7 @@ impl Command {
             Self::RetryTask { .. } => "retry_task",
             Self::Approve { .. } => "approve",
             Self::Reject { .. } => "reject",
+            Self::ResolveConflict { .. } => "resolve_conflict",
             Self::ResetBreaker { .. } => "reset_breaker",
             Self::OpenBreaker { .. } => "open_breaker",
             Self::SpawnInstance { .. } => "spawn_instance",
@@ -80,9 +85,10 @@ impl Command {
     pub fn permission(&self) -> Permission {
         match self {
             Self::StartRun { .. } | Self::ResumeRun { .. } => Permission::RunWorkflows,
-            Self::CancelRun { .. } | Self::CancelTask { .. } | Self::RetryTask { .. } => {
-                Permission::ControlRuns
-            }
+            Self::CancelRun { .. }
+            | Self::CancelTask { .. }
+            | Self::RetryTask { .. }
+            | Self::ResolveConflict { .. } => Permission::ControlRuns,
             Self::Approve { .. } | Self::Reject { .. } => Permission::Review,
             Self::ResetBreaker { .. }
             | Self::OpenBreaker { .. }

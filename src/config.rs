@@ -29,8 +29,10 @@ pub struct Settings {
     /// Backend used by agents that name none.
     pub default_backend: String,
     /// How agents run, by name.
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub backends: BTreeMap<String, BackendConfig>,
     /// User name to role name (`admin`, `developer`, `operator`, `reviewer`, `viewer`).
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub users: BTreeMap<String, String>,
     /// Role of identities not listed in `users`.
     pub default_role: String,
@@ -39,8 +41,14 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     /// Theme name from `themes/` when `--theme` is not given.
     pub theme: Option<String>,
+    /// How conflicts between panel members are settled.
+    pub conflicts: ConflictSettings,
     /// What is redacted besides the built-in secret shapes and key values.
     pub redact: RedactSettings,
+    /// The control socket of the process that hosts the data dir.
+    pub host: HostSettings,
+    /// Who is told when a task starts waiting for a person.
+    pub notify: NotifySettings,
 }
 
 /// `redact:` in `flightdeck.yaml`.
@@ -61,6 +69,33 @@ pub struct RedactPattern {
     pub pattern: String,
 }
 
+/// The control socket (`<data-dir>/control.sock`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// The group given read and write access to the socket (mode 0660), e.g. `reviewers`;
+    /// unset, the host's own group.
+    pub socket_group: Option<String>,
+}
+
+/// Attention when a task starts waiting for a person (an approval or a conflict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Ring the terminal bell in every attached console.
+    pub bell: bool,
+    /// Send a desktop notification (OSC 9 and OSC 777) from every attached console.
+    pub desktop: bool,
+    /// A program (argv, never a shell string) run with a JSON description on stdin.
+    pub command: Vec<String>,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self { bell: true, desktop: true, command: Vec::new() }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         let mut backends = BTreeMap::new();
@@ -74,7 +109,10 @@ impl Default for Settings {
             limits: Limits::default(),
             breakers: BreakerSettings::default(),
             theme: None,
+            conflicts: ConflictSettings::default(),
             redact: RedactSettings::default(),
+            host: HostSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -578,6 +616,9 @@ pub struct SimBackend {
     /// Probability in 0..=1 that an attempt fails.
     pub failure_rate: f64,
     pub seed: u64,
+    /// Probability in 0..=1 that a panel member takes the panel's common answer; the others
+    /// each take a different option, so 0 always shows a conflict.
+    pub agreement: f64,
 }
 
 impl Default for SimBackend {
@@ -587,7 +628,56 @@ impl Default for SimBackend {
             latency_max: Duration::from_millis(1500),
             failure_rate: 0.0,
             seed: 7,
+            agreement: 0.5,
         }
+    }
+}
+
+/// `conflicts:` — how the ladder settles disagreements between panel members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConflictSettings {
+    /// `auto`: the first deciding step settles; `recommend`: a person confirms. Unset:
+    /// `recommend` for tasks at or above `policies.approval_at`, else `auto`.
+    pub decide: Option<crate::conflict::DecideMode>,
+    /// The ladder's automatic steps, in order; leave one out to turn it off.
+    pub steps: Vec<crate::conflict::LadderStep>,
+    /// Third agent for panels that name none; without one the step is skipped.
+    pub third_opinion: Option<String>,
+    /// How many points more specific a verdict must be for the evidence step to decide.
+    pub evidence_margin: f64,
+}
+
+impl Default for ConflictSettings {
+    fn default() -> Self {
+        use crate::conflict::LadderStep;
+        Self {
+            decide: None,
+            steps: vec![LadderStep::DomainPriority, LadderStep::Evidence, LadderStep::ThirdOpinion],
+            third_opinion: None,
+            evidence_margin: 1.5,
+        }
+    }
+}
+
+impl ConflictSettings {
+    /// The mode for a task of this risk.
+    pub fn decide_for(
+        &self,
+        risk: crate::event::Risk,
+        approval_at: crate::event::Risk,
+    ) -> crate::conflict::DecideMode {
+        use crate::conflict::DecideMode;
+        self.decide.unwrap_or(if risk >= approval_at {
+            DecideMode::Recommend
+        } else {
+            DecideMode::Auto
+        })
+    }
+
+    /// Whether a ladder step runs.
+    pub fn runs(&self, step: crate::conflict::LadderStep) -> bool {
+        self.steps.contains(&step)
     }
 }
 
@@ -599,12 +689,40 @@ pub struct Policies {
     pub approval_at: crate::event::Risk,
     /// Extra words that make a task high-risk.
     pub high_risk_words: Vec<String>,
+    /// How long a task waits for its approval.
+    #[serde(with = "duration")]
+    pub approval_timeout: Duration,
+    /// What happens at the deadline.
+    pub on_timeout: OnTimeout,
+    /// Tasks at or above this risk need two different approvers; `off`: never.
+    #[serde(with = "risk_or_off")]
+    pub two_person_at: Option<crate::event::Risk>,
+    /// Whether the user who started a run may approve its tasks (separation of duties).
+    pub self_approval: bool,
 }
 
 impl Default for Policies {
     fn default() -> Self {
-        Self { approval_at: crate::event::Risk::High, high_risk_words: Vec::new() }
+        Self {
+            approval_at: crate::event::Risk::High,
+            high_risk_words: Vec::new(),
+            approval_timeout: Duration::from_secs(3600),
+            on_timeout: OnTimeout::Reject,
+            two_person_at: Some(crate::event::Risk::Critical),
+            self_approval: false,
+        }
     }
+}
+
+/// What an approval that reaches its deadline becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// The task is rejected (it fails, saying the deadline passed).
+    #[default]
+    Reject,
+    /// The request stays open, marked overdue, and the reviewers are notified again.
+    Escalate,
 }
 
 /// Limits of the runtime.
@@ -669,6 +787,7 @@ pub struct BreakerSettings {
     #[serde(with = "duration")]
     pub recovery_timeout: Duration,
     pub half_open_probes: u32,
+    #[serde(deserialize_with = "unique_map::deserialize")]
     pub overrides: BTreeMap<String, BreakerOverride>,
 }
 
@@ -716,6 +835,12 @@ impl Settings {
                 let message = match message.rfind(" at line ") {
                     Some(at) if line > 0 => message[..at].to_owned(),
                     _ => message,
+                };
+                // A duplicate is found where its map starts; point at the second key.
+                let (line, column) = match unique_map::duplicate_in(&message) {
+                    Some(key) => unique_map::second_line(text, line, key)
+                        .map_or((line, column), |line| (line, 1)),
+                    None => (line, column),
                 };
                 ConfigError::Parse { file: file.to_owned(), line, column, message }
             })?
@@ -768,6 +893,12 @@ impl Settings {
                         format!("{} is not between 0 and 1", s.failure_rate),
                     ));
                 }
+                BackendConfig::Sim(s) if !(0.0..=1.0).contains(&s.agreement) => {
+                    return Err(invalid(
+                        &format!("backends.{name}.agreement"),
+                        format!("{} is not between 0 and 1", s.agreement),
+                    ));
+                }
                 BackendConfig::Sim(s) if s.latency_min > s.latency_max => {
                     return Err(invalid(
                         &format!("backends.{name}.latency_min"),
@@ -787,6 +918,17 @@ impl Settings {
                 return Err(invalid(&format!("backends.{name}.{field}"), message));
             }
         }
+        if let Some(user) = self.users.keys().find(|user| !is_plain_user_name(user)) {
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                line: None,
+                field: "users".to_owned(),
+                message: format!(
+                    "user name {user:?} is empty or holds control characters (newlines, escapes); \
+                     such a name could forge log lines or drive a terminal"
+                ),
+            });
+        }
         let roles = self
             .users
             .iter()
@@ -799,6 +941,16 @@ impl Settings {
                     format!("unknown role `{role}` (expected one of {})", ROLES.join(", ")),
                 ));
             }
+        }
+        if self.conflicts.steps.contains(&crate::conflict::LadderStep::Operator) {
+            return Err(invalid(
+                "conflicts.steps",
+                "`operator` is not an automatic step: list domain_priority, evidence, third_opinion"
+                    .into(),
+            ));
+        }
+        if !(self.conflicts.evidence_margin.is_finite() && self.conflicts.evidence_margin > 0.0) {
+            return Err(invalid("conflicts.evidence_margin", "must be above 0".into()));
         }
         if self.limits.max_instances_total == 0 {
             return Err(invalid("limits.max_instances_total", "must be at least 1".into()));
@@ -828,6 +980,13 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Whether `name` can be a user name: not empty, at most 64 characters, no control
+/// characters (newlines, escapes), so it cannot forge an audit or log line nor send escape
+/// sequences to a terminal that shows it.
+pub fn is_plain_user_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)
 }
 
 /// The 1-based line of a dotted field (`backends.sim.command`) in block-style YAML: each
@@ -889,6 +1048,103 @@ pub mod duration {
     }
 }
 
+/// Maps whose keys must be unique. YAML parsers (`serde_norway` too) keep the last of two
+/// equal keys, so `users: {vic: viewer, vic: admin}` would silently make vic an admin; here
+/// the second one is an error at its line.
+pub mod unique_map {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+
+    pub fn deserialize<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de>,
+    {
+        struct Unique<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+            type Value = BTreeMap<String, V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map with unique keys")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.contains_key(&key) {
+                        return Err(A::Error::custom(format!(
+                            "duplicate key `{key}` (each name may be given once)"
+                        )));
+                    }
+                    let value = map.next_value()?;
+                    entries.insert(key, value);
+                }
+                Ok(entries)
+            }
+        }
+        d.deserialize_map(Unique(PhantomData))
+    }
+
+    /// The key named by a duplicate-key message.
+    pub(super) fn duplicate_in(message: &str) -> Option<&str> {
+        let rest = message.split("duplicate key `").nth(1)?;
+        rest.split('`').next()
+    }
+
+    /// The 1-based line of the second `key:` at or after `from` (the map's first line):
+    /// the line of the duplicate.
+    pub(super) fn second_line(text: &str, from: usize, key: &str) -> Option<usize> {
+        let mut seen = 0;
+        for (index, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+            seen += line
+                .match_indices(key)
+                .filter(|(at, _)| {
+                    let before = line[..*at].trim_end();
+                    let after = line[at + key.len()..].trim_start();
+                    let quoted = before.ends_with(['"', '\'']);
+                    (before.is_empty() || before.ends_with(['{', ',']) || quoted)
+                        && (after.starts_with(':') || after.starts_with(['"', '\'']))
+                })
+                .count();
+            if seen >= 2 {
+                return Some(index + 1);
+            }
+        }
+        None
+    }
+}
+
+/// A risk level, or `off` for a rule that never applies.
+pub mod risk_or_off {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    use crate::event::Risk;
+
+    pub fn serialize<S: Serializer>(risk: &Option<Risk>, s: S) -> Result<S::Ok, S::Error> {
+        match risk {
+            Some(risk) => serde::Serialize::serialize(risk, s),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Risk>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim() {
+            "off" => Ok(None),
+            "low" => Ok(Some(Risk::Low)),
+            "medium" => Ok(Some(Risk::Medium)),
+            "high" => Ok(Some(Risk::High)),
+            "critical" => Ok(Some(Risk::Critical)),
+            other => Err(D::Error::custom(format!(
+                "`{other}` is not a risk (expected low, medium, high, critical or off)"
+            ))),
+        }
+    }
+}
+
 /// Optional durations, as [`duration`].
 pub mod opt_duration {
     use std::time::Duration;
@@ -937,6 +1193,33 @@ mod tests {
         assert!(err.to_string().starts_with("f.yaml:4: users.ann: unknown role `wizard`"), "{err}");
         let err = Settings::parse("default_role: admn\n", Path::new("f.yaml")).expect_err("role");
         assert!(err.to_string().starts_with("f.yaml:1: default_role: unknown role"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_at_their_line() {
+        let text = "default_role: viewer\nusers:\n  vic: viewer\n  ann: admin\n  vic: admin\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate user");
+        assert!(err.to_string().starts_with("f.yaml:5:"), "{err}");
+        assert!(err.to_string().contains("duplicate key `vic`"), "{err}");
+        let err = Settings::parse("users: {vic: viewer, vic: admin}\n", Path::new("f.yaml"))
+            .expect_err("duplicate user in flow style");
+        assert!(err.to_string().contains("duplicate key `vic`"), "{err}");
+        let text = "backends:\n  sim:\n    kind: sim\n  sim:\n    kind: sim\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate backend");
+        assert!(err.to_string().starts_with("f.yaml:4:"), "{err}");
+        let text = "breakers:\n  overrides:\n    a: {failure_threshold: 1}\n    a: {}\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate override");
+        assert!(err.to_string().starts_with("f.yaml:4:"), "{err}");
+    }
+
+    #[test]
+    fn user_names_with_control_characters_are_refused() {
+        let text = "users:\n  \"vic\\nadmin\": viewer\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("newline in a name");
+        assert!(err.to_string().contains("control characters"), "{err}");
+        let text = "users:\n  \"vic\\u001b[2J\": viewer\n";
+        assert!(Settings::parse(text, Path::new("f.yaml")).is_err());
+        assert!(is_plain_user_name("rex.o'neil"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::WorkspaceKind;
+use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation, Verdict};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
 /// One published event with its place in the stream.
@@ -378,6 +379,68 @@ pub enum Event {
     /// An attempt was in flight when its run's process died. It runs again, so it may have
     /// run twice (whatever it did before the crash is not undone).
     AttemptInterrupted { task: TaskId, agent: AgentId, attempt: u32 },
+
+    // ---- approvals (hosts) ----
+    /// One approval of a task that needs `needed` different approvers; it still waits.
+    ApprovalGiven { task: TaskId, by: UserId, count: u32, needed: u32 },
+    /// The deadline of an approval passed under `on_timeout: escalate`: it keeps waiting,
+    /// marked overdue, and the reviewers are told again.
+    ApprovalOverdue { task: TaskId, waited_ms: u64 },
+    // ---- panels and conflicts (added at the end: stored events keep their meaning) ----
+    /// A panel member answered: its verdict, or why it gave none after `asked` questions
+    /// (a member without a verdict never counts as a vote).
+    PanelVerdict {
+        task: TaskId,
+        agent: AgentId,
+        asked: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<Verdict>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Every verdict of the panel named the same decision.
+    PanelAgreed { task: TaskId, decision: String, agents: Vec<AgentId> },
+    /// The verdicts differ: the ladder starts. Carries everything a person needs to decide
+    /// later (question, options, each verdict), so a restarted console can ask again.
+    ConflictDetected {
+        task: TaskId,
+        question: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+        /// The question's domain, from `domain:` or its words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<Domain>,
+        decide: DecideMode,
+        verdicts: Vec<MemberVerdict>,
+        /// Members that gave no usable verdict.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<AgentId>,
+    },
+    /// One step of the ladder ran. `winner` and `decision` are set when it decided; the
+    /// `operator` step means a person is asked, with the ladder's recommendation.
+    ConflictStep {
+        task: TaskId,
+        step: LadderStep,
+        finding: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        winner: Option<AgentId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recommendation: Option<Recommendation>,
+    },
+    /// The conflict is settled: by a ladder step (`by` empty) or by a person.
+    ConflictResolved {
+        task: TaskId,
+        decision: String,
+        /// The agent whose verdict won, or `operator` for a person's own text.
+        winner: String,
+        resolved_by: LadderStep,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
 }
 
 impl Event {
@@ -399,7 +462,15 @@ impl Event {
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
             | Self::ApprovalDecided { task, .. }
-            | Self::AttemptInterrupted { task, .. } => Some(task.as_str()),
+            | Self::AttemptInterrupted { task, .. }
+            | Self::ApprovalGiven { task, .. }
+            | Self::ApprovalOverdue { task, .. }
+            | Self::PanelVerdict { task, .. }
+            | Self::PanelAgreed { task, .. }
+            | Self::ConflictDetected { task, .. }
+            | Self::ConflictStep { task, .. }
+            | Self::ConflictResolved { task, .. } => Some(task.as_str()),
+>>>>>>> conflicts
             _ => None,
         }
     }
@@ -423,6 +494,7 @@ impl Event {
             | Self::TaskRetrying { agent, .. }
             | Self::TaskSucceeded { agent, .. }
             | Self::ApprovalRequested { agent, .. }
+            | Self::PanelVerdict { agent, .. }
             | Self::BreakerOpened { agent, .. }
             | Self::BreakerHalfOpened { agent, .. }
             | Self::BreakerClosed { agent, .. }
@@ -468,6 +540,13 @@ impl Event {
             Self::Notice { .. } => "notice",
             Self::RunResumed { .. } => "run_resumed",
             Self::AttemptInterrupted { .. } => "attempt_interrupted",
+            Self::ApprovalGiven { .. } => "approval_given",
+            Self::ApprovalOverdue { .. } => "approval_overdue",
+            Self::PanelVerdict { .. } => "panel_verdict",
+            Self::PanelAgreed { .. } => "panel_agreed",
+            Self::ConflictDetected { .. } => "conflict_detected",
+            Self::ConflictStep { .. } => "conflict_step",
+            Self::ConflictResolved { .. } => "conflict_resolved",
         }
     }
 }

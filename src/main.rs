@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use flightdeck::cli::{self, Globals};
+use flightdeck::governance::Channel;
 
 /// mimalloc instead of the system allocator: the engine allocates a few small objects per
 /// task event, and glibc's malloc made up a sixth of its CPU time (see benches/engine.rs).
@@ -34,9 +35,8 @@ struct GlobalArgs {
     /// Where runs, the audit log and logs are kept [default: <project>/.flightdeck].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    #[arg(
-        help = "Act as this user [default: $FLIGHTDECK_USER, else $USER, else the account name]"
-    )]
+    #[arg(help = "Act as this user, whose role may not be higher than your account's own \
+                [default: $FLIGHTDECK_USER, else your account]")]
     #[arg(long = "as", global = true, value_name = "USER")]
     user: Option<String>,
     /// Theme from themes/: dark, light, high-contrast.
@@ -71,6 +71,51 @@ enum Cmd {
         #[arg(help = "Override the workflow's max_parallel")]
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
+        /// Tasks that need approval: `reject` them at once (the default, for scripts and
+        /// CI) or `wait` for a decision from another terminal until the deadline
+        /// (`policies.approval_timeout`).
+        #[arg(long, value_enum, default_value_t = ApprovalMode::Reject)]
+        approvals: ApprovalMode,
+        /// How a conflict that needs a person is settled with nobody there: `recommend`
+        /// takes the ladder's recommendation (recorded as the system user's, with why).
+        /// Without it such a panel task fails, naming the agents and their decisions.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend"])]
+        decide: Option<String>,
+    },
+    /// What waits for a reviewer on the running host: run, task, agent, risk, reasons, who
+    /// started the run, since when, the deadline and the approvals so far.
+    Approvals {
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a task waiting on the running host. Exit 0 done, 1 refused, 2 bad input or
+    /// no host.
+    Approve {
+        #[arg(help = "Run id (or a unique start of one)")]
+        run: String,
+        /// The waiting task.
+        task: String,
+        /// A note kept with the decision.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Reject a task waiting on the running host; it fails with the note as its reason.
+    Reject {
+        #[arg(help = "Run id (or a unique start of one)")]
+        run: String,
+        /// The waiting task.
+        task: String,
+        /// Why (required).
+        #[arg(long, value_name = "TEXT")]
+        note: String,
+    },
+    /// The full console against the running host: every pane live, the same keys; commands
+    /// pass the host's gate as you. Detaching leaves runs going.
+    Attach {
+        /// Show no key that changes anything; the host refuses commands of this console.
+        #[arg(long)]
+        readonly: bool,
     },
     /// Go on with an interrupted run (its process died): tasks that succeeded are not run
     /// again, an attempt that was in flight runs again. Same output and exit codes as `run`;
@@ -104,6 +149,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a headless run does with tasks that need approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ApprovalMode {
+    /// Refuse them at once.
+    Reject,
+    /// Wait for a decision from another terminal, until the deadline.
+    Wait,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,28 +277,30 @@ enum AgentsCmd {
     },
 }
 
-/// The account name of the current uid, for shells that do not set `$USER`.
-fn login_name() -> Option<String> {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid).ok().flatten().map(|user| user.name)
-}
-
 fn main() {
     let cli = Cli::parse();
     let project_dir = cli.globals.project_dir.clone();
-    let globals = Globals {
-        data_dir: cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck")),
-        project_dir,
-        user: cli
-            .globals
-            .user
-            .clone()
-            .or_else(|| std::env::var("FLIGHTDECK_USER").ok())
-            .or_else(|| std::env::var("USER").ok())
-            .or_else(login_name)
-            .unwrap_or_else(|| "unknown".to_owned()),
-        theme: cli.globals.theme.clone(),
+    let data_dir = cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck"));
+    let claimed = cli.globals.user.clone().or_else(|| std::env::var("FLIGHTDECK_USER").ok());
+    // Clients of a host leave the check of `--as` to the host, which writes the audit.
+    let host_client = matches!(
+        cli.command,
+        Some(Cmd::Approvals { .. } | Cmd::Approve { .. } | Cmd::Reject { .. } | Cmd::Attach { .. })
+    );
+    let user = if host_client {
+        Ok(flightdeck::governance::Provenance::local(Channel::CommandLine).account)
+    } else {
+        cli::acting_user(&project_dir, &data_dir, claimed.as_deref())
     };
+    let user = match user {
+        Ok(user) => user,
+        Err(message) => {
+            eprintln!("flightdeck: {message}");
+            std::process::exit(cli::exit::INVALID);
+        }
+    };
+    let globals =
+        Globals { data_dir, project_dir, user, theme: cli.globals.theme.clone(), claimed };
     let log = flightdeck::logging::init(&globals.data_dir);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), user = %globals.user, "flightdeck starting");
     let code = match cli.command {
@@ -263,12 +319,32 @@ fn main() {
             AgentsCmd::Stats { json } => cli::agents::stats(&globals, json),
         },
         Some(Cmd::Plan { workflow, json }) => cli::workflow::plan(&globals, &workflow, json),
-        Some(Cmd::Run { workflow, json, backend, max_parallel }) => {
-            let options = cli::workflow::RunOptions { json, backend, max_parallel };
+        Some(Cmd::Run { workflow, json, backend, max_parallel, approvals, decide }) => {
+            let options = cli::workflow::RunOptions {
+                json,
+                backend,
+                max_parallel,
+                wait_for_approvals: approvals == ApprovalMode::Wait,
+                take_recommendation: decide.is_some(),
+            };
             cli::workflow::run(&globals, &workflow, &options)
         }
+        Some(Cmd::Approvals { json }) => cli::host::approvals(&globals, json),
+        Some(Cmd::Approve { run, task, note }) => {
+            cli::host::decide(&globals, &run, &task, true, note)
+        }
+        Some(Cmd::Reject { run, task, note }) => {
+            cli::host::decide(&globals, &run, &task, false, Some(note))
+        }
+        Some(Cmd::Attach { readonly }) => cli::host::attach(&globals, readonly, log.current_file()),
         Some(Cmd::Resume { run, json, backend }) => {
-            let options = cli::workflow::RunOptions { json, backend, max_parallel: None };
+            let options = cli::workflow::RunOptions {
+                json,
+                backend,
+                max_parallel: None,
+                wait_for_approvals: false,
+                take_recommendation: false,
+            };
             cli::workflow::resume(&globals, &run, &options)
         }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),

@@ -19,7 +19,10 @@ use crate::config::Settings;
 use crate::engine::Resumed;
 use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
-use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYSTEM_USER};
+use crate::governance::{
+    Approvals, Channel, Denied, Gate, GovernanceError, Identity, PendingApproval, Provenance,
+    SYSTEM_USER, run_of,
+};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
 use crate::model::{OutputKeep, RunModel, TaskModel};
@@ -73,6 +76,8 @@ pub enum RuntimeError {
     Governance(#[from] GovernanceError),
     #[error("agent `{0}` is not in the agent pool")]
     UnknownAgent(AgentId),
+    #[error(transparent)]
+    Conflict(#[from] crate::conflict::ConflictError),
     #[error("instance {0} was not spawned by an operator; a task holds it")]
     NotSpawned(InstanceId),
     /// `resume` named no stored run, or several.
@@ -134,6 +139,7 @@ impl Runtime {
         let RuntimeOptions { project_dir, data_dir, settings, watch_agents } = options;
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| RuntimeError::DataDir { path: data_dir.clone(), source })?;
+        crate::host::record_project(&data_dir, &project_dir);
         let settings = Arc::new(settings);
         // The store first, so its sink sees every event from here on, and the bus numbers
         // from blocks the store reserves for this process alone, so `seq` never repeats nor
@@ -159,7 +165,7 @@ impl Runtime {
         };
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
-        let approvals = Approvals::new(bus.clone());
+        let approvals = Approvals::with_policy(bus.clone(), (&settings.policies).into());
         let anchor = RunStore::open(data_dir.join(RUNS_FILE))?;
         let audit = AuditLog::open_anchored(data_dir.join(AUDIT_FILE), Box::new(anchor))?;
         let audit_warnings = audit.warnings();
@@ -272,6 +278,26 @@ impl Runtime {
         submit(&self.inner, request).await.map(|_| ())
     }
 
+    /// [`Runtime::submit`] for a caller whose identity was established as `provenance`
+    /// says (a control-socket peer): the gate's audit record carries it.
+    pub async fn submit_from(
+        &self,
+        request: Request,
+        provenance: &Provenance,
+    ) -> Result<Option<RunId>, RuntimeError> {
+        submit_from(&self.inner, request, provenance).await
+    }
+
+    /// The identity `caller` acts as (its own, or a lower `claimed` one), through the gate.
+    pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
+        self.inner.gate.assume(caller, claimed)
+    }
+
+    /// What waits for a reviewer, oldest first.
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        self.inner.approvals.pending()
+    }
+
     /// Delete finished runs from the run store as `user`, through the gate (as `PruneRuns`);
     /// returns the runs deleted and how many events went with them.
     pub async fn prune_runs(
@@ -302,7 +328,8 @@ impl Runtime {
         };
         // The id is made first, so the gate's decision belongs to the run it starts.
         let run = RunId::generate();
-        self.inner.gate.check_for_run(&request, Some(&run))?;
+        let identity = self.inner.gate.check_for_run(&request, Some(&run))?;
+        self.inner.approvals.record_starter(&run, &identity.user);
         start_owned(&self.inner, run, plan)
     }
 
@@ -349,6 +376,44 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let by = UserId::new(SYSTEM_USER);
         Ok(self.inner.approvals.decide(run, task, false, &by, Some(note.to_owned()))?)
+    }
+
+    /// Conflicts waiting for a person, across runs (the console's Conflicts pane).
+    pub fn open_conflicts(&self) -> Vec<crate::conflict::OpenConflict> {
+        self.inner.engine.conflicts().open()
+    }
+
+    /// Settle a conflict no person can see (headless runs), as [`SYSTEM_USER`]: take the
+    /// ladder's recommendation when `take_recommendation`, else fail the panel task with
+    /// a message naming every member and its decision. Not an operator command, so no gate.
+    pub fn settle_unattended(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        take_recommendation: bool,
+    ) -> Result<(), RuntimeError> {
+        let conflicts = self.inner.engine.conflicts();
+        if take_recommendation {
+            let reason = "headless run: --decide recommend took the ladder's recommendation";
+            return Ok(conflicts.take_recommendation(
+                run,
+                task,
+                &UserId::new(SYSTEM_USER),
+                reason,
+            )?);
+        }
+        let sides = conflicts.get(run, task).map_or_else(String::new, |open| {
+            open.verdicts
+                .iter()
+                .map(|v| format!("{} chose \"{}\"", v.agent, v.verdict.decision))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let reason = format!(
+            "conflict needs a person: {sides}; no one can decide in a headless run (pass \
+             --decide recommend to take the ladder's recommendation, or run it from the console)"
+        );
+        Ok(conflicts.refuse(run, task, reason)?)
     }
 
     /// Wait for a run to finish. `None` when this runtime does not know the run (any more).
@@ -625,36 +690,50 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
+    submit_from(inner, request, &Provenance::local(Channel::Console)).await
+}
+
+async fn submit_from(
+    inner: &Arc<Inner>,
+    request: Request,
+    provenance: &Provenance,
+) -> Result<Option<RunId>, RuntimeError> {
     // A resume names its run as the user typed it; the gate and the audit see the full id.
     let request = match request.command {
         Command::ResumeRun { run, backend } => {
             let run = resolve_run(inner, run.as_str())
                 .inspect_err(|error| notice(&inner.bus, None, Level::Error, error.to_string()))?;
-            let identity = inner.gate.check_for_run(
+            let identity = inner.gate.check_from(
                 &Request {
                     user: request.user.clone(),
                     command: Command::ResumeRun { run: run.clone(), backend: backend.clone() },
                 },
                 Some(&run),
+                provenance,
             )?;
             let command = Command::ResumeRun { run, backend };
-            return dispatch(inner, &identity, command, None).await;
+            return dispatch(inner, &identity, &provenance.account, command, None).await;
         }
         _ => request,
     };
     // A run started by this command gets its id before the gate, so the decision (accepted
     // or denied) carries the run's id like every other event the run caused.
     let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
-    let identity = match &new_run {
-        Some(run) => inner.gate.check_for_run(&request, Some(run))?,
-        None => inner.gate.check(&request)?,
+    let run = new_run.as_ref().or_else(|| run_of(&request.command));
+    let broken_rule = match &request.command {
+        Command::Approve { run, task, .. } => {
+            inner.approvals.separation(run, task, &request.user, &provenance.account)
+        }
+        _ => None,
     };
-    dispatch(inner, &identity, request.command, new_run).await
+    let identity = inner.gate.check_with_rule(&request, run, provenance, broken_rule)?;
+    dispatch(inner, &identity, &provenance.account, request.command, new_run).await
 }
 
 async fn dispatch(
     inner: &Arc<Inner>,
     identity: &Identity,
+    account: &str,
     command: Command,
     new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
@@ -668,16 +747,20 @@ async fn dispatch(
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
             let run = new_run.unwrap_or_else(RunId::generate);
+            inner.approvals.record_starter(&run, &identity.user);
             return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
         }
         Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
         Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,
         Command::RetryTask { run, task } => run_handle(&run)?.retry_task(&task).await?,
         Command::Approve { run, task, note } => {
-            inner.approvals.decide(&run, &task, true, &identity.user, note)?;
+            inner.approvals.decide_as(&run, &task, true, &identity.user, account, note)?;
         }
         Command::Reject { run, task, note } => {
             inner.approvals.decide(&run, &task, false, &identity.user, note)?;
+        }
+        Command::ResolveConflict { run, task, choice, note } => {
+            engine.conflicts().resolve(&run, &task, &choice, &identity.user, note)?;
         }
         Command::ResetBreaker { agent } => inner.breakers.reset(&agent, identity.user.as_str()),
         Command::OpenBreaker { agent } => inner.breakers.force_open(&agent, identity.user.as_str()),

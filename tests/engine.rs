@@ -160,6 +160,7 @@ fn settings() -> Settings {
         latency_max: Duration::ZERO,
         failure_rate: 0.0,
         seed: 1,
+        ..SimBackend::default()
     };
     settings.backends.insert("test".into(), BackendConfig::Sim(instant));
     settings.default_backend = "test".into();
@@ -455,6 +456,7 @@ async fn real_sim_executor_times_out_too() {
         latency_max: Duration::from_secs(10),
         failure_rate: 0.0,
         seed: 3,
+        ..SimBackend::default()
     };
     settings.backends.insert("slow-sim".into(), BackendConfig::Sim(slow));
     let mut s = setup_with(&[("alpha", "backend: slow-sim\n")], settings);
@@ -801,6 +803,8 @@ users:
   ann: admin
   vic: viewer
   rex: reviewer
+policies:
+  two_person_at: off
 backends:
   sim:
     kind: sim

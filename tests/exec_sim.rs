@@ -20,6 +20,7 @@ fn config(latency_ms: (u64, u64), failure_rate: f64, seed: u64) -> SimBackend {
         latency_max: Duration::from_millis(latency_ms.1),
         failure_rate,
         seed,
+        ..SimBackend::default()
     }
 }
 

@@ -78,6 +78,15 @@ fn table() -> Vec<(Command, &'static [Role])> {
         (Command::RetryTask { run: run(), task: task() }, &[Admin, Operator, Developer]),
         (Command::Approve { run: run(), task: task(), note: None }, &[Admin, Reviewer]),
         (Command::Reject { run: run(), task: task(), note: Some("no".into()) }, &[Admin, Reviewer]),
+        (
+            Command::ResolveConflict {
+                run: run(),
+                task: task(),
+                choice: flightdeck::command::ConflictChoice::Verdict(1),
+                note: None,
+            },
+            &[Admin, Operator, Developer],
+        ),
         (Command::ResetBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
         (Command::OpenBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
         (Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator]),
@@ -167,6 +176,7 @@ fn one_command_for_one_role(command: &Command, allowed: &[Role], role: Role) {
             | Command::RetryTask { .. }
             | Command::Approve { .. }
             | Command::Reject { .. }
+            | Command::ResolveConflict { .. }
     );
     assert_eq!(envelope.run_id.is_some(), targets_run);
 }

@@ -275,6 +275,7 @@ mod approvals {
             latency_max: Duration::ZERO,
             failure_rate: 0.0,
             seed: 1,
+            ..SimBackend::default()
         };
         settings.backends.insert("test".into(), BackendConfig::Sim(instant));
         settings.default_backend = "test".into();

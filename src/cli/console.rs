@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::command::Command;
-use crate::config::Settings;
 use crate::console::{self, ConsoleLink, ConsoleOptions};
 use crate::event::{Envelope, Event, Level};
 use crate::governance::Identity;
+use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::{AgentId, InstanceId};
 use crate::runtime::{Runtime, RuntimeOptions};
 
@@ -28,11 +28,30 @@ pub struct ConsoleRequest {
 
 /// Open the console; returns the exit code.
 pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i32 {
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("flightdeck: {error}");
             return exit::INVALID;
+        }
+    };
+    // One host per data dir: a second console attaches to the first.
+    let lock = match HostLock::take(&globals.data_dir) {
+        Ok(lock) => lock,
+        Err(HostError::AlreadyHosted { pid, .. }) => {
+            let host = pid.map_or_else(|| "another flightdeck".to_owned(), |p| format!("pid {p}"));
+            if let Some(workflow) = &request.workflow {
+                eprintln!(
+                    "flightdeck: {} is hosted by {host}; attaching (start {} there with `:run`)",
+                    globals.data_dir.display(),
+                    workflow.display()
+                );
+            }
+            return super::host::attach(globals, false, log_file);
+        }
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::FAILED;
         }
     };
     let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -44,6 +63,11 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
     };
     tokio.block_on(async move {
         let theme = globals.theme.clone().or_else(|| settings.theme.clone());
+        let host_options = HostOptions::from_settings(&settings);
+        let attention = crate::console::Attention {
+            bell: settings.notify.bell,
+            desktop: settings.notify.desktop,
+        };
         let identity = Identity::resolve(&globals.user, &settings);
         let runtime = match Runtime::start(RuntimeOptions {
             project_dir: globals.project_dir.clone(),
@@ -54,6 +78,16 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             Ok(runtime) => Arc::new(runtime),
             Err(error) => {
                 eprintln!("flightdeck: {error}");
+                return exit::FAILED;
+            }
+        };
+        let host = match Host::listen(lock, Arc::clone(&runtime), &host_options) {
+            Ok(host) => host,
+            Err(error) => {
+                eprintln!("flightdeck: {error}");
+                if let Ok(runtime) = Arc::try_unwrap(runtime) {
+                    runtime.shutdown().await;
+                }
                 return exit::FAILED;
             }
         };
@@ -95,11 +129,14 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             theme,
             log_file,
             start_workflow: request.workflow.map(|path| globals.resolve(&path)),
+            attention,
         };
         let result = console::run(options, link).await;
         if let Some(demo) = demo {
             demo.abort();
         }
+        // Attached consoles are told the host is going; then no connection holds the runtime.
+        host.close().await;
         // The link's resync closure holds a clone; once the console is gone it is the last.
         match Arc::try_unwrap(runtime) {
             Ok(runtime) => runtime.shutdown().await,

@@ -15,12 +15,18 @@ pub mod agents;
 pub mod audit;
 pub mod console;
 pub mod doctor;
+pub mod host;
 mod progress;
 pub mod runs;
 pub mod workflow;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+
+use crate::audit::{AUDIT_FILE, AuditLog};
+use crate::bus::EventBus;
+use crate::governance::{Channel, Gate, Provenance};
+use crate::host::governed_settings;
 
 /// Options every subcommand shares.
 #[derive(Debug, Clone)]
@@ -29,10 +35,14 @@ pub struct Globals {
     pub project_dir: PathBuf,
     /// Where runs, audit and logs live (`--data-dir`, default `<project>/.flightdeck`).
     pub data_dir: PathBuf,
-    /// Who is acting (`--as`, else `FLIGHTDECK_USER`, else `USER`).
+    /// Who is acting: the OS account, or the lower identity `--as` / `FLIGHTDECK_USER` asked
+    /// for (see [`acting_user`]).
     pub user: String,
     /// Theme name (`--theme`).
     pub theme: Option<String>,
+    /// `--as` / `FLIGHTDECK_USER` as given: clients of a host pass it on, and the host checks
+    /// it against the role of the account the kernel names.
+    pub claimed: Option<String>,
 }
 
 impl Globals {
@@ -49,6 +59,30 @@ impl Globals {
             std::env::current_dir().map_or_else(|_| path.to_owned(), |cwd| cwd.join(path))
         }
     }
+}
+
+/// Who a command-line process acts as: its own OS account, or `claimed` (`--as`, else
+/// `FLIGHTDECK_USER`) when that identity's role is no higher under the settings that govern
+/// the data dir. `$USER` is never trusted. A refused claim is audited; the error says why
+/// (the caller exits 2).
+pub fn acting_user(
+    project_dir: &Path,
+    data_dir: &Path,
+    claimed: Option<&str>,
+) -> Result<String, String> {
+    let caller = Provenance::local(Channel::CommandLine);
+    let Some(claimed) = claimed.filter(|name| *name != caller.account) else {
+        return Ok(caller.account);
+    };
+    if caller.is_superuser() && crate::config::is_plain_user_name(claimed) {
+        return Ok(claimed.to_owned());
+    }
+    let settings = governed_settings(project_dir, data_dir).map_err(|error| error.to_string())?;
+    let audit = AuditLog::open(data_dir.join(AUDIT_FILE)).map_err(|error| error.to_string())?;
+    let gate = Gate::new(&settings, audit, EventBus::new());
+    gate.assume(&caller, Some(claimed))
+        .map(|identity| identity.user.as_str().to_owned())
+        .map_err(|denied| format!("refused: {}", denied.reason))
 }
 
 /// Writes command output to stdout. A reader that went away (`flightdeck plan … | head -1`)

@@ -30,6 +30,8 @@ pub(crate) struct Printer {
     /// The run folded so far: attempts by backend kind, and when each task's round began,
     /// so "took" covers the whole task.
     model: RunModel,
+    /// `run --approvals wait`: approvals wait for a reviewer instead of being refused.
+    waits_for_reviewers: bool,
     /// A progress line before it is sanitised.
     scratch: String,
     out: BufWriter<std::io::Stdout>,
@@ -46,6 +48,12 @@ impl Printer {
         Self::new(json, run, Clock::Live(Instant::now()))
     }
 
+    /// Approvals of this live run wait for reviewers (`run --approvals wait`).
+    pub(crate) fn waiting_for_reviewers(mut self) -> Self {
+        self.waits_for_reviewers = true;
+        self
+    }
+
     /// For the stored events of `run`, shown with their time since the run's first event.
     pub(crate) fn replay(json: bool, run: RunId) -> Self {
         Self::new(json, run, Clock::Replay { first_ms: None, now_ms: 0 })
@@ -58,6 +66,7 @@ impl Printer {
             scratch: String::new(),
             run,
             clock,
+            waits_for_reviewers: false,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
             encoder: Encoder::default(),
@@ -202,6 +211,7 @@ impl Printer {
             Event::TaskAwaitingApproval { task, risk, reasons, .. } if ours => {
                 // A live headless run refuses it at once; a stored run says what followed.
                 let outcome = match self.clock {
+                    Clock::Live(_) if self.waits_for_reviewers => "; waiting for a reviewer",
                     Clock::Live(_) => "; refused: no reviewer in a headless run",
                     Clock::Replay { .. } => "",
                 };
@@ -216,6 +226,47 @@ impl Printer {
                 let word = if *approved { "approved " } else { "rejected " };
                 let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
                 self.line(&format!("{word} {task}  by {by}{note}"));
+            }
+            Event::PanelVerdict { task, agent, verdict, error, asked } if ours => {
+                let text = match (verdict, error) {
+                    (Some(v), _) => format!(
+                        "verdict   {task}  {agent}: \"{}\" (confidence {:.2}{})",
+                        v.decision,
+                        v.confidence,
+                        if *asked > 1 { ", asked twice" } else { "" }
+                    ),
+                    (None, error) => format!(
+                        "verdict   {task}  {agent} gave none, does not vote: {}",
+                        error.as_deref().unwrap_or("?")
+                    ),
+                };
+                self.line(&text);
+            }
+            Event::PanelAgreed { task, decision, agents } if ours => {
+                self.line(&format!("agreed    {task}  {} members: \"{decision}\"", agents.len()));
+            }
+            Event::ConflictDetected { task, verdicts, domain, decide, .. } if ours => {
+                let sides: Vec<String> = verdicts
+                    .iter()
+                    .map(|v| format!("{} ({}) \"{}\"", v.agent, v.domain, v.verdict.decision))
+                    .collect();
+                let domain =
+                    domain.map_or_else(|| "no domain".to_owned(), |d| format!("domain {d}"));
+                self.line(&format!(
+                    "conflict  {task}  {}; {domain}, decide {}",
+                    sides.join(" vs "),
+                    decide.as_str()
+                ));
+            }
+            Event::ConflictStep { task, step, finding, .. } if ours => {
+                self.line(&format!("ladder    {task}  {step}: {finding}"));
+            }
+            Event::ConflictResolved { task, decision, winner, resolved_by, by, note } if ours => {
+                let by = by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default();
+                let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+                self.line(&format!(
+                    "resolved  {task}  \"{decision}\" ({winner}), {resolved_by}{by}{note}"
+                ));
             }
             Event::BreakerOpened { agent, failures, last_error, .. } => {
                 self.line(&format!(

@@ -16,7 +16,6 @@ use serde_json::json;
 use super::progress::{Printer, short};
 use super::{Globals, exit};
 use crate::bus::now_ms;
-use crate::config::Settings;
 use crate::engine::workspace::{KeptWorktree, change_counts};
 use crate::event::{AnswerDetails, Envelope, FileChange, TokenUsage, WorkspaceKind};
 use crate::ids::{AgentId, RunId, TaskId};
@@ -158,7 +157,7 @@ pub fn prune(
         eprintln!("no runs yet in {}", store_path(globals).display());
         return exit::OK;
     }
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => return fail(&error.to_string()),
     };

@@ -4,8 +4,10 @@
 //! input was invalid (nothing ran) and 130 when interrupted with Ctrl-C (the run is
 //! cancelled, its children stopped and the run recorded as cancelled first).
 //!
-//! Headless runs have no reviewer: a task that needs approval is rejected at once, with a
-//! note saying so (raise `policies.approval_at` or run it from the console).
+//! By default a headless run has no reviewer: a task that needs approval is rejected at once,
+//! with a note saying so. With `--approvals wait` it waits for a decision from another
+//! terminal (`flightdeck approve`), until `policies.approval_timeout`; the run then hosts its
+//! data dir's control socket, so reviewers can reach it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,7 +21,9 @@ use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::bus::Backlog;
 use crate::config::Settings;
+use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event, RunStatus};
+use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::TaskId;
 use crate::learning::{History, LearningSettings};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
@@ -143,8 +147,9 @@ impl Stops {
 }
 
 /// Said to reviewers-in-waiting of a headless run.
-const NO_REVIEWER: &str = "headless run: no reviewer can approve it (raise policies.approval_at \
-                           in flightdeck.yaml or run the workflow from the console)";
+const NO_REVIEWER: &str = "headless run: no reviewer can approve it (run with `--approvals wait` \
+                           to wait for `flightdeck approve` from another terminal, raise \
+                           policies.approval_at in flightdeck.yaml, or run it from the console)";
 
 /// `plan WORKFLOW [--json]`: 0 when the workflow is valid, 2 otherwise.
 pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
@@ -276,6 +281,9 @@ fn plan_text(plan: &Plan) -> String {
             if let Some(auto) = &step.timeout_auto {
                 let _ = writeln!(out, "  {:id_width$}  timeout {}", "", auto.describe());
             }
+            if let Some(panel) = &step.panel {
+                let _ = writeln!(out, "  {:id_width$}  {}", "", panel_line(panel));
+            }
             if step.needs_approval {
                 let _ = writeln!(
                     out,
@@ -310,7 +318,36 @@ fn simulated_note(plan: &Plan) -> String {
     }
 }
 
+/// One line naming a panel's members, options, domain, third agent and mode.
+fn panel_line(panel: &crate::workflow::PlannedPanel) -> String {
+    let members: Vec<&str> = panel.members.iter().map(crate::ids::AgentId::as_str).collect();
+    let mut line = format!("⚖ panel {}", members.join(", "));
+    if !panel.options.is_empty() {
+        let _ = write!(line, " · options: {}", panel.options.join(" | "));
+    }
+    match panel.domain {
+        Some(domain) if panel.domain_from_words => {
+            let _ = write!(line, " · domain {domain} (from its words)");
+        }
+        Some(domain) => {
+            let _ = write!(line, " · domain {domain}");
+        }
+        None => line.push_str(" · no domain"),
+    }
+    match &panel.third_opinion {
+        Some(third) => {
+            let _ = write!(line, " · third opinion {third}");
+        }
+        None => line.push_str(" · no third opinion"),
+    }
+    let _ = write!(line, " · decide {}", panel.decide.as_str());
+    line
+}
+
 fn agent_label(step: &crate::workflow::PlannedStep) -> String {
+    if let Some(panel) = &step.panel {
+        return format!("panel of {}", panel.members.len());
+    }
     match &step.selection {
         Some(selection) => format!("{} (auto, score {:.1})", step.agent, selection.score),
         None => step.agent.to_string(),
@@ -323,6 +360,11 @@ pub struct RunOptions {
     pub json: bool,
     pub backend: Option<String>,
     pub max_parallel: Option<usize>,
+    /// `--approvals wait`: tasks that need approval wait for a reviewer in another terminal
+    /// (until `policies.approval_timeout`) instead of being rejected at once.
+    pub wait_for_approvals: bool,
+    /// `--decide recommend`: conflicts that need a person take the ladder's recommendation.
+    pub take_recommendation: bool,
 }
 
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
@@ -332,7 +374,7 @@ pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
         eprintln!("flightdeck: --max-parallel 0: at least one task must be able to run");
         return exit::INVALID;
     }
-    let settings = match Settings::load(&globals.project_dir) {
+    let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("{error}");
@@ -355,26 +397,53 @@ async fn run_headless(
     options: &RunOptions,
     settings: Settings,
 ) -> i32 {
+    // The first process on a data dir hosts it, so reviewers elsewhere can reach its runs.
+    // A later headless run works beside the host without listening (its approvals are
+    // refused at once, so nothing of it waits for a person) unless it must wait for them.
+    let lock = match HostLock::take(&globals.data_dir) {
+        Ok(lock) => Some(lock),
+        Err(error @ HostError::AlreadyHosted { .. }) if options.wait_for_approvals => {
+            eprintln!(
+                "flightdeck: --approvals wait needs reviewers to reach this run, but {error}"
+            );
+            return exit::INVALID;
+        }
+        Err(HostError::AlreadyHosted { .. }) => None,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    let host_options = HostOptions::from_settings(&settings);
     let runtime = match Runtime::start(RuntimeOptions {
         project_dir: globals.project_dir.clone(),
         data_dir: globals.data_dir.clone(),
         settings,
         watch_agents: false,
     }) {
-        Ok(runtime) => runtime,
+        Ok(runtime) => Arc::new(runtime),
         Err(error) => {
             eprintln!("flightdeck: {error}");
             return exit::INVALID;
         }
     };
     super::say_audit_warnings(&runtime);
+    let host = match lock.map(|lock| Host::listen(lock, Arc::clone(&runtime), &host_options)) {
+        Some(Ok(host)) => Some(host),
+        Some(Err(error)) => {
+            eprintln!("flightdeck: {error}");
+            shutdown(runtime, None).await;
+            return exit::INVALID;
+        }
+        None => None,
+    };
     let overrides =
         PlanOverrides { backend: options.backend.clone(), max_parallel: options.max_parallel };
     let plan = match runtime.plan(&globals.resolve(workflow), &overrides) {
         Ok(plan) => plan,
         Err(error) => {
             eprintln!("{error}");
-            runtime.shutdown().await;
+            shutdown(runtime, host).await;
             return exit::INVALID;
         }
     };
@@ -388,11 +457,26 @@ async fn run_headless(
                 RuntimeError::Denied(denied) => eprintln!("flightdeck: refused: {denied}"),
                 other => eprintln!("flightdeck: {other}"),
             }
-            runtime.shutdown().await;
+            shutdown(runtime, host).await;
             return exit::INVALID;
         }
     };
-    follow(runtime, handle, events, &printed, options.json).await
+    let code = follow(&runtime, handle, events, &printed, options).await;
+    shutdown(runtime, host).await;
+    code
+}
+
+/// Close the host (attached clients are told) and shut the runtime down.
+async fn shutdown(runtime: Arc<Runtime>, host: Option<Host>) {
+    if let Some(host) = host {
+        host.close().await;
+    }
+    match Arc::try_unwrap(runtime) {
+        Ok(runtime) => runtime.shutdown().await,
+        Err(runtime) => {
+            let _ = runtime.flush().await;
+        }
+    }
 }
 
 /// `resume RUN`: goes on with an interrupted run; the same output and exit codes as `run`.
@@ -447,20 +531,26 @@ async fn resume_headless(
             return exit::INVALID;
         }
     };
-    follow(runtime, handle, events, &printed, options.json).await
+    let code = follow(&runtime, handle, events, &printed, options).await;
+    runtime.shutdown().await;
+    code
 }
 
 /// Print a started (or resumed) run's events as the store commits them, refuse approvals
-/// nobody can give, stop cleanly on a signal, and shut down; returns the exit code.
+/// nobody can give (or say how to give them, with `--approvals wait`), stop cleanly on a
+/// signal; returns the exit code. The caller shuts the runtime down.
 async fn follow(
-    runtime: Runtime,
+    runtime: &Runtime,
     handle: crate::engine::RunHandle,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Envelope>>,
     printed: &crate::bus::Backlog,
-    json: bool,
+    options: &RunOptions,
 ) -> i32 {
     let run = handle.id().clone();
-    let mut printer = Printer::live(json, run.clone());
+    let mut printer = Printer::live(options.json, run.clone());
+    if options.wait_for_approvals {
+        printer = printer.waiting_for_reviewers();
+    }
     let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
@@ -495,21 +585,33 @@ async fn follow(
         for envelope in received.drain(..) {
             if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
-                && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
             {
-                printer.line(&format!("cannot refuse approval of {task}: {error}"));
+                if options.wait_for_approvals {
+                    printer.line(&format!(
+                        "{task} waits for a reviewer: `flightdeck approve {run} {task}` from \
+                         another terminal (deadline in {})",
+                        humantime::format_duration(runtime.settings().policies.approval_timeout)
+                    ));
+                } else if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
+                    printer.line(&format!("cannot refuse approval of {task}: {error}"));
+                }
+            }
+            if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
+                && envelope.run_id.as_ref() == Some(&run)
+                && let Err(error) = runtime.settle_unattended(&run, task, options.take_recommendation)
+            {
+                printer.line(&format!("cannot settle the conflict of {task}: {error}"));
             }
             committed.push(envelope);
         }
         if (events.is_empty() || committed.is_full())
-            && let Some(status) = committed.print(&runtime, &mut printer, printed).await
+            && let Some(status) = committed.print(runtime, &mut printer, printed).await
         {
             break status;
         }
     };
     printed.close();
     printer.flush();
-    runtime.shutdown().await;
     if let Some(stop) = interrupted {
         stop.exit_code()
     } else if status == RunStatus::Succeeded {

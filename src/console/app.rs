@@ -30,7 +30,7 @@ use super::reducer::{Effect, Input, reduce};
 use super::replay::{Replay, Seek};
 use super::state::State;
 use super::theme::{self, Theme};
-use super::{ConsoleLink, ConsoleOptions, panes};
+use super::{Attention, ConsoleLink, ConsoleOptions, panes};
 use crate::command::Command;
 use crate::event::Envelope;
 
@@ -58,6 +58,7 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
         theme: options.theme.clone(),
         no_color: theme::no_color_requested(std::env::var_os("NO_COLOR").as_deref()),
         start_workflow: options.start_workflow.clone(),
+        attention: options.attention,
     };
     let result = run_loop(
         &mut terminal,
@@ -89,6 +90,7 @@ pub struct LoopSettings {
     pub theme: Option<String>,
     pub no_color: bool,
     pub start_workflow: Option<PathBuf>,
+    pub attention: Attention,
 }
 
 /// Reported each time the loop has handled everything it was given and drawn it.
@@ -226,8 +228,14 @@ where
                 batch.push(Input::Tick(clock()));
             }
         }
+        let mut calls = Vec::new();
         for item in batch {
             dirty = true;
+            if let Input::Event(envelope) = &item
+                && let Some(call) = attention_call(envelope)
+            {
+                calls.push(call);
+            }
             if let Input::Resync { missed, .. } = &item {
                 tracing::warn!(missed, "console lagged behind the event stream; resynced");
             }
@@ -267,6 +275,8 @@ where
                 }
             }
         }
+        // Between two frames, so the sequences never split one of ratatui's.
+        call_a_person(settings.attention, &calls);
     }
     Ok(state)
 }
@@ -493,3 +503,43 @@ fn display(path: &Path) -> String {
 #[cfg(test)]
 #[path = "app_tests.rs"]
 mod tests;
+
+/// What to tell a person about `envelope`, when it asks for one.
+fn attention_call(envelope: &crate::event::Envelope) -> Option<String> {
+    use crate::event::Event;
+    match &envelope.event {
+        Event::TaskAwaitingApproval { task, .. } => Some(format!("{task} waits for approval")),
+        Event::ApprovalOverdue { task, .. } => Some(format!("{task}: approval overdue")),
+        _ => None,
+    }
+}
+
+/// Ring the bell and send one desktop notification for every call of one batch (coalesced),
+/// on a real terminal only.
+fn call_a_person(attention: Attention, calls: &[String]) {
+    use std::io::{IsTerminal as _, Write as _};
+    if calls.is_empty() || !(attention.bell || attention.desktop) || !io::stdout().is_terminal() {
+        return;
+    }
+    // Task ids are plain names; still, nothing but printable text goes into the sequence.
+    let text: String = match calls {
+        [one] => one.clone(),
+        many => format!("{} tasks wait for a person: {}", many.len(), many.join(", ")),
+    }
+    .chars()
+    .filter(|c| !c.is_control())
+    .collect();
+    let mut out = String::new();
+    if attention.bell {
+        out.push('\x07');
+    }
+    if attention.desktop {
+        out.push_str("\x1b]9;Flightdeck: ");
+        out.push_str(&text);
+        out.push_str("\x07\x1b]777;notify;Flightdeck;");
+        out.push_str(&text);
+        out.push('\x07');
+    }
+    let mut stdout = io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+}

@@ -89,6 +89,7 @@ impl Console {
             theme: None,
             no_color,
             start_workflow: Some(PathBuf::from("/work/workflows/demo.yaml")),
+            attention: crate::console::Attention::default(),
         };
         let task = tokio::spawn(async move {
             let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();

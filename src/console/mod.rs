@@ -64,4 +64,17 @@ pub struct ConsoleOptions {
     pub log_file: PathBuf,
     /// Send `StartRun` for this workflow at startup.
     pub start_workflow: Option<PathBuf>,
+    /// Ring the bell and send a desktop notification when a task starts waiting for a person.
+    pub attention: Attention,
+}
+
+/// How the console calls a person when a task starts waiting for one (`notify.bell`,
+/// `notify.desktop` in flightdeck.yaml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attention {
+    /// The terminal bell (BEL).
+    pub bell: bool,
+    /// A desktop notification: OSC 9 (iTerm2, Windows Terminal, kitty) and OSC 777 (VTE,
+    /// urxvt); terminals ignore the one they do not know.
+    pub desktop: bool,
 }

@@ -47,7 +47,13 @@ pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedRecei
         shared.engine.bus.room().await;
         // A panic inside an attempt (a bug) fails its task, and so its run, instead of
         // leaving the scheduler waiting for ever on a worker that is gone.
-        let run = std::panic::AssertUnwindSafe(attempts(&shared, &job));
+        let run = std::panic::AssertUnwindSafe(async {
+            if shared.plan.steps[job.task].panel.is_some() {
+                super::panel::run(&shared, &job).await
+            } else {
+                attempts(&shared, &job).await
+            }
+        });
         let (attempts, outcome) = match futures::FutureExt::catch_unwind(run).await {
             Ok(done) => done,
             Err(panic) => {
@@ -323,7 +329,7 @@ fn next_step(
 /// Each line or token chunk becomes a `TaskOutput` event of this run. With a redactor, each
 /// stream goes through its own [`StreamRedactor`] so a secret split across chunks is caught;
 /// what it holds back is published by the returned [`OutputTail`] when the attempt ends.
-fn output_sink(shared: &Arc<RunShared>, task: usize) -> (OutputSink, OutputTail) {
+pub(super) fn output_sink(shared: &Arc<RunShared>, task: usize) -> (OutputSink, OutputTail) {
     let Some(redactor) = shared.engine.bus.redactor().cloned() else {
         let shared = Arc::clone(shared);
         let sink: OutputSink = Arc::new(move |stream, text| {
@@ -364,13 +370,13 @@ fn output_sink(shared: &Arc<RunShared>, task: usize) -> (OutputSink, OutputTail)
 type Streams = Arc<Mutex<Vec<(OutputStream, StreamRedactor)>>>;
 
 /// The output an attempt's stream redactors still hold back.
-struct OutputTail {
+pub(super) struct OutputTail {
     streams: Option<(Streams, Arc<RunShared>, usize)>,
 }
 
 impl OutputTail {
     /// Publish what is held back (the attempt ended, so nothing more can join it).
-    fn flush(self) {
+    pub(super) fn flush(self) {
         let Some((streams, shared, task)) = self.streams else { return };
         let mut streams = streams.lock().unwrap_or_else(PoisonError::into_inner);
         for (stream, redactor) in streams.iter_mut() {

@@ -15,6 +15,7 @@ mod attempt;
 pub mod error;
 mod executors;
 mod handle;
+mod panel;
 mod scheduler;
 pub mod workspace;
 
@@ -31,6 +32,7 @@ pub use scheduler::TaskStatus;
 use crate::agents::{AgentDefinition, Registry};
 use crate::bus::EventBus;
 use crate::config::Settings;
+use crate::conflict::Conflicts;
 use crate::event::Event;
 use crate::exec::Executor;
 use crate::governance::Approvals;
@@ -75,6 +77,8 @@ pub(crate) struct EngineInner {
     pub(crate) pool: Pool,
     pub(crate) breakers: BreakerBoard,
     pub(crate) approvals: Approvals,
+    /// Conflicts of panel tasks waiting for a person.
+    pub(crate) conflicts: Conflicts,
     pub(crate) settings: Arc<Settings>,
     pub(crate) project_dir: PathBuf,
     pub(crate) executors: Executors,
@@ -111,6 +115,7 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 executors: Executors::new(Arc::clone(&parts.settings)),
                 workspaces: Workspaces::new(&parts.project_dir, &parts.data_dir),
+                conflicts: Conflicts::new(parts.bus.clone()),
                 bus: parts.bus,
                 registry: parts.registry,
                 pool: parts.pool,
@@ -233,6 +238,11 @@ impl Engine {
             }
             true
         });
+    }
+
+    /// Conflicts of panel tasks that wait for a person, across runs.
+    pub fn conflicts(&self) -> &Conflicts {
+        &self.inner.conflicts
     }
 
     /// A run started by this engine and not yet forgotten.

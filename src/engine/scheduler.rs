@@ -30,11 +30,33 @@ pub(crate) enum Outcome {
     Succeeded(Arc<str>),
     Failed,
     Cancelled,
+    /// A panel's conflict waits for a person: the worker is free, the task is not done.
+    /// The future publishes the task's end and says how it went.
+    Waiting(WaitForPerson),
 }
 
+/// The rest of a panel task once a person decides.
+pub(crate) type WaitForPerson =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
 pub(crate) enum Msg {
-    Finished { task: usize, worker: usize, attempts: u32, outcome: Outcome },
-    Approval { task: usize, generation: u32, verdict: approval::Verdict },
+    Finished {
+        task: usize,
+        worker: usize,
+        attempts: u32,
+        outcome: Outcome,
+    },
+    Approval {
+        task: usize,
+        generation: u32,
+        verdict: approval::Verdict,
+    },
+    /// A person settled a panel task's conflict (or its wait ended otherwise).
+    Decided {
+        task: usize,
+        generation: u32,
+        outcome: Outcome,
+    },
     Control(Control),
 }
 
@@ -254,6 +276,15 @@ impl Scheduler {
             Msg::Approval { task, generation, verdict } => {
                 self.approval_answered(task, generation, verdict);
             }
+            Msg::Decided { task, generation, outcome } => {
+                let slot = &mut self.slots[task];
+                if slot.generation != generation || slot.status != TaskStatus::AwaitingDecision {
+                    return;
+                }
+                self.awaiting -= 1;
+                slot.cancel = None;
+                self.conclude(task, outcome);
+            }
             Msg::Control(control) => self.control(control),
         }
     }
@@ -388,6 +419,12 @@ impl Scheduler {
         let slot = &mut self.slots[task];
         slot.attempts = attempts;
         slot.cancel = None;
+        self.conclude(task, outcome);
+    }
+
+    /// A task's end, from its worker or from a person's decision.
+    fn conclude(&mut self, task: usize, outcome: Outcome) {
+        let slot = &mut self.slots[task];
         match outcome {
             Outcome::Succeeded(output) => {
                 slot.output = Some(output);
@@ -415,7 +452,28 @@ impl Scheduler {
                 self.settle_task(task, TaskStatus::Cancelled);
                 self.skip_dependents(task);
             }
+            Outcome::Waiting(wait) => self.wait_for_person(task, wait),
         }
+    }
+
+    /// Park a panel task until a person decides; its dependents stay pending, everything
+    /// else goes on. Cancelling the task (or the run) drops the wait.
+    fn wait_for_person(&mut self, task: usize, wait: WaitForPerson) {
+        let token = self.run_token.child_token();
+        let slot = &mut self.slots[task];
+        slot.status = TaskStatus::AwaitingDecision;
+        slot.cancel = Some(token.clone());
+        self.awaiting += 1;
+        let generation = slot.generation;
+        let Some(sender) = self.sender.upgrade() else { return };
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                () = token.cancelled() => return,
+                outcome = wait => outcome,
+            };
+            let _ = sender.send(Msg::Decided { task, generation, outcome });
+        });
     }
 
     fn after_failure(&mut self, task: usize) {
@@ -476,7 +534,7 @@ impl Scheduler {
 
     fn cancel_pending_with(&mut self, task: usize, reason: String) {
         let slot = &mut self.slots[task];
-        if slot.status == TaskStatus::AwaitingApproval {
+        if matches!(slot.status, TaskStatus::AwaitingApproval | TaskStatus::AwaitingDecision) {
             self.awaiting -= 1;
             slot.generation += 1;
             if let Some(token) = slot.cancel.take() {
@@ -496,7 +554,10 @@ impl Scheduler {
         }
         for task in 0..self.slots.len() {
             match self.slots[task].status {
-                TaskStatus::Pending | TaskStatus::Ready | TaskStatus::AwaitingApproval => {
+                TaskStatus::Pending
+                | TaskStatus::Ready
+                | TaskStatus::AwaitingApproval
+                | TaskStatus::AwaitingDecision => {
                     self.cancel_pending_with(task, reason.to_owned());
                 }
                 TaskStatus::Running => {
@@ -516,7 +577,10 @@ impl Scheduler {
     fn cancel_task(&mut self, task: usize) -> Result<(), EngineError> {
         const REASON: &str = "cancelled by operator";
         match self.slots[task].status {
-            TaskStatus::Pending | TaskStatus::Ready | TaskStatus::AwaitingApproval => {
+            TaskStatus::Pending
+            | TaskStatus::Ready
+            | TaskStatus::AwaitingApproval
+            | TaskStatus::AwaitingDecision => {
                 self.cancel_pending_with(task, REASON.to_owned());
                 self.skip_dependents(task);
                 Ok(())
@@ -532,7 +596,7 @@ impl Scheduler {
             status => Err(EngineError::WrongState {
                 task: self.id(task).clone(),
                 status: status.word(),
-                allowed: "pending, ready, awaiting approval or running",
+                allowed: "pending, ready, awaiting approval, awaiting a decision or running",
                 action: "cancelled",
             }),
         }

@@ -95,12 +95,92 @@ impl SimExecutor {
                 req.task, req.attempt, self.config.failure_rate, self.config.seed
             )));
         }
+        if let Some(panel) = req.context.get("panel") {
+            return Ok(ExecOutcome {
+                output: self.verdict(&req, panel),
+                usage: None,
+                dropped_bytes: 0,
+                details: AnswerDetails::default(),
+            });
+        }
         Ok(ExecOutcome {
             output: format!("[simulated] {agent} completed: {}", req.task_description),
             usage: None,
             dropped_bytes: 0,
             details: AnswerDetails::default(),
         })
+    }
+}
+
+impl SimExecutor {
+    /// A draw in `[0, 1)` from the seed and `parts`, independent of scheduling order.
+    fn draw(&self, parts: &[&str]) -> f64 {
+        let mut hash = Sha256::new()
+            .chain_update(b"flightdeck-sim-panel\0")
+            .chain_update(self.config.seed.to_le_bytes());
+        for part in parts {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        unit_interval(&hash.finalize()[0..8])
+    }
+
+    /// A panel answer ending with a JSON verdict, drawn from the options.
+    ///
+    /// A member takes the panel's common answer (drawn from run and task) with probability
+    /// `agreement` (drawn from run, task and agent), else its own: the option as far from the
+    /// common one as the member is from the panel's first member, so at `agreement: 0` a
+    /// panel always disagrees. A third opinion picks one of the sides shown, drawn from the
+    /// order they were shown in, so it may change its answer when the sides are swapped.
+    /// Every simulated verdict has the same kind of evidence, so the evidence step never
+    /// decides between simulated members.
+    fn verdict(&self, req: &ExecRequest, panel: &serde_json::Value) -> String {
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        let list = |key: &str| -> Vec<String> {
+            panel
+                .get(key)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(text).collect())
+                .unwrap_or_default()
+        };
+        let mut options = list("options");
+        if options.len() < 2 {
+            options =
+                vec!["approach A".to_owned(), "approach B".to_owned(), "approach C".to_owned()];
+        }
+        let members = list("members");
+        let agent = req.agent.as_str();
+        let (run, task) = (req.run.as_str(), req.task.as_str());
+        let n = options.len();
+        let pick = |u: f64| ((u * n as f64) as usize).min(n - 1);
+        let choice = if panel.get("role").and_then(|r| r.as_str()) == Some("third_opinion") {
+            pick(self.draw(&[run, task, agent, &options.join("\u{1f}")]))
+        } else {
+            let common = pick(self.draw(&[run, task]));
+            let index = members.iter().position(|m| m == agent).unwrap_or(0);
+            if self.draw(&[run, task, agent]) < self.config.agreement {
+                common
+            } else {
+                (common + index) % n
+            }
+        };
+        let decision = &options[choice];
+        let confidence =
+            (50.0 + 50.0 * self.draw(&[run, task, agent, "confidence"])).round() / 100.0;
+        let alternatives: Vec<String> = options
+            .iter()
+            .filter(|o| *o != decision)
+            .map(|o| format!("{o}: not chosen in this rehearsal"))
+            .collect();
+        let verdict = serde_json::json!({
+            "decision": decision,
+            "rationale": format!("[simulated] {agent} weighed the options and prefers \"{decision}\""),
+            "alternatives": alternatives,
+            "tradeoffs": ["simulated: none measured"],
+            "evidence": ["simulated: no real evidence"],
+            "confidence": confidence,
+        });
+        format!("[simulated] {agent} answers the panel question.\n{verdict}")
     }
 }
 

@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::GovernanceError;
 use crate::bus::{EventBus, now_ms};
+use crate::config::{OnTimeout, Policies};
 use crate::event::{Event, Risk};
 use crate::ids::{AgentId, RunId, TaskId, UserId};
 
@@ -38,8 +40,8 @@ impl Decision {
     }
 }
 
-/// A request as the console lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A request as the console and `flightdeck approvals` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingApproval {
     pub run: RunId,
     pub task: TaskId,
@@ -48,6 +50,61 @@ pub struct PendingApproval {
     pub reasons: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub requested_ms: u64,
+    /// Who started the run (the requester), when known.
+    #[serde(default)]
+    pub requested_by: Option<UserId>,
+    /// When the deadline passes (ms since the Unix epoch), if there is one.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// How many different approvers the task needs (1, or 2 at `two_person_at`).
+    #[serde(default = "one")]
+    pub needed: u32,
+    /// Who approved so far.
+    #[serde(default)]
+    pub approved_by: Vec<UserId>,
+    /// The deadline passed under `on_timeout: escalate`.
+    #[serde(default)]
+    pub overdue: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The rules of approving, from `policies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPolicy {
+    /// How long a request waits; `None` for ever.
+    pub timeout: Option<Duration>,
+    pub on_timeout: OnTimeout,
+    /// Risk at and above which two different approvers are needed; `None`: never.
+    pub two_person_at: Option<Risk>,
+    /// Whether a run's starter may approve its tasks.
+    pub self_approval: bool,
+}
+
+impl ApprovalPolicy {
+    /// One approver, no deadline, anyone: the engine's rules before policies existed, for
+    /// callers without project settings.
+    pub fn lenient() -> Self {
+        Self {
+            timeout: None,
+            on_timeout: OnTimeout::Reject,
+            two_person_at: None,
+            self_approval: true,
+        }
+    }
+}
+
+impl From<&Policies> for ApprovalPolicy {
+    fn from(policies: &Policies) -> Self {
+        Self {
+            timeout: Some(policies.approval_timeout),
+            on_timeout: policies.on_timeout,
+            two_person_at: policies.two_person_at,
+            self_approval: policies.self_approval,
+        }
+    }
 }
 
 /// The waiting room. Cheap to clone; clones share it.
@@ -55,24 +112,67 @@ pub struct PendingApproval {
 pub struct Approvals {
     waiting: Arc<Mutex<Waiting>>,
     bus: EventBus,
+    policy: Arc<ApprovalPolicy>,
 }
 
 #[derive(Default)]
 struct Waiting {
     next_ticket: u64,
     entries: BTreeMap<(RunId, TaskId), Entry>,
+    /// Who started each run, for separation of duties.
+    starters: BTreeMap<RunId, UserId>,
 }
 
 struct Entry {
     /// Tells this request apart from a later one for the same task.
     ticket: u64,
+    /// The OS accounts behind the approvals so far: two approvals must come from two
+    /// people, not from one account under two `--as` names.
+    accounts: Vec<String>,
     info: PendingApproval,
     reply: oneshot::Sender<Decision>,
 }
 
 impl Approvals {
+    /// A waiting room with [`ApprovalPolicy::lenient`] rules.
     pub fn new(bus: EventBus) -> Self {
-        Self { waiting: Arc::default(), bus }
+        Self::with_policy(bus, ApprovalPolicy::lenient())
+    }
+
+    pub fn with_policy(bus: EventBus, policy: ApprovalPolicy) -> Self {
+        Self { waiting: Arc::default(), bus, policy: Arc::new(policy) }
+    }
+
+    /// Remember who started `run`: they may not approve its tasks unless the policy allows.
+    /// Called before the run starts, so no request comes first.
+    pub fn record_starter(&self, run: &RunId, user: &UserId) {
+        self.lock().starters.insert(run.clone(), user.clone());
+    }
+
+    /// Why `user` may not approve `task` of `run` under the policy (their own run, or their
+    /// second approval of a two-person task); `None` when they may, or nothing waits.
+    pub fn separation(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        user: &UserId,
+        account: &str,
+    ) -> Option<String> {
+        let waiting = self.lock();
+        let entry = waiting.entries.get(&(run.clone(), task.clone()))?;
+        if !self.policy.self_approval && entry.info.requested_by.as_ref() == Some(user) {
+            return Some(format!(
+                "{user} started run {run} and may not approve its tasks (separation of duties; \
+                 policies.self_approval is off)"
+            ));
+        }
+        if entry.info.approved_by.contains(user) || entry.accounts.iter().any(|a| a == account) {
+            return Some(format!(
+                "{user} already approved {task}; it needs {} different approvers",
+                entry.info.needed
+            ));
+        }
+        None
     }
 
     /// Ask for a decision on one task. The request is registered and `ApprovalRequested`
@@ -102,19 +202,31 @@ impl Approvals {
     ) -> impl Future<Output = Decision> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let key = (run.clone(), task.clone());
-        let info = PendingApproval {
+        // A request asked again after a restart keeps its first time, and so its deadline.
+        let requested_ms = asked_ms.unwrap_or_else(now_ms);
+        let timeout = self.policy.timeout;
+        let needs_two = self.policy.two_person_at.is_some_and(|at| risk >= at);
+        let mut info = PendingApproval {
             run: run.clone(),
             task: task.clone(),
             agent: agent.clone(),
             risk,
             reasons: reasons.clone(),
-            requested_ms: asked_ms.unwrap_or_else(now_ms),
+            requested_ms,
+            requested_by: None,
+            deadline_ms: timeout.map(|t| requested_ms.saturating_add(t.as_millis() as u64)),
+            needed: if needs_two { 2 } else { 1 },
+            approved_by: Vec::new(),
+            overdue: false,
         };
         let ticket = {
             let mut waiting = self.lock();
+            info.requested_by = waiting.starters.get(run).cloned();
             let ticket = waiting.next_ticket;
             waiting.next_ticket += 1;
-            let replaced = waiting.entries.insert(key.clone(), Entry { ticket, info, reply });
+            let replaced = waiting
+                .entries
+                .insert(key.clone(), Entry { ticket, accounts: Vec::new(), info, reply });
             if let Some(old) = replaced {
                 let reason = "replaced by a new request for the same task".to_owned();
                 let _ = old.reply.send(Decision::Cancelled { reason });
@@ -126,12 +238,84 @@ impl Approvals {
             Event::ApprovalRequested { task: task.clone(), agent: agent.clone(), risk, reasons },
         );
         let withdraw = Withdraw { approvals: self.clone(), key, ticket };
+        let approvals = self.clone();
+        // The clock runs from the request, not from when the future is first polled.
+        let already = Duration::from_millis(now_ms().saturating_sub(requested_ms));
+        let deadline = timeout
+            .map(|limit| (tokio::time::Instant::now() + limit.saturating_sub(already), limit));
         async move {
-            let decision = answer.await.unwrap_or_else(|_| Decision::Cancelled {
-                reason: "the approval request was dropped".to_owned(),
-            });
+            let dropped =
+                |_| Decision::Cancelled { reason: "the approval request was dropped".to_owned() };
+            let mut answer = answer;
+            let decision = match deadline {
+                None => answer.await.unwrap_or_else(dropped),
+                Some((at, limit)) => {
+                    tokio::select! {
+                        decided = &mut answer => decided.unwrap_or_else(dropped),
+                        () = tokio::time::sleep_until(at) => {
+                            match approvals.deadline_passed(&withdraw.key, ticket, limit) {
+                                Some(decision) => decision,
+                                // Escalated: it waits on, overdue, for a person.
+                                None => answer.await.unwrap_or_else(dropped),
+                            }
+                        }
+                    }
+                }
+            };
             drop(withdraw);
             decision
+        }
+    }
+
+    /// The deadline of a request passed: reject it, or mark it overdue and announce that
+    /// (`on_timeout: escalate`, returning `None`). A request already decided is left alone.
+    fn deadline_passed(
+        &self,
+        key: &(RunId, TaskId),
+        ticket: u64,
+        limit: Duration,
+    ) -> Option<Decision> {
+        let waited = humantime::format_duration(limit);
+        match self.policy.on_timeout {
+            OnTimeout::Reject => {
+                let entry = {
+                    let mut waiting = self.lock();
+                    match waiting.entries.get(key) {
+                        Some(entry) if entry.ticket == ticket => waiting.entries.remove(key),
+                        _ => None,
+                    }
+                }?;
+                let note = format!("no decision within policies.approval_timeout ({waited})");
+                let by = UserId::new(SYSTEM_USER);
+                self.bus.publish(
+                    Some(&key.0),
+                    Event::ApprovalDecided {
+                        task: key.1.clone(),
+                        approved: false,
+                        by: by.clone(),
+                        note: Some(note.clone()),
+                    },
+                );
+                drop(entry);
+                Some(Decision::Rejected { by, note: Some(note) })
+            }
+            OnTimeout::Escalate => {
+                {
+                    let mut waiting = self.lock();
+                    if let Some(entry) = waiting.entries.get_mut(key).filter(|e| e.ticket == ticket)
+                    {
+                        entry.info.overdue = true;
+                    }
+                }
+                self.bus.publish(
+                    Some(&key.0),
+                    Event::ApprovalOverdue {
+                        task: key.1.clone(),
+                        waited_ms: limit.as_millis() as u64,
+                    },
+                );
+                None
+            }
         }
     }
 
@@ -145,9 +329,46 @@ impl Approvals {
         by: &UserId,
         note: Option<String>,
     ) -> Result<(), GovernanceError> {
-        let entry = self.lock().entries.remove(&(run.clone(), task.clone())).ok_or_else(|| {
-            GovernanceError::NoPendingApproval { run: run.clone(), task: task.clone() }
-        })?;
+        self.decide_as(run, task, approved, by, by.as_str(), note)
+    }
+
+    /// [`Approvals::decide`] by `by` acting from the OS account `account`.
+    pub fn decide_as(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        approved: bool,
+        by: &UserId,
+        account: &str,
+        note: Option<String>,
+    ) -> Result<(), GovernanceError> {
+        let key = (run.clone(), task.clone());
+        let entry = {
+            let mut waiting = self.lock();
+            let entry = waiting.entries.get_mut(&key).ok_or_else(|| {
+                GovernanceError::NoPendingApproval { run: run.clone(), task: task.clone() }
+            })?;
+            let count = entry.info.approved_by.len() as u32 + 1;
+            if approved && count < entry.info.needed {
+                // The first of two: the task waits on for a different approver.
+                entry.info.approved_by.push(by.clone());
+                entry.accounts.push(account.to_owned());
+                let needed = entry.info.needed;
+                drop(waiting);
+                self.bus.publish(
+                    Some(run),
+                    Event::ApprovalGiven { task: task.clone(), by: by.clone(), count, needed },
+                );
+                return Ok(());
+            }
+            waiting.entries.remove(&key)
+        };
+        let Some(entry) = entry else {
+            return Err(GovernanceError::NoPendingApproval {
+                run: run.clone(),
+                task: task.clone(),
+            });
+        };
         self.bus.publish(
             Some(run),
             Event::ApprovalDecided {
@@ -229,5 +450,98 @@ impl Drop for Withdraw {
         if let Some(entry) = removed {
             self.approvals.announce_closed(&entry.info, "request withdrawn");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn strict(on_timeout: OnTimeout) -> ApprovalPolicy {
+        ApprovalPolicy {
+            timeout: Some(Duration::from_secs(3600)),
+            on_timeout,
+            two_person_at: Some(Risk::Critical),
+            self_approval: false,
+        }
+    }
+
+    fn ids() -> (RunId, TaskId, AgentId) {
+        (RunId::new("r1"), TaskId::new("ship"), AgentId::new("dba"))
+    }
+
+    #[tokio::test]
+    async fn a_critical_task_needs_two_different_people() {
+        let approvals = Approvals::with_policy(EventBus::new(), strict(OnTimeout::Reject));
+        let (run, task, agent) = ids();
+        let mut waiting = Box::pin(approvals.request(&run, &task, &agent, Risk::Critical, vec![]));
+        let rex = UserId::new("rex");
+        assert_eq!(approvals.separation(&run, &task, &rex, "rex"), None);
+        approvals.decide_as(&run, &task, true, &rex, "rex", None).unwrap();
+        let pending = approvals.pending();
+        assert_eq!((pending[0].needed, pending[0].approved_by.clone()), (2, vec![rex.clone()]));
+        assert!(futures::poll!(&mut waiting).is_pending(), "one approval of two is not enough");
+        // The same person again, under their own name or another one, is refused.
+        assert!(approvals.separation(&run, &task, &rex, "rex").is_some());
+        assert!(approvals.separation(&run, &task, &UserId::new("vic"), "rex").is_some());
+        let rita = UserId::new("rita");
+        assert_eq!(approvals.separation(&run, &task, &rita, "rita"), None);
+        approvals.decide_as(&run, &task, true, &rita, "rita", None).unwrap();
+        assert!(waiting.await.is_approved());
+    }
+
+    #[tokio::test]
+    async fn the_runs_starter_may_not_approve_unless_allowed() {
+        let (run, task, agent) = ids();
+        let ann = UserId::new("ann");
+        let approvals = Approvals::with_policy(EventBus::new(), strict(OnTimeout::Reject));
+        approvals.record_starter(&run, &ann);
+        let _waiting = approvals.request(&run, &task, &agent, Risk::High, vec![]);
+        assert_eq!(approvals.pending()[0].requested_by, Some(ann.clone()));
+        let why = approvals.separation(&run, &task, &ann, "ann").expect("refused");
+        assert!(why.contains("separation of duties"), "{why}");
+
+        let lenient = ApprovalPolicy { self_approval: true, ..strict(OnTimeout::Reject) };
+        let approvals = Approvals::with_policy(EventBus::new(), lenient);
+        approvals.record_starter(&run, &ann);
+        let _waiting = approvals.request(&run, &task, &agent, Risk::High, vec![]);
+        assert_eq!(approvals.separation(&run, &task, &ann, "ann"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_deadline_a_request_is_rejected() {
+        let bus = EventBus::new();
+        let mut events = bus.sink();
+        let approvals = Approvals::with_policy(bus, strict(OnTimeout::Reject));
+        let (run, task, agent) = ids();
+        let waiting = approvals.request(&run, &task, &agent, Risk::High, vec![]);
+        let deadline = approvals.pending()[0].deadline_ms.expect("a deadline");
+        assert_eq!(deadline - approvals.pending()[0].requested_ms, 3_600_000);
+        let Decision::Rejected { by, note } = waiting.await else { panic!("not rejected") };
+        assert_eq!(by.as_str(), SYSTEM_USER);
+        assert!(note.unwrap_or_default().contains("approval_timeout (1h)"));
+        assert!(approvals.pending().is_empty());
+        let kinds: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|envelope| envelope.event.kind())
+            .collect();
+        assert_eq!(kinds, ["approval_requested", "approval_decided"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn escalation_marks_it_overdue_and_keeps_waiting() {
+        let bus = EventBus::new();
+        let mut events = bus.sink();
+        let approvals = Approvals::with_policy(bus, strict(OnTimeout::Escalate));
+        let (run, task, agent) = ids();
+        let mut waiting = Box::pin(approvals.request(&run, &task, &agent, Risk::High, vec![]));
+        tokio::time::sleep(Duration::from_secs(3601)).await;
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert!(approvals.pending()[0].overdue);
+        let overdue = std::iter::from_fn(|| events.try_recv().ok())
+            .any(|envelope| matches!(envelope.event, Event::ApprovalOverdue { .. }));
+        assert!(overdue, "an overdue event");
+        approvals.decide_as(&run, &task, true, &UserId::new("rex"), "rex", None).unwrap();
+        assert!(waiting.await.is_approved());
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::identity::{Channel, Provenance, assume};
 use super::role::{Identity, Roles, permission_name};
 use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::bus::EventBus;
@@ -44,6 +45,10 @@ pub enum DenyReason {
     MissingPermission(Permission),
     /// The decision could not be written to the audit log, so nothing is let through.
     AuditUnavailable(String),
+    /// `--as` / `FLIGHTDECK_USER` asked for a higher role (or a name that cannot be one).
+    Claim(String),
+    /// A policy of the project forbids it (approving one's own run, approving twice).
+    Policy(String),
 }
 
 impl fmt::Display for DenyReason {
@@ -55,6 +60,7 @@ impl fmt::Display for DenyReason {
             Self::AuditUnavailable(error) => {
                 write!(f, "the decision cannot be recorded in the audit log ({error})")
             }
+            Self::Claim(why) | Self::Policy(why) => f.write_str(why),
         }
     }
 }
@@ -83,14 +89,45 @@ impl Gate {
         request: &Request,
         run: Option<&RunId>,
     ) -> Result<Identity, Denied> {
+        self.check_from(request, run, &Provenance::local(Channel::CommandLine))
+    }
+
+    /// [`Gate::check_for_run`] for a caller whose identity was established as `provenance`
+    /// says (a control-socket peer, the console's own account); the audit record carries it.
+    pub fn check_from(
+        &self,
+        request: &Request,
+        run: Option<&RunId>,
+        provenance: &Provenance,
+    ) -> Result<Identity, Denied> {
+        self.check_with_rule(request, run, provenance, None)
+    }
+
+    /// [`Gate::check_from`] with a rule of the project the request breaks (separation of
+    /// duties, a second approval by the same person): refused and audited like a missing
+    /// permission.
+    pub fn check_with_rule(
+        &self,
+        request: &Request,
+        run: Option<&RunId>,
+        provenance: &Provenance,
+        broken_rule: Option<String>,
+    ) -> Result<Identity, Denied> {
         let identity = self.roles.identify(request.user.as_str());
         let command = request.command.name();
         let permission = request.command.permission();
-        let mut refusal =
-            (!identity.allows(permission)).then_some(DenyReason::MissingPermission(permission));
+        let mut refusal = if identity.allows(permission) {
+            broken_rule.map(DenyReason::Policy)
+        } else {
+            Some(DenyReason::MissingPermission(permission))
+        };
 
         let args = serde_json::to_value(&request.command).unwrap_or_default();
-        let mut detail = json!({ "command": args, "permission": permission_name(permission) });
+        let mut detail = json!({
+            "command": args,
+            "permission": permission_name(permission),
+            "identity": provenance.to_audit(),
+        });
         if let Some(reason) = &refusal {
             detail["reason"] = json!(reason.to_string());
         }
@@ -132,14 +169,62 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The identity `caller` acts as: its own, or `claimed` (`--as`, `FLIGHTDECK_USER`) when
+    /// that role is no higher. A refused claim is audited (`assume_identity`, denied) and
+    /// announced like any refused command.
+    pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
+        match assume(&self.roles, caller, claimed) {
+            Ok(identity) => Ok(identity),
+            Err(refused) => {
+                let own = self.roles.identify(&caller.account);
+                let text = refused.to_string();
+                let entry = AuditEntry {
+                    user: own.user.clone(),
+                    role: own.role.to_string(),
+                    action: ASSUME_IDENTITY.to_owned(),
+                    outcome: Outcome::Denied,
+                    detail: json!({
+                        // Debug-quoted: a name with control characters stays one inert string.
+                        "claimed": format!("{:?}", claimed.unwrap_or_default()),
+                        "reason": text,
+                        "identity": caller.to_audit(),
+                    }),
+                };
+                if let Err(error) = self.audit.append(&entry) {
+                    tracing::error!(%error, "gate: audit write failed for a refused --as");
+                }
+                self.bus.publish(
+                    None,
+                    Event::CommandDenied {
+                        user: own.user.clone(),
+                        role: own.role.to_string(),
+                        command: ASSUME_IDENTITY.to_owned(),
+                        reason: text.clone(),
+                    },
+                );
+                Err(Denied {
+                    identity: own,
+                    command: ASSUME_IDENTITY,
+                    reason: DenyReason::Claim(text),
+                })
+            }
+        }
+    }
+}
+
+/// The audit action of taking another identity with `--as`.
+pub const ASSUME_IDENTITY: &str = "assume_identity";
+
 /// The run a command acts on, so its decision lands in that run's event stream.
-fn run_of(command: &Command) -> Option<&RunId> {
+pub fn run_of(command: &Command) -> Option<&RunId> {
     match command {
         Command::CancelRun { run }
         | Command::CancelTask { run, .. }
         | Command::RetryTask { run, .. }
         | Command::Approve { run, .. }
-        | Command::Reject { run, .. } => Some(run),
+        | Command::Reject { run, .. }
+        | Command::ResolveConflict { run, .. } => Some(run),
         _ => None,
     }
 }

@@ -4,11 +4,13 @@
 mod approvals;
 mod error;
 mod gate;
+mod identity;
 mod risk;
 mod role;
 
-pub use approvals::{Approvals, Decision, PendingApproval, SYSTEM_USER};
+pub use approvals::{ApprovalPolicy, Approvals, Decision, PendingApproval, SYSTEM_USER};
 pub use error::GovernanceError;
-pub use gate::{Denied, DenyReason, Gate};
+pub use gate::{ASSUME_IDENTITY, Denied, DenyReason, Gate, run_of};
+pub use identity::{Channel, ClaimRefused, Provenance, Via, account_name};
 pub use risk::{Assessment, RiskRules, assess};
 pub use role::{Identity, Role, permission_name};

@@ -11,6 +11,7 @@ mod status;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
+use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation};
 use crate::event::{
     AnswerDetails, Envelope, Event, FileChange, OutputStream, PlannedTask, Risk, RunStatus,
     TokenUsage, WorkspaceKind,
@@ -77,6 +78,12 @@ pub struct ApprovalModel {
     /// When it was first asked; a task that waits again after a restart keeps this time.
     pub requested_ms: u64,
     pub decision: Option<ApprovalDecision>,
+    /// Approvals given so far of a task that needs two different people ("1 of 2").
+    pub approved_by: Vec<UserId>,
+    /// How many approvals it needs, once one was given (1 until then).
+    pub needed: u32,
+    /// Its deadline passed under `on_timeout: escalate`: still waiting, overdue.
+    pub overdue: bool,
 }
 
 /// What a person decided about an approval.
@@ -86,6 +93,56 @@ pub struct ApprovalDecision {
     pub by: UserId,
     pub note: Option<String>,
     pub decided_ms: u64,
+}
+
+/// A panel task's conflict: the question, every verdict, the ladder's steps and, once
+/// settled, the decision. Everything a person needs to decide again after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictModel {
+    pub question: String,
+    pub options: Vec<String>,
+    pub domain: Option<Domain>,
+    pub decide: DecideMode,
+    /// Members that gave a verdict, in panel order (the prompt's columns).
+    pub verdicts: Vec<MemberVerdict>,
+    /// Members without a usable verdict; they never vote.
+    pub failed: Vec<AgentId>,
+    pub steps: Vec<ConflictStepModel>,
+    /// Set when the ladder asked a person.
+    pub recommendation: Option<Recommendation>,
+    pub detected_ms: u64,
+    /// When a person was first asked.
+    pub asked_ms: Option<u64>,
+    pub resolution: Option<ConflictResolution>,
+}
+
+impl ConflictModel {
+    /// Waiting for a person: asked and not settled.
+    pub fn is_open(&self) -> bool {
+        self.asked_ms.is_some() && self.resolution.is_none()
+    }
+}
+
+/// One ladder step as it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictStepModel {
+    pub step: LadderStep,
+    pub finding: String,
+    pub winner: Option<AgentId>,
+    pub decision: Option<String>,
+    pub at_ms: u64,
+}
+
+/// How a conflict was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictResolution {
+    pub decision: String,
+    /// An agent, or `operator` for a person's own text.
+    pub winner: String,
+    pub resolved_by: LadderStep,
+    pub by: Option<UserId>,
+    pub note: Option<String>,
+    pub resolved_ms: u64,
 }
 
 /// A task's own workspace and what its branch changed.
@@ -193,6 +250,8 @@ pub struct TaskModel {
     pub result: Option<String>,
     pub usage: Option<TokenUsage>,
     pub workspace: Option<Box<WorkspaceModel>>,
+    /// A panel task's latest conflict.
+    pub conflict: Option<Box<ConflictModel>>,
     /// Every attempt in order (kept unless the model keeps no output: counters and resume
     /// need only the latest attempt's number).
     pub history: Vec<AttemptModel>,
@@ -224,6 +283,7 @@ impl TaskModel {
             result: None,
             usage: None,
             workspace: None,
+            conflict: None,
             history: Vec::new(),
             output: VecDeque::new(),
         }
@@ -338,6 +398,13 @@ impl RunModel {
         self.index.get(id).and_then(|i| self.tasks.get_mut(*i))
     }
 
+    /// Tasks whose conflict waits for a person, in plan order.
+    pub fn open_conflicts(&self) -> impl Iterator<Item = (&TaskModel, &ConflictModel)> {
+        self.tasks
+            .iter()
+            .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (t, c)))
+    }
+
     /// Whether this model has seen its `RunStarted`.
     pub fn is_started(&self) -> bool {
         self.started_ms != 0 || !self.tasks.is_empty()
@@ -370,7 +437,7 @@ impl RunModel {
                 TaskStatus::Skipped => counts.skipped += 1,
                 TaskStatus::Cancelled => counts.cancelled += 1,
                 TaskStatus::Running | TaskStatus::Retrying => counts.running += 1,
-                TaskStatus::AwaitingApproval => counts.waiting += 1,
+                TaskStatus::AwaitingApproval | TaskStatus::AwaitingDecision => counts.waiting += 1,
                 TaskStatus::Pending | TaskStatus::Ready => counts.pending += 1,
             }
         }
@@ -486,6 +553,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 reasons: reasons.clone(),
                 requested_ms,
                 decision: None,
+                approved_by: Vec::new(),
+                needed: 1,
+                overdue: false,
             }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
@@ -504,9 +574,23 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                         reasons: Vec::new(),
                         requested_ms: ts,
                         decision: Some(decision),
+                        approved_by: Vec::new(),
+                        needed: 1,
+                        overdue: false,
                     }));
                 }
             }
+        }
+        Event::ApprovalGiven { by, needed, .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            if !approval.approved_by.contains(by) {
+                approval.approved_by.push(by.clone());
+            }
+            approval.needed = *needed;
+        }
+        Event::ApprovalOverdue { .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            approval.overdue = true;
         }
         Event::TaskStarted { agent, attempt, instance, backend, simulated, .. } => {
             // A new round (first start, or an operator retry) starts the task's clock.
@@ -653,6 +737,53 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.note = Some(format!("attempt {attempt} interrupted by a crash; may have run twice"));
             if let Some(last) = t.history.iter_mut().rev().find(|a| a.attempt == *attempt) {
                 last.result = AttemptResult::Interrupted;
+            }
+        }
+        Event::PanelAgreed { decision, agents, .. } => {
+            t.note = Some(format!("panel of {} agreed: {decision}", agents.len()));
+        }
+        Event::ConflictDetected { question, options, domain, decide, verdicts, failed, .. } => {
+            t.conflict = Some(Box::new(ConflictModel {
+                question: question.clone(),
+                options: options.clone(),
+                domain: *domain,
+                decide: *decide,
+                verdicts: verdicts.clone(),
+                failed: failed.clone(),
+                steps: Vec::new(),
+                recommendation: None,
+                detected_ms: ts,
+                asked_ms: None,
+                resolution: None,
+            }));
+        }
+        Event::ConflictStep { step, finding, winner, decision, recommendation, .. } => {
+            let Some(conflict) = &mut t.conflict else { return false };
+            conflict.steps.push(ConflictStepModel {
+                step: *step,
+                finding: finding.clone(),
+                winner: winner.clone(),
+                decision: decision.clone(),
+                at_ms: ts,
+            });
+            if *step == LadderStep::Operator {
+                conflict.recommendation.clone_from(recommendation);
+                conflict.asked_ms.get_or_insert(ts);
+                t.status = TaskStatus::AwaitingDecision;
+            }
+        }
+        Event::ConflictResolved { decision, winner, resolved_by, by, note, .. } => {
+            let Some(conflict) = &mut t.conflict else { return false };
+            conflict.resolution = Some(ConflictResolution {
+                decision: decision.clone(),
+                winner: winner.clone(),
+                resolved_by: *resolved_by,
+                by: by.clone(),
+                note: note.clone(),
+                resolved_ms: ts,
+            });
+            if t.status == TaskStatus::AwaitingDecision {
+                t.status = TaskStatus::Running;
             }
         }
         _ => return false,

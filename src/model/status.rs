@@ -14,6 +14,8 @@ pub enum TaskStatus {
     /// High-risk: waiting for a person to approve it.
     AwaitingApproval,
     Running,
+    /// A panel task's conflict waits for a person; it holds no `max_parallel` slot.
+    AwaitingDecision,
     /// An attempt failed; the next one starts after a delay.
     Retrying,
     Succeeded,
@@ -25,11 +27,12 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in life order (for tables and tests).
-    pub const ALL: [TaskStatus; 9] = [
+    pub const ALL: [TaskStatus; 10] = [
         Self::Pending,
         Self::Ready,
         Self::AwaitingApproval,
         Self::Running,
+        Self::AwaitingDecision,
         Self::Retrying,
         Self::Succeeded,
         Self::Failed,
@@ -45,7 +48,7 @@ impl TaskStatus {
 
     /// Waiting for a person, never confused with idle or running.
     pub fn waits_for_person(self) -> bool {
-        self == Self::AwaitingApproval
+        matches!(self, Self::AwaitingApproval | Self::AwaitingDecision)
     }
 
     /// The word people read ("awaiting approval").
@@ -55,6 +58,7 @@ impl TaskStatus {
             Self::Ready => "ready",
             Self::AwaitingApproval => "awaiting approval",
             Self::Running => "running",
+            Self::AwaitingDecision => "awaiting a decision",
             Self::Retrying => "retrying",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -67,6 +71,7 @@ impl TaskStatus {
     pub fn key(self) -> &'static str {
         match self {
             Self::AwaitingApproval => "awaiting_approval",
+            Self::AwaitingDecision => "awaiting_decision",
             other => other.word(),
         }
     }
@@ -78,6 +83,7 @@ impl TaskStatus {
             Self::Ready => "◔",
             Self::AwaitingApproval => "⏸",
             Self::Running => "▶",
+            Self::AwaitingDecision => "⚖",
             Self::Retrying => "↻",
             Self::Succeeded => "✓",
             Self::Failed => "✗",

@@ -299,6 +299,28 @@ fn approvals_are_asked_decided_and_keep_their_first_request_time() {
 }
 
 #[test]
+fn a_two_person_approval_counts_its_approvers_and_an_overdue_one_says_so() {
+    let mut feed = Feed::new(OutputKeep::None);
+    feed.push(Event::ApprovalRequested {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        risk: Risk::Critical,
+        reasons: vec!["prod".into()],
+    });
+    feed.push(Event::ApprovalGiven {
+        task: TaskId::new("a"),
+        by: UserId::new("rex"),
+        count: 1,
+        needed: 2,
+    });
+    let approval = feed.a().pending_approval().expect("still waiting");
+    assert_eq!((approval.approved_by.clone(), approval.needed), (vec![UserId::new("rex")], 2));
+    assert!(!approval.overdue);
+    feed.push(Event::ApprovalOverdue { task: TaskId::new("a"), waited_ms: 3_600_000 });
+    assert!(feed.a().pending_approval().expect("still waiting").overdue);
+}
+
+#[test]
 fn workspaces_are_created_then_described() {
     let mut feed = Feed::new(OutputKeep::None);
     // Changes before a workspace change nothing.
@@ -439,6 +461,85 @@ fn from_events_folds_a_stored_run() {
     let model = RunModel::from_events(&all, OutputKeep::None);
     assert_eq!(model.task(&TaskId::new("a")).map(|t| t.status), Some(TaskStatus::Succeeded));
     assert_eq!(model.last_seq, 3);
+}
+
+/// A panel task's conflict: asked, waiting for a person (with everything needed to ask
+/// again after a restart), then settled once.
+#[test]
+fn a_conflict_waits_for_a_person_and_is_settled_once() {
+    use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation, Verdict};
+    let member = |agent: &str, decision: &str| MemberVerdict {
+        agent: AgentId::new(agent),
+        domain: Domain::Implementation,
+        domain_from: "category".into(),
+        verdict: Verdict {
+            decision: decision.into(),
+            rationale: "because".into(),
+            alternatives: Vec::new(),
+            tradeoffs: Vec::new(),
+            evidence: Vec::new(),
+            confidence: 0.5,
+        },
+    };
+    let mut feed = Feed::new(OutputKeep::None);
+    let a = TaskId::new("a");
+    assert!(feed.push(Event::ConflictDetected {
+        task: a.clone(),
+        question: "x or y?".into(),
+        options: vec!["x".into(), "y".into()],
+        domain: None,
+        decide: DecideMode::Auto,
+        verdicts: vec![member("m1", "x"), member("m2", "y")],
+        failed: vec![AgentId::new("m3")],
+    }));
+    assert!(feed.push(Event::ConflictStep {
+        task: a.clone(),
+        step: LadderStep::DomainPriority,
+        finding: "equal".into(),
+        winner: None,
+        decision: None,
+        recommendation: None,
+    }));
+    assert_eq!(feed.model.open_conflicts().count(), 0, "not asked yet");
+    let recommendation =
+        Recommendation { decision: "x".into(), winner: AgentId::new("m1"), from: None };
+    assert!(feed.push(Event::ConflictStep {
+        task: a.clone(),
+        step: LadderStep::Operator,
+        finding: "a person decides".into(),
+        winner: None,
+        decision: None,
+        recommendation: Some(recommendation.clone()),
+    }));
+    let task = feed.model.task(&a).expect("task a");
+    assert_eq!(task.status, TaskStatus::AwaitingDecision);
+    assert!(task.status.waits_for_person());
+    assert_eq!(feed.model.counts().waiting, 1);
+    let (_, open) = feed.model.open_conflicts().next().expect("open");
+    assert_eq!(open.question, "x or y?");
+    assert_eq!(open.verdicts.len(), 2);
+    assert_eq!(open.recommendation, Some(recommendation));
+    assert_eq!(open.steps.len(), 2);
+
+    assert!(feed.push(Event::ConflictResolved {
+        task: a.clone(),
+        decision: "y".into(),
+        winner: "m2".into(),
+        resolved_by: LadderStep::Operator,
+        by: Some(UserId::new("ann")),
+        note: Some("y reads better".into()),
+    }));
+    assert_eq!(feed.model.open_conflicts().count(), 0, "never asked again");
+    let resolution = feed
+        .model
+        .task(&a)
+        .expect("task a")
+        .conflict
+        .as_ref()
+        .expect("conflict")
+        .resolution
+        .clone();
+    assert_eq!(resolution.expect("resolved").by, Some(UserId::new("ann")));
 }
 
 #[test]

@@ -91,6 +91,24 @@ pub enum ProblemKind {
         known.join(", ")
     )]
     UnknownBackend { task: TaskId, agent: AgentId, backend: String, known: Vec<String> },
+    #[error("task `{task}`: a panel needs two or more agents, this one has {count}")]
+    PanelTooSmall { task: TaskId, count: usize },
+    #[error("task `{task}`: agent `{agent}` is on the panel twice")]
+    PanelRepeat { task: TaskId, agent: AgentId },
+    #[error("task `{task}`: give `agent` or `panel`, not both")]
+    AgentAndPanel { task: TaskId },
+    #[error("task `{task}`: `{field}` belongs to panel tasks; add `panel: [agent, agent]`")]
+    PanelOnly { task: TaskId, field: &'static str },
+    #[error(
+        "task `{task}`: options: give two or more answers to pick from, or leave it out ({count} given)"
+    )]
+    TooFewOptions { task: TaskId, count: usize },
+    #[error("task `{task}`: options: `{option}` is empty or given twice")]
+    OptionRepeat { task: TaskId, option: String },
+    #[error("task `{task}`: domain: {message}")]
+    BadDomain { task: TaskId, message: String },
+    #[error("task `{task}`: third_opinion: `{agent}` is on the panel; pick an agent outside it")]
+    ThirdIsMember { task: TaskId, agent: AgentId },
     #[error("the workflow has no tasks (give `tasks:` or `stages:`)")]
     NoTasks,
     #[error("give either `tasks:` or `stages:`, not both")]

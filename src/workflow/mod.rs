@@ -9,7 +9,8 @@ pub mod planner;
 mod quick;
 
 pub use error::{Problem, ProblemKind, WorkflowError};
-pub use model::{DEFAULT_MAX_PARALLEL, Stage, Strategy, TaskSpec, Workflow};
+pub use model::{DEFAULT_MAX_PARALLEL, Panel, Stage, Strategy, TaskSpec, Workflow};
 pub use planner::{
-    Plan, PlanOverrides, PlannedStep, Selection, plan, plan_learned, plan_owned, plan_with,
+    Plan, PlanOverrides, PlannedPanel, PlannedStep, Selection, plan, plan_learned, plan_owned,
+    plan_with,
 };

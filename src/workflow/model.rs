@@ -19,6 +19,11 @@
 //!     depends_on: [collect]
 //! ```
 //!
+//! A task may ask a panel instead of one agent: `panel: [a, b]` (two or more agents, each
+//! once), optional `options: [..]` (two or more answers to pick from), optional `domain`
+//! (security, design, performance or implementation; else from the description's words)
+//! and optional `third_opinion: AGENT`. See [`crate::conflict`].
+//!
 //! Instead of `tasks`, a workflow may give `stages`, each `{name, strategy, tasks}`. Stages run
 //! in order: the entry tasks of a stage depend on the exit tasks of the previous stage. In a
 //! `sequential` stage (the default) the first task is the entry, each task depends on the one
@@ -40,6 +45,7 @@ use super::planner::unknown_agent;
 use super::quick;
 use crate::agents::Registry;
 use crate::config::WorkspaceKind;
+use crate::conflict::{Domain, normalise};
 use crate::ids::{AgentId, TaskId};
 
 /// Used when the file gives no `max_parallel`.
@@ -102,6 +108,20 @@ pub struct TaskSpec {
     pub line: usize,
     /// Where its attempts work; `None` leaves it to the backend.
     pub workspace: Option<WorkspaceKind>,
+    /// Present for a panel task: several agents answer and conflicts are settled.
+    pub panel: Option<Panel>,
+}
+
+/// The panel of a task, as written and validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Panel {
+    /// Two or more, each once.
+    pub members: Vec<AgentId>,
+    /// Empty, or two or more answers to pick from.
+    pub options: Vec<String>,
+    /// `domain:` as written; the planner falls back to the description's words.
+    pub domain: Option<Domain>,
+    pub third_opinion: Option<AgentId>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -140,6 +160,10 @@ pub(super) struct RawTask {
     pub(super) context: serde_json::Value,
     /// Kept as written so a bad value is reported with the task and its line.
     pub(super) workspace: Option<String>,
+    pub(super) panel: Option<Vec<String>>,
+    pub(super) options: Option<Vec<String>>,
+    pub(super) domain: Option<String>,
+    pub(super) third_opinion: Option<String>,
 }
 
 /// Keep a duration as written (string or bare number) so validation can name the task.
@@ -273,6 +297,23 @@ impl Workflow {
             }
         }
 
+        let panels: Vec<Option<Panel>> = flat
+            .iter()
+            .enumerate()
+            .map(|(i, (task, _))| {
+                let at = |key: &str| {
+                    lines.key_line(key, task_lines[i], block_end(i)).unwrap_or(task_lines[i])
+                };
+                let word = |key: &str, word: &str| {
+                    lines
+                        .key_line(key, task_lines[i], block_end(i))
+                        .and_then(|from| lines.word_line(word, from, block_end(i)))
+                        .unwrap_or_else(|| at(key))
+                };
+                check_panel(task, pool, &at, &word, &mut problems)
+            })
+            .collect();
+
         let mut timeouts = Vec::with_capacity(flat.len());
         let mut workspaces = Vec::with_capacity(flat.len());
         let mut deps: Vec<Vec<usize>> = Vec::with_capacity(flat.len());
@@ -359,20 +400,24 @@ impl Workflow {
             .zip(deps)
             .zip(timeouts)
             .zip(workspaces)
+            .zip(panels)
             .enumerate()
-            .map(|(i, ((((task, stage), deps), (timeout, timeout_auto)), workspace))| TaskSpec {
-                depends_on: deps.iter().map(|&d| ids[d].clone()).collect(),
-                id: ids[i].clone(),
-                description: task.description,
-                agent: task.agent.map(AgentId::new),
-                deps,
-                timeout,
-                timeout_auto,
-                retries: task.retries,
-                context: task.context,
-                stage,
-                line: task_lines[i],
-                workspace,
+            .map(|(i, (((((task, stage), deps), (timeout, timeout_auto)), workspace), panel))| {
+                TaskSpec {
+                    depends_on: deps.iter().map(|&d| ids[d].clone()).collect(),
+                    id: ids[i].clone(),
+                    description: task.description,
+                    agent: task.agent.map(AgentId::new),
+                    deps,
+                    timeout,
+                    timeout_auto,
+                    retries: task.retries,
+                    context: task.context,
+                    stage,
+                    line: task_lines[i],
+                    workspace,
+                    panel,
+                }
             })
             .collect();
 
@@ -465,6 +510,111 @@ fn add_stage_dependencies(stages: &[Stage], deps: &mut [Vec<usize>]) {
             }
         }
     }
+}
+
+/// The panel of a task, checking `panel`, `options`, `domain` and `third_opinion`; each
+/// problem is pushed with the line `at` (a key's line) or `word` (a list item's line) gives.
+fn check_panel(
+    task: &RawTask,
+    pool: Option<&Registry>,
+    at: &dyn Fn(&str) -> usize,
+    word: &dyn Fn(&str, &str) -> usize,
+    problems: &mut Vec<Problem>,
+) -> Option<Panel> {
+    let id = || TaskId::new(task.id.clone());
+    let Some(members) = &task.panel else {
+        for (field, given) in [
+            ("options", task.options.is_some()),
+            ("domain", task.domain.is_some()),
+            ("third_opinion", task.third_opinion.is_some()),
+        ] {
+            if given {
+                problems.push(Problem {
+                    line: at(field),
+                    kind: ProblemKind::PanelOnly { task: id(), field },
+                });
+            }
+        }
+        return None;
+    };
+    let before = problems.len();
+    if task.agent.is_some() {
+        problems
+            .push(Problem { line: at("agent"), kind: ProblemKind::AgentAndPanel { task: id() } });
+    }
+    if members.len() < 2 {
+        problems.push(Problem {
+            line: at("panel"),
+            kind: ProblemKind::PanelTooSmall { task: id(), count: members.len() },
+        });
+    }
+    for (k, member) in members.iter().enumerate() {
+        if members[..k].contains(member) {
+            problems.push(Problem {
+                line: word("panel", member),
+                kind: ProblemKind::PanelRepeat { task: id(), agent: AgentId::new(member.clone()) },
+            });
+        }
+    }
+    let options = task.options.clone().unwrap_or_default();
+    if task.options.is_some() && options.len() < 2 {
+        problems.push(Problem {
+            line: at("options"),
+            kind: ProblemKind::TooFewOptions { task: id(), count: options.len() },
+        });
+    }
+    for (k, option) in options.iter().enumerate() {
+        if options[..k].iter().any(|o| normalise(o) == normalise(option))
+            || option.trim().is_empty()
+        {
+            problems.push(Problem {
+                line: at("options"),
+                kind: ProblemKind::OptionRepeat { task: id(), option: option.clone() },
+            });
+        }
+    }
+    let domain = task.domain.as_deref().and_then(|value| {
+        value
+            .parse::<Domain>()
+            .map_err(|message| {
+                problems.push(Problem {
+                    line: at("domain"),
+                    kind: ProblemKind::BadDomain { task: id(), message },
+                });
+            })
+            .ok()
+    });
+    if let Some(third) = &task.third_opinion
+        && members.contains(third)
+    {
+        problems.push(Problem {
+            line: at("third_opinion"),
+            kind: ProblemKind::ThirdIsMember { task: id(), agent: AgentId::new(third.clone()) },
+        });
+    }
+    if let Some(pool) = pool {
+        let definitions = pool.definitions();
+        let named = members
+            .iter()
+            .map(|m| ("panel", m))
+            .chain(task.third_opinion.iter().map(|t| ("third_opinion", t)));
+        for (key, agent) in named {
+            if pool.get(agent).is_none() {
+                problems.push(unknown_agent(
+                    word(key, agent),
+                    &id(),
+                    &AgentId::new(agent.clone()),
+                    &definitions,
+                ));
+            }
+        }
+    }
+    (problems.len() == before).then(|| Panel {
+        members: members.iter().map(|m| AgentId::new(m.clone())).collect(),
+        options,
+        domain,
+        third_opinion: task.third_opinion.clone().map(AgentId::new),
+    })
 }
 
 fn is_valid_id(id: &str) -> bool {

@@ -17,6 +17,7 @@ use super::graph;
 use super::model::{TaskSpec, Workflow};
 use crate::agents::{Registry, Scored, SelectionQuery, best};
 use crate::config::{BackendConfig, Settings, WorkspaceKind};
+use crate::conflict::{DecideMode, Domain};
 use crate::event::PlannedTask;
 use crate::governance::{Assessment, RiskRules};
 use crate::ids::{AgentId, TaskId};
@@ -83,12 +84,31 @@ pub struct PlannedStep {
     pub needs_approval: bool,
     /// Where its attempts work: the task's `workspace`, else its backend's, else shared.
     pub workspace: WorkspaceKind,
+    /// Present for a panel task; `agent` is then its first member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub panel: Option<PlannedPanel>,
     /// Indices of the tasks this one waits for.
     #[serde(skip)]
     pub deps: Vec<usize>,
     /// Indices of the tasks that wait for this one.
     #[serde(skip)]
     pub dependents: Vec<usize>,
+}
+
+/// A panel as it will run: members, options, the question's domain, the third agent and
+/// whether the ladder decides or recommends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedPanel {
+    pub members: Vec<AgentId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// From `domain:`, else the description's words; `None` when neither names one.
+    pub domain: Option<Domain>,
+    /// True when the domain came from the description's words.
+    pub domain_from_words: bool,
+    /// The task's `third_opinion`, else `conflicts.third_opinion` (unless on the panel).
+    pub third_opinion: Option<AgentId>,
+    pub decide: DecideMode,
 }
 
 /// Why the selector chose an agent.
@@ -166,6 +186,7 @@ struct Choice {
     risk: Assessment,
     needs_approval: bool,
     workspace: WorkspaceKind,
+    panel: Option<PlannedPanel>,
 }
 
 /// The `max_parallel` and each task's agent, backend and risk; every problem at once.
@@ -207,7 +228,22 @@ fn choose(
     let risk_rules = RiskRules::new(&settings.policies.high_risk_words);
     let mut choices = Vec::with_capacity(workflow.tasks.len());
     for (i, task) in workflow.tasks.iter().enumerate() {
-        let (agent, selection) = if let Some(name) = &task.agent {
+        let (agent, selection) = if let Some(panel) = &task.panel {
+            let missing: Vec<&AgentId> =
+                panel.members.iter().filter(|m| registry.get(m.as_str()).is_none()).collect();
+            if !missing.is_empty() {
+                for agent in missing {
+                    problems.push(unknown_agent(
+                        workflow.field_line(i, "panel"),
+                        &task.id,
+                        agent,
+                        &definitions,
+                    ));
+                }
+                continue;
+            }
+            (panel.members[0].clone(), None)
+        } else if let Some(name) = &task.agent {
             if registry.get(name.as_str()).is_none() {
                 let line = workflow.field_line(i, "agent");
                 problems.push(unknown_agent(line, &task.id, name, registry));
@@ -255,14 +291,30 @@ fn choose(
             (task.timeout.unwrap_or(settings.limits.task_timeout), None)
         };
         // The agent's name counts: it says what kind of work runs (`deployment-engineer`).
-        let risk = risk_rules.assess_parts(&[&task.description, agent.as_str()]);
+        // A panel only answers a question: asking `security-engineer` is not risky work, so
+        // its members' names do not count.
+        let risk = match &task.panel {
+            Some(_) => risk_rules.assess_parts(&[&task.description]),
+            None => risk_rules.assess_parts(&[&task.description, agent.as_str()]),
+        };
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
+        let panel = match &task.panel {
+            Some(panel) => match plan_panel(panel, task, settings, registry, risk.risk) {
+                Ok(planned) => Some(planned),
+                Err(agent) => {
+                    problems.push(unknown_agent(task.line, &task.id, &agent, &definitions));
+                    continue;
+                }
+            },
+            None => None,
+        };
         let estimate = history
             .learned(&agent)
             .and_then(crate::learning::AgentRecord::mean_success_ms)
             .filter(|_| !matches!(config, BackendConfig::Sim(_)))
             .map_or_else(|| estimate_task(config, timeout), Duration::from_millis);
         choices.push(Choice {
+            panel,
             workspace: task.workspace.or(config.workspace()).unwrap_or_default(),
             risk,
             needs_approval,
@@ -312,6 +364,7 @@ fn assemble(
             risk: choice.risk,
             needs_approval: choice.needs_approval,
             workspace: choice.workspace,
+            panel: choice.panel,
             deps: task.deps,
             dependents: Vec::new(),
         })
@@ -377,6 +430,34 @@ impl Plan {
     pub fn index_of(&self, task: &TaskId) -> Option<usize> {
         self.steps.iter().position(|s| &s.id == task)
     }
+}
+
+/// The panel as it will run; `Err` names a default third agent that is not in the pool.
+fn plan_panel(
+    panel: &crate::workflow::Panel,
+    task: &TaskSpec,
+    settings: &Settings,
+    registry: &Registry,
+    risk: crate::event::Risk,
+) -> Result<PlannedPanel, AgentId> {
+    let default_third = match &settings.conflicts.third_opinion {
+        Some(name) if registry.get(name).is_none() => return Err(AgentId::new(name.clone())),
+        Some(name) => Some(AgentId::new(name.clone())),
+        None => None,
+    };
+    let third_opinion = panel
+        .third_opinion
+        .clone()
+        .or(default_third.filter(|agent| !panel.members.contains(agent)));
+    let words = Domain::from_words(&task.description);
+    Ok(PlannedPanel {
+        members: panel.members.clone(),
+        options: panel.options.clone(),
+        domain: panel.domain.or(words),
+        domain_from_words: panel.domain.is_none() && words.is_some(),
+        third_opinion,
+        decide: settings.conflicts.decide_for(risk, settings.policies.approval_at),
+    })
 }
 
 fn estimate_task(config: &BackendConfig, timeout: Duration) -> Duration {

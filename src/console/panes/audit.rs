@@ -255,6 +255,16 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
         Event::CommandDenied { user, role, command, reason } => {
             (Role::Error, format!("gate ✗ {user} ({role}) {command}: {reason}"))
         }
+        Event::ApprovalGiven { task, by, count, needed } => {
+            (Role::Warn, format!("✓ {task} approved by {by}: {count} of {needed}"))
+        }
+        Event::ApprovalOverdue { task, waited_ms } => (
+            Role::Error,
+            format!(
+                "⏰ {task} approval overdue (waited {}); reviewers told again",
+                duration(*waited_ms)
+            ),
+        ),
         Event::Notice { level, message } => match level {
             Level::Info => (Role::Text, format!("i {message}")),
             Level::Warn => (Role::Warn, format!("⚠ {message}")),

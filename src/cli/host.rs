@@ -1,0 +1,289 @@
+//! Clients of a running host: `approvals`, `approve`, `reject` and `attach`.
+//!
+//! They talk to the process that hosts the data dir over its control socket; the host learns
+//! who they are from the kernel and passes their commands through its gate. Exit codes: 0
+//! done, 1 refused by the gate, 2 bad input or no host running.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::progress::risk_word;
+use super::{Globals, exit};
+use crate::bus::{BROADCAST_CAPACITY, now_ms};
+use crate::command::Command;
+use crate::console::{self, ConsoleLink, ConsoleOptions};
+use crate::event::Envelope;
+use crate::governance::{Channel, PendingApproval};
+use crate::host::protocol::{HostMessage, Outcome};
+use crate::host::{Hello, HostClient, HostError};
+use crate::ids::{RunId, TaskId, UserId};
+
+/// `approvals [--json]`: what waits on the host.
+pub fn approvals(globals: &Globals, json: bool) -> i32 {
+    block_on(async {
+        let mut client = match connect(globals, false, false).await {
+            Ok(client) => client,
+            Err(code) => return code,
+        };
+        let pending = match client.approvals().await {
+            Ok(pending) => pending,
+            Err(error) => return host_failed(&error),
+        };
+        if json {
+            outln!("{}", serde_json::to_string(&pending).unwrap_or_else(|_| "[]".to_owned()));
+        } else if pending.is_empty() {
+            outln!("nothing waits for a reviewer");
+        } else {
+            out!("{}", approvals_text(&pending, now_ms()));
+        }
+        exit::OK
+    })
+}
+
+/// `approve RUN TASK [--note]` and `reject RUN TASK --note`.
+pub fn decide(
+    globals: &Globals,
+    run: &str,
+    task: &str,
+    approve: bool,
+    note: Option<String>,
+) -> i32 {
+    if let Some(bad) = note.as_deref().filter(|note| note.chars().any(is_forbidden_in_note)) {
+        eprintln!("flightdeck: --note {bad:?} holds control characters; write plain text");
+        return exit::INVALID;
+    }
+    block_on(async {
+        let mut client = match connect(globals, false, false).await {
+            Ok(client) => client,
+            Err(code) => return code,
+        };
+        // A unique start of a waiting run's id is enough.
+        let run = match client.approvals().await {
+            Ok(pending) => match expand_run(&pending, run) {
+                Ok(run) => run,
+                Err(message) => {
+                    eprintln!("flightdeck: {message}");
+                    return exit::INVALID;
+                }
+            },
+            Err(error) => return host_failed(&error),
+        };
+        let task = TaskId::new(task);
+        let command = if approve {
+            Command::Approve { run, task, note }
+        } else {
+            Command::Reject { run, task, note }
+        };
+        let verb = if approve { "approved" } else { "rejected" };
+        match client.command(command).await {
+            Ok((Outcome::Done, _)) => {
+                let (user, role) = client.identity();
+                outln!("{verb} as {user} ({role})");
+                exit::OK
+            }
+            Ok((Outcome::Refused, message)) => {
+                eprintln!("flightdeck: refused: {}", message.unwrap_or_default());
+                exit::FAILED
+            }
+            Ok((Outcome::Invalid, message)) => {
+                eprintln!("flightdeck: {}", message.unwrap_or_default());
+                exit::INVALID
+            }
+            Err(error) => host_failed(&error),
+        }
+    })
+}
+
+/// Newlines and escapes in a note could forge log lines or drive a reviewer's terminal.
+fn is_forbidden_in_note(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// `attach [--readonly]`: the console, fed by the host's socket.
+pub fn attach(globals: &Globals, readonly: bool, log_file: PathBuf) -> i32 {
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    tokio.block_on(async {
+        let client = match connect(globals, true, readonly).await {
+            Ok(client) => client,
+            Err(code) => return code,
+        };
+        match run_attached(globals, client, readonly, log_file).await {
+            Ok(()) => exit::OK,
+            Err(error) => {
+                eprintln!("flightdeck: {error:#}");
+                exit::FAILED
+            }
+        }
+    })
+}
+
+/// Open a console whose events come from the host and whose commands go to it. The console
+/// is the same one the host shows; only its link differs.
+async fn run_attached(
+    globals: &Globals,
+    client: HostClient,
+    readonly: bool,
+    log_file: PathBuf,
+) -> color_eyre::Result<()> {
+    let (user, role) = client.identity();
+    let user = user.to_owned();
+    // A read-only console shows what a viewer sees: no key that changes anything.
+    let role = if readonly { "viewer".to_owned() } else { role.to_owned() };
+    let (mut incoming, mut outgoing) = client.split();
+    let backlog = match incoming.next().await? {
+        Some(HostMessage::Snapshot { events }) => events.into_iter().map(Arc::new).collect(),
+        other => color_eyre::eyre::bail!("the host sent {other:?} instead of a snapshot"),
+    };
+    let latest: Arc<Mutex<Vec<Arc<Envelope>>>> = Arc::new(Mutex::new(backlog));
+    let (events_in, events) = broadcast::channel(BROADCAST_CAPACITY);
+    let snapshot = Arc::clone(&latest);
+    let reading = tokio::spawn(async move {
+        // Ends (dropping the sender, so the console says the runtime is gone) when the host
+        // closes the connection or says it is exiting.
+        while let Ok(Some(message)) = incoming.next().await {
+            match message {
+                HostMessage::Event { event } => {
+                    let _ = events_in.send(Arc::new(event));
+                }
+                HostMessage::Snapshot { events } => {
+                    *snapshot.lock().unwrap_or_else(PoisonError::into_inner) =
+                        events.into_iter().map(Arc::new).collect();
+                }
+                HostMessage::Closing { reason } => {
+                    tracing::info!(%reason, "attach: the host is going");
+                    return;
+                }
+                HostMessage::Reply { outcome, message, .. } if outcome != Outcome::Done => {
+                    tracing::warn!(?outcome, ?message, "attach: command not carried out");
+                }
+                _ => {}
+            }
+        }
+    });
+    let (commands, mut to_send) = mpsc::unbounded_channel::<Command>();
+    let writing = tokio::spawn(async move {
+        while let Some(command) = to_send.recv().await {
+            if outgoing.send(command).await.is_err() {
+                return;
+            }
+        }
+    });
+    let backlog = latest.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let link = ConsoleLink {
+        backlog,
+        events,
+        commands,
+        user,
+        role,
+        resync: Box::new(move || latest.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+    };
+    let settings = crate::config::Settings::load(&globals.project_dir).unwrap_or_default();
+    let options = ConsoleOptions {
+        project_dir: globals.project_dir.clone(),
+        theme: globals.theme.clone().or(settings.theme),
+        log_file,
+        start_workflow: None,
+        attention: crate::console::Attention {
+            bell: settings.notify.bell,
+            desktop: settings.notify.desktop,
+        },
+    };
+    let result = console::run(options, link).await;
+    reading.abort();
+    writing.abort();
+    result
+}
+
+/// Connect and say hello; on failure, say why and return the exit code.
+async fn connect(globals: &Globals, subscribe: bool, readonly: bool) -> Result<HostClient, i32> {
+    let from = if subscribe { Channel::Attach } else { Channel::CommandLine };
+    let hello = Hello { from, as_user: globals.claimed.clone(), subscribe, readonly };
+    HostClient::connect(&globals.data_dir, hello).await.map_err(|error| match error {
+        HostError::Refused(reason) => {
+            eprintln!("flightdeck: refused: {reason}");
+            exit::INVALID
+        }
+        other => host_failed(&other),
+    })
+}
+
+fn host_failed(error: &HostError) -> i32 {
+    eprintln!("flightdeck: {error}");
+    exit::INVALID
+}
+
+fn block_on(work: impl Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio.block_on(work),
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            exit::FAILED
+        }
+    }
+}
+
+/// The run a reviewer means: an exact id, or the unique waiting run whose id starts so.
+fn expand_run(pending: &[PendingApproval], given: &str) -> Result<RunId, String> {
+    if pending.iter().any(|p| p.run.as_str() == given) {
+        return Ok(RunId::new(given));
+    }
+    let mut matching: Vec<&RunId> =
+        pending.iter().map(|p| &p.run).filter(|run| run.as_str().starts_with(given)).collect();
+    matching.dedup();
+    match matching.as_slice() {
+        [run] => Ok((*run).clone()),
+        [] => Err(format!(
+            "no task of a run `{given}` waits for approval (see `flightdeck approvals`)"
+        )),
+        _ => Err(format!("`{given}` is the start of several waiting runs; give more of the id")),
+    }
+}
+
+/// The waiting approvals as an aligned table.
+fn approvals_text(pending: &[PendingApproval], now_ms: u64) -> String {
+    let mut out = String::new();
+    for approval in pending {
+        let waited = now_ms.saturating_sub(approval.requested_ms) / 1000;
+        let _ = writeln!(
+            out,
+            "{} {}  agent {}  risk {}  waiting {}",
+            approval.run,
+            approval.task,
+            approval.agent,
+            risk_word(approval.risk),
+            seconds(waited),
+        );
+        let _ = writeln!(out, "  why: {}", approval.reasons.join("; "));
+        let starter = approval.requested_by.as_ref().map_or("unknown", |user| user.as_str());
+        let deadline = match approval.deadline_ms {
+            _ if approval.overdue => "OVERDUE".to_owned(),
+            Some(at) => format!("in {}", seconds(at.saturating_sub(now_ms) / 1000)),
+            None => "none".to_owned(),
+        };
+        let given: Vec<&str> = approval.approved_by.iter().map(UserId::as_str).collect();
+        let so_far = if given.is_empty() {
+            format!("0 of {}", approval.needed)
+        } else {
+            format!("{} of {} ({})", given.len(), approval.needed, given.join(", "))
+        };
+        let _ = writeln!(out, "  started by {starter}  deadline {deadline}  approvals {so_far}");
+    }
+    out
+}
+
+fn seconds(total: u64) -> String {
+    match total {
+        0..60 => format!("{total}s"),
+        60..3600 => format!("{}m {:02}s", total / 60, total % 60),
+        _ => format!("{}h {:02}m", total / 3600, total % 3600 / 60),
+    }
+}

@@ -1,0 +1,348 @@
+//! Conflicts waiting for a person, keyed by run and task (two runs may both have a task
+//! `choose-store` in conflict at once).
+//!
+//! Like approvals: the engine registers a conflict and awaits its [`Resolution`]; the
+//! gate-checked `resolve_conflict` command calls [`Conflicts::resolve`], which publishes
+//! `conflict_resolved` and wakes the panel task. Dropping the wait withdraws the conflict.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{ConflictError, LadderStep, MemberVerdict, OWN_DECISION, Recommendation};
+use crate::bus::EventBus;
+use crate::event::Event;
+use crate::ids::{RunId, TaskId, UserId};
+
+/// What a person chose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictChoice {
+    /// The member verdict with this 1-based number (the prompt's column).
+    Verdict(usize),
+    /// A decision of one's own.
+    Own(String),
+}
+
+/// A conflict as the console lists it and a person sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenConflict {
+    pub run: RunId,
+    pub task: TaskId,
+    pub question: String,
+    pub options: Vec<String>,
+    /// Only members that gave a verdict, in panel order; the choice numbers count these.
+    pub verdicts: Vec<MemberVerdict>,
+    pub recommendation: Option<Recommendation>,
+}
+
+/// How a waiting conflict ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// A person (or `--decide recommend`) settled it.
+    Decided {
+        decision: String,
+        /// The agent whose verdict was taken, or [`OWN_DECISION`].
+        winner: String,
+        by: UserId,
+        note: Option<String>,
+    },
+    /// Nobody can decide (a headless run without `--decide`); the task fails with this.
+    Refused { reason: String },
+}
+
+/// The waiting room. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Conflicts {
+    waiting: Arc<Mutex<Waiting>>,
+    bus: EventBus,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_ticket: u64,
+    entries: BTreeMap<(RunId, TaskId), Entry>,
+}
+
+struct Entry {
+    ticket: u64,
+    open: OpenConflict,
+    reply: oneshot::Sender<Resolution>,
+}
+
+impl Conflicts {
+    pub fn new(bus: EventBus) -> Self {
+        Self { waiting: Arc::default(), bus }
+    }
+
+    /// Register a conflict and wait for its resolution. Registered before this returns, so
+    /// a decision may come before the future is polled; dropping the future withdraws it.
+    pub fn request(
+        &self,
+        open: OpenConflict,
+    ) -> impl Future<Output = Option<Resolution>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let key = (open.run.clone(), open.task.clone());
+        let ticket = {
+            let mut waiting = self.lock();
+            let ticket = waiting.next_ticket;
+            waiting.next_ticket += 1;
+            if let Some(old) = waiting.entries.insert(key.clone(), Entry { ticket, open, reply }) {
+                let reason = "replaced by a new conflict of the same task".to_owned();
+                let _ = old.reply.send(Resolution::Refused { reason });
+            }
+            ticket
+        };
+        let withdraw = Withdraw { conflicts: self.clone(), key, ticket };
+        async move {
+            let resolution = answer.await.ok();
+            drop(withdraw);
+            resolution
+        }
+    }
+
+    /// A person's decision, after the gate: picks a verdict by number or takes own text.
+    pub fn resolve(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        choice: &ConflictChoice,
+        by: &UserId,
+        note: Option<String>,
+    ) -> Result<(), ConflictError> {
+        let mut waiting = self.lock();
+        let key = (run.clone(), task.clone());
+        let entry = waiting
+            .entries
+            .get(&key)
+            .ok_or_else(|| ConflictError::NotWaiting { run: run.clone(), task: task.clone() })?;
+        let (decision, winner) = match choice {
+            ConflictChoice::Verdict(number) => {
+                let count = entry.open.verdicts.len();
+                let member = number.checked_sub(1).and_then(|i| entry.open.verdicts.get(i)).ok_or(
+                    ConflictError::NoSuchVerdict { task: task.clone(), number: *number, count },
+                )?;
+                (member.verdict.decision.clone(), member.agent.to_string())
+            }
+            ConflictChoice::Own(text) if text.trim().is_empty() => {
+                return Err(ConflictError::EmptyDecision { task: task.clone() });
+            }
+            ConflictChoice::Own(text) => (text.trim().to_owned(), OWN_DECISION.to_owned()),
+        };
+        let Some(entry) = waiting.entries.remove(&key) else {
+            return Err(ConflictError::NotWaiting { run: run.clone(), task: task.clone() });
+        };
+        drop(waiting);
+        self.settle(entry, decision, winner, by.clone(), note);
+        Ok(())
+    }
+
+    /// Take the ladder's recommendation without a person (headless `--decide recommend`).
+    pub fn take_recommendation(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        by: &UserId,
+        reason: &str,
+    ) -> Result<(), ConflictError> {
+        let entry =
+            self.lock().entries.remove(&(run.clone(), task.clone())).ok_or_else(|| {
+                ConflictError::NotWaiting { run: run.clone(), task: task.clone() }
+            })?;
+        let Some(recommendation) = entry.open.recommendation.clone() else {
+            let _ = entry.reply.send(Resolution::Refused { reason: "no recommendation".into() });
+            return Ok(());
+        };
+        let from = recommendation.from.map_or(
+            "no step decided; the side with most members, then highest confidence".to_owned(),
+            |s| format!("recommended by {s}"),
+        );
+        let note = format!("{reason} ({from})");
+        self.settle(
+            entry,
+            recommendation.decision,
+            recommendation.winner.to_string(),
+            by.clone(),
+            Some(note),
+        );
+        Ok(())
+    }
+
+    /// Nobody can decide: the panel task fails with `reason`.
+    pub fn refuse(&self, run: &RunId, task: &TaskId, reason: String) -> Result<(), ConflictError> {
+        let entry =
+            self.lock().entries.remove(&(run.clone(), task.clone())).ok_or_else(|| {
+                ConflictError::NotWaiting { run: run.clone(), task: task.clone() }
+            })?;
+        let _ = entry.reply.send(Resolution::Refused { reason });
+        Ok(())
+    }
+
+    /// Every conflict waiting for a person, oldest first.
+    pub fn open(&self) -> Vec<OpenConflict> {
+        let waiting = self.lock();
+        let mut entries: Vec<&Entry> = waiting.entries.values().collect();
+        entries.sort_by_key(|e| e.ticket);
+        entries.into_iter().map(|e| e.open.clone()).collect()
+    }
+
+    /// The waiting conflict of one task.
+    pub fn get(&self, run: &RunId, task: &TaskId) -> Option<OpenConflict> {
+        self.lock().entries.get(&(run.clone(), task.clone())).map(|e| e.open.clone())
+    }
+
+    fn settle(
+        &self,
+        entry: Entry,
+        decision: String,
+        winner: String,
+        by: UserId,
+        note: Option<String>,
+    ) {
+        self.bus.publish(
+            Some(&entry.open.run),
+            Event::ConflictResolved {
+                task: entry.open.task.clone(),
+                decision: decision.clone(),
+                winner: winner.clone(),
+                resolved_by: LadderStep::Operator,
+                by: Some(by.clone()),
+                note: note.clone(),
+            },
+        );
+        // The waiter may be gone (run cancelled meanwhile); the decision is still announced.
+        let _ = entry.reply.send(Resolution::Decided { decision, winner, by, note });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a conflict whose waiter went away (its task was cancelled).
+struct Withdraw {
+    conflicts: Conflicts,
+    key: (RunId, TaskId),
+    ticket: u64,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let mut waiting = self.conflicts.lock();
+        if waiting.entries.get(&self.key).is_some_and(|e| e.ticket == self.ticket) {
+            waiting.entries.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conflict::{Domain, Verdict};
+    use crate::ids::AgentId;
+
+    fn open(run: &str, task: &str) -> OpenConflict {
+        let member = |agent: &str, decision: &str| MemberVerdict {
+            agent: AgentId::new(agent),
+            domain: Domain::Design,
+            domain_from: "category".into(),
+            verdict: Verdict {
+                decision: decision.into(),
+                rationale: "r".into(),
+                alternatives: Vec::new(),
+                tradeoffs: Vec::new(),
+                evidence: Vec::new(),
+                confidence: 0.5,
+            },
+        };
+        OpenConflict {
+            run: RunId::new(run),
+            task: TaskId::new(task),
+            question: "q".into(),
+            options: Vec::new(),
+            verdicts: vec![member("a", "x"), member("b", "y")],
+            recommendation: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_runs_with_the_same_task_are_resolved_apart() {
+        let conflicts = Conflicts::new(EventBus::new());
+        let first = conflicts.request(open("r1", "pick"));
+        let second = conflicts.request(open("r2", "pick"));
+        let task = TaskId::new("pick");
+        let alice = UserId::new("alice");
+        conflicts
+            .resolve(&RunId::new("r2"), &task, &ConflictChoice::Verdict(2), &alice, None)
+            .expect("r2");
+        conflicts
+            .resolve(
+                &RunId::new("r1"),
+                &task,
+                &ConflictChoice::Own("z".into()),
+                &alice,
+                Some("n".into()),
+            )
+            .expect("r1");
+        match second.await {
+            Some(Resolution::Decided { decision, winner, .. }) => {
+                assert_eq!((decision.as_str(), winner.as_str()), ("y", "b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match first.await {
+            Some(Resolution::Decided { decision, winner, note, .. }) => {
+                assert_eq!((decision.as_str(), winner.as_str()), ("z", OWN_DECISION));
+                assert_eq!(note.as_deref(), Some("n"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Resolved once: never again.
+        let again =
+            conflicts.resolve(&RunId::new("r1"), &task, &ConflictChoice::Verdict(1), &alice, None);
+        assert!(matches!(again, Err(ConflictError::NotWaiting { .. })), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_conflicts_and_bad_choices_are_errors() {
+        let conflicts = Conflicts::new(EventBus::new());
+        let _wait = conflicts.request(open("r1", "pick"));
+        let alice = UserId::new("alice");
+        let unknown = conflicts.resolve(
+            &RunId::new("r9"),
+            &TaskId::new("pick"),
+            &ConflictChoice::Verdict(1),
+            &alice,
+            None,
+        );
+        assert!(unknown.expect_err("unknown").to_string().contains("no conflict waiting"));
+        let bad = conflicts.resolve(
+            &RunId::new("r1"),
+            &TaskId::new("pick"),
+            &ConflictChoice::Verdict(3),
+            &alice,
+            None,
+        );
+        assert!(bad.expect_err("3").to_string().contains("choose 1 to 2"));
+        let empty = conflicts.resolve(
+            &RunId::new("r1"),
+            &TaskId::new("pick"),
+            &ConflictChoice::Own(" ".into()),
+            &alice,
+            None,
+        );
+        assert!(matches!(empty, Err(ConflictError::EmptyDecision { .. })));
+        // A refused choice leaves the conflict open.
+        assert_eq!(conflicts.open().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_withdraws_the_conflict() {
+        let conflicts = Conflicts::new(EventBus::new());
+        drop(conflicts.request(open("r1", "pick")));
+        assert!(conflicts.open().is_empty());
+    }
+}

@@ -1,0 +1,390 @@
+//! The host side of the control socket.
+//!
+//! One host per data dir: the host holds an exclusive lock on `<data-dir>/host.lock` for its
+//! whole life (the OS drops it when the process dies, however it dies), so a socket file
+//! left by a crashed host is known to be stale and is replaced, and a live host is never
+//! displaced. The socket is bound under a private name, given mode 0660 (and the configured
+//! group), and only then renamed into place, so it is never reachable with wider access.
+//!
+//! Each connection is one task. It never holds up the engine: events reach it through the
+//! bus's lossy broadcast, and a subscriber that falls behind is told so and sent a fresh
+//! snapshot. A client that vanishes mid-line ends only its own task.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::HostError;
+use super::attention::spawn_notifier;
+use super::protocol::{ClientMessage, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
+use crate::command::{Command, Request};
+use crate::governance::{Channel, Identity, Provenance};
+use crate::runtime::{Runtime, RuntimeError};
+
+/// The lock file only the host holds.
+pub const LOCK_FILE: &str = "host.lock";
+
+/// How long a client may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Host::close`] waits for connections to say goodbye.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest line a client may send (commands are small).
+const MAX_CLIENT_LINE: u64 = 1024 * 1024;
+
+/// How the host listens.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// The group given access to the socket (mode 0660); `None` keeps the process's group.
+    pub socket_group: Option<String>,
+    /// `notify.command`: run with a JSON description when a task starts waiting for a person.
+    pub notify_command: Vec<String>,
+}
+
+impl HostOptions {
+    /// The options `settings` give.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            socket_group: settings.host.socket_group.clone(),
+            notify_command: settings.notify.command.clone(),
+        }
+    }
+}
+
+/// The data dir's host lock, held for the host's life: the proof, to every other process,
+/// that this one hosts. The OS releases it when the process dies.
+pub struct HostLock {
+    file: File,
+    data_dir: PathBuf,
+}
+
+impl HostLock {
+    /// Take the lock, or say who holds it ([`HostError::AlreadyHosted`]).
+    pub fn take(data_dir: &Path) -> Result<Self, HostError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| HostError::Io { path: data_dir.to_owned(), source })?;
+        Ok(Self { file: take_lock(data_dir)?, data_dir: data_dir.to_owned() })
+    }
+}
+
+/// A listening host. Dropping it stops listening; [`Host::close`] also tells every
+/// connected client.
+pub struct Host {
+    socket: PathBuf,
+    closing: CancellationToken,
+    accept: JoinHandle<()>,
+    _lock: File,
+}
+
+impl Host {
+    /// Listen on the control socket of the data dir whose lock is `lock`.
+    pub fn listen(
+        lock: HostLock,
+        runtime: Arc<Runtime>,
+        options: &HostOptions,
+    ) -> Result<Self, HostError> {
+        let HostLock { file: lock, data_dir } = lock;
+        let data_dir = data_dir.as_path();
+        let socket = data_dir.join(SOCKET_FILE);
+        let listener = bind_private(&socket, options.socket_group.as_deref())?;
+        let closing = CancellationToken::new();
+        if !options.notify_command.is_empty() {
+            let command = options.notify_command.clone();
+            spawn_notifier(runtime.bus(), command, closing.clone());
+        }
+        let accept = tokio::spawn(accept_loop(listener, runtime, closing.clone()));
+        tracing::info!(socket = %socket.display(), "host: listening");
+        Ok(Self { socket, closing, accept, _lock: lock })
+    }
+
+    /// The socket's path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Tell every client the host is going, stop listening, wait (briefly) for the
+    /// connections to end, and remove the socket. Afterwards no task of the host holds the
+    /// runtime.
+    pub async fn close(mut self) {
+        self.closing.cancel();
+        let _ = tokio::time::timeout(CLOSE_WAIT, &mut self.accept).await;
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.closing.cancel();
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The pid of the process hosting `data_dir`, as its lock file says (for messages).
+pub fn host_pid(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join(LOCK_FILE)).ok()?.trim().parse().ok()
+}
+
+fn take_lock(data_dir: &Path) -> Result<File, HostError> {
+    let path = data_dir.join(LOCK_FILE);
+    let io = |source| HostError::Io { path: path.clone(), source };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(HostError::AlreadyHosted {
+                data_dir: data_dir.to_owned(),
+                pid: host_pid(data_dir),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+/// Bind under a private name, set mode and group, then rename into place (replacing a stale
+/// socket: the lock proves no live host owns it).
+fn bind_private(socket: &Path, group: Option<&str>) -> Result<UnixListener, HostError> {
+    let staging = socket.with_file_name(format!(".{SOCKET_FILE}.{}", std::process::id()));
+    let io = |source| HostError::Io { path: socket.to_owned(), source };
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging).map_err(io)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    if let Some(name) = group {
+        let group = nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| HostError::UnknownGroup(name.to_owned()))?;
+        std::os::unix::fs::chown(&staging, None, Some(group.gid.as_raw())).map_err(io)?;
+    }
+    std::fs::rename(&staging, socket).map_err(io)?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: UnixListener, runtime: Arc<Runtime>, closing: CancellationToken) {
+    // Aborted with this task: a connection stuck writing to a client that stopped reading
+    // must not outlive the host.
+    let mut connections: Vec<AbortOnDrop> = Vec::new();
+    loop {
+        let stream = tokio::select! {
+            () = closing.cancelled() => {
+                drop(listener);
+                drop(runtime);
+                for mut connection in connections {
+                    let _ = (&mut connection.0).await;
+                }
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "host: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let runtime = Arc::clone(&runtime);
+        let closing = closing.clone();
+        connections.retain(|connection| !connection.0.is_finished());
+        connections.push(AbortOnDrop(tokio::spawn(async move {
+            if let Err(error) = serve(stream, &runtime, &closing).await {
+                tracing::debug!(%error, "host: connection ended");
+            }
+        })));
+    }
+}
+
+/// One client: hello, welcome, then commands and (when subscribed) events until either side
+/// goes.
+async fn serve(
+    stream: UnixStream,
+    runtime: &Runtime,
+    closing: &CancellationToken,
+) -> std::io::Result<()> {
+    let credentials = stream.peer_cred()?;
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut out = Writer(write);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut reader)).await;
+    let Ok(Ok(Some(ClientMessage::Hello { version, from, as_user, subscribe, readonly }))) = hello
+    else {
+        let reason = "the first message must be a hello".to_owned();
+        return out.send(&HostMessage::Refused { reason }).await;
+    };
+    if version != PROTOCOL_VERSION {
+        let reason = format!("protocol version {version} is not {PROTOCOL_VERSION}");
+        return out.send(&HostMessage::Refused { reason }).await;
+    }
+    // The kernel's word, not the client's: only `attach` and the command line connect here.
+    let from = if from == Channel::Attach { Channel::Attach } else { Channel::CommandLine };
+    let provenance = Provenance::peer(credentials.uid(), credentials.pid(), from);
+    let identity = match runtime.assume(&provenance, as_user.as_deref()) {
+        Ok(identity) => identity,
+        Err(denied) => {
+            let reason = denied.reason.to_string();
+            return out.send(&HostMessage::Refused { reason }).await;
+        }
+    };
+    out.send(&HostMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        user: identity.user.as_str().to_owned(),
+        role: identity.role.to_string(),
+        account: provenance.account.clone(),
+        host_pid: std::process::id(),
+    })
+    .await?;
+    let session = Session { runtime, provenance, identity, readonly };
+    let mut events = subscribe.then(|| runtime.bus().subscribe());
+    if events.is_some() {
+        out.snapshot(runtime).await?;
+    }
+    // Lines are read by a task of their own: a read cut short by an event would lose bytes.
+    let (line_sender, mut messages) = tokio::sync::mpsc::channel(16);
+    let reading = tokio::spawn(async move {
+        loop {
+            let message = read_message(&mut reader).await;
+            let end = !matches!(message, Ok(Some(_)));
+            if line_sender.send(message).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let _stop_reading = AbortOnDrop(reading);
+    loop {
+        tokio::select! {
+            () = closing.cancelled() => {
+                let reason = "the host is exiting".to_owned();
+                return out.send(&HostMessage::Closing { reason }).await;
+            }
+            message = messages.recv() => match message.unwrap_or(Ok(None))? {
+                None => return Ok(()),
+                Some(message) => {
+                    let reply = session.answer(message).await;
+                    out.send(&reply).await?;
+                }
+            },
+            received = recv(events.as_mut()) => match received {
+                Ok(envelope) => out.send(&HostMessage::Event { event: (*envelope).clone() }).await?,
+                Err(RecvError::Lagged(missed)) => {
+                    out.send(&HostMessage::Lagged { missed }).await?;
+                    out.snapshot(runtime).await?;
+                }
+                Err(RecvError::Closed) => {
+                    let reason = "the host is exiting".to_owned();
+                    return out.send(&HostMessage::Closing { reason }).await;
+                }
+            },
+        }
+    }
+}
+
+/// The next event of a subscription; pending for ever without one.
+async fn recv(
+    events: Option<&mut tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>>,
+) -> Result<Arc<crate::event::Envelope>, RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One client's standing: who it is and whether it may change anything.
+struct Session<'a> {
+    runtime: &'a Runtime,
+    provenance: Provenance,
+    identity: Identity,
+    readonly: bool,
+}
+
+impl Session<'_> {
+    async fn answer(&self, message: ClientMessage) -> HostMessage {
+        match message {
+            ClientMessage::Hello { .. } => HostMessage::Refused {
+                reason: "hello was already said on this connection".to_owned(),
+            },
+            ClientMessage::Approvals { id } => {
+                HostMessage::Approvals { id, approvals: self.runtime.pending_approvals() }
+            }
+            ClientMessage::Command { id, command } => {
+                let (outcome, message) = self.command(command).await;
+                HostMessage::Reply { id, outcome, message }
+            }
+        }
+    }
+
+    async fn command(&self, command: Command) -> (Outcome, Option<String>) {
+        if self.readonly {
+            return (Outcome::Refused, Some("this connection is read-only".to_owned()));
+        }
+        let request = Request { user: self.identity.user.clone(), command };
+        match self.runtime.submit_from(request, &self.provenance).await {
+            Ok(run) => (Outcome::Done, run.map(|run| run.to_string())),
+            Err(RuntimeError::Denied(denied)) => (Outcome::Refused, Some(denied.to_string())),
+            Err(error) => (Outcome::Invalid, Some(error.to_string())),
+        }
+    }
+}
+
+/// Read one JSON line; `None` at the end of the stream. A malformed line is an error that
+/// ends the connection.
+async fn read_message(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> std::io::Result<Option<ClientMessage>> {
+    let mut line = String::new();
+    let read = (&mut *reader).take(MAX_CLIENT_LINE).read_line(&mut line).await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a client line is too long or cut off",
+        ));
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Writer(OwnedWriteHalf);
+
+impl Writer {
+    async fn send(&mut self, message: &HostMessage) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.0.write_all(&line).await
+    }
+
+    async fn snapshot(&mut self, runtime: &Runtime) -> std::io::Result<()> {
+        let events = runtime.backlog().iter().map(|envelope| (**envelope).clone()).collect();
+        self.send(&HostMessage::Snapshot { events }).await
+    }
+}
