@@ -18,13 +18,14 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::event::{Envelope, Event};
 use crate::ids::RunId;
+use crate::redact::Redactor;
 
 /// Capacity of the lossy broadcast channel.
 pub const BROADCAST_CAPACITY: usize = 16_384;
@@ -150,6 +151,9 @@ impl Drop for Sink {
 pub struct EventBus {
     inner: Arc<Mutex<Inner>>,
     broadcast: broadcast::Sender<Arc<Envelope>>,
+    /// Applied to every event before it is numbered, so nothing downstream (store, views,
+    /// `--json`) ever holds a secret. Set once by the runtime.
+    redactor: Arc<OnceLock<Redactor>>,
 }
 
 impl Default for EventBus {
@@ -173,7 +177,7 @@ impl EventBus {
             source: None,
             sinks: Vec::new(),
         };
-        Self { inner: Arc::new(Mutex::new(inner)), broadcast }
+        Self { inner: Arc::new(Mutex::new(inner)), broadcast, redactor: Arc::new(OnceLock::new()) }
     }
 
     /// A bus numbering from `first` (a block already reserved) and then from the blocks
@@ -190,6 +194,10 @@ impl EventBus {
 
     /// Publish one event and return its sequence number.
     pub fn publish(&self, run_id: Option<&RunId>, event: Event) -> u64 {
+        let event = match self.redactor.get() {
+            Some(redactor) => redactor.event(event),
+            None => event,
+        };
         let ts_ms = now_ms();
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.next_seq >= inner.end_seq {
@@ -202,6 +210,17 @@ impl EventBus {
         // No receivers is fine: nobody is watching yet.
         let _ = self.broadcast.send(envelope);
         seq
+    }
+
+    /// Redact every event published from now on with `redactor` (once; later calls are
+    /// ignored). See [`crate::redact`].
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.redactor.set(redactor);
+    }
+
+    /// The redactor events pass, for producers that must redact across chunks themselves.
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.redactor.get()
     }
 
     /// A lossy receiver for views; see the module docs.

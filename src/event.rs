@@ -360,6 +360,24 @@ pub enum Event {
     // ---- everything else ----
     /// A message for the operator.
     Notice { level: Level, message: String },
+
+    // ---- resume ----
+    /// An interrupted run goes on in a new process (`flightdeck resume`): its stored plan,
+    /// the tasks already done, and whether the workflow file changed since it started.
+    RunResumed {
+        /// Tasks that had succeeded and are not run again.
+        done: usize,
+        /// Tasks still to finish.
+        remaining: usize,
+        /// The workflow file no longer matches the one the run started with; the stored
+        /// workflow is used.
+        workflow_changed: bool,
+        /// Leftover agent processes of the interrupted run that were killed first.
+        killed_processes: usize,
+    },
+    /// An attempt was in flight when its run's process died. It runs again, so it may have
+    /// run twice (whatever it did before the crash is not undone).
+    AttemptInterrupted { task: TaskId, agent: AgentId, attempt: u32 },
 }
 
 impl Event {
@@ -380,7 +398,8 @@ impl Event {
             | Self::WorkspaceCreated { task, .. }
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
-            | Self::ApprovalDecided { task, .. } => Some(task.as_str()),
+            | Self::ApprovalDecided { task, .. }
+            | Self::AttemptInterrupted { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -406,7 +425,8 @@ impl Event {
             | Self::ApprovalRequested { agent, .. }
             | Self::BreakerOpened { agent, .. }
             | Self::BreakerHalfOpened { agent, .. }
-            | Self::BreakerClosed { agent, .. } => Some(agent.as_str()),
+            | Self::BreakerClosed { agent, .. }
+            | Self::AttemptInterrupted { agent, .. } => Some(agent.as_str()),
             _ => None,
         }
     }
@@ -446,6 +466,8 @@ impl Event {
             Self::CommandAccepted { .. } => "command_accepted",
             Self::CommandDenied { .. } => "command_denied",
             Self::Notice { .. } => "notice",
+            Self::RunResumed { .. } => "run_resumed",
+            Self::AttemptInterrupted { .. } => "attempt_interrupted",
         }
     }
 }

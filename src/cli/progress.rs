@@ -9,6 +9,7 @@ use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
 use crate::model::{OutputKeep, RunModel};
 use crate::store::Encoder;
+use crate::terminal::{sanitize, sanitize_line};
 
 /// Largest `--json` line buffer kept between events.
 const LINE_KEPT: usize = 64 * 1024;
@@ -29,6 +30,8 @@ pub(crate) struct Printer {
     /// The run folded so far: attempts by backend kind, and when each task's round began,
     /// so "took" covers the whole task.
     model: RunModel,
+    /// A progress line before it is sanitised.
+    scratch: String,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
     /// `--json` lines, written as the run store writes them (byte for byte what `serde_json`
@@ -52,6 +55,7 @@ impl Printer {
         Self {
             json,
             model: RunModel::for_run(run.clone(), OutputKeep::None),
+            scratch: String::new(),
             run,
             clock,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
@@ -82,7 +86,13 @@ impl Printer {
                 now_ms.saturating_sub(first_ms.unwrap_or(now_ms)) as f64 / 1000.0
             }
         };
-        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+        // Agent text (errors quoting a child's stderr, notices) stays on its one line. The
+        // text is formatted into a buffer kept between lines, then sanitised.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = std::fmt::Write::write_fmt(&mut scratch, text);
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {}", sanitize_line(&scratch));
+        self.scratch = scratch;
     }
 
     pub(crate) fn flush(&mut self) {
@@ -99,8 +109,16 @@ impl Printer {
         if self.json {
             self.line.clear();
             if self.encoder.encode(&mut self.line, envelope).is_ok() {
-                self.line.push(b'\n');
-                let _ = self.out.write_all(&self.line);
+                // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
+                match std::str::from_utf8(&self.line).map(sanitize) {
+                    Ok(std::borrow::Cow::Owned(clean)) => {
+                        let _ = writeln!(self.out, "{clean}");
+                    }
+                    _ => {
+                        self.line.push(b'\n');
+                        let _ = self.out.write_all(&self.line);
+                    }
+                }
             }
             // A `run_started` of 100,000 tasks is a 17 MB line: not kept for the small ones.
             if self.line.capacity() > LINE_KEPT {
@@ -117,6 +135,14 @@ impl Printer {
                 let note = if *simulated { "  (uses a SIMULATED backend)" } else { "" };
                 let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
                 self.line(&text);
+            }
+            Event::RunResumed { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("run {} {}", self.run, text.trim_start_matches("run ")));
+            }
+            Event::AttemptInterrupted { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("interrupt {text}"));
             }
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
                 self.line_fmt(format_args!(

@@ -367,6 +367,7 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
+    super::say_audit_warnings(&runtime);
     let overrides =
         PlanOverrides { backend: options.backend.clone(), max_parallel: options.max_parallel };
     let plan = match runtime.plan(&globals.resolve(workflow), &overrides) {
@@ -379,7 +380,7 @@ async fn run_headless(
     };
     // Subscribed before the run starts, so no event is missed. Paced: the run waits for the
     // printer when it is far behind, so unprinted events cannot pile up in memory.
-    let (mut events, printed) = runtime.bus().paced_sink();
+    let (events, printed) = runtime.bus().paced_sink();
     let handle = match runtime.start_planned(&globals.user, plan) {
         Ok(handle) => handle,
         Err(error) => {
@@ -391,8 +392,75 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
+    follow(runtime, handle, events, &printed, options.json).await
+}
+
+/// `resume RUN`: goes on with an interrupted run; the same output and exit codes as `run`.
+/// Exit 2 when the run cannot be resumed: unknown, finished, or its owner is alive (the
+/// message names the owner's pid).
+pub fn resume(globals: &Globals, run: &str, options: &RunOptions) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{error}");
+            return exit::INVALID;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    tokio.block_on(resume_headless(globals, run, options, settings))
+}
+
+async fn resume_headless(
+    globals: &Globals,
+    run: &str,
+    options: &RunOptions,
+    settings: Settings,
+) -> i32 {
+    let runtime = match Runtime::start(RuntimeOptions {
+        project_dir: globals.project_dir.clone(),
+        data_dir: globals.data_dir.clone(),
+        settings,
+        watch_agents: false,
+    }) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    // Subscribed before the run resumes, and paced, as for `run`.
+    let (events, printed) = runtime.bus().paced_sink();
+    let handle = match runtime.resume_run(&globals.user, run, options.backend.clone()) {
+        Ok(handle) => handle,
+        Err(error) => {
+            match &error {
+                RuntimeError::Denied(denied) => eprintln!("flightdeck: refused: {denied}"),
+                other => eprintln!("flightdeck: {other}"),
+            }
+            runtime.shutdown().await;
+            return exit::INVALID;
+        }
+    };
+    follow(runtime, handle, events, &printed, options.json).await
+}
+
+/// Print a started (or resumed) run's events as the store commits them, refuse approvals
+/// nobody can give, stop cleanly on a signal, and shut down; returns the exit code.
+async fn follow(
+    runtime: Runtime,
+    handle: crate::engine::RunHandle,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Envelope>>,
+    printed: &crate::bus::Backlog,
+    json: bool,
+) -> i32 {
     let run = handle.id().clone();
-    let mut printer = Printer::live(options.json, run.clone());
+    let mut printer = Printer::live(json, run.clone());
     let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
@@ -434,7 +502,7 @@ async fn run_headless(
             committed.push(envelope);
         }
         if (events.is_empty() || committed.is_full())
-            && let Some(status) = committed.print(&runtime, &mut printer, &printed).await
+            && let Some(status) = committed.print(&runtime, &mut printer, printed).await
         {
             break status;
         }

@@ -13,6 +13,7 @@
 //! loss may lose the last commits but never corrupts the database. Readers (the console)
 //! open their own `RunStore` and never block the writer.
 
+mod anchor;
 mod encode;
 mod error;
 mod outcomes;
@@ -447,6 +448,7 @@ impl RunStore {
         tx.commit().map_err(sql)?;
         for run in &runs {
             owner::remove_lock(self.data_dir(), &run.run_id);
+            crate::resume::remove_stored(self.data_dir(), &run.run_id);
         }
         Ok((runs, events))
     }

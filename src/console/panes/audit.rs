@@ -260,6 +260,12 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
             Level::Warn => (Role::Warn, format!("⚠ {message}")),
             Level::Error => (Role::Error, format!("✗ {message}")),
         },
+        Event::RunResumed { .. } => {
+            (Role::Accent, crate::resume::describe(event).unwrap_or_default())
+        }
+        Event::AttemptInterrupted { .. } => {
+            (Role::Warn, crate::resume::describe(event).unwrap_or_default())
+        }
     }
 }
 
