@@ -110,14 +110,13 @@ impl Printer {
             self.line.clear();
             if self.encoder.encode(&mut self.line, envelope).is_ok() {
                 // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
-                match std::str::from_utf8(&self.line).map(sanitize) {
-                    Ok(std::borrow::Cow::Owned(clean)) => {
-                        let _ = writeln!(self.out, "{clean}");
-                    }
-                    _ => {
-                        self.line.push(b'\n');
-                        let _ = self.out.write_all(&self.line);
-                    }
+                if let Ok(std::borrow::Cow::Owned(clean)) =
+                    std::str::from_utf8(&self.line).map(sanitize)
+                {
+                    let _ = writeln!(self.out, "{clean}");
+                } else {
+                    self.line.push(b'\n');
+                    let _ = self.out.write_all(&self.line);
                 }
             }
             // A `run_started` of 100,000 tasks is a 17 MB line: not kept for the small ones.
