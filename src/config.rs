@@ -39,6 +39,8 @@ pub struct Settings {
     pub breakers: BreakerSettings,
     /// Theme name from `themes/` when `--theme` is not given.
     pub theme: Option<String>,
+    /// Safety policies on agents' outputs (`safety.enforcement`, `safety.policies`).
+    pub safety: crate::safety::SafetySettings,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             limits: Limits::default(),
             breakers: BreakerSettings::default(),
             theme: None,
+            safety: crate::safety::SafetySettings::default(),
         }
     }
 }
@@ -727,6 +730,18 @@ impl Settings {
             field: field.to_owned(),
             message,
         };
+        if let Some((policy, rule, message)) = self.safety.invalid_pattern() {
+            return Err(invalid(
+                "safety.policies",
+                format!(
+                    "policy `{}`, rule {} (`{}`): the pattern is not a valid regular expression: {}",
+                    self.safety.policies[policy].name,
+                    rule + 1,
+                    self.safety.policies[policy].rules[rule].pattern,
+                    message.lines().last().unwrap_or_default().trim()
+                ),
+            ));
+        }
         if !self.backends.contains_key(&self.default_backend) {
             return Err(invalid(
                 "default_backend",

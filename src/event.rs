@@ -360,6 +360,24 @@ pub enum Event {
     // ---- everything else ----
     /// A message for the operator.
     Notice { level: Level, message: String },
+
+    // ---- safety policies ----
+    /// An agent's output, or a coding agent's tool call, matched a safety rule. Enforced
+    /// (`strict`) matches then block the task or hold its output for approval; advisory ones
+    /// are only this warning.
+    SafetyRuleMatched {
+        task: TaskId,
+        agent: AgentId,
+        attempt: u32,
+        policy: String,
+        rule: String,
+        action: crate::safety::SafetyAction,
+        enforcement: crate::safety::Enforcement,
+        /// What was checked: `output`, or `tool call <name>`.
+        source: String,
+        /// The match in context, on one line, the match itself between `«` and `»`.
+        excerpt: String,
+    },
 }
 
 impl Event {
@@ -380,7 +398,8 @@ impl Event {
             | Self::WorkspaceCreated { task, .. }
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
-            | Self::ApprovalDecided { task, .. } => Some(task.as_str()),
+            | Self::ApprovalDecided { task, .. }
+            | Self::SafetyRuleMatched { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -446,6 +465,7 @@ impl Event {
             Self::CommandAccepted { .. } => "command_accepted",
             Self::CommandDenied { .. } => "command_denied",
             Self::Notice { .. } => "notice",
+            Self::SafetyRuleMatched { .. } => "safety_rule_matched",
         }
     }
 }

@@ -21,5 +21,6 @@ pub mod model;
 pub mod pool;
 pub mod resilience;
 pub mod runtime;
+pub mod safety;
 pub mod store;
 pub mod workflow;

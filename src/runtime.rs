@@ -136,7 +136,7 @@ impl Runtime {
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
         let approvals = Approvals::new(bus.clone());
         let audit = AuditLog::open(data_dir.join(AUDIT_FILE))?;
-        let gate = Gate::new(&settings, audit, bus.clone());
+        let gate = Gate::new(&settings, audit.clone(), bus.clone());
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
             registry: registry.clone(),
@@ -147,6 +147,7 @@ impl Runtime {
             project_dir: project_dir.clone(),
             data_dir: data_dir.clone(),
         });
+        engine.audit_to(audit);
         let background = vec![pool.spawn_reaper(), breakers.spawn_ticker()];
         Ok(Self {
             inner: Arc::new(Inner {

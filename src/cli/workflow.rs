@@ -156,9 +156,11 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
                 return invalid(&error.to_string(), json);
             }
             if json {
-                outln!("{}", plan_json(&plan));
+                let mut value = plan_json(&plan);
+                value["safety"] = settings.safety.in_force_json();
+                outln!("{value}");
             } else {
-                out!("{}", plan_text(&plan));
+                out!("{}\n{}", plan_text(&plan), settings.safety.in_force_text());
             }
             exit::OK
         }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::safety::{self, Checked, Review, StreamBlock};
 use super::scheduler::{Msg, Outcome, RunShared};
 use super::workspace::{self, TaskWorkspace};
 use crate::config::Limits;
@@ -164,9 +165,13 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             workdir,
         };
         let began = Instant::now();
+        // Its own token, so that a tool call a safety rule blocks can stop this attempt alone.
+        let stop = job.cancel.child_token();
+        let blocked = StreamBlock::default();
+        let sink = output_sink(shared, job.task, &agent, attempt, &blocked, &stop);
         let result = tokio::time::timeout(
             step.timeout + TIMEOUT_GRACE,
-            executor.execute(request, output_sink(shared, job.task), job.cancel.clone()),
+            executor.execute(request, sink, stop.clone()),
         )
         .await
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
@@ -178,10 +183,21 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             Err(_) => "failed",
         };
         workspace::leave(shared, job.task, attempt, ended, &mut held).await;
+        if let Some(reason) = blocked.reason() {
+            // What the agent did is the problem, not its health: the permit goes unsettled.
+            drop(permit);
+            return fail(attempt, &agent, elapsed, reason);
+        }
 
         let error = match result {
             Ok(outcome) => {
                 engine.breakers.record_success(permit, elapsed);
+                let checked = Checked { shared, task: job.task, agent: &agent, attempt };
+                match safety::review(&checked, &outcome, &job.cancel).await {
+                    Review::Pass => {}
+                    Review::Fail(reason) => return fail(attempt, &agent, elapsed, reason),
+                    Review::Cancelled => return (attempt, Outcome::Cancelled),
+                }
                 let output: Arc<str> = Arc::from(outcome.output.as_str());
                 shared.publish(Event::TaskSucceeded {
                     task: step.id.clone(),
@@ -276,10 +292,21 @@ fn next_step(
     NextStep::Retry(retry_after.map_or(backoff, |wait| wait.max(backoff)))
 }
 
-/// Each line or token chunk becomes a `TaskOutput` event of this run.
-fn output_sink(shared: &Arc<RunShared>, task: usize) -> OutputSink {
+/// Each line or token chunk becomes a `TaskOutput` event of this run; a tool call is checked
+/// against the safety rules as it streams.
+fn output_sink(
+    shared: &Arc<RunShared>,
+    task: usize,
+    agent: &AgentId,
+    attempt: u32,
+    blocked: &StreamBlock,
+    stop: &CancellationToken,
+) -> OutputSink {
     let shared = Arc::clone(shared);
+    let (agent, blocked, stop) = (agent.clone(), blocked.clone(), stop.clone());
     Arc::new(move |stream, text| {
+        let checked = Checked { shared: &shared, task, agent: &agent, attempt };
+        safety::check_streamed(&checked, stream, &text, &blocked, &stop);
         let task = shared.plan.steps[task].id.clone();
         shared.publish(Event::TaskOutput { task, stream, text });
     })

@@ -260,6 +260,27 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
             Level::Warn => (Role::Warn, format!("⚠ {message}")),
             Level::Error => (Role::Error, format!("✗ {message}")),
         },
+        Event::SafetyRuleMatched {
+            task,
+            policy,
+            rule,
+            action,
+            enforcement,
+            source,
+            excerpt,
+            ..
+        } => {
+            let (role, what) = match (enforcement, action) {
+                (crate::safety::Enforcement::Strict, crate::safety::SafetyAction::Block) => {
+                    (Role::Error, "blocked")
+                }
+                (crate::safety::Enforcement::Strict, crate::safety::SafetyAction::Confirm) => {
+                    (Role::Warn, "held for approval")
+                }
+                _ => (Role::Warn, "warning"),
+            };
+            (role, format!("⚠ {task}: safety rule {policy}/{rule} ({what}) in {source}: {excerpt}"))
+        }
     }
 }
 
