@@ -8,15 +8,24 @@
 //!   event (the run store's sees only events that belong to a run: it keeps no others);
 //! - broadcast receivers (the console) may lag behind; a lagging console says so and re-reads
 //!   the run store instead of slowing the engine.
+//!
+//! A lossless sink may be *paced* ([`EventBus::paced_run_sink`], [`EventBus::paced_sink`]): it
+//! counts what it holds in a [`Backlog`], and [`EventBus::room`], which the engine awaits
+//! before each task, waits while a paced sink holds more than [`Backlog::HIGH`] events, until
+//! it is down to [`Backlog::LOW`]. The engine never waits for the database per event; only a
+//! consumer that is far behind (at 100,000 tasks the run store's queue reached 490,000 events
+//! and the printer held as many) holds up new tasks, so memory stays bounded.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::event::{Envelope, Event};
 use crate::ids::RunId;
+use crate::redact::Redactor;
 
 /// Capacity of the lossy broadcast channel.
 pub const BROADCAST_CAPACITY: usize = 16_384;
@@ -35,6 +44,75 @@ struct Inner {
     sinks: Vec<Sink>,
 }
 
+/// Events a paced sink's consumer has received and not yet finished with (committed,
+/// printed). Shared by the bus, which counts what it sends, and the consumer, which reports
+/// what it is done with.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    held: AtomicUsize,
+    /// Not holding anyone up: the consumer cannot make progress for now (the store failed to
+    /// commit) or is gone.
+    released: AtomicBool,
+    /// The sink is gone: the bus forgets this backlog.
+    closed: AtomicBool,
+    room: Notify,
+}
+
+impl Backlog {
+    /// Above this many events held, new tasks wait.
+    pub const HIGH: usize = 16_384;
+    /// Waiting tasks go on once the backlog is down to this many.
+    pub const LOW: usize = 8_192;
+
+    /// The consumer is done with `count` events (committed, printed).
+    pub fn done(&self, count: usize) {
+        let before = self.held.fetch_sub(count, Ordering::AcqRel);
+        self.released.store(false, Ordering::Release);
+        if before.saturating_sub(count) <= Self::LOW {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// The consumer cannot make progress for now (a failed commit it will retry): nobody
+    /// waits for it until its next [`Backlog::done`].
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    /// Events held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn holds_up(&self, limit: usize) -> bool {
+        !self.released.load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+            && self.held() > limit
+    }
+
+    /// The consumer stops reading: nobody waits for it any more. Also done by the bus once
+    /// it finds the receiver gone.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    /// Wait until this backlog is down to [`Backlog::LOW`] (or released).
+    async fn drained(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `done` in between is not missed.
+            notified.as_mut().enable();
+            if !self.holds_up(Self::LOW) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// One lossless receiver's sending half.
 struct Sink {
     tx: mpsc::UnboundedSender<Arc<Envelope>>,
@@ -42,6 +120,8 @@ struct Sink {
     /// does not hold them in its queue while it is behind. At 100,000 tasks the pool's
     /// instance events are two in five, and the store's queue held up to 490,000 events.
     runs_only: bool,
+    /// Counts what the receiver holds, for a paced sink.
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl Sink {
@@ -50,7 +130,19 @@ impl Sink {
         if self.runs_only && envelope.run_id.is_none() {
             return !self.tx.is_closed();
         }
+        if let Some(backlog) = &self.backlog {
+            backlog.held.fetch_add(1, Ordering::AcqRel);
+        }
         self.tx.send(Arc::clone(envelope)).is_ok()
+    }
+}
+
+impl Drop for Sink {
+    /// A gone receiver holds nobody up.
+    fn drop(&mut self) {
+        if let Some(backlog) = &self.backlog {
+            backlog.close();
+        }
     }
 }
 
@@ -59,6 +151,9 @@ impl Sink {
 pub struct EventBus {
     inner: Arc<Mutex<Inner>>,
     broadcast: broadcast::Sender<Arc<Envelope>>,
+    /// Applied to every event before it is numbered, so nothing downstream (store, views,
+    /// `--json`) ever holds a secret. Set once by the runtime.
+    redactor: Arc<OnceLock<Redactor>>,
 }
 
 impl Default for EventBus {
@@ -82,7 +177,7 @@ impl EventBus {
             source: None,
             sinks: Vec::new(),
         };
-        Self { inner: Arc::new(Mutex::new(inner)), broadcast }
+        Self { inner: Arc::new(Mutex::new(inner)), broadcast, redactor: Arc::new(OnceLock::new()) }
     }
 
     /// A bus numbering from `first` (a block already reserved) and then from the blocks
@@ -99,6 +194,10 @@ impl EventBus {
 
     /// Publish one event and return its sequence number.
     pub fn publish(&self, run_id: Option<&RunId>, event: Event) -> u64 {
+        let event = match self.redactor.get() {
+            Some(redactor) => redactor.event(event),
+            None => event,
+        };
         let ts_ms = now_ms();
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.next_seq >= inner.end_seq {
@@ -111,6 +210,17 @@ impl EventBus {
         // No receivers is fine: nobody is watching yet.
         let _ = self.broadcast.send(envelope);
         seq
+    }
+
+    /// Redact every event published from now on with `redactor` (once; later calls are
+    /// ignored). See [`crate::redact`].
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.redactor.set(redactor);
+    }
+
+    /// The redactor events pass, for producers that must redact across chunks themselves.
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.redactor.get()
     }
 
     /// A lossy receiver for views; see the module docs.
@@ -129,11 +239,54 @@ impl EventBus {
         self.add_sink(true)
     }
 
+    /// [`EventBus::sink`], paced: its consumer reports what it is done with to the
+    /// returned [`Backlog`], and [`EventBus::room`] waits while it is far behind.
+    pub fn paced_sink(&self) -> (mpsc::UnboundedReceiver<Arc<Envelope>>, Arc<Backlog>) {
+        let backlog = Arc::new(Backlog::default());
+        (self.add_sink_with(false, Some(Arc::clone(&backlog))), backlog)
+    }
+
+    /// [`EventBus::run_sink`], paced (the run store's writer); see [`EventBus::paced_sink`].
+    pub fn paced_run_sink(&self) -> (mpsc::UnboundedReceiver<Arc<Envelope>>, Arc<Backlog>) {
+        let backlog = Arc::new(Backlog::default());
+        (self.add_sink_with(true, Some(Arc::clone(&backlog))), backlog)
+    }
+
     fn add_sink(&self, runs_only: bool) -> mpsc::UnboundedReceiver<Arc<Envelope>> {
+        self.add_sink_with(runs_only, None)
+    }
+
+    fn add_sink_with(
+        &self,
+        runs_only: bool,
+        backlog: Option<Arc<Backlog>>,
+    ) -> mpsc::UnboundedReceiver<Arc<Envelope>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let sink = Sink { tx, runs_only };
+        let sink = Sink { tx, runs_only, backlog };
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).sinks.push(sink);
         rx
+    }
+
+    /// Wait while a paced sink holds more than [`Backlog::HIGH`] events, until it is down
+    /// to [`Backlog::LOW`]. Returns at once otherwise (the usual case: one lock, a few loads).
+    pub async fn room(&self) {
+        loop {
+            let behind = {
+                let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+                inner
+                    .sinks
+                    .iter()
+                    .filter(|sink| !sink.tx.is_closed())
+                    .filter_map(|sink| sink.backlog.as_ref())
+                    .find(|backlog| backlog.holds_up(Backlog::HIGH))
+                    .map(Arc::clone)
+            };
+            // Another paced sink may be behind too: look again after each wait.
+            match behind {
+                Some(backlog) => backlog.drained().await,
+                None => return,
+            }
+        }
     }
 
     /// The sequence number the next event will get.
@@ -209,6 +362,63 @@ mod tests {
         drop(runs);
         bus.publish(None, Event::TaskReady { task: TaskId::new("late") });
         assert_eq!(bus.inner.lock().expect("lock").sinks.len(), 1, "the dropped sink is gone");
+    }
+
+    fn ready(task: &str) -> Event {
+        Event::TaskReady { task: TaskId::new(task) }
+    }
+
+    /// Whether `room()` would let a task start now (polled once).
+    fn has_room(bus: &EventBus) -> bool {
+        futures::FutureExt::now_or_never(bus.room()).is_some()
+    }
+
+    #[tokio::test]
+    async fn a_paced_sink_far_behind_holds_up_new_work_until_it_catches_up() {
+        let bus = EventBus::new();
+        let (mut events, backlog) = bus.paced_sink();
+        let run = RunId::new("r1");
+        for _ in 0..=Backlog::HIGH {
+            bus.publish(Some(&run), ready("t"));
+        }
+        assert_eq!(backlog.held(), Backlog::HIGH + 1);
+        assert!(!has_room(&bus), "more than HIGH events held");
+        // Catching up below HIGH is not enough once waiting started: down to LOW.
+        let waiter = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.room().await }
+        });
+        tokio::task::yield_now().await;
+        for _ in 0..Backlog::HIGH - Backlog::LOW {
+            events.recv().await.expect("event");
+        }
+        backlog.done(Backlog::HIGH - Backlog::LOW);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "LOW + 1 held");
+        events.recv().await.expect("event");
+        backlog.done(1);
+        waiter.await.expect("waiter");
+        assert!(has_room(&bus));
+    }
+
+    #[tokio::test]
+    async fn a_paced_sink_that_fails_or_goes_holds_nobody_up() {
+        let bus = EventBus::new();
+        let (events, backlog) = bus.paced_run_sink();
+        let run = RunId::new("r1");
+        for _ in 0..=Backlog::HIGH {
+            bus.publish(Some(&run), ready("t"));
+        }
+        // Events without a run never reach a run sink, so they are not counted.
+        bus.publish(None, ready("pool"));
+        assert_eq!(backlog.held(), Backlog::HIGH + 1);
+        assert!(!has_room(&bus));
+        backlog.release();
+        assert!(has_room(&bus), "a consumer that cannot commit releases the run");
+        backlog.done(0);
+        assert!(!has_room(&bus), "held again after its next commit");
+        drop(events);
+        assert!(has_room(&bus), "a gone receiver holds nobody up");
     }
 
     /// Blocks of three, each starting ten above the last.

@@ -37,6 +37,9 @@ pub enum Command {
     /// or those started before `before_ms` (ms since the Unix epoch); with both, a run goes
     /// when neither keeps it.
     PruneRuns { keep: Option<usize>, before_ms: Option<u64> },
+    /// Go on with an interrupted run (its owner died) under its own id: `run` is an id, a
+    /// unique start of one, or `last`; `backend` runs every remaining task on it.
+    ResumeRun { run: RunId, backend: Option<String> },
 }
 
 /// What a command needs from the caller's role.
@@ -69,13 +72,14 @@ impl Command {
             Self::ReleaseInstance { .. } => "release_instance",
             Self::ReloadAgents => "reload_agents",
             Self::PruneRuns { .. } => "prune_runs",
+            Self::ResumeRun { .. } => "resume_run",
         }
     }
 
     /// The permission the gate checks.
     pub fn permission(&self) -> Permission {
         match self {
-            Self::StartRun { .. } => Permission::RunWorkflows,
+            Self::StartRun { .. } | Self::ResumeRun { .. } => Permission::RunWorkflows,
             Self::CancelRun { .. } | Self::CancelTask { .. } | Self::RetryTask { .. } => {
                 Permission::ControlRuns
             }

@@ -41,6 +41,26 @@ pub struct Settings {
     pub theme: Option<String>,
     /// Safety policies on agents' outputs (`safety.enforcement`, `safety.policies`).
     pub safety: crate::safety::SafetySettings,
+    /// What is redacted besides the built-in secret shapes and key values.
+    pub redact: RedactSettings,
+}
+
+/// `redact:` in `flightdeck.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactSettings {
+    /// The project's own secret shapes, shown as `[redacted:NAME]`.
+    pub patterns: Vec<RedactPattern>,
+}
+
+/// One project secret shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactPattern {
+    /// The KIND in `[redacted:KIND]`.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax); the whole match is redacted.
+    pub pattern: String,
 }
 
 impl Default for Settings {
@@ -57,6 +77,7 @@ impl Default for Settings {
             breakers: BreakerSettings::default(),
             theme: None,
             safety: crate::safety::SafetySettings::default(),
+            redact: RedactSettings::default(),
         }
     }
 }
@@ -799,6 +820,20 @@ impl Settings {
         }
         if self.limits.learning_half_life.is_zero() {
             return Err(invalid("limits.learning_half_life", "must be longer than zero".into()));
+        }
+        for (index, pattern) in self.redact.patterns.iter().enumerate() {
+            if let Err(error) = regex::Regex::new(&pattern.pattern) {
+                return Err(invalid(
+                    &format!("redact.patterns[{index}].pattern"),
+                    format!("`{}` is not a regular expression: {error}", pattern.pattern),
+                ));
+            }
+            if pattern.name.is_empty() {
+                return Err(invalid(
+                    &format!("redact.patterns[{index}].name"),
+                    "must not be empty".into(),
+                ));
+            }
         }
         if self.limits.auto_timeout_min > self.limits.auto_timeout_max {
             return Err(invalid(

@@ -361,6 +361,23 @@ pub enum Event {
     /// A message for the operator.
     Notice { level: Level, message: String },
 
+    // ---- resume ----
+    /// An interrupted run goes on in a new process (`flightdeck resume`): its stored plan,
+    /// the tasks already done, and whether the workflow file changed since it started.
+    RunResumed {
+        /// Tasks that had succeeded and are not run again.
+        done: usize,
+        /// Tasks still to finish.
+        remaining: usize,
+        /// The workflow file no longer matches the one the run started with; the stored
+        /// workflow is used.
+        workflow_changed: bool,
+        /// Leftover agent processes of the interrupted run that were killed first.
+        killed_processes: usize,
+    },
+    /// An attempt was in flight when its run's process died. It runs again, so it may have
+    /// run twice (whatever it did before the crash is not undone).
+    AttemptInterrupted { task: TaskId, agent: AgentId, attempt: u32 },
     // ---- safety policies ----
     /// An agent's output, or a coding agent's tool call, matched a safety rule. Enforced
     /// (`strict`) matches then block the task or hold its output for approval; advisory ones
@@ -399,6 +416,7 @@ impl Event {
             | Self::WorkspaceChanges { task, .. }
             | Self::ApprovalRequested { task, .. }
             | Self::ApprovalDecided { task, .. }
+            | Self::AttemptInterrupted { task, .. }
             | Self::SafetyRuleMatched { task, .. } => Some(task.as_str()),
             _ => None,
         }
@@ -425,7 +443,8 @@ impl Event {
             | Self::ApprovalRequested { agent, .. }
             | Self::BreakerOpened { agent, .. }
             | Self::BreakerHalfOpened { agent, .. }
-            | Self::BreakerClosed { agent, .. } => Some(agent.as_str()),
+            | Self::BreakerClosed { agent, .. }
+            | Self::AttemptInterrupted { agent, .. } => Some(agent.as_str()),
             _ => None,
         }
     }
@@ -465,6 +484,8 @@ impl Event {
             Self::CommandAccepted { .. } => "command_accepted",
             Self::CommandDenied { .. } => "command_denied",
             Self::Notice { .. } => "notice",
+            Self::RunResumed { .. } => "run_resumed",
+            Self::AttemptInterrupted { .. } => "attempt_interrupted",
             Self::SafetyRuleMatched { .. } => "safety_rule_matched",
         }
     }

@@ -43,7 +43,14 @@ pub fn init(data_dir: &Path) -> LogGuard {
     let Ok(appender) = appender else {
         return LogGuard { _worker: None, dir };
     };
-    let (writer, worker) = tracing_appender::non_blocking(appender);
+    // The log file is shown to people and attached to bug reports: no secret goes in. The
+    // settings are not read yet, so this knows the well-known key variables and the shapes.
+    let redactor =
+        crate::redact::Redactor::from_settings(&crate::config::Settings::default(), |name| {
+            std::env::var(name).ok()
+        })
+        .unwrap_or_else(|_| crate::redact::Redactor::shapes_only());
+    let (writer, worker) = tracing_appender::non_blocking(Redacting { inner: appender, redactor });
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -51,4 +58,26 @@ pub fn init(data_dir: &Path) -> LogGuard {
         .try_init()
         .is_ok();
     LogGuard { _worker: installed.then_some(worker), dir }
+}
+
+/// A writer that redacts each formatted log line before it reaches the file.
+struct Redacting<W> {
+    inner: W,
+    redactor: crate::redact::Redactor,
+}
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) if self.redactor.has_secret(text) => {
+                self.inner.write_all(self.redactor.redact(text).as_bytes())?;
+                Ok(buf.len())
+            }
+            _ => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -73,9 +73,25 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         max_parallel: Option<usize>,
     },
+    /// Go on with an interrupted run (its process died): tasks that succeeded are not run
+    /// again, an attempt that was in flight runs again. Same output and exit codes as `run`;
+    /// exit 2 when the run is unknown, finished, or still owned by a live process.
+    Resume {
+        #[arg(help = "Run id, a unique start of one, or `last`")]
+        run: String,
+        /// One JSON event per line on stdout, as `run --json`.
+        #[arg(long)]
+        json: bool,
+        /// Run every remaining task on this backend (e.g. sim).
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+    },
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
     Runs(RunsCmd),
+    /// The audit log: check that it proves itself, show its records.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Check each backend: installed or reachable, version, key set, who uses it. Exit 1 when
     /// a bundled workflow (workflows/*.yaml) lacks something it needs.
     Doctor {
@@ -126,6 +142,38 @@ enum RunsCmd {
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check every record's MAC, the chain and the run store's anchor. Exit 0 when intact,
+    /// 1 when anything is wrong (each problem with its line).
+    Verify {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last records, oldest first; with -f, then each new one as it is written.
+    Tail {
+        /// Keep printing new records until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON record per line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Only records of this user.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        #[arg(help = "Only records of this action (e.g. cancel_run, start_run)")]
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        /// Only records about this run (an id or a unique start of one).
+        #[arg(long, value_name = "RUN")]
+        run: Option<String>,
+        /// How many of the matching records to show first.
+        #[arg(short = 'n', long, default_value_t = 20, value_name = "N")]
+        lines: usize,
     },
 }
 
@@ -220,7 +268,18 @@ fn main() {
             let options = cli::workflow::RunOptions { json, backend, max_parallel };
             cli::workflow::run(&globals, &workflow, &options)
         }
+        Some(Cmd::Resume { run, json, backend }) => {
+            let options = cli::workflow::RunOptions { json, backend, max_parallel: None };
+            cli::workflow::resume(&globals, &run, &options)
+        }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),
+        Some(Cmd::Audit(cmd)) => match cmd {
+            AuditCmd::Verify { json } => cli::audit::verify(&globals, json),
+            AuditCmd::Tail { follow, json, user, action, run, lines } => {
+                let filter = cli::audit::TailFilter { user, action, run, lines };
+                cli::audit::tail(&globals, &filter, follow, json)
+            }
+        },
         Some(Cmd::Runs(cmd)) => match cmd {
             RunsCmd::List { limit, json } => cli::runs::list(&globals, limit, json),
             RunsCmd::Show { run, task, json } => {

@@ -16,16 +16,21 @@ use crate::audit::{AuditError, AuditLog};
 use crate::bus::{EventBus, now_ms};
 use crate::command::{Command, Request};
 use crate::config::Settings;
+use crate::engine::Resumed;
 use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
 use crate::governance::{Approvals, Denied, Gate, GovernanceError, Identity, SYSTEM_USER};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
+use crate::model::{OutputKeep, RunModel, TaskModel};
 use crate::pool::{Pool, PoolConfig, PoolError};
+use crate::redact::Redactor;
 use crate::resilience::BreakerBoard;
+use crate::resume::{ResumePoint, StoredError, StoredWorkflow, kill_leftovers};
+use crate::store::RunState;
 use crate::store::{
     OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
-    StoreWriter, spawn_writer,
+    StoreWriter, spawn_paced_writer,
 };
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_owned};
 
@@ -33,6 +38,9 @@ pub use crate::audit::AUDIT_FILE;
 
 /// How long [`Runtime::shutdown`] waits for cancelled runs to stop their work.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `resume` keeps trying to take over a run whose lock is held.
+const TAKE_OVER_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Errors starting the runtime or carrying out a command.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,8 @@ pub enum RuntimeError {
     /// A run's lock could not be taken (an id that exists, or a live owner).
     #[error(transparent)]
     Owner(#[from] OwnerError),
+    #[error(transparent)]
+    Redact(#[from] crate::redact::PatternError),
     #[error("cannot watch the agent pool: {0}")]
     Watch(AgentError),
     /// The gate refused the command.
@@ -65,6 +75,14 @@ pub enum RuntimeError {
     UnknownAgent(AgentId),
     #[error("instance {0} was not spawned by an operator; a task holds it")]
     NotSpawned(InstanceId),
+    /// `resume` named no stored run, or several.
+    #[error("{0}")]
+    NoSuchRun(String),
+    /// The run exists but cannot be resumed (finished, or never started).
+    #[error("run {run} cannot be resumed: {why}")]
+    NotResumable { run: RunId, why: String },
+    #[error(transparent)]
+    Stored(#[from] StoredError),
 }
 
 /// What [`Runtime::start`] needs.
@@ -92,6 +110,8 @@ struct Inner {
     engine: Engine,
     /// A reading connection of the run store (the writer thread owns its own).
     reader: Mutex<RunStore>,
+    /// What opening the audit log found that a person should hear of (torn tail, gap).
+    audit_warnings: Vec<String>,
     /// Instances acquired by `SpawnInstance`, released by `ReleaseInstance`.
     spawned: Mutex<HashSet<InstanceId>>,
     /// The locks of the runs this process owns, held while the engine knows the run (a
@@ -121,10 +141,15 @@ impl Runtime {
         let mut store = RunStore::open(data_dir.join(RUNS_FILE))?;
         store.record_simulated_outcomes(settings.limits.learn_from_sim);
         let reader = RunStore::open(data_dir.join(RUNS_FILE))?;
-        let mut seqs = SeqBlocks::new(RunStore::open(data_dir.join(RUNS_FILE))?);
-        let first = seqs.reserve()?;
+        sweep_orphans(&data_dir, &reader);
+        let (first, seqs) = SeqBlocks::start(RunStore::open(data_dir.join(RUNS_FILE))?)?;
         let bus = EventBus::numbered_by(first, Box::new(seqs));
-        let writer = spawn_writer(store, bus.run_sink())?;
+        // Before anything is published: no event, stored or shown, ever holds a secret.
+        bus.set_redactor(Redactor::from_settings(&settings, |name| std::env::var(name).ok())?);
+        // Paced: a run waits for the store when it is far behind instead of queueing every
+        // event of a 100,000-task run in memory.
+        let (events, backlog) = bus.paced_run_sink();
+        let writer = spawn_paced_writer(store, events, Some(backlog))?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
         let watcher = if watch_agents {
@@ -135,7 +160,12 @@ impl Runtime {
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
         let approvals = Approvals::new(bus.clone());
-        let audit = AuditLog::open(data_dir.join(AUDIT_FILE))?;
+        let anchor = RunStore::open(data_dir.join(RUNS_FILE))?;
+        let audit = AuditLog::open_anchored(data_dir.join(AUDIT_FILE), Box::new(anchor))?;
+        let audit_warnings = audit.warnings();
+        for warning in &audit_warnings {
+            tracing::warn!(%warning, "audit log");
+        }
         let gate = Gate::new(&settings, audit.clone(), bus.clone());
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
@@ -162,6 +192,7 @@ impl Runtime {
                 gate,
                 engine,
                 reader: Mutex::new(reader),
+                audit_warnings,
                 spawned: Mutex::new(HashSet::new()),
                 owned: Mutex::new(Vec::new()),
             }),
@@ -186,6 +217,13 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// What opening the audit log found (a torn last record moved aside, records missing
+    /// against the run store's anchor), one sentence each; front ends say these on stderr or
+    /// on screen. Normally empty.
+    pub fn audit_warnings(&self) -> &[String] {
+        &self.inner.audit_warnings
     }
 
     pub fn project_dir(&self) -> &Path {
@@ -269,6 +307,22 @@ impl Runtime {
         start_owned(&self.inner, run, plan)
     }
 
+    /// Go on with an interrupted run as `user`, through the gate (as `ResumeRun`): `run` is
+    /// an id, a unique start of one, or `last`. Refused while the run's owner is alive
+    /// ([`OwnerError::Owned`], naming its pid) and for a finished run.
+    pub fn resume_run(
+        &self,
+        user: &str,
+        run: &str,
+        backend: Option<String>,
+    ) -> Result<RunHandle, RuntimeError> {
+        let run = resolve_run(&self.inner, run)?;
+        let command = Command::ResumeRun { run: run.clone(), backend: backend.clone() };
+        let request = Request { user: UserId::new(user), command };
+        self.inner.gate.check_for_run(&request, Some(&run))?;
+        resume_owned(&self.inner, run, backend)
+    }
+
     /// A channel for one user's commands. Each is submitted in order; an error becomes a
     /// `Notice` event (a refusal is already announced by the gate as `CommandDenied`).
     pub fn command_sender(&self, user: String) -> mpsc::UnboundedSender<Command> {
@@ -332,6 +386,21 @@ impl Runtime {
     }
 }
 
+/// Agents of a run that died before its start was stored cannot be resumed, so nothing
+/// else would ever stop them: kill them now. A store that cannot be read is logged.
+fn sweep_orphans(data_dir: &Path, reader: &RunStore) {
+    match reader.runs_uncounted() {
+        Ok(rows) => {
+            let stored: HashSet<RunId> = rows.into_iter().map(|row| row.run_id).collect();
+            let killed = crate::resume::sweep_unstored(data_dir, |run| stored.contains(run));
+            if killed > 0 {
+                tracing::warn!(killed, "killed agents of runs that died before they were stored");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "leftover agents of unstored runs not swept"),
+    }
+}
+
 fn notice(bus: &EventBus, run: Option<&RunId>, level: Level, message: String) {
     bus.publish(run, Event::Notice { level, message });
 }
@@ -349,6 +418,23 @@ fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, Runti
         stored?;
         return Err(OwnerError::Exists { run, path }.into());
     }
+    // The workflow as it is now, before the run's first event: what a resume plans from.
+    match StoredWorkflow::capture(
+        &plan.file,
+        plan.backend_override.clone(),
+        Some(plan.max_parallel),
+    ) {
+        Ok(stored) => {
+            if let Err(error) = stored.save(&inner.data_dir, &run) {
+                lock.discard();
+                return Err(error.into());
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%run, file = %plan.file.display(), %error,
+                "workflow not stored: the run cannot be resumed from it");
+        }
+    }
     let handle = match inner.engine.start_as(run, plan) {
         Ok(handle) => handle,
         Err(error) => {
@@ -360,6 +446,157 @@ fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, Runti
     owned.retain(|lock| inner.engine.run(lock.run()).is_some());
     owned.push(lock);
     Ok(handle)
+}
+
+/// `last` (the newest run), an exact id, or a unique start of one, among the stored runs.
+fn resolve_run(inner: &Inner, wanted: &str) -> Result<RunId, RuntimeError> {
+    let runs = inner.reader.lock().unwrap_or_else(PoisonError::into_inner).runs_uncounted()?;
+    let path = inner.data_dir.join(RUNS_FILE);
+    if wanted == "last" {
+        return runs
+            .first()
+            .map(|r| r.run_id.clone())
+            .ok_or_else(|| RuntimeError::NoSuchRun(format!("no runs yet in {}", path.display())));
+    }
+    if let Some(row) = runs.iter().find(|r| r.run_id.as_str() == wanted) {
+        return Ok(row.run_id.clone());
+    }
+    let matching: Vec<&RunId> =
+        runs.iter().map(|r| &r.run_id).filter(|id| id.as_str().starts_with(wanted)).collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(RuntimeError::NoSuchRun(format!(
+            "no run `{wanted}` in {} (`flightdeck runs list` shows them)",
+            path.display()
+        ))),
+        several => {
+            let ids: Vec<&str> = several.iter().take(5).map(|id| id.as_str()).collect();
+            Err(RuntimeError::NoSuchRun(format!(
+                "`{wanted}` matches {} runs: {}",
+                several.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// Take over an interrupted run and go on with it: its owner's lock first (refused while
+/// the owner lives), then its stored events folded by [`RunModel`], its leftover agent
+/// processes killed, its stored workflow planned again with each task pinned to what the
+/// run started with, and the engine resumed from there.
+fn resume_owned(
+    inner: &Inner,
+    run: RunId,
+    backend: Option<String>,
+) -> Result<RunHandle, RuntimeError> {
+    if inner.engine.run(&run).is_some() {
+        let why = "this process is running it".to_owned();
+        return Err(RuntimeError::NotResumable { run, why });
+    }
+    let lock = take_over(&inner.data_dir, &run)?;
+    let (row, events) = {
+        let reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        (reader.run(&run)?, reader.events(&run)?)
+    };
+    let Some(row) = row else {
+        let why = "it is not in the run store".to_owned();
+        return Err(RuntimeError::NotResumable { run, why });
+    };
+    if matches!(row.state, RunState::Succeeded | RunState::Failed | RunState::Cancelled) {
+        let why = format!(
+            "it finished ({}); `flightdeck runs show {run}` has its outcome, and the console \
+             can retry its tasks",
+            row.state
+        );
+        return Err(RuntimeError::NotResumable { run, why });
+    }
+    let model = RunModel::from_events(&events, OutputKeep::None);
+    drop(events);
+    if !model.is_started() {
+        let why = "its run_started event is not stored".to_owned();
+        return Err(RuntimeError::NotResumable { run, why });
+    }
+    let point = ResumePoint::from_model(&model);
+    let killed_processes = kill_leftovers(&run);
+    let (plan, workflow_changed) = plan_stored(inner, &run, &model, backend)?;
+    let resumed = Resumed { workflow_changed, killed_processes };
+    let handle = inner.engine.resume_as(run, plan, &point, resumed)?;
+    let mut owned = inner.owned.lock().unwrap_or_else(PoisonError::into_inner);
+    owned.retain(|lock| inner.engine.run(lock.run()).is_some());
+    owned.push(lock);
+    Ok(handle)
+}
+
+/// [`RunLock::take_over`], tried again for a moment while it is refused: a lock can outlive
+/// its dead owner by the instant a child it forked needs to exec or exit, and a probe by
+/// `runs list` holds it for microseconds. A live owner is still refused after that.
+fn take_over(data_dir: &Path, run: &RunId) -> Result<RunLock, OwnerError> {
+    let began = std::time::Instant::now();
+    loop {
+        match RunLock::take_over(data_dir, run) {
+            Err(OwnerError::Owned { .. }) if began.elapsed() < TAKE_OVER_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            taken => return taken,
+        }
+    }
+}
+
+/// The plan of a resumed run: its stored workflow (or, for a run started before workflows
+/// were stored, the file as it is now), with every task pinned to the agent, timeout and
+/// retries its `RunStarted` recorded, so learning or an edited agent pool changes nothing.
+/// Returns whether the workflow file changed since the run started.
+fn plan_stored(
+    inner: &Inner,
+    run: &RunId,
+    model: &RunModel,
+    backend: Option<String>,
+) -> Result<(Plan, bool), RuntimeError> {
+    let (mut workflow, overrides, changed) = if let Some(stored) =
+        StoredWorkflow::load(&inner.data_dir, run)?
+    {
+        let changed = stored.file_changed();
+        let workflow = Workflow::parse_for(&stored.source, &stored.file, Some(&inner.registry))?;
+        let overrides = PlanOverrides {
+            backend: backend.or(stored.backend),
+            max_parallel: stored.max_parallel,
+        };
+        (workflow, overrides, changed)
+    } else {
+        tracing::warn!(%run, "no stored workflow: planning the resumed run from its file");
+        let workflow = Workflow::load_for(&model.file, Some(&inner.registry))?;
+        let overrides = PlanOverrides { backend, max_parallel: Some(model.max_parallel) };
+        (workflow, overrides, false)
+    };
+    for task in &mut workflow.tasks {
+        if let Some(stored) = model.task(&task.id) {
+            task.agent = Some(stored.planned.agent.clone());
+            task.timeout = Some(Duration::from_millis(stored.planned.timeout_ms));
+            task.timeout_auto = false;
+            task.retries = Some(stored.planned.retries);
+        }
+    }
+    let history = learned_history(inner);
+    let plan = plan_owned(workflow, &inner.registry, &inner.settings, &overrides, &history)?;
+    let missing: Vec<&str> = model
+        .tasks
+        .iter()
+        .map(TaskModel::id)
+        .filter(|id| plan.index_of(id).is_none())
+        .map(TaskId::as_str)
+        .take(5)
+        .collect();
+    if !missing.is_empty() || plan.steps.len() != model.tasks.len() {
+        let why = format!(
+            "its stored workflow no longer plans the tasks it started with ({} planned, {} \
+             stored; missing: {})",
+            plan.steps.len(),
+            model.tasks.len(),
+            missing.join(", ")
+        );
+        return Err(RuntimeError::NotResumable { run: run.clone(), why });
+    }
+    Ok((plan, changed))
 }
 
 fn plan_file(
@@ -386,6 +623,23 @@ fn learned_history(inner: &Inner) -> History {
 }
 
 async fn submit(inner: &Arc<Inner>, request: Request) -> Result<Option<RunId>, RuntimeError> {
+    // A resume names its run as the user typed it; the gate and the audit see the full id.
+    let request = match request.command {
+        Command::ResumeRun { run, backend } => {
+            let run = resolve_run(inner, run.as_str())
+                .inspect_err(|error| notice(&inner.bus, None, Level::Error, error.to_string()))?;
+            let identity = inner.gate.check_for_run(
+                &Request {
+                    user: request.user.clone(),
+                    command: Command::ResumeRun { run: run.clone(), backend: backend.clone() },
+                },
+                Some(&run),
+            )?;
+            let command = Command::ResumeRun { run, backend };
+            return dispatch(inner, &identity, command, None).await;
+        }
+        _ => request,
+    };
     // A run started by this command gets its id before the gate, so the decision (accepted
     // or denied) carries the run's id like every other event the run caused.
     let new_run = matches!(request.command, Command::StartRun { .. }).then(RunId::generate);
@@ -442,6 +696,9 @@ async fn dispatch(
         }
         Command::PruneRuns { keep, before_ms } => {
             prune_runs(inner, PruneRule { keep, before_ms }).await?;
+        }
+        Command::ResumeRun { run, backend } => {
+            return Ok(Some(resume_owned(inner, run, backend)?.id().clone()));
         }
     }
     Ok(None)

@@ -100,10 +100,14 @@ fn edit_with_recomputed_hash_still_breaks_the_next_link() {
     all[1] = format!("{},\"hash\":\"{hash}\"}}", &new_body[..new_body.len() - 1]);
     write_lines(&path, &all);
 
+    // Without the key, the re-hashed record is one no keyed log can hold; the next link
+    // breaks too.
     let report = verify(&path).unwrap();
-    assert_eq!(report.problems.len(), 1, "{report}");
-    assert_eq!(report.problems[0].line, 3);
-    assert_eq!(report.problems[0].kind, ProblemKind::PrevMismatch);
+    assert_eq!(report.problems.len(), 2, "{report}");
+    assert_eq!(report.problems[0].line, 2);
+    assert_eq!(report.problems[0].kind, ProblemKind::Unkeyed);
+    assert_eq!(report.problems[1].line, 3);
+    assert_eq!(report.problems[1].kind, ProblemKind::PrevMismatch);
 }
 
 #[test]
@@ -210,7 +214,10 @@ fn damage_before_a_torn_tail_leaves_everything_in_place() {
     let err = AuditLog::open(&path).err().expect("damaged");
     assert!(matches!(err, AuditError::CorruptTail { line: 3, .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    let entries = std::fs::read_dir(dir.path().join("data")).unwrap().count();
+    let entries = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != flightdeck::audit::KEY_FILE)
+        .count();
     assert_eq!(entries, 1, "nothing moved aside");
 }
 

@@ -31,6 +31,16 @@ pub enum AuditError {
          undone: {reason}"
     )]
     Poisoned { path: PathBuf, reason: String },
+    /// The key file cannot be read or made.
+    #[error("{path}: audit key: {reason}")]
+    Key { path: PathBuf, reason: String },
+    /// The log holds keyed records but its key file is gone: nothing can be appended that
+    /// would verify, and nothing already there can be proven.
+    #[error(
+        "{path}:{line}: the audit log is keyed but its key {key} is missing; restore the key \
+         file from a backup (or move the log aside as evidence to start a new one)"
+    )]
+    KeyMissing { path: PathBuf, key: PathBuf, line: u64 },
     /// A record could not be encoded as JSON.
     #[error("cannot encode an audit record: {0}")]
     Encode(#[from] serde_json::Error),

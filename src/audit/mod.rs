@@ -1,8 +1,11 @@
 //! The audit log: an append-only, hash-chained JSON Lines file (`<data_dir>/audit.jsonl`).
 //!
 //! This is product data, not tracing output: every decision of the gate lands here, one line
-//! per record, each line bound to the previous one by a SHA-256 `prev` link (see [`record`]).
-//! [`verify`] finds any edited, removed or reordered line.
+//! per record, each line bound to the previous one by a SHA-256 `prev` link and sealed by an
+//! HMAC under a key kept beside it (`audit.key`, mode 0600, see [`key`]). The head of the
+//! chain is anchored in the run store as records are appended (see [`anchor`]). [`verify`]
+//! finds any edited, removed or reordered line, a rewrite without the key, and (given the
+//! anchor) a cut tail, a cut-and-appended file or a deleted one.
 //!
 //! Durability: each record is written with one `write_all` and `sync_data` before `append`
 //! returns, so a caller never acts on a record that is not on disk. A crash can only leave a
@@ -13,7 +16,9 @@
 //! project): every append takes an exclusive `flock` and re-reads the tail if another
 //! process appended since, so the chain stays one chain.
 
+mod anchor;
 mod error;
+pub mod key;
 mod record;
 mod verify;
 
@@ -24,9 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+pub use anchor::{AnchorStore, AuditAnchor};
 pub use error::AuditError;
-pub use record::{AuditEntry, AuditRecord, GENESIS_PREV, Outcome};
-pub use verify::{ChainProblem, ProblemKind, VerifyReport, verify};
+pub use key::{AuditKey, KEY_FILE, key_path_for};
+pub use record::{AuditEntry, AuditRecord, GENESIS_PREV, Keying, Outcome};
+pub use verify::{ChainProblem, ProblemKind, VerifyReport, read_records, verify, verify_anchored};
 
 use record::{decode_line, encode_line, sha256_hex};
 
@@ -46,6 +53,16 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
+/// Records the run store's anchor counted that the log no longer holds, found at open. The
+/// chain goes on from the anchored head, so `audit verify` keeps showing the gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainGap {
+    /// Records the log held (its last `seq`).
+    pub found: u64,
+    /// Records the anchor says were written.
+    pub anchored: u64,
+}
+
 /// Handle to the audit log. Clones share one file and one chain.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -62,13 +79,37 @@ struct Chain {
     /// Set when a failed write could not be undone; every later append is refused.
     poisoned: Option<String>,
     torn_tails: Vec<TornTail>,
+    /// `None` only while opening a log whose key file does not exist yet.
+    key: Option<AuditKey>,
+    key_path: PathBuf,
+    anchor: Option<Box<dyn AnchorStore>>,
+    gap: Option<ChainGap>,
+    /// Problems with the anchor itself, found at open.
+    anchor_warnings: Vec<String>,
 }
 
 impl AuditLog {
-    /// Open (or create) the log and continue its chain. A torn last line is moved aside
-    /// (see [`AuditLog::torn_tails`]); a damaged last complete record is an error.
+    /// Open (or create) the log and continue its chain, without an anchor. A torn last line
+    /// is moved aside (see [`AuditLog::torn_tails`]); a damaged last complete record is an
+    /// error. The key file beside it is created when missing and the log has no keyed
+    /// record; a keyed log whose key is gone is an error.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
-        let path = path.as_ref().to_owned();
+        Self::open_with(path.as_ref(), None)
+    }
+
+    /// [`AuditLog::open`], keeping the head of the chain in `anchor` after every append. When
+    /// the anchor counts more records than the log holds (a cut tail, a deleted file), the
+    /// chain continues from the anchored head rather than starting again: see
+    /// [`AuditLog::gap`].
+    pub fn open_anchored(
+        path: impl AsRef<Path>,
+        anchor: Box<dyn AnchorStore>,
+    ) -> Result<Self, AuditError> {
+        Self::open_with(path.as_ref(), Some(anchor))
+    }
+
+    fn open_with(path: &Path, anchor: Option<Box<dyn AnchorStore>>) -> Result<Self, AuditError> {
+        let path = path.to_owned();
         let open_err = |source| AuditError::Open { path: path.clone(), source };
         let existed = path.exists();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -93,12 +134,53 @@ impl AuditLog {
             prev: GENESIS_PREV.to_owned(),
             poisoned: None,
             torn_tails: Vec::new(),
+            key: AuditKey::load(&key_path_for(&path))?,
+            key_path: key_path_for(&path),
+            anchor,
+            gap: None,
+            anchor_warnings: Vec::new(),
         };
         chain.file.lock().map_err(open_err)?;
-        let loaded = chain.reload_tail(&path);
+        let loaded = chain.reload_tail(&path).and_then(|()| chain.join_anchor());
         let _ = chain.file.unlock();
         loaded?;
         Ok(Self { path: Arc::new(path), chain: Arc::new(Mutex::new(chain)) })
+    }
+
+    /// What opening found that a person should hear of, one sentence each (torn tails moved
+    /// aside, a gap against the anchor, an anchor that does not check out); normally none.
+    /// Front ends print these on stderr or on screen.
+    pub fn warnings(&self) -> Vec<String> {
+        let chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.path.display();
+        let mut warnings: Vec<String> = chain
+            .torn_tails
+            .iter()
+            .map(|torn| {
+                format!(
+                    "{path}:{}: an interrupted write left a torn last record ({} bytes); it was \
+                     moved aside to {} and the chain goes on from the last whole record",
+                    torn.line,
+                    torn.bytes,
+                    torn.aside.display()
+                )
+            })
+            .collect();
+        if let Some(gap) = &chain.gap {
+            warnings.push(format!(
+                "{path}: the run store's anchor counts {} audit records but the log holds {}: \
+                 records were deleted or cut off. The chain goes on from the anchored record; \
+                 `flightdeck audit verify` shows the gap",
+                gap.anchored, gap.found
+            ));
+        }
+        warnings.extend(chain.anchor_warnings.iter().cloned());
+        warnings
+    }
+
+    /// The gap found at open between the anchor and the log, if any.
+    pub fn gap(&self) -> Option<ChainGap> {
+        self.chain.lock().unwrap_or_else(PoisonError::into_inner).gap.clone()
     }
 
     /// The file this log writes.
@@ -142,7 +224,8 @@ impl Chain {
             self.reload_tail(path)?;
         }
         let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let (line, line_hash) = encode_line(self.next_seq, &ts, &self.prev, entry)?;
+        let key = self.key()?;
+        let (line, line_hash) = encode_line(self.next_seq, &ts, &self.prev, entry, &key)?;
         let written = self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             // Take back whatever part of the line reached the file, or stop appending.
@@ -156,8 +239,57 @@ impl Chain {
         let seq = self.next_seq;
         self.len += line.len() as u64;
         self.next_seq += 1;
+        if let Some(anchor) = &mut self.anchor {
+            // The record is durable already; an anchor that lags is only less proof, and
+            // `verify` accepts records after the anchored one.
+            if let Err(error) = anchor.save_anchor(&AuditAnchor::new(seq, line_hash.clone(), &key))
+            {
+                tracing::warn!(path = %path.display(), %error, "audit log: cannot anchor the head");
+            }
+        }
         self.prev = line_hash;
         Ok(seq)
+    }
+
+    fn key(&mut self) -> Result<AuditKey, AuditError> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        let key = AuditKey::load_or_create(&self.key_path)?;
+        self.key = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Compare the tail just read with the anchor: continue from the anchored head when the
+    /// log holds fewer records than it counts. The caller holds the file lock.
+    fn join_anchor(&mut self) -> Result<(), AuditError> {
+        let key = self.key()?;
+        let Some(store) = &mut self.anchor else { return Ok(()) };
+        let anchor = match store.load_anchor() {
+            Ok(Some(anchor)) => anchor,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                self.anchor_warnings.push(format!("cannot read the audit anchor: {error}"));
+                return Ok(());
+            }
+        };
+        if !anchor.is_signed_by(&key) {
+            self.anchor_warnings.push(format!(
+                "the run store's audit anchor (record {}) is not signed by {}: it was edited, or \
+                 the key was replaced",
+                anchor.count,
+                self.key_path.display()
+            ));
+            return Ok(());
+        }
+        let found = self.next_seq - 1;
+        if anchor.count > found {
+            tracing::error!(found, anchored = anchor.count, "audit log: records missing");
+            self.gap = Some(ChainGap { found, anchored: anchor.count });
+            self.next_seq = anchor.count + 1;
+            self.prev = anchor.last_hash;
+        }
+        Ok(())
     }
 
     /// Read the tail of the file and continue the chain after its last whole record,
@@ -170,10 +302,17 @@ impl Chain {
         let (next_seq, prev) = match &tail.last_line {
             None => (1, GENESIS_PREV.to_owned()),
             Some((offset, line)) => {
-                let record = decode_line(line).map_err(|reason| AuditError::CorruptTail {
-                    path: path.to_owned(),
-                    line: line_number_at(&self.file, *offset).unwrap_or(0),
-                    reason,
+                let (record, _) = decode_line(line, self.key.as_ref()).map_err(|reason| {
+                    let line = line_number_at(&self.file, *offset).unwrap_or(0);
+                    if self.key.is_none() {
+                        AuditError::KeyMissing {
+                            path: path.to_owned(),
+                            key: self.key_path.clone(),
+                            line,
+                        }
+                    } else {
+                        AuditError::CorruptTail { path: path.to_owned(), line, reason }
+                    }
                 })?;
                 (record.seq + 1, sha256_hex(line))
             }

@@ -3,13 +3,17 @@
 //! A line is the record's JSON with `hash` as the last field:
 //! `{"seq":1,"ts":"…","user":"ann","role":"viewer","action":"cancel_run","outcome":"denied",
 //! "detail":{…},"prev":"<64 hex>","hash":"<64 hex>"}`.
-//! `hash` is the SHA-256 of the same line with the `,"hash":"…"` part removed, exactly as
-//! written, so checking never depends on re-serialising JSON. `prev` is the SHA-256 of the
-//! whole previous line (without its newline), which binds the previous hash too.
+//! `hash` is the HMAC-SHA256, under the log's key (see [`super::key`]), of the same line with
+//! the `,"hash":"…"` part removed, exactly as written, so checking never depends on
+//! re-serialising JSON. `prev` is the SHA-256 of the whole previous line (without its
+//! newline), which binds the previous MAC too. Logs written before the key existed carry a
+//! plain SHA-256 there ([`Keying::Unkeyed`]); such records are accepted only as the start
+//! of a log, before its first keyed one.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::key::AuditKey;
 use crate::ids::UserId;
 
 /// `prev` of the first record.
@@ -86,12 +90,22 @@ struct Body<'a> {
     prev: &'a str,
 }
 
+/// How a record's `hash` was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// An HMAC under the log's key: only a holder of the key could have written it.
+    Keyed,
+    /// A plain SHA-256, as written before logs were keyed: anyone could have written it.
+    Unkeyed,
+}
+
 /// The line for `entry` (ending in `\n`) and the hash of the line for the next `prev`.
 pub(crate) fn encode_line(
     seq: u64,
     ts: &str,
     prev: &str,
     entry: &AuditEntry,
+    key: &AuditKey,
 ) -> Result<(String, String), serde_json::Error> {
     let body = serde_json::to_string(&Body {
         seq,
@@ -103,7 +117,7 @@ pub(crate) fn encode_line(
         detail: &entry.detail,
         prev,
     })?;
-    let hash = sha256_hex(body.as_bytes());
+    let hash = key.mac_hex(body.as_bytes());
     let mut line = body;
     // The body is a JSON object, so it ends with `}`: reopen it to append `hash` last.
     line.pop();
@@ -115,8 +129,13 @@ pub(crate) fn encode_line(
     Ok((line, line_hash))
 }
 
-/// Parse one line (without its newline) and check its own hash. The error says what is wrong.
-pub(crate) fn decode_line(line: &[u8]) -> Result<AuditRecord, String> {
+/// Parse one line (without its newline) and check its own MAC (or, for a record from before
+/// keying, its plain hash). Without a key only unkeyed records check out. The error says what
+/// is wrong.
+pub(crate) fn decode_line(
+    line: &[u8],
+    key: Option<&AuditKey>,
+) -> Result<(AuditRecord, Keying), String> {
     if line.is_empty() {
         return Err("empty line".to_owned());
     }
@@ -130,10 +149,17 @@ pub(crate) fn decode_line(line: &[u8]) -> Result<AuditRecord, String> {
     let mut body = String::with_capacity(text.len());
     body.push_str(&text[..text.len() - HASH_SUFFIX_LEN]);
     body.push('}');
-    if sha256_hex(body.as_bytes()) != record.hash {
-        return Err("its hash does not match its content (edited?)".to_owned());
+    if key.is_some_and(|key| key.checks(body.as_bytes(), &record.hash)) {
+        return Ok((record, Keying::Keyed));
     }
-    Ok(record)
+    if sha256_hex(body.as_bytes()) == record.hash {
+        return Ok((record, Keying::Unkeyed));
+    }
+    Err(if key.is_some() {
+        "its MAC does not match its content (edited, or written without the key)".to_owned()
+    } else {
+        "its MAC cannot be checked without the key file".to_owned()
+    })
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -143,6 +169,11 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> AuditKey {
+        let dir = tempfile::tempdir().expect("tempdir");
+        AuditKey::load_or_create(&dir.path().join("audit.key")).expect("key")
+    }
 
     fn entry() -> AuditEntry {
         AuditEntry {
@@ -156,12 +187,15 @@ mod tests {
 
     #[test]
     fn encoded_line_decodes_and_hash_is_last() {
+        let key = key();
         let (line, line_hash) =
-            encode_line(1, "2026-01-01T00:00:00.000Z", GENESIS_PREV, &entry()).expect("encode");
+            encode_line(1, "2026-01-01T00:00:00.000Z", GENESIS_PREV, &entry(), &key)
+                .expect("encode");
         assert!(line.ends_with("\"}\n"));
         let trimmed = line.trim_end_matches('\n');
         assert_eq!(line_hash, sha256_hex(trimmed.as_bytes()));
-        let record = decode_line(trimmed.as_bytes()).expect("decode");
+        let (record, keying) = decode_line(trimmed.as_bytes(), Some(&key)).expect("decode");
+        assert_eq!(keying, Keying::Keyed);
         assert_eq!(record.seq, 1);
         assert_eq!(record.outcome, Outcome::Denied);
         assert_eq!(record.prev, GENESIS_PREV);
@@ -170,12 +204,15 @@ mod tests {
 
     #[test]
     fn any_edit_breaks_the_hash() {
-        let (line, _) =
-            encode_line(1, "2026-01-01T00:00:00.000Z", GENESIS_PREV, &entry()).expect("encode");
+        let key = key();
+        let (line, _) = encode_line(1, "2026-01-01T00:00:00.000Z", GENESIS_PREV, &entry(), &key)
+            .expect("encode");
         let edited = line.trim_end().replace("denied", "accepted");
-        let err = decode_line(edited.as_bytes()).expect_err("edited");
-        assert!(err.contains("hash"), "{err}");
+        let err = decode_line(edited.as_bytes(), Some(&key)).expect_err("edited");
+        assert!(err.contains("MAC"), "{err}");
         let spaced = line.trim_end().replacen(':', ": ", 1);
-        assert!(decode_line(spaced.as_bytes()).is_err());
+        assert!(decode_line(spaced.as_bytes(), Some(&key)).is_err());
+        // Another key cannot vouch for it either.
+        assert!(decode_line(line.trim_end().as_bytes(), Some(&self::key())).is_err());
     }
 }

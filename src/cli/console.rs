@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{Globals, exit};
+use crate::bus::now_ms;
 use crate::command::Command;
 use crate::config::Settings;
 use crate::console::{self, ConsoleLink, ConsoleOptions};
-use crate::event::Event;
+use crate::event::{Envelope, Event, Level};
 use crate::governance::Identity;
 use crate::ids::{AgentId, InstanceId};
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -58,7 +59,16 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
         };
         // Subscribe before taking the backlog so nothing falls between the two.
         let events = runtime.bus().subscribe();
-        let backlog = runtime.backlog();
+        let mut backlog = runtime.backlog();
+        // Said on screen, not only in the log file: a torn or cut audit log at start.
+        backlog.extend(runtime.audit_warnings().iter().map(|warning| {
+            Arc::new(Envelope {
+                seq: 0,
+                ts_ms: now_ms(),
+                run_id: None,
+                event: Event::Notice { level: Level::Warn, message: warning.clone() },
+            })
+        }));
         let commands = runtime.command_sender(globals.user.clone());
         let demo = request
             .demo_pool

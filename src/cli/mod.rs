@@ -12,12 +12,14 @@ macro_rules! outln {
 }
 
 pub mod agents;
+pub mod audit;
 pub mod console;
 pub mod doctor;
 mod progress;
 pub mod runs;
 pub mod workflow;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// Options every subcommand shares.
@@ -52,15 +54,28 @@ impl Globals {
 /// Writes command output to stdout. A reader that went away (`flightdeck plan … | head -1`)
 /// ends the command quietly, as it ends `cat`: exit 141 (128 + SIGPIPE), no panic, no
 /// message. Any other failure (a full disk behind a redirect) is said on stderr, exit 1.
+///
+/// Everything passes [`crate::terminal::sanitize`] on its way: stored agent text, text
+/// output and JSON alike reach the terminal without a live control character.
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    let text = args.as_str().map_or_else(|| Cow::Owned(args.to_string()), Cow::Borrowed);
+    let text = crate::terminal::sanitize(&text);
     let mut out = std::io::stdout().lock();
-    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(exit::BROKEN_PIPE);
         }
         let _ = writeln!(std::io::stderr(), "flightdeck: cannot write the output: {error}");
         std::process::exit(exit::FAILED);
+    }
+}
+
+/// Say on stderr what opening the audit log found (a torn last record moved aside, records
+/// missing against the anchor), so it is not only in the log file.
+pub(crate) fn say_audit_warnings(runtime: &crate::runtime::Runtime) {
+    for warning in runtime.audit_warnings() {
+        eprintln!("flightdeck: warning: {warning}");
     }
 }
 

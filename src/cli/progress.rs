@@ -9,6 +9,11 @@ use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
 use crate::model::{OutputKeep, RunModel};
 use crate::safety::{Enforcement, SafetyAction};
+use crate::store::Encoder;
+use crate::terminal::{sanitize, sanitize_line};
+
+/// Largest `--json` line buffer kept between events.
+const LINE_KEPT: usize = 64 * 1024;
 
 /// Where the elapsed time at the start of each line comes from.
 enum Clock {
@@ -26,8 +31,14 @@ pub(crate) struct Printer {
     /// The run folded so far: attempts by backend kind, and when each task's round began,
     /// so "took" covers the whole task.
     model: RunModel,
+    /// A progress line before it is sanitised.
+    scratch: String,
     out: BufWriter<std::io::Stdout>,
     err: BufWriter<std::io::Stderr>,
+    /// `--json` lines, written as the run store writes them (byte for byte what `serde_json`
+    /// writes for the envelope, without the cost of its `flatten`).
+    encoder: Encoder,
+    line: Vec<u8>,
 }
 
 impl Printer {
@@ -45,10 +56,13 @@ impl Printer {
         Self {
             json,
             model: RunModel::for_run(run.clone(), OutputKeep::None),
+            scratch: String::new(),
             run,
             clock,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+            encoder: Encoder::default(),
+            line: Vec::new(),
         }
     }
 
@@ -61,13 +75,25 @@ impl Printer {
     }
 
     pub(crate) fn line(&mut self, text: &str) {
+        self.line_fmt(format_args!("{text}"));
+    }
+
+    /// [`Printer::line`] without formatting the text into a `String` first (the two lines of
+    /// every task go through here).
+    fn line_fmt(&mut self, text: std::fmt::Arguments<'_>) {
         let elapsed = match self.clock {
             Clock::Live(began) => began.elapsed().as_secs_f64(),
             Clock::Replay { first_ms, now_ms } => {
                 now_ms.saturating_sub(first_ms.unwrap_or(now_ms)) as f64 / 1000.0
             }
         };
-        let _ = writeln!(self.err, "[{elapsed:7.2}s] {text}");
+        // Agent text (errors quoting a child's stderr, notices) stays on its one line. The
+        // text is formatted into a buffer kept between lines, then sanitised.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = std::fmt::Write::write_fmt(&mut scratch, text);
+        let _ = writeln!(self.err, "[{elapsed:7.2}s] {}", sanitize_line(&scratch));
+        self.scratch = scratch;
     }
 
     pub(crate) fn flush(&mut self) {
@@ -81,10 +107,23 @@ impl Printer {
             *now_ms = envelope.ts_ms;
             first_ms.get_or_insert(envelope.ts_ms);
         }
-        if self.json
-            && let Ok(text) = serde_json::to_string(&**envelope)
-        {
-            let _ = writeln!(self.out, "{text}");
+        if self.json {
+            self.line.clear();
+            if self.encoder.encode(&mut self.line, envelope).is_ok() {
+                // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
+                if let Ok(std::borrow::Cow::Owned(clean)) =
+                    std::str::from_utf8(&self.line).map(sanitize)
+                {
+                    let _ = writeln!(self.out, "{clean}");
+                } else {
+                    self.line.push(b'\n');
+                    let _ = self.out.write_all(&self.line);
+                }
+            }
+            // A `run_started` of 100,000 tasks is a 17 MB line: not kept for the small ones.
+            if self.line.capacity() > LINE_KEPT {
+                self.line = Vec::new();
+            }
         }
         let ours = envelope.run_id.as_ref() == Some(&self.run);
         if ours {
@@ -97,17 +136,27 @@ impl Printer {
                 let text = format!("run {} of {workflow}: {} tasks{note}", self.run, tasks.len());
                 self.line(&text);
             }
+            Event::RunResumed { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("run {} {}", self.run, text.trim_start_matches("run ")));
+            }
+            Event::AttemptInterrupted { .. } if ours => {
+                let text = crate::resume::describe(&envelope.event).unwrap_or_default();
+                self.line(&format!("interrupt {text}"));
+            }
             Event::TaskStarted { task, agent, attempt, backend, simulated, .. } if ours => {
-                let text = format!(
+                self.line_fmt(format_args!(
                     "start     {task}  agent {agent}, attempt {attempt}, backend {backend}{}",
                     label(*simulated)
-                );
-                self.line(&text);
+                ));
             }
             Event::TaskSucceeded { task, attempt, duration_ms, simulated, details, .. } if ours => {
                 let took = self.took(task, *attempt, *duration_ms);
                 let extra = details.summary().map(|s| format!(" ({s})")).unwrap_or_default();
-                self.line(&format!("done      {task}  in {took}{extra}{}", label(*simulated)));
+                self.line_fmt(format_args!(
+                    "done      {task}  in {took}{extra}{}",
+                    label(*simulated)
+                ));
             }
             Event::TaskRetrying { task, attempt, delay_ms, duration_ms, error, .. } if ours => {
                 let delay = short(Duration::from_millis(*delay_ms));

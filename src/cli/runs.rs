@@ -31,12 +31,30 @@ pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
         Err(error) => return fail(&error.to_string()),
     };
     let runs: Vec<RunRow> = runs.into_iter().take(limit).collect();
+    // An interrupted run (its owner died) can go on with `flightdeck resume`.
+    let resumable = |run: &RunRow| run.state == RunState::Interrupted;
     if json {
-        outln!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|run| {
+                let mut value = serde_json::to_value(run).unwrap_or_default();
+                value["resumable"] = json!(resumable(run));
+                value
+            })
+            .collect();
+        outln!("{}", serde_json::to_string(&rows).unwrap_or_default());
     } else if runs.is_empty() {
         eprintln!("no runs yet in {}", store_path(globals).display());
     } else {
         out!("{}", runs_table(&runs));
+        let interrupted: Vec<&str> =
+            runs.iter().filter(|r| resumable(r)).map(|r| r.run_id.as_str()).collect();
+        if let [first, ..] = interrupted.as_slice() {
+            outln!(
+                "\n{} interrupted run(s) can be resumed: flightdeck resume RUN (e.g. {first})",
+                interrupted.len()
+            );
+        }
     }
     exit::OK
 }
@@ -159,6 +177,7 @@ pub fn prune(
             Ok(runtime) => runtime,
             Err(error) => return fail(&error.to_string()),
         };
+        super::say_audit_warnings(&runtime);
         let result = runtime.prune_runs(&globals.user, rule).await;
         runtime.shutdown().await;
         match result {

@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::progress::{Printer, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
+use crate::bus::Backlog;
 use crate::config::Settings;
 use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::TaskId;
@@ -53,19 +54,26 @@ impl PrintCommitted {
     /// once its `RunFinished` is printed (what follows it is not). A store that cannot commit
     /// (disk full, locked for too long) is reported on stderr and the events are printed all
     /// the same, so a consumer is never left waiting for a run that goes on.
-    async fn print(&mut self, runtime: &Runtime, printer: &mut Printer) -> Option<RunStatus> {
+    async fn print(
+        &mut self,
+        runtime: &Runtime,
+        printer: &mut Printer,
+        printed: &Backlog,
+    ) -> Option<RunStatus> {
         if let Err(error) = runtime.flush().await
             && !std::mem::replace(&mut self.warned, true)
         {
             printer.line(&format!("the run store did not commit these events: {error}"));
         }
         let mut status = None;
+        let count = self.pending.len();
         for envelope in self.pending.drain(..) {
             if status.is_none() {
                 status = printer.print(&envelope);
             }
         }
         printer.flush();
+        printed.done(count);
         status
     }
 }
@@ -361,6 +369,7 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
+    super::say_audit_warnings(&runtime);
     let overrides =
         PlanOverrides { backend: options.backend.clone(), max_parallel: options.max_parallel };
     let plan = match runtime.plan(&globals.resolve(workflow), &overrides) {
@@ -371,8 +380,9 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
-    // Subscribed before the run starts, so no event is missed.
-    let mut events = runtime.bus().sink();
+    // Subscribed before the run starts, so no event is missed. Paced: the run waits for the
+    // printer when it is far behind, so unprinted events cannot pile up in memory.
+    let (events, printed) = runtime.bus().paced_sink();
     let handle = match runtime.start_planned(&globals.user, plan) {
         Ok(handle) => handle,
         Err(error) => {
@@ -384,14 +394,84 @@ async fn run_headless(
             return exit::INVALID;
         }
     };
+    follow(runtime, handle, events, &printed, options.json).await
+}
+
+/// `resume RUN`: goes on with an interrupted run; the same output and exit codes as `run`.
+/// Exit 2 when the run cannot be resumed: unknown, finished, or its owner is alive (the
+/// message names the owner's pid).
+pub fn resume(globals: &Globals, run: &str, options: &RunOptions) -> i32 {
+    let settings = match Settings::load(&globals.project_dir) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{error}");
+            return exit::INVALID;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("flightdeck: cannot start the async runtime: {error}");
+            return exit::FAILED;
+        }
+    };
+    tokio.block_on(resume_headless(globals, run, options, settings))
+}
+
+async fn resume_headless(
+    globals: &Globals,
+    run: &str,
+    options: &RunOptions,
+    settings: Settings,
+) -> i32 {
+    let runtime = match Runtime::start(RuntimeOptions {
+        project_dir: globals.project_dir.clone(),
+        data_dir: globals.data_dir.clone(),
+        settings,
+        watch_agents: false,
+    }) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flightdeck: {error}");
+            return exit::INVALID;
+        }
+    };
+    // Subscribed before the run resumes, and paced, as for `run`.
+    let (events, printed) = runtime.bus().paced_sink();
+    let handle = match runtime.resume_run(&globals.user, run, options.backend.clone()) {
+        Ok(handle) => handle,
+        Err(error) => {
+            match &error {
+                RuntimeError::Denied(denied) => eprintln!("flightdeck: refused: {denied}"),
+                other => eprintln!("flightdeck: {other}"),
+            }
+            runtime.shutdown().await;
+            return exit::INVALID;
+        }
+    };
+    follow(runtime, handle, events, &printed, options.json).await
+}
+
+/// Print a started (or resumed) run's events as the store commits them, refuse approvals
+/// nobody can give, stop cleanly on a signal, and shut down; returns the exit code.
+async fn follow(
+    runtime: Runtime,
+    handle: crate::engine::RunHandle,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Envelope>>,
+    printed: &crate::bus::Backlog,
+    json: bool,
+) -> i32 {
     let run = handle.id().clone();
-    let mut printer = Printer::live(options.json, run.clone());
+    let mut printer = Printer::live(json, run.clone());
     let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
     let mut interrupted: Option<Stop> = None;
+    // Taken from the sink in batches: one wait (and one poll of the signal listeners) per
+    // batch rather than per event.
+    let mut received = Vec::with_capacity(PRINT_BATCH);
     let status = loop {
-        let envelope = tokio::select! {
+        let count = tokio::select! {
             biased;
             stop = stops.next() => {
                 if let Some(first) = interrupted {
@@ -409,22 +489,27 @@ async fn run_headless(
                 let _ = handle.cancel().await;
                 continue;
             }
-            envelope = events.recv() => envelope,
+            count = events.recv_many(&mut received, PRINT_BATCH) => count,
         };
-        let Some(envelope) = envelope else { break RunStatus::Cancelled };
-        if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
-            && envelope.run_id.as_ref() == Some(&run)
-            && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
-        {
-            printer.line(&format!("cannot refuse approval of {task}: {error}"));
+        if count == 0 {
+            break RunStatus::Cancelled;
         }
-        committed.push(envelope);
+        for envelope in received.drain(..) {
+            if let Event::TaskAwaitingApproval { task, .. } = &envelope.event
+                && envelope.run_id.as_ref() == Some(&run)
+                && let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER)
+            {
+                printer.line(&format!("cannot refuse approval of {task}: {error}"));
+            }
+            committed.push(envelope);
+        }
         if (events.is_empty() || committed.is_full())
-            && let Some(status) = committed.print(&runtime, &mut printer).await
+            && let Some(status) = committed.print(&runtime, &mut printer, printed).await
         {
             break status;
         }
     };
+    printed.close();
     printer.flush();
     runtime.shutdown().await;
     if let Some(stop) = interrupted {

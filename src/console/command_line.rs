@@ -21,6 +21,7 @@ pub struct LineCommandSpec {
 /// Every command the command line understands.
 pub static COMMANDS: &[LineCommandSpec] = &[
     spec("run", "PATH", "start a workflow file", Some(Permission::RunWorkflows)),
+    spec("resume", "RUN", "go on with an interrupted run", Some(Permission::RunWorkflows)),
     spec("cancel", "[TASK]", "cancel the current run, or one task", Some(Permission::ControlRuns)),
     spec("retry", "TASK", "run a failed task again", Some(Permission::ControlRuns)),
     spec("approve", "TASK [NOTE]", "let a high-risk task run", Some(Permission::Review)),
@@ -130,6 +131,11 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
         "release" => {
             exactly(1)?;
             Command::ReleaseInstance { instance: parse_instance(args[0])? }
+        }
+        "resume" => {
+            exactly(1)?;
+            // The runtime resolves a start of an id or `last` against the run store.
+            Command::ResumeRun { run: RunId::new(args[0]), backend: None }
         }
         "reload" => {
             exactly(0)?;
@@ -245,6 +251,7 @@ mod tests {
     #[rstest]
     #[case("run workflows/demo.yaml", Command::StartRun { workflow: "/proj/workflows/demo.yaml".into(), backend: None, max_parallel: None })]
     #[case("run /abs/x.yaml", Command::StartRun { workflow: "/abs/x.yaml".into(), backend: None, max_parallel: None })]
+    #[case("resume r2026", Command::ResumeRun { run: RunId::new("r2026"), backend: None })]
     #[case("cancel", Command::CancelRun { run: run() })]
     #[case("cancel build", Command::CancelTask { run: run(), task: "build".into() })]
     #[case("retry build", Command::RetryTask { run: run(), task: "build".into() })]
@@ -265,7 +272,7 @@ mod tests {
     #[case("quit", Ok(LineCommand::Quit))]
     #[case("help", Ok(LineCommand::Help))]
     #[case("", Err("empty command; type `help` for the list".into()))]
-    #[case("frobnicate", Err("unknown command `frobnicate`; try run, cancel, retry, approve, reject, reset, open, spawn, release, reload, theme, help, quit".into()))]
+    #[case("frobnicate", Err("unknown command `frobnicate`; try run, resume, cancel, retry, approve, reject, reset, open, spawn, release, reload, theme, help, quit".into()))]
     #[case("retry", Err("`retry` takes 1 argument; usage: retry TASK".into()))]
     #[case("retry nope", Err("no task `nope` in run demo".into()))]
     #[case("release abc", Err("`abc` is not an instance; write it like i3 or 3".into()))]

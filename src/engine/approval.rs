@@ -24,17 +24,18 @@ pub(crate) fn spawn_wait(
     shared: &RunShared,
     task: usize,
     generation: u32,
-    assessment: Assessment,
+    (assessment, asked_ms): (Assessment, Option<u64>),
     cancel: CancellationToken,
     scheduler: mpsc::UnboundedSender<Msg>,
 ) {
     let step = &shared.plan.steps[task];
-    let request = shared.engine.approvals.request(
+    let request = shared.engine.approvals.request_asked_at(
         &shared.run,
         &step.id,
         &step.agent,
         assessment.risk,
         assessment.reasons,
+        asked_ms,
     );
     tokio::spawn(async move {
         let decision = tokio::select! {

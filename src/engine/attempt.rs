@@ -2,7 +2,7 @@
 //! executor, and retries with backoff. It publishes the task's own events and reports the
 //! outcome to the scheduler.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,13 +10,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::safety::{self, Checked, Review, StreamBlock};
+use super::safety::{self, Checked, Review, StreamGuard};
 use super::scheduler::{Msg, Outcome, RunShared};
 use super::workspace::{self, TaskWorkspace};
 use crate::config::Limits;
-use crate::event::Event;
+use crate::event::{Event, OutputStream};
 use crate::exec::{ExecError, ExecRequest, OutputSink};
 use crate::ids::AgentId;
+use crate::redact::StreamRedactor;
 use crate::resilience::retry_delay;
 
 /// Executors enforce their own timeout; this much later the engine stops waiting for one
@@ -31,6 +32,8 @@ pub(crate) struct Job {
     pub(crate) reply: mpsc::UnboundedSender<Msg>,
     /// Number of the first attempt of this round (attempt numbers go on across retries).
     pub(crate) first_attempt: u32,
+    /// Failed attempts of this round made before (by the process a resumed run crashed in).
+    pub(crate) failures: u32,
     pub(crate) context: Value,
     pub(crate) cancel: CancellationToken,
 }
@@ -40,6 +43,9 @@ pub(crate) struct Job {
 /// task spawn. It ends when the scheduler drops its sender.
 pub(crate) async fn serve(shared: Arc<RunShared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
+        // A consumer of the events far behind (the run store, the printer) holds up new
+        // attempts, so a long run's events never pile up in memory.
+        shared.engine.bus.room().await;
         let (attempts, outcome) = attempts(&shared, &job).await;
         let _ =
             job.reply.send(Msg::Finished { task: job.task, worker: job.worker, attempts, outcome });
@@ -51,7 +57,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let engine = &shared.engine;
     let step = &shared.plan.steps[job.task];
     let mut attempt = job.first_attempt.saturating_sub(1);
-    let mut failures = 0;
+    let mut failures = job.failures;
     let mut agent = step.agent.clone();
     // Agents tried so far along the fallback chain; never visited twice.
     let mut chain = vec![agent.clone()];
@@ -156,7 +162,11 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             agent: agent.clone(),
             attempt,
             system_prompt: definition.system_prompt.clone(),
-            task_description: step.description.clone(),
+            // The prompt a model is sent holds no secret either.
+            task_description: engine.bus.redactor().map_or_else(
+                || step.description.clone(),
+                |r| r.redact(&step.description).into_owned(),
+            ),
             context: job.context.clone(),
             timeout: step.timeout,
             project_dir: engine.project_dir.clone(),
@@ -166,15 +176,25 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         };
         let began = Instant::now();
         // Its own token, so that a tool call a safety rule blocks can stop this attempt alone.
-        let stop = job.cancel.child_token();
-        let blocked = StreamBlock::default();
-        let sink = output_sink(shared, job.task, &agent, attempt, &blocked, &stop);
+        let guard = StreamGuard::new(&agent, attempt, job.cancel.child_token());
+        let (sink, tail) = output_sink(shared, job.task, &guard);
         let result = tokio::time::timeout(
             step.timeout + TIMEOUT_GRACE,
-            executor.execute(request, sink, stop.clone()),
+            executor.execute(request, sink, guard.stop().clone()),
         )
         .await
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
+        tail.flush();
+        // The answer is redacted before anything sees it: the event, the store and the
+        // tasks that depend on it.
+        let result = match (result, engine.bus.redactor()) {
+            (Ok(mut outcome), Some(redactor)) => {
+                outcome.output = redactor.redact_string(outcome.output);
+                redactor.details(&mut outcome.details);
+                Ok(outcome)
+            }
+            (result, _) => result,
+        };
         let elapsed = began.elapsed();
         let _ = engine.pool.release(instance);
         let ended = match &result {
@@ -183,7 +203,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             Err(_) => "failed",
         };
         workspace::leave(shared, job.task, attempt, ended, &mut held).await;
-        if let Some(reason) = blocked.reason() {
+        if let Some(reason) = guard.blocked() {
             // What the agent did is the problem, not its health: the permit goes unsettled.
             drop(permit);
             return fail(attempt, &agent, elapsed, reason);
@@ -192,6 +212,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         let error = match result {
             Ok(outcome) => {
                 engine.breakers.record_success(permit, elapsed);
+                // On the redacted output, so no excerpt shows a secret.
                 let checked = Checked { shared, task: job.task, agent: &agent, attempt };
                 match safety::review(&checked, &outcome, &job.cancel).await {
                     Review::Pass => {}
@@ -293,23 +314,74 @@ fn next_step(
 }
 
 /// Each line or token chunk becomes a `TaskOutput` event of this run; a tool call is checked
-/// against the safety rules as it streams.
+/// against the safety rules as it streams, once redacted (see `guard`). With a redactor, each
+/// stream goes through its own [`StreamRedactor`] so a secret split across chunks is caught;
+/// what it holds back is published by the returned [`OutputTail`] when the attempt ends.
 fn output_sink(
     shared: &Arc<RunShared>,
     task: usize,
-    agent: &AgentId,
-    attempt: u32,
-    blocked: &StreamBlock,
-    stop: &CancellationToken,
-) -> OutputSink {
+    guard: &StreamGuard,
+) -> (OutputSink, OutputTail) {
+    let guard = guard.clone();
+    let Some(redactor) = shared.engine.bus.redactor().cloned() else {
+        let shared = Arc::clone(shared);
+        let sink: OutputSink = Arc::new(move |stream, text| {
+            guard.check(&shared, task, stream, &text);
+            let task = shared.plan.steps[task].id.clone();
+            shared.publish(Event::TaskOutput { task, stream, text });
+        });
+        return (sink, OutputTail { streams: None });
+    };
+    let streams: Streams = Arc::default();
+    let tail = OutputTail { streams: Some((Arc::clone(&streams), Arc::clone(shared), task)) };
     let shared = Arc::clone(shared);
-    let (agent, blocked, stop) = (agent.clone(), blocked.clone(), stop.clone());
-    Arc::new(move |stream, text| {
-        let checked = Checked { shared: &shared, task, agent: &agent, attempt };
-        safety::check_streamed(&checked, stream, &text, &blocked, &stop);
-        let task = shared.plan.steps[task].id.clone();
-        shared.publish(Event::TaskOutput { task, stream, text });
-    })
+    let sink: OutputSink = Arc::new(move |stream, text| {
+        let ready = {
+            let mut streams = streams.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = streams.iter().position(|(s, _)| *s == stream).unwrap_or_else(|| {
+                streams.push((stream, redactor.stream()));
+                streams.len() - 1
+            });
+            let redactor = &mut streams[index].1;
+            match stream {
+                // One event per line (or per call): whole units, redacted at once.
+                OutputStream::Stdout
+                | OutputStream::Stderr
+                | OutputStream::ToolCall
+                | OutputStream::ToolResult => redactor.push_line(&text).unwrap_or_default(),
+                OutputStream::Tokens | OutputStream::Reasoning => redactor.push(&text),
+            }
+        };
+        if !ready.is_empty() {
+            guard.check(&shared, task, stream, &ready);
+            let task = shared.plan.steps[task].id.clone();
+            shared.publish(Event::TaskOutput { task, stream, text: ready });
+        }
+    });
+    (sink, tail)
+}
+
+/// One redactor per output stream of an attempt.
+type Streams = Arc<Mutex<Vec<(OutputStream, StreamRedactor)>>>;
+
+/// The output an attempt's stream redactors still hold back.
+struct OutputTail {
+    streams: Option<(Streams, Arc<RunShared>, usize)>,
+}
+
+impl OutputTail {
+    /// Publish what is held back (the attempt ended, so nothing more can join it).
+    fn flush(self) {
+        let Some((streams, shared, task)) = self.streams else { return };
+        let mut streams = streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for (stream, redactor) in streams.iter_mut() {
+            let text = redactor.finish();
+            if !text.is_empty() {
+                let task = shared.plan.steps[task].id.clone();
+                shared.publish(Event::TaskOutput { task, stream: *stream, text });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,11 +39,21 @@ use crate::governance::Approvals;
 use crate::ids::{AgentId, RunId};
 use crate::pool::Pool;
 use crate::resilience::BreakerBoard;
+use crate::resume::ResumePoint;
 use crate::safety::SafetyChecker;
 use crate::workflow::Plan;
 use executors::Executors;
 use scheduler::{RunShared, Scheduler};
 use workspace::Workspaces;
+
+/// What resuming found besides the stored events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// The workflow file changed since the run started; its stored text is used.
+    pub workflow_changed: bool,
+    /// Leftover agent processes of the crashed process, killed before resuming.
+    pub killed_processes: usize,
+}
 
 /// Finished runs kept for operator retries; older ones are forgotten.
 pub const FINISHED_RUNS_KEPT: usize = 16;
@@ -162,6 +172,52 @@ impl Engine {
                 tasks: plan.planned_tasks(),
             },
         );
+        Ok(self.spawn_scheduler(run, plan, None))
+    }
+
+    /// Go on with an interrupted run under its own id, from where its stored events left it
+    /// (`point`, folded by [`crate::model::RunModel`]). Announces `RunResumed` and each attempt
+    /// that was in flight as `AttemptInterrupted`; succeeded tasks never run again.
+    pub fn resume_as(
+        &self,
+        run: RunId,
+        plan: Plan,
+        point: &ResumePoint,
+        resumed: Resumed,
+    ) -> Result<RunHandle, EngineError> {
+        for backend in plan.backends() {
+            self.inner.executors.get(backend)?;
+        }
+        self.inner.workspaces.check(&plan)?;
+        let plan = Arc::new(plan);
+        self.inner.bus.publish(
+            Some(&run),
+            Event::RunResumed {
+                done: point.done(),
+                remaining: point.remaining(),
+                workflow_changed: resumed.workflow_changed,
+                killed_processes: resumed.killed_processes,
+            },
+        );
+        // In plan order, so the stream reads the same on every resume.
+        for step in &plan.steps {
+            if let Some((agent, attempt)) = point.task(&step.id).and_then(|t| t.interrupted.clone())
+            {
+                self.inner.bus.publish(
+                    Some(&run),
+                    Event::AttemptInterrupted { task: step.id.clone(), agent, attempt },
+                );
+            }
+        }
+        Ok(self.spawn_scheduler(run, plan, Some(point)))
+    }
+
+    fn spawn_scheduler(
+        &self,
+        run: RunId,
+        plan: Arc<Plan>,
+        point: Option<&ResumePoint>,
+    ) -> RunHandle {
         let (sender, inbox) = mpsc::unbounded_channel();
         let (phase_tx, phase_rx) = watch::channel(RunPhase::Running);
         let handle = RunHandle {
@@ -171,10 +227,13 @@ impl Engine {
             phase: phase_rx,
         };
         let shared = Arc::new(RunShared { run, plan, engine: Arc::clone(&self.inner) });
-        let scheduler = Scheduler::new(shared, sender.downgrade(), phase_tx);
+        let mut scheduler = Scheduler::new(shared, sender.downgrade(), phase_tx);
+        if let Some(point) = point {
+            scheduler.resume_from(point, crate::bus::now_ms());
+        }
         tokio::spawn(scheduler.drive(inbox));
         self.remember(handle.clone());
-        Ok(handle)
+        handle
     }
 
     fn remember(&self, handle: RunHandle) {

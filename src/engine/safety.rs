@@ -80,38 +80,57 @@ impl Checked<'_> {
     }
 }
 
-/// Why a streamed tool call stopped the attempt, once one did.
-#[derive(Clone, Default)]
-pub(crate) struct StreamBlock(Arc<Mutex<Option<String>>>);
-
-impl StreamBlock {
-    pub(crate) fn reason(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
+/// The streamed-output check of one attempt: a tool call that matches an enforced `block`
+/// rule is recorded, and the attempt is stopped through its own token at once, before the
+/// agent acts on its result; other matches wait for the review of the whole attempt, which
+/// sees every tool call. Clones share the outcome.
+#[derive(Clone)]
+pub(crate) struct StreamGuard {
+    agent: AgentId,
+    attempt: u32,
+    stop: CancellationToken,
+    blocked: Arc<Mutex<Option<String>>>,
 }
 
-/// Checks one streamed line. A tool call that matches an enforced `block` rule is recorded,
-/// and the attempt is stopped through `stop` at once, before the agent acts on its result;
-/// other matches wait for the review of the whole attempt, which sees every tool call.
-pub(crate) fn check_streamed(
-    checked: &Checked<'_>,
-    stream: OutputStream,
-    text: &str,
-    block: &StreamBlock,
-    stop: &CancellationToken,
-) {
-    if stream != OutputStream::ToolCall || stop.is_cancelled() {
-        return;
+impl StreamGuard {
+    pub(crate) fn new(agent: &AgentId, attempt: u32, stop: CancellationToken) -> Self {
+        Self { agent: agent.clone(), attempt, stop, blocked: Arc::default() }
     }
-    let found = checked.shared.engine.safety.check(text);
-    let Some(blocking) = found.iter().find(|m| m.is_enforced() && m.action == SafetyAction::Block)
-    else {
-        return;
-    };
-    let source = "streamed tool call";
-    checked.record(source, blocking);
-    *block.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(block_reason(source, blocking));
-    stop.cancel();
+
+    /// The attempt's token: cancelled by the task's, or by a blocked tool call.
+    pub(crate) fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Why a streamed tool call stopped the attempt, once one did.
+    pub(crate) fn blocked(&self) -> Option<String> {
+        self.blocked.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Checks one streamed chunk of task `task`.
+    pub(crate) fn check(
+        &self,
+        shared: &Arc<RunShared>,
+        task: usize,
+        stream: OutputStream,
+        text: &str,
+    ) {
+        if stream != OutputStream::ToolCall || self.stop.is_cancelled() {
+            return;
+        }
+        let found = shared.engine.safety.check(text);
+        let Some(blocking) =
+            found.iter().find(|m| m.is_enforced() && m.action == SafetyAction::Block)
+        else {
+            return;
+        };
+        let checked = Checked { shared, task, agent: &self.agent, attempt: self.attempt };
+        let source = "streamed tool call";
+        checked.record(source, blocking);
+        *self.blocked.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(block_reason(source, blocking));
+        self.stop.cancel();
+    }
 }
 
 fn block_reason(source: &str, found: &SafetyMatch) -> String {

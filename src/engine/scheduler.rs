@@ -20,6 +20,7 @@ use super::handle::{Control, RunPhase};
 use super::{EngineInner, approval};
 use crate::event::{Event, RunStatus};
 use crate::ids::{AgentId, RunId, TaskId};
+use crate::resume::ResumePoint;
 use crate::workflow::Plan;
 
 pub use crate::model::TaskStatus;
@@ -72,6 +73,11 @@ struct Slot {
     approved: bool,
     /// Bumped whenever an approval wait is abandoned, so its late answer is ignored.
     generation: u32,
+    /// Failed attempts of the current round before this process (a resumed run): the retry
+    /// budget carries over. Used by the next start, then zero.
+    failures_before: u32,
+    /// When a reviewer was first asked, for a task that waited before a resume.
+    asked_ms: Option<u64>,
 }
 
 pub(crate) struct Scheduler {
@@ -89,6 +95,9 @@ pub(crate) struct Scheduler {
     cancelled_by_operator: bool,
     settled: bool,
     started: Instant,
+    /// Run time before this process, for a resumed run (its duration counts from its first
+    /// start).
+    earlier_ms: u64,
     run_token: CancellationToken,
     /// Job queues of the workers spawned so far (at most `max_parallel`).
     workers: Vec<mpsc::UnboundedSender<Job>>,
@@ -116,6 +125,8 @@ impl Scheduler {
                 cancel_reason: None,
                 approved: false,
                 generation: 0,
+                failures_before: 0,
+                asked_ms: None,
             })
             .collect::<Vec<_>>();
         let mut lanes: HashMap<&AgentId, usize> = HashMap::new();
@@ -151,6 +162,7 @@ impl Scheduler {
             cancelled_by_operator: false,
             settled: false,
             started: Instant::now(),
+            earlier_ms: 0,
             run_token: CancellationToken::new(),
             workers: Vec::new(),
             idle_workers: Vec::new(),
@@ -159,10 +171,54 @@ impl Scheduler {
         }
     }
 
+    /// Start from where an interrupted run stood: succeeded tasks keep their output and are
+    /// never run again, other final tasks stay final (their dependents are skipped, in case
+    /// the crash came between the two), attempt numbers, retry budgets and approvals carry
+    /// over. `now_ms` is the wall clock, for the run's whole duration.
+    pub(crate) fn resume_from(&mut self, point: &ResumePoint, now_ms: u64) {
+        self.earlier_ms = now_ms.saturating_sub(point.started_ms);
+        for (i, step) in self.shared.plan.steps.iter().enumerate() {
+            let Some(task) = point.task(&step.id) else { continue };
+            let slot = &mut self.slots[i];
+            slot.attempts = task.attempts;
+            slot.approved = task.approved;
+            slot.failures_before = task.failures;
+            slot.asked_ms = task.asked_ms;
+            if task.status.is_final() {
+                slot.status = task.status;
+                self.unfinished -= 1;
+                if task.status == TaskStatus::Succeeded {
+                    slot.output = Some(Arc::from(task.output.as_deref().unwrap_or_default()));
+                }
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        for (i, step) in shared.plan.steps.iter().enumerate() {
+            let waiting_on =
+                step.deps.iter().filter(|&&d| self.slots[d].status != TaskStatus::Succeeded);
+            self.slots[i].waiting_on = u32::try_from(waiting_on.count()).unwrap_or(u32::MAX);
+        }
+        let mut failed = None;
+        for i in 0..self.slots.len() {
+            if is_dead(self.slots[i].status) {
+                self.skip_dependents(i);
+                if self.slots[i].status == TaskStatus::Failed && failed.is_none() {
+                    failed = Some(i);
+                }
+            }
+        }
+        if shared.plan.fail_fast
+            && let Some(task) = failed
+        {
+            let reason = format!("fail_fast: task `{}` failed", self.id(task));
+            self.stop_all(&reason);
+        }
+    }
+
     /// Run until every handle and worker is gone.
     pub(crate) async fn drive(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
         for i in 0..self.slots.len() {
-            if self.slots[i].waiting_on == 0 {
+            if self.slots[i].waiting_on == 0 && self.slots[i].status == TaskStatus::Pending {
                 self.make_ready(i);
             }
         }
@@ -250,7 +306,15 @@ impl Scheduler {
             self.slots[task].cancel = Some(token.clone());
             if let Some(sender) = self.sender.upgrade() {
                 let generation = self.slots[task].generation;
-                approval::spawn_wait(&self.shared, task, generation, assessment, token, sender);
+                let asked_ms = self.slots[task].asked_ms.take();
+                approval::spawn_wait(
+                    &self.shared,
+                    task,
+                    generation,
+                    (assessment, asked_ms),
+                    token,
+                    sender,
+                );
             }
             return;
         }
@@ -283,6 +347,7 @@ impl Scheduler {
         slot.cancel = Some(token.clone());
         slot.cancel_reason = None;
         let first_attempt = slot.attempts + 1;
+        let failures = std::mem::take(&mut slot.failures_before);
         self.running += 1;
         let worker = self.idle_workers.pop().unwrap_or_else(|| {
             let (jobs, queue) = mpsc::unbounded_channel();
@@ -291,7 +356,7 @@ impl Scheduler {
             self.workers.len() - 1
         });
         let context = self.context_for(task);
-        let job = Job { task, worker, reply, first_attempt, context, cancel: token };
+        let job = Job { task, worker, reply, first_attempt, failures, context, cancel: token };
         // A worker only stops when its queue is dropped, which happens with the scheduler.
         let _ = self.workers[worker].send(job);
     }
@@ -590,7 +655,7 @@ impl Scheduler {
             failed,
             skipped,
             cancelled,
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: self.earlier_ms + self.started.elapsed().as_millis() as u64,
         });
         self.phase.send_replace(RunPhase::Finished(status));
     }

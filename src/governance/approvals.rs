@@ -86,6 +86,20 @@ impl Approvals {
         risk: Risk,
         reasons: Vec<String>,
     ) -> impl Future<Output = Decision> + Send + 'static {
+        self.request_asked_at(run, task, agent, risk, reasons, None)
+    }
+
+    /// [`Approvals::request`] for a task first asked at `asked_ms` (ms since the Unix epoch):
+    /// a task of a resumed run waits again with its original request time.
+    pub fn request_asked_at(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        agent: &AgentId,
+        risk: Risk,
+        reasons: Vec<String>,
+        asked_ms: Option<u64>,
+    ) -> impl Future<Output = Decision> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let key = (run.clone(), task.clone());
         let info = PendingApproval {
@@ -94,7 +108,7 @@ impl Approvals {
             agent: agent.clone(),
             risk,
             reasons: reasons.clone(),
-            requested_ms: now_ms(),
+            requested_ms: asked_ms.unwrap_or_else(now_ms),
         };
         let ticket = {
             let mut waiting = self.lock();

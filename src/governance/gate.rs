@@ -94,6 +94,10 @@ impl Gate {
         if let Some(reason) = &refusal {
             detail["reason"] = json!(reason.to_string());
         }
+        // The run a start creates is named nowhere in its arguments; `audit tail --run` needs it.
+        if let Some(run) = run {
+            detail["run"] = json!(run);
+        }
         let entry = AuditEntry {
             user: identity.user.clone(),
             role: identity.role.to_string(),

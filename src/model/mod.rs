@@ -111,6 +111,8 @@ pub enum AttemptResult {
     /// Failed, and another attempt followed.
     Retrying,
     Cancelled,
+    /// In flight when the run's process died; the task ran again after a resume.
+    Interrupted,
 }
 
 impl AttemptResult {
@@ -121,6 +123,7 @@ impl AttemptResult {
             Self::Failed => "failed",
             Self::Retrying => "retrying",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -164,6 +167,9 @@ pub struct TaskModel {
     pub agent: AgentId,
     /// The latest attempt's number (0: never started).
     pub attempts: u32,
+    /// Failed attempts that were retried since the task last reached a final state: the
+    /// retry budget its current round has used (a resumed run goes on from it).
+    pub retries_used: u32,
     pub instance: Option<InstanceId>,
     pub backend: Option<String>,
     pub simulated: bool,
@@ -201,6 +207,7 @@ impl TaskModel {
             planned,
             status: TaskStatus::Pending,
             attempts: 0,
+            retries_used: 0,
             instance: None,
             backend: None,
             simulated: false,
@@ -270,6 +277,8 @@ pub struct RunModel {
     pub last_ms: u64,
     /// Events that changed this model.
     pub applied: u64,
+    /// Times the run was resumed after its process died.
+    pub resumes: u32,
     keep: OutputKeep,
 }
 
@@ -299,6 +308,7 @@ impl RunModel {
             last_seq: 0,
             last_ms: 0,
             applied: 0,
+            resumes: 0,
             keep,
         }
     }
@@ -420,6 +430,11 @@ impl RunModel {
                 }
                 true
             }
+            Event::RunResumed { .. } => {
+                self.resumes += 1;
+                self.outcome = None;
+                true
+            }
             Event::RunFinished { status, duration_ms, .. } => {
                 self.outcome = Some(RunOutcome {
                     status: *status,
@@ -523,6 +538,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         },
         Event::TaskRetrying { agent, attempt, delay_ms, duration_ms, error, .. } => {
             t.status = TaskStatus::Retrying;
+            t.retries_used += 1;
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.attempt_ms = Some(*duration_ms);
@@ -553,6 +569,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 t.note = Some(summary);
             }
             t.status = TaskStatus::Succeeded;
+            t.retries_used = 0;
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.attempt_ms = Some(*duration_ms);
@@ -577,6 +594,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::TaskFailed { agent, attempt, duration_ms, error, .. } => {
             t.status = TaskStatus::Failed;
+            t.retries_used = 0;
             if let Some(agent) = agent {
                 t.agent = agent.clone();
             }
@@ -600,6 +618,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::TaskCancelled { reason, .. } => {
             t.status = TaskStatus::Cancelled;
+            t.retries_used = 0;
             t.note = Some(reason.clone());
             t.finished_ms = Some(ts);
             t.retry_at_ms = None;
@@ -627,6 +646,15 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             workspace.changes.clone_from(files);
         }
         Event::InstanceWorking { instance, .. } => t.instance = Some(*instance),
+        Event::AttemptInterrupted { attempt, .. } => {
+            // The task starts again; the attempt keeps its place in the history.
+            t.status = TaskStatus::Pending;
+            t.started_ms = None;
+            t.note = Some(format!("attempt {attempt} interrupted by a crash; may have run twice"));
+            if let Some(last) = t.history.iter_mut().rev().find(|a| a.attempt == *attempt) {
+                last.result = AttemptResult::Interrupted;
+            }
+        }
         _ => return false,
     }
     true

@@ -440,3 +440,68 @@ fn from_events_folds_a_stored_run() {
     assert_eq!(model.task(&TaskId::new("a")).map(|t| t.status), Some(TaskStatus::Succeeded));
     assert_eq!(model.last_seq, 3);
 }
+
+#[test]
+fn an_interrupted_attempt_stays_in_the_history_and_the_task_starts_again() {
+    let mut feed = Feed::new(OutputKeep::Tail(5));
+    feed.push(start(1, false));
+    feed.push(Event::TaskRetrying {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        attempt: 1,
+        delay_ms: 10,
+        duration_ms: 5,
+        error: "boom".into(),
+    });
+    feed.push(start(2, false));
+    assert!(feed.push(Event::AttemptInterrupted {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        attempt: 2,
+    }));
+    let a = feed.a();
+    assert_eq!(a.status, TaskStatus::Pending);
+    assert_eq!(a.attempts, 2, "numbering goes on");
+    assert_eq!(a.retries_used, 1, "the interrupted attempt used no retry");
+    let results: Vec<AttemptResult> = a.history.iter().map(|h| h.result).collect();
+    assert_eq!(results, [AttemptResult::Retrying, AttemptResult::Interrupted]);
+    assert!(a.note.as_deref().is_some_and(|n| n.contains("may have run twice")), "{:?}", a.note);
+    // The resumed attempt opens a new round clock, and is attempt 3.
+    feed.push(start(3, false));
+    assert_eq!(feed.a().status, TaskStatus::Running);
+    assert_eq!(feed.a().history.len(), 3);
+}
+
+#[test]
+fn run_resumed_reopens_the_run_and_is_counted() {
+    let mut feed = Feed::new(OutputKeep::None);
+    assert!(feed.push(Event::RunResumed {
+        done: 1,
+        remaining: 1,
+        workflow_changed: false,
+        killed_processes: 0,
+    }));
+    assert_eq!(feed.model.resumes, 1);
+    assert!(feed.model.is_active());
+    assert_eq!(feed.model.started_ms, T0 + 1000, "the first start stands");
+}
+
+#[test]
+fn retries_used_count_the_round_and_end_with_it() {
+    let mut feed = Feed::new(OutputKeep::None);
+    for attempt in 1..=2 {
+        feed.push(start(attempt, false));
+        feed.push(Event::TaskRetrying {
+            task: TaskId::new("a"),
+            agent: AgentId::new("coder"),
+            attempt,
+            delay_ms: 10,
+            duration_ms: 5,
+            error: "boom".into(),
+        });
+    }
+    assert_eq!(feed.a().retries_used, 2);
+    feed.push(start(3, false));
+    feed.push(succeeded(3, AnswerDetails::default()));
+    assert_eq!(feed.a().retries_used, 0, "a final state ends the round");
+}

@@ -15,7 +15,7 @@ use crate::event::Envelope;
 
 /// Formats `ts` values, remembering the date and time of the last second seen.
 #[derive(Debug, Default)]
-pub(super) struct Encoder {
+pub(crate) struct Encoder {
     /// The second `second_text` is for, in milliseconds since the epoch (a multiple of 1000).
     second_ms: Option<u64>,
     /// `2023-11-14T22:13:20` for `second_ms`.
@@ -24,7 +24,7 @@ pub(super) struct Encoder {
 
 impl Encoder {
     /// Append `envelope` as one JSON object (no newline) to `out`.
-    pub(super) fn encode(
+    pub(crate) fn encode(
         &mut self,
         out: &mut Vec<u8>,
         envelope: &Envelope,

@@ -77,6 +77,14 @@ const MIGRATIONS: &[&str] = &[
         attempt     INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX outcomes_by_time ON outcomes (finished_at);",
+    // 5: the head of the audit log's chain, kept here so that cutting or deleting the log
+    // shows (see `audit::anchor`). One row.
+    "CREATE TABLE audit_anchor (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        count     INTEGER NOT NULL,            -- seq of the last anchored record
+        last_hash TEXT NOT NULL,               -- SHA-256 of its line
+        mac       TEXT NOT NULL                -- HMAC of both under the audit key
+    ) STRICT;",
 ];
 
 /// The version this build writes.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{RunStore, StoreError};
+use crate::bus::Backlog;
 use crate::event::Envelope;
 
 /// Most events committed in one transaction.
@@ -38,6 +39,17 @@ pub fn spawn_writer(
     store: RunStore,
     events: mpsc::UnboundedReceiver<Arc<Envelope>>,
 ) -> Result<StoreWriter, StoreError> {
+    spawn_paced_writer(store, events, None)
+}
+
+/// [`spawn_writer`] for a paced sink (`bus.paced_run_sink()`): each commit tells `backlog`
+/// how many events are done, so runs wait for the store only when it is far behind; a failed
+/// commit releases them (the events stay queued for the next try).
+pub fn spawn_paced_writer(
+    store: RunStore,
+    events: mpsc::UnboundedReceiver<Arc<Envelope>>,
+    backlog: Option<Arc<Backlog>>,
+) -> Result<StoreWriter, StoreError> {
     let (control, control_rx) = mpsc::unbounded_channel();
     let stored_events = Arc::new(AtomicU64::new(0));
     let mut writer = Writer {
@@ -46,6 +58,7 @@ pub fn spawn_writer(
         control: control_rx,
         batch: Vec::with_capacity(MAX_BATCH),
         stored_events: Arc::clone(&stored_events),
+        backlog,
     };
     std::thread::Builder::new()
         .name("flightdeck-store".to_owned())
@@ -83,6 +96,17 @@ struct Writer {
     /// Received, not yet committed (kept across a failed commit).
     batch: Vec<Arc<Envelope>>,
     stored_events: Arc<AtomicU64>,
+    /// Told what is committed, for a paced sink.
+    backlog: Option<Arc<Backlog>>,
+}
+
+impl Drop for Writer {
+    /// A writer that stopped holds no run up.
+    fn drop(&mut self) {
+        if let Some(backlog) = &self.backlog {
+            backlog.close();
+        }
+    }
 }
 
 impl Writer {
@@ -154,8 +178,19 @@ impl Writer {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let stored = self.store.append_batch(&self.batch)?;
+        let stored = match self.store.append_batch(&self.batch) {
+            Ok(stored) => stored,
+            Err(error) => {
+                if let Some(backlog) = &self.backlog {
+                    backlog.release();
+                }
+                return Err(error);
+            }
+        };
         self.stored_events.fetch_add(stored as u64, Ordering::Relaxed);
+        if let Some(backlog) = &self.backlog {
+            backlog.done(self.batch.len());
+        }
         self.batch.clear();
         Ok(())
     }

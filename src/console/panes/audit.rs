@@ -281,6 +281,12 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
             };
             (role, format!("⚠ {task}: safety rule {policy}/{rule} ({what}) in {source}: {excerpt}"))
         }
+        Event::RunResumed { .. } => {
+            (Role::Accent, crate::resume::describe(event).unwrap_or_default())
+        }
+        Event::AttemptInterrupted { .. } => {
+            (Role::Warn, crate::resume::describe(event).unwrap_or_default())
+        }
     }
 }
 
