@@ -43,6 +43,8 @@ pub struct Settings {
     pub theme: Option<String>,
     /// How conflicts between panel members are settled.
     pub conflicts: ConflictSettings,
+    /// Safety policies on agents' outputs (`safety.enforcement`, `safety.policies`).
+    pub safety: crate::safety::SafetySettings,
     /// What is redacted besides the built-in secret shapes and key values.
     pub redact: RedactSettings,
     /// The control socket of the process that hosts the data dir.
@@ -110,6 +112,7 @@ impl Default for Settings {
             breakers: BreakerSettings::default(),
             theme: None,
             conflicts: ConflictSettings::default(),
+            safety: crate::safety::SafetySettings::default(),
             redact: RedactSettings::default(),
             host: HostSettings::default(),
             notify: NotifySettings::default(),
@@ -873,6 +876,18 @@ impl Settings {
             field: field.to_owned(),
             message,
         };
+        if let Some((policy, rule, message)) = self.safety.invalid_pattern() {
+            return Err(invalid(
+                "safety.policies",
+                format!(
+                    "policy `{}`, rule {} (`{}`): the pattern is not a valid regular expression: {}",
+                    self.safety.policies[policy].name,
+                    rule + 1,
+                    self.safety.policies[policy].rules[rule].pattern,
+                    message.lines().last().unwrap_or_default().trim()
+                ),
+            ));
+        }
         if !self.backends.contains_key(&self.default_backend) {
             return Err(invalid(
                 "default_backend",

@@ -441,6 +441,23 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    // ---- safety policies ----
+    /// An agent's output, or a coding agent's tool call, matched a safety rule. Enforced
+    /// (`strict`) matches then block the task or hold its output for approval; advisory ones
+    /// are only this warning.
+    SafetyRuleMatched {
+        task: TaskId,
+        agent: AgentId,
+        attempt: u32,
+        policy: String,
+        rule: String,
+        action: crate::safety::SafetyAction,
+        enforcement: crate::safety::Enforcement,
+        /// What was checked: `output`, or `tool call <name>`.
+        source: String,
+        /// The match in context, on one line, the match itself between `«` and `»`.
+        excerpt: String,
+    },
 }
 
 impl Event {
@@ -469,8 +486,8 @@ impl Event {
             | Self::PanelAgreed { task, .. }
             | Self::ConflictDetected { task, .. }
             | Self::ConflictStep { task, .. }
-            | Self::ConflictResolved { task, .. } => Some(task.as_str()),
->>>>>>> conflicts
+            | Self::ConflictResolved { task, .. }
+            | Self::SafetyRuleMatched { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -547,6 +564,7 @@ impl Event {
             Self::ConflictDetected { .. } => "conflict_detected",
             Self::ConflictStep { .. } => "conflict_step",
             Self::ConflictResolved { .. } => "conflict_resolved",
+            Self::SafetyRuleMatched { .. } => "safety_rule_matched",
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod redact;
 pub mod resilience;
 pub mod resume;
 pub mod runtime;
+pub mod safety;
 pub mod store;
 pub mod terminal;
 pub mod workflow;

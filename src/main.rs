@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use flightdeck::cli::{self, Globals};
+use flightdeck::exec::reaper;
 use flightdeck::governance::Channel;
 
 /// mimalloc instead of the system allocator: the engine allocates a few small objects per
@@ -278,6 +279,12 @@ enum AgentsCmd {
 }
 
 fn main() {
+    // `flightdeck __reap …`: the shim each attempt's program runs under (exec::reaper). It is
+    // no user command and needs nothing else of Flightdeck: no arguments parser, no logging.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == reaper::SUBCOMMAND) {
+        std::process::exit(reaper::shim_main(std::env::args_os().skip(2)));
+    }
+    reaper::install_current_exe();
     let cli = Cli::parse();
     let project_dir = cli.globals.project_dir.clone();
     let data_dir = cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck"));

@@ -172,7 +172,7 @@ impl Runtime {
         for warning in &audit_warnings {
             tracing::warn!(%warning, "audit log");
         }
-        let gate = Gate::new(&settings, audit, bus.clone());
+        let gate = Gate::new(&settings, audit.clone(), bus.clone());
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
             registry: registry.clone(),
@@ -183,6 +183,7 @@ impl Runtime {
             project_dir: project_dir.clone(),
             data_dir: data_dir.clone(),
         });
+        engine.audit_to(audit);
         let background = vec![pool.spawn_reaper(), breakers.spawn_ticker()];
         Ok(Self {
             inner: Arc::new(Inner {

@@ -96,6 +96,8 @@ fn env() -> EnvSource {
 type Seen = Arc<Mutex<Vec<(OutputStream, String)>>>;
 
 fn sink() -> (OutputSink, Seen) {
+    // Every attempt runs under the reaper shim, as it does in the `flightdeck` binary.
+    flightdeck::exec::reaper::install(env!("CARGO_BIN_EXE_flightdeck"));
     let seen: Seen = Arc::default();
     let store = Arc::clone(&seen);
     let sink: OutputSink = Arc::new(move |stream, line: String| {

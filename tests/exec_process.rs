@@ -59,6 +59,8 @@ type Seen = Arc<Mutex<Vec<(OutputStream, String)>>>;
 /// A sink that records lines and also forwards them, so a test can react while the program
 /// still runs.
 fn sink() -> (OutputSink, Seen, mpsc::UnboundedReceiver<String>) {
+    // Every attempt runs under the reaper shim, as it does in the `flightdeck` binary.
+    flightdeck::exec::reaper::install(env!("CARGO_BIN_EXE_flightdeck"));
     let seen: Seen = Arc::default();
     let store = Arc::clone(&seen);
     let (tx, rx) = mpsc::unbounded_channel();

@@ -165,10 +165,11 @@ fn a_killed_run_resumes_once_its_owner_is_gone_with_its_stored_plan() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The killed run's agent process is usually gone already: its reaper shim (exec::reaper)
+    // stops the whole tree when Flightdeck dies; resume kills whatever is left, if anything.
     assert!(printed.iter().any(|e| matches!(
         &e.event,
-        Event::RunResumed { done: 1, remaining: 2, workflow_changed: true, killed_processes }
-            if *killed_processes >= 1
+        Event::RunResumed { done: 1, remaining: 2, workflow_changed: true, .. }
     )));
 
     let log = project.log();

@@ -203,7 +203,7 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
 
 /// The store's runs for the console's Runs list (its own connection: the list is read rarely,
 /// when the operator opens it).
-fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
+pub(crate) fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
     match crate::store::RunStore::open(store).and_then(|store| store.runs()) {
         Ok(runs) => runs,
         Err(error) => {
@@ -214,7 +214,7 @@ fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
 }
 
 /// A stored run's events, for the console to show a run it did not follow.
-fn read_run_events(
+pub(crate) fn read_run_events(
     store: &std::path::Path,
     run: &crate::ids::RunId,
 ) -> Vec<Arc<crate::event::Envelope>> {
@@ -238,12 +238,14 @@ pub fn replay(globals: &Globals, wanted: &str, log_file: PathBuf) -> i32 {
         }
     };
     tracing::info!(run = %row.run_id, events = events.len(), "replay");
-    let settings = Settings::load(&globals.project_dir).unwrap_or_default();
+    let settings = crate::config::Settings::load(&globals.project_dir).unwrap_or_default();
     let options = ConsoleOptions {
         project_dir: globals.project_dir.clone(),
         theme: globals.theme.clone().or(settings.theme),
         log_file,
         start_workflow: None,
+        // A replay calls nobody: what waited for a person then needs nobody now.
+        attention: crate::console::Attention { bell: false, desktop: false },
     };
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(tokio) => tokio,

@@ -185,6 +185,15 @@ async fn run_attached(
         user,
         role,
         resync: Box::new(move || latest.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        // The Runs list and stored runs read the host's run store directly (read-only).
+        stored_runs: Box::new({
+            let store = globals.data_dir.join(crate::store::RUNS_FILE);
+            move || super::console::read_runs(&store)
+        }),
+        run_events: Box::new({
+            let store = globals.data_dir.join(crate::store::RUNS_FILE);
+            move |run| super::console::read_run_events(&store, run)
+        }),
     };
     let settings = crate::config::Settings::load(&globals.project_dir).unwrap_or_default();
     let options = ConsoleOptions {

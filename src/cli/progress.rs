@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
 use crate::model::{OutputKeep, RunModel};
+use crate::safety::{Enforcement, SafetyAction};
 use crate::store::Encoder;
 use crate::terminal::{sanitize, sanitize_line};
 
@@ -274,6 +275,25 @@ impl Printer {
                 ));
             }
             Event::Notice { message, .. } => self.line(&format!("notice    {message}")),
+            Event::SafetyRuleMatched {
+                task,
+                policy,
+                rule,
+                action,
+                enforcement,
+                source,
+                excerpt,
+                ..
+            } if ours => {
+                let what = match (enforcement, action) {
+                    (Enforcement::Strict, SafetyAction::Block) => "blocks",
+                    (Enforcement::Strict, SafetyAction::Confirm) => "holds for approval",
+                    _ => "warns (advisory)",
+                };
+                self.line(&format!(
+                    "safety    {task}  rule {policy}/{rule} {what}: {source}: {excerpt}"
+                ));
+            }
             Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms }
                 if ours =>
             {

@@ -169,9 +169,11 @@ pub fn plan(globals: &Globals, workflow: &Path, json: bool) -> i32 {
                 return invalid(&error.to_string(), json);
             }
             if json {
-                outln!("{}", plan_json(&plan));
+                let mut value = plan_json(&plan);
+                value["safety"] = settings.safety.in_force_json();
+                outln!("{value}");
             } else {
-                out!("{}", plan_text(&plan));
+                out!("{}\n{}", plan_text(&plan), settings.safety.in_force_text());
             }
             exit::OK
         }
@@ -598,7 +600,8 @@ async fn follow(
             }
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
-                && let Err(error) = runtime.settle_unattended(&run, task, options.take_recommendation)
+                && let Err(error) =
+                    runtime.settle_unattended(&run, task, options.take_recommendation)
             {
                 printer.line(&format!("cannot settle the conflict of {task}: {error}"));
             }

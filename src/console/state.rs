@@ -401,7 +401,7 @@ impl StatusRole for TaskStatus {
     fn role(self) -> Role {
         match self {
             Self::Pending | Self::Ready => Role::Pending,
-            Self::AwaitingApproval | Self::Retrying => Role::Warn,
+            Self::AwaitingApproval | Self::AwaitingDecision | Self::Retrying => Role::Warn,
             Self::Running => Role::Running,
             Self::Succeeded => Role::Ok,
             Self::Failed => Role::Error,

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::safety::{self, Checked, Review, StreamGuard};
 use super::scheduler::{Msg, Outcome, RunShared};
 use super::workspace::{self, TaskWorkspace};
 use crate::config::Limits;
@@ -202,10 +203,12 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             workdir,
         };
         let began = Instant::now();
-        let (sink, tail) = output_sink(shared, job.task);
+        // Its own token, so that a tool call a safety rule blocks can stop this attempt alone.
+        let guard = StreamGuard::new(&agent, attempt, job.cancel.child_token());
+        let (sink, tail) = output_sink(shared, job.task, &guard);
         let result = tokio::time::timeout(
             step.timeout.saturating_add(TIMEOUT_GRACE),
-            executor.execute(request, sink, job.cancel.clone()),
+            executor.execute(request, sink, guard.stop().clone()),
         )
         .await
         .unwrap_or(Err(ExecError::Timeout(step.timeout)));
@@ -228,10 +231,22 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             Err(_) => "failed",
         };
         workspace::leave(shared, job.task, attempt, ended, &mut held).await;
+        if let Some(reason) = guard.blocked() {
+            // What the agent did is the problem, not its health: the permit goes unsettled.
+            drop(permit);
+            return fail(attempt, &agent, elapsed, reason);
+        }
 
         let error = match result {
             Ok(outcome) => {
                 engine.breakers.record_success(permit, elapsed);
+                // On the redacted output, so no excerpt shows a secret.
+                let checked = Checked { shared, task: job.task, agent: &agent, attempt };
+                match safety::review(&checked, &outcome, &job.cancel).await {
+                    Review::Pass => {}
+                    Review::Fail(reason) => return fail(attempt, &agent, elapsed, reason),
+                    Review::Cancelled => return (attempt, Outcome::Cancelled),
+                }
                 let output: Arc<str> = Arc::from(outcome.output.as_str());
                 shared.publish(Event::TaskSucceeded {
                     task: step.id.clone(),
@@ -326,13 +341,20 @@ fn next_step(
     NextStep::Retry(retry_after.map_or(backoff, |wait| wait.max(backoff)))
 }
 
-/// Each line or token chunk becomes a `TaskOutput` event of this run. With a redactor, each
+/// Each line or token chunk becomes a `TaskOutput` event of this run; a tool call is checked
+/// against the safety rules as it streams, once redacted (see `guard`). With a redactor, each
 /// stream goes through its own [`StreamRedactor`] so a secret split across chunks is caught;
 /// what it holds back is published by the returned [`OutputTail`] when the attempt ends.
-pub(super) fn output_sink(shared: &Arc<RunShared>, task: usize) -> (OutputSink, OutputTail) {
+pub(super) fn output_sink(
+    shared: &Arc<RunShared>,
+    task: usize,
+    guard: &StreamGuard,
+) -> (OutputSink, OutputTail) {
+    let guard = guard.clone();
     let Some(redactor) = shared.engine.bus.redactor().cloned() else {
         let shared = Arc::clone(shared);
         let sink: OutputSink = Arc::new(move |stream, text| {
+            guard.check(&shared, task, stream, &text);
             let task = shared.plan.steps[task].id.clone();
             shared.publish(Event::TaskOutput { task, stream, text });
         });
@@ -359,6 +381,7 @@ pub(super) fn output_sink(shared: &Arc<RunShared>, task: usize) -> (OutputSink, 
             }
         };
         if !ready.is_empty() {
+            guard.check(&shared, task, stream, &ready);
             let task = shared.plan.steps[task].id.clone();
             shared.publish(Event::TaskOutput { task, stream, text: ready });
         }

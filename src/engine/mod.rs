@@ -16,12 +16,13 @@ pub mod error;
 mod executors;
 mod handle;
 mod panel;
+mod safety;
 mod scheduler;
 pub mod workspace;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::{mpsc, watch};
 
@@ -30,6 +31,7 @@ pub use handle::{RunHandle, RunPhase};
 pub use scheduler::TaskStatus;
 
 use crate::agents::{AgentDefinition, Registry};
+use crate::audit::AuditLog;
 use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::conflict::Conflicts;
@@ -40,6 +42,7 @@ use crate::ids::{AgentId, RunId};
 use crate::pool::Pool;
 use crate::resilience::BreakerBoard;
 use crate::resume::ResumePoint;
+use crate::safety::SafetyChecker;
 use crate::workflow::Plan;
 use executors::Executors;
 use scheduler::{RunShared, Scheduler};
@@ -83,6 +86,10 @@ pub(crate) struct EngineInner {
     pub(crate) project_dir: PathBuf,
     pub(crate) executors: Executors,
     pub(crate) workspaces: Workspaces,
+    /// The safety rules in force, compiled once.
+    pub(crate) safety: SafetyChecker,
+    /// Where safety matches are recorded, once the runtime gave it (see [`Engine::audit_to`]).
+    pub(crate) audit: OnceLock<AuditLog>,
     /// Oldest first.
     runs: Mutex<VecDeque<RunHandle>>,
 }
@@ -116,6 +123,8 @@ impl Engine {
                 executors: Executors::new(Arc::clone(&parts.settings)),
                 workspaces: Workspaces::new(&parts.project_dir, &parts.data_dir),
                 conflicts: Conflicts::new(parts.bus.clone()),
+                safety: SafetyChecker::new(&parts.settings.safety),
+                audit: OnceLock::new(),
                 bus: parts.bus,
                 registry: parts.registry,
                 pool: parts.pool,
@@ -126,6 +135,12 @@ impl Engine {
                 runs: Mutex::new(VecDeque::new()),
             }),
         }
+    }
+
+    /// Records what the engine decides on its own (safety rule matches) in `audit`. The
+    /// first call wins.
+    pub fn audit_to(&self, audit: AuditLog) {
+        let _ = self.inner.audit.set(audit);
     }
 
     /// Run `backend`'s tasks on `executor` instead of one built from the settings.

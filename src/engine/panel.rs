@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::attempt::{Job, output_sink};
+use super::safety::StreamGuard;
 use super::scheduler::{Outcome, RunShared};
 use crate::conflict::ladder::{self, Position, StepResult};
 use crate::conflict::{
@@ -486,10 +487,12 @@ async fn ask_agent(
         workdir: None,
     };
     let began = Instant::now();
-    let (sink, tail) = output_sink(shared, job.task);
+    // Member answers pass the same safety rules as any output, as they stream.
+    let guard = StreamGuard::new(agent, attempt, job.cancel.child_token());
+    let (sink, tail) = output_sink(shared, job.task, &guard);
     let result = tokio::time::timeout(
-        step.timeout + TIMEOUT_GRACE,
-        executor.execute(request, sink, job.cancel.clone()),
+        step.timeout.saturating_add(TIMEOUT_GRACE),
+        executor.execute(request, sink, guard.stop().clone()),
     )
     .await
     .unwrap_or(Err(crate::exec::ExecError::Timeout(step.timeout)));

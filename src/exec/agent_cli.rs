@@ -17,6 +17,7 @@ use super::capture::{LineCapture, OutputBudget};
 use super::deadline::Deadline;
 use super::env::EnvSource;
 use super::process::{self, DEFAULT_KILL_GRACE, GroupGuard, describe_status, spawn_error};
+use super::reaper::Launch;
 use super::{AnswerDetails, ExecError, ExecRequest, OutputSink, ToolCall};
 use crate::config::{CodingAgentBackend, CodingCli, DenialPolicy};
 use crate::event::{OutputStream, TokenUsage};
@@ -106,9 +107,10 @@ impl Runner {
                 message: format!("working directory {} does not exist", workdir.display()),
             });
         }
-        let mut cmd = self.command(&invocation, req, workdir);
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(&invocation, workdir, &e))?;
-        let group = GroupGuard::of(&child);
+        let (mut cmd, launch) = self.command(&invocation, req, workdir);
+        let mut child =
+            cmd.spawn().map_err(|e| self.spawn_error(&invocation.program, workdir, &e))?;
+        let group = GroupGuard::of(&child, &launch);
 
         // A CLI may exit before reading its prompt (a bad flag); its stderr says why.
         let stdin_writer = process::write_stdin(&mut child, invocation.stdin);
@@ -150,12 +152,20 @@ impl Runner {
         }
         let status = ending?
             .map_err(|e| ExecError::Other(format!("waiting for `{}`: {e}", invocation.program)))?;
+        if let Some(error) = launch.spawn_failure(status) {
+            return Err(self.spawn_error(&invocation.program, workdir, &error));
+        }
         transcript.dropped_bytes += budget.dropped_bytes();
         Ok((transcript, Ending { status, stderr_tail: err.tail_text() }))
     }
 
-    fn command(&self, invocation: &Invocation, req: &ExecRequest, workdir: &Path) -> Command {
-        let mut cmd = Command::new(&invocation.program);
+    fn command(
+        &self,
+        invocation: &Invocation,
+        req: &ExecRequest,
+        workdir: &Path,
+    ) -> (Command, Launch) {
+        let (mut cmd, launch) = Launch::command(&invocation.program, self.kill_grace);
         cmd.args(&invocation.args).args(&self.config.args).args(&invocation.trailing_args);
         cmd.current_dir(workdir).env_clear();
         for name in self.config.env_allow(self.cli) {
@@ -170,20 +180,13 @@ impl Runner {
             .env("FLIGHTDECK_ATTEMPT", req.attempt.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        process::die_with_host(&mut cmd);
-        cmd
+            .stderr(Stdio::piped());
+        launch.isolate(&mut cmd);
+        (cmd, launch)
     }
 
-    fn spawn_error(
-        &self,
-        invocation: &Invocation,
-        workdir: &Path,
-        e: &std::io::Error,
-    ) -> ExecError {
-        match spawn_error(&invocation.program, workdir, e) {
+    fn spawn_error(&self, program: &str, workdir: &Path, e: &std::io::Error) -> ExecError {
+        match spawn_error(program, workdir, e) {
             ExecError::Spawn { program, .. } if e.kind() == std::io::ErrorKind::NotFound => {
                 ExecError::Spawn {
                     program,

@@ -17,6 +17,7 @@ pub(crate) mod http;
 pub mod openai;
 pub mod process;
 pub mod prompt;
+pub mod reaper;
 pub mod sim;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::capture::{LineCapture, OutputBudget};
 use super::deadline::Deadline;
 use super::env::EnvSource;
+use super::reaper::Launch;
 use super::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink, prompt};
 use crate::config::{ProcessBackend, ProcessInput};
 use crate::event::TokenUsage;
@@ -65,14 +66,14 @@ impl ProcessExecutor {
         req: &ExecRequest,
         workdir: &Path,
         io_dir: Option<&Path>,
-    ) -> Result<Command, ExecError> {
+    ) -> Result<(Command, Launch), ExecError> {
         let Some(program) = self.config.command.first() else {
             return Err(ExecError::Spawn {
                 program: String::new(),
                 message: "the backend's command is empty".into(),
             });
         };
-        let mut cmd = Command::new(program);
+        let (mut cmd, launch) = Launch::command(program, self.kill_grace);
         cmd.args(self.config.command[1..].iter().map(|arg| {
             arg.replace("{agent}", req.agent.as_str()).replace("{task}", req.task.as_str())
         }));
@@ -91,13 +92,9 @@ impl ProcessExecutor {
             cmd.env("FLIGHTDECK_IO_DIR", dir);
         }
         let stdin = if io_dir.is_some() { Stdio::null() } else { Stdio::piped() };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        die_with_host(&mut cmd);
-        Ok(cmd)
+        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        launch.isolate(&mut cmd);
+        Ok((cmd, launch))
     }
 
     async fn run(
@@ -126,9 +123,9 @@ impl ProcessExecutor {
             ProcessInput::Files => Some(write_io_dir(&req).await?),
             ProcessInput::Stdin => None,
         };
-        let mut cmd = self.command(&req, &workdir, io_dir.as_ref().map(TempDir::path))?;
+        let (mut cmd, launch) = self.command(&req, &workdir, io_dir.as_ref().map(TempDir::path))?;
         let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &workdir, &e))?;
-        let group = GroupGuard::of(&child);
+        let group = GroupGuard::of(&child, &launch);
 
         let stdin_writer = write_stdin(&mut child, prompt::stdin_text(&req));
 
@@ -161,6 +158,9 @@ impl ProcessExecutor {
 
         let status =
             ending?.map_err(|e| ExecError::Other(format!("waiting for `{program}`: {e}")))?;
+        if let Some(error) = launch.spawn_failure(status) {
+            return Err(spawn_error(&program, &workdir, &error));
+        }
         if !status.success() {
             return Err(ExecError::Exit {
                 status: describe_status(status),
@@ -200,16 +200,24 @@ impl Executor for ProcessExecutor {
 
 /// The child's process group. Dropping it (the attempt's future was dropped mid-way) kills
 /// the whole group, which `kill_on_drop` alone would not: it only reaches the direct child.
-pub(super) struct GroupGuard(Option<Pid>);
+/// When the child is the reaper shim, stopping and dropping send it SIGTERM and let it stop
+/// every descendant, including those that left the group.
+pub(super) struct GroupGuard {
+    leader: Option<Pid>,
+    reaped: bool,
+}
 
 impl GroupGuard {
     /// The process group led by `child`, which was spawned with `process_group(0)`.
-    pub(super) fn of(child: &Child) -> Self {
-        Self(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw))
+    pub(super) fn of(child: &Child, launch: &Launch) -> Self {
+        Self {
+            leader: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
+            reaped: launch.is_reaped(),
+        }
     }
 
     pub(super) fn signal(&self, signal: Signal) {
-        let Some(pgid) = self.0 else { return };
+        let Some(pgid) = self.leader else { return };
         match killpg(pgid, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => {
@@ -219,11 +227,30 @@ impl GroupGuard {
     }
 
     fn is_alive(&self) -> bool {
-        self.0.is_some_and(|pgid| killpg(pgid, None::<Signal>).is_ok())
+        self.leader.is_some_and(|pgid| killpg(pgid, None::<Signal>).is_ok())
+    }
+
+    /// Asks the reaper shim to stop its tree (it sends SIGTERM, waits the grace, SIGKILLs).
+    fn signal_shim(&self) {
+        let Some(shim) = self.leader else { return };
+        if let Err(e) = kill(shim, Signal::SIGTERM)
+            && e != Errno::ESRCH
+        {
+            tracing::warn!(pid = shim.as_raw(), error = %e, "signalling the reaper failed");
+        }
     }
 
     /// SIGTERM to the group, up to `grace` for it to go, then SIGKILL, then reap the leader.
+    /// Under the shim, SIGTERM to the shim alone, which does the same for every descendant;
+    /// the group gets SIGKILL only if the shim itself does not finish in time.
     pub(super) async fn stop(&self, child: &mut Child, grace: Duration) {
+        if self.reaped {
+            self.signal_shim();
+            if tokio::time::timeout(Launch::stop_wait(grace), child.wait()).await.is_ok() {
+                return;
+            }
+            tracing::warn!("the reaper did not stop its processes in time");
+        }
         self.signal(Signal::SIGTERM);
         let until = tokio::time::Instant::now() + grace;
         let _ = tokio::time::timeout_at(until, child.wait()).await;
@@ -237,13 +264,17 @@ impl GroupGuard {
     }
 
     pub(super) fn disarm(mut self) {
-        self.0 = None;
+        self.leader = None;
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
+        if self.reaped {
+            self.signal_shim();
+        } else {
+            self.signal(Signal::SIGKILL);
+        }
     }
 }
 
@@ -303,16 +334,17 @@ pub(super) async fn supervise(
 /// Asks the kernel to SIGKILL the child when its host goes away, whatever the way (a crash,
 /// SIGKILL, OOM): no agent outlives the process that supervises it. The signal survives
 /// `exec`; it is tied to the thread that spawned the child, which for Flightdeck is a runtime
-/// worker that lives as long as the runtime. Grandchildren are not covered by the kernel; they
-/// share the child's process group, which cancel and timeout kill as a whole.
+/// worker that lives as long as the runtime. Grandchildren are not covered by the kernel; the
+/// reaper shim (`exec::reaper`) stops them, and without it they share the child's process
+/// group, which cancel and timeout kill as a whole. The shim uses this for its own child too.
 #[allow(unsafe_code)]
-pub(super) fn die_with_host(cmd: &mut Command) {
+pub(crate) fn die_with_host(cmd: &mut std::process::Command) {
     let host = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before `exec`. It only makes the
     // async-signal-safe prctl(2) and getppid(2) system calls and allocates nothing, which is
     // what `pre_exec` requires.
     unsafe {
-        cmd.pre_exec(move || {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // The host may have died between fork and prctl; then nobody would kill us.
             if nix::unistd::getppid() != host {

@@ -593,7 +593,6 @@ fn check_panel(
         });
     }
     if let Some(pool) = pool {
-        let definitions = pool.definitions();
         let named = members
             .iter()
             .map(|m| ("panel", m))
@@ -604,7 +603,7 @@ fn check_panel(
                     word(key, agent),
                     &id(),
                     &AgentId::new(agent.clone()),
-                    &definitions,
+                    pool,
                 ));
             }
         }

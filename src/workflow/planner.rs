@@ -237,7 +237,7 @@ fn choose(
                         workflow.field_line(i, "panel"),
                         &task.id,
                         agent,
-                        &definitions,
+                        registry,
                     ));
                 }
                 continue;
@@ -302,7 +302,7 @@ fn choose(
             Some(panel) => match plan_panel(panel, task, settings, registry, risk.risk) {
                 Ok(planned) => Some(planned),
                 Err(agent) => {
-                    problems.push(unknown_agent(task.line, &task.id, &agent, &definitions));
+                    problems.push(unknown_agent(task.line, &task.id, &agent, registry));
                     continue;
                 }
             },

@@ -270,6 +270,65 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
             Level::Warn => (Role::Warn, format!("⚠ {message}")),
             Level::Error => (Role::Error, format!("✗ {message}")),
         },
+        Event::SafetyRuleMatched {
+            task,
+            policy,
+            rule,
+            action,
+            enforcement,
+            source,
+            excerpt,
+            ..
+        } => {
+            let (role, what) = match (enforcement, action) {
+                (crate::safety::Enforcement::Strict, crate::safety::SafetyAction::Block) => {
+                    (Role::Error, "blocked")
+                }
+                (crate::safety::Enforcement::Strict, crate::safety::SafetyAction::Confirm) => {
+                    (Role::Warn, "held for approval")
+                }
+                _ => (Role::Warn, "warning"),
+            };
+            (role, format!("⚠ {task}: safety rule {policy}/{rule} ({what}) in {source}: {excerpt}"))
+        }
+        Event::PanelVerdict { task, agent, verdict, error, .. } => match (verdict, error) {
+            (Some(verdict), _) => (
+                Role::Text,
+                format!(
+                    "⚖ {task} {agent} votes \"{}\" ({:.0}% sure)",
+                    verdict.decision,
+                    verdict.confidence * 100.0
+                ),
+            ),
+            (None, error) => (
+                Role::Warn,
+                format!("⚖ {task} {agent} gave no verdict: {}", error.as_deref().unwrap_or("?")),
+            ),
+        },
+        Event::PanelAgreed { task, decision, agents } => {
+            (Role::Ok, format!("⚖ {task} panel agreed ({}): {decision}", agents.len()))
+        }
+        Event::ConflictDetected { task, verdicts, .. } => {
+            let sides: Vec<String> = verdicts
+                .iter()
+                .map(|v| format!("{} \"{}\"", v.agent, v.verdict.decision))
+                .collect();
+            (Role::Warn, format!("⚔ {task} conflict: {}", sides.join(" vs ")))
+        }
+        Event::ConflictStep { task, step, finding, winner, .. } => match winner {
+            Some(winner) => (Role::Accent, format!("⚔ {task} {step}: {winner} wins · {finding}")),
+            None => (Role::Muted, format!("⚔ {task} {step}: {finding}")),
+        },
+        Event::ConflictResolved { task, decision, winner, resolved_by, by, note } => {
+            let by = by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default();
+            let note = note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+            (
+                Role::Ok,
+                format!(
+                    "✓ {task} conflict resolved ({resolved_by}{by}): \"{decision}\" ({winner}){note}"
+                ),
+            )
+        }
         Event::RunResumed { .. } => {
             (Role::Accent, crate::resume::describe(event).unwrap_or_default())
         }
