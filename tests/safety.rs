@@ -27,7 +27,7 @@ impl Project {
         std::fs::write(
             root.join("flightdeck.yaml"),
             format!(
-                "users:\n  ann: admin\ndefault_backend: local\nbackends:\n  local:\n    \
+                "users:\n  ann: admin\n  rita: reviewer\ndefault_backend: local\nbackends:\n  local:\n    \
                  kind: process\n    command: [sh, agent.sh]\n    env_allow: [PATH]\n{safety}"
             ),
         )
@@ -234,8 +234,9 @@ async fn confirm_holds_the_output_until_a_reviewer_approves() {
             Event::ApprovalRequested { task, reasons, .. } => {
                 approvals += 1;
                 assert!(reasons[0].contains("«ALTER TABLE users DROP»"), "{reasons:?}");
+                // A reviewer other than the run's starter (separation of duties).
                 let request = Request {
-                    user: "ann".into(),
+                    user: "rita".into(),
                     command: Command::Approve { run: run.clone(), task: task.clone(), note: None },
                 };
                 runtime.submit(request).await.unwrap();

@@ -119,6 +119,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
                 let store = globals.data_dir.join(crate::store::RUNS_FILE);
                 move || read_runs(&store)
             }),
+            attached: false,
             run_events: Box::new({
                 let store = globals.data_dir.join(crate::store::RUNS_FILE);
                 move |run| read_run_events(&store, run)

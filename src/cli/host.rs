@@ -190,6 +190,7 @@ async fn run_attached(
             let store = globals.data_dir.join(crate::store::RUNS_FILE);
             move || super::console::read_runs(&store)
         }),
+        attached: true,
         run_events: Box::new({
             let store = globals.data_dir.join(crate::store::RUNS_FILE);
             move |run| super::console::read_run_events(&store, run)

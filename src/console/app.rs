@@ -122,11 +122,21 @@ where
     B::Error: Send + Sync + 'static,
     S: Stream<Item = io::Result<TermEvent>> + Unpin,
 {
-    let ConsoleLink { backlog, mut events, commands, user, role, resync, stored_runs, run_events } =
-        link;
+    let ConsoleLink {
+        backlog,
+        mut events,
+        commands,
+        user,
+        role,
+        resync,
+        stored_runs,
+        run_events,
+        attached,
+    } = link;
     let loaded = theme::load(&settings.project_dir, settings.theme.as_deref(), settings.no_color);
     let mut theme: Theme = loaded.theme;
     let mut state = State::new(&user, &role, settings.project_dir.clone(), theme.name());
+    state.attached = attached;
     // The clock first: a message said before the first tick would expire on it, unseen.
     reduce(&mut state, Input::Tick(clock()));
     if let Some(problem) = loaded.problem {

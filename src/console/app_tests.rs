@@ -82,6 +82,7 @@ impl Console {
                 vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]
             }),
             stored_runs: Box::new(Vec::new),
+            attached: false,
             run_events: Box::new(|_| Vec::new()),
         };
         let settings = LoopSettings {

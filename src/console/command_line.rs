@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::command::{Command, Permission};
+use crate::command::{Command, ConflictChoice, Permission};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 
 use super::state::State;
@@ -24,6 +24,7 @@ pub static COMMANDS: &[LineCommandSpec] = &[
     spec("resume", "RUN", "go on with an interrupted run", Some(Permission::RunWorkflows)),
     spec("cancel", "[TASK]", "cancel the current run, or one task", Some(Permission::ControlRuns)),
     spec("retry", "TASK", "run a failed task again", Some(Permission::ControlRuns)),
+    spec("resolve", "TASK N", "settle a conflict: take verdict N", Some(Permission::ControlRuns)),
     spec("approve", "TASK [NOTE]", "let a high-risk task run", Some(Permission::Review)),
     spec("reject", "TASK [NOTE]", "refuse a high-risk task", Some(Permission::Review)),
     spec("reset", "AGENT", "close an agent's breaker", Some(Permission::Operate)),
@@ -116,6 +117,21 @@ pub fn parse(text: &str, state: &State) -> Result<LineCommand, String> {
             } else {
                 Command::Reject { run, task, note }
             }
+        }
+        "resolve" => {
+            let [task, number, note @ ..] = args.as_slice() else {
+                return Err(format!(
+                    "`resolve` needs a task and a verdict number; {}",
+                    usage(name)
+                ));
+            };
+            let run = current_run(state)?;
+            let task = known_task(state, task)?;
+            let number = number.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("`{number}` is no verdict number (1, 2, …); {}", usage(name))
+            })?;
+            let note = (!note.is_empty()).then(|| note.join(" "));
+            Command::ResolveConflict { run, task, choice: ConflictChoice::Verdict(number), note }
         }
         "reset" | "open" | "spawn" => {
             exactly(1)?;
@@ -286,6 +302,7 @@ mod tests {
     #[case("release i3", Command::ReleaseInstance { instance: InstanceId(3) })]
     #[case("release 3", Command::ReleaseInstance { instance: InstanceId(3) })]
     #[case("reload", Command::ReloadAgents)]
+    #[case("resolve build 2 security wins", Command::ResolveConflict { run: run(), task: "build".into(), choice: ConflictChoice::Verdict(2), note: Some("security wins".into()) })]
     fn commands_parse(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text, &state_with_run()), Ok(LineCommand::Send(expected)));
     }
@@ -295,12 +312,14 @@ mod tests {
     #[case("quit", Ok(LineCommand::Quit))]
     #[case("help", Ok(LineCommand::Help))]
     #[case("", Err("empty command; type `help` for the list".into()))]
-    #[case("frobnicate", Err("unknown command `frobnicate`; try run, resume, cancel, retry, approve, reject, reset, open, spawn, release, reload, theme, help, quit".into()))]
+    #[case("frobnicate", Err("unknown command `frobnicate`; try run, resume, cancel, retry, resolve, approve, reject, reset, open, spawn, release, reload, theme, help, quit".into()))]
     #[case("retry", Err("`retry` takes 1 argument; usage: retry TASK".into()))]
     #[case("retry nope", Err("no task `nope` in run demo".into()))]
     #[case("release abc", Err("`abc` is not an instance; write it like i3 or 3".into()))]
     #[case("spawn ghost", Err("unknown agent `ghost`".into()))]
     #[case("reload now", Err("`reload` takes 0 arguments; usage: reload".into()))]
+    #[case("resolve build", Err("`resolve` needs a task and a verdict number; usage: resolve TASK N".into()))]
+    #[case("resolve build zero", Err("`zero` is no verdict number (1, 2, …); usage: resolve TASK N".into()))]
     #[case("cancel a b", Err("`cancel` takes 0 or 1 argument; usage: cancel [TASK]".into()))]
     fn local_commands_and_mistakes(
         #[case] text: &str,

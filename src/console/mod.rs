@@ -47,6 +47,9 @@ pub struct ConsoleLink {
     pub stored_runs: Box<dyn Fn() -> Vec<crate::store::RunRow> + Send + Sync>,
     /// A stored run's events, to show a run this console did not follow.
     pub run_events: RunEventsReader,
+    /// Attached to another process's host (`flightdeck attach`): quitting detaches and
+    /// leaves its runs going, so it asks nothing and cancels nothing.
+    pub attached: bool,
 }
 
 /// Reads one stored run's events.

@@ -916,6 +916,8 @@ pub struct State {
     pub runtime_connected: bool,
     /// In replay: the cursor. No command is offered or sent.
     pub replay: Option<ReplayCursor>,
+    /// Attached to another process's host: quitting detaches, the runs go on there.
+    pub attached: bool,
 }
 
 impl State {
@@ -948,6 +950,7 @@ impl State {
             applied_seq: 0,
             runtime_connected: true,
             replay: None,
+            attached: false,
         }
     }
 

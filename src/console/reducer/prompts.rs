@@ -2,7 +2,7 @@
 //! decides whether a command asks first, so a key and the `:` command that mean the same
 //! ask the same question.
 
-use crate::command::Command;
+use crate::command::{Command, ConflictChoice};
 use crate::event::Level;
 use crate::ids::RunId;
 
@@ -138,6 +138,21 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
             }
             _ => Ok(()),
         },
+        Command::ResolveConflict { run, task, choice, .. } => {
+            let conflict = state
+                .runs
+                .get(run)
+                .and_then(|r| r.task(task))
+                .and_then(|t| t.conflict.as_deref())
+                .filter(|c| c.is_open())
+                .ok_or_else(|| format!("{task} has no conflict waiting for a decision"))?;
+            match choice {
+                ConflictChoice::Verdict(n) if *n == 0 || *n > conflict.verdicts.len() => {
+                    Err(format!("{task}: no verdict {n}; choose 1 to {}", conflict.verdicts.len()))
+                }
+                _ => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }
@@ -163,6 +178,22 @@ fn question(state: &State, command: &Command) -> Option<String> {
         Command::RetryTask { task, .. } => {
             format!("Retry task {task} and the tasks depending on it?")
         }
+        Command::ResolveConflict { run, task, choice, .. } => {
+            let verdict = match choice {
+                ConflictChoice::Verdict(n) => state
+                    .runs
+                    .get(run)
+                    .and_then(|r| r.task(task))
+                    .and_then(|t| t.conflict.as_deref())
+                    .and_then(|c| c.verdicts.get(n.saturating_sub(1)))
+                    .map(|v| format!("{}'s \"{}\"", v.agent, v.verdict.decision)),
+                ConflictChoice::Own(text) => Some(format!("your own decision \"{text}\"")),
+            };
+            format!(
+                "Settle {task} with {}? The other verdicts are overruled.",
+                verdict.unwrap_or_else(|| "this choice".to_owned())
+            )
+        }
         Command::ResetBreaker { agent } => {
             format!("Reset the breaker of {agent}? Calls resume at once.")
         }
@@ -186,8 +217,9 @@ pub(super) fn quit(state: &mut State) -> Vec<Effect> {
         return answer(state, true);
     }
     let live = state.live_runs();
-    // A replay's runs are stored, not live: leaving changes nothing.
-    if live.is_empty() || state.replay.is_some() {
+    // A replay's runs are stored, not live, and an attached console's runs belong to the
+    // host: leaving changes nothing.
+    if live.is_empty() || state.replay.is_some() || state.attached {
         return vec![Effect::Quit];
     }
     let names: Vec<String> = live.iter().map(|(_, workflow)| workflow.clone()).collect();

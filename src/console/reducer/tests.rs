@@ -1269,3 +1269,77 @@ fn an_approval_waits_for_an_open_overlay_to_close() {
     assert_eq!(feed.state.overlay, None);
     assert!(matches!(feed.state.prompt, Some(Prompt::Approval { .. })), "asked once it closed");
 }
+
+/// `:resolve TASK N [note]` asks the same confirmation as the conflict keys, names the verdict
+/// it takes, and is refused for a task without a conflict waiting or a verdict it lacks.
+#[test]
+fn resolve_settles_a_waiting_conflict_after_asking() {
+    use crate::command::ConflictChoice;
+    use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Verdict};
+    let verdict = |agent: &str, decision: &str| MemberVerdict {
+        agent: AgentId::new(agent),
+        domain: Domain::Implementation,
+        domain_from: "default".into(),
+        verdict: Verdict {
+            decision: decision.into(),
+            rationale: "because".into(),
+            alternatives: vec![],
+            tradeoffs: vec![],
+            evidence: vec![],
+            confidence: 0.8,
+        },
+    };
+    let mut feed = Feed::new("admin").with_run();
+    feed.typed("resolve build 1");
+    assert!(feed.message().is_some_and(|m| m.1 == "build has no conflict waiting for a decision"));
+    assert_eq!(feed.state.prompt, None);
+    feed.run_event(Event::ConflictDetected {
+        task: TaskId::new("build"),
+        question: "cursor or offset?".into(),
+        options: vec!["cursor".into(), "offset".into()],
+        domain: Some(Domain::Implementation),
+        decide: DecideMode::Auto,
+        verdicts: vec![verdict("alpha", "cursor"), verdict("beta", "offset")],
+        failed: vec![],
+    });
+    feed.run_event(Event::ConflictStep {
+        task: TaskId::new("build"),
+        step: LadderStep::Operator,
+        finding: "no step decided".into(),
+        winner: None,
+        decision: None,
+        recommendation: None,
+    });
+    feed.typed("resolve build 3");
+    assert!(feed.message().is_some_and(|m| m.1 == "build: no verdict 3; choose 1 to 2"));
+    feed.typed("resolve build 2 offset is simpler");
+    match &feed.state.prompt {
+        Some(Prompt::Confirm { question, .. }) => assert_eq!(
+            question,
+            "Settle build with beta's \"offset\"? The other verdicts are overruled."
+        ),
+        other => panic!("expected a confirmation, got {other:?}"),
+    }
+    assert_eq!(
+        feed.act(Action::ConfirmYes),
+        vec![Command::ResolveConflict {
+            run: RunId::new("r1"),
+            task: TaskId::new("build"),
+            choice: ConflictChoice::Verdict(2),
+            note: Some("offset is simpler".into()),
+        }]
+    );
+}
+
+/// An attached console's runs belong to its host: quitting detaches at once, asking nothing
+/// and cancelling nothing, while a console that hosts the same live run asks first.
+#[test]
+fn an_attached_console_detaches_without_asking() {
+    let mut hosting = Feed::new("admin").with_run();
+    assert_eq!(hosting.effects(Action::Quit), vec![]);
+    assert!(matches!(hosting.state.prompt, Some(Prompt::Confirm { .. })));
+    let mut attached = Feed::new("admin").with_run();
+    attached.state.attached = true;
+    assert_eq!(attached.effects(Action::Quit), vec![Effect::Quit]);
+    assert_eq!(attached.state.prompt, None);
+}
