@@ -8,6 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Widget};
 
 use super::dag::risk_word;
+use unicode_width::UnicodeWidthStr;
+
 use super::{fit, one_line, overlay_block, put_line};
 use crate::console::layout::centered;
 use crate::console::state::{ApprovalChoice, Prompt, State};
@@ -89,7 +91,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             }
         }
         Some(Prompt::Confirm { question, confirm, .. }) => {
-            let popup = centered(area, area.width.saturating_sub(4).min(64), 6);
+            // The question says what will happen (which runs a quit cancels, which verdicts
+            // are overruled): wrapped, never cut, up to the lines the screen has.
+            let width = area.width.saturating_sub(4).min(72);
+            let text_width = usize::from(width.saturating_sub(4));
+            let most = usize::from(area.height.saturating_sub(6)).max(1);
+            let lines = wrap_words(&one_line(question), text_width, most);
+            let height = u16::try_from(lines.len()).unwrap_or(1).saturating_add(5);
+            let popup = centered(area, width, height);
             if popup.is_empty() {
                 return;
             }
@@ -97,18 +106,56 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             let inner = block.inner(popup);
             Clear.render(popup, buf);
             block.render(popup, buf);
-            let question = fit(&one_line(question), usize::from(inner.width).saturating_sub(1));
-            put_line(buf, inner, 0, &Line::styled(format!(" {question}"), theme.style(Role::Text)));
+            for (row, text) in lines.iter().enumerate() {
+                put_line(
+                    buf,
+                    inner,
+                    row,
+                    &Line::styled(format!(" {text}"), theme.style(Role::Text)),
+                );
+            }
             let buttons = Line::from(vec![
                 Span::raw(" "),
                 button("No", !*confirm, Role::Text, theme),
                 Span::raw(" "),
                 button("Yes", *confirm, Role::Danger, theme),
             ]);
-            put_line(buf, inner, 2, &buttons);
+            put_line(buf, inner, lines.len() + 1, &buttons);
         }
         None => {}
     }
+}
+
+/// `text` in lines of at most `width` columns, broken between words, at most `most` lines;
+/// a word longer than a line, or text beyond the last line, is cut with `…`.
+fn wrap_words(text: &str, width: usize, most: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let needed =
+            if current.is_empty() { word.width() } else { current.width() + 1 + word.width() };
+        if needed <= width || current.is_empty() {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+        } else {
+            lines.push(std::mem::take(&mut current));
+            current.push_str(word);
+        }
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    let cut = lines.len() > most;
+    lines.truncate(most);
+    for line in &mut lines {
+        *line = fit(line, width);
+    }
+    if cut && let Some(last) = lines.last_mut() {
+        *last = fit(&format!("{last} …"), width);
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -120,6 +167,25 @@ mod tests {
     use crate::console::panes::testing::{self, Fixture};
     use crate::console::reducer::{Input, reduce};
     use crate::console::state::PaneId;
+
+    #[test]
+    fn questions_wrap_between_words_and_are_never_cut_silently() {
+        let question = "Quit? 1 live run (review) is cancelled, recorded in the audit log as \
+                        cancelled by alice.";
+        assert_eq!(
+            wrap_words(question, 30, 5),
+            [
+                "Quit? 1 live run (review) is",
+                "cancelled, recorded in the",
+                "audit log as cancelled by",
+                "alice."
+            ]
+        );
+        let cut = wrap_words(question, 30, 2);
+        assert_eq!(cut.len(), 2);
+        assert!(cut[1].ends_with('…'), "{cut:?}");
+        assert_eq!(wrap_words("", 30, 3), [""]);
+    }
 
     #[test]
     fn snapshots() {
