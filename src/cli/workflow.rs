@@ -376,6 +376,17 @@ pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
         eprintln!("flightdeck: --max-parallel 0: at least one task must be able to run");
         return exit::INVALID;
     }
+    headless(globals, |settings| run_headless(globals, workflow, options, settings))
+}
+
+/// Run a headless command: the settings governed by the data dir's project (users, roles and
+/// policies never come from the caller's `--project-dir`), then `body` on a current-thread
+/// runtime; returns its exit code.
+fn headless<F, Fut>(globals: &Globals, body: F) -> i32
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
     let settings = match crate::host::governed_settings(&globals.project_dir, &globals.data_dir) {
         Ok(settings) => settings,
         Err(error) => {
@@ -390,7 +401,7 @@ pub fn run(globals: &Globals, workflow: &Path, options: &RunOptions) -> i32 {
             return exit::FAILED;
         }
     };
-    tokio.block_on(run_headless(globals, workflow, options, settings))
+    tokio.block_on(body(settings))
 }
 
 async fn run_headless(
@@ -485,21 +496,7 @@ async fn shutdown(runtime: Arc<Runtime>, host: Option<Host>) {
 /// Exit 2 when the run cannot be resumed: unknown, finished, or its owner is alive (the
 /// message names the owner's pid).
 pub fn resume(globals: &Globals, run: &str, options: &RunOptions) -> i32 {
-    let settings = match Settings::load(&globals.project_dir) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("{error}");
-            return exit::INVALID;
-        }
-    };
-    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(tokio) => tokio,
-        Err(error) => {
-            eprintln!("flightdeck: cannot start the async runtime: {error}");
-            return exit::FAILED;
-        }
-    };
-    tokio.block_on(resume_headless(globals, run, options, settings))
+    headless(globals, |settings| resume_headless(globals, run, options, settings))
 }
 
 async fn resume_headless(
