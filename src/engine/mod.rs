@@ -41,6 +41,7 @@ use crate::governance::Approvals;
 use crate::ids::{AgentId, RunId};
 use crate::pool::Pool;
 use crate::resilience::BreakerBoard;
+use crate::resilience::limits::RateLimits;
 use crate::resume::ResumePoint;
 use crate::safety::SafetyChecker;
 use crate::workflow::Plan;
@@ -88,6 +89,8 @@ pub(crate) struct EngineInner {
     pub(crate) workspaces: Workspaces,
     /// The safety rules in force, compiled once.
     pub(crate) safety: SafetyChecker,
+    /// Per-backend request and token rates, shared by every run.
+    pub(crate) rate_limits: RateLimits,
     /// Where safety matches are recorded, once the runtime gave it (see [`Engine::audit_to`]).
     pub(crate) audit: OnceLock<AuditLog>,
     /// Oldest first.
@@ -124,6 +127,7 @@ impl Engine {
                 workspaces: Workspaces::new(&parts.project_dir, &parts.data_dir),
                 conflicts: Conflicts::new(parts.bus.clone()),
                 safety: SafetyChecker::new(&parts.settings.safety),
+                rate_limits: RateLimits::new(&parts.settings.rate_limits),
                 audit: OnceLock::new(),
                 bus: parts.bus,
                 registry: parts.registry,
@@ -231,7 +235,7 @@ impl Engine {
             control: sender.clone(),
             phase: phase_rx,
         };
-        let shared = Arc::new(RunShared { run, plan, engine: Arc::clone(&self.inner) });
+        let shared = Arc::new(RunShared::new(run, plan, Arc::clone(&self.inner)));
         let mut scheduler = Scheduler::new(shared, sender.downgrade(), phase_tx);
         if let Some(point) = point {
             scheduler.resume_from(point, crate::bus::now_ms());
