@@ -27,6 +27,13 @@ pub const TOKENS_PER_MINUTE: &str = "tokens_per_minute";
 /// Budgets warn once spend reaches this share of them.
 pub const WARNING_SHARE: f64 = 0.8;
 
+/// Requests let through at once: one second's worth (at least one). Providers enforce a
+/// per-minute limit over shorter windows too (`OpenAI`: 60,000 RPM may be enforced as
+/// 1,000 per second), so a minute's whole quota at once would be refused anyway.
+fn burst_of(per_minute: NonZeroU32) -> NonZeroU32 {
+    NonZeroU32::new(per_minute.get() / 60).unwrap_or(NonZeroU32::MIN)
+}
+
 /// The rate limits of every backend, shared by every run of the engine.
 #[derive(Default)]
 pub struct RateLimits {
@@ -54,10 +61,9 @@ impl RateLimits {
                 limit.requests_per_minute.is_some() || limit.tokens_per_minute.is_some()
             })
             .map(|(backend, limit)| {
-                let requests = limit
-                    .requests_per_minute
-                    .and_then(NonZeroU32::new)
-                    .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm)));
+                let requests = limit.requests_per_minute.and_then(NonZeroU32::new).map(|rpm| {
+                    RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst_of(rpm)))
+                });
                 let tokens = limit.tokens_per_minute.filter(|&tpm| tpm > 0).map(TokenWindow::new);
                 (backend.clone(), BackendLimits { requests, tokens })
             })
@@ -284,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_per_minute_lets_the_quota_through_then_names_the_wait() {
+    fn requests_per_minute_spreads_requests_and_names_the_wait() {
         let mut settings = BTreeMap::new();
         settings.insert(
             "api".to_owned(),
@@ -293,10 +299,11 @@ mod tests {
         let limits = RateLimits::new(&settings);
         assert_eq!(limits.try_start("other"), Ok(()));
         assert_eq!(limits.try_start("api"), Ok(()));
-        assert_eq!(limits.try_start("api"), Ok(()));
-        let refused = limits.try_start("api").expect_err("third in a minute");
+        let refused = limits.try_start("api").expect_err("spread evenly: one each 30 s");
         assert_eq!(refused.limit, REQUESTS_PER_MINUTE);
         assert!(refused.wait > Duration::from_secs(25) && refused.wait <= Duration::from_secs(30));
+        let per_second = NonZeroU32::new(600).expect("600");
+        assert_eq!(burst_of(per_second).get(), 10);
         assert!(RateLimits::new(&BTreeMap::new()).is_empty());
     }
 
