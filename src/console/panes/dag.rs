@@ -356,6 +356,15 @@ fn detail_lines(
         first.push((Role::Muted, format!(" · {backend}")));
     }
     lines.push(first);
+    if let Some(wait) = &task.rate_limited {
+        lines.push(vec![(Role::Pending, format!("⧗ {}", wait.describe()))]);
+    }
+    let spent = task.spend.describe().map(|spent| format!("spent {spent}"));
+    let marks: Vec<String> = spent.into_iter().chain(task.budget_note.clone()).collect();
+    if !marks.is_empty() {
+        let role = if task.budget_note.is_some() { Role::Warn } else { Role::Muted };
+        lines.push(vec![(role, marks.join(" · "))]);
+    }
 
     let names = |indices: &[usize]| -> String {
         indices

@@ -105,6 +105,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ],
         ));
     }
+    if let Some(spent) = run.spend.describe() {
+        let role = if run.budget_note.is_some() { Role::Warn } else { Role::Text };
+        let text = match &run.budget_note {
+            Some(note) => format!("$ {spent} · {note}"),
+            None => format!("$ {spent}"),
+        };
+        parts.push((2, vec![Span::styled("  │  ", muted), Span::styled(text, theme.style(role))]));
+    }
     if run.simulated {
         parts.push((
             2,
