@@ -133,6 +133,31 @@ impl Replay {
         true
     }
 
+    /// Whether the cursor is playing (1× or 10×).
+    pub fn is_playing(&self) -> bool {
+        self.state.replay.is_some_and(|c| c.playing.is_some())
+    }
+
+    /// Playing: advance the cursor by one frame of the run's own time (`frame_ms` times the
+    /// speed), applying every event up to it; stops at the end.
+    pub fn play_frame(&mut self, frame_ms: u64) {
+        let Some(speed) = self.state.replay.and_then(|c| c.playing) else { return };
+        let until = self.state.replay.map_or(0, |c| c.at_ms) + frame_ms * u64::from(speed);
+        let mut target = self.position;
+        while self.events.get(target).is_some_and(|e| e.ts_ms <= until) {
+            target += 1;
+        }
+        self.seek_to(target);
+        let ended = self.position == self.len();
+        if let Some(cursor) = self.state.replay.as_mut() {
+            cursor.at_ms = until;
+            if ended {
+                cursor.playing = None;
+            }
+        }
+        self.state.now_ms = until;
+    }
+
     /// The position just after the next (or before the previous) event that ends a task.
     fn task_boundary(&self, forward: bool) -> usize {
         let ends_task = |e: &Arc<Envelope>| {

@@ -117,3 +117,113 @@ fn replay_snapshots() {
         );
     }
 }
+
+/// A stored run whose tasks ran on a process, a coding agent, an HTTP backend and the
+/// simulator; each succeeded.
+fn mixed_backends() -> Vec<Arc<Envelope>> {
+    use crate::event::{AnswerDetails, PlannedTask};
+    use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+    let tasks = [
+        ("build", "process"),
+        ("refactor", "claude-code"),
+        ("notify", "http"),
+        ("estimate", "sim"),
+    ];
+    let plan = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (task, _))| PlannedTask {
+            task: TaskId::new(*task),
+            description: format!("{task} step"),
+            agent: AgentId::new("backend-architect"),
+            score: None,
+            depends_on: if i == 0 { vec![] } else { vec![TaskId::new("build")] },
+            layer: usize::from(i > 0),
+            timeout_ms: 60_000,
+            retries: 0,
+        })
+        .collect();
+    let mut events = vec![Event::RunStarted {
+        workflow: "mixed".into(),
+        file: "workflows/mixed.yaml".into(),
+        goal: None,
+        max_parallel: 4,
+        fail_fast: false,
+        simulated: false,
+        tasks: plan,
+    }];
+    for (i, (task, backend)) in tasks.iter().enumerate() {
+        let simulated = *backend == "sim";
+        events.push(Event::TaskStarted {
+            task: TaskId::new(*task),
+            agent: AgentId::new("backend-architect"),
+            attempt: 1,
+            instance: InstanceId(i as u64 + 1),
+            backend: (*backend).to_owned(),
+            simulated,
+        });
+        events.push(Event::TaskSucceeded {
+            task: TaskId::new(*task),
+            agent: AgentId::new("backend-architect"),
+            attempt: 1,
+            duration_ms: 1_000,
+            output: "done".into(),
+            usage: None,
+            simulated,
+            details: AnswerDetails::default(),
+        });
+    }
+    events.push(Event::RunFinished {
+        status: crate::event::RunStatus::Succeeded,
+        succeeded: 4,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 8_000,
+    });
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let seq = i as u64 + 1;
+            let ts_ms = testing::T0 + seq * 1_000;
+            Arc::new(Envelope { seq, ts_ms, run_id: Some(RunId::new("r-mixed")), event })
+        })
+        .collect()
+}
+
+/// In replay, a task that ran on a process, a coding agent or HTTP carries the mark on its
+/// node, the simulated one does not, and the DAG's border explains the mark; live, no node
+/// is marked.
+#[test]
+fn replayed_tasks_that_could_have_had_side_effects_are_marked_on_the_node() {
+    let theme = testing::theme();
+    for (w, h) in [(160, 45), (80, 24), (60, 16)] {
+        let mut replay = Replay::open(mixed_backends(), base(w, h));
+        replay.seek(Seek::End);
+        let screen = testing::render_screen(&replay.state, &theme, w, h);
+        assert_snapshot!(format!("replay_side_effects_{w}x{h}"), screen);
+    }
+    let mut replay = Replay::open(mixed_backends(), base(160, 45));
+    replay.seek(Seek::End);
+    let shown = testing::render_screen(&replay.state, &theme, 160, 45).to_string();
+    for task in ["build ⚠", "refactor ⚠", "notify ⚠"] {
+        assert!(shown.contains(task), "{task} marked:\n{shown}");
+    }
+    assert!(shown.contains("estimate") && !shown.contains("estimate ⚠"), "{shown}");
+    assert!(shown.contains("⚠ side effects possible"), "the legend:\n{shown}");
+    // Before the tasks ran, nothing is marked.
+    replay.seek_to(1);
+    let before = testing::render_screen(&replay.state, &theme, 160, 45).to_string();
+    assert!(!before.contains('⚠'), "{before}");
+    // Live, the same run carries no mark.
+    let live = folded(&mixed_backends(), 160, 45);
+    let live = testing::render_screen(&live, &theme, 160, 45).to_string();
+    assert!(!live.contains('⚠'), "{live}");
+    // The help explains it (in replay only).
+    let help = crate::console::panes::help::lines(&replay.state);
+    let text: Vec<String> =
+        help.iter().map(|l| l.iter().map(|(_, t)| t.as_str()).collect()).collect();
+    assert!(text.iter().any(|l| l.contains("⚠") && l.contains("real backend")), "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("leave the replay")), "{text:#?}");
+}
