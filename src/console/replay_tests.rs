@@ -227,3 +227,96 @@ fn replayed_tasks_that_could_have_had_side_effects_are_marked_on_the_node() {
     assert!(text.iter().any(|l| l.contains("⚠") && l.contains("real backend")), "{text:#?}");
     assert!(text.iter().any(|l| l.contains("leave the replay")), "{text:#?}");
 }
+
+/// Memory of a replay's snapshots (a figure, not a check): `cargo test --lib
+/// replay_memory_10k -- --ignored --nocapture`. The run of the console bench: 10,000 tasks
+/// on a process backend, 30,001 events, the cursor at the end.
+#[test]
+#[ignore = "prints a figure"]
+fn replay_memory_10k() {
+    use crate::event::{AnswerDetails, PlannedTask};
+    use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+    fn rss_kb() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let (layers, width) = (100, 100);
+    let mut tasks = Vec::new();
+    for layer in 0..layers {
+        for i in 0..width {
+            let mut deps = Vec::new();
+            if layer > 0 {
+                deps.push(TaskId::new(format!("task-{}-{}", layer - 1, i)));
+                deps.push(TaskId::new(format!("task-{}-{}", layer - 1, (i + 7) % width)));
+            }
+            tasks.push(PlannedTask {
+                task: TaskId::new(format!("task-{layer}-{i}")),
+                description: format!("step {i} of layer {layer}"),
+                agent: AgentId::new(format!("agent-{}", i % 40)),
+                score: None,
+                depends_on: deps,
+                layer,
+                timeout_ms: 30_000,
+                retries: 1,
+            });
+        }
+    }
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task.clone()).collect();
+    let mut events = vec![Event::RunStarted {
+        workflow: "big".into(),
+        file: "big.yaml".into(),
+        goal: None,
+        max_parallel: 8,
+        fail_fast: false,
+        simulated: false,
+        tasks,
+    }];
+    for (i, task) in ids.into_iter().enumerate() {
+        events.push(Event::TaskReady { task: task.clone() });
+        events.push(Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            instance: InstanceId(i as u64 % 8),
+            backend: "process".into(),
+            simulated: false,
+        });
+        events.push(Event::TaskSucceeded {
+            task,
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            duration_ms: 10,
+            output: "ok".into(),
+            usage: None,
+            simulated: false,
+            details: AnswerDetails::default(),
+        });
+    }
+    let run = Some(RunId::new("r-big"));
+    let events: Vec<Arc<Envelope>> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let seq = i as u64 + 1;
+            Arc::new(Envelope { seq, ts_ms: testing::T0 + seq * 10, run_id: run.clone(), event })
+        })
+        .collect();
+    let before = rss_kb();
+    let mut replay = Replay::open(events, base(160, 45));
+    let opened = rss_kb();
+    replay.seek(Seek::End);
+    let at_end = rss_kb();
+    let snapshots = replay.len() / super::SNAPSHOT_EVERY;
+    println!(
+        "replay of {} events: opened +{} MB, at the end with {snapshots} snapshots +{} MB \
+         (about {} MB a snapshot)",
+        replay.len(),
+        opened.saturating_sub(before) / 1024,
+        at_end.saturating_sub(before) / 1024,
+        at_end.saturating_sub(opened) / 1024 / (snapshots as u64 + 1),
+    );
+}
