@@ -248,7 +248,7 @@ fn open(globals: &Globals) -> Result<Option<RunStore>, StoreError> {
     if !path.exists() {
         return Ok(None);
     }
-    RunStore::open(&path).map(Some)
+    RunStore::open_read_only(&path).map(Some)
 }
 
 /// The run named by `wanted` and its stored events.

@@ -209,6 +209,10 @@ fn question(state: &State, command: &Command) -> Option<String> {
                     .and_then(|c| c.verdicts.get(n.saturating_sub(1)))
                     .map(|v| format!("{}'s \"{}\"", v.agent, v.verdict.decision)),
                 ConflictChoice::Own(text) => Some(format!("your own decision \"{text}\"")),
+                ConflictChoice::Recommended => Some("the ladder's recommendation".to_owned()),
+                ConflictChoice::Refused(_) => {
+                    return Some(format!("Refuse to decide {task}? The panel task fails."));
+                }
             };
             format!(
                 "Settle {task} with {}? The other verdicts are overruled.",
