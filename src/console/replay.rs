@@ -17,6 +17,18 @@ use super::state::{ReplayCursor, State};
 /// doubles the snapshots kept (a 30,001-event run keeps 29).
 pub const SNAPSHOT_EVERY: usize = 1_024;
 
+/// Task copies all snapshots together may hold (a snapshot holds every planned task; about
+/// 13 MB for 10,000 tasks): a run too big for [`SNAPSHOT_EVERY`] within it gets fewer
+/// snapshots, further apart, trading slower steps back for bounded memory.
+pub const SNAPSHOT_TASK_BUDGET: usize = 320_000;
+
+/// Events between snapshots for a run of `events` events and `tasks` planned tasks: every
+/// [`SNAPSHOT_EVERY`], unless that would hold more than [`SNAPSHOT_TASK_BUDGET`] task copies.
+pub fn snapshot_spacing(events: usize, tasks: usize) -> usize {
+    let snapshots = (SNAPSHOT_TASK_BUDGET / tasks.max(1)).max(1);
+    SNAPSHOT_EVERY.max(events.div_ceil(snapshots))
+}
+
 /// Where to move the cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seek {
@@ -48,7 +60,15 @@ impl Replay {
     /// Open at the start (nothing applied): opening costs the events' reading, not their
     /// folding.
     pub fn open(events: Vec<Arc<Envelope>>, base: State) -> Self {
-        Self::open_every(events, base, SNAPSHOT_EVERY)
+        let tasks = events
+            .iter()
+            .map(|e| match &e.event {
+                Event::RunStarted { tasks, .. } => tasks.len(),
+                _ => 0,
+            })
+            .sum();
+        let every = snapshot_spacing(events.len(), tasks);
+        Self::open_every(events, base, every)
     }
 
     /// [`Replay::open`] with a snapshot every `every` events (tests use small numbers).
