@@ -371,8 +371,8 @@ fn replay_opens_a_stored_run_with_a_time_cursor() {
 }
 
 /// The Runs list (`W`) lists a run stored by a headless `run`; `p` opens it in replay (REPLAY
-/// in the header, `End` shows it succeeded), `q` goes back to the live console, and a second
-/// `q` quits (no live run).
+/// in the header, `End` shows it succeeded), `q` goes back to the list over the live console,
+/// `q` closes the list and `q` quits (no live run).
 #[test]
 fn the_runs_list_opens_a_stored_run_in_replay_and_q_goes_back() {
     let data_dir = tempfile::tempdir().unwrap();
@@ -404,9 +404,12 @@ fn the_runs_list_opens_a_stored_run_in_replay_and_q_goes_back() {
         screen.lines().next().is_some_and(|h| h.contains("REPLAY") && h.contains("✓ succeeded"))
     });
     session.press(b"q");
-    session.wait_for("back to the live console", |screen| {
+    session.wait_for("back to the Runs list over the live console", |screen| {
         screen.lines().next().is_some_and(|header| !header.contains("REPLAY"))
+            && screen.contains("p replay")
     });
+    session.press(b"q");
+    session.wait_for("the Runs list closed", |screen| !screen.contains("p replay"));
     let (success, raw) = session.quit();
     assert!(success, "exit status 0");
     assert_restored(&raw);
