@@ -13,6 +13,8 @@ use crate::event::RunStatus;
 /// Status word, glyph and role of a run.
 pub fn run_status(run: &RunView) -> (&'static str, Role) {
     match run.outcome.map(|o| o.status) {
+        // Read from the store, not followed: it stopped without an end (or goes on elsewhere).
+        None if run.from_store => ("↯ interrupted", Role::Warn),
         None => ("▶ running", Role::Running),
         Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),
