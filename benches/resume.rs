@@ -7,6 +7,8 @@
 //!    stored workflow in a temp folder, written as a crashed `flightdeck run` leaves them;
 //!    then `Runtime::resume_run`, timed until the first new attempt starts (its
 //!    `task_started` on the bus), and with the runtime's start before it. Target ≤ 200 ms.
+//!    Apart, the part of it that reads the run: `RunStore::fold_run` (what resume reads) and
+//!    `RunStore::events` (every event decoded, what `runs events` and replay read).
 //!
 //! Plain timings rather than divan: each figure is one long operation measured a few times.
 
@@ -154,6 +156,8 @@ fn resume_latency() {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut firsts = Vec::new();
     let mut with_start = Vec::new();
+    let mut folds = Vec::new();
+    let mut reads = Vec::new();
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -174,6 +178,14 @@ fn resume_latency() {
                 store.append_batch(batch).unwrap();
             }
             drop(lock);
+            let began = Instant::now();
+            let model = store.fold_run(&run, OutputKeep::None).unwrap();
+            folds.push(began.elapsed());
+            assert_eq!(model.progress(), (RESUME_DONE, RESUME_TASKS));
+            let began = Instant::now();
+            let events = store.events(&run).unwrap();
+            reads.push(began.elapsed());
+            assert_eq!(events.len(), 1 + RESUME_DONE * 6);
         }
         let settings = Settings::load(root).unwrap();
         let (first, whole) = tokio.block_on(async {
@@ -204,6 +216,8 @@ fn resume_latency() {
     }
     firsts.sort();
     with_start.sort();
+    folds.sort();
+    reads.sort();
     println!(
         "resume: {RESUME_TASKS}-task run, {RESUME_DONE} done: first new attempt {:.1} ms after \
          resume_run (median of 5; min {:.1}, max {:.1}); {:.1} ms including the runtime's start",
@@ -211,5 +225,10 @@ fn resume_latency() {
         firsts[0].as_secs_f64() * 1000.0,
         firsts[4].as_secs_f64() * 1000.0,
         with_start[2].as_secs_f64() * 1000.0,
+    );
+    println!(
+        "resume: reading the run back (median of 5): fold_run {:.1} ms, events {:.1} ms",
+        folds[2].as_secs_f64() * 1000.0,
+        reads[2].as_secs_f64() * 1000.0,
     );
 }

@@ -10,6 +10,7 @@ mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation};
 use crate::event::{
@@ -37,6 +38,14 @@ pub enum OutputKeep {
     Tail(usize),
     /// Each attempt's whole output, split by stream.
     Full,
+}
+
+impl OutputKeep {
+    /// Whether a fold keeping this much reads streamed output (`task_output`) at all: one
+    /// that does not may be handed a run's events without them.
+    pub fn reads_output(self) -> bool {
+        self != Self::None
+    }
 }
 
 /// How a run ended.
@@ -406,9 +415,11 @@ pub struct RunModel {
     pub started_ms: u64,
     pub outcome: Option<RunOutcome>,
     /// In plan order; tasks of every `RunStarted`, so a run resumed with a new plan keeps its
-    /// earlier tasks.
-    pub tasks: Vec<TaskModel>,
-    pub index: HashMap<TaskId, usize>,
+    /// earlier tasks. Each behind an `Arc`, as is the index: a copy of the model (a replay's
+    /// snapshot) shares every task and copies one only when an event changes it, so copying
+    /// a 10,000-task run costs a list of pointers instead of every task's strings.
+    pub tasks: Vec<Arc<TaskModel>>,
+    pub index: Arc<HashMap<TaskId, usize>>,
     /// Attempts started on a simulation backend, and on a real one.
     pub simulated_attempts: usize,
     pub real_attempts: usize,
@@ -447,7 +458,7 @@ impl RunModel {
             started_ms: 0,
             outcome: None,
             tasks: Vec::new(),
-            index: HashMap::new(),
+            index: Arc::default(),
             simulated_attempts: 0,
             real_attempts: 0,
             last_seq: 0,
@@ -478,18 +489,18 @@ impl RunModel {
     }
 
     pub fn task(&self, id: &TaskId) -> Option<&TaskModel> {
-        self.index.get(id).and_then(|i| self.tasks.get(*i))
+        self.index.get(id).and_then(|i| self.tasks.get(*i)).map(Arc::as_ref)
     }
 
     pub fn task_mut(&mut self, id: &TaskId) -> Option<&mut TaskModel> {
-        self.index.get(id).and_then(|i| self.tasks.get_mut(*i))
+        self.index.get(id).and_then(|i| self.tasks.get_mut(*i)).map(Arc::make_mut)
     }
 
     /// Tasks whose conflict waits for a person, in plan order.
     pub fn open_conflicts(&self) -> impl Iterator<Item = (&TaskModel, &ConflictModel)> {
         self.tasks
             .iter()
-            .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (t, c)))
+            .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (&**t, c)))
     }
 
     /// Whether this model has seen its `RunStarted`.
@@ -576,10 +587,11 @@ impl RunModel {
                 self.simulated |= *simulated;
                 self.outcome = None;
                 self.tasks.reserve(tasks.len());
+                let index = Arc::make_mut(&mut self.index);
                 for planned in tasks {
-                    if !self.index.contains_key(&planned.task) {
-                        self.index.insert(planned.task.clone(), self.tasks.len());
-                        self.tasks.push(TaskModel::new(planned.clone()));
+                    if !index.contains_key(&planned.task) {
+                        index.insert(planned.task.clone(), self.tasks.len());
+                        self.tasks.push(Arc::new(TaskModel::new(planned.clone())));
                     }
                 }
                 true
@@ -625,7 +637,11 @@ impl RunModel {
                     _ => {}
                 }
                 let keep = self.keep;
-                let task = &mut self.tasks[at];
+                if matches!(event, Event::TaskOutput { .. }) && !keep.reads_output() {
+                    // Before `make_mut`: a task shared with a copy stays shared.
+                    return false;
+                }
+                let task = Arc::make_mut(&mut self.tasks[at]);
                 let changed = fold_task(task, event, ts, keep);
                 // A retried task makes a finished run active again.
                 if changed && !task.status.is_final() && task.status != TaskStatus::Pending {

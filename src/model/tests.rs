@@ -606,3 +606,18 @@ fn retries_used_count_the_round_and_end_with_it() {
     feed.push(succeeded(3, AnswerDetails::default()));
     assert_eq!(feed.a().retries_used, 0, "a final state ends the round");
 }
+
+#[test]
+fn a_fold_that_keeps_no_output_ignores_output_events() {
+    // `RunStore::fold_run` leaves them unread when `reads_output` says so.
+    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
+        let mut feed = Feed::new(keep);
+        assert!(feed.push(start(1, true)));
+        let before = feed.model.clone();
+        let changed = feed.push(output(OutputStream::Stdout, "a line"));
+        assert_eq!(changed, keep.reads_output(), "{keep:?}");
+        if !keep.reads_output() {
+            assert_eq!(feed.model, before);
+        }
+    }
+}
