@@ -40,11 +40,21 @@ pub enum OutputKeep {
     Full,
 }
 
+/// Kinds of events (`Event::kind`) a run model never folds: they name no task of a run
+/// (pool and gate events). The store does not decode them when it folds a run.
+pub const UNFOLDED_KINDS: [&str; 3] = ["instance_idle", "instance_reserved", "command_accepted"];
+
 impl OutputKeep {
     /// Whether a fold keeping this much reads streamed output (`task_output`) at all: one
     /// that does not may be handed a run's events without them.
     pub fn reads_output(self) -> bool {
         self != Self::None
+    }
+
+    /// Whether a fold keeping this much may be handed a run's events without those of
+    /// `kind`: they change nothing in it.
+    pub fn ignores(self, kind: &str) -> bool {
+        (kind == "task_output" && !self.reads_output()) || UNFOLDED_KINDS.contains(&kind)
     }
 }
 

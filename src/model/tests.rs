@@ -619,5 +619,32 @@ fn a_fold_that_keeps_no_output_ignores_output_events() {
         if !keep.reads_output() {
             assert_eq!(feed.model, before);
         }
+        assert_eq!(keep.ignores("task_output"), !keep.reads_output());
+    }
+}
+
+#[test]
+fn unfolded_kinds_change_nothing() {
+    let agent = || AgentId::new("coder");
+    let events = [
+        Event::InstanceIdle { instance: InstanceId(7), agent: agent() },
+        Event::InstanceReserved { instance: InstanceId(7), agent: agent() },
+        Event::CommandAccepted {
+            user: UserId::new("ann"),
+            role: "admin".into(),
+            command: "cancel a".into(),
+        },
+    ];
+    assert_eq!(events.len(), UNFOLDED_KINDS.len());
+    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
+        let mut feed = Feed::new(keep);
+        assert!(feed.push(start(1, true)));
+        for event in &events {
+            assert!(keep.ignores(event.kind()), "{}", event.kind());
+            let before = feed.model.clone();
+            assert!(!feed.push(event.clone()), "{}", event.kind());
+            assert_eq!(feed.model, before);
+        }
+        assert!(!keep.ignores("task_started"));
     }
 }

@@ -387,13 +387,18 @@ impl RunStore {
 
     /// A run's stored events folded by the run model, keeping `keep` of their output. Reads
     /// as it folds, without holding the events, and skips the lines the fold would ignore
-    /// (streamed output when it keeps none): what resume and the task counts need.
+    /// (pool events, and streamed output when it keeps none): what resume and the task
+    /// counts need.
     pub fn fold_run(&self, run: &RunId, keep: OutputKeep) -> Result<RunModel, StoreError> {
         let mut model = RunModel::new(keep);
-        let skip = |kind: &str| !keep.reads_output() && kind == "task_output";
-        self.each_event(run, 0, skip, |envelope| {
-            model.apply(&envelope);
-        })?;
+        self.each_event(
+            run,
+            0,
+            |kind| keep.ignores(kind),
+            |envelope| {
+                model.apply(&envelope);
+            },
+        )?;
         Ok(model)
     }
 
