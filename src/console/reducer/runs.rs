@@ -51,6 +51,7 @@ pub(super) fn run_loaded(state: &mut State, run: RunId, events: &[Arc<Envelope>]
         return;
     }
     state.runs.entry(run.clone()).or_insert_with(|| RunView::from_model(model));
+    super::conflicts::run_loaded(state, &run);
     show(state, run);
 }
 
