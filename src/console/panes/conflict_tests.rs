@@ -377,8 +377,12 @@ fn two_runs_with_the_same_task_are_asked_and_settled_by_run_and_task() {
     assert!(matches!(&state.prompt, Some(Prompt::Conflict { key, .. }) if key.0 == run_b()));
     act(&mut state, Action::Later);
     act(&mut state, Action::OpenConflicts);
-    let open: Vec<_> =
-        state.conflict_entries().iter().filter(|e| e.waiting).map(|e| e.key()).collect();
+    let open: Vec<_> = state
+        .conflict_entries()
+        .iter()
+        .filter(|e| e.waiting)
+        .map(crate::console::conflicts::ConflictEntry::key)
+        .collect();
     assert_eq!(open.len(), 2);
     act(&mut state, Action::SelectNext);
     let selected = state.conflicts.cursor.selected.clone().expect("selected");
