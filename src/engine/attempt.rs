@@ -36,6 +36,8 @@ pub(crate) struct Job {
     pub(crate) failures: u32,
     pub(crate) context: Value,
     pub(crate) cancel: CancellationToken,
+    /// A panel task's conflict stored before a crash: go on from it (see `panel::run`).
+    pub(crate) conflict: Option<Arc<crate::model::ConflictModel>>,
 }
 
 /// One of at most `max_parallel` long-lived workers of a run: it runs the jobs the
