@@ -229,3 +229,94 @@ fn a_conflict_waiting_when_the_run_is_killed_is_asked_again_on_resume_not_its_me
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert_eq!(project.calls("impl-plain"), 1);
 }
+
+#[test]
+fn replay_shows_the_conflict_each_step_and_the_decision_when_they_happened() {
+    use std::sync::Arc;
+
+    use flightdeck::console::keys::Action;
+    use flightdeck::console::reducer::{Effect, Input, reduce};
+    use flightdeck::console::replay::{Replay, Seek};
+    use flightdeck::console::state::{Prompt, State};
+
+    let project = Project::new();
+    let run = project.command(&["run", "workflows/pick.yaml", "--decide", "recommend"]).output();
+    let run = run.unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    // No agent can answer any more; replay needs none.
+    std::fs::remove_file(project.root().join("say.sh")).unwrap();
+    let calls =
+        (project.calls("impl-plain"), project.calls("impl-other"), project.calls("judge-first"));
+    assert_eq!(calls, (1, 1, 2));
+
+    let events: Vec<Arc<Envelope>> = project.events().into_iter().map(Arc::new).collect();
+    let key = (events[0].run_id.clone().unwrap(), flightdeck::ids::TaskId::new("q"));
+    let at =
+        |wanted: &dyn Fn(&Event) -> bool| events.iter().position(|e| wanted(&e.event)).unwrap();
+    let detected = at(&|e| matches!(e, Event::ConflictDetected { .. }));
+    let resolved = at(&|e| matches!(e, Event::ConflictResolved { .. }));
+    let steps: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.event, Event::ConflictStep { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(steps.len(), 4);
+
+    let mut base = State::new("ann", "viewer", project.root().to_owned(), "dark");
+    reduce(&mut base, Input::Resize { width: 160, height: 45 });
+    let mut replay = Replay::open(events.clone(), base);
+    let theme = flightdeck::console::theme::bundled("dark").unwrap();
+    let screen = |state: &State| {
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 45)).unwrap();
+        terminal
+            .draw(|f| {
+                let area = f.area();
+                flightdeck::console::panes::render_screen(state, &theme, area, f.buffer_mut());
+            })
+            .unwrap();
+        terminal.backend().to_string()
+    };
+    // Stepping on, one event at a time: the conflict appears, grows a step at a time, waits
+    // for a person and is settled, each at the event that did it.
+    for position in 0..=events.len() {
+        replay.seek_to(position);
+        let conflict = replay.state.conflict(&key);
+        if position <= detected {
+            assert!(conflict.is_none(), "no conflict before it was detected ({position})");
+            continue;
+        }
+        let conflict = conflict.unwrap();
+        let ran = steps.iter().filter(|i| **i < position).count();
+        assert_eq!(conflict.steps.len(), ran, "steps at {position}");
+        assert_eq!(conflict.resolution.is_some(), position > resolved, "decision at {position}");
+        let waiting = replay.state.conflicts.waiting.contains_key(&key);
+        assert_eq!(waiting, position > steps[3] && position <= resolved, "waiting at {position}");
+        assert!(replay.state.prompt.is_none(), "replay never asks anyone ({position})");
+        if waiting {
+            assert!(screen(&replay.state).contains("⏸ 1 conflict to decide"), "{position}");
+        }
+    }
+    // At the end, the Conflicts list opens it, settled, and nothing can be sent.
+    assert!(replay.seek(Seek::End) || replay.position() == events.len());
+    reduce(&mut replay.state, Input::Action(Action::OpenConflicts));
+    let shown = screen(&replay.state);
+    assert!(shown.contains("resolved"), "{shown}");
+    let effects = reduce(&mut replay.state, Input::Action(Action::OpenSelectedConflict));
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Send(_))));
+    assert!(matches!(replay.state.prompt, Some(Prompt::Conflict { .. })));
+    let shown = screen(&replay.state);
+    assert!(shown.contains("✓ settled"), "{shown}");
+    assert!(shown.contains("by flightdeck"), "{shown}");
+    for key in ['1', 'e'] {
+        let press = crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char(key),
+            crossterm::event::KeyModifiers::NONE,
+        );
+        assert_eq!(flightdeck::console::keys::action_for(&replay.state, &press), None);
+    }
+    let after =
+        (project.calls("impl-plain"), project.calls("impl-other"), project.calls("judge-first"));
+    assert_eq!(after, calls, "no agent called by the replay");
+}
