@@ -92,12 +92,13 @@ fn members(entry: &ConflictEntry<'_>) -> String {
     sides.join(" · ")
 }
 
-/// How it was settled: the decision, the step, and who when a person decided.
+/// How it was settled: the step, who when a person decided, and the decision.
 fn settled(entry: &ConflictEntry<'_>) -> String {
     match &entry.conflict.resolution {
         Some(r) => {
             let by = r.by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default();
-            format!("\"{}\" · {}{by}", one_line(&r.decision), r.resolved_by)
+            // How and by whom first: a narrow column cuts the decision, not the person.
+            format!("{}{by} · \"{}\"", r.resolved_by, one_line(&r.decision))
         }
         None => "-".to_owned(),
     }
