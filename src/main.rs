@@ -78,9 +78,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = ApprovalMode::Reject)]
         approvals: ApprovalMode,
         /// How a conflict that needs a person is settled with nobody there: `recommend`
-        /// takes the ladder's recommendation (recorded as the system user's, with why).
+        /// takes the ladder's recommendation (recorded as the system user's, with why);
+        /// `wait` leaves it waiting for a person (`:resolve` in `flightdeck attach`).
         /// Without it such a panel task fails, naming the agents and their decisions.
-        #[arg(long, value_name = "HOW", value_parser = ["recommend"])]
+        #[arg(long, value_name = "HOW", value_parser = ["recommend", "wait"])]
         decide: Option<String>,
     },
     /// What waits for a reviewer on the running host: run, task, agent, risk, reasons, who
@@ -130,6 +131,10 @@ enum Cmd {
         /// Run every remaining task on this backend (e.g. sim).
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
+        /// A conflict waiting for a person when the run stopped is asked again (its
+        /// members are not): `recommend` or `wait`, as for `run`.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend", "wait"])]
+        decide: Option<String>,
     },
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
@@ -332,7 +337,8 @@ fn main() {
                 backend,
                 max_parallel,
                 wait_for_approvals: approvals == ApprovalMode::Wait,
-                take_recommendation: decide.is_some(),
+                take_recommendation: decide.as_deref() == Some("recommend"),
+                wait_for_decisions: decide.as_deref() == Some("wait"),
             };
             cli::workflow::run(&globals, &workflow, &options)
         }
@@ -344,13 +350,14 @@ fn main() {
             cli::host::decide(&globals, &run, &task, false, Some(note))
         }
         Some(Cmd::Attach { readonly }) => cli::host::attach(&globals, readonly, log.current_file()),
-        Some(Cmd::Resume { run, json, backend }) => {
+        Some(Cmd::Resume { run, json, backend, decide }) => {
             let options = cli::workflow::RunOptions {
                 json,
                 backend,
                 max_parallel: None,
                 wait_for_approvals: false,
-                take_recommendation: false,
+                take_recommendation: decide.as_deref() == Some("recommend"),
+                wait_for_decisions: decide.as_deref() == Some("wait"),
             };
             cli::workflow::resume(&globals, &run, &options)
         }

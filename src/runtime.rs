@@ -838,6 +838,10 @@ async fn carry_out(
             engine.conflicts().resolve(&run, &task, &choice, user, note)?;
             json!({ "resolved": task, "choice": choice })
         }
+        Command::AskThirdOpinion { run, task } => {
+            let agent = engine.conflicts().ask_third_opinion(&run, &task, user)?;
+            json!({ "asked": agent, "task": task })
+        }
         Command::ResetBreaker { agent } => {
             inner.breakers.reset(&agent, user.as_str());
             json!({ "breaker": agent, "state": "closed" })

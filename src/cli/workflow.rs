@@ -367,6 +367,9 @@ pub struct RunOptions {
     pub wait_for_approvals: bool,
     /// `--decide recommend`: conflicts that need a person take the ladder's recommendation.
     pub take_recommendation: bool,
+    /// `--decide wait`: such conflicts wait for a person in another terminal (an attached
+    /// console's prompt or `:resolve`).
+    pub wait_for_decisions: bool,
 }
 
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
@@ -601,10 +604,17 @@ async fn follow(
             }
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
-                && let Err(error) =
-                    runtime.settle_unattended(&run, task, options.take_recommendation)
             {
-                printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                if options.wait_for_decisions {
+                    printer.line(&format!(
+                        "{task} waits for a person: `flightdeck attach`, then its conflict \
+                         prompt or `:resolve {task} N`"
+                    ));
+                } else if let Err(error) =
+                    runtime.settle_unattended(&run, task, options.take_recommendation)
+                {
+                    printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                }
             }
             committed.push(envelope);
         }

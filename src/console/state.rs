@@ -13,6 +13,7 @@ use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 use crate::resilience::{CallMetrics, assess};
 
+pub use super::conflicts::{ConflictEntry, ConflictInput, ConflictKey, ConflictsView};
 use super::layout::ScreenLayout;
 use super::ring::SharedRing;
 use super::theme::Role;
@@ -747,6 +748,10 @@ pub enum Prompt {
     /// Confirm a dangerous action, asked the same whether it came from a key or a `:`
     /// command; `confirm` starts false (the safe choice).
     Confirm { question: String, answer: Confirmed, confirm: bool },
+    /// Settle a conflict between agents: `choice` is a verdict's column, or `None` for
+    /// "Later" (where focus starts). Before `armed_ms` choosing does nothing, as for
+    /// approvals.
+    Conflict { key: ConflictKey, choice: Option<usize>, armed_ms: u64, input: ConflictInput },
 }
 
 /// What a confirmation does when answered yes.
@@ -772,6 +777,8 @@ pub enum Overlay {
     },
     /// The Runs list: live, finished and interrupted runs.
     Runs,
+    /// The Conflicts list: open and resolved conflicts of every run.
+    Conflicts,
 }
 
 /// What typed text goes into.
@@ -911,6 +918,8 @@ pub struct State {
     pub runs_list: RunsList,
     /// Approvals waiting, by run and task: two runs may wait on tasks with the same id.
     pub approvals: BTreeMap<ApprovalKey, PendingApproval>,
+    /// Conflicts between agents, by run and task.
+    pub conflicts: ConflictsView,
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
@@ -949,6 +958,7 @@ impl State {
             breakers: BreakersView::default(),
             audit: AuditView::default(),
             approvals: BTreeMap::new(),
+            conflicts: ConflictsView::default(),
             prompt: None,
             overlay: None,
             editing: Editing::None,
@@ -1048,6 +1058,9 @@ impl State {
     pub fn filter(&self, pane: PaneId) -> &str {
         if self.overlay == Some(Overlay::Runs) {
             return &self.runs_list.cursor.filter;
+        }
+        if self.overlay == Some(Overlay::Conflicts) {
+            return &self.conflicts.cursor.filter;
         }
         match pane {
             PaneId::Agents => &self.agents.cursor.filter,

@@ -284,7 +284,8 @@ pub fn run_of(command: &Command) -> Option<&RunId> {
         | Command::RetryTask { run, .. }
         | Command::Approve { run, .. }
         | Command::Reject { run, .. }
-        | Command::ResolveConflict { run, .. } => Some(run),
+        | Command::ResolveConflict { run, .. }
+        | Command::AskThirdOpinion { run, .. } => Some(run),
         _ => None,
     }
 }

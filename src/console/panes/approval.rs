@@ -122,6 +122,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ]);
             put_line(buf, inner, lines.len() + 1, &buttons);
         }
+        Some(Prompt::Conflict { .. }) => super::conflict::render(state, theme, area, buf),
         None => {}
     }
 }

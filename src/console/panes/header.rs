@@ -22,6 +22,22 @@ pub fn run_status(run: &RunView) -> (&'static str, Role) {
     }
 }
 
+/// What waits for a person, across runs: approvals and conflicts between agents.
+fn waiting_words((approvals, conflicts): (usize, usize)) -> Option<String> {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    match (approvals, conflicts) {
+        (0, 0) => None,
+        (n, 0) => Some(format!("⏸ {n} awaiting approval")),
+        (0, n) => Some(format!("⏸ {} to decide", plural(n, "conflict"))),
+        (a, c) => Some(format!(
+            "⏸ {} waiting for a person: {}, {}",
+            a + c,
+            plural(a, "approval"),
+            plural(c, "conflict")
+        )),
+    }
+}
+
 /// `mm:ss`, or `h:mm:ss` past an hour.
 pub fn elapsed(ms: u64) -> String {
     let secs = ms / 1000;
@@ -97,14 +113,10 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ),
         ],
     ));
-    let waiting = state.approvals.len();
-    if waiting > 0 {
+    if let Some(waiting) = waiting_words(state.decisions_waiting()) {
         parts.push((
             3,
-            vec![
-                Span::styled("  │  ", muted),
-                Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)),
-            ],
+            vec![Span::styled("  │  ", muted), Span::styled(waiting, theme.style(Role::Warn))],
         ));
     }
     if let Some(spent) = run.spend.describe() {
@@ -174,6 +186,17 @@ mod tests {
             assert_snapshot!(format!("header_{name}_120"), header(fixture, 120));
             assert_snapshot!(format!("header_{name}_60"), header(fixture, 60));
         }
+    }
+
+    #[test]
+    fn decisions_waiting_count_approvals_and_conflicts() {
+        assert_eq!(waiting_words((0, 0)), None);
+        assert_eq!(waiting_words((2, 0)).as_deref(), Some("⏸ 2 awaiting approval"));
+        assert_eq!(waiting_words((0, 1)).as_deref(), Some("⏸ 1 conflict to decide"));
+        assert_eq!(
+            waiting_words((1, 2)).as_deref(),
+            Some("⏸ 3 waiting for a person: 1 approval, 2 conflicts")
+        );
     }
 
     #[test]
