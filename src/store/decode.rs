@@ -5,8 +5,8 @@
 //! collects its own fields into another before its variant reads them. On a 10,000-task run
 //! that was most of what resume and `runs show` spent. The writer's lines have one shape
 //! (see [`super::encode`]): `{"seq":N,"ts":"…","run_id":"…","type":"kind",…fields}`. This
-//! reads that envelope prefix by hand and the fields of the common kinds straight into
-//! their variant (a struct per kind, ignoring the envelope's keys), with no buffer. Any
+//! reads that envelope prefix by hand and the event's fields, copied into an object of
+//! their own, of the common kinds straight into their variant (a struct per kind). Any
 //! other kind, or a line of another shape, is read by `serde` as before, so the result is
 //! always what `serde_json::from_str::<Envelope>` gives (tests compare both).
 
@@ -27,6 +27,8 @@ const SECOND_LEN: usize = 19;
 pub(crate) struct Decoder {
     /// The `YYYY-MM-DDTHH:MM:SS` last read, and its milliseconds since the epoch.
     second: Option<(String, u64)>,
+    /// The event's fields as a JSON object of their own, rebuilt for each line.
+    fields: String,
 }
 
 /// The envelope's own fields and the event's kind, read off the start of a line.
@@ -35,19 +37,8 @@ struct Prefix<'a> {
     ts_ms: u64,
     run_id: Option<RunId>,
     kind: &'a str,
-}
-
-impl Prefix<'_> {
-    /// The whole line's envelope: the event of a common kind read straight into its variant,
-    /// any other (or a fast read that failed, for `serde`'s own error) by `serde`.
-    fn read(self, line: &str) -> Result<Envelope, serde_json::Error> {
-        match fast_event(self.kind, line) {
-            Some(Ok(event)) => {
-                Ok(Envelope { seq: self.seq, ts_ms: self.ts_ms, run_id: self.run_id, event })
-            }
-            _ => serde_json::from_str(line),
-        }
-    }
+    /// The rest of the line after the kind: `,"task":…}`.
+    fields: &'a str,
 }
 
 impl Decoder {
@@ -55,7 +46,7 @@ impl Decoder {
     #[cfg(test)]
     pub(crate) fn decode(&mut self, line: &str) -> Result<Envelope, serde_json::Error> {
         match self.prefix(line) {
-            Some(prefix) => prefix.read(line),
+            Some(prefix) => self.read(prefix, line),
             None => serde_json::from_str(line),
         }
     }
@@ -69,11 +60,27 @@ impl Decoder {
     ) -> Result<Option<Envelope>, serde_json::Error> {
         match self.prefix(line) {
             Some(prefix) if skip(prefix.kind) => Ok(None),
-            Some(prefix) => prefix.read(line).map(Some),
+            Some(prefix) => self.read(prefix, line).map(Some),
             None => {
                 let envelope: Envelope = serde_json::from_str(line)?;
                 Ok((!skip(envelope.event.kind())).then_some(envelope))
             }
+        }
+    }
+
+    /// The whole line's envelope: the event of a common kind read straight into its variant
+    /// from its fields alone (the envelope's keys already read), any other (or a fast read
+    /// that failed, for `serde`'s own error) by `serde`.
+    fn read(&mut self, prefix: Prefix<'_>, line: &str) -> Result<Envelope, serde_json::Error> {
+        self.fields.clear();
+        self.fields.push('{');
+        self.fields.push_str(prefix.fields.strip_prefix(',').unwrap_or(prefix.fields));
+        match fast_event(prefix.kind, &self.fields) {
+            Some(Ok(event)) => {
+                let Prefix { seq, ts_ms, run_id, .. } = prefix;
+                Ok(Envelope { seq, ts_ms, run_id, event })
+            }
+            _ => serde_json::from_str(line),
         }
     }
 
@@ -99,8 +106,9 @@ impl Decoder {
         };
         let rest = rest.strip_prefix(",\"type\":\"")?;
         // Kinds are snake_case words: no escapes.
-        let kind = rest.get(..rest.find('"')?)?;
-        Some(Prefix { seq, ts_ms, run_id, kind })
+        let end = rest.find('"')?;
+        let (kind, fields) = (rest.get(..end)?, rest.get(end + 1..)?);
+        Some(Prefix { seq, ts_ms, run_id, kind, fields })
     }
 
     /// `2023-11-14T22:13:20.123Z` in milliseconds since the epoch, as `event::rfc3339_ms` reads
@@ -144,7 +152,8 @@ fn string_end(text: &str) -> Option<usize> {
 
 /// Reads the fields of each listed kind straight into its variant. Each kind gets a struct
 /// with the variant's fields and their serde attributes; the variant is then built field by
-/// field, so a field added to [`Event`] and not here fails to compile.
+/// field, so a field added to [`Event`] and not here fails to compile. Keys a struct does not
+/// know are skipped, as serde skips them in the variant.
 macro_rules! fast_kinds {
     ($kind:expr, $line:expr; $(
         $name:literal => $variant:ident { $( $(#[$attr:meta])* $field:ident : $ty:ty ),* $(,)? }
@@ -161,9 +170,9 @@ macro_rules! fast_kinds {
     };
 }
 
-/// The event of a line of a common kind; `None` for the others.
-fn fast_event(kind: &str, line: &str) -> Option<Result<Event, serde_json::Error>> {
-    fast_kinds!(kind, line;
+/// The event of a common kind from its fields (a JSON object); `None` for the other kinds.
+fn fast_event(kind: &str, fields: &str) -> Option<Result<Event, serde_json::Error>> {
+    fast_kinds!(kind, fields;
         "run_started" => RunStarted {
             workflow: String,
             file: std::path::PathBuf,
@@ -360,9 +369,10 @@ mod tests {
                 let line = line(&envelope);
                 let slow: Envelope = serde_json::from_str(&line).expect("serde reads it");
                 assert_eq!(slow, envelope);
-                let kind = decoder.prefix(&line).expect("the writer's shape").kind;
-                if kind != "notice" {
-                    let fast = fast_event(kind, &line).expect("a fast kind");
+                let prefix = decoder.prefix(&line).expect("the writer's shape");
+                if prefix.kind != "notice" {
+                    let fields = format!("{{{}", &prefix.fields[1..]);
+                    let fast = fast_event(prefix.kind, &fields).expect("a fast kind");
                     assert_eq!(fast.expect("read"), envelope.event, "{line}");
                 }
                 assert_eq!(decoder.decode(&line).expect("decode"), envelope, "{line}");
