@@ -583,6 +583,11 @@ fn resume_owned(
         let why = "its run_started event is not stored".to_owned();
         return Err(RuntimeError::NotResumable { run, why });
     }
+    // Separation of duties outlives the process: the starter recorded with the run still
+    // may not approve its tasks.
+    if let Some(starter) = &model.started_by {
+        inner.approvals.record_starter(&run, starter);
+    }
     let point = ResumePoint::from_model(&model);
     let killed_processes = kill_leftovers(&run);
     let (plan, workflow_changed) = plan_stored(inner, &run, &model, backend)?;

@@ -597,10 +597,19 @@ async fn follow(
             }
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
-                && let Err(error) =
-                    runtime.settle_unattended(&run, task, options.take_recommendation)
             {
-                printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                // With `--approvals wait` a person in another terminal may settle it
+                // (`flightdeck resolve`), unless `--decide recommend` said how.
+                if options.wait_for_approvals && !options.take_recommendation {
+                    printer.line(&format!(
+                        "{task} has a conflict waiting for a person: `flightdeck approvals` \
+                         lists it, `flightdeck resolve {run} {task} CHOICE` settles it"
+                    ));
+                } else if let Err(error) =
+                    runtime.settle_unattended(&run, task, options.take_recommendation)
+                {
+                    printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                }
             }
             committed.push(envelope);
         }

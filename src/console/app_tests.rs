@@ -423,3 +423,28 @@ async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
     let state = console.task.await.unwrap().unwrap();
     assert!(state.live_runs().is_empty());
 }
+
+#[test]
+fn a_conflict_that_asks_a_person_calls_one_like_an_approval() {
+    use crate::conflict::LadderStep;
+    use crate::event::{Envelope, Event};
+    use crate::ids::{RunId, TaskId};
+    let step = |step| Envelope {
+        seq: 1,
+        ts_ms: 1,
+        run_id: Some(RunId::new("r-1")),
+        event: Event::ConflictStep {
+            task: TaskId::new("q"),
+            step,
+            finding: String::new(),
+            winner: None,
+            decision: None,
+            recommendation: None,
+        },
+    };
+    assert_eq!(
+        super::attention_call(&step(LadderStep::Operator)).as_deref(),
+        Some("q: a conflict waits for a person")
+    );
+    assert_eq!(super::attention_call(&step(LadderStep::ThirdOpinion)), None);
+}

@@ -324,6 +324,10 @@ impl Session<'_> {
             ClientMessage::Approvals { id } => {
                 HostMessage::Approvals { id, approvals: self.runtime.pending_approvals() }
             }
+            ClientMessage::Conflicts { id } => HostMessage::Conflicts {
+                id,
+                conflicts: self.runtime.open_conflicts().into_iter().map(Into::into).collect(),
+            },
             ClientMessage::Command { id, command } => {
                 let (outcome, message) = self.command(command).await;
                 HostMessage::Reply { id, outcome, message }

@@ -339,6 +339,9 @@ pub struct RunModel {
     pub applied: u64,
     /// Times the run was resumed after its process died.
     pub resumes: u32,
+    /// Who started the run: the user of the gate's accepted `start_run` (stored with the
+    /// run), so a resumed run still knows whom separation of duties keeps from approving.
+    pub started_by: Option<UserId>,
     keep: OutputKeep,
 }
 
@@ -369,6 +372,7 @@ impl RunModel {
             last_ms: 0,
             applied: 0,
             resumes: 0,
+            started_by: None,
             keep,
         }
     }
@@ -403,6 +407,12 @@ impl RunModel {
         self.tasks
             .iter()
             .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (t, c)))
+    }
+
+    /// "Waiting for a person": the run is live and a task of it awaits an approval or a
+    /// conflict decision. Its own run state, never confused with running or idle.
+    pub fn waits_for_a_person(&self) -> bool {
+        self.is_active() && self.tasks.iter().any(|t| t.status.waits_for_person())
     }
 
     /// Whether this model has seen its `RunStarted`.
@@ -500,6 +510,13 @@ impl RunModel {
             Event::RunResumed { .. } => {
                 self.resumes += 1;
                 self.outcome = None;
+                true
+            }
+            Event::CommandAccepted { user, command, .. } if command == "start_run" => {
+                if self.started_by.is_some() {
+                    return false;
+                }
+                self.started_by = Some(user.clone());
                 true
             }
             Event::RunFinished { status, duration_ms, .. } => {
