@@ -458,6 +458,19 @@ pub enum Event {
         /// The match in context, on one line, the match itself between `«` and `»`.
         excerpt: String,
     },
+    // ---- approvals (hosts2) ----
+    /// The terms of an approval just requested, published right after its
+    /// `approval_requested`: who started the run (who may not approve it), when the deadline
+    /// passes, and how many different people must approve. The prompt shows them.
+    ApprovalTerms {
+        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by: Option<UserId>,
+        /// ms since the Unix epoch; none without `policies.approval_timeout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+        needed: u32,
+    },
 }
 
 impl Event {
@@ -487,7 +500,8 @@ impl Event {
             | Self::ConflictDetected { task, .. }
             | Self::ConflictStep { task, .. }
             | Self::ConflictResolved { task, .. }
-            | Self::SafetyRuleMatched { task, .. } => Some(task.as_str()),
+            | Self::SafetyRuleMatched { task, .. }
+            | Self::ApprovalTerms { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -565,6 +579,7 @@ impl Event {
             Self::ConflictStep { .. } => "conflict_step",
             Self::ConflictResolved { .. } => "conflict_resolved",
             Self::SafetyRuleMatched { .. } => "safety_rule_matched",
+            Self::ApprovalTerms { .. } => "approval_terms",
         }
     }
 }

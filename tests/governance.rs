@@ -272,7 +272,7 @@ async fn approved_task_wakes_with_the_reviewer_and_note() {
     assert!(approvals.pending().is_empty());
 
     let seen = collect(&mut events);
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].run_id, Some(run()));
     assert_eq!(
         seen[0].event,
@@ -283,8 +283,13 @@ async fn approved_task_wakes_with_the_reviewer_and_note() {
             reasons
         }
     );
+    // The terms follow the request: no starter recorded, no deadline (lenient policy).
     assert_eq!(
         seen[1].event,
+        Event::ApprovalTerms { task: task(), requested_by: None, deadline_ms: None, needed: 1 }
+    );
+    assert_eq!(
+        seen[2].event,
         Event::ApprovalDecided {
             task: task(),
             approved: true,

@@ -220,6 +220,10 @@ fn a_reviewer_approves_from_another_terminal_and_the_headless_run_completes() {
     assert_eq!(mode, 0o660, "{mode:o}");
 
     // A unique start of the run id is enough.
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "waiting", "a task awaiting approval: {runs}");
+
     let out = project.as_user("fdrex", &["approve", &run[..12], "rotate", "--note", "checked"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("approved as fdrex (reviewer)"), "{}", text(&out.stdout));
@@ -693,6 +697,13 @@ fn a_conflict_is_listed_with_its_members_and_resolved_from_another_terminal() {
         .collect();
     assert_eq!(decisions, [("impl-plain", "x"), ("impl-other", "y")]);
     assert!(waiting["recommendation"]["decision"].is_string(), "{waiting}");
+
+    // "Waiting for a person" is the run's own state in `runs list`, text and JSON.
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "waiting", "{runs}");
+    let runs = project.command(&["runs", "list"]).output().unwrap();
+    assert!(text(&runs.stdout).contains(" waiting "), "{}", text(&runs.stdout));
 
     let listed = project.as_user("fdrex", &["approvals"]);
     let listed = text(&listed.stdout);

@@ -219,9 +219,16 @@ impl Approvals {
             approved_by: Vec::new(),
             overdue: false,
         };
+        let terms;
         let ticket = {
             let mut waiting = self.lock();
             info.requested_by = waiting.starters.get(run).cloned();
+            terms = Event::ApprovalTerms {
+                task: task.clone(),
+                requested_by: info.requested_by.clone(),
+                deadline_ms: info.deadline_ms,
+                needed: info.needed,
+            };
             let ticket = waiting.next_ticket;
             waiting.next_ticket += 1;
             let replaced = waiting
@@ -237,6 +244,7 @@ impl Approvals {
             Some(run),
             Event::ApprovalRequested { task: task.clone(), agent: agent.clone(), risk, reasons },
         );
+        self.bus.publish(Some(run), terms);
         let withdraw = Withdraw { approvals: self.clone(), key, ticket };
         let approvals = self.clone();
         // The clock runs from the request, not from when the future is first polled.
@@ -525,7 +533,7 @@ mod tests {
         let kinds: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|envelope| envelope.event.kind())
             .collect();
-        assert_eq!(kinds, ["approval_requested", "approval_decided"]);
+        assert_eq!(kinds, ["approval_requested", "approval_terms", "approval_decided"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,10 @@ pub struct ApprovalModel {
     pub needed: u32,
     /// Its deadline passed under `on_timeout: escalate`: still waiting, overdue.
     pub overdue: bool,
+    /// When the deadline passes (ms since the Unix epoch), from `approval_terms`.
+    pub deadline_ms: Option<u64>,
+    /// Who started the run, from `approval_terms`.
+    pub requested_by: Option<UserId>,
 }
 
 /// What a person decided about an approval.
@@ -573,6 +577,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approved_by: Vec::new(),
                 needed: 1,
                 overdue: false,
+                deadline_ms: None,
+                requested_by: None,
             }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
@@ -594,6 +600,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                         approved_by: Vec::new(),
                         needed: 1,
                         overdue: false,
+                        deadline_ms: None,
+                        requested_by: None,
                     }));
                 }
             }
@@ -604,6 +612,12 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approval.approved_by.push(by.clone());
             }
             approval.needed = *needed;
+        }
+        Event::ApprovalTerms { requested_by, deadline_ms, needed, .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            approval.needed = *needed;
+            approval.deadline_ms = *deadline_ms;
+            approval.requested_by.clone_from(requested_by);
         }
         Event::ApprovalOverdue { .. } => {
             let Some(approval) = t.approval.as_deref_mut() else { return false };

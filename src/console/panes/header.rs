@@ -13,6 +13,8 @@ use crate::event::RunStatus;
 /// Status word, glyph and role of a run.
 pub fn run_status(run: &RunView) -> (&'static str, Role) {
     match run.outcome.map(|o| o.status) {
+        // Its own state: a person holds the run up, not the agents.
+        None if run.waits_for_a_person() => ("⏸ waiting for a person", Role::Warn),
         None => ("▶ running", Role::Running),
         Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),

@@ -25,6 +25,7 @@ fn popup(area: Rect) -> Rect {
 fn glyph(entry: &RunEntry) -> &'static str {
     match entry.status {
         "running" => "▶",
+        "waiting" => "⏸",
         "succeeded" => "✓",
         "failed" => "✗",
         "interrupted" => "↯",
