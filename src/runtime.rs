@@ -294,6 +294,18 @@ impl Runtime {
         self.inner.gate.assume(caller, claimed)
     }
 
+    /// Users, roles and approval policies of `settings` from now on (the host's settings
+    /// reload); requests already waiting keep their deadline. The caller audits the change.
+    pub fn reload_governance(&self, settings: &Settings) {
+        self.inner.gate.set_roles(settings);
+        self.inner.approvals.set_policy((&settings.policies).into());
+    }
+
+    /// The audit log the gate writes.
+    pub fn audit_log(&self) -> &crate::audit::AuditLog {
+        self.inner.gate.audit()
+    }
+
     /// What waits for a reviewer, oldest first.
     pub fn pending_approvals(&self) -> Vec<PendingApproval> {
         self.inner.approvals.pending()

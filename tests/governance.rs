@@ -364,7 +364,7 @@ async fn dropping_the_wait_withdraws_the_request() {
     assert!(approvals.pending().is_empty());
     let seen = collect(&mut events);
     assert!(matches!(
-        &seen[1].event,
+        &seen[2].event,
         Event::ApprovalDecided { approved: false, note: Some(note), .. }
             if note == "request withdrawn"
     ));

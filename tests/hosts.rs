@@ -829,3 +829,56 @@ fn a_resumed_run_remembers_its_starter_who_still_cannot_approve() {
         runtime.shutdown().await;
     });
 }
+
+#[test]
+fn users_and_policies_reload_from_an_edited_file_and_a_bad_edit_keeps_the_last_good_ones() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::new("  approval_timeout: 5m\n");
+    let host = project.host("workflows/high.yaml", "root");
+    let run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
+    let mut watcher = RawClient::connect(&project.data_dir(), true, "fdrex");
+    assert_eq!(watcher.next()["msg"], "snapshot");
+    let notice = |watcher: &mut RawClient, wanted: &str| -> String {
+        loop {
+            let message = watcher.next();
+            assert_ne!(message, Value::Null, "the host went away before {wanted}");
+            if message["event"]["type"] == "notice" {
+                let text = message["event"]["message"].as_str().unwrap_or_default().to_owned();
+                if text.contains(wanted) {
+                    return text;
+                }
+            }
+        }
+    };
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(1), "a viewer: {}", text(&out.stderr));
+
+    let file = project.root().join("flightdeck.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // A bad edit (vic twice) keeps the last good settings and says why.
+    let bad = good.replace("  fdvic: viewer\n", "  fdvic: viewer\n  fdvic: admin\n");
+    std::fs::write(&file, &bad).unwrap();
+    let said = notice(&mut watcher, "settings not reloaded");
+    assert!(said.contains("duplicate key"), "{said}");
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(1), "still a viewer: {}", text(&out.stderr));
+
+    // A good edit takes effect at once: fdvic becomes a reviewer.
+    std::fs::write(&file, good.replace("  fdvic: viewer\n", "  fdvic: reviewer\n")).unwrap();
+    let said = notice(&mut watcher, "settings reloaded");
+    assert!(said.contains("users.fdvic: viewer → reviewer"), "{said}");
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(0), "now a reviewer: {}", text(&out.stderr));
+    assert_eq!(finish(host).0, 0);
+
+    let audit = project.audit();
+    let reloads: Vec<&Value> =
+        audit.iter().filter(|r| r["action"] == "settings_reloaded").collect();
+    assert_eq!(reloads.len(), 1, "one record per change that loaded");
+    assert_eq!(
+        reloads[0]["detail"]["changes"],
+        serde_json::json!(["users.fdvic: viewer → reviewer"])
+    );
+}
