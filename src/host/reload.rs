@@ -28,6 +28,10 @@ use crate::runtime::Runtime;
 /// How long the file must be quiet before it is read; editors write in several steps.
 const QUIET: Duration = Duration::from_millis(100);
 
+/// Policies the engine reads once, at start: a change is recorded and said, and applies from
+/// the next start.
+const ENGINE_POLICIES: [&str; 2] = ["approval_at", "high_risk_words"];
+
 /// The audit action of a settings reload.
 pub const SETTINGS_RELOADED: &str = "settings_reloaded";
 
@@ -160,7 +164,13 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     for (key, value) in &now {
         let before = was.get(key).cloned().unwrap_or_default();
         if before != *value {
-            changed.push(format!("policies.{key}: {before} → {value}"));
+            // The engine assesses risk with the settings it started with.
+            let later = if ENGINE_POLICIES.contains(&key.as_str()) {
+                " (applies from the next start)"
+            } else {
+                ""
+            };
+            changed.push(format!("policies.{key}: {before} → {value}{later}"));
         }
     }
     changed
