@@ -303,6 +303,18 @@ impl Runtime {
         self.inner.gate.assume(caller, claimed)
     }
 
+    /// Users, roles and approval policies of `settings` from now on (the host's settings
+    /// reload); requests already waiting keep their deadline. The caller audits the change.
+    pub fn reload_governance(&self, settings: &Settings) {
+        self.inner.gate.set_roles(settings);
+        self.inner.approvals.set_policy((&settings.policies).into());
+    }
+
+    /// The audit log the gate writes.
+    pub fn audit_log(&self) -> &crate::audit::AuditLog {
+        self.inner.gate.audit()
+    }
+
     /// What waits for a reviewer, oldest first.
     pub fn pending_approvals(&self) -> Vec<PendingApproval> {
         self.inner.approvals.pending()
@@ -631,6 +643,11 @@ fn resume_owned(
     if !model.is_started() {
         let why = "its run_started event is not stored".to_owned();
         return Err(RuntimeError::NotResumable { run, why });
+    }
+    // Separation of duties outlives the process: the starter recorded with the run still
+    // may not approve its tasks.
+    if let Some(starter) = &model.started_by {
+        inner.approvals.record_starter(&run, starter);
     }
     let point = ResumePoint::from_model(&model);
     let killed_processes = kill_leftovers(&run);

@@ -605,10 +605,16 @@ async fn follow(
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
             {
-                if options.wait_for_decisions {
+                // `--decide wait` or `--approvals wait`: a person in another terminal may
+                // settle it (an attached console's prompt, `flightdeck resolve`), unless
+                // `--decide recommend` said how.
+                if options.wait_for_decisions
+                    || (options.wait_for_approvals && !options.take_recommendation)
+                {
                     printer.line(&format!(
-                        "{task} waits for a person: `flightdeck attach`, then its conflict \
-                         prompt or `:resolve {task} N`"
+                        "{task} has a conflict waiting for a person: `flightdeck approvals` \
+                         lists it, `flightdeck resolve {run} {task} CHOICE` or an attached \
+                         console's prompt settles it"
                     ));
                 } else if let Err(error) =
                     runtime.settle_unattended(&run, task, options.take_recommendation)
