@@ -416,7 +416,7 @@ fn attempts_end_as_outcomes_across_batches_and_processes() {
 #[test]
 fn task_words_outlive_the_dropped_run_started() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = RunStore::open(&dir.path().join(RUNS_FILE)).unwrap();
+    let mut store = RunStore::open(dir.path().join(RUNS_FILE)).unwrap();
     let run = RunId::new("r1");
     let first = envelopes(&run, 1, vec![run_started(&[("a", "Write the parser")])]);
     let plan = Arc::downgrade(&first[0]);
