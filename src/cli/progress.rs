@@ -63,7 +63,7 @@ impl Printer {
     fn new(json: bool, run: RunId, clock: Clock) -> Self {
         Self {
             json,
-            model: RunModel::for_run(run.clone(), OutputKeep::None),
+            model: RunModel::for_run(run.clone(), OutputKeep::Progress),
             scratch: String::new(),
             run,
             clock,

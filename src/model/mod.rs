@@ -37,6 +37,37 @@ pub enum OutputKeep {
     Tail(usize),
     /// Each attempt's whole output, split by stream.
     Full,
+    /// Less than [`OutputKeep::None`]: what a progress printer needs (counters, each task's
+    /// status and clock). A task's plan is kept without its description and dependencies,
+    /// and neither its answer nor its backend's name is kept: a 100,000-task run's live
+    /// printer would otherwise hold a second copy of the whole plan and every answer.
+    Progress,
+}
+
+impl OutputKeep {
+    /// Whether each attempt gets its record in [`TaskModel::history`].
+    fn keeps_attempts(self) -> bool {
+        matches!(self, Self::Tail(_) | Self::Full)
+    }
+
+    /// The task as this model keeps it: without description and dependencies for
+    /// [`OutputKeep::Progress`].
+    fn planned(self, planned: &PlannedTask) -> PlannedTask {
+        if self == Self::Progress {
+            PlannedTask {
+                task: planned.task.clone(),
+                description: String::new(),
+                agent: planned.agent.clone(),
+                score: planned.score,
+                depends_on: Vec::new(),
+                layer: planned.layer,
+                timeout_ms: planned.timeout_ms,
+                retries: planned.retries,
+            }
+        } else {
+            planned.clone()
+        }
+    }
 }
 
 /// How a run ended.
@@ -593,7 +624,7 @@ impl RunModel {
                 for planned in tasks {
                     if !self.index.contains_key(&planned.task) {
                         self.index.insert(planned.task.clone(), self.tasks.len());
-                        self.tasks.push(TaskModel::new(planned.clone()));
+                        self.tasks.push(TaskModel::new(self.keep.planned(planned)));
                     }
                 }
                 true
@@ -761,17 +792,19 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.instance = Some(*instance);
-            t.backend = Some(backend.clone());
+            if keep != OutputKeep::Progress {
+                t.backend = Some(backend.clone());
+            }
             t.simulated = *simulated;
             t.started_ms = Some(ts);
             t.finished_ms = None;
             t.retry_at_ms = None;
-            if keep != OutputKeep::None {
+            if keep.keeps_attempts() {
                 t.history.push(attempt_model(agent, *attempt, backend, *simulated, ts));
             }
         }
         Event::TaskOutput { stream, text, .. } => match keep {
-            OutputKeep::None => return false,
+            OutputKeep::None | OutputKeep::Progress => return false,
             OutputKeep::Tail(lines) => push_tail(&mut t.output, *stream, text, lines),
             OutputKeep::Full => {
                 if let Some(attempt) = t.history.last_mut() {
@@ -820,7 +853,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.finished_ms = Some(ts);
             t.simulated = *simulated;
             t.retry_at_ms = None;
-            t.result = Some(output.clone());
+            if keep != OutputKeep::Progress {
+                t.result = Some(output.clone());
+            }
             t.usage = *usage;
             if let Some(last) = t.history.last_mut() {
                 last.result = AttemptResult::Succeeded;

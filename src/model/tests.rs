@@ -640,3 +640,41 @@ fn the_starter_comes_from_the_accepted_start_and_a_waiting_task_makes_the_run_wa
     feed.push(start(1, true));
     assert!(!feed.model.waits_for_a_person(), "running again");
 }
+
+#[test]
+fn the_progress_keep_folds_status_and_clocks_but_keeps_no_plan_text_or_answer() {
+    let events = |feed: &mut Feed| {
+        feed.push(start(1, true));
+        feed.push(output(OutputStream::Stdout, "working"));
+        feed.push(Event::TaskRetrying {
+            task: TaskId::new("a"),
+            agent: AgentId::new("coder"),
+            attempt: 1,
+            delay_ms: 250,
+            duration_ms: 100,
+            error: "reset".into(),
+        });
+        feed.push(start(2, true));
+        feed.push(succeeded(2, AnswerDetails::default()));
+    };
+    let mut lean = Feed::new(OutputKeep::Progress);
+    let mut none = Feed::new(OutputKeep::None);
+    events(&mut lean);
+    events(&mut none);
+    let (a, full) = (lean.a(), none.a());
+    // What a progress line needs is the same as with `None`…
+    assert_eq!(a.status, TaskStatus::Succeeded);
+    assert_eq!((a.duration_ms, a.attempt_ms), (full.duration_ms, full.attempt_ms));
+    assert_eq!((a.duration_ms, a.attempts), (Some(4000), 2));
+    assert_eq!(lean.model.counts(), none.model.counts());
+    assert_eq!(lean.model.simulated_attempts, 2);
+    assert_eq!(lean.model.applied, none.model.applied);
+    // …without the plan's text, the answer, the backend's name or any attempt record.
+    assert_eq!(a.id(), &TaskId::new("a"));
+    assert!(a.planned.description.is_empty() && full.planned.description == "do a");
+    let b = lean.model.task(&TaskId::new("b")).expect("task b");
+    assert!(b.planned.depends_on.is_empty());
+    assert_eq!((a.result.as_deref(), full.result.as_deref()), (None, Some("the answer")));
+    assert_eq!((a.backend.as_deref(), full.backend.as_deref()), (None, Some("sim")));
+    assert!(a.history.is_empty() && a.output.is_empty());
+}
