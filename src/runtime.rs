@@ -227,6 +227,11 @@ impl Runtime {
         self.inner.registry.definitions()
     }
 
+    /// Ids of the runs of this runtime that have not finished, oldest first.
+    pub fn active_run_ids(&self) -> Vec<RunId> {
+        self.inner.engine.active_runs().iter().map(|run| run.id().clone()).collect()
+    }
+
     /// Ids of the runs this runtime knows (running, or finished a while ago), oldest first.
     /// The engine itself is not public: every change goes through [`Runtime::submit`] and
     /// the gate.

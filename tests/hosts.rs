@@ -464,15 +464,12 @@ fn a_stale_socket_is_replaced_and_a_second_host_is_refused() {
     let project = Project::new("  approval_timeout: 5m\n");
     let mut host = project.host("workflows/high.yaml", "root");
     project.waiting("rotate");
-    // A second headless run that must wait for reviewers cannot: one host per data dir.
-    let out =
-        project.command(&["run", "workflows/high.yaml", "--approvals", "wait"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("already hosted by flightdeck pid"),
-        "{}",
-        text(&out.stderr)
-    );
+    // One host per data dir: a second host cannot listen there (a second `run` is handed to
+    // the first, see below).
+    let lock = project.data_dir().join("host.lock");
+    let error = flightdeck::host::HostLock::take(&project.data_dir()).err().unwrap();
+    assert!(error.to_string().contains("already hosted by flightdeck pid"), "{error}");
+    assert!(lock.exists());
 
     host.kill().unwrap();
     host.wait().unwrap();
@@ -881,4 +878,49 @@ fn users_and_policies_reload_from_an_edited_file_and_a_bad_edit_keeps_the_last_g
         reloads[0]["detail"]["changes"],
         serde_json::json!(["users.fdvic: viewer → reviewer"])
     );
+}
+
+#[test]
+fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_end() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::new("  approval_timeout: 5m\n");
+    std::fs::write(
+        project.root().join("workflows/notes.yaml"),
+        "name: notes\ntasks:\n  - {id: draft, description: Draft the notes, agent: worker}\n  - \
+         {id: edit, description: Edit the notes, agent: worker, depends_on: [draft]}\n",
+    )
+    .unwrap();
+    let host = project.host("workflows/high.yaml", "root");
+    let hosts_run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
+
+    // An admin in another terminal: no second runtime, the host runs it, this one follows.
+    let workflow = project.root().join("workflows/notes.yaml");
+    let out = project.as_user("fdann", &["run", workflow.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is hosted by pid"), "{}", text(&out.stderr));
+    let events: Vec<Value> =
+        text(&out.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"command_accepted"), "{kinds:?}");
+    assert!(kinds.contains(&"run_started") && kinds.last() == Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    let run = events[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(events.iter().all(|e| e["run_id"] == run.as_str()), "only its own run's events");
+
+    // Started by the host's gate as the kernel named the client.
+    let audit = project.audit();
+    let start = audit_record(&audit, "fdann", "start_run").expect("the start is audited");
+    assert_eq!(start["outcome"], "accepted");
+    assert_eq!(start["detail"]["identity"]["via"], "peer");
+    assert_eq!(start["detail"]["run"], run.as_str());
+    // One process: the host's own run still waits, and ends when approved.
+    let out = project.as_user("fdrex", &["approve", &hosts_run, "rotate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (code, err) = finish(host);
+    assert_eq!(code, 0, "{err}");
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
