@@ -273,19 +273,24 @@ impl OutcomeBatch<'_> {
     }
 }
 
-/// The task words of a run from its stored `RunStarted` (the first line of its first block);
-/// none when it is not stored.
+/// How many of a run's first blocks are searched for its `RunStarted`: it is among the run's
+/// first events (after the gate's decision to start it, published with the run's id).
+const RUN_STARTED_BLOCKS: usize = 4;
+
+/// The task words of a run from its stored `RunStarted`; none when it is not stored.
 fn stored_run_words(conn: &Connection, run: &RunId) -> rusqlite::Result<RunWords> {
-    let body: Option<String> = conn
-        .query_row(
-            "SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id LIMIT 1",
-            [run.as_str()],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let first = body.as_deref().and_then(|b| b.lines().next()).unwrap_or_default();
-    Ok(serde_json::from_str::<Envelope>(first)
-        .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)))
+    let mut select = conn
+        .prepare_cached("SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id LIMIT ?2")?;
+    let mut blocks = select.query(params![run.as_str(), RUN_STARTED_BLOCKS as i64])?;
+    while let Some(block) = blocks.next()? {
+        let body: String = block.get(0)?;
+        // The tag cannot appear unescaped inside a JSON string: only the event itself has it.
+        if let Some(line) = body.lines().find(|line| line.contains(r#""type":"run_started""#)) {
+            return Ok(serde_json::from_str::<Envelope>(line)
+                .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)));
+        }
+    }
+    Ok(RunWords::new())
 }
 
 /// The task words of each task of a `RunStarted` (none for any other event).
