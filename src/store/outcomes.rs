@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::agents::words;
