@@ -411,6 +411,26 @@ fn attempts_end_as_outcomes_across_batches_and_processes() {
     assert_eq!(store.outcomes_since(0).unwrap().len(), 4, "pruning runs keeps what they taught");
 }
 
+/// The writer does not keep a run's plan alive for its words: once everyone else dropped the
+/// `RunStarted`, the words of a later real attempt come from the stored line.
+#[test]
+fn task_words_outlive_the_dropped_run_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RunStore::open(dir.path().join(RUNS_FILE)).unwrap();
+    let run = RunId::new("r1");
+    let first = envelopes(&run, 1, vec![run_started(&[("a", "Write the parser")])]);
+    let plan = Arc::downgrade(&first[0]);
+    store.append_batch(&first).unwrap();
+    drop(first);
+    assert!(plan.upgrade().is_none(), "the store holds the plan only weakly");
+    store
+        .append_batch(&envelopes(&run, 2, vec![started("a", 1, false), succeeded("a", 1, 9)]))
+        .unwrap();
+    let outcome = store.outcomes_since(0).unwrap().pop().unwrap();
+    assert_eq!((outcome.task.as_str(), outcome.success), ("a", true));
+    assert_eq!(outcome.words, ["write", "parser"]);
+}
+
 /// Schema 3: runs, meta and event blocks, before outcomes were recorded.
 const SCHEMA_V3: &str = "
     CREATE TABLE runs (

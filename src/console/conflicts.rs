@@ -4,6 +4,10 @@
 //! the header and the prompt never walk every task of a large run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crossterm::event::KeyEvent;
+use ratatui_textarea::TextArea;
 
 use crate::command::ConflictChoice;
 use crate::ids::{RunId, TaskId};
@@ -32,11 +36,56 @@ pub struct ConflictsView {
 pub enum ConflictInput {
     /// Choosing a verdict: keys are choices.
     Choosing,
-    /// Writing one's own decision (`e`).
-    Own(CommandLine),
+    /// Writing one's own decision (`e`), over as many lines as it needs.
+    Own(DecisionEditor),
     /// An optional note for this choice; Enter asks to confirm.
     Note { choice: ConflictChoice, line: CommandLine },
 }
+
+/// One's own decision in the conflict prompt: a multi-line editor (ratatui-textarea: its
+/// keys, undo and word moves), so a decision can state what it decides and its conditions
+/// on lines of their own. Enter starts a new line; Ctrl-S (or Alt-Enter) goes on to the note.
+#[derive(Clone, Default)]
+pub struct DecisionEditor(Box<TextArea<'static>>);
+
+impl DecisionEditor {
+    /// One key press, with the editor's own key map.
+    pub fn key(&mut self, key: KeyEvent) {
+        self.0.input(key);
+    }
+
+    pub fn lines(&self) -> &[String] {
+        self.0.lines()
+    }
+
+    /// `(row, column)`, the column in characters.
+    pub fn cursor(&self) -> (usize, usize) {
+        let cursor = self.0.cursor();
+        (cursor.0, cursor.1)
+    }
+
+    /// The decision: its lines, blank lines at either end dropped.
+    pub fn text(&self) -> String {
+        self.0.lines().join("\n").trim().to_owned()
+    }
+}
+
+impl fmt::Debug for DecisionEditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionEditor")
+            .field("lines", &self.lines())
+            .field("cursor", &self.cursor())
+            .finish()
+    }
+}
+
+impl PartialEq for DecisionEditor {
+    fn eq(&self, other: &Self) -> bool {
+        self.lines() == other.lines() && self.cursor() == other.cursor()
+    }
+}
+
+impl Eq for DecisionEditor {}
 
 /// One row of the Conflicts list.
 #[derive(Debug, Clone, PartialEq)]

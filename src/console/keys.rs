@@ -114,6 +114,8 @@ pub enum Action {
     ReplayPlay,
     /// Focus verdict N (1-based) of the conflict prompt; Enter then asks for a note.
     PickVerdict(usize),
+    /// A key for the conflict prompt's own-decision editor (multi-line).
+    DecisionKey(KeyEvent),
     /// `t` in the conflict prompt: ask the task's third-opinion agent now.
     AskThirdOpinion,
     /// Write one's own decision in the conflict prompt.
@@ -431,10 +433,12 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
     if ctrl('c').matches(event) {
         return Some(Action::Quit);
     }
-    if let Some(Prompt::Conflict { input, .. }) = &state.prompt
-        && *input != ConflictInput::Choosing
-    {
-        return conflict_text_action(event);
+    if let Some(Prompt::Conflict { input, .. }) = &state.prompt {
+        match input {
+            ConflictInput::Own(_) => return Some(decision_action(event)),
+            ConflictInput::Note { .. } => return conflict_text_action(event),
+            ConflictInput::Choosing => {}
+        }
     }
     match state.editing {
         Editing::CommandLine => return command_line_action(event),
@@ -472,7 +476,19 @@ fn command_line_action(event: &KeyEvent) -> Option<Action> {
     Some(Action::CommandLineEdit(edit))
 }
 
-/// Keys while writing one's own decision or a note in the conflict prompt.
+/// Keys while writing one's own decision: Enter is a new line, Ctrl-S or Alt-Enter goes on to
+/// the note, Esc back to the verdicts; the rest is the editor's.
+fn decision_action(event: &KeyEvent) -> Action {
+    let alt = event.modifiers.contains(KeyModifiers::ALT);
+    match event.code {
+        KeyCode::Esc => Action::ConflictBack,
+        KeyCode::Enter if alt => Action::ConflictAccept,
+        _ if ctrl('s').matches(event) => Action::ConflictAccept,
+        _ => Action::DecisionKey(*event),
+    }
+}
+
+/// Keys while writing the note in the conflict prompt.
 fn conflict_text_action(event: &KeyEvent) -> Option<Action> {
     match event.code {
         KeyCode::Enter => Some(Action::ConflictAccept),
@@ -506,7 +522,8 @@ pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
         match input {
             ConflictInput::Own(_) => {
                 return vec![
-                    ("Enter", "then a note", false),
+                    ("Enter", "new line", false),
+                    ("Ctrl-S", "then a note", false),
                     ("Esc", "back to the verdicts", false),
                 ];
             }

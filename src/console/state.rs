@@ -10,7 +10,7 @@ use ratatui::layout::Rect;
 
 use crate::command::{Command, Permission};
 use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
-use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::resilience::{CallMetrics, assess};
 
 pub use super::conflicts::{ConflictEntry, ConflictInput, ConflictKey, ConflictsView};
@@ -583,7 +583,8 @@ pub struct RunsList {
 pub struct RunEntry {
     pub id: RunId,
     pub workflow: String,
-    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    /// `running`, `waiting` (for a person), `succeeded`, `failed`, `cancelled` or
+    /// `interrupted`.
     pub status: &'static str,
     pub done: usize,
     pub total: usize,
@@ -601,7 +602,7 @@ impl RunEntry {
             "running" => Role::Running,
             "succeeded" => Role::Ok,
             "failed" => Role::Error,
-            "interrupted" => Role::Warn,
+            "interrupted" | "waiting" => Role::Warn,
             _ => Role::Muted,
         }
     }
@@ -729,6 +730,16 @@ pub struct PendingApproval {
     pub requested_ms: u64,
     /// The reviewer chose "Later"; it stays pending but does not pop up again by itself.
     pub deferred: bool,
+    /// Who started the run (`approval_terms`).
+    pub requested_by: Option<UserId>,
+    /// When the deadline passes (`approval_terms`); the prompt counts down to it.
+    pub deadline_ms: Option<u64>,
+    /// How many different people must approve (2 at `two_person_at`).
+    pub needed: u32,
+    /// Who approved so far ("1 of 2 — first by alice").
+    pub approved_by: Vec<UserId>,
+    /// The deadline passed under `on_timeout: escalate`.
+    pub overdue: bool,
 }
 
 /// Buttons of the approval prompt. Focus starts on `Later`, which changes nothing.
@@ -990,6 +1001,7 @@ impl State {
                     None if run.from_store => {
                         stored().map_or("interrupted", |row| row.state.as_str())
                     }
+                    None if run.waits_for_a_person() => "waiting",
                     None => "running",
                 };
                 RunEntry {
@@ -1083,6 +1095,14 @@ impl State {
         }
         if let Some(run) = self.run().filter(|r| r.is_active() && !r.from_store) {
             deadlines.push(next_second(run.started_ms));
+        }
+        // An approval prompt with a deadline counts down each second; nothing else shown
+        // there changes by itself, so without a deadline an idle console stays asleep.
+        if let Some(Prompt::Approval { run, task, .. }) = &self.prompt
+            && let Some(pending) = self.approvals.get(&(run.clone(), task.clone()))
+            && pending.deadline_ms.is_some()
+        {
+            deadlines.push(next_second(pending.requested_ms));
         }
         for breaker in self.breakers.breakers.values() {
             // Countdowns show whole seconds: the next change is at the next second boundary.

@@ -38,17 +38,49 @@ pub enum OutputKeep {
     Tail(usize),
     /// Each attempt's whole output, split by stream.
     Full,
+    /// Less than [`OutputKeep::None`]: what a progress printer needs (counters, each task's
+    /// status and clock). A task's plan is kept without its description and dependencies,
+    /// and neither its answer nor its backend's name is kept: a 100,000-task run's live
+    /// printer would otherwise hold a second copy of the whole plan and every answer.
+    Progress,
 }
 
-/// Kinds of events (`Event::kind`) a run model never folds: they name no task of a run
-/// (pool and gate events). The store does not decode them when it folds a run.
-pub const UNFOLDED_KINDS: [&str; 3] = ["instance_idle", "instance_reserved", "command_accepted"];
+impl OutputKeep {
+    /// Whether each attempt gets its record in [`TaskModel::history`].
+    fn keeps_attempts(self) -> bool {
+        matches!(self, Self::Tail(_) | Self::Full)
+    }
+
+    /// The task as this model keeps it: without description and dependencies for
+    /// [`OutputKeep::Progress`].
+    fn planned(self, planned: &PlannedTask) -> PlannedTask {
+        if self == Self::Progress {
+            PlannedTask {
+                task: planned.task.clone(),
+                description: String::new(),
+                agent: planned.agent.clone(),
+                score: planned.score,
+                depends_on: Vec::new(),
+                layer: planned.layer,
+                timeout_ms: planned.timeout_ms,
+                retries: planned.retries,
+            }
+        } else {
+            planned.clone()
+        }
+    }
+}
+
+/// Kinds of events (`Event::kind`) a run model never folds: pool events that name no task.
+/// The store does not decode them when it folds a run. (`command_accepted` is folded: the
+/// accepted `start_run` names who started the run.)
+pub const UNFOLDED_KINDS: [&str; 2] = ["instance_idle", "instance_reserved"];
 
 impl OutputKeep {
     /// Whether a fold keeping this much reads streamed output (`task_output`) at all: one
     /// that does not may be handed a run's events without them.
     pub fn reads_output(self) -> bool {
-        self != Self::None
+        matches!(self, Self::Tail(_) | Self::Full)
     }
 
     /// Whether a fold keeping this much may be handed a run's events without those of
@@ -103,6 +135,10 @@ pub struct ApprovalModel {
     pub needed: u32,
     /// Its deadline passed under `on_timeout: escalate`: still waiting, overdue.
     pub overdue: bool,
+    /// When the deadline passes (ms since the Unix epoch), from `approval_terms`.
+    pub deadline_ms: Option<u64>,
+    /// Who started the run, from `approval_terms`.
+    pub requested_by: Option<UserId>,
 }
 
 /// What a person decided about an approval.
@@ -445,6 +481,9 @@ pub struct RunModel {
     pub spend: Spend,
     /// The latest run budget mark reached.
     pub budget_note: Option<String>,
+    /// Who started the run: the user of the gate's accepted `start_run` (stored with the
+    /// run), so a resumed run still knows whom separation of duties keeps from approving.
+    pub started_by: Option<UserId>,
     keep: OutputKeep,
 }
 
@@ -477,6 +516,7 @@ impl RunModel {
             resumes: 0,
             spend: Spend::default(),
             budget_note: None,
+            started_by: None,
             keep,
         }
     }
@@ -511,6 +551,12 @@ impl RunModel {
         self.tasks
             .iter()
             .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (&**t, c)))
+    }
+
+    /// "Waiting for a person": the run is live and a task of it awaits an approval or a
+    /// conflict decision. Its own run state, never confused with running or idle.
+    pub fn waits_for_a_person(&self) -> bool {
+        self.is_active() && self.tasks.iter().any(|t| t.status.waits_for_person())
     }
 
     /// Whether this model has seen its `RunStarted`.
@@ -601,7 +647,7 @@ impl RunModel {
                 for planned in tasks {
                     if !index.contains_key(&planned.task) {
                         index.insert(planned.task.clone(), self.tasks.len());
-                        self.tasks.push(Arc::new(TaskModel::new(planned.clone())));
+                        self.tasks.push(Arc::new(TaskModel::new(self.keep.planned(planned))));
                     }
                 }
                 true
@@ -609,6 +655,13 @@ impl RunModel {
             Event::RunResumed { .. } => {
                 self.resumes += 1;
                 self.outcome = None;
+                true
+            }
+            Event::CommandAccepted { user, command, .. } if command == "start_run" => {
+                if self.started_by.is_some() {
+                    return false;
+                }
+                self.started_by = Some(user.clone());
                 true
             }
             Event::RunFinished { status, duration_ms, .. } => {
@@ -710,6 +763,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approved_by: Vec::new(),
                 needed: 1,
                 overdue: false,
+                deadline_ms: None,
+                requested_by: None,
             }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
@@ -731,6 +786,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                         approved_by: Vec::new(),
                         needed: 1,
                         overdue: false,
+                        deadline_ms: None,
+                        requested_by: None,
                     }));
                 }
             }
@@ -741,6 +798,12 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approval.approved_by.push(by.clone());
             }
             approval.needed = *needed;
+        }
+        Event::ApprovalTerms { requested_by, deadline_ms, needed, .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            approval.needed = *needed;
+            approval.deadline_ms = *deadline_ms;
+            approval.requested_by.clone_from(requested_by);
         }
         Event::ApprovalOverdue { .. } => {
             let Some(approval) = t.approval.as_deref_mut() else { return false };
@@ -756,17 +819,19 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.instance = Some(*instance);
-            t.backend = Some(backend.clone());
+            if keep != OutputKeep::Progress {
+                t.backend = Some(backend.clone());
+            }
             t.simulated = *simulated;
             t.started_ms = Some(ts);
             t.finished_ms = None;
             t.retry_at_ms = None;
-            if keep != OutputKeep::None {
+            if keep.keeps_attempts() {
                 t.history.push(attempt_model(agent, *attempt, backend, *simulated, ts));
             }
         }
         Event::TaskOutput { stream, text, .. } => match keep {
-            OutputKeep::None => return false,
+            OutputKeep::None | OutputKeep::Progress => return false,
             OutputKeep::Tail(lines) => push_tail(&mut t.output, *stream, text, lines),
             OutputKeep::Full => {
                 if let Some(attempt) = t.history.last_mut() {
@@ -815,7 +880,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.finished_ms = Some(ts);
             t.simulated = *simulated;
             t.retry_at_ms = None;
-            t.result = Some(output.clone());
+            if keep != OutputKeep::Progress {
+                t.result = Some(output.clone());
+            }
             t.usage = *usage;
             if let Some(last) = t.history.last_mut() {
                 last.result = AttemptResult::Succeeded;

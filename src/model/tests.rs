@@ -610,7 +610,7 @@ fn retries_used_count_the_round_and_end_with_it() {
 #[test]
 fn a_fold_that_keeps_no_output_ignores_output_events() {
     // `RunStore::fold_run` leaves them unread when `reads_output` says so.
-    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
+    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
         let mut feed = Feed::new(keep);
         assert!(feed.push(start(1, true)));
         let before = feed.model.clone();
@@ -629,14 +629,9 @@ fn unfolded_kinds_change_nothing() {
     let events = [
         Event::InstanceIdle { instance: InstanceId(7), agent: agent() },
         Event::InstanceReserved { instance: InstanceId(7), agent: agent() },
-        Event::CommandAccepted {
-            user: UserId::new("ann"),
-            role: "admin".into(),
-            command: "cancel a".into(),
-        },
     ];
     assert_eq!(events.len(), UNFOLDED_KINDS.len());
-    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
+    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
         let mut feed = Feed::new(keep);
         assert!(feed.push(start(1, true)));
         for event in &events {
@@ -645,6 +640,78 @@ fn unfolded_kinds_change_nothing() {
             assert!(!feed.push(event.clone()), "{}", event.kind());
             assert_eq!(feed.model, before);
         }
-        assert!(!keep.ignores("task_started"));
+        assert!(!keep.ignores("task_started") && !keep.ignores("command_accepted"));
     }
+}
+
+#[test]
+fn the_starter_comes_from_the_accepted_start_and_a_waiting_task_makes_the_run_wait() {
+    let accepted = |user: &str, command: &str| Envelope {
+        seq: 0,
+        ts_ms: T0,
+        run_id: Some(RunId::new(RUN)),
+        event: Event::CommandAccepted {
+            user: UserId::new(user),
+            role: "admin".into(),
+            command: command.into(),
+        },
+    };
+    // The gate's decision is published (and stored) before the run's first event.
+    let mut model = RunModel::new(OutputKeep::None);
+    assert!(model.apply(&accepted("ann", "start_run")));
+    let mut feed = Feed { model, seq: 0 };
+    assert!(feed.push(started()));
+    // A resume (or a second start) by someone else is not the starter.
+    feed.push(accepted("rex", "resume_run").event);
+    feed.push(accepted("rex", "start_run").event);
+    assert_eq!(feed.model.started_by, Some(UserId::new("ann")));
+
+    assert!(!feed.model.waits_for_a_person());
+    feed.push(Event::TaskAwaitingApproval {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        risk: Risk::High,
+        reasons: vec!["deploy".into()],
+    });
+    assert!(feed.model.waits_for_a_person(), "a task awaiting approval makes the run wait");
+    feed.push(start(1, true));
+    assert!(!feed.model.waits_for_a_person(), "running again");
+}
+
+#[test]
+fn the_progress_keep_folds_status_and_clocks_but_keeps_no_plan_text_or_answer() {
+    let events = |feed: &mut Feed| {
+        feed.push(start(1, true));
+        feed.push(output(OutputStream::Stdout, "working"));
+        feed.push(Event::TaskRetrying {
+            task: TaskId::new("a"),
+            agent: AgentId::new("coder"),
+            attempt: 1,
+            delay_ms: 250,
+            duration_ms: 100,
+            error: "reset".into(),
+        });
+        feed.push(start(2, true));
+        feed.push(succeeded(2, AnswerDetails::default()));
+    };
+    let mut lean = Feed::new(OutputKeep::Progress);
+    let mut none = Feed::new(OutputKeep::None);
+    events(&mut lean);
+    events(&mut none);
+    let (a, full) = (lean.a(), none.a());
+    // What a progress line needs is the same as with `None`…
+    assert_eq!(a.status, TaskStatus::Succeeded);
+    assert_eq!((a.duration_ms, a.attempt_ms), (full.duration_ms, full.attempt_ms));
+    assert_eq!((a.duration_ms, a.attempts), (Some(4000), 2));
+    assert_eq!(lean.model.counts(), none.model.counts());
+    assert_eq!(lean.model.simulated_attempts, 2);
+    assert_eq!(lean.model.applied, none.model.applied);
+    // …without the plan's text, the answer, the backend's name or any attempt record.
+    assert_eq!(a.id(), &TaskId::new("a"));
+    assert!(a.planned.description.is_empty() && full.planned.description == "do a");
+    let b = lean.model.task(&TaskId::new("b")).expect("task b");
+    assert!(b.planned.depends_on.is_empty());
+    assert_eq!((a.result.as_deref(), full.result.as_deref()), (None, Some("the answer")));
+    assert_eq!((a.backend.as_deref(), full.backend.as_deref()), (None, Some("sim")));
+    assert!(a.history.is_empty() && a.output.is_empty());
 }

@@ -62,8 +62,9 @@ pub struct PlannedStep {
     pub id: TaskId,
     pub description: String,
     pub agent: AgentId,
-    /// Present when the agent was selected automatically.
-    pub selection: Option<Selection>,
+    /// Present when the agent was selected automatically. Boxed, like the other fields most
+    /// tasks leave empty, so a step of a 100,000-task plan stays small.
+    pub selection: Option<Box<Selection>>,
     pub backend: String,
     pub backend_kind: &'static str,
     pub simulated: bool,
@@ -71,7 +72,7 @@ pub struct PlannedStep {
     pub timeout: Duration,
     /// How `timeout: auto` was decided, for tasks that ask for it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_auto: Option<AutoTimeout>,
+    pub timeout_auto: Option<Box<AutoTimeout>>,
     pub retries: u32,
     pub depends_on: Vec<TaskId>,
     pub layer: usize,
@@ -88,7 +89,7 @@ pub struct PlannedStep {
     pub workspace: WorkspaceKind,
     /// Present for a panel task; `agent` is then its first member.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub panel: Option<PlannedPanel>,
+    pub panel: Option<Box<PlannedPanel>>,
     /// Indices of the tasks this one waits for.
     #[serde(skip)]
     pub deps: Vec<usize>,
@@ -353,12 +354,12 @@ fn assemble(
             id: task.id,
             description: task.description,
             agent: choice.agent,
-            selection: choice.selection,
+            selection: choice.selection.map(Box::new),
             backend: choice.backend,
             backend_kind: choice.backend_kind,
             simulated: choice.simulated,
             timeout: choice.timeout,
-            timeout_auto: choice.timeout_auto,
+            timeout_auto: choice.timeout_auto.map(Box::new),
             retries: choice.retries,
             depends_on: task.depends_on,
             layer: 0,
@@ -368,7 +369,7 @@ fn assemble(
             risk: choice.risk,
             needs_approval: choice.needs_approval,
             workspace: choice.workspace,
-            panel: choice.panel,
+            panel: choice.panel.map(Box::new),
             deps: task.deps,
             dependents: Vec::new(),
             budget: task.budget,

@@ -12,6 +12,7 @@ use unicode_width::UnicodeWidthStr;
 
 use super::{clock, fit, one_line, overlay_block, put_line};
 use crate::conflict::MemberVerdict;
+use crate::console::conflicts::DecisionEditor;
 use crate::console::layout::centered;
 use crate::console::state::{CommandLine, ConflictInput, Prompt, State};
 use crate::console::theme::{Role, Theme};
@@ -299,15 +300,7 @@ fn bottom_lines<'a>(
     }
     lines.push(Line::raw(""));
     match input {
-        ConflictInput::Own(line) => {
-            lines.push(typed(
-                " ✎ your decision: ",
-                line,
-                "Enter: then a note · Esc back",
-                theme,
-                width,
-            ));
-        }
+        ConflictInput::Own(editor) => lines.extend(editor_lines(editor, theme, width)),
         ConflictInput::Note { choice: chosen, line } => {
             let what = match chosen {
                 crate::command::ConflictChoice::Verdict(n) => conflict
@@ -338,6 +331,46 @@ fn bottom_lines<'a>(
 }
 
 /// A text being typed, with a cursor mark at its end and what Enter and Esc do.
+/// Rows of the own-decision editor shown at most; the ones up to the cursor's are kept.
+const EDITOR_ROWS: usize = 4;
+
+/// The own-decision editor: a title with its keys, then its lines (the last few up to the
+/// cursor's row), the cursor drawn where one types.
+fn editor_lines<'a>(editor: &DecisionEditor, theme: &Theme, width: usize) -> Vec<Line<'a>> {
+    let (row, column) = editor.cursor();
+    let count = editor.lines().len();
+    let mut lines = vec![Line::from(vec![
+        Span::styled(" ✎ your decision", theme.style(Role::Accent).add_modifier(Modifier::BOLD)),
+        Span::styled(
+            format!(
+                "  ({count} line{})  Enter new line · Ctrl-S then a note · Esc back",
+                if count == 1 { "" } else { "s" }
+            ),
+            theme.style(Role::Muted),
+        ),
+    ])];
+    let first = (row + 1).saturating_sub(EDITOR_ROWS);
+    let room = width.saturating_sub(5);
+    for (at, text) in editor.lines().iter().enumerate().skip(first).take(EDITOR_ROWS) {
+        let shown = if at == row {
+            let before: String = text.chars().take(column).collect();
+            let after: String = text.chars().skip(column).collect();
+            // Past the edge, the end of what comes before the cursor shows, where one types.
+            let before = if before.width() + 1 > room {
+                let skip = before.chars().count().saturating_sub(room.saturating_sub(2));
+                format!("…{}", before.chars().skip(skip).collect::<String>())
+            } else {
+                before
+            };
+            format!("{before}▌{after}")
+        } else {
+            text.clone()
+        };
+        lines.push(Line::styled(fit(&format!("   {shown}"), width), theme.style(Role::Text)));
+    }
+    lines
+}
+
 fn typed<'a>(label: &str, line: &CommandLine, keys: &str, theme: &Theme, width: usize) -> Line<'a> {
     let text = one_line(&line.text);
     let room = width.saturating_sub(label.width() + keys.width() + 4);

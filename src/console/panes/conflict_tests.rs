@@ -199,9 +199,15 @@ fn act(state: &mut State, action: Action) -> Vec<Effect> {
     reduce(state, Input::Action(action))
 }
 
+/// Type `text` as key presses, the way the keyboard would (a newline is Enter).
 fn type_text(state: &mut State, text: &str) {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     for c in text.chars() {
-        act(state, Action::ConflictEdit(LineEdit::Insert(c)));
+        let code = if c == '\n' { KeyCode::Enter } else { KeyCode::Char(c) };
+        let key = KeyEvent::new(code, KeyModifiers::NONE);
+        if let Some(action) = keys::action_for(state, &key) {
+            act(state, action);
+        }
     }
 }
 
@@ -309,18 +315,26 @@ fn e_writes_an_own_decision_that_asks_first() {
     let mut state = with_conflict("admin", 160, 45);
     state.now_ms += 1_000;
     act(&mut state, Action::OwnDecision);
-    type_text(&mut state, "both, behind a flag");
+    // Enter is a new line in the editor; the decision keeps both lines.
+    type_text(&mut state, "both, behind a flag\noff by default until 2.0");
     let shown = testing::render_screen(&state, &testing::theme(), 160, 45).to_string();
-    assert!(shown.contains("✎ your decision: both, behind a flag▌"), "{shown}");
+    assert!(shown.contains("✎ your decision  (2 lines)"), "{shown}");
+    assert!(shown.contains("   both, behind a flag "), "{shown}");
+    assert!(shown.contains("   off by default until 2.0▌"), "{shown}");
+    let ctrl_s = crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char('s'),
+        crossterm::event::KeyModifiers::CONTROL,
+    );
+    assert_eq!(keys::action_for(&state, &ctrl_s), Some(Action::ConflictAccept));
     act(&mut state, Action::ConflictAccept);
     // Straight through the (empty) note.
     assert!(commands(&act(&mut state, Action::ConflictAccept)).is_empty());
     let question = confirm_question(&state);
-    assert!(question.contains("your own decision \"both, behind a flag\""), "{question}");
+    assert!(question.contains("your own decision \"both, behind a flag"), "{question}");
     let sent = commands(&act(&mut state, Action::ConfirmYes));
     assert!(
         matches!(sent.as_slice(), [Command::ResolveConflict { choice: ConflictChoice::Own(text), note: None, .. }]
-            if text == "both, behind a flag"),
+            if text == "both, behind a flag\noff by default until 2.0"),
         "{sent:?}"
     );
 }
@@ -332,9 +346,16 @@ fn keys_while_typing_edit_the_text_and_esc_goes_back() {
     act(&mut state, Action::OwnDecision);
     let press = |code| crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE);
     // `q` and digits are text here, not quit or a verdict.
-    assert_eq!(
-        keys::action_for(&state, &press(crossterm::event::KeyCode::Char('q'))),
-        Some(Action::ConflictEdit(LineEdit::Insert('q')))
+    let q = press(crossterm::event::KeyCode::Char('q'));
+    assert_eq!(keys::action_for(&state, &q), Some(Action::DecisionKey(q)));
+    type_text(&mut state, "q1");
+    let backspace = press(crossterm::event::KeyCode::Backspace);
+    let action = keys::action_for(&state, &backspace).expect("an edit");
+    act(&mut state, action);
+    assert!(
+        matches!(&state.prompt, Some(Prompt::Conflict { input: ConflictInput::Own(editor), .. }) if editor.text() == "q"),
+        "{:?}",
+        state.prompt
     );
     assert_eq!(
         keys::action_for(&state, &press(crossterm::event::KeyCode::Esc)),
@@ -476,4 +497,19 @@ fn t_asks_the_third_opinion_at_once_and_never_twice() {
     assert!(commands(&act(&mut state, Action::AskThirdOpinion)).is_empty());
     let said = state.message.as_ref().map(|m| m.text.clone()).unwrap_or_default();
     assert!(said.contains("already asked"), "{said}");
+}
+
+#[test]
+fn the_own_decision_editor_at_two_sizes() {
+    let theme = testing::theme();
+    for (width, height) in [(160, 45), (80, 24)] {
+        let mut state = with_conflict("admin", width, height);
+        state.now_ms += 1_000;
+        act(&mut state, Action::OwnDecision);
+        type_text(&mut state, "both, behind a flag\noff by default until 2.0\nrevisit");
+        assert_snapshot!(
+            format!("own_decision_{width}x{height}"),
+            testing::render_screen(&state, &theme, width, height)
+        );
+    }
 }

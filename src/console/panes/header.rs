@@ -15,6 +15,8 @@ pub fn run_status(run: &RunView) -> (&'static str, Role) {
     match run.outcome.map(|o| o.status) {
         // Read from the store, not followed: it stopped without an end (or goes on elsewhere).
         None if run.from_store => ("↯ interrupted", Role::Warn),
+        // Its own state: a person holds the run up, not the agents.
+        None if run.waits_for_a_person() => ("⏸ waiting for a person", Role::Warn),
         None => ("▶ running", Role::Running),
         Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),
@@ -82,7 +84,12 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         put_line(buf, area, 0, &Line::from(left));
         return;
     };
-    let (status, role) = run_status(run);
+    let (mut status, role) = run_status(run);
+    let waiting = waiting_words(state.decisions_waiting());
+    if waiting.is_some() && run.waits_for_a_person() {
+        // The right side says for what ("1 conflict to decide"): no need to say it twice.
+        status = "⏸ waiting";
+    }
     left.push(Span::styled(fit(&one_line(&run.workflow), 28), theme.style(Role::Header)));
     left.push(Span::raw("  "));
     left.push(Span::styled(status, theme.style(role)));
@@ -113,7 +120,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ),
         ],
     ));
-    if let Some(waiting) = waiting_words(state.decisions_waiting()) {
+    if let Some(waiting) = waiting {
         parts.push((
             3,
             vec![Span::styled("  │  ", muted), Span::styled(waiting, theme.style(Role::Warn))],

@@ -69,6 +69,7 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
         Action::OwnDecision => conflicts::start_own(state),
         Action::AskThirdOpinion => return conflicts::ask_third_opinion(state),
         Action::ConflictEdit(edit) => conflicts::edit(state, edit),
+        Action::DecisionKey(key) => conflicts::decision_key(state, key),
         Action::ConflictAccept => return conflicts::accept(state),
         Action::ConflictBack => conflicts::back(state),
         Action::OpenConflict => conflicts::open_selected_task(state),

@@ -7,6 +7,7 @@ use crate::command::{Command, ConflictChoice};
 use crate::event::{Envelope, Event, Level};
 use crate::ids::RunId;
 
+use super::super::conflicts::DecisionEditor;
 use super::super::panes;
 use super::super::state::{
     CommandLine, ConflictInput, ConflictKey, LineEdit, Overlay, PaneId, Prompt, State,
@@ -209,7 +210,6 @@ pub(super) fn press(state: &mut State) -> Vec<Effect> {
     Vec::new()
 }
 
-/// `e`: write one's own decision.
 /// `t`: ask the third-opinion agent now. The prompt stays open; its finding arrives as a
 /// ladder step (and, when it decides, a new recommendation).
 pub(super) fn ask_third_opinion(state: &mut State) -> Vec<Effect> {
@@ -221,9 +221,17 @@ pub(super) fn ask_third_opinion(state: &mut State) -> Vec<Effect> {
     prompts::request(state, Command::AskThirdOpinion { run, task })
 }
 
+/// `e`: write one's own decision.
 pub(super) fn start_own(state: &mut State) {
     if armed(state) {
-        set_input(state, ConflictInput::Own(CommandLine::default()));
+        set_input(state, ConflictInput::Own(DecisionEditor::default()));
+    }
+}
+
+/// A key for the own-decision editor.
+pub(super) fn decision_key(state: &mut State, key: crossterm::event::KeyEvent) {
+    if let Some(Prompt::Conflict { input: ConflictInput::Own(editor), .. }) = &mut state.prompt {
+        editor.key(key);
     }
 }
 
@@ -237,8 +245,8 @@ fn set_input(state: &mut State, new: ConflictInput) {
 pub(super) fn edit(state: &mut State, edit: LineEdit) {
     if let Some(Prompt::Conflict { input, .. }) = &mut state.prompt {
         match input {
-            ConflictInput::Own(line) | ConflictInput::Note { line, .. } => line.edit(edit),
-            ConflictInput::Choosing => {}
+            ConflictInput::Note { line, .. } => line.edit(edit),
+            ConflictInput::Own(_) | ConflictInput::Choosing => {}
         }
     }
 }
@@ -248,8 +256,8 @@ pub(super) fn accept(state: &mut State) -> Vec<Effect> {
     let Some(Prompt::Conflict { key, input, .. }) = &state.prompt else { return Vec::new() };
     match input {
         ConflictInput::Choosing => Vec::new(),
-        ConflictInput::Own(line) => {
-            let text = line.text.trim().to_owned();
+        ConflictInput::Own(editor) => {
+            let text = editor.text();
             if text.is_empty() {
                 say(state, Level::Warn, "write a decision first, or Esc to go back".to_owned());
             } else {

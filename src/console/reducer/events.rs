@@ -142,12 +142,40 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
                     reasons: reasons.clone(),
                     requested_ms: ts,
                     deferred: false,
+                    requested_by: None,
+                    deadline_ms: None,
+                    needed: 1,
+                    approved_by: Vec::new(),
+                    overdue: false,
                 },
             );
             if !state.can_review() {
                 say(state, Level::Info, format!("{task} awaits approval by a reviewer"));
             }
             open_next_approval(state);
+        }
+        Event::ApprovalTerms { task, requested_by, deadline_ms, needed } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                pending.requested_by.clone_from(requested_by);
+                pending.deadline_ms = *deadline_ms;
+                pending.needed = *needed;
+            }
+        }
+        Event::ApprovalGiven { task, by, needed, .. } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                if !pending.approved_by.contains(by) {
+                    pending.approved_by.push(by.clone());
+                }
+                pending.needed = *needed;
+            }
+        }
+        Event::ApprovalOverdue { task, .. } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                pending.overdue = true;
+            }
         }
         Event::ApprovalDecided { task, approved, by, note } => {
             state.approvals.remove(&(envelope.run_id.clone(), task.clone()));

@@ -231,7 +231,9 @@ fn question(state: &State, command: &Command) -> Option<String> {
                     .and_then(|t| t.conflict.as_deref())
                     .and_then(|c| c.verdicts.get(n.saturating_sub(1)))
                     .map(|v| format!("{}'s \"{}\"", v.agent, v.verdict.decision)),
-                ConflictChoice::Own(text) => Some(format!("your own decision \"{text}\"")),
+                ConflictChoice::Own(text) => {
+                    Some(format!("your own decision \"{}\"", crate::console::panes::one_line(text)))
+                }
                 ConflictChoice::Recommended => Some("the ladder's recommendation".to_owned()),
                 ConflictChoice::Refused(_) => {
                     return Some(format!("Refuse to decide {task}? The panel task fails."));
