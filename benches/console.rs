@@ -306,9 +306,10 @@ fn replay_open_10k(bencher: Bencher) {
 }
 
 /// The worst step and an ordinary one in the middle of a 10,000-task run, each with its
-/// frame (target: each within a frame, 25 ms). Back from a snapshot is the worst case: it
-/// restores the snapshot before and folds `SNAPSHOT_EVERY - 1` events; forward again folds
-/// one. The time is the pair's, so the worst step alone is below it.
+/// frame (target: each within a 16 ms frame, under load). Back from a snapshot is the worst
+/// case: it restores the snapshot before (a copy that shares the tasks) and folds
+/// `SNAPSHOT_EVERY - 1` events; forward again folds one. The time is the pair's, so the
+/// worst step alone is below it.
 #[divan::bench(sample_count = 20)]
 fn replay_step_10k(bencher: Bencher) {
     let events = stored_run();

@@ -28,7 +28,7 @@ use crate::governance::{
 };
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
-use crate::model::{OutputKeep, RunModel, TaskModel};
+use crate::model::{OutputKeep, RunModel};
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::redact::Redactor;
 use crate::resilience::BreakerBoard;
@@ -625,11 +625,11 @@ fn resume_owned(
         return Err(RuntimeError::NotResumable { run, why });
     }
     let lock = take_over(&inner.data_dir, &run)?;
-    let (row, events) = {
+    let (row, model) = {
         let reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
         // Uncounted: the fold below counts, and counting would decode every event twice.
         let row = reader.runs_uncounted()?.into_iter().find(|row| row.run_id == run);
-        (row, reader.events(&run)?)
+        (row, reader.fold_run(&run, OutputKeep::None)?)
     };
     let Some(row) = row else {
         let why = "it is not in the run store".to_owned();
@@ -643,8 +643,6 @@ fn resume_owned(
         );
         return Err(RuntimeError::NotResumable { run, why });
     }
-    let model = RunModel::from_events(&events, OutputKeep::None);
-    drop(events);
     if !model.is_started() {
         let why = "its run_started event is not stored".to_owned();
         return Err(RuntimeError::NotResumable { run, why });
@@ -720,7 +718,7 @@ fn plan_stored(
     let missing: Vec<&str> = model
         .tasks
         .iter()
-        .map(TaskModel::id)
+        .map(|task| task.id())
         .filter(|id| !planned.contains(id))
         .map(TaskId::as_str)
         .take(5)

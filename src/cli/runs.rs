@@ -393,7 +393,7 @@ pub fn task_outcomes(events: &[Envelope]) -> Vec<TaskOutcome> {
 
 /// The outcome of every task of a folded run, in plan order.
 pub fn outcomes_of(model: &RunModel) -> Vec<TaskOutcome> {
-    model.tasks.iter().map(TaskOutcome::of).collect()
+    model.tasks.iter().map(|task| TaskOutcome::of(task)).collect()
 }
 
 impl TaskOutcome {

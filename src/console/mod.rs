@@ -15,6 +15,7 @@ pub mod layout;
 pub mod panes;
 pub mod reducer;
 pub mod replay;
+pub mod ring;
 pub mod state;
 pub mod theme;
 

@@ -2,8 +2,11 @@
 //! and the console [`State`] at the cursor; moving the cursor folds events through the same
 //! reducer as live ones. Snapshots of the state every [`SNAPSHOT_EVERY`] events make a step
 //! back cheap: restore the nearest snapshot before the cursor and fold forward from there.
-//! No IO, no clocks (the app reads the store and draws); a state left behind by a step back
-//! is freed on a short-lived thread.
+//! No IO, no clocks (the app reads the store and draws).
+//!
+//! A snapshot is a plain copy of the state, and cheap: the run's tasks, its DAG layout and
+//! the audit lines are shared between copies (`Arc`) and copied one by one only when an
+//! event changes them, so a copy of a 10,000-task run costs about a pointer per task.
 
 use std::sync::Arc;
 
@@ -14,16 +17,18 @@ use super::state::{ReplayCursor, State};
 
 /// Events between two snapshots of the state. The worst step (back from a snapshot) restores
 /// the one before and folds `SNAPSHOT_EVERY - 1` events; halving it halves that fold and
-/// doubles the snapshots kept (a 30,001-event run keeps 29).
-pub const SNAPSHOT_EVERY: usize = 1_024;
+/// doubles the snapshots kept (a 30,001-event run keeps 468).
+pub const SNAPSHOT_EVERY: usize = 64;
 
-/// Task copies all snapshots together may hold (a snapshot holds every planned task; about
-/// 13 MB for 10,000 tasks): a run too big for [`SNAPSHOT_EVERY`] within it gets fewer
-/// snapshots, further apart, trading slower steps back for bounded memory.
-pub const SNAPSHOT_TASK_BUDGET: usize = 320_000;
+/// Task pointers all snapshots together may hold (8 bytes each: a snapshot points at every
+/// planned task and shares it until an event changes it; 80 KB a snapshot for 10,000 tasks):
+/// a run too big for [`SNAPSHOT_EVERY`] within it gets fewer snapshots, further apart,
+/// trading slower steps back for bounded memory.
+pub const SNAPSHOT_TASK_BUDGET: usize = 8_000_000;
 
 /// Events between snapshots for a run of `events` events and `tasks` planned tasks: every
-/// [`SNAPSHOT_EVERY`], unless that would hold more than [`SNAPSHOT_TASK_BUDGET`] task copies.
+/// [`SNAPSHOT_EVERY`], unless that would hold more than [`SNAPSHOT_TASK_BUDGET`] task
+/// pointers.
 pub fn snapshot_spacing(events: usize, tasks: usize) -> usize {
     let snapshots = (SNAPSHOT_TASK_BUDGET / tasks.max(1)).max(1);
     SNAPSHOT_EVERY.max(events.div_ceil(snapshots))
@@ -130,9 +135,8 @@ impl Replay {
                 .rev()
                 .find(|(at, _)| *at <= target)
                 .map_or_else(|| (0, self.base.clone()), |(at, s)| (*at, s.clone()));
-            // The state left behind is dropped on another thread: freeing a big run's tasks
-            // costs about what cloning them does, and the step need not wait for it.
-            retire(std::mem::replace(&mut self.state, snapshot));
+            // Dropping the state left behind frees only what changed since its snapshot.
+            self.state = snapshot;
             self.position = at;
         }
         while self.position < target {
@@ -211,12 +215,6 @@ impl Replay {
                 .map_or(0, |(i, _)| i + 1)
         }
     }
-}
-
-/// Drop a state off the caller's thread. If no thread can be started, the refused closure
-/// is dropped here, and the state with it.
-fn retire(state: State) {
-    let _ = std::thread::Builder::new().name("replay-drop".to_owned()).spawn(move || drop(state));
 }
 
 #[cfg(test)]

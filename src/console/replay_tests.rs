@@ -321,17 +321,17 @@ fn replay_memory_10k() {
     );
 }
 
-/// Snapshots every 1,024 events while they fit the budget; a bigger run spaces them out.
+/// Snapshots every 64 events while they fit the budget; a bigger run spaces them out.
 #[test]
 fn snapshots_are_spaced_to_fit_the_memory_budget() {
     use super::{SNAPSHOT_EVERY, SNAPSHOT_TASK_BUDGET, snapshot_spacing};
     assert_eq!(snapshot_spacing(40, 7), SNAPSHOT_EVERY);
-    // The console bench's run: 10,000 tasks, 30,001 events, 29 snapshots.
+    // The console bench's run: 10,000 tasks, 30,001 events, 468 snapshots.
     assert_eq!(snapshot_spacing(30_001, 10_000), SNAPSHOT_EVERY);
-    // 100,000 tasks: 3 snapshots over 300,001 events.
+    // 100,000 tasks: 80 snapshots over 300,001 events.
     let every = snapshot_spacing(300_001, 100_000);
-    assert_eq!(every, 100_001);
+    assert_eq!(every, 3_751);
     assert!(300_001 / every * 100_000 <= SNAPSHOT_TASK_BUDGET);
     // More tasks than the budget: one snapshot (the start) and the fold from it.
-    assert_eq!(snapshot_spacing(2_000_000, 1_000_000), 2_000_000);
+    assert_eq!(snapshot_spacing(20_000_000, 10_000_000), 20_000_000);
 }

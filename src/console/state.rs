@@ -1,7 +1,7 @@
 //! The console's view state: plain data folded from events and keys. No channels, clocks or IO;
 //! the reducer is the only writer and panes only read it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::resilience::{CallMetrics, assess};
 
 pub use super::conflicts::{ConflictEntry, ConflictInput, ConflictKey, ConflictsView};
 use super::layout::ScreenLayout;
+use super::ring::SharedRing;
 use super::theme::Role;
 
 /// Audit lines kept in memory; older ones drop off the top.
@@ -418,14 +419,16 @@ impl StatusRole for TaskStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
     pub model: RunModel,
-    /// Task indices per layer, ordered to reduce edge crossings.
-    pub layers: Vec<Vec<usize>>,
+    /// Task indices per layer, ordered to reduce edge crossings. This and the other lists
+    /// of the layout change only with the plan: shared, so a copy of the view (a replay's
+    /// snapshot) does not copy them.
+    pub layers: Arc<Vec<Vec<usize>>>,
     /// Position of each task inside its layer.
-    pub row_in_layer: Vec<usize>,
+    pub row_in_layer: Arc<Vec<usize>>,
     /// Task indices each task depends on.
-    pub deps: Vec<Vec<usize>>,
+    pub deps: Arc<Vec<Vec<usize>>>,
     /// Task indices depending on each task.
-    pub dependents: Vec<Vec<usize>>,
+    pub dependents: Arc<Vec<Vec<usize>>>,
     /// Display width of the longest task id (sizes the DAG columns).
     pub id_width: usize,
     /// Tasks in the largest layer.
@@ -472,10 +475,10 @@ impl RunView {
     pub fn from_model(model: RunModel) -> Self {
         let mut view = Self {
             model,
-            layers: Vec::new(),
-            row_in_layer: Vec::new(),
-            deps: Vec::new(),
-            dependents: Vec::new(),
+            layers: Arc::default(),
+            row_in_layer: Arc::default(),
+            deps: Arc::default(),
+            dependents: Arc::default(),
             id_width: 0,
             widest_layer: 0,
             cursor: DagCursor::default(),
@@ -543,14 +546,14 @@ impl RunView {
             .max()
             .unwrap_or(0);
         self.widest_layer = layers.iter().map(Vec::len).max().unwrap_or(0);
-        self.layers = layers;
-        self.row_in_layer = row_in_layer;
-        self.deps = deps;
-        self.dependents = dependents;
+        self.layers = Arc::new(layers);
+        self.row_in_layer = Arc::new(row_in_layer);
+        self.deps = Arc::new(deps);
+        self.dependents = Arc::new(dependents);
     }
 
     pub fn selected_task(&self) -> Option<&TaskModel> {
-        self.model.tasks.get(self.cursor.selected)
+        self.model.tasks.get(self.cursor.selected).map(Arc::as_ref)
     }
 
     /// Whether the task at `index` matches the DAG filter.
@@ -628,7 +631,8 @@ pub struct AuditEntry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditView {
-    pub entries: VecDeque<AuditEntry>,
+    /// Shared in chunks: a replay's snapshots of the state copy them cheaply.
+    pub entries: SharedRing<AuditEntry>,
     pub capacity: usize,
     /// Matching lines between the selected line and the newest; 0 follows the tail.
     pub scroll: usize,
@@ -657,7 +661,7 @@ pub struct StreamTally {
 impl Default for AuditView {
     fn default() -> Self {
         Self {
-            entries: VecDeque::new(),
+            entries: SharedRing::new(),
             capacity: AUDIT_CAPACITY,
             scroll: 0,
             offset: 0,

@@ -10,6 +10,7 @@ mod status;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation};
 use crate::event::{
@@ -67,6 +68,25 @@ impl OutputKeep {
         } else {
             planned.clone()
         }
+    }
+}
+
+/// Kinds of events (`Event::kind`) a run model never folds: pool events that name no task.
+/// The store does not decode them when it folds a run. (`command_accepted` is folded: the
+/// accepted `start_run` names who started the run.)
+pub const UNFOLDED_KINDS: [&str; 2] = ["instance_idle", "instance_reserved"];
+
+impl OutputKeep {
+    /// Whether a fold keeping this much reads streamed output (`task_output`) at all: one
+    /// that does not may be handed a run's events without them.
+    pub fn reads_output(self) -> bool {
+        matches!(self, Self::Tail(_) | Self::Full)
+    }
+
+    /// Whether a fold keeping this much may be handed a run's events without those of
+    /// `kind`: they change nothing in it.
+    pub fn ignores(self, kind: &str) -> bool {
+        (kind == "task_output" && !self.reads_output()) || UNFOLDED_KINDS.contains(&kind)
     }
 }
 
@@ -441,9 +461,11 @@ pub struct RunModel {
     pub started_ms: u64,
     pub outcome: Option<RunOutcome>,
     /// In plan order; tasks of every `RunStarted`, so a run resumed with a new plan keeps its
-    /// earlier tasks.
-    pub tasks: Vec<TaskModel>,
-    pub index: HashMap<TaskId, usize>,
+    /// earlier tasks. Each behind an `Arc`, as is the index: a copy of the model (a replay's
+    /// snapshot) shares every task and copies one only when an event changes it, so copying
+    /// a 10,000-task run costs a list of pointers instead of every task's strings.
+    pub tasks: Vec<Arc<TaskModel>>,
+    pub index: Arc<HashMap<TaskId, usize>>,
     /// Attempts started on a simulation backend, and on a real one.
     pub simulated_attempts: usize,
     pub real_attempts: usize,
@@ -485,7 +507,7 @@ impl RunModel {
             started_ms: 0,
             outcome: None,
             tasks: Vec::new(),
-            index: HashMap::new(),
+            index: Arc::default(),
             simulated_attempts: 0,
             real_attempts: 0,
             last_seq: 0,
@@ -517,18 +539,18 @@ impl RunModel {
     }
 
     pub fn task(&self, id: &TaskId) -> Option<&TaskModel> {
-        self.index.get(id).and_then(|i| self.tasks.get(*i))
+        self.index.get(id).and_then(|i| self.tasks.get(*i)).map(Arc::as_ref)
     }
 
     pub fn task_mut(&mut self, id: &TaskId) -> Option<&mut TaskModel> {
-        self.index.get(id).and_then(|i| self.tasks.get_mut(*i))
+        self.index.get(id).and_then(|i| self.tasks.get_mut(*i)).map(Arc::make_mut)
     }
 
     /// Tasks whose conflict waits for a person, in plan order.
     pub fn open_conflicts(&self) -> impl Iterator<Item = (&TaskModel, &ConflictModel)> {
         self.tasks
             .iter()
-            .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (t, c)))
+            .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (&**t, c)))
     }
 
     /// "Waiting for a person": the run is live and a task of it awaits an approval or a
@@ -621,10 +643,11 @@ impl RunModel {
                 self.simulated |= *simulated;
                 self.outcome = None;
                 self.tasks.reserve(tasks.len());
+                let index = Arc::make_mut(&mut self.index);
                 for planned in tasks {
-                    if !self.index.contains_key(&planned.task) {
-                        self.index.insert(planned.task.clone(), self.tasks.len());
-                        self.tasks.push(TaskModel::new(self.keep.planned(planned)));
+                    if !index.contains_key(&planned.task) {
+                        index.insert(planned.task.clone(), self.tasks.len());
+                        self.tasks.push(Arc::new(TaskModel::new(self.keep.planned(planned))));
                     }
                 }
                 true
@@ -677,7 +700,11 @@ impl RunModel {
                     _ => {}
                 }
                 let keep = self.keep;
-                let task = &mut self.tasks[at];
+                if matches!(event, Event::TaskOutput { .. }) && !keep.reads_output() {
+                    // Before `make_mut`: a task shared with a copy stays shared.
+                    return false;
+                }
+                let task = Arc::make_mut(&mut self.tasks[at]);
                 let changed = fold_task(task, event, ts, keep);
                 // A retried task makes a finished run active again.
                 if changed && !task.status.is_final() && task.status != TaskStatus::Pending {

@@ -608,6 +608,43 @@ fn retries_used_count_the_round_and_end_with_it() {
 }
 
 #[test]
+fn a_fold_that_keeps_no_output_ignores_output_events() {
+    // `RunStore::fold_run` leaves them unread when `reads_output` says so.
+    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
+        let mut feed = Feed::new(keep);
+        assert!(feed.push(start(1, true)));
+        let before = feed.model.clone();
+        let changed = feed.push(output(OutputStream::Stdout, "a line"));
+        assert_eq!(changed, keep.reads_output(), "{keep:?}");
+        if !keep.reads_output() {
+            assert_eq!(feed.model, before);
+        }
+        assert_eq!(keep.ignores("task_output"), !keep.reads_output());
+    }
+}
+
+#[test]
+fn unfolded_kinds_change_nothing() {
+    let agent = || AgentId::new("coder");
+    let events = [
+        Event::InstanceIdle { instance: InstanceId(7), agent: agent() },
+        Event::InstanceReserved { instance: InstanceId(7), agent: agent() },
+    ];
+    assert_eq!(events.len(), UNFOLDED_KINDS.len());
+    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
+        let mut feed = Feed::new(keep);
+        assert!(feed.push(start(1, true)));
+        for event in &events {
+            assert!(keep.ignores(event.kind()), "{}", event.kind());
+            let before = feed.model.clone();
+            assert!(!feed.push(event.clone()), "{}", event.kind());
+            assert_eq!(feed.model, before);
+        }
+        assert!(!keep.ignores("task_started") && !keep.ignores("command_accepted"));
+    }
+}
+
+#[test]
 fn the_starter_comes_from_the_accepted_start_and_a_waiting_task_makes_the_run_wait() {
     let accepted = |user: &str, command: &str| Envelope {
         seq: 0,

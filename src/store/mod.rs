@@ -14,6 +14,7 @@
 //! open their own `RunStore` and never block the writer.
 
 mod anchor;
+mod decode;
 mod encode;
 mod error;
 mod outcomes;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde::Serialize;
 
+use decode::Decoder;
 pub(crate) use encode::Encoder;
 pub use error::StoreError;
 pub use outcomes::{Outcome, OutcomeSample, task_words};
@@ -39,6 +41,7 @@ pub use writer::{LINGER, MAX_BATCH, StoreWriter, spawn_paced_writer, spawn_write
 
 use crate::event::{Envelope, Event, RunStatus};
 use crate::ids::RunId;
+use crate::model::{OutputKeep, RunModel};
 
 /// The database file name inside the data folder.
 pub const RUNS_FILE: &str = "runs.db";
@@ -379,36 +382,68 @@ impl RunStore {
     }
 
     /// The events of a run with `seq` greater than `after`, in order (for a console that
-    /// lagged behind the broadcast and re-reads what it missed). The order is the order of
+    /// lagged behind the broadcast and re-reads what it missed); see [`RunStore::each_event`]
+    /// for the order.
+    pub fn events_after(&self, run: &RunId, after: u64) -> Result<Vec<Envelope>, StoreError> {
+        let mut events = Vec::new();
+        self.each_event(run, after, |_| false, |envelope| events.push(envelope))?;
+        Ok(events)
+    }
+
+    /// A run's stored events folded by the run model, keeping `keep` of their output. Reads
+    /// as it folds, without holding the events, and skips the lines the fold would ignore
+    /// (pool events, and streamed output when it keeps none): what resume and the task
+    /// counts need.
+    pub fn fold_run(&self, run: &RunId, keep: OutputKeep) -> Result<RunModel, StoreError> {
+        let mut model = RunModel::new(keep);
+        self.each_event(
+            run,
+            0,
+            |kind| keep.ignores(kind),
+            |envelope| {
+                model.apply(&envelope);
+            },
+        )?;
+        Ok(model)
+    }
+
+    /// Hand each stored event of `run` with `seq` above `after` to `each`, in order, except
+    /// those whose kind `skip` names (not decoded at all). The order is the order of
     /// storage, which is `seq` order within one process and stays chronological when a
     /// resumed run continues in a new process.
-    pub fn events_after(&self, run: &RunId, after: u64) -> Result<Vec<Envelope>, StoreError> {
+    fn each_event(
+        &self,
+        run: &RunId,
+        after: u64,
+        skip: impl Fn(&str) -> bool,
+        mut each: impl FnMut(Envelope),
+    ) -> Result<(), StoreError> {
         let mut select = self
             .conn
             .prepare_cached(
                 "SELECT body FROM event_blocks WHERE run_id = ?1 AND last_seq > ?2 ORDER BY id",
             )
             .map_err(|e| self.sql(e))?;
-        let bodies = select
-            .query_map(params![run.as_str(), after as i64], |row| row.get::<_, String>(0))
-            .map_err(|e| self.sql(e))?;
-        let mut events = Vec::new();
-        for body in bodies {
-            let body = body.map_err(|e| self.sql(e))?;
+        let mut rows =
+            select.query(params![run.as_str(), after as i64]).map_err(|e| self.sql(e))?;
+        let mut decoder = Decoder::default();
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            // Borrowed from SQLite's row: a block is not copied before it is read.
+            let body = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(|e| self.sql(e))?;
             for line in body.lines() {
-                let envelope: Envelope =
-                    serde_json::from_str(line).map_err(|e| StoreError::BadEvent {
+                let envelope =
+                    decoder.decode_unless(line, &skip).map_err(|e| StoreError::BadEvent {
                         path: self.path.clone(),
                         run: run.clone(),
                         seq: seq_of(line),
                         message: e.to_string(),
                     })?;
-                if envelope.seq > after {
-                    events.push(envelope);
+                if let Some(envelope) = envelope.filter(|e| e.seq > after) {
+                    each(envelope);
                 }
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Every outcome of an attempt that finished at or after `since_ms` (milliseconds since
@@ -540,8 +575,7 @@ impl RunStore {
     /// task counts once, by where it is now. A running run with a task waiting for a person
     /// is [`RunState::Waiting`].
     fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
-        let events = self.events(&run.run_id)?;
-        let model = crate::model::RunModel::from_events(&events, crate::model::OutputKeep::None);
+        let model = self.fold_run(&run.run_id, OutputKeep::None)?;
         let counts = model.counts();
         (run.succeeded, run.failed, run.skipped, run.cancelled) =
             (counts.succeeded, counts.failed, counts.skipped, counts.cancelled);
