@@ -51,6 +51,86 @@ pub struct Settings {
     pub host: HostSettings,
     /// Who is told when a task starts waiting for a person.
     pub notify: NotifySettings,
+    /// Per-backend request and token rates, by backend name (see [`RateLimitSettings`]).
+    #[serde(
+        deserialize_with = "unique_map::deserialize",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub rate_limits: BTreeMap<String, RateLimitSettings>,
+    /// Prices per model, for the cost of backends that report tokens but no cost.
+    #[serde(
+        deserialize_with = "unique_map::deserialize",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// `rate_limits.<backend>:` the most a backend is asked, across every run of this process.
+/// An attempt that would go over waits (its task shows "waiting on rate limit").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Attempts started per minute (each attempt is one request to the backend).
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (input plus output, as the backend reports them) per minute.
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// `prices.<model>:` US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of one attempt's tokens.
+    pub fn cost(&self, usage: &crate::event::TokenUsage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_mtok
+            + usage.output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// A token and cost budget (`budget: {tokens: N, cost_usd: X}`) of a task or a run; an
+/// absent field is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Budget {
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+}
+
+impl Budget {
+    pub fn is_unlimited(&self) -> bool {
+        self.tokens.is_none() && self.cost_usd.is_none()
+    }
+
+    /// The field that cannot work, as `(field, what is wrong)`.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.tokens == Some(0) {
+            return Some(("tokens", "must be at least 1 (leave it out for no limit)".into()));
+        }
+        match self.cost_usd {
+            Some(cost) if !(cost.is_finite() && cost > 0.0) => {
+                Some(("cost_usd", format!("{cost} is not an amount above 0")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What reaching 100% of a budget does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBudget {
+    /// The task stops (fails) with a budget reason; dependents are skipped.
+    #[default]
+    Stop,
+    /// The task's output is held for a reviewer: approving raises the budget by its size
+    /// again and lets the output through; rejecting fails the task.
+    Approve,
 }
 
 /// `redact:` in `flightdeck.yaml`.
@@ -116,6 +196,8 @@ impl Default for Settings {
             redact: RedactSettings::default(),
             host: HostSettings::default(),
             notify: NotifySettings::default(),
+            rate_limits: BTreeMap::new(),
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -702,6 +784,10 @@ pub struct Policies {
     pub two_person_at: Option<crate::event::Risk>,
     /// Whether the user who started a run may approve its tasks (separation of duties).
     pub self_approval: bool,
+    /// The run budget of workflows that give none.
+    pub budget: Budget,
+    /// What a task or run reaching its budget does.
+    pub on_budget: OnBudget,
 }
 
 impl Default for Policies {
@@ -713,6 +799,8 @@ impl Default for Policies {
             on_timeout: OnTimeout::Reject,
             two_person_at: Some(crate::event::Risk::Critical),
             self_approval: false,
+            budget: Budget::default(),
+            on_budget: OnBudget::default(),
         }
     }
 }
@@ -987,11 +1075,66 @@ impl Settings {
                 ));
             }
         }
+        self.validate_limits(text, file)?;
         if self.limits.auto_timeout_min > self.limits.auto_timeout_max {
             return Err(invalid(
                 "limits.auto_timeout_min",
                 "is greater than auto_timeout_max".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// `rate_limits`, `prices` and `policies.budget`.
+    fn validate_limits(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            line: field_line(text, &field).or_else(|| {
+                field.rsplit_once('.').and_then(|(parent, _)| field_line(text, parent))
+            }),
+            field,
+            message,
+        };
+        for (backend, limit) in &self.rate_limits {
+            if !self.backends.contains_key(backend) {
+                return Err(invalid(
+                    format!("rate_limits.{backend}"),
+                    format!(
+                        "`{backend}` is not one of the backends defined ({})",
+                        self.backends.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if limit.requests_per_minute == Some(0) {
+                return Err(invalid(
+                    format!("rate_limits.{backend}.requests_per_minute"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
+            if limit.tokens_per_minute == Some(0) {
+                return Err(invalid(
+                    format!("rate_limits.{backend}.tokens_per_minute"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
+        }
+        for (model, price) in &self.prices {
+            for (field, value) in [
+                ("input_per_mtok", price.input_per_mtok),
+                ("output_per_mtok", price.output_per_mtok),
+            ] {
+                if !(value.is_finite() && value >= 0.0) {
+                    return Err(invalid(
+                        format!("prices.{model}.{field}"),
+                        format!("{value} is not a price (dollars per million tokens, 0 or more)"),
+                    ));
+                }
+            }
+        }
+        if let Some((field, message)) = self.policies.budget.problem() {
+            return Err(invalid(format!("policies.budget.{field}"), message));
         }
         Ok(())
     }

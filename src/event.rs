@@ -458,6 +458,80 @@ pub enum Event {
         /// The match in context, on one line, the match itself between `«` and `»`.
         excerpt: String,
     },
+    // ---- limits and budgets ----
+    /// An attempt waits before it starts: its backend's rate limit is reached. The task
+    /// shows "waiting on rate limit" until its next `TaskStarted`.
+    RateLimited {
+        task: TaskId,
+        agent: AgentId,
+        backend: String,
+        /// `requests_per_minute` or `tokens_per_minute`.
+        limit: String,
+        wait_ms: u64,
+    },
+    /// What one attempt spent, as its backend reported it (published only when it reported
+    /// tokens or a cost). The cost is the backend's own, else from `prices` in
+    /// flightdeck.yaml; `None` when neither is known.
+    TaskSpent {
+        task: TaskId,
+        attempt: u32,
+        tokens: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
+    },
+    /// Spend reached 80% of a budget (once per budget and measure).
+    BudgetWarning {
+        /// The task whose attempt took the spend over the mark.
+        task: TaskId,
+        scope: BudgetScope,
+        measure: BudgetMeasure,
+        spent: f64,
+        limit: f64,
+    },
+    /// Spend reached a budget: the task stops (`on_budget: stop`) or its output waits for a
+    /// reviewer to raise the budget (`on_budget: approve`).
+    BudgetExceeded {
+        task: TaskId,
+        scope: BudgetScope,
+        measure: BudgetMeasure,
+        spent: f64,
+        limit: f64,
+    },
+}
+
+/// Whose budget: one task's, or the whole run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    Task,
+    Run,
+}
+
+impl BudgetScope {
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Run => "run",
+        }
+    }
+}
+
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetMeasure {
+    Tokens,
+    CostUsd,
+}
+
+impl BudgetMeasure {
+    /// `12,345 tokens` or `$0.1234`.
+    pub fn amount(self, value: f64) -> String {
+        match self {
+            Self::Tokens => format!("{} tokens", value.round() as u64),
+            Self::CostUsd => format!("${value:.4}"),
+        }
+    }
 }
 
 impl Event {
@@ -487,7 +561,11 @@ impl Event {
             | Self::ConflictDetected { task, .. }
             | Self::ConflictStep { task, .. }
             | Self::ConflictResolved { task, .. }
-            | Self::SafetyRuleMatched { task, .. } => Some(task.as_str()),
+            | Self::SafetyRuleMatched { task, .. }
+            | Self::RateLimited { task, .. }
+            | Self::TaskSpent { task, .. }
+            | Self::BudgetWarning { task, .. }
+            | Self::BudgetExceeded { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -515,7 +593,8 @@ impl Event {
             | Self::BreakerOpened { agent, .. }
             | Self::BreakerHalfOpened { agent, .. }
             | Self::BreakerClosed { agent, .. }
-            | Self::AttemptInterrupted { agent, .. } => Some(agent.as_str()),
+            | Self::AttemptInterrupted { agent, .. }
+            | Self::RateLimited { agent, .. } => Some(agent.as_str()),
             _ => None,
         }
     }
@@ -565,6 +644,10 @@ impl Event {
             Self::ConflictStep { .. } => "conflict_step",
             Self::ConflictResolved { .. } => "conflict_resolved",
             Self::SafetyRuleMatched { .. } => "safety_rule_matched",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TaskSpent { .. } => "task_spent",
+            Self::BudgetWarning { .. } => "budget_warning",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 }

@@ -60,6 +60,41 @@ pub fn redact_and_sanitize(data: &[u8]) {
     let _ = crate::terminal::sanitize_line(&text);
 }
 
+/// Claude Code's `stream-json` stdout, line by line, then the attempt's end.
+pub fn claude_code_stream(data: &[u8]) {
+    crate::exec::claude_code::parse_stdout(data);
+}
+
+/// Codex's `exec --json` stdout.
+pub fn codex_stream(data: &[u8]) {
+    crate::exec::codex::parse_stdout(data);
+}
+
+/// Gemini's `stream-json` stdout.
+pub fn gemini_stream(data: &[u8]) {
+    crate::exec::gemini::parse_stdout(data);
+}
+
+/// A panel member's answer through the verdict parser; the first line lists the options
+/// (separated by `|`), the rest is the answer.
+pub fn verdict(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (first, answer) = text.split_once('\n').unwrap_or(("", &text));
+    let options: Vec<String> =
+        first.split('|').filter(|o| !o.is_empty()).map(str::to_owned).collect();
+    let _ = crate::conflict::parse_verdict(answer, &options);
+    let _ = crate::conflict::parse_verdict(answer, &[]);
+}
+
+/// Control-socket lines, as the host reads a client's and a client reads the host's.
+pub fn control_protocol(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for line in text.split('\n') {
+        let _ = crate::host::protocol::decode_client_line(line);
+        let _ = crate::host::protocol::decode_host_line(line);
+    }
+}
+
 /// One fuzz target: reads bytes, must not panic.
 pub type Target = fn(&[u8]);
 
@@ -70,4 +105,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("settings_file", settings_file),
     ("sse_stream", sse_stream),
     ("redact_and_sanitize", redact_and_sanitize),
+    ("claude_code_stream", claude_code_stream),
+    ("codex_stream", codex_stream),
+    ("gemini_stream", gemini_stream),
+    ("verdict", verdict),
+    ("control_protocol", control_protocol),
 ];

@@ -8,20 +8,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agents::{AgentError, AgentWatcher, Registry, watch};
+use crate::agents::{AgentError, AgentWatcher, Registry, watch_gated};
 use crate::audit::{AuditError, AuditLog};
 use crate::bus::{EventBus, now_ms};
 use crate::command::{Command, Request};
 use crate::config::Settings;
+use crate::conflict::ConflictChoice;
 use crate::engine::Resumed;
 use crate::engine::{Engine, EngineError, EngineParts, RunHandle};
 use crate::event::{Envelope, Event, Level, RunStatus};
 use crate::governance::{
-    Approvals, Channel, Denied, Gate, GovernanceError, Identity, PendingApproval, Provenance,
-    SYSTEM_USER, run_of,
+    Approvals, Channel, Denied, Gate, GovernanceError, Identity, PendingApproval, Permit,
+    Provenance, run_of,
 };
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::learning::{History, LearningSettings};
@@ -158,11 +161,6 @@ impl Runtime {
         let writer = spawn_paced_writer(store, events, Some(backlog))?;
 
         let registry = Registry::load(&project_dir.join("agentpool"));
-        let watcher = if watch_agents {
-            Some(watch(registry.clone(), bus.clone()).map_err(RuntimeError::Watch)?)
-        } else {
-            None
-        };
         let pool = Pool::new(PoolConfig::from(&settings.limits), bus.clone());
         let breakers = BreakerBoard::new(settings.breakers.clone(), bus.clone());
         let approvals = Approvals::with_policy(bus.clone(), (&settings.policies).into());
@@ -173,6 +171,12 @@ impl Runtime {
             tracing::warn!(%warning, "audit log");
         }
         let gate = Gate::new(&settings, audit.clone(), bus.clone());
+        let watcher = if watch_agents {
+            let watcher = watch_gated(registry.clone(), bus.clone(), gate.clone());
+            Some(watcher.map_err(RuntimeError::Watch)?)
+        } else {
+            None
+        };
         let engine = Engine::new(EngineParts {
             bus: bus.clone(),
             registry: registry.clone(),
@@ -217,12 +221,17 @@ impl Runtime {
         &self.inner.settings
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+    /// The active agent definitions, sorted by name. The registry itself is not public:
+    /// it changes only through the gate (`reload_agents`, or a hot reload by the system).
+    pub fn agents(&self) -> Vec<Arc<crate::agents::AgentDefinition>> {
+        self.inner.registry.definitions()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// Ids of the runs this runtime knows (running, or finished a while ago), oldest first.
+    /// The engine itself is not public: every change goes through [`Runtime::submit`] and
+    /// the gate.
+    pub fn run_ids(&self) -> Vec<RunId> {
+        self.inner.engine.runs().iter().map(|run| run.id().clone()).collect()
     }
 
     /// What opening the audit log found (a torn last record moved aside, records missing
@@ -307,8 +316,12 @@ impl Runtime {
         rule: PruneRule,
     ) -> Result<(Vec<RunRow>, u64), RuntimeError> {
         let command = Command::PruneRuns { keep: rule.keep, before_ms: rule.before_ms };
-        self.inner.gate.check(&Request { user: UserId::new(user), command })?;
-        prune_runs(&self.inner, rule).await
+        let permit = self.inner.gate.check(&Request { user: UserId::new(user), command })?;
+        let pruned = prune_runs(&self.inner, rule).await;
+        finish(&self.inner, permit, pruned, |(runs, events)| {
+            let ids: Vec<&RunId> = runs.iter().map(|row| &row.run_id).collect();
+            json!({ "pruned": ids, "events": events })
+        })
     }
 
     /// Read and plan a workflow without running it. Relative paths resolve against the
@@ -329,9 +342,10 @@ impl Runtime {
         };
         // The id is made first, so the gate's decision belongs to the run it starts.
         let run = RunId::generate();
-        let identity = self.inner.gate.check_for_run(&request, Some(&run))?;
-        self.inner.approvals.record_starter(&run, &identity.user);
-        start_owned(&self.inner, run, plan)
+        let permit = self.inner.gate.check_for_run(&request, Some(&run))?;
+        self.inner.approvals.record_starter(&run, permit.user());
+        let started = start_owned(&self.inner, run, plan, &permit);
+        finish(&self.inner, permit, started, |handle| json!({ "started": handle.id() }))
     }
 
     /// Go on with an interrupted run as `user`, through the gate (as `ResumeRun`): `run` is
@@ -346,8 +360,9 @@ impl Runtime {
         let run = resolve_run(&self.inner, run)?;
         let command = Command::ResumeRun { run: run.clone(), backend: backend.clone() };
         let request = Request { user: UserId::new(user), command };
-        self.inner.gate.check_for_run(&request, Some(&run))?;
-        resume_owned(&self.inner, run, backend)
+        let permit = self.inner.gate.check_for_run(&request, Some(&run))?;
+        let resumed = resume_owned(&self.inner, run, backend, &permit);
+        finish(&self.inner, permit, resumed, |handle| json!({ "resumed": handle.id() }))
     }
 
     /// A channel for one user's commands. Each is submitted in order; an error becomes a
@@ -367,16 +382,24 @@ impl Runtime {
         sender
     }
 
-    /// Reject a task waiting for approval when no reviewer can answer (headless runs), as
-    /// [`SYSTEM_USER`] with `note` as the reason. Not an operator command, so no gate.
+    /// Reject a task waiting for approval when no reviewer can answer (headless runs): a
+    /// `reject` by [`SYSTEM_USER`](crate::governance::SYSTEM_USER) with `note` as the reason, through the gate and audited
+    /// like a reviewer's.
     pub fn refuse_unattended(
         &self,
         run: &RunId,
         task: &TaskId,
         note: &str,
     ) -> Result<(), RuntimeError> {
-        let by = UserId::new(SYSTEM_USER);
-        Ok(self.inner.approvals.decide(run, task, false, &by, Some(note.to_owned()))?)
+        let command =
+            Command::Reject { run: run.clone(), task: task.clone(), note: Some(note.to_owned()) };
+        let permit = self.inner.gate.system(command, "a headless run: no reviewer can answer")?;
+        let decided = self
+            .inner
+            .approvals
+            .decide(run, task, false, permit.user(), Some(note.to_owned()))
+            .map_err(RuntimeError::from);
+        finish(&self.inner, permit, decided, |()| json!({ "rejected": task }))
     }
 
     /// Conflicts waiting for a person, across runs (the console's Conflicts pane).
@@ -384,9 +407,10 @@ impl Runtime {
         self.inner.engine.conflicts().open()
     }
 
-    /// Settle a conflict no person can see (headless runs), as [`SYSTEM_USER`]: take the
-    /// ladder's recommendation when `take_recommendation`, else fail the panel task with
-    /// a message naming every member and its decision. Not an operator command, so no gate.
+    /// Settle a conflict no person can see (headless runs): a `resolve_conflict` by
+    /// [`SYSTEM_USER`](crate::governance::SYSTEM_USER) through the gate, taking the ladder's recommendation when
+    /// `take_recommendation`, else failing the panel task with a message naming every member
+    /// and its decision.
     pub fn settle_unattended(
         &self,
         run: &RunId,
@@ -394,27 +418,40 @@ impl Runtime {
         take_recommendation: bool,
     ) -> Result<(), RuntimeError> {
         let conflicts = self.inner.engine.conflicts();
-        if take_recommendation {
-            let reason = "headless run: --decide recommend took the ladder's recommendation";
-            return Ok(conflicts.take_recommendation(
-                run,
-                task,
-                &UserId::new(SYSTEM_USER),
-                reason,
-            )?);
-        }
-        let sides = conflicts.get(run, task).map_or_else(String::new, |open| {
-            open.verdicts
-                .iter()
-                .map(|v| format!("{} chose \"{}\"", v.agent, v.verdict.decision))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
-        let reason = format!(
-            "conflict needs a person: {sides}; no one can decide in a headless run (pass \
-             --decide recommend to take the ladder's recommendation, or run it from the console)"
-        );
-        Ok(conflicts.refuse(run, task, reason)?)
+        let (choice, why) = if take_recommendation {
+            let why = "headless run: --decide recommend took the ladder's recommendation";
+            (ConflictChoice::Recommended, why)
+        } else {
+            let sides = conflicts.get(run, task).map_or_else(String::new, |open| {
+                open.verdicts
+                    .iter()
+                    .map(|v| format!("{} chose \"{}\"", v.agent, v.verdict.decision))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            let reason = format!(
+                "conflict needs a person: {sides}; no one can decide in a headless run (pass \
+                 --decide recommend to take the ladder's recommendation, or run it from the \
+                 console)"
+            );
+            (ConflictChoice::Refused(reason), "headless run: no one can decide a conflict")
+        };
+        let command =
+            Command::ResolveConflict { run: run.clone(), task: task.clone(), choice, note: None };
+        let permit = self.inner.gate.system(command, why)?;
+        let settled = match permit.command() {
+            Command::ResolveConflict { choice, .. } => conflicts
+                .resolve(run, task, choice, permit.user(), Some(why.to_owned()))
+                .map_err(RuntimeError::from),
+            _ => Ok(()),
+        };
+        finish(&self.inner, permit, settled, |()| json!({ "settled": task }))
+    }
+
+    /// Cancel a run of this runtime on Flightdeck's own behalf (a headless run's Ctrl-C or
+    /// SIGTERM, said in `why`): a `cancel_run` by [`SYSTEM_USER`](crate::governance::SYSTEM_USER) through the gate.
+    pub async fn interrupt(&self, run: &RunId, why: &str) -> Result<(), RuntimeError> {
+        interrupt(&self.inner, run, why).await
     }
 
     /// Wait for a run to finish. `None` when this runtime does not know the run (any more).
@@ -422,11 +459,17 @@ impl Runtime {
         Some(self.inner.engine.run(run)?.wait().await)
     }
 
-    /// Cancel active runs, wait (up to 10 s) for their work to stop, and flush the store.
+    /// Cancel active runs (each a `cancel_run` by [`SYSTEM_USER`](crate::governance::SYSTEM_USER) through the gate), wait
+    /// (up to 10 s) for their work to stop, and flush the store. A cancel the gate refuses
+    /// (the audit log cannot be written) is logged; the run is left as it is, interrupted
+    /// and resumable.
     pub async fn shutdown(self) {
         let active = self.inner.engine.active_runs();
         for run in &active {
-            let _ = run.cancel().await;
+            let why = "shutting down: the process that hosts the run is exiting";
+            if let Err(error) = interrupt(&self.inner, run.id(), why).await {
+                tracing::warn!(run = %run.id(), %error, "shutdown: run not cancelled");
+            }
         }
         for run in &active {
             if tokio::time::timeout(SHUTDOWN_WAIT, run.wait()).await.is_err() {
@@ -474,7 +517,12 @@ fn notice(bus: &EventBus, run: Option<&RunId>, level: Level, message: String) {
 /// lock file is created and held first (an id whose file or stored row exists is refused,
 /// never merged), then the engine starts. Locks of runs the engine has forgotten are
 /// released on the way.
-fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, RuntimeError> {
+fn start_owned(
+    inner: &Inner,
+    run: RunId,
+    plan: Plan,
+    permit: &Permit,
+) -> Result<RunHandle, RuntimeError> {
     let lock = RunLock::claim_new(&inner.data_dir, &run)?;
     let stored = inner.reader.lock().unwrap_or_else(PoisonError::into_inner).has_run(&run);
     if !matches!(stored, Ok(false)) {
@@ -500,7 +548,7 @@ fn start_owned(inner: &Inner, run: RunId, plan: Plan) -> Result<RunHandle, Runti
                 "workflow not stored: the run cannot be resumed from it");
         }
     }
-    let handle = match inner.engine.start_as(run, plan) {
+    let handle = match inner.engine.start_as(run, plan, permit) {
         Ok(handle) => handle,
         Err(error) => {
             lock.discard();
@@ -553,6 +601,7 @@ fn resume_owned(
     inner: &Inner,
     run: RunId,
     backend: Option<String>,
+    permit: &Permit,
 ) -> Result<RunHandle, RuntimeError> {
     if inner.engine.run(&run).is_some() {
         let why = "this process is running it".to_owned();
@@ -587,7 +636,7 @@ fn resume_owned(
     let killed_processes = kill_leftovers(&run);
     let (plan, workflow_changed) = plan_stored(inner, &run, &model, backend)?;
     let resumed = Resumed { workflow_changed, killed_processes };
-    let handle = inner.engine.resume_as(run, plan, &point, resumed)?;
+    let handle = inner.engine.resume_as(run, plan, &point, resumed, permit)?;
     let mut owned = inner.owned.lock().unwrap_or_else(PoisonError::into_inner);
     owned.retain(|lock| inner.engine.run(lock.run()).is_some());
     owned.push(lock);
@@ -704,16 +753,15 @@ async fn submit_from(
         Command::ResumeRun { run, backend } => {
             let run = resolve_run(inner, run.as_str())
                 .inspect_err(|error| notice(&inner.bus, None, Level::Error, error.to_string()))?;
-            let identity = inner.gate.check_from(
+            let permit = inner.gate.check_from(
                 &Request {
                     user: request.user.clone(),
-                    command: Command::ResumeRun { run: run.clone(), backend: backend.clone() },
+                    command: Command::ResumeRun { run: run.clone(), backend },
                 },
                 Some(&run),
                 provenance,
             )?;
-            let command = Command::ResumeRun { run, backend };
-            return dispatch(inner, &identity, &provenance.account, command, None).await;
+            return dispatch(inner, permit, None).await;
         }
         _ => request,
     };
@@ -727,45 +775,83 @@ async fn submit_from(
         }
         _ => None,
     };
-    let identity = inner.gate.check_with_rule(&request, run, provenance, broken_rule)?;
-    dispatch(inner, &identity, &provenance.account, request.command, new_run).await
+    let permit = inner.gate.check_with_rule(&request, run, provenance, broken_rule)?;
+    dispatch(inner, permit, new_run).await
 }
 
+/// Carry out an accepted command, then audit what it did.
 async fn dispatch(
     inner: &Arc<Inner>,
-    identity: &Identity,
-    account: &str,
-    command: Command,
+    permit: Permit,
     new_run: Option<RunId>,
 ) -> Result<Option<RunId>, RuntimeError> {
+    let done = carry_out(inner, &permit, new_run).await;
+    finish(inner, permit, done, Value::clone)
+        .map(|did| did.get("run").and_then(|run| serde_json::from_value::<RunId>(run.clone()).ok()))
+}
+
+/// What the command of `permit` does; `Ok` says what happened (`run` names a run it
+/// started or resumed).
+async fn carry_out(
+    inner: &Arc<Inner>,
+    permit: &Permit,
+    new_run: Option<RunId>,
+) -> Result<Value, RuntimeError> {
     let engine = &inner.engine;
     let run_handle =
         |run: &RunId| engine.run(run).ok_or_else(|| EngineError::UnknownRun { run: run.clone() });
-    match command {
+    let user = permit.user();
+    let account = permit.provenance().account.as_str();
+    Ok(match permit.command().clone() {
         Command::StartRun { workflow, backend, max_parallel } => {
             let overrides = PlanOverrides { backend, max_parallel };
             let plan = plan_file(inner, &workflow, &overrides).inspect_err(|error| {
                 notice(&inner.bus, None, Level::Error, error.to_string());
             })?;
             let run = new_run.unwrap_or_else(RunId::generate);
-            inner.approvals.record_starter(&run, &identity.user);
-            return Ok(Some(start_owned(inner, run, plan)?.id().clone()));
+            inner.approvals.record_starter(&run, user);
+            let tasks = plan.steps.len();
+            let handle = start_owned(inner, run, plan, permit)?;
+            json!({ "run": handle.id(), "tasks": tasks })
         }
-        Command::CancelRun { run } => run_handle(&run)?.cancel().await?,
-        Command::CancelTask { run, task } => run_handle(&run)?.cancel_task(&task).await?,
-        Command::RetryTask { run, task } => run_handle(&run)?.retry_task(&task).await?,
+        Command::CancelRun { run } => {
+            run_handle(&run)?.cancel(permit).await?;
+            json!({ "cancelled": run })
+        }
+        Command::CancelTask { run, task } => {
+            run_handle(&run)?.cancel_task(&task, permit).await?;
+            json!({ "cancelled": task })
+        }
+        Command::RetryTask { run, task } => {
+            run_handle(&run)?.retry_task(&task, permit).await?;
+            json!({ "retrying": task })
+        }
         Command::Approve { run, task, note } => {
-            inner.approvals.decide_as(&run, &task, true, &identity.user, account, note)?;
+            inner.approvals.decide_as(&run, &task, true, user, account, note)?;
+            let waiting =
+                inner.approvals.pending().into_iter().any(|p| p.run == run && p.task == task);
+            json!({ "approved": task, "still_waiting": waiting })
         }
         Command::Reject { run, task, note } => {
-            inner.approvals.decide(&run, &task, false, &identity.user, note)?;
+            inner.approvals.decide(&run, &task, false, user, note)?;
+            json!({ "rejected": task })
         }
         Command::ResolveConflict { run, task, choice, note } => {
-            engine.conflicts().resolve(&run, &task, &choice, &identity.user, note)?;
+            engine.conflicts().resolve(&run, &task, &choice, user, note)?;
+            json!({ "resolved": task, "choice": choice })
         }
-        Command::ResetBreaker { agent } => inner.breakers.reset(&agent, identity.user.as_str()),
-        Command::OpenBreaker { agent } => inner.breakers.force_open(&agent, identity.user.as_str()),
-        Command::SpawnInstance { agent } => spawn_instance(inner, agent)?,
+        Command::ResetBreaker { agent } => {
+            inner.breakers.reset(&agent, user.as_str());
+            json!({ "breaker": agent, "state": "closed" })
+        }
+        Command::OpenBreaker { agent } => {
+            inner.breakers.force_open(&agent, user.as_str());
+            json!({ "breaker": agent, "state": "open" })
+        }
+        Command::SpawnInstance { agent } => {
+            spawn_instance(inner, agent.clone())?;
+            json!({ "spawning": agent })
+        }
         Command::ReleaseInstance { instance } => {
             // Instances held by running tasks are released by their task, never by hand.
             let mut spawned = inner.spawned.lock().unwrap_or_else(PoisonError::into_inner);
@@ -774,20 +860,52 @@ async fn dispatch(
             }
             drop(spawned);
             inner.pool.release(instance)?;
+            json!({ "released": instance })
         }
         Command::ReloadAgents => {
-            for event in inner.registry.rescan() {
+            let events = inner.registry.rescan();
+            let did = crate::agents::registry::summary(&events);
+            for event in events {
                 inner.bus.publish(None, event);
             }
+            did
         }
         Command::PruneRuns { keep, before_ms } => {
-            prune_runs(inner, PruneRule { keep, before_ms }).await?;
+            let (runs, events) = prune_runs(inner, PruneRule { keep, before_ms }).await?;
+            let ids: Vec<&RunId> = runs.iter().map(|row| &row.run_id).collect();
+            json!({ "pruned": ids, "events": events })
         }
         Command::ResumeRun { run, backend } => {
-            return Ok(Some(resume_owned(inner, run, backend)?.id().clone()));
+            let handle = resume_owned(inner, run, backend, permit)?;
+            json!({ "run": handle.id(), "resumed": true })
         }
-    }
-    Ok(None)
+    })
+}
+
+/// Audit what became of an accepted command (`did` of its result, or its error) and pass
+/// the result on.
+fn finish<T>(
+    inner: &Inner,
+    permit: Permit,
+    result: Result<T, RuntimeError>,
+    did: impl FnOnce(&T) -> Value,
+) -> Result<T, RuntimeError> {
+    let outcome = match &result {
+        Ok(value) => Ok(did(value)),
+        Err(error) => Err(error.to_string()),
+    };
+    inner.gate.record(permit, outcome);
+    result
+}
+
+/// A `cancel_run` by the system user, through the gate.
+async fn interrupt(inner: &Inner, run: &RunId, why: &str) -> Result<(), RuntimeError> {
+    let permit = inner.gate.system(Command::CancelRun { run: run.clone() }, why)?;
+    let cancelled = match inner.engine.run(run) {
+        Some(handle) => handle.cancel(&permit).await.map_err(RuntimeError::from),
+        None => Err(EngineError::UnknownRun { run: run.clone() }.into()),
+    };
+    finish(inner, permit, cancelled, |()| json!({ "cancelled": run }))
 }
 
 /// Prune on a connection of its own, off the async threads (a large prune takes a while),

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/permit.rs"]
+mod permits;
+
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
@@ -215,7 +218,14 @@ async fn a_panicking_attempt_fails_its_run_instead_of_hanging_it() {
         Path::new("w.yaml"),
     )
     .unwrap();
-    let run = engine.start(plan(&workflow, &registry, &settings).unwrap()).unwrap();
+    let gate = permits::gate(dir.path(), &bus);
+    let start = flightdeck::command::Command::StartRun {
+        workflow: "w.yaml".into(),
+        backend: None,
+        max_parallel: None,
+    };
+    let permit = permits::permit(&gate, start);
+    let run = engine.start(plan(&workflow, &registry, &settings).unwrap(), &permit).unwrap();
     let finished = tokio::time::timeout(Duration::from_secs(10), async {
         let mut failed = None;
         while let Some(envelope) = events.recv().await {

@@ -477,9 +477,13 @@ async fn two_conflicts_of_the_same_task_are_resolved_by_run_and_task_through_the
         [
             ("vic", "denied"),
             ("rex", "denied"),
+            // Let through, then what became of it: no conflict of that run waits.
             ("ann", "accepted"),
+            ("ann", "failed"),
             ("ann", "accepted"),
-            ("dev", "accepted")
+            ("ann", "succeeded"),
+            ("dev", "accepted"),
+            ("dev", "succeeded"),
         ]
     );
     let decided: Vec<(String, String)> = std::iter::from_fn(|| events.try_recv().ok())

@@ -369,3 +369,48 @@ fn replay_opens_a_stored_run_with_a_time_cursor() {
     assert!(success, "exit status 0");
     assert_restored(&raw);
 }
+
+/// The Runs list (`W`) lists a run stored by a headless `run`; `p` opens it in replay (REPLAY
+/// in the header, `End` shows it succeeded), `q` goes back to the list over the live console,
+/// `q` closes the list and `q` quits (no live run).
+#[test]
+fn the_runs_list_opens_a_stored_run_in_replay_and_q_goes_back() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let stored = std::process::Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .args(["--project-dir", env!("CARGO_MANIFEST_DIR")])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--as", "alice", "run", "workflows/demo.yaml", "--backend", "sim"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(stored.status.success(), "{}", String::from_utf8_lossy(&stored.stderr));
+    let mut session = Session::start_in(data_dir, &[], &[]);
+    session.wait_text("no run yet");
+    session.press(b"W");
+    session.wait_for("the stored run listed, replay offered", |screen| {
+        screen.lines().any(|l| l.contains("succeeded") && l.contains("demo"))
+            && screen.contains("p replay")
+    });
+    session.press(b"p");
+    session.wait_for("the replay header", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("REPLAY") && header.contains("· 0/"))
+    });
+    session.press(b"\x1b[F");
+    session.wait_for("the end: the run succeeded", |screen| {
+        screen.lines().next().is_some_and(|h| h.contains("REPLAY") && h.contains("✓ succeeded"))
+    });
+    session.press(b"q");
+    session.wait_for("back to the Runs list over the live console", |screen| {
+        screen.lines().next().is_some_and(|header| !header.contains("REPLAY"))
+            && screen.contains("p replay")
+    });
+    session.press(b"q");
+    session.wait_for("the Runs list closed", |screen| !screen.contains("p replay"));
+    let (success, raw) = session.quit();
+    assert!(success, "exit status 0");
+    assert_restored(&raw);
+}

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/permit.rs"]
+mod permits;
 mod support;
 
 use std::collections::HashMap;
@@ -14,11 +16,12 @@ use std::time::Duration;
 
 use flightdeck::agents::Registry;
 use flightdeck::bus::EventBus;
+use flightdeck::command::Command;
 use flightdeck::config::{BackendConfig, HttpBackend, Settings, SimBackend};
 use flightdeck::engine::{Engine, EngineError, EngineParts, RunHandle, RunPhase};
 use flightdeck::event::{Envelope, Event, RunStatus};
 use flightdeck::exec::{ExecError, ExecFuture, ExecOutcome, ExecRequest, Executor, OutputSink};
-use flightdeck::governance::Approvals;
+use flightdeck::governance::{Approvals, Gate, Permit};
 use flightdeck::ids::{AgentId, RunId, TaskId, UserId};
 use flightdeck::pool::{Pool, PoolConfig};
 use flightdeck::resilience::BreakerBoard;
@@ -177,6 +180,7 @@ struct Setup {
     breakers: BreakerBoard,
     approvals: Approvals,
     settings: Settings,
+    gate: Gate,
 }
 
 /// Agents as `(name, extra frontmatter lines)`.
@@ -192,6 +196,7 @@ fn setup_with(agents: &[(&str, &str)], settings: Settings) -> Setup {
     }
     let bus = EventBus::new();
     let events = bus.sink();
+    let gate = permits::gate(dir.path(), &bus);
     let registry = Registry::load(&dir.path().join("agentpool"));
     assert_eq!(registry.definitions().len(), agents.len(), "{:?}", registry.problems());
     let pool =
@@ -208,7 +213,7 @@ fn setup_with(agents: &[(&str, &str)], settings: Settings) -> Setup {
         project_dir: dir.path().to_owned(),
         data_dir: dir.path().join(".flightdeck"),
     });
-    Setup { _dir: dir, events, engine, registry, breakers, approvals, settings }
+    Setup { _dir: dir, events, engine, registry, breakers, approvals, settings, gate }
 }
 
 fn setup(agents: &[(&str, &str)]) -> Setup {
@@ -223,7 +228,19 @@ impl Setup {
 
     fn start(&self, executor: Arc<Scripted>, yaml: &str) -> RunHandle {
         self.engine.use_executor("test", executor);
-        self.engine.start(self.plan(yaml)).unwrap()
+        self.start_plan(self.plan(yaml))
+    }
+
+    /// Start `plan` with the gate's permit, as the runtime does.
+    fn start_plan(&self, plan: Plan) -> RunHandle {
+        let command =
+            Command::StartRun { workflow: plan.file.clone(), backend: None, max_parallel: None };
+        self.engine.start(plan, &permits::permit(&self.gate, command)).unwrap()
+    }
+
+    /// The gate's permit for `command`.
+    fn permit(&self, command: Command) -> Permit {
+        permits::permit(&self.gate, command)
     }
 
     /// Events of `run` up to and including its next `RunFinished`.
@@ -461,7 +478,7 @@ async fn real_sim_executor_times_out_too() {
     settings.backends.insert("slow-sim".into(), BackendConfig::Sim(slow));
     let mut s = setup_with(&[("alpha", "backend: slow-sim\n")], settings);
     let plan = s.plan("tasks:\n  - {id: a, description: x, agent: alpha, timeout: 1s}\n");
-    let handle = s.engine.start(plan).unwrap();
+    let handle = s.start_plan(plan);
     let events = s.until_finished(handle.id()).await;
     let t = trace(&events);
     assert!(t.contains(&"task_failed:a".to_owned()), "{t:#?}");
@@ -601,7 +618,13 @@ async fn cancelling_a_running_task_skips_its_dependents() {
     let run = handle.id().clone();
     s.until(&run, |e| matches!(e, Event::TaskStarted { task, .. } if task.as_str() == "long"))
         .await;
-    handle.cancel_task(&TaskId::new("long")).await.unwrap();
+    handle
+        .cancel_task(
+            &TaskId::new("long"),
+            &s.permit(Command::CancelTask { run: handle.id().clone(), task: TaskId::new("long") }),
+        )
+        .await
+        .unwrap();
     let events = s.until_finished(&run).await;
     let t = trace(&events);
     assert!(t.contains(&"task_cancelled:long".to_owned()), "{t:#?}");
@@ -609,8 +632,36 @@ async fn cancelling_a_running_task_skips_its_dependents() {
     assert!(t.contains(&"task_succeeded:other".to_owned()));
     assert_eq!(finished_status(&events), RunStatus::Cancelled);
     // A finished task cannot be cancelled.
-    let error = handle.cancel_task(&TaskId::new("other")).await.unwrap_err();
+    let error = handle
+        .cancel_task(
+            &TaskId::new("other"),
+            &s.permit(Command::CancelTask { run: handle.id().clone(), task: TaskId::new("other") }),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(error, EngineError::WrongState { status: "succeeded", .. }), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permit_for_another_command_changes_nothing() {
+    let mut s = setup(&[("alpha", "")]);
+    let yaml = "tasks:\n  - {id: a, description: x, agent: alpha}\n";
+    let handle = s.start(Scripted::new(Duration::ZERO, |_| Step::Hang), yaml);
+    let run = handle.id().clone();
+    s.until(&run, |e| matches!(e, Event::TaskStarted { .. })).await;
+    let other_run = s.permit(Command::CancelRun { run: RunId::new("r-other") });
+    let error = handle.cancel(&other_run).await.unwrap_err();
+    assert!(matches!(error, EngineError::WrongPermit(_)), "{error}");
+    assert!(error.to_string().contains("r-other"), "{error}");
+    let other_task = s.permit(Command::CancelTask { run: run.clone(), task: TaskId::new("b") });
+    let error = handle.cancel_task(&TaskId::new("a"), &other_task).await.unwrap_err();
+    assert!(matches!(error, EngineError::WrongPermit(_)), "{error}");
+    let cancel_run = s.permit(Command::CancelRun { run: run.clone() });
+    let error = handle.retry_task(&TaskId::new("a"), &cancel_run).await.unwrap_err();
+    assert!(matches!(error, EngineError::WrongPermit(_)), "{error}");
+    assert_eq!(handle.phase(), RunPhase::Running, "nothing was cancelled");
+    handle.cancel(&cancel_run).await.unwrap();
+    assert_eq!(finished_status(&s.until_finished(&run).await), RunStatus::Cancelled);
 }
 
 #[tokio::test(start_paused = true)]
@@ -626,7 +677,7 @@ tasks:
     let handle = s.start(Scripted::new(Duration::ZERO, |_| Step::Hang), yaml);
     let run = handle.id().clone();
     s.until(&run, |e| matches!(e, Event::TaskStarted { task, .. } if task.as_str() == "b")).await;
-    handle.cancel().await.unwrap();
+    handle.cancel(&s.permit(Command::CancelRun { run: handle.id().clone() })).await.unwrap();
     let events = s.until_finished(&run).await;
     let Event::RunFinished { status, cancelled, .. } = &events.last().unwrap().event else {
         panic!()
@@ -654,14 +705,28 @@ async fn a_failed_task_can_be_retried_with_its_dependents() {
     let first = s.until_finished(&run).await;
     assert_eq!(finished_status(&first), RunStatus::Failed);
     // Retrying a dependent of a failed task is refused with the reason.
-    let error = handle.retry_task(&TaskId::new("then")).await.unwrap_err();
+    let error = handle
+        .retry_task(
+            &TaskId::new("then"),
+            &s.permit(Command::RetryTask { run: handle.id().clone(), task: TaskId::new("then") }),
+        )
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("dependency `flaky` is failed"), "{error}");
 
-    handle.retry_task(&TaskId::new("flaky")).await.unwrap();
+    handle
+        .retry_task(
+            &TaskId::new("flaky"),
+            &s.permit(Command::RetryTask { run: handle.id().clone(), task: TaskId::new("flaky") }),
+        )
+        .await
+        .unwrap();
     assert_eq!(handle.phase(), RunPhase::Running);
     let second = s.until_finished(&run).await;
     let t = trace(&second);
-    assert_eq!(t[0], "task_ready:flaky");
+    // After the gate's decisions (both retries were let through), the retried task.
+    let first = t.iter().find(|e| !e.starts_with("command_")).unwrap();
+    assert_eq!(first, "task_ready:flaky");
     assert!(t.contains(&"task_succeeded:then".to_owned()), "{t:#?}");
     let started = second.iter().find(|e| matches!(e.event, Event::TaskStarted { .. })).unwrap();
     let Event::TaskStarted { attempt, .. } = &started.event else { panic!("{t:?}") };
@@ -881,7 +946,7 @@ backends:
         let denied = next(&mut events, |e| matches!(e, Event::CommandDenied { .. })).await;
         let Event::CommandDenied { user, role, .. } = &denied.event else { panic!() };
         assert_eq!((user.as_str(), role.as_str()), ("vic", "viewer"));
-        assert!(runtime.engine().runs().is_empty());
+        assert!(runtime.run_ids().is_empty());
         runtime.shutdown().await;
     }
 
@@ -1148,7 +1213,7 @@ async fn an_http_backend_has_one_retry_budget_per_task() {
     let mut s = setup_with(&[("alpha", "backend: local\n")], settings);
     let plan = s.plan("tasks:\n  - {id: a, description: x, agent: alpha}\n");
     assert_eq!(plan.steps[0].retries, 2, "the backend's max_retries sets the budget");
-    let handle = s.engine.start(plan).unwrap();
+    let handle = s.start_plan(plan);
     let events = s.until_finished(handle.id()).await;
     let (attempt, error) = failed_error(&events, "a");
     assert_eq!(attempt, 3);

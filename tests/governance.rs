@@ -207,7 +207,7 @@ fn default_role_from_settings_applies_to_unknown_users() {
     let f = fixture(&settings);
     let request =
         Request { user: UserId::new("stranger"), command: Command::CancelRun { run: run() } };
-    assert_eq!(f.gate.check(&request).unwrap().role, Developer);
+    assert_eq!(f.gate.check(&request).unwrap().identity().role, Developer);
 }
 
 #[test]
@@ -391,6 +391,6 @@ async fn reviewer_approves_through_the_gate() {
 
     let reviewer = Request { user: UserId::new("reviewer-user"), command: approve };
     let identity = f.gate.check(&reviewer).unwrap();
-    approvals.decide(&run(), &task(), true, &identity.user, None).unwrap();
+    approvals.decide(&run(), &task(), true, identity.user(), None).unwrap();
     assert_eq!(waiting.await, Decision::Approved { by: UserId::new("reviewer-user"), note: None });
 }

@@ -501,7 +501,7 @@ fn pruning_old_runs_passes_the_gate() {
         project.store().runs().unwrap().into_iter().map(|r| r.run_id.to_string()).collect();
     assert_eq!(left, [ids[0].clone()]);
 
-    // Both decisions are in the audit log.
+    // Both decisions are in the audit log, and what the accepted one did.
     let audit = std::fs::read_to_string(project.root().join(".flightdeck/audit.jsonl")).unwrap();
     let decisions: Vec<(String, String)> = audit
         .lines()
@@ -513,7 +513,11 @@ fn pruning_old_runs_passes_the_gate() {
         .collect();
     assert_eq!(
         decisions,
-        [("vic".to_owned(), "denied".to_owned()), ("ann".to_owned(), "accepted".to_owned())]
+        [
+            ("vic".to_owned(), "denied".to_owned()),
+            ("ann".to_owned(), "accepted".to_owned()),
+            ("ann".to_owned(), "succeeded".to_owned()),
+        ]
     );
 
     let neither = project.run("ann", &["runs", "prune"]);

@@ -236,12 +236,17 @@ fn an_unknown_run_is_refused_with_what_to_do() {
 
 // ---------------------------------------------------------------- approvals, in the engine
 
+#[path = "support/permit.rs"]
+mod permits;
+
 mod approvals {
+    use super::permits;
     use std::sync::Arc;
     use std::time::Duration;
 
     use flightdeck::agents::Registry;
     use flightdeck::bus::EventBus;
+    use flightdeck::command::Command;
     use flightdeck::config::{BackendConfig, Settings, SimBackend};
     use flightdeck::engine::{Engine, EngineParts, Resumed};
     use flightdeck::event::{AnswerDetails, Envelope, Event, RunStatus};
@@ -361,7 +366,11 @@ mod approvals {
         let model = RunModel::from_events(&envelopes, OutputKeep::None);
         let point = ResumePoint::from_model(&model);
 
-        let handle = engine.resume_as(run.clone(), plan, &point, Resumed::default()).unwrap();
+        let gate = permits::gate(dir.path(), &bus);
+        let command = Command::ResumeRun { run: run.clone(), backend: None };
+        let permit = permits::permit(&gate, command);
+        let handle =
+            engine.resume_as(run.clone(), plan, &point, Resumed::default(), &permit).unwrap();
         // `ship` waits again, as first asked; `notes` runs on its earlier approval.
         let mut seen = Vec::new();
         while approvals.pending().is_empty()

@@ -38,4 +38,5 @@ pub use selector::{
     Breakdown, Component, LearnedRate, MIN_SCORE, Scored, SelectionQuery, SuccessRate, best, rank,
     top,
 };
+pub(crate) use watcher::watch_gated;
 pub use watcher::{AgentWatcher, DEBOUNCE_MS, watch};

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::definition::{self, AgentDefinition, FileFailure};
 use super::error::{AgentError, Warning};
+use crate::command::Command;
 use crate::event::Event;
+use crate::governance::Gate;
 use crate::ids::AgentId;
 
 /// How deep the registry looks into the pool folder.
@@ -165,12 +167,44 @@ impl Registry {
         added.chain(snapshot.problems.iter().map(Problem::to_event)).collect()
     }
 
-    /// Re-read the folder, swap in the new state and return what changed.
+    /// Re-read the folder, swap in the new state and return what changed. For a registry
+    /// of one's own (`agents validate`, `agents watch`); the runtime's registry is not
+    /// reachable from outside it and changes only through [`Registry::reload_through`].
     pub fn rescan(&self) -> Vec<Event> {
+        self.rescan_if(|_| true)
+    }
+
+    /// [`Registry::rescan`] for the runtime's registry: when the folder changed, the swap is
+    /// Flightdeck's own `reload_agents` command and passes `gate` first (audited with `why`
+    /// and then with what changed); refused (the audit log cannot be written), the last good
+    /// state stays active and nothing is returned.
+    pub(crate) fn reload_through(&self, gate: &Gate, why: &str) -> Vec<Event> {
+        let mut permit = None;
+        let events = self.rescan_if(|events| match gate.system(Command::ReloadAgents, why) {
+            Ok(given) => {
+                permit = Some((given, summary(events)));
+                true
+            }
+            Err(denied) => {
+                tracing::error!(%denied, "agent pool: reload refused; the last good state stays");
+                false
+            }
+        });
+        if let Some((permit, did)) = permit {
+            gate.record(permit, Ok(did));
+        }
+        events
+    }
+
+    /// Scan, and swap the result in when nothing changed or `allow` agrees to the changes.
+    fn rescan_if(&self, allow: impl FnOnce(&[Event]) -> bool) -> Vec<Event> {
         let _one_at_a_time = self.shared.rescanning.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.snapshot();
         let new = Arc::new(scan(&self.shared.dir, &old));
         let events = diff(&old, &new);
+        if !events.is_empty() && !allow(&events) {
+            return Vec::new();
+        }
         *self.shared.snapshot.write().unwrap_or_else(PoisonError::into_inner) = new;
         events
     }
@@ -497,6 +531,28 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
 pub fn tidy_path(dir: &Path) -> PathBuf {
     let tidy: PathBuf = dir.components().filter(|c| !matches!(c, Component::CurDir)).collect();
     if tidy.as_os_str().is_empty() { PathBuf::from(".") } else { tidy }
+}
+
+/// What a reload changed, for its audit record: the agents added, updated and removed, and
+/// the files that became invalid or were cleared.
+pub(crate) fn summary(events: &[Event]) -> serde_json::Value {
+    let mut summary = serde_json::Map::new();
+    for event in events {
+        let (kind, name) = match event {
+            Event::AgentAdded(agent) => ("added", agent.agent.to_string()),
+            Event::AgentUpdated(agent) => ("updated", agent.agent.to_string()),
+            Event::AgentRemoved { agent, .. } => ("removed", agent.to_string()),
+            Event::AgentInvalid { file, .. } => ("invalid", file.display().to_string()),
+            Event::AgentFileCleared { file } => ("cleared", file.display().to_string()),
+            _ => continue,
+        };
+        if let serde_json::Value::Array(list) =
+            summary.entry(kind).or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        {
+            list.push(serde_json::Value::String(name));
+        }
+    }
+    serde_json::Value::Object(summary)
 }
 
 #[cfg(test)]

@@ -20,6 +20,11 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::error::AgentError;
 use super::registry::Registry;
 use crate::bus::EventBus;
+use crate::governance::Gate;
+
+/// Why a hot reload happened, for its audit record.
+const CHANGED: &str = "hot reload: files in the agent pool folder changed";
+const CAUGHT_UP: &str = "hot reload: the agent pool changed before it was watched";
 
 /// How long the folder must be quiet before a rescan; editors write a file in several steps.
 pub const DEBOUNCE_MS: u64 = 50;
@@ -51,8 +56,35 @@ impl Drop for AgentWatcher {
 }
 
 /// Start watching `registry.dir()`; change events go to `bus`. Changes made between the
-/// registry's load and this call are picked up by an initial rescan.
+/// registry's load and this call are picked up by an initial rescan. For a registry of
+/// one's own (`agents watch`); the runtime watches its registry with [`watch_gated`].
 pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentError> {
+    start(registry, bus, None)
+}
+
+/// [`watch`] for the runtime's registry: every swap is a `reload_agents` by the system
+/// user through `gate`, audited with what changed.
+pub(crate) fn watch_gated(
+    registry: Registry,
+    bus: EventBus,
+    gate: Gate,
+) -> Result<AgentWatcher, AgentError> {
+    start(registry, bus, Some(gate))
+}
+
+/// One rescan, through the gate when there is one.
+fn reload(registry: &Registry, gate: Option<&Gate>, why: &str) -> Vec<crate::event::Event> {
+    match gate {
+        Some(gate) => registry.reload_through(gate, why),
+        None => registry.rescan(),
+    }
+}
+
+fn start(
+    registry: Registry,
+    bus: EventBus,
+    gate: Option<Gate>,
+) -> Result<AgentWatcher, AgentError> {
     let given = registry.dir();
     let watch_error = |message: String| AgentError::Watch { dir: given.clone(), message };
     let dir = std::path::absolute(&given).map_err(|error| watch_error(error.to_string()))?;
@@ -77,7 +109,7 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
             .map_err(|error| watch_error(error.to_string()))?;
         watching_dir = true;
     }
-    publish(&bus, registry.rescan());
+    publish(&bus, reload(&registry, gate.as_ref(), CAUGHT_UP));
 
     let thread = std::thread::Builder::new()
         .name("agent-watcher".to_owned())
@@ -108,7 +140,7 @@ pub fn watch(registry: Registry, bus: EventBus) -> Result<AgentWatcher, AgentErr
                     watching_dir =
                         dir.is_dir() && watcher.watch(&dir, RecursiveMode::Recursive).is_ok();
                 }
-                publish(&bus, registry.rescan());
+                publish(&bus, reload(&registry, gate.as_ref(), CHANGED));
             }
         })
         .map_err(|error| watch_error(error.to_string()))?;

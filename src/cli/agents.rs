@@ -186,7 +186,7 @@ pub fn stats(globals: &Globals, json: bool) -> i32 {
     };
     let path = globals.data_dir.join(RUNS_FILE);
     let outcomes = if path.exists() {
-        crate::store::RunStore::open(&path).and_then(|store| store.outcomes_since(0))
+        crate::store::RunStore::open_read_only(&path).and_then(|store| store.outcomes_since(0))
     } else {
         Ok(Vec::new())
     };

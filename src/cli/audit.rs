@@ -146,7 +146,7 @@ fn anchor(globals: &Globals) -> Result<Option<AuditAnchor>, String> {
     if !path.exists() {
         return Ok(None);
     }
-    let store = RunStore::open(&path).map_err(|e| e.to_string())?;
+    let store = RunStore::open_read_only(&path).map_err(|e| e.to_string())?;
     store.audit_anchor().map_err(|e| e.to_string())
 }
 

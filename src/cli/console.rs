@@ -160,8 +160,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
 async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Command>) {
     let mut events = runtime.bus().subscribe();
     let agents: Vec<AgentId> = runtime
-        .registry()
-        .definitions()
+        .agents()
         .iter()
         .filter(|definition| definition.tier == 1)
         .map(|definition| definition.name.clone())
@@ -205,7 +204,7 @@ async fn demo_pool(runtime: Arc<Runtime>, commands: mpsc::UnboundedSender<Comman
 /// The store's runs for the console's Runs list (its own connection: the list is read rarely,
 /// when the operator opens it).
 pub(crate) fn read_runs(store: &std::path::Path) -> Vec<crate::store::RunRow> {
-    match crate::store::RunStore::open(store).and_then(|store| store.runs()) {
+    match crate::store::RunStore::open_read_only(store).and_then(|store| store.runs()) {
         Ok(runs) => runs,
         Err(error) => {
             tracing::warn!(%error, store = %store.display(), "console: cannot list the runs");
@@ -219,7 +218,7 @@ pub(crate) fn read_run_events(
     store: &std::path::Path,
     run: &crate::ids::RunId,
 ) -> Vec<Arc<crate::event::Envelope>> {
-    match crate::store::RunStore::open(store).and_then(|store| store.events(run)) {
+    match crate::store::RunStore::open_read_only(store).and_then(|store| store.events(run)) {
         Ok(events) => events.into_iter().map(Arc::new).collect(),
         Err(error) => {
             tracing::warn!(%error, %run, "console: cannot read the run's events");

@@ -294,6 +294,29 @@ impl Printer {
                     "safety    {task}  rule {policy}/{rule} {what}: {source}: {excerpt}"
                 ));
             }
+            Event::RateLimited { task, backend, limit, wait_ms, .. } if ours => {
+                self.line(&format!(
+                    "waiting   {task}  on rate limit: {backend} {limit}, {:.1}s",
+                    *wait_ms as f64 / 1000.0
+                ));
+            }
+            Event::BudgetWarning { task, scope, measure, spent, limit } if ours => {
+                self.line(&format!(
+                    "budget    {task}  {} budget at {:.0}%: {} of {}",
+                    scope.word(),
+                    spent / limit * 100.0,
+                    measure.amount(*spent),
+                    measure.amount(*limit)
+                ));
+            }
+            Event::BudgetExceeded { task, scope, measure, spent, limit } if ours => {
+                self.line(&format!(
+                    "budget    {task}  {} budget reached: {} of {}",
+                    scope.word(),
+                    measure.amount(*spent),
+                    measure.amount(*limit)
+                ));
+            }
             Event::RunFinished { status, succeeded, failed, skipped, cancelled, duration_ms }
                 if ours =>
             {

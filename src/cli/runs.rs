@@ -82,16 +82,18 @@ pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32
         }
         return exit::OK;
     }
-    let tasks = task_outcomes(&events);
+    let model = RunModel::from_events(&events, OutputKeep::None);
+    let tasks = outcomes_of(&model);
+    let spend = RunSpend::of(&model);
     // A running run's owner, from its lock file (see `store::owner`).
     let owner_pid = match owner(&globals.data_dir, &row.run_id) {
         Owner::Alive { pid } if row.state == RunState::Running => pid,
         _ => None,
     };
     if json {
-        outln!("{}", json!({ "run": row, "tasks": tasks, "owner_pid": owner_pid }));
+        outln!("{}", json!({ "run": row, "tasks": tasks, "owner_pid": owner_pid, "spend": spend }));
     } else {
-        out!("{}", run_text(&row, owner_pid, &tasks));
+        out!("{}", run_text(&row, owner_pid, &tasks, &spend));
     }
     exit::OK
 }
@@ -248,7 +250,7 @@ fn open(globals: &Globals) -> Result<Option<RunStore>, StoreError> {
     if !path.exists() {
         return Ok(None);
     }
-    RunStore::open(&path).map(Some)
+    RunStore::open_read_only(&path).map(Some)
 }
 
 /// The run named by `wanted` and its stored events.
@@ -307,6 +309,47 @@ pub struct TaskOutcome {
     /// Where it worked, when not in the shared project folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSummary>,
+    /// What its attempts spent, when a backend reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<SpendSummary>,
+    /// Its latest budget mark ("task budget at 80%: …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    /// Set while its next attempt waits on a backend's rate limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<String>,
+}
+
+/// Tokens and cost (when known) spent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpendSummary {
+    pub tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+impl SpendSummary {
+    fn of(spend: &crate::model::Spend) -> Option<Self> {
+        spend.describe().map(|_| Self {
+            tokens: spend.tokens,
+            cost_usd: spend.priced.then_some(spend.cost_usd),
+        })
+    }
+}
+
+/// What the whole run spent, and its latest budget mark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSpend {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<SpendSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+}
+
+impl RunSpend {
+    pub fn of(model: &RunModel) -> Self {
+        Self { spent: SpendSummary::of(&model.spend), budget: model.budget_note.clone() }
+    }
 }
 
 /// A task's own workspace and what it changed there.
@@ -370,6 +413,9 @@ impl TaskOutcome {
             note,
             simulated: task.simulated,
             workspace: task.workspace.as_deref().map(WorkspaceSummary::of),
+            spend: SpendSummary::of(&task.spend),
+            budget: task.budget_note.clone(),
+            rate_limited: task.rate_limited.as_ref().map(crate::model::RateLimitWait::describe),
         }
     }
 }
@@ -494,6 +540,15 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     }
     if let Some(usage) = &detail.usage {
         let _ = writeln!(text, "tokens    {}", usage_text(usage));
+    }
+    if let Some(spent) = &outcome.spend {
+        let _ = writeln!(text, "spent     {}", spend_text(spent));
+    }
+    if let Some(budget) = &outcome.budget {
+        let _ = writeln!(text, "budget    {budget}");
+    }
+    if let Some(waiting) = &outcome.rate_limited {
+        let _ = writeln!(text, "waiting   {waiting}");
     }
     if let Some(workspace) = &outcome.workspace {
         text.push_str(&workspace_text(workspace));
@@ -673,7 +728,20 @@ fn runs_table(runs: &[RunRow]) -> String {
     text
 }
 
-fn run_text(run: &RunRow, owner_pid: Option<u32>, tasks: &[TaskOutcome]) -> String {
+/// "1234 tokens, $0.0123".
+fn spend_text(spent: &SpendSummary) -> String {
+    match spent.cost_usd {
+        Some(cost) => format!("{} tokens, ${cost:.4}", spent.tokens),
+        None => format!("{} tokens", spent.tokens),
+    }
+}
+
+fn run_text(
+    run: &RunRow,
+    owner_pid: Option<u32>,
+    tasks: &[TaskOutcome],
+    spend: &RunSpend,
+) -> String {
     let mut text = String::new();
     let simulated = if run.simulated { "  (uses a SIMULATED backend)" } else { "" };
     let _ = writeln!(text, "run       {}  {}  {}{simulated}", run.run_id, run.workflow, run.state);
@@ -688,6 +756,12 @@ fn run_text(run: &RunRow, owner_pid: Option<u32>, tasks: &[TaskOutcome]) -> Stri
         "tasks     {}: {} succeeded, {} failed, {} skipped, {} cancelled",
         run.tasks, run.succeeded, run.failed, run.skipped, run.cancelled
     );
+    if let Some(spent) = &spend.spent {
+        let _ = writeln!(text, "spent     {}", spend_text(spent));
+    }
+    if let Some(budget) = &spend.budget {
+        let _ = writeln!(text, "budget    {budget}");
+    }
     if tasks.is_empty() {
         return text;
     }
@@ -706,6 +780,11 @@ fn run_text(run: &RunRow, owner_pid: Option<u32>, tasks: &[TaskOutcome]) -> Stri
             (state, _) => state,
         };
         let mut note = task.note.as_deref().map(one_line).unwrap_or_default();
+        let marks =
+            [task.rate_limited.clone(), task.spend.as_ref().map(spend_text), task.budget.clone()];
+        for mark in marks.into_iter().flatten() {
+            note = if note.is_empty() { mark } else { format!("{note} · {mark}") };
+        }
         if task.simulated {
             note = if note.is_empty() {
                 "SIMULATED".to_owned()

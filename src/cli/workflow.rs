@@ -573,7 +573,11 @@ async fn follow(
                     stop.describe()
                 ));
                 printer.flush();
-                let _ = handle.cancel().await;
+                let why = format!("{}: the headless run was interrupted", stop.describe());
+                if let Err(error) = runtime.interrupt(&run, &why).await {
+                    printer.line(&format!("cannot cancel the run: {error}"));
+                    printer.flush();
+                }
                 continue;
             }
             count = events.recv_many(&mut received, PRINT_BATCH) => count,

@@ -25,6 +25,10 @@ pub enum ConflictChoice {
     Verdict(usize),
     /// A decision of one's own.
     Own(String),
+    /// The ladder's recommendation (what `--decide recommend` takes in a headless run).
+    Recommended,
+    /// Nobody decides: the panel task fails with this reason.
+    Refused(String),
 }
 
 /// A conflict as the console lists it and a person sees it.
@@ -104,7 +108,8 @@ impl Conflicts {
         }
     }
 
-    /// A person's decision, after the gate: picks a verdict by number or takes own text.
+    /// A decision after the gate: a verdict by number, one's own text, the recommendation,
+    /// or a refusal that fails the panel task.
     pub fn resolve(
         &self,
         run: &RunId,
@@ -119,65 +124,57 @@ impl Conflicts {
             .entries
             .get(&key)
             .ok_or_else(|| ConflictError::NotWaiting { run: run.clone(), task: task.clone() })?;
-        let (decision, winner) = match choice {
+        let (decision, winner, note) = match choice {
             ConflictChoice::Verdict(number) => {
                 let count = entry.open.verdicts.len();
                 let member = number.checked_sub(1).and_then(|i| entry.open.verdicts.get(i)).ok_or(
                     ConflictError::NoSuchVerdict { task: task.clone(), number: *number, count },
                 )?;
-                (member.verdict.decision.clone(), member.agent.to_string())
+                (member.verdict.decision.clone(), member.agent.to_string(), note)
             }
             ConflictChoice::Own(text) if text.trim().is_empty() => {
                 return Err(ConflictError::EmptyDecision { task: task.clone() });
             }
-            ConflictChoice::Own(text) => (text.trim().to_owned(), OWN_DECISION.to_owned()),
+            ConflictChoice::Own(text) => (text.trim().to_owned(), OWN_DECISION.to_owned(), note),
+            ConflictChoice::Recommended => {
+                let Some(recommendation) = entry.open.recommendation.clone() else {
+                    let Some(entry) = waiting.entries.remove(&key) else {
+                        return Err(ConflictError::NotWaiting {
+                            run: run.clone(),
+                            task: task.clone(),
+                        });
+                    };
+                    drop(waiting);
+                    let reason = "the ladder made no recommendation to take".to_owned();
+                    let _ = entry.reply.send(Resolution::Refused { reason });
+                    return Ok(());
+                };
+                let from = recommendation.from.map_or(
+                    "no step decided; the side with most members, then highest confidence"
+                        .to_owned(),
+                    |step| format!("recommended by {step}"),
+                );
+                let note = Some(match note {
+                    Some(note) => format!("{note} ({from})"),
+                    None => from,
+                });
+                (recommendation.decision, recommendation.winner.to_string(), note)
+            }
+            ConflictChoice::Refused(reason) => {
+                let reason = reason.clone();
+                let Some(entry) = waiting.entries.remove(&key) else {
+                    return Err(ConflictError::NotWaiting { run: run.clone(), task: task.clone() });
+                };
+                drop(waiting);
+                let _ = entry.reply.send(Resolution::Refused { reason });
+                return Ok(());
+            }
         };
         let Some(entry) = waiting.entries.remove(&key) else {
             return Err(ConflictError::NotWaiting { run: run.clone(), task: task.clone() });
         };
         drop(waiting);
         self.settle(entry, decision, winner, by.clone(), note);
-        Ok(())
-    }
-
-    /// Take the ladder's recommendation without a person (headless `--decide recommend`).
-    pub fn take_recommendation(
-        &self,
-        run: &RunId,
-        task: &TaskId,
-        by: &UserId,
-        reason: &str,
-    ) -> Result<(), ConflictError> {
-        let entry =
-            self.lock().entries.remove(&(run.clone(), task.clone())).ok_or_else(|| {
-                ConflictError::NotWaiting { run: run.clone(), task: task.clone() }
-            })?;
-        let Some(recommendation) = entry.open.recommendation.clone() else {
-            let _ = entry.reply.send(Resolution::Refused { reason: "no recommendation".into() });
-            return Ok(());
-        };
-        let from = recommendation.from.map_or(
-            "no step decided; the side with most members, then highest confidence".to_owned(),
-            |s| format!("recommended by {s}"),
-        );
-        let note = format!("{reason} ({from})");
-        self.settle(
-            entry,
-            recommendation.decision,
-            recommendation.winner.to_string(),
-            by.clone(),
-            Some(note),
-        );
-        Ok(())
-    }
-
-    /// Nobody can decide: the panel task fails with `reason`.
-    pub fn refuse(&self, run: &RunId, task: &TaskId, reason: String) -> Result<(), ConflictError> {
-        let entry =
-            self.lock().entries.remove(&(run.clone(), task.clone())).ok_or_else(|| {
-                ConflictError::NotWaiting { run: run.clone(), task: task.clone() }
-            })?;
-        let _ = entry.reply.send(Resolution::Refused { reason });
         Ok(())
     }
 

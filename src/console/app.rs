@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::keys::{self, Action};
 use super::reducer::{Effect, Input, reduce};
-use super::replay::{Replay, Seek};
+use super::replay::Replay;
 use super::state::State;
 use super::theme::{self, Theme};
 use super::{Attention, ConsoleLink, ConsoleOptions, panes};
@@ -166,6 +166,9 @@ where
     let mut last_draw: Option<Instant> = None;
     let mut inputs: u64 = 0;
     let mut quit_at: Option<Instant> = None;
+    // A stored run opened in replay from the Runs list: drawn and given the keys instead of
+    // the live console, which goes on folding its events underneath until the replay closes.
+    let mut replay: Option<Replay> = None;
     loop {
         if dirty && last_draw.is_none_or(|at| at.elapsed() >= frame) {
             reduce(&mut state, Input::Tick(clock()));
@@ -173,10 +176,16 @@ where
             if (size.width, size.height) != (state.screen.width, state.screen.height) {
                 reduce(&mut state, Input::Resize { width: size.width, height: size.height });
             }
-            let completed = terminal.draw(|f| panes::draw(f, &state, &theme))?;
+            if let Some(open) = replay.as_mut()
+                && (size.width, size.height) != (open.state.screen.width, open.state.screen.height)
+            {
+                reduce(&mut open.state, Input::Resize { width: size.width, height: size.height });
+            }
+            let shown = replay.as_ref().map_or(&state, |open| &open.state);
+            let completed = terminal.draw(|f| panes::draw(f, shown, &theme))?;
             if let Some(idle) = &idle {
                 let report =
-                    Idle { inputs, screen: completed.buffer.clone(), state: state.clone() };
+                    Idle { inputs, screen: completed.buffer.clone(), state: shown.clone() };
                 // A test that stopped listening is not the console's problem.
                 let _ = idle.send(report);
             }
@@ -197,6 +206,16 @@ where
             biased;
             () = &mut stop => break,
             next = input.next() => match next {
+                Some(Ok(event)) if replay.is_some() => {
+                    inputs += 1;
+                    dirty = true;
+                    if let TermEvent::Resize(width, height) = event {
+                        batch.push(Input::Resize { width, height });
+                    }
+                    if replay.as_mut().is_some_and(|open| replay_input(open, &event)) {
+                        replay = None;
+                    }
+                }
                 Some(Ok(event)) => {
                     inputs += 1;
                     // Redraw even for unbound keys so every input ends in an idle report.
@@ -234,6 +253,12 @@ where
             },
             () = tokio::time::sleep_until(frame_due), if dirty => {}
             () = sleep_until_opt(quit_at), if quit_at.is_some() => {}
+            () = tokio::time::sleep(frame), if replay.as_ref().is_some_and(Replay::is_playing) => {
+                if let Some(open) = replay.as_mut() {
+                    open.play_frame(FRAME_MS);
+                }
+                dirty = true;
+            }
             () = sleep_until_opt(wake), if wake.is_some() && !dirty => {
                 batch.push(Input::Tick(clock()));
             }
@@ -275,8 +300,17 @@ where
                         let events = run_events(&run);
                         reduce(&mut state, Input::RunLoaded { run, events });
                     }
-                    // A live console has no time cursor.
-                    Effect::Seek(_) => {}
+                    Effect::OpenReplay(run) => {
+                        let events = run_events(&run);
+                        if events.is_empty() {
+                            // Said like any stored run that cannot be read.
+                            reduce(&mut state, Input::RunLoaded { run, events });
+                        } else {
+                            replay = Some(open_replay(&state, events));
+                        }
+                    }
+                    // A live console has no time cursor, and no replay to leave.
+                    Effect::Seek(_) | Effect::LeaveReplay => {}
                     Effect::Quit => {
                         let grace =
                             if state.runtime_connected { QUIT_GRACE } else { Duration::ZERO };
@@ -347,7 +381,6 @@ where
     let size = terminal.size()?;
     reduce(&mut base, Input::Resize { width: size.width, height: size.height });
     let mut replay = Replay::open(events, base);
-    replay.seek(Seek::Start);
     tokio::pin!(stop);
     let frame = Duration::from_millis(FRAME_MS);
     let mut inputs: u64 = 0;
@@ -366,46 +399,55 @@ where
                 let _ = idle.send(report);
             }
         }
-        let playing = replay.state.replay.and_then(|c| c.playing);
         tokio::select! {
             biased;
             () = &mut stop => break,
             next = input.next() => match next {
                 Some(Ok(event)) => {
                     inputs += 1;
-                    let Some(action) = terminal_input(&replay.state, &event) else { continue };
-                    for effect in reduce(&mut replay.state, Input::Action(action)) {
-                        match effect {
-                            Effect::Seek(seek) => {
-                                replay.seek(seek);
-                            }
-                            Effect::Quit => return Ok(replay.state),
-                            Effect::Send(_) | Effect::LoadTheme(_) | Effect::LoadRuns | Effect::LoadRun(_) => {}
-                        }
+                    if replay_input(&mut replay, &event) {
+                        return Ok(replay.state);
                     }
                 }
                 Some(Err(err)) => return Err(err).wrap_err("reading terminal input"),
                 None => break,
             },
-            () = tokio::time::sleep(frame), if playing.is_some() => {
-                // One frame of the run's own time, times the speed.
-                let speed = u64::from(playing.unwrap_or(1));
-                let until = replay.state.replay.map_or(0, |c| c.at_ms) + FRAME_MS * speed;
-                while replay.peek_ms().is_some_and(|ms| ms <= until) {
-                    replay.seek(Seek::Step(1));
-                }
-                let ended = replay.position() == replay.len();
-                if let Some(cursor) = replay.state.replay.as_mut() {
-                    cursor.at_ms = until;
-                    if ended {
-                        cursor.playing = None;
-                    }
-                }
-                replay.state.now_ms = until;
-            }
+            () = tokio::time::sleep(frame), if replay.is_playing() => replay.play_frame(FRAME_MS),
         }
     }
     Ok(replay.state)
+}
+
+/// A terminal event in a replay: keys move the cursor; returns whether the operator left it.
+/// Nothing else can come of it (a replay runs as a viewer and its reducer drops commands).
+fn replay_input(replay: &mut Replay, event: &TermEvent) -> bool {
+    if let TermEvent::Resize(width, height) = *event {
+        reduce(&mut replay.state, Input::Resize { width, height });
+    }
+    let Some(action) = terminal_input(&replay.state, event) else { return false };
+    let mut leave = false;
+    for effect in reduce(&mut replay.state, Input::Action(action)) {
+        match effect {
+            Effect::Seek(seek) => {
+                replay.seek(seek);
+            }
+            Effect::Quit | Effect::LeaveReplay => leave = true,
+            Effect::Send(_)
+            | Effect::LoadTheme(_)
+            | Effect::LoadRuns
+            | Effect::LoadRun(_)
+            | Effect::OpenReplay(_) => {}
+        }
+    }
+    leave
+}
+
+/// The replay of a stored run opened from the live console's Runs list: a viewer (nothing
+/// can be sent from it), the live console's user, theme and size, the cursor at the start.
+fn open_replay(live: &State, events: Vec<Arc<Envelope>>) -> Replay {
+    let mut base = State::new(&live.user, "viewer", live.project_dir.clone(), &live.theme_name);
+    reduce(&mut base, Input::Resize { width: live.screen.width, height: live.screen.height });
+    Replay::open(events, base)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -65,6 +65,18 @@ impl Console {
     }
 
     fn start_with(role: &str, capacity: usize, before: &[Arc<Envelope>], no_color: bool) -> Self {
+        Self::start_with_store(role, capacity, before, no_color, Vec::new(), Vec::new())
+    }
+
+    /// A console whose store lists `rows` and reads `stored` as any stored run's events.
+    fn start_with_store(
+        role: &str,
+        capacity: usize,
+        before: &[Arc<Envelope>],
+        no_color: bool,
+        rows: Vec<crate::store::RunRow>,
+        stored: Vec<Arc<Envelope>>,
+    ) -> Self {
         let (bus, events) = broadcast::channel(capacity);
         for envelope in before {
             bus.send(Arc::clone(envelope)).unwrap();
@@ -81,9 +93,9 @@ impl Console {
             resync: Box::new(|| {
                 vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]
             }),
-            stored_runs: Box::new(Vec::new),
+            stored_runs: Box::new(move || rows.clone()),
             attached: false,
-            run_events: Box::new(|_| Vec::new()),
+            run_events: Box::new(move |_| stored.clone()),
         };
         let settings = LoopSettings {
             project_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
@@ -422,4 +434,72 @@ async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
     console.bus.send(run(21, finished)).unwrap();
     let state = console.task.await.unwrap().unwrap();
     assert!(state.live_runs().is_empty());
+}
+
+/// From the Runs list, `p` opens a finished run in replay over the live console: REPLAY in
+/// the header, the cursor moves, no key or typed command sends anything, and `q` goes back
+/// to the live console, which kept folding its events meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_run_opened_in_replay_from_the_list_changes_nothing_and_q_goes_back() {
+    use crate::console::panes::testing::{self, Fixture};
+    let stored = testing::envelopes(Fixture::Failed);
+    let row = crate::store::RunRow {
+        run_id: testing::run_id(),
+        workflow: "demo".into(),
+        file: "workflows/demo.yaml".into(),
+        started_ms: T0 - 60_000,
+        finished_ms: Some(T0 - 30_000),
+        state: crate::store::RunState::Failed,
+        tasks: 7,
+        succeeded: 2,
+        failed: 1,
+        skipped: 4,
+        cancelled: 0,
+        duration_ms: Some(30_000),
+        simulated: true,
+    };
+    let total = stored.len();
+    let mut console = Console::start_with_store("admin", 64, &[], false, vec![row], stored);
+    console.settle().await;
+    let _start = console.commands.recv().await;
+    console.key(KeyCode::Char('W'));
+    console.settle().await;
+    assert!(console.screen().contains("p replay"), "{}", console.screen());
+    console.key(KeyCode::Char('p'));
+    let idle = console.settle().await;
+    let cursor = idle.state.replay.expect("in replay");
+    assert_eq!((cursor.position, cursor.total), (0, total));
+    assert!(console.screen().lines().next().unwrap().contains("REPLAY"), "{}", console.screen());
+    console.key(KeyCode::Right);
+    assert_eq!(console.settle().await.state.replay.map(|c| c.position), Some(1));
+    console.key(KeyCode::End);
+    let idle = console.settle().await;
+    assert_eq!(idle.state.replay.map(|c| c.position), Some(total));
+    assert!(crate::console::keys::hints(&idle.state).iter().all(|(_, _, danger)| !danger));
+    // Every key that changes something live, and typed commands answered yes: nothing sent.
+    for c in ['c', 'C', 'R', 'r', 'x', 's', 'o', 'a', 'y'] {
+        console.key(KeyCode::Char(c));
+    }
+    for line in ["cancel", "resume r1", "retry design-api", "spawn backend-architect"] {
+        console.key(KeyCode::Char(':'));
+        console.text(line);
+        console.key(KeyCode::Enter);
+        console.key(KeyCode::Char('y'));
+    }
+    console.settle().await;
+    // The live console goes on underneath.
+    console.bus.send(agent_added(50, "arrived-meanwhile")).unwrap();
+    console.key(KeyCode::Char('q'));
+    let idle = console.settle().await;
+    assert!(idle.state.replay.is_none(), "q leaves the replay, not the console");
+    assert!(!console.task.is_finished());
+    let idle =
+        console.until(|idle| idle.state.agents.entries.contains_key("arrived-meanwhile")).await;
+    assert!(!screen_text(idle).contains("REPLAY"));
+    // Back where the replay was opened from: the Runs list, over the live console.
+    assert_eq!(idle.state.overlay, Some(crate::console::state::Overlay::Runs));
+    assert!(console.commands.try_recv().is_err(), "nothing was sent from the replay");
+    console.key(KeyCode::Esc);
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
 }

@@ -102,6 +102,12 @@ pub enum Action {
     ShowSelectedRun,
     /// Cancel the selected run of the Runs list (asks first).
     CancelSelectedRun,
+    /// Resume the selected interrupted run of the Runs list (asks first).
+    ResumeSelectedRun,
+    /// Open the selected run of the Runs list (one that is not live) in replay.
+    ReplaySelectedRun,
+    /// Leave the replay: back to the live console (out, for `flightdeck replay`).
+    LeaveReplay,
     /// Replay: move the time cursor.
     ReplaySeek(crate::console::replay::Seek),
     /// Replay: play at 1×, then 10×, then pause.
@@ -254,7 +260,7 @@ macro_rules! bind {
 
 use crate::console::replay::Seek;
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
-use Permission::{ControlRuns, Operate, Review};
+use Permission::{ControlRuns, Operate, Review, RunWorkflows};
 use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Replay, Runs};
 
 const DAG: Scope = Pane(PaneId::Dag);
@@ -289,7 +295,9 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Runs, [key(Up), ch('k')], Action::SelectPrev, "previous run"),
     bind!(Runs, [key(Down), ch('j')], Action::SelectNext, "next run", hint "↑↓" "move"),
     bind!(Runs, [key(Enter)], Action::ShowSelectedRun, "show the run (a stored one as it ended)", hint "Enter" "show"),
+    bind!(Runs, [ch('p')], Action::ReplaySelectedRun, "replay the selected run (finished or interrupted) with a time cursor", hint "p" "replay"),
     bind!(Runs, [ch('C')], Action::CancelSelectedRun, "cancel the selected live run", danger ControlRuns, hint "C" "cancel run"),
+    bind!(Runs, [ch('r')], Action::ResumeSelectedRun, "resume the selected interrupted run", danger RunWorkflows, hint "r" "resume"),
     bind!(Runs, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
     bind!(Replay, [key(Left)], Action::ReplaySeek(Seek::Step(-1)), "one event back"),
     bind!(Replay, [key(Right)], Action::ReplaySeek(Seek::Step(1)), "one event on", hint "←→" "step"),
@@ -298,6 +306,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Replay, [key(Home)], Action::ReplaySeek(Seek::Start), "the start"),
     bind!(Replay, [key(End)], Action::ReplaySeek(Seek::End), "the end"),
     bind!(Replay, [ch(' ')], Action::ReplayPlay, "play 1×, 10×, pause", hint "Space" "play"),
+    bind!(Replay, [ch('q')], Action::LeaveReplay, "leave the replay (back to the live console)", hint "q" "leave"),
     // Pane keys.
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
@@ -431,7 +440,8 @@ pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
         Editing::Filter => return vec![("Enter", "keep filter", false), ("Esc", "clear", false)],
         Editing::None => {}
     }
-    let mut scopes = active_scopes(state);
+    let active = active_scopes(state);
+    let mut scopes = active.clone();
     if let Some(global) = scopes.iter().position(|s| *s == Scope::Global) {
         let global = scopes.remove(global);
         scopes.insert(0, global);
@@ -439,8 +449,33 @@ pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
     scopes
         .into_iter()
         .flat_map(|scope| bindings(scope, state.role))
+        .filter(|b| !shadowed(b, &active, state.role) && applies(state, b.action))
         .filter_map(|b| b.hint.map(|(keys, words)| (keys, words, b.danger)))
         .collect()
+}
+
+/// Whether the key a binding's hint names (its first) is taken by a scope looked up before
+/// its own: replay's `q` leaves the replay and its `←→` step, so the global "q quit" and the
+/// DAG's "←→ layers" are not offered there.
+fn shadowed(binding: &Binding, active: &[Scope], role: UserRole) -> bool {
+    let Some(own) = active.iter().position(|s| *s == binding.scope) else { return false };
+    let Some(chord) = binding.keys.first() else { return false };
+    active[..own]
+        .iter()
+        .flat_map(|scope| bindings(*scope, role))
+        .any(|earlier| earlier.keys.contains(chord))
+}
+
+/// Whether a key's action applies to what is selected now, so it is offered only there (the
+/// Runs list offers cancel for a live run, resume for an interrupted one, replay for one
+/// that is not live). A key that does not apply still explains why when pressed.
+pub fn applies(state: &State, action: Action) -> bool {
+    match action {
+        Action::CancelSelectedRun | Action::ResumeSelectedRun | Action::ReplaySelectedRun => {
+            panes::runs::applies(state, action)
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! and the console [`State`] at the cursor; moving the cursor folds events through the same
 //! reducer as live ones. Snapshots of the state every [`SNAPSHOT_EVERY`] events make a step
 //! back cheap: restore the nearest snapshot before the cursor and fold forward from there.
-//! Pure (no IO, no clocks): the app reads the store and draws.
+//! No IO, no clocks (the app reads the store and draws); a state left behind by a step back
+//! is freed on a short-lived thread.
 
 use std::sync::Arc;
 
@@ -11,8 +12,22 @@ use crate::event::{Envelope, Event};
 use super::reducer::{Input, reduce};
 use super::state::{ReplayCursor, State};
 
-/// Events between two snapshots of the state.
-pub const SNAPSHOT_EVERY: usize = 2_048;
+/// Events between two snapshots of the state. The worst step (back from a snapshot) restores
+/// the one before and folds `SNAPSHOT_EVERY - 1` events; halving it halves that fold and
+/// doubles the snapshots kept (a 30,001-event run keeps 29).
+pub const SNAPSHOT_EVERY: usize = 1_024;
+
+/// Task copies all snapshots together may hold (a snapshot holds every planned task; about
+/// 13 MB for 10,000 tasks): a run too big for [`SNAPSHOT_EVERY`] within it gets fewer
+/// snapshots, further apart, trading slower steps back for bounded memory.
+pub const SNAPSHOT_TASK_BUDGET: usize = 320_000;
+
+/// Events between snapshots for a run of `events` events and `tasks` planned tasks: every
+/// [`SNAPSHOT_EVERY`], unless that would hold more than [`SNAPSHOT_TASK_BUDGET`] task copies.
+pub fn snapshot_spacing(events: usize, tasks: usize) -> usize {
+    let snapshots = (SNAPSHOT_TASK_BUDGET / tasks.max(1)).max(1);
+    SNAPSHOT_EVERY.max(events.div_ceil(snapshots))
+}
 
 /// Where to move the cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +60,15 @@ impl Replay {
     /// Open at the start (nothing applied): opening costs the events' reading, not their
     /// folding.
     pub fn open(events: Vec<Arc<Envelope>>, base: State) -> Self {
-        Self::open_every(events, base, SNAPSHOT_EVERY)
+        let tasks = events
+            .iter()
+            .map(|e| match &e.event {
+                Event::RunStarted { tasks, .. } => tasks.len(),
+                _ => 0,
+            })
+            .sum();
+        let every = snapshot_spacing(events.len(), tasks);
+        Self::open_every(events, base, every)
     }
 
     /// [`Replay::open`] with a snapshot every `every` events (tests use small numbers).
@@ -107,7 +130,9 @@ impl Replay {
                 .rev()
                 .find(|(at, _)| *at <= target)
                 .map_or_else(|| (0, self.base.clone()), |(at, s)| (*at, s.clone()));
-            self.state = snapshot;
+            // The state left behind is dropped on another thread: freeing a big run's tasks
+            // costs about what cloning them does, and the step need not wait for it.
+            retire(std::mem::replace(&mut self.state, snapshot));
             self.position = at;
         }
         while self.position < target {
@@ -131,6 +156,31 @@ impl Replay {
         // The picture's clocks stand at the cursor, not at the wall clock.
         self.state.now_ms = at_ms;
         true
+    }
+
+    /// Whether the cursor is playing (1× or 10×).
+    pub fn is_playing(&self) -> bool {
+        self.state.replay.is_some_and(|c| c.playing.is_some())
+    }
+
+    /// Playing: advance the cursor by one frame of the run's own time (`frame_ms` times the
+    /// speed), applying every event up to it; stops at the end.
+    pub fn play_frame(&mut self, frame_ms: u64) {
+        let Some(speed) = self.state.replay.and_then(|c| c.playing) else { return };
+        let until = self.state.replay.map_or(0, |c| c.at_ms) + frame_ms * u64::from(speed);
+        let mut target = self.position;
+        while self.events.get(target).is_some_and(|e| e.ts_ms <= until) {
+            target += 1;
+        }
+        self.seek_to(target);
+        let ended = self.position == self.len();
+        if let Some(cursor) = self.state.replay.as_mut() {
+            cursor.at_ms = until;
+            if ended {
+                cursor.playing = None;
+            }
+        }
+        self.state.now_ms = until;
     }
 
     /// The position just after the next (or before the previous) event that ends a task.
@@ -161,6 +211,12 @@ impl Replay {
                 .map_or(0, |(i, _)| i + 1)
         }
     }
+}
+
+/// Drop a state off the caller's thread. If no thread can be started, the refused closure
+/// is dropped here, and the state with it.
+fn retire(state: State) {
+    let _ = std::thread::Builder::new().name("replay-drop".to_owned()).spawn(move || drop(state));
 }
 
 #[cfg(test)]

@@ -117,3 +117,221 @@ fn replay_snapshots() {
         );
     }
 }
+
+/// A stored run whose tasks ran on a process, a coding agent, an HTTP backend and the
+/// simulator; each succeeded.
+fn mixed_backends() -> Vec<Arc<Envelope>> {
+    use crate::event::{AnswerDetails, PlannedTask};
+    use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+    let tasks = [
+        ("build", "process"),
+        ("refactor", "claude-code"),
+        ("notify", "http"),
+        ("estimate", "sim"),
+    ];
+    let plan = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (task, _))| PlannedTask {
+            task: TaskId::new(*task),
+            description: format!("{task} step"),
+            agent: AgentId::new("backend-architect"),
+            score: None,
+            depends_on: if i == 0 { vec![] } else { vec![TaskId::new("build")] },
+            layer: usize::from(i > 0),
+            timeout_ms: 60_000,
+            retries: 0,
+        })
+        .collect();
+    let mut events = vec![Event::RunStarted {
+        workflow: "mixed".into(),
+        file: "workflows/mixed.yaml".into(),
+        goal: None,
+        max_parallel: 4,
+        fail_fast: false,
+        simulated: false,
+        tasks: plan,
+    }];
+    for (i, (task, backend)) in tasks.iter().enumerate() {
+        let simulated = *backend == "sim";
+        events.push(Event::TaskStarted {
+            task: TaskId::new(*task),
+            agent: AgentId::new("backend-architect"),
+            attempt: 1,
+            instance: InstanceId(i as u64 + 1),
+            backend: (*backend).to_owned(),
+            simulated,
+        });
+        events.push(Event::TaskSucceeded {
+            task: TaskId::new(*task),
+            agent: AgentId::new("backend-architect"),
+            attempt: 1,
+            duration_ms: 1_000,
+            output: "done".into(),
+            usage: None,
+            simulated,
+            details: AnswerDetails::default(),
+        });
+    }
+    events.push(Event::RunFinished {
+        status: crate::event::RunStatus::Succeeded,
+        succeeded: 4,
+        failed: 0,
+        skipped: 0,
+        cancelled: 0,
+        duration_ms: 8_000,
+    });
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let seq = i as u64 + 1;
+            let ts_ms = testing::T0 + seq * 1_000;
+            Arc::new(Envelope { seq, ts_ms, run_id: Some(RunId::new("r-mixed")), event })
+        })
+        .collect()
+}
+
+/// In replay, a task that ran on a process, a coding agent or HTTP carries the mark on its
+/// node, the simulated one does not, and the DAG's border explains the mark; live, no node
+/// is marked.
+#[test]
+fn replayed_tasks_that_could_have_had_side_effects_are_marked_on_the_node() {
+    let theme = testing::theme();
+    for (w, h) in [(160, 45), (80, 24), (60, 16)] {
+        let mut replay = Replay::open(mixed_backends(), base(w, h));
+        replay.seek(Seek::End);
+        let screen = testing::render_screen(&replay.state, &theme, w, h);
+        assert_snapshot!(format!("replay_side_effects_{w}x{h}"), screen);
+    }
+    let mut replay = Replay::open(mixed_backends(), base(160, 45));
+    replay.seek(Seek::End);
+    let shown = testing::render_screen(&replay.state, &theme, 160, 45).to_string();
+    for task in ["build ⚠", "refactor ⚠", "notify ⚠"] {
+        assert!(shown.contains(task), "{task} marked:\n{shown}");
+    }
+    assert!(shown.contains("estimate") && !shown.contains("estimate ⚠"), "{shown}");
+    assert!(shown.contains("⚠ side effects possible"), "the legend:\n{shown}");
+    // Before the tasks ran, nothing is marked.
+    replay.seek_to(1);
+    let before = testing::render_screen(&replay.state, &theme, 160, 45).to_string();
+    assert!(!before.contains('⚠'), "{before}");
+    // Live, the same run carries no mark.
+    let live = folded(&mixed_backends(), 160, 45);
+    let live = testing::render_screen(&live, &theme, 160, 45).to_string();
+    assert!(!live.contains('⚠'), "{live}");
+    // The help explains it (in replay only).
+    let help = crate::console::panes::help::lines(&replay.state);
+    let text: Vec<String> =
+        help.iter().map(|l| l.iter().map(|(_, t)| t.as_str()).collect()).collect();
+    assert!(text.iter().any(|l| l.contains("⚠") && l.contains("real backend")), "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("leave the replay")), "{text:#?}");
+}
+
+/// Memory of a replay's snapshots (a figure, not a check): `cargo test --lib
+/// replay_memory_10k -- --ignored --nocapture`. The run of the console bench: 10,000 tasks
+/// on a process backend, 30,001 events, the cursor at the end.
+#[test]
+#[ignore = "prints a figure"]
+fn replay_memory_10k() {
+    use crate::event::{AnswerDetails, PlannedTask};
+    use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+    fn rss_kb() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let (layers, width) = (100, 100);
+    let mut tasks = Vec::new();
+    for layer in 0..layers {
+        for i in 0..width {
+            let mut deps = Vec::new();
+            if layer > 0 {
+                deps.push(TaskId::new(format!("task-{}-{}", layer - 1, i)));
+                deps.push(TaskId::new(format!("task-{}-{}", layer - 1, (i + 7) % width)));
+            }
+            tasks.push(PlannedTask {
+                task: TaskId::new(format!("task-{layer}-{i}")),
+                description: format!("step {i} of layer {layer}"),
+                agent: AgentId::new(format!("agent-{}", i % 40)),
+                score: None,
+                depends_on: deps,
+                layer,
+                timeout_ms: 30_000,
+                retries: 1,
+            });
+        }
+    }
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task.clone()).collect();
+    let mut events = vec![Event::RunStarted {
+        workflow: "big".into(),
+        file: "big.yaml".into(),
+        goal: None,
+        max_parallel: 8,
+        fail_fast: false,
+        simulated: false,
+        tasks,
+    }];
+    for (i, task) in ids.into_iter().enumerate() {
+        events.push(Event::TaskReady { task: task.clone() });
+        events.push(Event::TaskStarted {
+            task: task.clone(),
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            instance: InstanceId(i as u64 % 8),
+            backend: "process".into(),
+            simulated: false,
+        });
+        events.push(Event::TaskSucceeded {
+            task,
+            agent: AgentId::new("agent-1"),
+            attempt: 1,
+            duration_ms: 10,
+            output: "ok".into(),
+            usage: None,
+            simulated: false,
+            details: AnswerDetails::default(),
+        });
+    }
+    let run = Some(RunId::new("r-big"));
+    let events: Vec<Arc<Envelope>> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let seq = i as u64 + 1;
+            Arc::new(Envelope { seq, ts_ms: testing::T0 + seq * 10, run_id: run.clone(), event })
+        })
+        .collect();
+    let before = rss_kb();
+    let mut replay = Replay::open(events, base(160, 45));
+    let opened = rss_kb();
+    replay.seek(Seek::End);
+    let at_end = rss_kb();
+    let snapshots = replay.len() / super::SNAPSHOT_EVERY;
+    println!(
+        "replay of {} events: opened +{} MB, at the end with {snapshots} snapshots +{} MB \
+         (about {} MB a snapshot)",
+        replay.len(),
+        opened.saturating_sub(before) / 1024,
+        at_end.saturating_sub(before) / 1024,
+        at_end.saturating_sub(opened) / 1024 / (snapshots as u64 + 1),
+    );
+}
+
+/// Snapshots every 1,024 events while they fit the budget; a bigger run spaces them out.
+#[test]
+fn snapshots_are_spaced_to_fit_the_memory_budget() {
+    use super::{SNAPSHOT_EVERY, SNAPSHOT_TASK_BUDGET, snapshot_spacing};
+    assert_eq!(snapshot_spacing(40, 7), SNAPSHOT_EVERY);
+    // The console bench's run: 10,000 tasks, 30,001 events, 29 snapshots.
+    assert_eq!(snapshot_spacing(30_001, 10_000), SNAPSHOT_EVERY);
+    // 100,000 tasks: 3 snapshots over 300,001 events.
+    let every = snapshot_spacing(300_001, 100_000);
+    assert_eq!(every, 100_001);
+    assert!(300_001 / every * 100_000 <= SNAPSHOT_TASK_BUDGET);
+    // More tasks than the budget: one snapshot (the start) and the fold from it.
+    assert_eq!(snapshot_spacing(2_000_000, 1_000_000), 2_000_000);
+}

@@ -430,6 +430,10 @@ pub struct RunView {
     /// Tasks in the largest layer.
     pub widest_layer: usize,
     pub cursor: DagCursor,
+    /// Read from the store (the Runs list's Enter), not followed live: without an outcome it
+    /// is interrupted (or going on in another process), not running here. Cleared when one of
+    /// its events arrives live (a resume).
+    pub from_store: bool,
 }
 
 impl std::ops::Deref for RunView {
@@ -474,6 +478,7 @@ impl RunView {
             id_width: 0,
             widest_layer: 0,
             cursor: DagCursor::default(),
+            from_store: false,
         };
         view.lay_out();
         view
@@ -963,15 +968,25 @@ impl State {
             .filter(|(_, run)| run.is_started())
             .map(|(id, run)| {
                 let (done, total) = run.progress();
+                let stored = || self.runs_list.stored.iter().find(|row| row.run_id == *id);
+                let status = match run.outcome {
+                    Some(outcome) => run_status_key(outcome.status),
+                    // Read from the store and not followed: as the store says (interrupted,
+                    // or running in another process).
+                    None if run.from_store => {
+                        stored().map_or("interrupted", |row| row.state.as_str())
+                    }
+                    None => "running",
+                };
                 RunEntry {
                     id: id.clone(),
                     workflow: run.workflow.clone(),
-                    status: run.outcome.map_or("running", |o| run_status_key(o.status)),
+                    status,
                     done,
                     total,
                     started_ms: run.started_ms,
                     duration_ms: run.outcome.map(|o| o.duration_ms),
-                    live: run.is_active(),
+                    live: run.is_active() && !run.from_store,
                     shown: self.shown_run.as_ref() == Some(id),
                 }
             })
@@ -1015,7 +1030,7 @@ impl State {
     pub fn live_runs(&self) -> Vec<(RunId, String)> {
         self.runs
             .values()
-            .filter(|run| run.is_started() && run.is_active())
+            .filter(|run| run.is_started() && run.is_active() && !run.from_store)
             .filter_map(|run| run.run_id.clone().map(|id| (id, run.workflow.clone())))
             .collect()
     }
@@ -1049,7 +1064,7 @@ impl State {
         if let Some(message) = &self.message {
             deadlines.push(message.expires_ms.max(now + 1));
         }
-        if let Some(run) = self.run().filter(|r| r.is_active()) {
+        if let Some(run) = self.run().filter(|r| r.is_active() && !r.from_store) {
             deadlines.push(next_second(run.started_ms));
         }
         for breaker in self.breakers.breakers.values() {

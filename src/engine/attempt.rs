@@ -13,11 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::safety::{self, Checked, Review, StreamGuard};
 use super::scheduler::{Msg, Outcome, RunShared};
 use super::workspace::{self, TaskWorkspace};
-use crate::config::Limits;
-use crate::event::{Event, OutputStream};
-use crate::exec::{ExecError, ExecRequest, OutputSink};
+use crate::config::{BackendConfig, Limits, OnBudget, Price};
+use crate::event::{BudgetScope, Event, OutputStream};
+use crate::exec::{ExecError, ExecOutcome, ExecRequest, OutputSink};
+use crate::governance::Decision;
 use crate::ids::AgentId;
 use crate::redact::StreamRedactor;
+use crate::resilience::limits::{Crossing, Meter, MustWait, Spend, budget_reason};
 use crate::resilience::retry_delay;
 
 /// Executors enforce their own timeout; this much later the engine stops waiting for one
@@ -91,6 +93,8 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let mut chain = vec![agent.clone()];
     // The task's worktree, made by its first attempt and reused by the next.
     let mut held = TaskWorkspace::default();
+    // What this task's attempts spent, against its own budget.
+    let mut meter = Meter::new(step.budget);
     let fail = |attempt: u32, agent: &AgentId, duration: Duration, error: String| {
         shared.publish(Event::TaskFailed {
             task: step.id.clone(),
@@ -151,6 +155,17 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             Ok(executor) => executor,
             Err(e) => return fail(attempt, &agent, Duration::ZERO, e.to_string()),
         };
+
+        // A budget already spent stops the task before it asks the backend again.
+        if let Some(reason) = spent_budget(shared, &meter) {
+            return fail(attempt, &agent, Duration::ZERO, reason);
+        }
+        // Before the pool: a task waiting on a rate limit holds no instance.
+        if !engine.rate_limits.is_empty()
+            && !wait_for_rate_limit(shared, job, &agent, &backend).await
+        {
+            return (attempt, Outcome::Cancelled);
+        }
 
         let acquired = tokio::select! {
             biased;
@@ -238,27 +253,53 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         }
 
         let error = match result {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
                 engine.breakers.record_success(permit, elapsed);
-                // On the redacted output, so no excerpt shows a secret.
+                let mut holds = Vec::new();
+                let mut held_by = HeldBy::default();
                 let checked = Checked { shared, task: job.task, agent: &agent, attempt };
-                match safety::review(&checked, &outcome, &job.cancel).await {
+                if let Some(over) = charge(
+                    &checked,
+                    &backend,
+                    definition.model.as_deref(),
+                    &mut meter,
+                    &mut outcome,
+                ) {
+                    match engine.settings.policies.on_budget {
+                        OnBudget::Stop => return fail(attempt, &agent, elapsed, over),
+                        OnBudget::Approve => {
+                            holds.push(over);
+                            held_by.budget = true;
+                        }
+                    }
+                }
+                // On the redacted output, so no excerpt shows a secret.
+                match safety::review(&checked, &outcome) {
                     Review::Pass => {}
                     Review::Fail(reason) => return fail(attempt, &agent, elapsed, reason),
-                    Review::Cancelled => return (attempt, Outcome::Cancelled),
+                    Review::Hold(reasons) => {
+                        holds.extend(reasons);
+                        held_by.safety = true;
+                    }
                 }
-                let output: Arc<str> = Arc::from(outcome.output.as_str());
-                shared.publish(Event::TaskSucceeded {
-                    task: step.id.clone(),
+                // The wait leaves the worker: the scheduler parks the task, and its slot goes
+                // to the next ready task.
+                let decision = (!holds.is_empty()).then(|| safety::hold(&checked, holds));
+                let done = Done {
+                    shared: Arc::clone(shared),
+                    task: job.task,
                     agent,
                     attempt,
-                    duration_ms: elapsed.as_millis() as u64,
-                    output: outcome.output,
-                    usage: outcome.usage,
+                    elapsed,
                     simulated,
-                    details: outcome.details,
-                });
-                return (attempt, Outcome::Succeeded(output));
+                };
+                let Some(decision) = decision else {
+                    return (attempt, done.succeed(outcome));
+                };
+                return (
+                    attempt,
+                    Outcome::Waiting(Box::pin(done.after(decision, held_by, outcome))),
+                );
             }
             // Cancellation says nothing about the agent's health: the permit is dropped
             // unsettled.
@@ -298,6 +339,204 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             () = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Why a succeeded attempt's output waits for a reviewer.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeldBy {
+    safety: bool,
+    budget: bool,
+}
+
+impl HeldBy {
+    fn words(self) -> &'static str {
+        match (self.safety, self.budget) {
+            (true, true) => "held by a safety rule and at its budget",
+            (false, true) => "held at its budget",
+            _ => "held by a safety rule",
+        }
+    }
+}
+
+/// A succeeded attempt on its way to the task's end, perhaps after a reviewer's decision.
+struct Done {
+    shared: Arc<RunShared>,
+    task: usize,
+    agent: AgentId,
+    attempt: u32,
+    elapsed: Duration,
+    simulated: bool,
+}
+
+impl Done {
+    fn succeed(self, outcome: ExecOutcome) -> Outcome {
+        let output: Arc<str> = Arc::from(outcome.output.as_str());
+        self.shared.publish(Event::TaskSucceeded {
+            task: self.shared.plan.steps[self.task].id.clone(),
+            agent: self.agent,
+            attempt: self.attempt,
+            duration_ms: self.elapsed.as_millis() as u64,
+            output: outcome.output,
+            usage: outcome.usage,
+            simulated: self.simulated,
+            details: outcome.details,
+        });
+        Outcome::Succeeded(output)
+    }
+
+    fn fail(self, error: String) -> Outcome {
+        self.shared.publish(Event::TaskFailed {
+            task: self.shared.plan.steps[self.task].id.clone(),
+            agent: Some(self.agent),
+            attempt: self.attempt,
+            duration_ms: self.elapsed.as_millis() as u64,
+            error,
+        });
+        Outcome::Failed
+    }
+
+    /// The held output's end: approved, it goes through (and a reached run budget grows by
+    /// its size again); rejected, the task fails.
+    async fn after(
+        self,
+        decision: impl std::future::Future<Output = Decision>,
+        held_by: HeldBy,
+        outcome: ExecOutcome,
+    ) -> Outcome {
+        let held = held_by.words();
+        match decision.await {
+            Decision::Approved { .. } => {
+                let budget = self.shared.budget;
+                self.shared.meter().raise(budget);
+                self.succeed(outcome)
+            }
+            Decision::Rejected { by, note } => self.fail(match note {
+                Some(note) => format!("output {held}, rejected by {by}: {note}"),
+                None => format!("output {held}, rejected by {by}"),
+            }),
+            Decision::Cancelled { reason } => self.fail(format!("output approval {reason}")),
+        }
+    }
+}
+
+/// Waits while `backend`'s rate limit holds the attempt back, saying so each time. False
+/// when the task was cancelled meanwhile.
+async fn wait_for_rate_limit(
+    shared: &Arc<RunShared>,
+    job: &Job,
+    agent: &AgentId,
+    backend: &str,
+) -> bool {
+    while let Err(MustWait { limit, wait }) = shared.engine.rate_limits.try_start(backend) {
+        shared.publish(Event::RateLimited {
+            task: shared.plan.steps[job.task].id.clone(),
+            agent: agent.clone(),
+            backend: backend.to_owned(),
+            limit: limit.to_owned(),
+            wait_ms: wait.as_millis() as u64,
+        });
+        tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    true
+}
+
+/// Why the task may not start another attempt: its own budget, or the run's, is spent.
+fn spent_budget(shared: &RunShared, meter: &Meter) -> Option<String> {
+    if let Some(crossing) = meter.exceeded() {
+        return Some(budget_reason("task", &crossing));
+    }
+    if shared.budget.is_unlimited() {
+        return None;
+    }
+    shared.meter().exceeded().map(|crossing| budget_reason("run", &crossing))
+}
+
+/// Counts what a succeeded attempt spent (when its backend reported tokens or a cost)
+/// against the backend's token rate, the task's budget and the run's: `TaskSpent`, a
+/// `BudgetWarning` at 80%, a `BudgetExceeded` at 100%. The cost is the backend's own, else
+/// priced from `prices` by the agent's model, else the backend's; it is written into the
+/// answer's details when the backend gave none. Returns the reason when a budget is reached.
+fn charge(
+    checked: &Checked<'_>,
+    backend: &str,
+    agent_model: Option<&str>,
+    meter: &mut Meter,
+    outcome: &mut ExecOutcome,
+) -> Option<String> {
+    if outcome.usage.is_none() && outcome.details.cost_usd.is_none() {
+        return None;
+    }
+    let shared = checked.shared;
+    let engine = &shared.engine;
+    let price = price_of(&engine.settings, backend, agent_model);
+    let (tokens, cost) = Spend::of_attempt(outcome.usage.as_ref(), outcome.details.cost_usd, price);
+    if outcome.details.cost_usd.is_none() {
+        outcome.details.cost_usd = cost;
+    }
+    let task = &shared.plan.steps[checked.task].id;
+    shared.publish(Event::TaskSpent {
+        task: task.clone(),
+        attempt: checked.attempt,
+        tokens,
+        cost_usd: cost,
+    });
+    engine.rate_limits.spent(backend, tokens);
+    let mut reached: Option<(BudgetScope, Crossing)> = None;
+    let mut note = |scope: BudgetScope, warned: Vec<Crossing>, over: Option<Crossing>| {
+        for crossing in warned {
+            shared.publish(Event::BudgetWarning {
+                task: task.clone(),
+                scope,
+                measure: crossing.measure,
+                spent: crossing.spent,
+                limit: crossing.limit,
+            });
+        }
+        if let Some(crossing) = over {
+            shared.publish(Event::BudgetExceeded {
+                task: task.clone(),
+                scope,
+                measure: crossing.measure,
+                spent: crossing.spent,
+                limit: crossing.limit,
+            });
+            reached.get_or_insert((scope, crossing));
+        }
+    };
+    // An unlimited meter only counts: it never warns nor is exceeded.
+    let warned = meter.add(tokens, cost);
+    note(BudgetScope::Task, warned, meter.exceeded());
+    {
+        let mut run = shared.meter();
+        let warned = run.add(tokens, cost);
+        let over = run.exceeded();
+        drop(run);
+        note(BudgetScope::Run, warned, over);
+    }
+    reached.map(|(scope, crossing)| budget_reason(scope.word(), &crossing))
+}
+
+/// The price of the agent's model, else of the model `backend` names.
+fn price_of<'a>(
+    settings: &'a crate::config::Settings,
+    backend: &str,
+    agent_model: Option<&str>,
+) -> Option<&'a Price> {
+    if settings.prices.is_empty() {
+        return None;
+    }
+    let configured = match settings.backends.get(backend) {
+        Some(BackendConfig::Openai(http) | BackendConfig::Anthropic(http)) => http.model.as_deref(),
+        Some(config) => config.coding_cli().and_then(|(_, cli)| cli.model.as_deref()),
+        None => None,
+    };
+    agent_model
+        .and_then(|m| settings.prices.get(m))
+        .or_else(|| configured.and_then(|m| settings.prices.get(m)))
 }
 
 /// What the engine does after a failed attempt.

@@ -4,6 +4,9 @@ use crate::ids::{RunId, TaskId};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
+    /// The operation was handed the gate's permit for another command.
+    #[error(transparent)]
+    WrongPermit(#[from] crate::governance::WrongPermit),
     #[error("backend `{backend}`: {message}")]
     Backend { backend: String, message: String },
     #[error("backend `{backend}` is not defined in flightdeck.yaml")]

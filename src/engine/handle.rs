@@ -1,10 +1,12 @@
 //! The caller's side of a run: watch its phase, wait for it, and pass operator requests to its
-//! scheduler. The runtime calls these only after the gate has let the command through.
+//! scheduler. Each request takes the gate's [`Permit`] for exactly that command.
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::EngineError;
+use crate::command::Command;
 use crate::event::RunStatus;
+use crate::governance::Permit;
 use crate::ids::{RunId, TaskId};
 
 /// Where a run stands. A finished run goes back to `Running` when an operator retries a task.
@@ -60,18 +62,29 @@ impl RunHandle {
         }
     }
 
-    /// Cancel every unfinished task.
-    pub async fn cancel(&self) -> Result<(), EngineError> {
+    /// Cancel every unfinished task, with the gate's permit to cancel this run.
+    pub async fn cancel(&self, permit: &Permit) -> Result<(), EngineError> {
+        permit.require(
+            format!("cancel_run of {}", self.id),
+            |command| matches!(command, Command::CancelRun { run } if run == &self.id),
+        )?;
         self.ask(|reply| Control::CancelRun { reply }).await
     }
 
-    /// Cancel one task; its dependents are skipped.
-    pub async fn cancel_task(&self, task: &TaskId) -> Result<(), EngineError> {
+    /// Cancel one task (its dependents are skipped), with the gate's permit to cancel it.
+    pub async fn cancel_task(&self, task: &TaskId, permit: &Permit) -> Result<(), EngineError> {
+        permit.require(format!("cancel_task {task} of {}", self.id), |command| {
+            matches!(command, Command::CancelTask { run, task: t } if run == &self.id && t == task)
+        })?;
         self.ask(|reply| Control::CancelTask { task: task.clone(), reply }).await
     }
 
-    /// Run a failed, skipped or cancelled task again, and after it its dependents.
-    pub async fn retry_task(&self, task: &TaskId) -> Result<(), EngineError> {
+    /// Run a failed, skipped or cancelled task again, and after it its dependents, with the
+    /// gate's permit to retry it.
+    pub async fn retry_task(&self, task: &TaskId, permit: &Permit) -> Result<(), EngineError> {
+        permit.require(format!("retry_task {task} of {}", self.id), |command| {
+            matches!(command, Command::RetryTask { run, task: t } if run == &self.id && t == task)
+        })?;
         self.ask(|reply| Control::RetryTask { task: task.clone(), reply }).await
     }
 

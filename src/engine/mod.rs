@@ -33,14 +33,16 @@ pub use scheduler::TaskStatus;
 use crate::agents::{AgentDefinition, Registry};
 use crate::audit::AuditLog;
 use crate::bus::EventBus;
+use crate::command::Command;
 use crate::config::Settings;
 use crate::conflict::Conflicts;
 use crate::event::Event;
 use crate::exec::Executor;
-use crate::governance::Approvals;
+use crate::governance::{Approvals, Permit};
 use crate::ids::{AgentId, RunId};
 use crate::pool::Pool;
 use crate::resilience::BreakerBoard;
+use crate::resilience::limits::RateLimits;
 use crate::resume::ResumePoint;
 use crate::safety::SafetyChecker;
 use crate::workflow::Plan;
@@ -88,6 +90,8 @@ pub(crate) struct EngineInner {
     pub(crate) workspaces: Workspaces,
     /// The safety rules in force, compiled once.
     pub(crate) safety: SafetyChecker,
+    /// Per-backend request and token rates, shared by every run.
+    pub(crate) rate_limits: RateLimits,
     /// Where safety matches are recorded, once the runtime gave it (see [`Engine::audit_to`]).
     pub(crate) audit: OnceLock<AuditLog>,
     /// Oldest first.
@@ -124,6 +128,7 @@ impl Engine {
                 workspaces: Workspaces::new(&parts.project_dir, &parts.data_dir),
                 conflicts: Conflicts::new(parts.bus.clone()),
                 safety: SafetyChecker::new(&parts.settings.safety),
+                rate_limits: RateLimits::new(&parts.settings.rate_limits),
                 audit: OnceLock::new(),
                 bus: parts.bus,
                 registry: parts.registry,
@@ -148,13 +153,24 @@ impl Engine {
         self.inner.executors.insert(backend, executor);
     }
 
-    /// Start a planned run under a fresh id. Must be called inside a tokio runtime.
-    pub fn start(&self, plan: Plan) -> Result<RunHandle, EngineError> {
-        self.start_as(RunId::generate(), plan)
+    /// Start a planned run under a fresh id, with the gate's permit to start it. Must be
+    /// called inside a tokio runtime.
+    pub fn start(&self, plan: Plan, permit: &Permit) -> Result<RunHandle, EngineError> {
+        self.start_as(RunId::generate(), plan, permit)
     }
 
-    /// Start a planned run under the given id.
-    pub fn start_as(&self, run: RunId, plan: Plan) -> Result<RunHandle, EngineError> {
+    /// Start a planned run under the given id, with the gate's permit to start it (a
+    /// `start_run`, or one decided for this very run).
+    pub fn start_as(
+        &self,
+        run: RunId,
+        plan: Plan,
+        permit: &Permit,
+    ) -> Result<RunHandle, EngineError> {
+        permit.require("start_run", |command| {
+            matches!(command, Command::StartRun { .. })
+                && permit.run().is_none_or(|permitted| permitted == &run)
+        })?;
         // Build every executor the plan needs now, so a broken backend stops the run before
         // anything starts.
         let mut simulated = false;
@@ -189,7 +205,11 @@ impl Engine {
         plan: Plan,
         point: &ResumePoint,
         resumed: Resumed,
+        permit: &Permit,
     ) -> Result<RunHandle, EngineError> {
+        permit.require(format!("resume_run of {run}"), |command| {
+            matches!(command, Command::ResumeRun { run: permitted, .. } if permitted == &run)
+        })?;
         for backend in plan.backends() {
             self.inner.executors.get(backend)?;
         }
@@ -231,7 +251,7 @@ impl Engine {
             control: sender.clone(),
             phase: phase_rx,
         };
-        let shared = Arc::new(RunShared { run, plan, engine: Arc::clone(&self.inner) });
+        let shared = Arc::new(RunShared::new(run, plan, Arc::clone(&self.inner)));
         let mut scheduler = Scheduler::new(shared, sender.downgrade(), phase_tx);
         if let Some(point) = point {
             scheduler.resume_from(point, crate::bus::now_ms());
@@ -256,7 +276,7 @@ impl Engine {
     }
 
     /// Conflicts of panel tasks that wait for a person, across runs.
-    pub fn conflicts(&self) -> &Conflicts {
+    pub(crate) fn conflicts(&self) -> &Conflicts {
         &self.inner.conflicts
     }
 

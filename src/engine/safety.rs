@@ -19,13 +19,12 @@ use crate::safety::{SafetyAction, SafetyMatch};
 /// What the policies make of a succeeded attempt.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Review {
-    /// Nothing enforced matched, or a reviewer approved the output.
+    /// Nothing enforced matched.
     Pass,
-    /// The task fails with this reason, not retried: a `block` rule matched, or a reviewer
-    /// rejected the held output.
+    /// The task fails with this reason, not retried: a `block` rule matched.
     Fail(String),
-    /// The task was cancelled while the output waited for a reviewer.
-    Cancelled,
+    /// An enforced `confirm` matched: the output waits for a reviewer, for these reasons.
+    Hold(Vec<String>),
 }
 
 /// The attempt being checked.
@@ -138,12 +137,8 @@ fn block_reason(source: &str, found: &SafetyMatch) -> String {
 }
 
 /// Checks a succeeded attempt's output and tool calls: records every match; fails the task
-/// on an enforced `block`; holds it for a reviewer on an enforced `confirm`.
-pub(crate) async fn review(
-    checked: &Checked<'_>,
-    outcome: &ExecOutcome,
-    cancel: &CancellationToken,
-) -> Review {
+/// on an enforced `block`; asks for a hold on an enforced `confirm`.
+pub(crate) fn review(checked: &Checked<'_>, outcome: &ExecOutcome) -> Review {
     let checker = &checked.shared.engine.safety;
     if checker.is_empty() {
         return Review::Pass;
@@ -167,12 +162,19 @@ pub(crate) async fn review(
             format!("safety rule `{}` matched the {source}: {}", m.rule_path(), m.excerpt)
         })
         .collect();
-    if reasons.is_empty() {
-        return Review::Pass;
-    }
+    if reasons.is_empty() { Review::Pass } else { Review::Hold(reasons) }
+}
+
+/// Holds a succeeded attempt's output for a reviewer (a safety `confirm`, a budget under
+/// `on_budget: approve`): registers the request, then announces it, so an unattended run's
+/// refusal always finds it. The wait itself runs outside the worker (the scheduler parks the
+/// task), so it holds no `max_parallel` slot; dropping the future withdraws the request.
+pub(crate) fn hold(
+    checked: &Checked<'_>,
+    reasons: Vec<String>,
+) -> impl std::future::Future<Output = Decision> + Send + 'static {
     let shared = checked.shared;
     let step = &shared.plan.steps[checked.task];
-    // Registered before it is announced, so an unattended run's refusal finds it.
     let request = shared.engine.approvals.request(
         &shared.run,
         &step.id,
@@ -186,17 +188,5 @@ pub(crate) async fn review(
         risk: Risk::High,
         reasons,
     });
-    let decision = tokio::select! {
-        biased;
-        () = cancel.cancelled() => return Review::Cancelled,
-        decision = request => decision,
-    };
-    match decision {
-        Decision::Approved { .. } => Review::Pass,
-        Decision::Rejected { by, note } => Review::Fail(match note {
-            Some(note) => format!("output held by a safety rule, rejected by {by}: {note}"),
-            None => format!("output held by a safety rule, rejected by {by}"),
-        }),
-        Decision::Cancelled { reason } => Review::Fail(format!("output approval {reason}")),
-    }
+    request
 }

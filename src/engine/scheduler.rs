@@ -65,9 +65,24 @@ pub(crate) struct RunShared {
     pub(crate) run: RunId,
     pub(crate) plan: Arc<Plan>,
     pub(crate) engine: Arc<EngineInner>,
+    /// The run's budget: the workflow's, else `policies.budget`.
+    pub(crate) budget: crate::config::Budget,
+    /// What the run's attempts spent, against `budget`; locked once per attempt that
+    /// reported spend.
+    pub(crate) spend: crate::resilience::limits::SharedMeter,
 }
 
 impl RunShared {
+    pub(crate) fn new(run: RunId, plan: Arc<Plan>, engine: Arc<EngineInner>) -> Self {
+        let budget = plan.budget.unwrap_or(engine.settings.policies.budget);
+        let spend = std::sync::Mutex::new(crate::resilience::limits::Meter::new(budget));
+        Self { run, plan, engine, budget, spend }
+    }
+
+    pub(crate) fn meter(&self) -> std::sync::MutexGuard<'_, crate::resilience::limits::Meter> {
+        self.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn publish(&self, event: Event) {
         self.engine.bus.publish(Some(&self.run), event);
     }

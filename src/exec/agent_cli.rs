@@ -268,6 +268,27 @@ async fn read_events(
     }
 }
 
+/// Reads `data` as one CLI's whole stdout with `reader`, line by line, and ends the attempt
+/// as if the CLI exited with code 0: what the fuzz targets run (see `crate::fuzzing`).
+pub(super) fn replay_stdout<R: EventReader>(
+    mut reader: R,
+    data: &[u8],
+    finish: impl FnOnce(R, Transcript, &Ending),
+) {
+    let sink: OutputSink = std::sync::Arc::new(|_, _| {});
+    let mut out = Transcript::new(sink, super::capture::MAX_LINE_BYTES);
+    for line in data.split(|&b| b == b'\n') {
+        if line.len() <= MAX_EVENT_LINE_BYTES {
+            handle_line(line, &mut reader, &mut out);
+        }
+    }
+    let ending = Ending {
+        status: std::os::unix::process::ExitStatusExt::from_raw(0),
+        stderr_tail: String::new(),
+    };
+    finish(reader, out, &ending);
+}
+
 fn handle_line(line: &[u8], reader: &mut dyn EventReader, out: &mut Transcript) {
     let trimmed = line.trim_ascii();
     if trimmed.is_empty() {

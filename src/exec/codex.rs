@@ -92,6 +92,14 @@ impl Executor for CodexExecutor {
 }
 
 /// What the stream said so far.
+/// Reads `data` as this CLI's whole stdout (its JSON event lines), then ends the attempt:
+/// what the fuzz target runs. Must return, whatever the bytes.
+pub fn parse_stdout(data: &[u8]) {
+    super::agent_cli::replay_stdout(CodexStream::default(), data, |reader, out, ending| {
+        let _ = reader.finish(out, ending);
+    });
+}
+
 #[derive(Debug, Default)]
 struct CodexStream {
     /// The last `agent_message`: Codex's answer.

@@ -98,6 +98,14 @@ enum Outcome {
 }
 
 /// What the stream said so far.
+/// Reads `data` as this CLI's whole stdout (its JSON event lines), then ends the attempt:
+/// what the fuzz target runs. Must return, whatever the bytes.
+pub fn parse_stdout(data: &[u8]) {
+    super::agent_cli::replay_stdout(GeminiStream::default(), data, |reader, out, ending| {
+        let _ = reader.finish(out, ending);
+    });
+}
+
 #[derive(Debug, Default)]
 struct GeminiStream {
     /// The `result` event, once it came.

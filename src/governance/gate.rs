@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::SYSTEM_USER;
 use super::identity::{Channel, Provenance, assume};
-use super::role::{Identity, Roles, permission_name};
+use super::permit::Permit;
+use super::role::{Identity, Role, Roles, permission_name};
 use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::bus::EventBus;
 use crate::command::{Command, Permission, Request};
@@ -75,20 +77,16 @@ impl Gate {
         self.roles.identify(user)
     }
 
-    /// Decide one request. `Ok` carries the caller's identity (e.g. for `ApprovalDecided`'s
-    /// `by`); the caller then performs the command. Every call leaves one audit record and
-    /// one event, whatever the outcome.
-    pub fn check(&self, request: &Request) -> Result<Identity, Denied> {
+    /// Decide one request. `Ok` carries the [`Permit`] that the operation carrying the
+    /// command out requires (and the caller's identity, e.g. for `ApprovalDecided`'s `by`).
+    /// Every call leaves one audit record and one event, whatever the outcome.
+    pub fn check(&self, request: &Request) -> Result<Permit, Denied> {
         self.check_for_run(request, run_of(&request.command))
     }
 
     /// [`Gate::check`] for a command that creates the run `run` (starting a workflow): the
     /// decision lands in that run's event stream, like the decisions on commands naming it.
-    pub fn check_for_run(
-        &self,
-        request: &Request,
-        run: Option<&RunId>,
-    ) -> Result<Identity, Denied> {
+    pub fn check_for_run(&self, request: &Request, run: Option<&RunId>) -> Result<Permit, Denied> {
         self.check_from(request, run, &Provenance::local(Channel::CommandLine))
     }
 
@@ -99,7 +97,7 @@ impl Gate {
         request: &Request,
         run: Option<&RunId>,
         provenance: &Provenance,
-    ) -> Result<Identity, Denied> {
+    ) -> Result<Permit, Denied> {
         self.check_with_rule(request, run, provenance, None)
     }
 
@@ -112,8 +110,61 @@ impl Gate {
         run: Option<&RunId>,
         provenance: &Provenance,
         broken_rule: Option<String>,
-    ) -> Result<Identity, Denied> {
+    ) -> Result<Permit, Denied> {
         let identity = self.roles.identify(request.user.as_str());
+        self.decide(identity, request, run, provenance, broken_rule, None)
+    }
+
+    /// Flightdeck's own action (shutting down, a headless run refusing what nobody can
+    /// approve, Ctrl-C, a hot reload), as the system user with the admin role: it passes the
+    /// same gate, so it is audited like a person's command, with `why`. Still refused when
+    /// the decision cannot be audited.
+    pub fn system(&self, command: Command, why: &str) -> Result<Permit, Denied> {
+        let identity = Identity { user: crate::ids::UserId::new(SYSTEM_USER), role: Role::Admin };
+        let request = Request { user: identity.user.clone(), command };
+        let run = run_of(&request.command).cloned();
+        let provenance = Provenance::local(Channel::System);
+        self.decide(identity, &request, run.as_ref(), &provenance, None, Some(why))
+    }
+
+    /// Record what an accepted command then did (`Succeeded` with `did`) or why it failed
+    /// (`Failed` with the error): the gate's first record says it was let through, this one
+    /// what became of it. An audit log that cannot be written is logged, not returned: the
+    /// command has already happened.
+    pub fn record(&self, permit: Permit, result: Result<serde_json::Value, String>) {
+        let (outcome, mut detail) = match result {
+            Ok(did) => (Outcome::Succeeded, json!({ "did": did })),
+            Err(error) => (Outcome::Failed, json!({ "error": error })),
+        };
+        detail["identity"] = permit.provenance().to_audit();
+        if let Some(run) = permit.run() {
+            detail["run"] = json!(run);
+        }
+        let identity = permit.identity();
+        let entry = AuditEntry {
+            user: identity.user.clone(),
+            role: identity.role.to_string(),
+            action: permit.command().name().to_owned(),
+            outcome,
+            detail,
+        };
+        if let Err(error) = self.audit.append(&entry) {
+            tracing::error!(user = %identity.user, command = entry.action, %error,
+                "gate: the outcome of an accepted command could not be audited");
+        }
+        // Spent: a permit whose outcome is recorded permits nothing more.
+        drop(permit);
+    }
+
+    fn decide(
+        &self,
+        identity: Identity,
+        request: &Request,
+        run: Option<&RunId>,
+        provenance: &Provenance,
+        broken_rule: Option<String>,
+        why: Option<&str>,
+    ) -> Result<Permit, Denied> {
         let command = request.command.name();
         let permission = request.command.permission();
         let mut refusal = if identity.allows(permission) {
@@ -130,6 +181,9 @@ impl Gate {
         });
         if let Some(reason) = &refusal {
             detail["reason"] = json!(reason.to_string());
+        }
+        if let Some(why) = why {
+            detail["why"] = json!(why);
         }
         // The run a start creates is named nowhere in its arguments; `audit tail --run` needs it.
         if let Some(run) = run {
@@ -153,7 +207,13 @@ impl Gate {
         match refusal {
             None => {
                 self.bus.publish(run, Event::CommandAccepted { user, role, command: command_name });
-                Ok(identity)
+                let permit = Permit::new(
+                    identity,
+                    request.command.clone(),
+                    run.cloned(),
+                    provenance.clone(),
+                );
+                Ok(permit)
             }
             Some(reason) => {
                 let text = reason.to_string();

@@ -45,6 +45,8 @@ pub enum Channel {
     Attach,
     /// A command-line client (`flightdeck run`, `approve`, `runs prune`, ...).
     CommandLine,
+    /// Flightdeck itself: shutdown, a headless run's refusals and Ctrl-C, hot reloads.
+    System,
 }
 
 impl Channel {
@@ -53,6 +55,7 @@ impl Channel {
             Self::Console => "console",
             Self::Attach => "attach",
             Self::CommandLine => "command_line",
+            Self::System => "system",
         }
     }
 }
@@ -128,6 +131,11 @@ pub enum ClaimRefused {
          may only take a role no higher than one's own"
     )]
     Higher { account: String, own: Role, claimed: String, claimed_role: Role },
+    /// The name of Flightdeck's own actions, which no person may act as.
+    #[error(
+        "`{0}` is Flightdeck's own identity (shutdown, headless refusals, hot reloads); no one may act as it"
+    )]
+    System(String),
 }
 
 impl Role {
@@ -154,6 +162,9 @@ pub(crate) fn assume(
     let Some(claimed) = claimed.filter(|name| *name != caller.account) else { return Ok(own) };
     if !is_plain_user_name(claimed) {
         return Err(ClaimRefused::BadName(claimed.to_owned()));
+    }
+    if claimed == super::SYSTEM_USER {
+        return Err(ClaimRefused::System(claimed.to_owned()));
     }
     let wanted = roles.identify(claimed);
     if caller.is_superuser() || own.role.includes(wanted.role) {
@@ -188,6 +199,14 @@ mod tests {
             via: Via::Peer { uid, pid: Some(7) },
             from: Channel::CommandLine,
         }
+    }
+
+    #[test]
+    fn nobody_acts_as_the_system_user() {
+        let root = peer("root", 0);
+        let refused = assume(&roles(), &root, Some(crate::governance::SYSTEM_USER))
+            .expect_err("the system user is nobody's to take");
+        assert!(matches!(refused, ClaimRefused::System(_)), "{refused}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod approvals;
 mod error;
 mod gate;
 mod identity;
+mod permit;
 mod risk;
 mod role;
 
@@ -12,5 +13,6 @@ pub use approvals::{ApprovalPolicy, Approvals, Decision, PendingApproval, SYSTEM
 pub use error::GovernanceError;
 pub use gate::{ASSUME_IDENTITY, Denied, DenyReason, Gate, run_of};
 pub use identity::{Channel, ClaimRefused, Provenance, Via, account_name};
+pub use permit::{Permit, WrongPermit};
 pub use risk::{Assessment, RiskRules, assess};
 pub use role::{Identity, Role, permission_name};

@@ -72,6 +72,17 @@ fn waiting_for_a_person(envelope: &Envelope) -> Option<Value> {
             "reasons": reasons,
             "since": envelope.ts_ms,
         })),
+        // A budget at 80%: someone may want to raise it before the run stops.
+        Event::BudgetWarning { task, scope, measure, spent, limit } => Some(json!({
+            "kind": "budget_warning",
+            "run": run,
+            "task": task,
+            "scope": scope,
+            "measure": measure,
+            "spent": spent,
+            "limit": limit,
+            "since": envelope.ts_ms,
+        })),
         Event::ApprovalOverdue { task, waited_ms } => Some(json!({
             "kind": "approval_overdue",
             "run": run,

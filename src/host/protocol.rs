@@ -32,6 +32,17 @@ pub const SOCKET_FILE: &str = "control.sock";
 /// The longest line either side accepts (a snapshot of a large run is one line).
 pub const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Decodes one line a client sent (without caring for its newline): what the host reads,
+/// and what the fuzz target runs.
+pub fn decode_client_line(line: &str) -> Result<ClientMessage, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+/// Decodes one line the host sent.
+pub fn decode_host_line(line: &str) -> Result<HostMessage, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]

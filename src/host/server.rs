@@ -360,7 +360,7 @@ async fn read_message(
             "a client line is too long or cut off",
         ));
     }
-    serde_json::from_str(&line)
+    super::protocol::decode_client_line(&line)
         .map(Some)
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
 }

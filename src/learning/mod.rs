@@ -230,7 +230,7 @@ impl History {
         if !path.exists() {
             return Ok(Self::empty(settings));
         }
-        Self::load(&RunStore::open(path)?, settings, now_ms)
+        Self::load(&RunStore::open_read_only(path)?, settings, now_ms)
     }
 
     pub fn settings(&self) -> LearningSettings {

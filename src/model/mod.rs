@@ -288,6 +288,84 @@ pub struct TaskModel {
     pub history: Vec<AttemptModel>,
     /// The output tail, with [`OutputKeep::Tail`].
     pub output: VecDeque<OutputLine>,
+    /// Set while the next attempt waits on its backend's rate limit.
+    pub rate_limited: Option<RateLimitWait>,
+    /// What its attempts spent (tokens, and cost when known).
+    pub spend: Spend,
+    /// The latest budget mark it reached ("task budget at 80%: …", "run budget reached: …").
+    pub budget_note: Option<String>,
+}
+
+/// An attempt held back by a backend's rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitWait {
+    pub backend: String,
+    /// `requests_per_minute` or `tokens_per_minute`.
+    pub limit: String,
+    pub wait_ms: u64,
+    /// When the wait began.
+    pub since_ms: u64,
+}
+
+impl RateLimitWait {
+    /// "waiting on rate limit: openai `requests_per_minute`, 1.2s".
+    pub fn describe(&self) -> String {
+        format!(
+            "waiting on rate limit: {} {}, {:.1}s",
+            self.backend,
+            self.limit,
+            self.wait_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// Tokens and cost spent, as backends reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub tokens: u64,
+    pub cost_usd: f64,
+    /// Whether any attempt had a known cost.
+    pub priced: bool,
+}
+
+impl Spend {
+    fn add(&mut self, tokens: u64, cost_usd: Option<f64>) {
+        self.tokens = self.tokens.saturating_add(tokens);
+        if let Some(cost) = cost_usd {
+            self.cost_usd += cost;
+            self.priced = true;
+        }
+    }
+
+    /// "1234 tokens, $0.0123", or `None` when nothing was spent.
+    pub fn describe(&self) -> Option<String> {
+        match (self.tokens, self.priced) {
+            (0, false) => None,
+            (tokens, false) => Some(format!("{tokens} tokens")),
+            (tokens, true) => Some(format!("{tokens} tokens, ${:.4}", self.cost_usd)),
+        }
+    }
+}
+
+/// "task budget at 80%: 800 tokens of 1000 tokens" or "run budget reached: …".
+fn budget_note(
+    scope: crate::event::BudgetScope,
+    measure: crate::event::BudgetMeasure,
+    spent: f64,
+    limit: f64,
+    reached: bool,
+) -> String {
+    let mark = if reached {
+        "reached".to_owned()
+    } else {
+        format!("at {:.0}%", if limit > 0.0 { spent / limit * 100.0 } else { 100.0 })
+    };
+    format!(
+        "{} budget {mark}: {} of {}",
+        scope.word(),
+        measure.amount(spent),
+        measure.amount(limit)
+    )
 }
 
 impl TaskModel {
@@ -317,6 +395,9 @@ impl TaskModel {
             conflict: None,
             history: Vec::new(),
             output: VecDeque::new(),
+            rate_limited: None,
+            spend: Spend::default(),
+            budget_note: None,
         }
     }
 
@@ -370,6 +451,10 @@ pub struct RunModel {
     pub applied: u64,
     /// Times the run was resumed after its process died.
     pub resumes: u32,
+    /// What every attempt of the run spent.
+    pub spend: Spend,
+    /// The latest run budget mark reached.
+    pub budget_note: Option<String>,
     keep: OutputKeep,
 }
 
@@ -400,6 +485,8 @@ impl RunModel {
             last_ms: 0,
             applied: 0,
             resumes: 0,
+            spend: Spend::default(),
+            budget_note: None,
             keep,
         }
     }
@@ -545,12 +632,28 @@ impl RunModel {
                 let Some(at) = event.task().and_then(|t| self.index.get(t)).copied() else {
                     return false;
                 };
-                if let Event::TaskStarted { simulated, .. } = event {
-                    if *simulated {
-                        self.simulated_attempts += 1;
-                    } else {
-                        self.real_attempts += 1;
+                match event {
+                    Event::TaskStarted { simulated, .. } => {
+                        if *simulated {
+                            self.simulated_attempts += 1;
+                        } else {
+                            self.real_attempts += 1;
+                        }
                     }
+                    Event::TaskSpent { tokens, cost_usd, .. } => self.spend.add(*tokens, *cost_usd),
+                    Event::BudgetWarning { scope, measure, spent, limit, .. }
+                        if *scope == crate::event::BudgetScope::Run =>
+                    {
+                        self.budget_note =
+                            Some(budget_note(*scope, *measure, *spent, *limit, false));
+                    }
+                    Event::BudgetExceeded { scope, measure, spent, limit, .. }
+                        if *scope == crate::event::BudgetScope::Run =>
+                    {
+                        self.budget_note =
+                            Some(budget_note(*scope, *measure, *spent, *limit, true));
+                    }
+                    _ => {}
                 }
                 let keep = self.keep;
                 let task = &mut self.tasks[at];
@@ -568,7 +671,32 @@ impl RunModel {
 /// Fold one task event into its task.
 #[allow(clippy::too_many_lines)] // one arm per event type reads better than a dispatch table
 fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> bool {
+    if matches!(
+        event,
+        Event::TaskStarted { .. }
+            | Event::TaskSucceeded { .. }
+            | Event::TaskFailed { .. }
+            | Event::TaskCancelled { .. }
+            | Event::TaskSkipped { .. }
+    ) {
+        t.rate_limited = None;
+    }
     match event {
+        Event::RateLimited { backend, limit, wait_ms, .. } => {
+            t.rate_limited = Some(RateLimitWait {
+                backend: backend.clone(),
+                limit: limit.clone(),
+                wait_ms: *wait_ms,
+                since_ms: ts,
+            });
+        }
+        Event::TaskSpent { tokens, cost_usd, .. } => t.spend.add(*tokens, *cost_usd),
+        Event::BudgetWarning { scope, measure, spent, limit, .. } => {
+            t.budget_note = Some(budget_note(*scope, *measure, *spent, *limit, false));
+        }
+        Event::BudgetExceeded { scope, measure, spent, limit, .. } => {
+            t.budget_note = Some(budget_note(*scope, *measure, *spent, *limit, true));
+        }
         Event::TaskReady { .. } => t.status = TaskStatus::Ready,
         Event::TaskAwaitingApproval { risk, .. } => {
             t.status = TaskStatus::AwaitingApproval;

@@ -1,9 +1,11 @@
-//! Resilience: a circuit breaker per agent type and the delay between task attempts.
+//! Resilience: a circuit breaker per agent type, the delay between task attempts, and the
+//! limits on what agents may use (rate limits, budgets).
 
 mod backoff;
 mod breaker;
 mod error;
 mod health;
+pub mod limits;
 
 pub use backoff::retry_delay;
 pub use breaker::{BreakerBoard, BreakerLimits, BreakerState, BreakerView, CallPermit};

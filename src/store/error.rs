@@ -22,6 +22,13 @@ pub enum StoreError {
          understands ({known}); use a newer flightdeck or another --data-dir"
     )]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    /// A reading command found a store an older Flightdeck wrote; reading never migrates.
+    #[error(
+        "{path}: the run store has schema version {found}, older than this Flightdeck's \
+         ({known}); commands that only read never change it: run a command that writes (for \
+         example `flightdeck run`) once, as a user allowed to, to upgrade it"
+    )]
+    Outdated { path: PathBuf, found: i64, known: i64 },
     /// Any other `SQLite` failure (disk full, locked for too long, I/O error, ...).
     #[error("{path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },

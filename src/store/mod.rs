@@ -188,6 +188,35 @@ impl RunStore {
         }
     }
 
+    /// Open an existing store for reading only: nothing is created, migrated or written
+    /// (`runs list`, `runs show`, `audit verify`, `agents stats`, `plan`), so a viewer's read
+    /// never changes a shared store. A store whose schema is older than this build's is
+    /// refused with what to do; the first command that writes upgrades it.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let path = path.as_ref().to_owned();
+        let sql = |source| sql_error(&path, source);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // A second guard: any statement that would write fails instead.
+        conn.pragma_update(None, "query_only", true).map_err(sql)?;
+        let found: i64 =
+            conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(sql)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::Outdated { path, found, known: SCHEMA_VERSION });
+        }
+        Ok(Self {
+            path,
+            conn,
+            outcomes: outcomes::OutcomeRecorder::default(),
+            encoder: encode::Encoder::default(),
+        })
+    }
+
     /// Record attempts on simulation backends as outcomes too (`limits.learn_from_sim`);
     /// off by default, so simulated runs teach nothing and cost nothing.
     pub fn record_simulated_outcomes(&mut self, record: bool) {

@@ -109,6 +109,9 @@ pub enum ProblemKind {
     BadDomain { task: TaskId, message: String },
     #[error("task `{task}`: third_opinion: `{agent}` is on the panel; pick an agent outside it")]
     ThirdIsMember { task: TaskId, agent: AgentId },
+    /// `budget:` of a task (`task` set) or of the workflow.
+    #[error("{}budget.{field}: {message}", .task.as_ref().map(|t| format!("task `{t}`: ")).unwrap_or_default())]
+    BadBudget { task: Option<TaskId>, field: &'static str, message: String },
     #[error("the workflow has no tasks (give `tasks:` or `stages:`)")]
     NoTasks,
     #[error("give either `tasks:` or `stages:`, not both")]

@@ -5,6 +5,7 @@
 //! goal: Draft the release notes
 //! max_parallel: 4        # default 4; below 1 is refused
 //! fail_fast: false       # default false
+//! budget: {cost_usd: 2}  # the whole run's spend; default: policies.budget of flightdeck.yaml
 //! tasks:
 //!   - id: collect
 //!     description: Collect merged pull requests
@@ -14,6 +15,7 @@
 //!     retries: 1         # default: limits.task_retries
 //!     context: {since: v1.2.0}
 //!     workspace: worktree # shared (default), worktree or temp; else the backend's
+//!     budget: {tokens: 20000, cost_usd: 0.50}  # this task's spend; see `crate::resilience::limits`
 //!   - id: draft
 //!     description: Draft the notes
 //!     depends_on: [collect]
@@ -44,7 +46,7 @@ use super::lines::SourceLines;
 use super::planner::unknown_agent;
 use super::quick;
 use crate::agents::Registry;
-use crate::config::WorkspaceKind;
+use crate::config::{Budget, WorkspaceKind};
 use crate::conflict::{Domain, normalise};
 use crate::ids::{AgentId, TaskId};
 
@@ -74,6 +76,8 @@ pub struct Workflow {
     pub stages: Vec<Stage>,
     /// In document order.
     pub tasks: Vec<TaskSpec>,
+    /// The run's token and cost budget, when the file gives one.
+    pub budget: Option<Budget>,
     source: Arc<str>,
 }
 
@@ -110,6 +114,8 @@ pub struct TaskSpec {
     pub workspace: Option<WorkspaceKind>,
     /// Present for a panel task: several agents answer and conflicts are settled.
     pub panel: Option<Panel>,
+    /// The task's own token and cost budget (across its attempts).
+    pub budget: Budget,
 }
 
 /// The panel of a task, as written and validated.
@@ -134,6 +140,7 @@ pub(super) struct RawWorkflow {
     pub(super) fail_fast: bool,
     pub(super) tasks: Option<Vec<RawTask>>,
     pub(super) stages: Option<Vec<RawStage>>,
+    pub(super) budget: Option<Budget>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -164,6 +171,7 @@ pub(super) struct RawTask {
     pub(super) options: Option<Vec<String>>,
     pub(super) domain: Option<String>,
     pub(super) third_opinion: Option<String>,
+    pub(super) budget: Option<Budget>,
 }
 
 /// Keep a duration as written (string or bare number) so validation can name the task.
@@ -222,6 +230,14 @@ impl Workflow {
                 DEFAULT_MAX_PARALLEL
             }
         };
+
+        if let Some((field, message)) = raw.budget.as_ref().and_then(Budget::problem) {
+            let line = lines.top_level_line("budget").unwrap_or(1);
+            problems.push(Problem {
+                line,
+                kind: ProblemKind::BadBudget { task: None, field, message },
+            });
+        }
 
         let (raw_tasks, raw_stages) = match (raw.tasks, raw.stages) {
             (Some(_), Some(_)) => {
@@ -337,6 +353,17 @@ impl Workflow {
                     .ok()
             });
             timeouts.push((timeout, auto));
+            if let Some((field, message)) = task.budget.as_ref().and_then(Budget::problem) {
+                let line = lines.key_line("budget", task_lines[i], block_end(i));
+                problems.push(Problem {
+                    line: line.unwrap_or(task_lines[i]),
+                    kind: ProblemKind::BadBudget {
+                        task: Some(TaskId::new(task.id.clone())),
+                        field,
+                        message,
+                    },
+                });
+            }
             workspaces.push(task.workspace.as_deref().and_then(|value| {
                 parse_workspace(value)
                     .ok_or_else(|| {
@@ -417,6 +444,7 @@ impl Workflow {
                     line: task_lines[i],
                     workspace,
                     panel,
+                    budget: task.budget.unwrap_or_default(),
                 }
             })
             .collect();
@@ -429,6 +457,7 @@ impl Workflow {
             fail_fast: raw.fail_fast,
             stages,
             tasks,
+            budget: raw.budget,
             source: Arc::from(text),
         })
     }

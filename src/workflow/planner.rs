@@ -52,6 +52,8 @@ pub struct Plan {
     pub estimate: Duration,
     /// `--backend`: fallback agents run on it too.
     pub backend_override: Option<String>,
+    /// The workflow's run budget; `None` leaves it to `policies.budget`.
+    pub budget: Option<crate::config::Budget>,
 }
 
 /// One task of a plan.
@@ -94,6 +96,8 @@ pub struct PlannedStep {
     /// Indices of the tasks that wait for this one.
     #[serde(skip)]
     pub dependents: Vec<usize>,
+    /// The task's own token and cost budget.
+    pub budget: crate::config::Budget,
 }
 
 /// A panel as it will run: members, options, the question's domain, the third agent and
@@ -368,6 +372,7 @@ fn assemble(
             panel: choice.panel.map(Box::new),
             deps: task.deps,
             dependents: Vec::new(),
+            budget: task.budget,
         })
         .collect();
 
@@ -398,6 +403,7 @@ fn assemble(
         critical_path,
         estimate: critical.max(spread),
         backend_override: overrides.backend.clone(),
+        budget: workflow.budget,
     }
 }
 

@@ -291,6 +291,38 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
             };
             (role, format!("⚠ {task}: safety rule {policy}/{rule} ({what}) in {source}: {excerpt}"))
         }
+        Event::RateLimited { task, backend, limit, wait_ms, .. } => (
+            Role::Pending,
+            format!("⧗ {task} waiting on rate limit: {backend} {limit}, {}", duration(*wait_ms)),
+        ),
+        Event::TaskSpent { task, attempt, tokens, cost_usd } => (
+            Role::Muted,
+            match cost_usd {
+                Some(cost) => {
+                    format!("$ {task} attempt {attempt} spent {tokens} tokens, ${cost:.4}")
+                }
+                None => format!("$ {task} attempt {attempt} spent {tokens} tokens"),
+            },
+        ),
+        Event::BudgetWarning { task, scope, measure, spent, limit } => (
+            Role::Warn,
+            format!(
+                "⚠ {task}: {} budget at {:.0}%: {} of {}",
+                scope.word(),
+                spent / limit * 100.0,
+                measure.amount(*spent),
+                measure.amount(*limit)
+            ),
+        ),
+        Event::BudgetExceeded { task, scope, measure, spent, limit } => (
+            Role::Error,
+            format!(
+                "✗ {task}: {} budget reached: {} of {}",
+                scope.word(),
+                measure.amount(*spent),
+                measure.amount(*limit)
+            ),
+        ),
         Event::PanelVerdict { task, agent, verdict, error, .. } => match (verdict, error) {
             (Some(verdict), _) => (
                 Role::Text,

@@ -233,16 +233,24 @@ fn render_graph(state: &State, run: &RunView, theme: &Theme, geo: &Geometry, buf
             } else {
                 theme.style(Role::Text)
             };
-            let label = fit(task.planned.task.as_str(), column.saturating_sub(2));
+            // In replay, a task that ran where it could change things is marked on the node.
+            let marked = state.replay.is_some() && side_effect_backend(task).is_some();
+            let mark_width =
+                if marked { unicode_width::UnicodeWidthStr::width(SIDE_EFFECT_MARK) } else { 0 };
+            let label = fit(task.planned.task.as_str(), column.saturating_sub(2 + mark_width));
             let mut spans = vec![
                 Span::styled(format!("{} ", task.status.glyph()), glyph_style),
                 Span::styled(label.clone(), id_style),
             ];
+            if marked {
+                let role = if matches { Role::Danger } else { Role::Muted };
+                spans.push(Span::styled(SIDE_EFFECT_MARK, theme.style(role)));
+            }
             // Tasks that feed the next layer reach their edge with a line, not with spaces.
             let feeds_next = run.dependents[*task_index]
                 .iter()
                 .any(|d| run.tasks[*d].planned.layer == layer + 1);
-            let used = 2 + unicode_width::UnicodeWidthStr::width(label.as_str());
+            let used = 2 + unicode_width::UnicodeWidthStr::width(label.as_str()) + mark_width;
             if feeds_next && used + 1 < column {
                 let edge_related =
                     *task_index == selected || run.dependents[*task_index].contains(&selected);
@@ -356,6 +364,15 @@ fn detail_lines(
         first.push((Role::Muted, format!(" · {backend}")));
     }
     lines.push(first);
+    if let Some(wait) = &task.rate_limited {
+        lines.push(vec![(Role::Pending, format!("⧗ {}", wait.describe()))]);
+    }
+    let spent = task.spend.describe().map(|spent| format!("spent {spent}"));
+    let marks: Vec<String> = spent.into_iter().chain(task.budget_note.clone()).collect();
+    if !marks.is_empty() {
+        let role = if task.budget_note.is_some() { Role::Warn } else { Role::Muted };
+        lines.push(vec![(role, marks.join(" · "))]);
+    }
 
     let names = |indices: &[usize]| -> String {
         indices
@@ -435,6 +452,10 @@ fn detail_lines(
     }
     lines
 }
+
+/// Drawn after the id of a replayed task that ran on a real backend (see
+/// [`side_effect_backend`]); the help and the DAG's border explain it.
+pub const SIDE_EFFECT_MARK: &str = " ⚠";
 
 /// The backend of a task's attempt that could have changed something outside the run (a
 /// process, a coding agent, an HTTP call): any attempt not on a simulation backend.
@@ -581,6 +602,14 @@ impl Pane for DagPane {
             if run.simulated {
                 info.push(Span::styled(" SIMULATED ", theme.style(Role::Simulated)));
                 info.push(Span::raw(" "));
+            }
+            // The legend of the node mark, where it is drawn.
+            if state.replay.is_some() && run.tasks.iter().any(|t| side_effect_backend(t).is_some())
+            {
+                info.push(Span::styled(
+                    format!("{} side effects possible ", SIDE_EFFECT_MARK.trim_start()),
+                    theme.style(Role::Danger),
+                ));
             }
         }
         let block = super::pane_block_spans(state, theme, PaneId::Dag, area, info);

@@ -13,6 +13,8 @@ use crate::event::RunStatus;
 /// Status word, glyph and role of a run.
 pub fn run_status(run: &RunView) -> (&'static str, Role) {
     match run.outcome.map(|o| o.status) {
+        // Read from the store, not followed: it stopped without an end (or goes on elsewhere).
+        None if run.from_store => ("↯ interrupted", Role::Warn),
         None => ("▶ running", Role::Running),
         Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),
@@ -104,6 +106,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)),
             ],
         ));
+    }
+    if let Some(spent) = run.spend.describe() {
+        let role = if run.budget_note.is_some() { Role::Warn } else { Role::Text };
+        let text = match &run.budget_note {
+            Some(note) => format!("$ {spent} · {note}"),
+            None => format!("$ {spent}"),
+        };
+        parts.push((2, vec![Span::styled("  │  ", muted), Span::styled(text, theme.style(role))]));
     }
     if run.simulated {
         parts.push((

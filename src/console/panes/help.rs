@@ -32,7 +32,11 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
         scopes.push(Scope::Approval);
     }
     scopes.push(Scope::Confirm);
-    scopes.push(Scope::Runs);
+    if state.replay.is_some() {
+        scopes.insert(0, Scope::Replay);
+    } else {
+        scopes.push(Scope::Runs);
+    }
     for scope in scopes {
         let bindings: Vec<_> = keys::bindings(scope, state.role).collect();
         if bindings.is_empty() {
@@ -88,6 +92,17 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
             line.push((status.role(), format!("{} {:<20}", status.glyph(), status.word())));
         }
         out.push(line);
+    }
+    if state.replay.is_some() {
+        out.push(vec![
+            (Role::Danger, format!("  {:<KEYS$}", super::dag::SIDE_EFFECT_MARK.trim_start())),
+            (
+                Role::Text,
+                "after a task: it ran on a real backend (process, coding agent, HTTP) and may \
+                 have changed things outside the run; a replay runs nothing"
+                    .to_owned(),
+            ),
+        ]);
     }
     section(&mut out, "Breakers");
     let mut line = vec![(Role::Text, "  ".to_owned())];

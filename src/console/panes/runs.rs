@@ -6,8 +6,10 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Widget};
+use unicode_width::UnicodeWidthStr;
 
 use super::{cell, clock, duration, fit, overlay_block, put_line, style_row};
+use crate::console::keys::{self, Action, Scope};
 use crate::console::layout::centered;
 use crate::console::state::{RunEntry, State};
 use crate::console::theme::{Role, Theme};
@@ -19,6 +21,20 @@ pub fn visible_rows(area: Rect) -> usize {
 
 fn popup(area: Rect) -> Rect {
     centered(area, area.width.saturating_sub(4).min(110), area.height.saturating_sub(2))
+}
+
+/// Whether a Runs-list key applies to the selected run: cancel to a live one, resume to an
+/// interrupted one, replay to one that is not running.
+pub fn applies(state: &State, action: Action) -> bool {
+    let Some(selected) = state.runs_list.cursor.selected.as_ref() else { return false };
+    let entries = state.run_entries();
+    let Some(entry) = entries.iter().find(|e| e.id == *selected) else { return false };
+    match action {
+        Action::CancelSelectedRun => entry.status == "running",
+        Action::ResumeSelectedRun => entry.status == "interrupted",
+        Action::ReplaySelectedRun => entry.status != "running",
+        _ => true,
+    }
 }
 
 /// The glyph that says a run's status without colour.
@@ -44,7 +60,20 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else {
         format!("Runs · {} matching /{filter}", entries.len())
     };
-    let block = overlay_block(theme, &title, "Enter show · C cancel · / filter · Esc close");
+    // The list's keys that apply to the selected run (also under a confirmation).
+    let (close, mut keys): (Vec<_>, Vec<_>) = keys::bindings(Scope::Runs, state.role)
+        .filter(|b| keys::applies(state, b.action))
+        .filter_map(|b| b.hint)
+        .map(|(k, words)| (k, format!("{k} {words}")))
+        .partition(|(k, _)| *k == "Esc");
+    keys.extend(close);
+    let mut keys: Vec<String> = keys.into_iter().map(|(_, text)| text).collect();
+    // On a narrow screen the most obvious keys (moving, showing) give way first.
+    let room = usize::from(popup.width.saturating_sub(6));
+    while keys.len() > 1 && UnicodeWidthStr::width(keys.join(" · ").as_str()) > room {
+        keys.remove(0);
+    }
+    let block = overlay_block(theme, &title, &keys.join(" · "));
     let inner = block.inner(popup);
     Clear.render(popup, buf);
     block.render(popup, buf);
@@ -182,6 +211,29 @@ mod tests {
             reduce(&mut filtered, Input::Action(Action::FilterPush(c)));
         }
         assert_snapshot!("runs_filtered_80x24", testing::render_screen(&filtered, &theme, 80, 24));
+        // The keys offered follow the selected run: resume (and replay) for the interrupted
+        // one, replay for the failed one; a viewer is offered neither resume nor cancel.
+        for (w, h) in [(160, 45), (80, 24), (60, 16)] {
+            let mut state = opened(w, h);
+            reduce(&mut state, Input::Action(Action::SelectNext));
+            let name = format!("runs_interrupted_selected_{w}x{h}");
+            assert_snapshot!(name, testing::render_screen(&state, &theme, w, h));
+        }
+        let mut failed = opened(80, 24);
+        reduce(&mut failed, Input::Action(Action::SelectNext));
+        reduce(&mut failed, Input::Action(Action::SelectNext));
+        assert_snapshot!(
+            "runs_failed_selected_80x24",
+            testing::render_screen(&failed, &theme, 80, 24)
+        );
+        let mut asked = opened(80, 24);
+        reduce(&mut asked, Input::Action(Action::SelectNext));
+        reduce(&mut asked, Input::Action(Action::ResumeSelectedRun));
+        assert_snapshot!("runs_resume_asked_80x24", testing::render_screen(&asked, &theme, 80, 24));
+        let mut viewer = opened(80, 24);
+        viewer.role = crate::console::state::UserRole::Viewer;
+        reduce(&mut viewer, Input::Action(Action::SelectNext));
+        assert_snapshot!("runs_viewer_80x24", testing::render_screen(&viewer, &theme, 80, 24));
         let mut nothing = testing::state_sized(Fixture::Empty, PaneId::Dag, 80, 24);
         reduce(&mut nothing, Input::Action(Action::OpenRuns));
         reduce(&mut nothing, Input::RunsLoaded(Vec::new()));

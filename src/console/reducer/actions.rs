@@ -77,6 +77,9 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
                 return prompts::request(state, command);
             }
         }
+        Action::OpenRuns if state.replay.is_some() => {
+            say(state, Level::Info, "leave the replay first (q)".to_owned());
+        }
         Action::OpenRuns => return runs::open(state),
         Action::ShowSelectedRun => return runs::show_selected(state),
         Action::CancelSelectedRun => {
@@ -84,6 +87,13 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
                 return prompts::request(state, command);
             }
         }
+        Action::ResumeSelectedRun => {
+            if let Some(command) = runs::resume_selected(state) {
+                return prompts::request(state, command);
+            }
+        }
+        Action::ReplaySelectedRun => return runs::replay_selected(state),
+        Action::LeaveReplay => return vec![Effect::LeaveReplay],
         Action::ReplaySeek(seek) if state.replay.is_some() => return vec![Effect::Seek(seek)],
         Action::ReplayPlay => {
             if let Some(cursor) = state.replay.as_mut() {

@@ -273,6 +273,8 @@ fn fold_run(state: &mut State, envelope: &Envelope) {
         forget_old_runs(state);
     }
     if let Some(run) = state.runs.get_mut(&key) {
+        // A run read from the store whose events arrive live again (resumed) is followed.
+        run.from_store = false;
         run.apply(envelope);
     }
 }

@@ -72,6 +72,10 @@ pub enum Effect {
     LoadRun(RunId),
     /// Replay: move the time cursor.
     Seek(super::replay::Seek),
+    /// Read this stored run's events and open them in replay over the live console.
+    OpenReplay(RunId),
+    /// Leave the replay: back to the live console (or out, for `flightdeck replay`).
+    LeaveReplay,
     /// Leave the console. Live runs the operator agreed to cancel were sent their
     /// `CancelRun` just before, in the same list.
     Quit,

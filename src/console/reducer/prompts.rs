@@ -138,6 +138,16 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
             }
             _ => Ok(()),
         },
+        Command::ResumeRun { run, .. } => {
+            // Only a run the console knows to be in another state is refused here (a prefix
+            // or `last` is resolved by the runtime, which refuses what cannot resume).
+            match state.run_entries().iter().find(|e| e.id == *run).map(|e| e.status) {
+                Some(status) if status != "interrupted" => {
+                    Err(format!("{run} is {status}: only an interrupted run resumes"))
+                }
+                _ => Ok(()),
+            }
+        }
         Command::ResolveConflict { run, task, choice, .. } => {
             let conflict = state
                 .runs
@@ -175,6 +185,17 @@ fn question(state: &State, command: &Command) -> Option<String> {
         Command::CancelTask { task, .. } => {
             format!("Cancel task {task}? Tasks depending on it are skipped.")
         }
+        Command::ResumeRun { run, .. } => {
+            let entries = state.run_entries();
+            match entries.iter().find(|e| e.id == *run) {
+                Some(entry) => format!(
+                    "Resume run {} ({run})? {} of {} tasks had ended (succeeded ones never run \
+                     again); the rest run now, resumed by {}.",
+                    entry.workflow, entry.done, entry.total, state.user
+                ),
+                None => format!("Resume run {run}? Its unfinished tasks run now."),
+            }
+        }
         Command::RetryTask { task, .. } => {
             format!("Retry task {task} and the tasks depending on it?")
         }
@@ -188,6 +209,10 @@ fn question(state: &State, command: &Command) -> Option<String> {
                     .and_then(|c| c.verdicts.get(n.saturating_sub(1)))
                     .map(|v| format!("{}'s \"{}\"", v.agent, v.verdict.decision)),
                 ConflictChoice::Own(text) => Some(format!("your own decision \"{text}\"")),
+                ConflictChoice::Recommended => Some("the ladder's recommendation".to_owned()),
+                ConflictChoice::Refused(_) => {
+                    return Some(format!("Refuse to decide {task}? The panel task fails."));
+                }
             };
             format!(
                 "Settle {task} with {}? The other verdicts are overruled.",
@@ -296,6 +321,7 @@ fn describe(command: &Command) -> String {
     match command {
         Command::StartRun { workflow, .. } => format!("run {}", workflow.display()),
         Command::CancelRun { run } => format!("cancel run {run}"),
+        Command::ResumeRun { run, .. } => format!("resume run {run}"),
         Command::CancelTask { task, .. } => format!("cancel {task}"),
         Command::RetryTask { task, .. } => format!("retry {task}"),
         Command::Approve { task, .. } => format!("approve {task}"),

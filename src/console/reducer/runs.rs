@@ -1,5 +1,6 @@
 //! The Runs list: opening it (the app reads the store), showing a run, cancelling a live one,
-//! and a stored run loaded to be shown as it ended.
+//! resuming an interrupted one, opening a run that is not live in replay, and a stored run
+//! loaded to be shown as it ended.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use crate::event::{Envelope, Level};
 use crate::ids::RunId;
 
 use super::super::state::{
-    OUTPUT_TAIL_LINES, OutputKeep, Overlay, PaneId, RunModel, RunRow, RunView, State,
+    OUTPUT_TAIL_LINES, OutputKeep, Overlay, PaneId, RunEntry, RunModel, RunRow, RunView, State,
 };
 use super::scrolling::{fix_runs_selection, scroll_into_view};
 use super::{Effect, say};
@@ -50,7 +51,11 @@ pub(super) fn run_loaded(state: &mut State, run: RunId, events: &[Arc<Envelope>]
         say(state, Level::Error, format!("run {run}: no events in the store"));
         return;
     }
-    state.runs.entry(run.clone()).or_insert_with(|| RunView::from_model(model));
+    state.runs.entry(run.clone()).or_insert_with(|| {
+        let mut view = RunView::from_model(model);
+        view.from_store = true;
+        view
+    });
     show(state, run);
 }
 
@@ -62,15 +67,19 @@ fn show(state: &mut State, id: RunId) {
     scroll_into_view(state, PaneId::Dag);
 }
 
+/// The selected row of the Runs list.
+fn selected_entry(state: &State) -> Option<RunEntry> {
+    let selected = state.runs_list.cursor.selected.as_ref()?;
+    state.run_entries().into_iter().find(|e| e.id == *selected)
+}
+
 /// The command that cancels the selected run, when it is live.
 pub(super) fn cancel_selected(state: &mut State) -> Option<Command> {
-    let entries = state.run_entries();
-    let selected = state.runs_list.cursor.selected.as_ref()?;
-    let entry = entries.iter().find(|e| e.id == *selected)?;
+    let entry = selected_entry(state)?;
     match entry.status {
-        "running" => Some(Command::CancelRun { run: entry.id.clone() }),
+        "running" => Some(Command::CancelRun { run: entry.id }),
         "interrupted" => {
-            let text = format!("{} was interrupted: resume it with `flightdeck resume`", entry.id);
+            let text = format!("{} was interrupted: press r to resume it", entry.id);
             say(state, Level::Warn, text);
             None
         }
@@ -80,3 +89,33 @@ pub(super) fn cancel_selected(state: &mut State) -> Option<Command> {
         }
     }
 }
+
+/// The command that resumes the selected run, when it was interrupted (the gate decides
+/// who may; [`super::prompts::request`] asks first).
+pub(super) fn resume_selected(state: &mut State) -> Option<Command> {
+    let entry = selected_entry(state)?;
+    if entry.status == "interrupted" {
+        return Some(Command::ResumeRun { run: entry.id, backend: None });
+    }
+    let text = format!("{} is {}: only an interrupted run resumes", entry.id, entry.status);
+    say(state, Level::Warn, text);
+    None
+}
+
+/// Open the selected run in replay, when it is not live (a live run is followed, not
+/// replayed): the app reads its events and opens the time cursor on them.
+pub(super) fn replay_selected(state: &mut State) -> Vec<Effect> {
+    let Some(entry) = selected_entry(state) else { return Vec::new() };
+    if entry.status == "running" {
+        let text =
+            format!("{} is running: Enter follows it live; replay it once it ended", entry.id);
+        say(state, Level::Warn, text);
+        return Vec::new();
+    }
+    say(state, Level::Info, format!("replaying run {}", entry.id));
+    vec![Effect::OpenReplay(entry.id)]
+}
+
+#[cfg(test)]
+#[path = "runs_tests.rs"]
+mod tests;

@@ -1172,7 +1172,7 @@ fn runs_list_merges_the_store_with_live_runs_newest_first() {
     // An interrupted run is not cancelled: it says how to go on.
     assert_eq!(feed.act(Action::CancelSelectedRun), vec![]);
     assert_eq!(feed.state.prompt, None);
-    assert!(feed.message().is_some_and(|m| m.1.contains("flightdeck resume")));
+    assert!(feed.message().is_some_and(|m| m.1.contains("press r to resume")));
 }
 
 #[test]
