@@ -390,7 +390,7 @@ fn assemble(
             steps[d].dependents.push(i);
         }
     }
-    let (critical_path, critical) = critical_path(&steps, &deps);
+    let (critical_path, critical) = critical_path(&steps, &deps, &layers);
     for (step, deps) in steps.iter_mut().zip(deps) {
         step.deps = deps;
     }
@@ -480,11 +480,16 @@ fn estimate_task(config: &BackendConfig, timeout: Duration) -> Duration {
     }
 }
 
-/// The longest chain of estimates, and its length.
-fn critical_path(steps: &[PlannedStep], deps: &[Vec<usize>]) -> (Vec<usize>, Duration) {
+/// The longest chain of estimates, and its length. Layer by layer is a topological order
+/// (every dependency lies in an earlier layer), so no second sort is needed.
+fn critical_path(
+    steps: &[PlannedStep],
+    deps: &[Vec<usize>],
+    layers: &[Vec<usize>],
+) -> (Vec<usize>, Duration) {
     let mut finish = vec![Duration::ZERO; steps.len()];
     let mut via = vec![usize::MAX; steps.len()];
-    for task in graph::topological_order(deps) {
+    for &task in layers.iter().flatten() {
         let (start, from) = deps[task]
             .iter()
             .map(|&d| (finish[d], d))
