@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::agents::words;
@@ -273,20 +273,27 @@ impl OutcomeBatch<'_> {
     }
 }
 
-/// The task words of a run from its stored `RunStarted` (the first line of its first block);
-/// none when it is not stored.
+/// The task words of a run from its stored `RunStarted`; none when it is not stored. It is
+/// the run's first `run_started` line, usually in its first block but not its first line: the
+/// gate's decision to start the run comes before it.
 fn stored_run_words(conn: &Connection, run: &RunId) -> rusqlite::Result<RunWords> {
-    let body: Option<String> = conn
-        .query_row(
-            "SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id LIMIT 1",
-            [run.as_str()],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let first = body.as_deref().and_then(|b| b.lines().next()).unwrap_or_default();
-    Ok(serde_json::from_str::<Envelope>(first)
-        .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)))
+    let mut select =
+        conn.prepare_cached("SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id")?;
+    let mut bodies = select.query([run.as_str()])?;
+    while let Some(row) = bodies.next()? {
+        let body: String = row.get(0)?;
+        let started = body.lines().find(|line| line.contains(RUN_STARTED_TAG));
+        if let Some(line) = started {
+            return Ok(serde_json::from_str::<Envelope>(line)
+                .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)));
+        }
+    }
+    Ok(RunWords::new())
 }
+
+/// How a `run_started` line names its type (the store writes `"type"` right after the
+/// envelope's own fields, without spaces).
+const RUN_STARTED_TAG: &str = "\"type\":\"run_started\"";
 
 /// The task words of each task of a `RunStarted` (none for any other event).
 fn plan_words(event: &Event) -> RunWords {
