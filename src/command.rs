@@ -27,6 +27,9 @@ pub enum Command {
     /// Settle a panel task's conflict that waits for a person: a member's verdict by its
     /// 1-based number, or one's own decision.
     ResolveConflict { run: RunId, task: TaskId, choice: ConflictChoice, note: Option<String> },
+    /// Ask a waiting conflict's third-opinion agent now (the ladder skipped it, or it is not
+    /// among `conflicts.steps`); the conflict keeps waiting for the person.
+    AskThirdOpinion { run: RunId, task: TaskId },
     /// Close an agent's breaker and clear its failure count.
     ResetBreaker { agent: AgentId },
     /// Open an agent's breaker by hand, e.g. while a backend is known to be down.
@@ -71,6 +74,7 @@ impl Command {
             Self::Approve { .. } => "approve",
             Self::Reject { .. } => "reject",
             Self::ResolveConflict { .. } => "resolve_conflict",
+            Self::AskThirdOpinion { .. } => "ask_third_opinion",
             Self::ResetBreaker { .. } => "reset_breaker",
             Self::OpenBreaker { .. } => "open_breaker",
             Self::SpawnInstance { .. } => "spawn_instance",
@@ -88,7 +92,8 @@ impl Command {
             Self::CancelRun { .. }
             | Self::CancelTask { .. }
             | Self::RetryTask { .. }
-            | Self::ResolveConflict { .. } => Permission::ControlRuns,
+            | Self::ResolveConflict { .. }
+            | Self::AskThirdOpinion { .. } => Permission::ControlRuns,
             Self::Approve { .. } | Self::Reject { .. } => Permission::Review,
             Self::ResetBreaker { .. }
             | Self::OpenBreaker { .. }

@@ -497,6 +497,19 @@ pub enum Event {
         spent: f64,
         limit: f64,
     },
+    // ---- approvals (hosts2) ----
+    /// The terms of an approval just requested, published right after its
+    /// `approval_requested`: who started the run (who may not approve it), when the deadline
+    /// passes, and how many different people must approve. The prompt shows them.
+    ApprovalTerms {
+        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by: Option<UserId>,
+        /// ms since the Unix epoch; none without `policies.approval_timeout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+        needed: u32,
+    },
 }
 
 /// Whose budget: one task's, or the whole run's.
@@ -565,7 +578,8 @@ impl Event {
             | Self::RateLimited { task, .. }
             | Self::TaskSpent { task, .. }
             | Self::BudgetWarning { task, .. }
-            | Self::BudgetExceeded { task, .. } => Some(task.as_str()),
+            | Self::BudgetExceeded { task, .. }
+            | Self::ApprovalTerms { task, .. } => Some(task.as_str()),
             _ => None,
         }
     }
@@ -648,6 +662,7 @@ impl Event {
             Self::TaskSpent { .. } => "task_spent",
             Self::BudgetWarning { .. } => "budget_warning",
             Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::ApprovalTerms { .. } => "approval_terms",
         }
     }
 }

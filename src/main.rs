@@ -74,13 +74,16 @@ enum Cmd {
         max_parallel: Option<usize>,
         /// Tasks that need approval: `reject` them at once (the default, for scripts and
         /// CI) or `wait` for a decision from another terminal until the deadline
-        /// (`policies.approval_timeout`).
+        /// (`policies.approval_timeout`). With `wait`, a conflict that needs a person also
+        /// waits for `flightdeck resolve` (unless `--decide recommend`).
         #[arg(long, value_enum, default_value_t = ApprovalMode::Reject)]
         approvals: ApprovalMode,
         /// How a conflict that needs a person is settled with nobody there: `recommend`
-        /// takes the ladder's recommendation (recorded as the system user's, with why).
-        /// Without it such a panel task fails, naming the agents and their decisions.
-        #[arg(long, value_name = "HOW", value_parser = ["recommend"])]
+        /// takes the ladder's recommendation (recorded as the system user's, with why);
+        /// `wait` leaves it waiting for a person (an attached console's prompt, or
+        /// `flightdeck resolve` from another terminal; so does `--approvals wait`).
+        /// Without either such a panel task fails, naming the agents and their decisions.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend", "wait"])]
         decide: Option<String>,
     },
     /// What waits for a reviewer on the running host: run, task, agent, risk, reasons, who
@@ -111,6 +114,20 @@ enum Cmd {
         #[arg(long, value_name = "TEXT")]
         note: String,
     },
+    /// Settle a conflict that waits for a person on the running host: CHOICE is a member's
+    /// number as `approvals` lists them, or a decision in words. Exit 0 done, 1 refused, 2
+    /// bad input or no host.
+    Resolve {
+        #[arg(help = "Run id (or a unique start of one)")]
+        run: String,
+        /// The panel task in conflict.
+        task: String,
+        /// A member's number (1, 2, ...) or a decision of your own.
+        choice: String,
+        /// A note kept with the decision.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
     /// The full console against the running host: every pane live, the same keys; commands
     /// pass the host's gate as you. Detaching leaves runs going.
     Attach {
@@ -130,6 +147,10 @@ enum Cmd {
         /// Run every remaining task on this backend (e.g. sim).
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
+        /// A conflict waiting for a person when the run stopped is asked again (its
+        /// members are not): `recommend` or `wait`, as for `run`.
+        #[arg(long, value_name = "HOW", value_parser = ["recommend", "wait"])]
+        decide: Option<String>,
     },
     /// Runs kept in the run store: list them, show one, replay its events.
     #[command(subcommand)]
@@ -292,7 +313,13 @@ fn main() {
     // Clients of a host leave the check of `--as` to the host, which writes the audit.
     let host_client = matches!(
         cli.command,
-        Some(Cmd::Approvals { .. } | Cmd::Approve { .. } | Cmd::Reject { .. } | Cmd::Attach { .. })
+        Some(
+            Cmd::Approvals { .. }
+                | Cmd::Approve { .. }
+                | Cmd::Reject { .. }
+                | Cmd::Resolve { .. }
+                | Cmd::Attach { .. }
+        )
     );
     let user = if host_client {
         Ok(flightdeck::governance::Provenance::local(Channel::CommandLine).account)
@@ -332,7 +359,8 @@ fn main() {
                 backend,
                 max_parallel,
                 wait_for_approvals: approvals == ApprovalMode::Wait,
-                take_recommendation: decide.is_some(),
+                take_recommendation: decide.as_deref() == Some("recommend"),
+                wait_for_decisions: decide.as_deref() == Some("wait"),
             };
             cli::workflow::run(&globals, &workflow, &options)
         }
@@ -343,14 +371,18 @@ fn main() {
         Some(Cmd::Reject { run, task, note }) => {
             cli::host::decide(&globals, &run, &task, false, Some(note))
         }
+        Some(Cmd::Resolve { run, task, choice, note }) => {
+            cli::host::resolve(&globals, &run, &task, &choice, note)
+        }
         Some(Cmd::Attach { readonly }) => cli::host::attach(&globals, readonly, log.current_file()),
-        Some(Cmd::Resume { run, json, backend }) => {
+        Some(Cmd::Resume { run, json, backend, decide }) => {
             let options = cli::workflow::RunOptions {
                 json,
                 backend,
                 max_parallel: None,
                 wait_for_approvals: false,
-                take_recommendation: false,
+                take_recommendation: decide.as_deref() == Some("recommend"),
+                wait_for_decisions: decide.as_deref() == Some("wait"),
             };
             cli::workflow::resume(&globals, &run, &options)
         }

@@ -227,6 +227,11 @@ impl Runtime {
         self.inner.registry.definitions()
     }
 
+    /// Ids of the runs of this runtime that have not finished, oldest first.
+    pub fn active_run_ids(&self) -> Vec<RunId> {
+        self.inner.engine.active_runs().iter().map(|run| run.id().clone()).collect()
+    }
+
     /// Ids of the runs this runtime knows (running, or finished a while ago), oldest first.
     /// The engine itself is not public: every change goes through [`Runtime::submit`] and
     /// the gate.
@@ -301,6 +306,18 @@ impl Runtime {
     /// The identity `caller` acts as (its own, or a lower `claimed` one), through the gate.
     pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
         self.inner.gate.assume(caller, claimed)
+    }
+
+    /// Users, roles and approval policies of `settings` from now on (the host's settings
+    /// reload); requests already waiting keep their deadline. The caller audits the change.
+    pub fn reload_governance(&self, settings: &Settings) {
+        self.inner.gate.set_roles(settings);
+        self.inner.approvals.set_policy((&settings.policies).into());
+    }
+
+    /// The audit log the gate writes.
+    pub fn audit_log(&self) -> &crate::audit::AuditLog {
+        self.inner.gate.audit()
     }
 
     /// What waits for a reviewer, oldest first.
@@ -632,6 +649,11 @@ fn resume_owned(
         let why = "its run_started event is not stored".to_owned();
         return Err(RuntimeError::NotResumable { run, why });
     }
+    // Separation of duties outlives the process: the starter recorded with the run still
+    // may not approve its tasks.
+    if let Some(starter) = &model.started_by {
+        inner.approvals.record_starter(&run, starter);
+    }
     let point = ResumePoint::from_model(&model);
     let killed_processes = kill_leftovers(&run);
     let (plan, workflow_changed) = plan_stored(inner, &run, &model, backend)?;
@@ -839,6 +861,10 @@ async fn carry_out(
         Command::ResolveConflict { run, task, choice, note } => {
             engine.conflicts().resolve(&run, &task, &choice, user, note)?;
             json!({ "resolved": task, "choice": choice })
+        }
+        Command::AskThirdOpinion { run, task } => {
+            let agent = engine.conflicts().ask_third_opinion(&run, &task, user)?;
+            json!({ "asked": agent, "task": task })
         }
         Command::ResetBreaker { agent } => {
             inner.breakers.reset(&agent, user.as_str());

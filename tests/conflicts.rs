@@ -645,3 +645,63 @@ async fn the_stored_events_fold_back_to_the_conflict_and_its_decision() {
     assert_eq!(model.open_conflicts().count(), 0);
     assert_eq!(task.status, flightdeck::model::TaskStatus::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_asks_the_third_opinion_once_and_it_becomes_the_recommendation() {
+    let project = Project::new();
+    // The ladder itself never asks a third agent here: only a person can (the prompt's `t`).
+    let settings = project.root().join("flightdeck.yaml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, format!("{text}conflicts:\n  steps: [domain_priority, evidence]\n"))
+        .unwrap();
+    let file = project.workflow(
+        "w",
+        "  - {id: q, description: Choose between x and y, panel: [impl-plain, impl-other], third_opinion: judge-y}
+  - {id: r, description: Choose between x and y again, panel: [impl-plain, impl-other]}
+",
+    );
+    let mut live = Live::start(&project, &file);
+    live.waits_for_person("q").await;
+    live.waits_for_person("r").await;
+    let run = live.run.clone();
+    let ask = |user: &str, task: &str| Request {
+        user: UserId::new(user),
+        command: Command::AskThirdOpinion { run: run.clone(), task: TaskId::new(task) },
+    };
+    let denied = live.runtime.submit(ask("vic", "q")).await;
+    assert!(matches!(denied, Err(RuntimeError::Denied(_))), "{denied:?}");
+    let none = live.runtime.submit(ask("dev", "r")).await.unwrap_err().to_string();
+    assert!(none.contains("no agent for a third opinion"), "{none}");
+    live.runtime.submit(ask("dev", "q")).await.unwrap();
+    let step = live
+        .until("third opinion", |e| {
+            matches!(e, Event::ConflictStep { task, step: LadderStep::ThirdOpinion, .. } if task.as_str() == "q")
+        })
+        .await;
+    let Event::ConflictStep { finding, winner, decision, .. } = step else { unreachable!() };
+    assert!(finding.starts_with("asked by dev: "), "{finding}");
+    assert_eq!(
+        (winner.as_ref().map(flightdeck::ids::AgentId::as_str), decision.as_deref()),
+        (Some("impl-other"), Some("y"))
+    );
+    // Its pick is now what the ladder recommends; the conflict still waits for the person.
+    live.until("new recommendation", |e| {
+        matches!(e, Event::ConflictStep { task, step: LadderStep::Operator, recommendation: Some(r), .. }
+            if task.as_str() == "q" && r.from == Some(LadderStep::ThirdOpinion) && r.decision == "y")
+    })
+    .await;
+    let twice = live.runtime.submit(ask("ann", "q")).await.unwrap_err().to_string();
+    assert!(twice.contains("already asked"), "{twice}");
+    live.resolve("dev", "q", ConflictChoice::Recommended, None).await.unwrap();
+    live.resolve("dev", "r", ConflictChoice::Verdict(1), None).await.unwrap();
+    let (status, events) = live.finish().await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(output_of(&events, "q")["decision"], "y");
+    let asked = events
+        .iter()
+        .filter(
+            |e| matches!(&e.event, Event::TaskStarted { agent, .. } if agent.as_str() == "judge-y"),
+        )
+        .count();
+    assert_eq!(asked, 2, "the third agent is asked twice (both orders), once per request");
+}

@@ -290,7 +290,7 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
 
 /// `q` while a run waits for an approval asks first and says what happens to the run; yes
 /// cancels it through the gate (audited as alice's `cancel_run`), stored as cancelled. On
-/// the way, the Runs list (W) lists the live run.
+/// the way, the Runs list (W) lists the live run as waiting (for a person: its approvals).
 #[test]
 fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
     let mut session = Session::start(&["--workflow", "workflows/release.yaml"]);
@@ -307,7 +307,7 @@ fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
     session.press(b"W");
     session.wait_for("the Runs list", |screen| {
         screen.contains("Runs · ")
-            && screen.lines().any(|l| l.contains("running") && l.contains("release"))
+            && screen.lines().any(|l| l.contains("waiting") && l.contains("release"))
     });
     session.press(b"\x1b");
     session.wait_for("the Runs list closed", |screen| !screen.contains("Runs · "));

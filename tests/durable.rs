@@ -148,8 +148,13 @@ fn three_runs_at_once_on_one_data_dir_share_no_event_number() {
                 .unwrap()
         })
         .collect();
-    let outputs: Vec<Output> =
-        children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    // Read all three at once: one of them hosts the data dir and the others hand their runs
+    // to it, so a child whose pipe nobody drains would hold up the others' runs.
+    let readers: Vec<_> = children
+        .into_iter()
+        .map(|c| std::thread::spawn(move || c.wait_with_output().unwrap()))
+        .collect();
+    let outputs: Vec<Output> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut total = 0;
     for output in &outputs {

@@ -87,6 +87,7 @@ fn table() -> Vec<(Command, &'static [Role])> {
             },
             &[Admin, Operator, Developer],
         ),
+        (Command::AskThirdOpinion { run: run(), task: task() }, &[Admin, Operator, Developer]),
         (Command::ResetBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
         (Command::OpenBreaker { agent: AgentId::new("coder") }, &[Admin, Operator]),
         (Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator]),
@@ -177,6 +178,7 @@ fn one_command_for_one_role(command: &Command, allowed: &[Role], role: Role) {
             | Command::Approve { .. }
             | Command::Reject { .. }
             | Command::ResolveConflict { .. }
+            | Command::AskThirdOpinion { .. }
     );
     assert_eq!(envelope.run_id.is_some(), targets_run);
 }
@@ -272,7 +274,7 @@ async fn approved_task_wakes_with_the_reviewer_and_note() {
     assert!(approvals.pending().is_empty());
 
     let seen = collect(&mut events);
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].run_id, Some(run()));
     assert_eq!(
         seen[0].event,
@@ -283,8 +285,13 @@ async fn approved_task_wakes_with_the_reviewer_and_note() {
             reasons
         }
     );
+    // The terms follow the request: no starter recorded, no deadline (lenient policy).
     assert_eq!(
         seen[1].event,
+        Event::ApprovalTerms { task: task(), requested_by: None, deadline_ms: None, needed: 1 }
+    );
+    assert_eq!(
+        seen[2].event,
         Event::ApprovalDecided {
             task: task(),
             approved: true,
@@ -359,7 +366,7 @@ async fn dropping_the_wait_withdraws_the_request() {
     assert!(approvals.pending().is_empty());
     let seen = collect(&mut events);
     assert!(matches!(
-        &seen[1].event,
+        &seen[2].event,
         Event::ApprovalDecided { approved: false, note: Some(note), .. }
             if note == "request withdrawn"
     ));

@@ -220,6 +220,10 @@ fn a_reviewer_approves_from_another_terminal_and_the_headless_run_completes() {
     assert_eq!(mode, 0o660, "{mode:o}");
 
     // A unique start of the run id is enough.
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "waiting", "a task awaiting approval: {runs}");
+
     let out = project.as_user("fdrex", &["approve", &run[..12], "rotate", "--note", "checked"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("approved as fdrex (reviewer)"), "{}", text(&out.stdout));
@@ -460,15 +464,12 @@ fn a_stale_socket_is_replaced_and_a_second_host_is_refused() {
     let project = Project::new("  approval_timeout: 5m\n");
     let mut host = project.host("workflows/high.yaml", "root");
     project.waiting("rotate");
-    // A second headless run that must wait for reviewers cannot: one host per data dir.
-    let out =
-        project.command(&["run", "workflows/high.yaml", "--approvals", "wait"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("already hosted by flightdeck pid"),
-        "{}",
-        text(&out.stderr)
-    );
+    // One host per data dir: a second host cannot listen there (a second `run` is handed to
+    // the first, see below).
+    let lock = project.data_dir().join("host.lock");
+    let error = flightdeck::host::HostLock::take(&project.data_dir()).err().unwrap();
+    assert!(error.to_string().contains("already hosted by flightdeck pid"), "{error}");
+    assert!(lock.exists());
 
     host.kill().unwrap();
     host.wait().unwrap();
@@ -632,4 +633,294 @@ fn a_second_console_attaches_shows_the_hosts_screen_and_is_called_when_a_task_wa
     assert!(!waiting.as_array().unwrap().is_empty(), "the run still waits on the host");
     host.child.kill().unwrap();
     host.child.wait().unwrap();
+}
+
+/// Settings for a panel whose two members print different verdicts (`x` and `y`, same
+/// domain, no evidence): the ladder ends with a person.
+const SAY: &str = r#"case "$1" in
+  impl-plain) echo '{"decision":"x","rationale":"simpler","confidence":0.9}' ;;
+  impl-other) echo '{"decision":"y","rationale":"familiar","confidence":0.5}' ;;
+esac
+"#;
+
+impl Project {
+    /// A project with a panel workflow `workflows/panel.yaml` (task `q`) whose conflict
+    /// waits for a person, and `extra` top-level settings.
+    fn with_panel(extra: &str) -> Self {
+        let project = Self::with_extra("  approval_timeout: 5m\n", "");
+        let root = project.root();
+        std::fs::write(root.join("say.sh"), SAY).unwrap();
+        let settings = std::fs::read_to_string(root.join("flightdeck.yaml")).unwrap();
+        let say = format!(
+            "  say:\n    kind: process\n    command: [sh, {}, '{{agent}}']\n    input: stdin\n",
+            root.join("say.sh").display()
+        );
+        std::fs::write(root.join("flightdeck.yaml"), format!("{settings}{say}{extra}")).unwrap();
+        for name in ["impl-plain", "impl-other"] {
+            std::fs::write(
+                root.join(format!("agentpool/tier1-core/{name}.md")),
+                format!(
+                    "---\nname: {name}\ndescription: Test agent {name}\ncategory: \
+                     implementation\nbackend: say\n---\nYou are {name}.\n"
+                ),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            root.join("workflows/panel.yaml"),
+            "name: panel\ntasks:\n  - {id: q, description: Choose between x and y, panel: \
+             [impl-plain, impl-other]}\n",
+        )
+        .unwrap();
+        project
+    }
+}
+
+#[test]
+fn a_conflict_is_listed_with_its_members_and_resolved_from_another_terminal() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::with_panel("");
+    let host = project.host("workflows/panel.yaml", "root");
+    let waiting = project.waiting("q");
+    assert_eq!(waiting["kind"], "conflict", "{waiting}");
+    let run = waiting["run"].as_str().unwrap().to_owned();
+    let decisions: Vec<(&str, &str)> = waiting["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["agent"].as_str().unwrap(), m["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(decisions, [("impl-plain", "x"), ("impl-other", "y")]);
+    assert!(waiting["recommendation"]["decision"].is_string(), "{waiting}");
+
+    // "Waiting for a person" is the run's own state in `runs list`, text and JSON.
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "waiting", "{runs}");
+    let runs = project.command(&["runs", "list"]).output().unwrap();
+    assert!(text(&runs.stdout).contains(" waiting "), "{}", text(&runs.stdout));
+
+    let listed = project.as_user("fdrex", &["approvals"]);
+    let listed = text(&listed.stdout);
+    assert!(listed.contains("conflicts waiting for a person"), "{listed}");
+    assert!(listed.contains(r#"1. impl-plain (implementation) chose "x""#), "{listed}");
+    assert!(listed.contains(r#"2. impl-other (implementation) chose "y""#), "{listed}");
+    assert!(listed.contains("recommended: "), "{listed}");
+
+    // A viewer may not decide: refused by the gate (exit 1) and audited with the peer's uid.
+    let out = project.as_user("fdvic", &["resolve", &run, "q", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("fdvic (viewer) may not resolve_conflict"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Bad input is exit 2 and never reaches the gate.
+    for (args, said) in [
+        (vec!["resolve", &run, "q", "3"], "choose 1 to 2"),
+        (vec!["resolve", &run, "nope", "1"], "no conflict of task `nope`"),
+        (vec!["resolve", "r-none", "q", "1"], "no run `r-none` has a conflict"),
+        (vec!["resolve", &run, "q", "x\u{1b}[2J"], "control characters"),
+    ] {
+        let out = project.as_user("fdann", &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(said), "{args:?}: {}", text(&out.stderr));
+    }
+
+    // An admin settles it with the second member's verdict; a unique start of the id does.
+    let out = project.as_user("fdann", &["resolve", &run[..12], "q", "2", "--note", "y it is"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("resolved as fdann (admin)"), "{}", text(&out.stdout));
+    let (code, err) = finish(host);
+    assert_eq!(code, 0, "{err}");
+
+    let audit = project.audit();
+    let refused = audit_record(&audit, "fdvic", "resolve_conflict").expect("refusal audited");
+    assert_eq!(refused["outcome"], "denied");
+    assert_eq!(refused["detail"]["identity"]["uid"], ids_of("fdvic").0);
+    let accepted = audit_record(&audit, "fdann", "resolve_conflict").expect("decision audited");
+    assert_eq!(accepted["outcome"], "accepted");
+    assert_eq!(accepted["detail"]["identity"]["via"], "peer");
+    let shown = project.command(&["runs", "show", &run, "q", "--json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let result: Value = serde_json::from_str(shown["result"].as_str().unwrap()).unwrap();
+    assert_eq!((&result["decision"], &result["by"]), (&Value::from("y"), &Value::from("fdann")));
+}
+
+#[test]
+fn a_conflict_waiting_for_a_person_runs_notify_command() {
+    if !users_ready() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("notified");
+    let script = format!("cat >> {}", log.display());
+    let extra = format!("notify:\n  command: [sh, -c, {}]\n", serde_json::json!(script));
+    let project = Project::with_panel(&extra);
+    let host = project.host("workflows/panel.yaml", "root");
+    let run = project.waiting("q")["run"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(Instant::now() < deadline, "notify.command never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let body: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    let request = &body["waiting_for_a_person"][0];
+    assert_eq!(request["kind"], "conflict", "{body}");
+    assert_eq!(
+        (request["run"].as_str(), request["task"].as_str()),
+        (Some(run.as_str()), Some("q"))
+    );
+    let out = project.as_user("fdann", &["resolve", &run, "q", "go with x after all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(finish(host).0, 0);
+}
+
+#[test]
+fn a_resumed_run_remembers_its_starter_who_still_cannot_approve() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::new("  approval_timeout: 5m\n");
+    let mut host = project.host("workflows/high.yaml", "fdann");
+    let run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
+    // The host dies while the task waits: the run is interrupted.
+    host.kill().unwrap();
+    host.wait().unwrap();
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        use flightdeck::command::{Command as Cmd, Request};
+        use flightdeck::event::{Event, RunStatus};
+        use flightdeck::ids::{RunId, TaskId, UserId};
+        let settings = flightdeck::config::Settings::load(project.root()).unwrap();
+        let runtime = flightdeck::runtime::Runtime::start(flightdeck::runtime::RuntimeOptions {
+            project_dir: project.root().to_owned(),
+            data_dir: project.data_dir(),
+            settings,
+            watch_agents: false,
+        })
+        .unwrap();
+        let mut events = runtime.bus().sink();
+        // Resumed by someone else: the starter is still fdann, from the stored run.
+        let handle = runtime.resume_run("root", &run, None).unwrap();
+        loop {
+            let envelope = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+            if matches!(&envelope.event, Event::TaskAwaitingApproval { task, .. } if task.as_str() == "rotate")
+            {
+                break;
+            }
+        }
+        let pending = runtime.pending_approvals();
+        assert_eq!(pending[0].requested_by, Some(UserId::new("fdann")), "{pending:?}");
+        let approve = |user: &str| Request {
+            user: UserId::new(user),
+            command: Cmd::Approve { run: RunId::new(&run), task: TaskId::new("rotate"), note: None },
+        };
+        let refused = runtime.submit(approve("fdann")).await.unwrap_err().to_string();
+        assert!(refused.contains("separation of duties"), "{refused}");
+        runtime.submit(approve("fdrex")).await.unwrap();
+        assert_eq!(handle.wait().await, RunStatus::Succeeded);
+        runtime.shutdown().await;
+    });
+}
+
+#[test]
+fn users_and_policies_reload_from_an_edited_file_and_a_bad_edit_keeps_the_last_good_ones() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::new("  approval_timeout: 5m\n");
+    let host = project.host("workflows/high.yaml", "root");
+    let run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
+    let mut watcher = RawClient::connect(&project.data_dir(), true, "fdrex");
+    assert_eq!(watcher.next()["msg"], "snapshot");
+    let notice = |watcher: &mut RawClient, wanted: &str| -> String {
+        loop {
+            let message = watcher.next();
+            assert_ne!(message, Value::Null, "the host went away before {wanted}");
+            if message["event"]["type"] == "notice" {
+                let text = message["event"]["message"].as_str().unwrap_or_default().to_owned();
+                if text.contains(wanted) {
+                    return text;
+                }
+            }
+        }
+    };
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(1), "a viewer: {}", text(&out.stderr));
+
+    let file = project.root().join("flightdeck.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // A bad edit (vic twice) keeps the last good settings and says why.
+    let bad = good.replace("  fdvic: viewer\n", "  fdvic: viewer\n  fdvic: admin\n");
+    std::fs::write(&file, &bad).unwrap();
+    let said = notice(&mut watcher, "settings not reloaded");
+    assert!(said.contains("duplicate key"), "{said}");
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(1), "still a viewer: {}", text(&out.stderr));
+
+    // A good edit takes effect at once: fdvic becomes a reviewer.
+    std::fs::write(&file, good.replace("  fdvic: viewer\n", "  fdvic: reviewer\n")).unwrap();
+    let said = notice(&mut watcher, "settings reloaded");
+    assert!(said.contains("users.fdvic: viewer → reviewer"), "{said}");
+    let out = project.as_user("fdvic", &["approve", &run, "rotate"]);
+    assert_eq!(out.status.code(), Some(0), "now a reviewer: {}", text(&out.stderr));
+    assert_eq!(finish(host).0, 0);
+
+    let audit = project.audit();
+    let reloads: Vec<&Value> =
+        audit.iter().filter(|r| r["action"] == "settings_reloaded").collect();
+    assert_eq!(reloads.len(), 1, "one record per change that loaded");
+    assert_eq!(
+        reloads[0]["detail"]["changes"],
+        serde_json::json!(["users.fdvic: viewer → reviewer"])
+    );
+}
+
+#[test]
+fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_end() {
+    if !users_ready() {
+        return;
+    }
+    let project = Project::new("  approval_timeout: 5m\n");
+    std::fs::write(
+        project.root().join("workflows/notes.yaml"),
+        "name: notes\ntasks:\n  - {id: draft, description: Draft the notes, agent: worker}\n  - \
+         {id: edit, description: Edit the notes, agent: worker, depends_on: [draft]}\n",
+    )
+    .unwrap();
+    let host = project.host("workflows/high.yaml", "root");
+    let hosts_run = project.waiting("rotate")["run"].as_str().unwrap().to_owned();
+
+    // An admin in another terminal: no second runtime, the host runs it, this one follows.
+    let workflow = project.root().join("workflows/notes.yaml");
+    let out = project.as_user("fdann", &["run", workflow.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is hosted by pid"), "{}", text(&out.stderr));
+    let events: Vec<Value> =
+        text(&out.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"command_accepted"), "{kinds:?}");
+    assert!(kinds.contains(&"run_started") && kinds.last() == Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    let run = events[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(events.iter().all(|e| e["run_id"] == run.as_str()), "only its own run's events");
+
+    // Started by the host's gate as the kernel named the client.
+    let audit = project.audit();
+    let start = audit_record(&audit, "fdann", "start_run").expect("the start is audited");
+    assert_eq!(start["outcome"], "accepted");
+    assert_eq!(start["detail"]["identity"]["via"], "peer");
+    assert_eq!(start["detail"]["run"], run.as_str());
+    // One process: the host's own run still waits, and ends when approved.
+    let out = project.as_user("fdrex", &["approve", &hosts_run, "rotate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (code, err) = finish(host);
+    assert_eq!(code, 0, "{err}");
+    let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }

@@ -14,14 +14,16 @@ use super::progress::risk_word;
 use super::{Globals, exit};
 use crate::bus::{BROADCAST_CAPACITY, now_ms};
 use crate::command::Command;
+use crate::command::ConflictChoice;
 use crate::console::{self, ConsoleLink, ConsoleOptions};
 use crate::event::Envelope;
 use crate::governance::{Channel, PendingApproval};
-use crate::host::protocol::{HostMessage, Outcome};
+use crate::host::protocol::{HostMessage, Outcome, WaitingConflict};
 use crate::host::{Hello, HostClient, HostError};
 use crate::ids::{RunId, TaskId, UserId};
 
-/// `approvals [--json]`: what waits on the host.
+/// `approvals [--json]`: what waits on the host, approvals first, then conflicts waiting for
+/// a person. With `--json`, one array whose entries say their `kind` (`approval`, `conflict`).
 pub fn approvals(globals: &Globals, json: bool) -> i32 {
     block_on(async {
         let mut client = match connect(globals, false, false).await {
@@ -32,15 +34,149 @@ pub fn approvals(globals: &Globals, json: bool) -> i32 {
             Ok(pending) => pending,
             Err(error) => return host_failed(&error),
         };
+        let conflicts = match client.conflicts().await {
+            Ok(conflicts) => conflicts,
+            Err(error) => return host_failed(&error),
+        };
         if json {
-            outln!("{}", serde_json::to_string(&pending).unwrap_or_else(|_| "[]".to_owned()));
-        } else if pending.is_empty() {
-            outln!("nothing waits for a reviewer");
+            outln!("{}", waiting_json(&pending, &conflicts));
+        } else if pending.is_empty() && conflicts.is_empty() {
+            outln!("nothing waits for a person");
         } else {
-            out!("{}", approvals_text(&pending, now_ms()));
+            if !pending.is_empty() {
+                out!("{}", approvals_text(&pending, now_ms()));
+            }
+            if !conflicts.is_empty() {
+                if !pending.is_empty() {
+                    outln!("");
+                }
+                out!("{}", conflicts_text(&conflicts));
+            }
         }
         exit::OK
     })
+}
+
+/// Approvals and conflicts as one JSON array, each entry tagged with its `kind`.
+fn waiting_json(pending: &[PendingApproval], conflicts: &[WaitingConflict]) -> String {
+    let tagged = |kind: &str, value: serde_json::Value| {
+        let mut value = value;
+        value["kind"] = serde_json::json!(kind);
+        value
+    };
+    let entries: Vec<serde_json::Value> = pending
+        .iter()
+        .map(|p| tagged("approval", serde_json::to_value(p).unwrap_or_default()))
+        .chain(
+            conflicts
+                .iter()
+                .map(|c| tagged("conflict", serde_json::to_value(c).unwrap_or_default())),
+        )
+        .collect();
+    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// `resolve RUN TASK CHOICE [--note]`: settle a conflict waiting for a person with a member's
+/// verdict (its number, from 1, as `approvals` lists them) or a decision of one's own.
+pub fn resolve(
+    globals: &Globals,
+    run: &str,
+    task: &str,
+    choice: &str,
+    note: Option<String>,
+) -> i32 {
+    for (what, text) in [("CHOICE", Some(choice)), ("--note", note.as_deref())] {
+        if let Some(bad) = text.filter(|text| text.chars().any(is_forbidden_in_note)) {
+            eprintln!("flightdeck: {what} {bad:?} holds control characters; write plain text");
+            return exit::INVALID;
+        }
+    }
+    let choice = parse_choice(choice);
+    block_on(async {
+        let mut client = match connect(globals, false, false).await {
+            Ok(client) => client,
+            Err(code) => return code,
+        };
+        let conflicts = match client.conflicts().await {
+            Ok(conflicts) => conflicts,
+            Err(error) => return host_failed(&error),
+        };
+        let runs: Vec<&RunId> = conflicts.iter().map(|c| &c.run).collect();
+        let run = match expand_run(&runs, run, "has a conflict waiting for a person") {
+            Ok(run) => run,
+            Err(message) => {
+                eprintln!("flightdeck: {message}");
+                return exit::INVALID;
+            }
+        };
+        let task = TaskId::new(task);
+        if let Err(message) = check_choice(&conflicts, &run, &task, &choice) {
+            eprintln!("flightdeck: {message}");
+            return exit::INVALID;
+        }
+        let command = Command::ResolveConflict { run, task, choice, note };
+        finish_command(&mut client, command, "resolved").await
+    })
+}
+
+/// A number picks a member's verdict; anything else is one's own decision.
+fn parse_choice(choice: &str) -> ConflictChoice {
+    match choice.trim().parse::<usize>() {
+        Ok(number) => ConflictChoice::Verdict(number),
+        Err(_) => ConflictChoice::Own(choice.trim().to_owned()),
+    }
+}
+
+/// Bad input said before it reaches the gate: no such conflict, a number no member has, an
+/// empty decision.
+fn check_choice(
+    conflicts: &[WaitingConflict],
+    run: &RunId,
+    task: &TaskId,
+    choice: &ConflictChoice,
+) -> Result<(), String> {
+    let Some(conflict) = conflicts.iter().find(|c| &c.run == run && &c.task == task) else {
+        let tasks: Vec<&str> =
+            conflicts.iter().filter(|c| &c.run == run).map(|c| c.task.as_str()).collect();
+        return Err(format!(
+            "no conflict of task `{task}` waits in run {run} (waiting: {})",
+            tasks.join(", ")
+        ));
+    };
+    match choice {
+        ConflictChoice::Verdict(number) if *number == 0 || *number > conflict.members.len() => {
+            Err(format!(
+                "{task} has {} member verdict(s): choose 1 to {}, or write a decision of your own",
+                conflict.members.len(),
+                conflict.members.len()
+            ))
+        }
+        ConflictChoice::Own(text) if text.is_empty() => {
+            Err("an empty decision: give a member's number or a decision in words".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Send `command` and turn the host's answer into the exit code (0 done, 1 refused by the
+/// gate, 2 bad input or the host gone).
+async fn finish_command(client: &mut HostClient, command: Command, verb: &str) -> i32 {
+    match client.command(command).await {
+        Ok((Outcome::Done, _)) => {
+            let (user, role) = client.identity();
+            outln!("{verb} as {user} ({role})");
+            exit::OK
+        }
+        Ok((Outcome::Refused, message)) => {
+            eprintln!("flightdeck: refused: {}", message.unwrap_or_default());
+            exit::FAILED
+        }
+        Ok((Outcome::Invalid, message)) => {
+            eprintln!("flightdeck: {}", message.unwrap_or_default());
+            exit::INVALID
+        }
+        Err(error) => host_failed(&error),
+    }
 }
 
 /// `approve RUN TASK [--note]` and `reject RUN TASK --note`.
@@ -62,7 +198,11 @@ pub fn decide(
         };
         // A unique start of a waiting run's id is enough.
         let run = match client.approvals().await {
-            Ok(pending) => match expand_run(&pending, run) {
+            Ok(pending) => match expand_run(
+                &pending.iter().map(|p| &p.run).collect::<Vec<_>>(),
+                run,
+                "has a task waiting for approval",
+            ) {
                 Ok(run) => run,
                 Err(message) => {
                     eprintln!("flightdeck: {message}");
@@ -78,22 +218,7 @@ pub fn decide(
             Command::Reject { run, task, note }
         };
         let verb = if approve { "approved" } else { "rejected" };
-        match client.command(command).await {
-            Ok((Outcome::Done, _)) => {
-                let (user, role) = client.identity();
-                outln!("{verb} as {user} ({role})");
-                exit::OK
-            }
-            Ok((Outcome::Refused, message)) => {
-                eprintln!("flightdeck: refused: {}", message.unwrap_or_default());
-                exit::FAILED
-            }
-            Ok((Outcome::Invalid, message)) => {
-                eprintln!("flightdeck: {}", message.unwrap_or_default());
-                exit::INVALID
-            }
-            Err(error) => host_failed(&error),
-        }
+        finish_command(&mut client, command, verb).await
     })
 }
 
@@ -241,21 +366,61 @@ fn block_on(work: impl Future<Output = i32>) -> i32 {
     }
 }
 
-/// The run a reviewer means: an exact id, or the unique waiting run whose id starts so.
-fn expand_run(pending: &[PendingApproval], given: &str) -> Result<RunId, String> {
-    if pending.iter().any(|p| p.run.as_str() == given) {
+/// The run a person means: an exact id, or the unique one of `waiting` whose id starts so.
+/// `what` says what the runs have waiting, for the message.
+fn expand_run(waiting: &[&RunId], given: &str, what: &str) -> Result<RunId, String> {
+    if waiting.iter().any(|run| run.as_str() == given) {
         return Ok(RunId::new(given));
     }
     let mut matching: Vec<&RunId> =
-        pending.iter().map(|p| &p.run).filter(|run| run.as_str().starts_with(given)).collect();
+        waiting.iter().copied().filter(|run| run.as_str().starts_with(given)).collect();
+    matching.sort();
     matching.dedup();
     match matching.as_slice() {
         [run] => Ok((*run).clone()),
-        [] => Err(format!(
-            "no task of a run `{given}` waits for approval (see `flightdeck approvals`)"
-        )),
+        [] => Err(format!("no run `{given}` {what} (see `flightdeck approvals`)")),
         _ => Err(format!("`{given}` is the start of several waiting runs; give more of the id")),
     }
+}
+
+/// The conflicts waiting for a person: each member's decision by its number, and what the
+/// ladder recommends.
+fn conflicts_text(conflicts: &[WaitingConflict]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "conflicts waiting for a person (flightdeck resolve RUN TASK CHOICE):");
+    for conflict in conflicts {
+        let _ =
+            writeln!(out, "{} {}  conflict: {}", conflict.run, conflict.task, conflict.question);
+        for (number, member) in conflict.members.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {}. {} ({}) chose \"{}\"  confidence {:.2}: {}",
+                number + 1,
+                member.agent,
+                member.domain,
+                member.verdict.decision,
+                member.verdict.confidence,
+                member.verdict.rationale,
+            );
+        }
+        match &conflict.recommendation {
+            Some(recommendation) => {
+                let from = recommendation.from.map_or_else(
+                    || "no step decided; most members, then highest confidence".to_owned(),
+                    |step| format!("by {step}"),
+                );
+                let _ = writeln!(
+                    out,
+                    "  recommended: \"{}\" ({}, {from})",
+                    recommendation.decision, recommendation.winner
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  recommended: nothing");
+            }
+        }
+    }
+    out
 }
 
 /// The waiting approvals as an aligned table.

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod console;
 pub mod doctor;
 pub mod host;
+mod on_host;
 mod progress;
 pub mod runs;
 pub mod workflow;

@@ -116,7 +116,10 @@ impl Printer {
             *now_ms = envelope.ts_ms;
             first_ms.get_or_insert(envelope.ts_ms);
         }
-        if self.json {
+        let ours = envelope.run_id.as_ref() == Some(&self.run);
+        // Another run's events (runs handed to this process as the data dir's host) are
+        // theirs to print: a script reading this stream sees its run and the shared pool.
+        if self.json && (ours || envelope.run_id.is_none()) {
             self.line.clear();
             if self.encoder.encode(&mut self.line, envelope).is_ok() {
                 // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
@@ -134,7 +137,6 @@ impl Printer {
                 self.line = Vec::new();
             }
         }
-        let ours = envelope.run_id.as_ref() == Some(&self.run);
         if ours {
             self.model.apply(envelope);
         }

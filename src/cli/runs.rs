@@ -87,7 +87,7 @@ pub fn show(globals: &Globals, run: &str, task: Option<&str>, json: bool) -> i32
     let spend = RunSpend::of(&model);
     // A running run's owner, from its lock file (see `store::owner`).
     let owner_pid = match owner(&globals.data_dir, &row.run_id) {
-        Owner::Alive { pid } if row.state == RunState::Running => pid,
+        Owner::Alive { pid } if !row.state.is_finished() => pid,
         _ => None,
     };
     if json {

@@ -86,14 +86,14 @@ impl PrintCommitted {
 /// session (SIGHUP). Each cancels the run cleanly: children are stopped, the run is stored as
 /// cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(super) enum Stop {
     Interrupt,
     Terminate,
     Hangup,
 }
 
 impl Stop {
-    fn describe(self) -> &'static str {
+    pub(super) fn describe(self) -> &'static str {
         match self {
             Self::Interrupt => "interrupted",
             Self::Terminate => "terminated (SIGTERM)",
@@ -102,7 +102,7 @@ impl Stop {
     }
 
     /// 128 + the signal's number, as shells report a process the signal ended.
-    fn exit_code(self) -> i32 {
+    pub(super) fn exit_code(self) -> i32 {
         match self {
             Self::Interrupt => INTERRUPTED,
             Self::Terminate => 128 + 15,
@@ -112,14 +112,14 @@ impl Stop {
 }
 
 /// The listeners of the three stop signals.
-struct Stops {
+pub(super) struct Stops {
     interrupt: Option<tokio::signal::unix::Signal>,
     terminate: Option<tokio::signal::unix::Signal>,
     hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Stops {
-    fn listen() -> Self {
+    pub(super) fn listen() -> Self {
         Self {
             interrupt: signal(SignalKind::interrupt()).ok(),
             terminate: signal(SignalKind::terminate()).ok(),
@@ -128,7 +128,7 @@ impl Stops {
     }
 
     /// The next stop signal; pending for ever when none can be listened to.
-    async fn next(&mut self) -> Stop {
+    pub(super) async fn next(&mut self) -> Stop {
         async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
             let received = match signal {
                 Some(signal) => signal.recv().await.is_some(),
@@ -145,6 +145,9 @@ impl Stops {
         }
     }
 }
+
+/// How often `run` asks a data dir's host to take its run (every 50 ms: 10 s) before giving up.
+const HOST_ANSWER_TRIES: u32 = 200;
 
 /// Said to reviewers-in-waiting of a headless run.
 const NO_REVIEWER: &str = "headless run: no reviewer can approve it (run with `--approvals wait` \
@@ -367,6 +370,9 @@ pub struct RunOptions {
     pub wait_for_approvals: bool,
     /// `--decide recommend`: conflicts that need a person take the ladder's recommendation.
     pub take_recommendation: bool,
+    /// `--decide wait`: such conflicts wait for a person in another terminal (an attached
+    /// console's prompt or `:resolve`).
+    pub wait_for_decisions: bool,
 }
 
 /// `run WORKFLOW`: 0 when every task succeeded, 1 when any failed, 2 for invalid input,
@@ -410,21 +416,43 @@ async fn run_headless(
     options: &RunOptions,
     settings: Settings,
 ) -> i32 {
-    // The first process on a data dir hosts it, so reviewers elsewhere can reach its runs.
-    // A later headless run works beside the host without listening (its approvals are
-    // refused at once, so nothing of it waits for a person) unless it must wait for them.
-    let lock = match HostLock::take(&globals.data_dir) {
-        Ok(lock) => Some(lock),
-        Err(error @ HostError::AlreadyHosted { .. }) if options.wait_for_approvals => {
-            eprintln!(
-                "flightdeck: --approvals wait needs reviewers to reach this run, but {error}"
-            );
-            return exit::INVALID;
+    // The first process on a data dir hosts it, so reviewers elsewhere can reach its runs;
+    // a later `run` hands its workflow to that host instead of starting a second runtime.
+    // Someone may run it already; asking its socket first needs no write access to the data
+    // dir (a reviewer's or developer's account may have none).
+    if globals.data_dir.join(crate::host::protocol::SOCKET_FILE).exists() {
+        let pid = crate::host::host_pid(&globals.data_dir);
+        if let Some(code) = super::on_host::run_on_host(globals, workflow, options, pid).await {
+            return code;
         }
-        Err(HostError::AlreadyHosted { .. }) => None,
-        Err(error) => {
-            eprintln!("flightdeck: {error}");
-            return exit::INVALID;
+    }
+    let mut tries = 0;
+    let lock = loop {
+        match HostLock::take(&globals.data_dir) {
+            Ok(lock) => break Some(lock),
+            Err(HostError::AlreadyHosted { pid, .. }) => {
+                if let Some(code) =
+                    super::on_host::run_on_host(globals, workflow, options, pid).await
+                {
+                    return code;
+                }
+                // No answer: the host is still starting (it locks before it listens), or it
+                // went away between the two looks (then the next try hosts the run here).
+                tries += 1;
+                if tries == HOST_ANSWER_TRIES {
+                    eprintln!(
+                        "flightdeck: {} is locked by a host that does not answer on its socket; \
+                         try again",
+                        globals.data_dir.display()
+                    );
+                    return exit::INVALID;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => {
+                eprintln!("flightdeck: {error}");
+                return exit::INVALID;
+            }
         }
     };
     let host_options = HostOptions::from_settings(&settings);
@@ -475,8 +503,31 @@ async fn run_headless(
         }
     };
     let code = follow(&runtime, handle, events, &printed, options).await;
+    if host.is_some() && code <= exit::FAILED {
+        finish_hosted_runs(&runtime).await;
+    }
     shutdown(runtime, host).await;
     code
+}
+
+/// Runs that other terminals handed to this host (`flightdeck run` beside it) live in its
+/// runtime: the host stays until they finish. A stop signal ends the wait; shutting down then
+/// cancels them through the gate, and their terminals are told.
+async fn finish_hosted_runs(runtime: &Runtime) {
+    let mut stops = Stops::listen();
+    loop {
+        let live = runtime.active_run_ids();
+        let Some(next) = live.first() else { return };
+        eprintln!(
+            "flightdeck: waiting for {} run(s) other terminals started on this host ({next}...); \
+             Ctrl-C cancels them",
+            live.len()
+        );
+        tokio::select! {
+            _ = stops.next() => return,
+            _ = runtime.wait_run(next) => {}
+        }
+    }
 }
 
 /// Close the host (attached clients are told) and shut the runtime down.
@@ -601,10 +652,23 @@ async fn follow(
             }
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
                 && envelope.run_id.as_ref() == Some(&run)
-                && let Err(error) =
-                    runtime.settle_unattended(&run, task, options.take_recommendation)
             {
-                printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                // `--decide wait` or `--approvals wait`: a person in another terminal may
+                // settle it (an attached console's prompt, `flightdeck resolve`), unless
+                // `--decide recommend` said how.
+                if options.wait_for_decisions
+                    || (options.wait_for_approvals && !options.take_recommendation)
+                {
+                    printer.line(&format!(
+                        "{task} has a conflict waiting for a person: `flightdeck approvals` \
+                         lists it, `flightdeck resolve {run} {task} CHOICE` or an attached \
+                         console's prompt settles it"
+                    ));
+                } else if let Err(error) =
+                    runtime.settle_unattended(&run, task, options.take_recommendation)
+                {
+                    printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                }
             }
             committed.push(envelope);
         }

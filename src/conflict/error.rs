@@ -15,4 +15,14 @@ pub enum ConflictError {
     NoSuchVerdict { task: TaskId, number: usize, count: usize },
     #[error("task `{task}`: an own decision needs some text")]
     EmptyDecision { task: TaskId },
+    #[error(
+        "task `{task}` has no agent for a third opinion: name one with `third_opinion:` on the \
+         task or `conflicts.third_opinion` in flightdeck.yaml"
+    )]
+    NoThirdOpinion { task: TaskId },
+    #[error(
+        "task `{task}`: the third opinion of `{agent}` was already asked (its finding is in the \
+         ladder); it is never fetched twice"
+    )]
+    ThirdOpinionAsked { task: TaskId, agent: crate::ids::AgentId },
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use domain::Domain;
 pub use error::ConflictError;
-pub use room::{ConflictChoice, Conflicts, OpenConflict, Resolution};
+pub use room::{Call, ConflictChoice, Conflicts, OpenConflict, Resolution, Waiter};
 pub use verdict::{Verdict, VerdictError, member_prompt, normalise, parse_verdict};
 
 use crate::ids::AgentId;

@@ -4,18 +4,21 @@
 //! Like approvals: the engine registers a conflict and awaits its [`Resolution`]; the
 //! gate-checked `resolve_conflict` command calls [`Conflicts::resolve`], which publishes
 //! `conflict_resolved` and wakes the panel task. Dropping the wait withdraws the conflict.
+//! While it waits, a person may ask for the third opinion now (`ask_third_opinion`, the
+//! prompt's `t`): the waiting panel task hears it through its [`Waiter`] and asks the agent.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ConflictError, LadderStep, MemberVerdict, OWN_DECISION, Recommendation};
 use crate::bus::EventBus;
 use crate::event::Event;
-use crate::ids::{RunId, TaskId, UserId};
+use crate::ids::{AgentId, RunId, TaskId, UserId};
 
 /// What a person chose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,13 @@ pub struct OpenConflict {
     /// Only members that gave a verdict, in panel order; the choice numbers count these.
     pub verdicts: Vec<MemberVerdict>,
     pub recommendation: Option<Recommendation>,
+    /// The agent that gives this task's third opinion (the task's `third_opinion`, else
+    /// `conflicts.third_opinion`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub third_opinion: Option<AgentId>,
+    /// Its opinion was asked already (by the ladder, or by a person): never twice.
+    #[serde(default)]
+    pub third_opinion_asked: bool,
 }
 
 /// How a waiting conflict ended.
@@ -56,6 +66,48 @@ pub enum Resolution {
     },
     /// Nobody can decide (a headless run without `--decide`); the task fails with this.
     Refused { reason: String },
+}
+
+/// What the panel task waiting on a conflict hears next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// The wait is over.
+    Resolved(Resolution),
+    /// A person asked for the third opinion now; the conflict still waits.
+    ThirdOpinion { by: UserId },
+}
+
+/// The panel task's end of a waiting conflict. Dropping it withdraws the conflict. Awaiting
+/// it directly waits for the resolution alone (a request for the third opinion is then
+/// ignored).
+pub struct Waiter {
+    answer: oneshot::Receiver<Resolution>,
+    asks: mpsc::UnboundedReceiver<UserId>,
+    _withdraw: Withdraw,
+}
+
+impl Waiter {
+    /// The next call: `None` once the conflict was withdrawn without an answer.
+    pub async fn next(&mut self) -> Option<Call> {
+        tokio::select! {
+            biased;
+            answer = &mut self.answer => answer.ok().map(Call::Resolved),
+            Some(by) = self.asks.recv() => Some(Call::ThirdOpinion { by }),
+        }
+    }
+}
+
+impl IntoFuture for Waiter {
+    type Output = Option<Resolution>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Option<Resolution>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let Self { answer, asks, _withdraw } = self;
+            drop(asks);
+            answer.await.ok()
+        })
+    }
 }
 
 /// The waiting room. Cheap to clone; clones share it.
@@ -75,6 +127,7 @@ struct Entry {
     ticket: u64,
     open: OpenConflict,
     reply: oneshot::Sender<Resolution>,
+    asks: mpsc::UnboundedSender<UserId>,
 }
 
 impl Conflicts {
@@ -83,28 +136,60 @@ impl Conflicts {
     }
 
     /// Register a conflict and wait for its resolution. Registered before this returns, so
-    /// a decision may come before the future is polled; dropping the future withdraws it.
-    pub fn request(
-        &self,
-        open: OpenConflict,
-    ) -> impl Future<Output = Option<Resolution>> + Send + 'static {
+    /// a decision may come before the waiter is polled; dropping the waiter withdraws it.
+    pub fn request(&self, open: OpenConflict) -> Waiter {
         let (reply, answer) = oneshot::channel();
+        let (asks_sender, asks) = mpsc::unbounded_channel();
         let key = (open.run.clone(), open.task.clone());
         let ticket = {
             let mut waiting = self.lock();
             let ticket = waiting.next_ticket;
             waiting.next_ticket += 1;
-            if let Some(old) = waiting.entries.insert(key.clone(), Entry { ticket, open, reply }) {
+            let entry = Entry { ticket, open, reply, asks: asks_sender };
+            if let Some(old) = waiting.entries.insert(key.clone(), entry) {
                 let reason = "replaced by a new conflict of the same task".to_owned();
                 let _ = old.reply.send(Resolution::Refused { reason });
             }
             ticket
         };
-        let withdraw = Withdraw { conflicts: self.clone(), key, ticket };
-        async move {
-            let resolution = answer.await.ok();
-            drop(withdraw);
-            resolution
+        Waiter { answer, asks, _withdraw: Withdraw { conflicts: self.clone(), key, ticket } }
+    }
+
+    /// A person asks for the third opinion of a waiting conflict now (after the gate).
+    /// Returns the agent that will be asked. Refused when no conflict waits, when the task
+    /// has no third-opinion agent, or when its opinion was asked already.
+    pub fn ask_third_opinion(
+        &self,
+        run: &RunId,
+        task: &TaskId,
+        by: &UserId,
+    ) -> Result<AgentId, ConflictError> {
+        let mut waiting = self.lock();
+        let entry = waiting
+            .entries
+            .get_mut(&(run.clone(), task.clone()))
+            .ok_or_else(|| ConflictError::NotWaiting { run: run.clone(), task: task.clone() })?;
+        let agent = entry
+            .open
+            .third_opinion
+            .clone()
+            .ok_or_else(|| ConflictError::NoThirdOpinion { task: task.clone() })?;
+        if entry.open.third_opinion_asked {
+            return Err(ConflictError::ThirdOpinionAsked { task: task.clone(), agent });
+        }
+        entry
+            .asks
+            .send(by.clone())
+            .map_err(|_| ConflictError::NotWaiting { run: run.clone(), task: task.clone() })?;
+        entry.open.third_opinion_asked = true;
+        Ok(agent)
+    }
+
+    /// A new recommendation for a waiting conflict (a third opinion asked by a person
+    /// decided); what `Recommended` takes from now on.
+    pub fn recommend(&self, run: &RunId, task: &TaskId, recommendation: Recommendation) {
+        if let Some(entry) = self.lock().entries.get_mut(&(run.clone(), task.clone())) {
+            entry.open.recommendation = Some(recommendation);
         }
     }
 
@@ -262,6 +347,8 @@ mod tests {
             options: Vec::new(),
             verdicts: vec![member("a", "x"), member("b", "y")],
             recommendation: None,
+            third_opinion: Some(AgentId::new("judge")),
+            third_opinion_asked: false,
         }
     }
 
@@ -334,6 +421,29 @@ mod tests {
         assert!(matches!(empty, Err(ConflictError::EmptyDecision { .. })));
         // A refused choice leaves the conflict open.
         assert_eq!(conflicts.open().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_third_opinion_is_asked_once_and_only_where_there_is_one() {
+        let conflicts = Conflicts::new(EventBus::new());
+        let mut waiter = conflicts.request(open("r1", "pick"));
+        let (run, task, alice) = (RunId::new("r1"), TaskId::new("pick"), UserId::new("alice"));
+        let agent = conflicts.ask_third_opinion(&run, &task, &alice).expect("asked");
+        assert_eq!(agent.as_str(), "judge");
+        assert_eq!(waiter.next().await, Some(Call::ThirdOpinion { by: alice.clone() }));
+        let twice = conflicts.ask_third_opinion(&run, &task, &alice).expect_err("twice");
+        assert!(twice.to_string().contains("already asked"), "{twice}");
+        // Still waiting: a decision ends it.
+        conflicts.resolve(&run, &task, &ConflictChoice::Verdict(1), &alice, None).expect("1");
+        assert!(matches!(waiter.next().await, Some(Call::Resolved(Resolution::Decided { .. }))));
+
+        let mut none = open("r2", "pick");
+        none.third_opinion = None;
+        let _wait = conflicts.request(none);
+        let missing = conflicts.ask_third_opinion(&RunId::new("r2"), &task, &alice);
+        assert!(missing.expect_err("none").to_string().contains("third_opinion:"));
+        let unknown = conflicts.ask_third_opinion(&RunId::new("r9"), &task, &alice);
+        assert!(matches!(unknown, Err(ConflictError::NotWaiting { .. })));
     }
 
     #[tokio::test]

@@ -562,6 +562,9 @@ fn attention_call(envelope: &crate::event::Envelope) -> Option<String> {
     match &envelope.event {
         Event::TaskAwaitingApproval { task, .. } => Some(format!("{task} waits for approval")),
         Event::ApprovalOverdue { task, .. } => Some(format!("{task}: approval overdue")),
+        Event::ConflictStep { task, step: crate::conflict::LadderStep::Operator, .. } => {
+            Some(format!("{task}: a conflict waits for a person"))
+        }
         _ => None,
     }
 }

@@ -503,3 +503,28 @@ async fn a_run_opened_in_replay_from_the_list_changes_nothing_and_q_goes_back() 
     console.key(KeyCode::Char('q'));
     assert!(console.task.await.unwrap().is_ok());
 }
+
+#[test]
+fn a_conflict_that_asks_a_person_calls_one_like_an_approval() {
+    use crate::conflict::LadderStep;
+    use crate::event::{Envelope, Event};
+    use crate::ids::{RunId, TaskId};
+    let step = |step| Envelope {
+        seq: 1,
+        ts_ms: 1,
+        run_id: Some(RunId::new("r-1")),
+        event: Event::ConflictStep {
+            task: TaskId::new("q"),
+            step,
+            finding: String::new(),
+            winner: None,
+            decision: None,
+            recommendation: None,
+        },
+    };
+    assert_eq!(
+        super::attention_call(&step(LadderStep::Operator)).as_deref(),
+        Some("q: a conflict waits for a person")
+    );
+    assert_eq!(super::attention_call(&step(LadderStep::ThirdOpinion)), None);
+}

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::command::Permission;
 
 use super::panes;
-use super::state::{Editing, LineEdit, Overlay, PaneId, Prompt, State, UserRole};
+use super::state::{ConflictInput, Editing, LineEdit, Overlay, PaneId, Prompt, State, UserRole};
 
 /// What the operator means by a key (or a click).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,26 @@ pub enum Action {
     ReplaySeek(crate::console::replay::Seek),
     /// Replay: play at 1×, then 10×, then pause.
     ReplayPlay,
+    /// Focus verdict N (1-based) of the conflict prompt; Enter then asks for a note.
+    PickVerdict(usize),
+    /// A key for the conflict prompt's own-decision editor (multi-line).
+    DecisionKey(KeyEvent),
+    /// `t` in the conflict prompt: ask the task's third-opinion agent now.
+    AskThirdOpinion,
+    /// Write one's own decision in the conflict prompt.
+    OwnDecision,
+    /// Edit the own decision or the note of the conflict prompt.
+    ConflictEdit(LineEdit),
+    /// Enter while typing in the conflict prompt: the note next, then the confirmation.
+    ConflictAccept,
+    /// Esc while typing in the conflict prompt: back to the verdicts.
+    ConflictBack,
+    /// Open the conflict prompt of the selected DAG task.
+    OpenConflict,
+    /// Open the Conflicts list (open and resolved conflicts of every run).
+    OpenConflicts,
+    /// Open the selected conflict of the Conflicts list in the prompt.
+    OpenSelectedConflict,
     /// A mouse click: focus the pane under the pointer.
     Click { column: u16, row: u16 },
     /// The mouse wheel over a pane.
@@ -123,6 +143,10 @@ pub enum Action {
 pub enum Scope {
     /// The approval prompt.
     Approval,
+    /// The conflict prompt.
+    Conflict,
+    /// The Conflicts list.
+    Conflicts,
     /// A yes/no confirmation.
     Confirm,
     /// The help overlay.
@@ -145,6 +169,8 @@ impl Scope {
     pub fn title(self) -> &'static str {
         match self {
             Self::Approval => "Approval prompt",
+            Self::Conflict => "Conflict prompt",
+            Self::Conflicts => "Conflicts",
             Self::Confirm => "Confirmation",
             Self::Help => "Help",
             Self::Details => "Details",
@@ -251,6 +277,10 @@ macro_rules! bind {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
                   danger: false, permission: None, hint: Some(($hk, $ht)) }
     };
+    ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr) => {
+        Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
+                  danger: true, permission: Some($perm), hint: None }
+    };
     ($scope:expr, [$($k:expr),+], $action:expr, $desc:literal, danger $perm:expr,
      hint $hk:literal $ht:literal) => {
         Binding { keys: &[$($k),+], action: $action, description: $desc, scope: $scope,
@@ -261,7 +291,9 @@ macro_rules! bind {
 use crate::console::replay::Seek;
 use KeyCode::{BackTab, Down, End, Enter, Esc, Home, Left, PageDown, PageUp, Right, Tab, Up};
 use Permission::{ControlRuns, Operate, Review, RunWorkflows};
-use Scope::{Approval, Confirm, Details, Global, Help, Lists, Pane, Replay, Runs};
+use Scope::{
+    Approval, Confirm, Conflict, Conflicts, Details, Global, Help, Lists, Pane, Replay, Runs,
+};
 
 const DAG: Scope = Pane(PaneId::Dag);
 const AGENTS: Scope = Pane(PaneId::Agents);
@@ -279,6 +311,23 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Approval, [ch('a')], Action::Approve, "approve: the task runs", danger Review, hint "a" "approve"),
     bind!(Approval, [ch('r')], Action::Reject, "reject: the task fails", danger Review, hint "r" "reject"),
     bind!(Approval, [key(Esc)], Action::Later, "later: close, it stays pending", hint "Esc" "later"),
+    // Conflict prompt: focus starts on Later; a verdict then Enter asks for a note, then to
+    // confirm (the same question as `:resolve`).
+    bind!(Conflict, [key(Left), key(BackTab), ch('h')], Action::PromptPrev, "previous verdict"),
+    bind!(Conflict, [key(Right), key(Tab), ch('l')], Action::PromptNext, "next verdict", hint "←→" "choose"),
+    bind!(Conflict, [ch('1')], Action::PickVerdict(1), "choose verdict 1", danger ControlRuns, hint "1-9" "verdict"),
+    bind!(Conflict, [ch('2')], Action::PickVerdict(2), "choose verdict 2", danger ControlRuns),
+    bind!(Conflict, [ch('3')], Action::PickVerdict(3), "choose verdict 3", danger ControlRuns),
+    bind!(Conflict, [ch('4')], Action::PickVerdict(4), "choose verdict 4", danger ControlRuns),
+    bind!(Conflict, [ch('5')], Action::PickVerdict(5), "choose verdict 5", danger ControlRuns),
+    bind!(Conflict, [ch('6')], Action::PickVerdict(6), "choose verdict 6", danger ControlRuns),
+    bind!(Conflict, [ch('7')], Action::PickVerdict(7), "choose verdict 7", danger ControlRuns),
+    bind!(Conflict, [ch('8')], Action::PickVerdict(8), "choose verdict 8", danger ControlRuns),
+    bind!(Conflict, [ch('9')], Action::PickVerdict(9), "choose verdict 9", danger ControlRuns),
+    bind!(Conflict, [key(Enter)], Action::PromptConfirm, "settle with the focused verdict: a note, then confirm", hint "Enter" "settle"),
+    bind!(Conflict, [ch('t')], Action::AskThirdOpinion, "ask the third opinion now (once per conflict)", danger ControlRuns, hint "t" "third opinion"),
+    bind!(Conflict, [ch('e')], Action::OwnDecision, "write your own decision instead", danger ControlRuns, hint "e" "own"),
+    bind!(Conflict, [key(Esc)], Action::Later, "later: close, only its dependents wait", hint "Esc" "later"),
     // Yes/no confirmation: focus starts on No.
     bind!(Confirm, [key(Left), key(Right), key(Tab)], Action::PromptNext, "switch button", hint "←→" "choose"),
     bind!(Confirm, [key(Enter)], Action::PromptConfirm, "press the focused button", hint "Enter" "press"),
@@ -299,6 +348,11 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Runs, [ch('C')], Action::CancelSelectedRun, "cancel the selected live run", danger ControlRuns, hint "C" "cancel run"),
     bind!(Runs, [ch('r')], Action::ResumeSelectedRun, "resume the selected interrupted run", danger RunWorkflows, hint "r" "resume"),
     bind!(Runs, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
+    bind!(Conflicts, [key(Esc), ch('q'), ch('D')], Action::CloseOverlay, "close the conflicts", hint "Esc" "close"),
+    bind!(Conflicts, [key(Up), ch('k')], Action::SelectPrev, "previous conflict"),
+    bind!(Conflicts, [key(Down), ch('j')], Action::SelectNext, "next conflict", hint "↑↓" "move"),
+    bind!(Conflicts, [key(Enter)], Action::OpenSelectedConflict, "open it in the prompt", hint "Enter" "open"),
+    bind!(Conflicts, [ch('/')], Action::StartFilter, "filter (Esc clears)", hint "/" "filter"),
     bind!(Replay, [key(Left)], Action::ReplaySeek(Seek::Step(-1)), "one event back"),
     bind!(Replay, [key(Right)], Action::ReplaySeek(Seek::Step(1)), "one event on", hint "←→" "step"),
     bind!(Replay, [key(PageUp)], Action::ReplaySeek(Seek::Task { forward: false }), "a task back"),
@@ -311,6 +365,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(DAG, [key(Left), ch('h')], Action::SelectLeft, "previous layer"),
     bind!(DAG, [key(Right), ch('l')], Action::SelectRight, "next layer", hint "←→" "layers"),
     bind!(DAG, [ch('a')], Action::ReviewSelected, "review the selected task's approval", danger Review, hint "a" "review"),
+    bind!(DAG, [ch('d')], Action::OpenConflict, "the selected task's conflict (open or settled)"),
     bind!(DAG, [ch('c')], Action::CancelSelectedTask, "cancel the selected task", danger ControlRuns, hint "c" "cancel"),
     bind!(DAG, [ch('R')], Action::RetrySelectedTask, "retry the selected task", danger ControlRuns, hint "R" "retry"),
     bind!(DAG, [ch('C')], Action::CancelRun, "cancel the whole run", danger ControlRuns, hint "C" "cancel run"),
@@ -337,6 +392,7 @@ pub static KEYMAP: &[Binding] = &[
     bind!(Global, [ch(':')], Action::OpenCommandLine, "command line", hint ":" "command"),
     bind!(Global, [key(Esc)], Action::FilterClear, "clear the filter"),
     bind!(Global, [ch('W')], Action::OpenRuns, "runs: live, finished, interrupted"),
+    bind!(Global, [ch('D')], Action::OpenConflicts, "conflicts: open and resolved, every run"),
 ];
 
 /// Keys that work while typing; listed in help, handled by [`action_for`] directly.
@@ -357,9 +413,11 @@ pub fn active_scopes(state: &State) -> Vec<Scope> {
     match (&state.prompt, &state.overlay) {
         (Some(Prompt::Approval { .. }), _) => vec![Scope::Approval],
         (Some(Prompt::Confirm { .. }), _) => vec![Scope::Confirm],
+        (Some(Prompt::Conflict { .. }), _) => vec![Scope::Conflict],
         (None, Some(Overlay::Help { .. })) => vec![Scope::Help],
         (None, Some(Overlay::Details { .. })) => vec![Scope::Details],
         (None, Some(Overlay::Runs)) => vec![Scope::Runs],
+        (None, Some(Overlay::Conflicts)) => vec![Scope::Conflicts],
         (None, None) if state.replay.is_some() => {
             vec![Scope::Replay, Scope::Pane(state.focus), Scope::Lists, Scope::Global]
         }
@@ -374,6 +432,13 @@ pub fn action_for(state: &State, event: &KeyEvent) -> Option<Action> {
     }
     if ctrl('c').matches(event) {
         return Some(Action::Quit);
+    }
+    if let Some(Prompt::Conflict { input, .. }) = &state.prompt {
+        match input {
+            ConflictInput::Own(_) => return Some(decision_action(event)),
+            ConflictInput::Note { .. } => return conflict_text_action(event),
+            ConflictInput::Choosing => {}
+        }
     }
     match state.editing {
         Editing::CommandLine => return command_line_action(event),
@@ -411,6 +476,30 @@ fn command_line_action(event: &KeyEvent) -> Option<Action> {
     Some(Action::CommandLineEdit(edit))
 }
 
+/// Keys while writing one's own decision: Enter is a new line, Ctrl-S or Alt-Enter goes on to
+/// the note, Esc back to the verdicts; the rest is the editor's.
+fn decision_action(event: &KeyEvent) -> Action {
+    let alt = event.modifiers.contains(KeyModifiers::ALT);
+    match event.code {
+        KeyCode::Esc => Action::ConflictBack,
+        KeyCode::Enter if alt => Action::ConflictAccept,
+        _ if ctrl('s').matches(event) => Action::ConflictAccept,
+        _ => Action::DecisionKey(*event),
+    }
+}
+
+/// Keys while writing the note in the conflict prompt.
+fn conflict_text_action(event: &KeyEvent) -> Option<Action> {
+    match event.code {
+        KeyCode::Enter => Some(Action::ConflictAccept),
+        KeyCode::Esc => Some(Action::ConflictBack),
+        _ => match command_line_action(event)? {
+            Action::CommandLineEdit(edit) => Some(Action::ConflictEdit(edit)),
+            _ => None,
+        },
+    }
+}
+
 fn filter_action(event: &KeyEvent) -> Option<Action> {
     if event.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) {
         return None;
@@ -429,6 +518,21 @@ fn filter_action(event: &KeyEvent) -> Option<Action> {
 /// `(keys, words, danger)` hints for the status bar: global keys first so help and quit always
 /// fit, then the focused pane's own keys, then list keys.
 pub fn hints(state: &State) -> Vec<(&'static str, &'static str, bool)> {
+    if let Some(Prompt::Conflict { input, .. }) = &state.prompt {
+        match input {
+            ConflictInput::Own(_) => {
+                return vec![
+                    ("Enter", "new line", false),
+                    ("Ctrl-S", "then a note", false),
+                    ("Esc", "back to the verdicts", false),
+                ];
+            }
+            ConflictInput::Note { .. } => {
+                return vec![("Enter", "settle (asks first)", true), ("Esc", "back", false)];
+            }
+            ConflictInput::Choosing => {}
+        }
+    }
     match state.editing {
         Editing::CommandLine => {
             return vec![

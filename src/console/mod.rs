@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod command_line;
+pub mod conflicts;
 pub mod error;
 pub mod keys;
 pub mod layout;

@@ -10,9 +10,10 @@ use ratatui::layout::Rect;
 
 use crate::command::{Command, Permission};
 use crate::event::{AgentSummary, Envelope, Level, PlannedTask, Risk};
-use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 use crate::resilience::{CallMetrics, assess};
 
+pub use super::conflicts::{ConflictEntry, ConflictInput, ConflictKey, ConflictsView};
 use super::layout::ScreenLayout;
 use super::theme::Role;
 
@@ -579,7 +580,8 @@ pub struct RunsList {
 pub struct RunEntry {
     pub id: RunId,
     pub workflow: String,
-    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    /// `running`, `waiting` (for a person), `succeeded`, `failed`, `cancelled` or
+    /// `interrupted`.
     pub status: &'static str,
     pub done: usize,
     pub total: usize,
@@ -597,7 +599,7 @@ impl RunEntry {
             "running" => Role::Running,
             "succeeded" => Role::Ok,
             "failed" => Role::Error,
-            "interrupted" => Role::Warn,
+            "interrupted" | "waiting" => Role::Warn,
             _ => Role::Muted,
         }
     }
@@ -724,6 +726,16 @@ pub struct PendingApproval {
     pub requested_ms: u64,
     /// The reviewer chose "Later"; it stays pending but does not pop up again by itself.
     pub deferred: bool,
+    /// Who started the run (`approval_terms`).
+    pub requested_by: Option<UserId>,
+    /// When the deadline passes (`approval_terms`); the prompt counts down to it.
+    pub deadline_ms: Option<u64>,
+    /// How many different people must approve (2 at `two_person_at`).
+    pub needed: u32,
+    /// Who approved so far ("1 of 2 — first by alice").
+    pub approved_by: Vec<UserId>,
+    /// The deadline passed under `on_timeout: escalate`.
+    pub overdue: bool,
 }
 
 /// Buttons of the approval prompt. Focus starts on `Later`, which changes nothing.
@@ -743,6 +755,10 @@ pub enum Prompt {
     /// Confirm a dangerous action, asked the same whether it came from a key or a `:`
     /// command; `confirm` starts false (the safe choice).
     Confirm { question: String, answer: Confirmed, confirm: bool },
+    /// Settle a conflict between agents: `choice` is a verdict's column, or `None` for
+    /// "Later" (where focus starts). Before `armed_ms` choosing does nothing, as for
+    /// approvals.
+    Conflict { key: ConflictKey, choice: Option<usize>, armed_ms: u64, input: ConflictInput },
 }
 
 /// What a confirmation does when answered yes.
@@ -768,6 +784,8 @@ pub enum Overlay {
     },
     /// The Runs list: live, finished and interrupted runs.
     Runs,
+    /// The Conflicts list: open and resolved conflicts of every run.
+    Conflicts,
 }
 
 /// What typed text goes into.
@@ -907,6 +925,8 @@ pub struct State {
     pub runs_list: RunsList,
     /// Approvals waiting, by run and task: two runs may wait on tasks with the same id.
     pub approvals: BTreeMap<ApprovalKey, PendingApproval>,
+    /// Conflicts between agents, by run and task.
+    pub conflicts: ConflictsView,
     pub prompt: Option<Prompt>,
     pub overlay: Option<Overlay>,
     pub editing: Editing,
@@ -945,6 +965,7 @@ impl State {
             breakers: BreakersView::default(),
             audit: AuditView::default(),
             approvals: BTreeMap::new(),
+            conflicts: ConflictsView::default(),
             prompt: None,
             overlay: None,
             editing: Editing::None,
@@ -976,6 +997,7 @@ impl State {
                     None if run.from_store => {
                         stored().map_or("interrupted", |row| row.state.as_str())
                     }
+                    None if run.waits_for_a_person() => "waiting",
                     None => "running",
                 };
                 RunEntry {
@@ -1045,6 +1067,9 @@ impl State {
         if self.overlay == Some(Overlay::Runs) {
             return &self.runs_list.cursor.filter;
         }
+        if self.overlay == Some(Overlay::Conflicts) {
+            return &self.conflicts.cursor.filter;
+        }
         match pane {
             PaneId::Agents => &self.agents.cursor.filter,
             PaneId::Pool => &self.pool.cursor.filter,
@@ -1066,6 +1091,14 @@ impl State {
         }
         if let Some(run) = self.run().filter(|r| r.is_active() && !r.from_store) {
             deadlines.push(next_second(run.started_ms));
+        }
+        // An approval prompt with a deadline counts down each second; nothing else shown
+        // there changes by itself, so without a deadline an idle console stays asleep.
+        if let Some(Prompt::Approval { run, task, .. }) = &self.prompt
+            && let Some(pending) = self.approvals.get(&(run.clone(), task.clone()))
+            && pending.deadline_ms.is_some()
+        {
+            deadlines.push(next_second(pending.requested_ms));
         }
         for breaker in self.breakers.breakers.values() {
             // Countdowns show whole seconds: the next change is at the next second boundary.

@@ -26,6 +26,7 @@ use crate::resilience::retry_delay;
 /// that does not.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub(crate) struct Job {
     pub(crate) task: usize,
     /// The worker that runs it; reported back so the scheduler knows it is free again.
@@ -38,6 +39,8 @@ pub(crate) struct Job {
     pub(crate) failures: u32,
     pub(crate) context: Value,
     pub(crate) cancel: CancellationToken,
+    /// A panel task's conflict stored before a crash: go on from it (see `panel::run`).
+    pub(crate) conflict: Option<Arc<crate::model::ConflictModel>>,
 }
 
 /// One of at most `max_parallel` long-lived workers of a run: it runs the jobs the

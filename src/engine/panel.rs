@@ -16,12 +16,13 @@ use super::safety::StreamGuard;
 use super::scheduler::{Outcome, RunShared};
 use crate::conflict::ladder::{self, Position, StepResult};
 use crate::conflict::{
-    DecideMode, Domain, LadderStep, MemberVerdict, OWN_DECISION, OpenConflict, Recommendation,
-    Resolution, Verdict, member_prompt, parse_verdict, verdict::reask_prompt,
+    Call, DecideMode, Domain, LadderStep, MemberVerdict, OWN_DECISION, OpenConflict,
+    Recommendation, Resolution, Verdict, member_prompt, parse_verdict, verdict::reask_prompt,
 };
 use crate::event::Event;
 use crate::exec::ExecRequest;
-use crate::ids::{AgentId, TaskId};
+use crate::ids::{AgentId, TaskId, UserId};
+use crate::model::{ConflictModel, ConflictStepModel};
 use crate::workflow::PlannedPanel;
 
 /// Executors enforce their own timeout; this much later the engine stops waiting.
@@ -47,10 +48,16 @@ fn panel_context(
 }
 
 /// Run a panel task. Returns the attempt number and how it ended, or a wait for a person.
+/// A task of a resumed run whose conflict was stored goes on from it: the members are not
+/// asked again, a step that ran (a third opinion fetched) is not run again, a decision
+/// taken is kept.
 pub(super) async fn run(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let step = &shared.plan.steps[job.task];
     let attempt = job.first_attempt;
     let Some(panel) = &step.panel else { return (attempt, Outcome::Failed) };
+    if let Some(stored) = job.conflict.as_deref() {
+        return (attempt, resume(shared, job, attempt, panel, stored).await);
+    }
     let began = Instant::now();
     let names: Vec<String> = panel.members.iter().map(ToString::to_string).collect();
     let asks =
@@ -122,111 +129,243 @@ pub(super) async fn run(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         verdicts: verdicts.clone(),
         failed: failed.clone(),
     });
-    let mut recommendation = None;
-    for &rung in &shared.engine.settings.conflicts.steps {
-        let result = match rung {
-            LadderStep::DomainPriority => {
-                ladder::domain_priority(panel.domain, &verdicts, &positions)
-            }
-            LadderStep::Evidence => ladder::evidence(
-                &verdicts,
-                &positions,
-                shared.engine.settings.conflicts.evidence_margin,
-            ),
-            LadderStep::ThirdOpinion => {
-                let Some(third) = &panel.third_opinion else { continue };
-                let result =
-                    third_opinion(shared, job, attempt, &verdicts, &positions, third).await;
-                if job.cancel.is_cancelled() {
-                    return (attempt, Outcome::Cancelled);
-                }
-                result
-            }
-            LadderStep::Operator => continue,
-        };
-        let winner = result
-            .winner
-            .map(|p| (ladder::speaker(&verdicts, &positions[p]), positions[p].decision.clone()));
-        publish_step(shared, &task, &result, winner.as_ref(), None);
-        if let Some((agent, decision)) = winner {
-            if panel.decide == DecideMode::Auto {
-                shared.publish(Event::ConflictResolved {
-                    task: task.clone(),
-                    decision: decision.clone(),
-                    winner: agent.to_string(),
-                    resolved_by: rung,
-                    by: None,
-                    note: None,
-                });
-                let decided = Decided {
-                    decision,
-                    winner: agent.to_string(),
-                    resolved_by: rung.as_str(),
-                    by: None,
-                    note: None,
-                };
-                return (attempt, finish.succeed(&decided, &verdicts, &failed));
-            }
-            recommendation = Some(Recommendation { decision, winner: agent, from: Some(rung) });
-            break;
-        }
-    }
+    let conflict = Settle { verdicts, failed, earlier: &[], resumed: false };
+    (attempt, conflict.run(shared, job, attempt, panel, finish).await)
+}
 
-    let recommendation = recommendation.unwrap_or_else(|| {
-        let p = ladder::fallback_recommendation(&verdicts, &positions);
-        Recommendation {
-            decision: positions[p].decision.clone(),
-            winner: ladder::speaker(&verdicts, &positions[p]),
-            from: None,
-        }
-    });
-    // Registered before it is announced, so whoever reacts to the announcement finds it.
-    let wait = shared.engine.conflicts.request(OpenConflict {
-        run: shared.run.clone(),
-        task: task.clone(),
-        question: step.description.clone(),
-        options: panel.options.clone(),
-        verdicts: verdicts.clone(),
-        recommendation: Some(recommendation.clone()),
-    });
-    let finding = match recommendation.from {
-        Some(step) => format!(
-            "a person decides; recommended: \"{}\" ({}, found by {step}{})",
-            recommendation.decision,
-            recommendation.winner,
-            if panel.decide == DecideMode::Recommend { ", to confirm" } else { "" }
-        ),
-        None => format!(
-            "no step decided; a person decides; offered first: \"{}\" ({}, most members, then \
-             highest confidence)",
-            recommendation.decision, recommendation.winner
-        ),
+/// Go on with a conflict stored before a crash.
+async fn resume(
+    shared: &Arc<RunShared>,
+    job: &Job,
+    attempt: u32,
+    panel: &PlannedPanel,
+    stored: &ConflictModel,
+) -> Outcome {
+    let step = &shared.plan.steps[job.task];
+    let simulated = shared.engine.executors.get(&step.backend).is_ok_and(|e| e.is_simulated());
+    let finish = Finish {
+        shared: Arc::clone(shared),
+        task: step.id.clone(),
+        attempt,
+        began: Instant::now(),
+        simulated,
     };
-    shared.publish(Event::ConflictStep {
-        task: task.clone(),
-        step: LadderStep::Operator,
-        finding,
-        winner: None,
-        decision: None,
-        recommendation: Some(recommendation),
-    });
-    let waiting = async move {
-        match wait.await {
-            Some(Resolution::Decided { decision, winner, by, note }) => {
-                let decided = Decided {
-                    decision,
-                    winner,
-                    resolved_by: LadderStep::Operator.as_str(),
-                    by: Some(by.to_string()),
-                    note,
+    // Settled before the crash, its end not yet recorded: the decision stands.
+    if let Some(resolution) = &stored.resolution {
+        let decided = Decided {
+            decision: resolution.decision.clone(),
+            winner: resolution.winner.clone(),
+            resolved_by: resolution.resolved_by.as_str(),
+            by: resolution.by.as_ref().map(ToString::to_string),
+            note: resolution.note.clone(),
+        };
+        return finish.succeed(&decided, &stored.verdicts, &stored.failed);
+    }
+    let conflict = Settle {
+        verdicts: stored.verdicts.clone(),
+        failed: stored.failed.clone(),
+        earlier: &stored.steps,
+        resumed: true,
+    };
+    conflict.run(shared, job, attempt, panel, finish).await
+}
+
+/// A detected conflict on its way up the ladder.
+struct Settle<'a> {
+    verdicts: Vec<MemberVerdict>,
+    failed: Vec<AgentId>,
+    /// Steps that ran before a crash: their findings stand and they do not run again.
+    earlier: &'a [ConflictStepModel],
+    /// Going on after a crash: a person who was asked is asked again, saying so.
+    resumed: bool,
+}
+
+impl Settle<'_> {
+    /// The ladder's automatic steps, then (when none settles it) a wait for a person.
+    async fn run(
+        self,
+        shared: &Arc<RunShared>,
+        job: &Job,
+        attempt: u32,
+        panel: &PlannedPanel,
+        finish: Finish,
+    ) -> Outcome {
+        let step = &shared.plan.steps[job.task];
+        let task = step.id.clone();
+        let Self { verdicts, failed, earlier, resumed } = self;
+        let positions = ladder::positions(&verdicts);
+        let mut recommendation = None;
+        // Fetched before a crash, or by the ladder below: never fetched twice.
+        let mut third_asked = earlier.iter().any(|s| s.step == LadderStep::ThirdOpinion);
+        for &rung in &shared.engine.settings.conflicts.steps {
+            let winner = if let Some(ran) = earlier.iter().find(|s| s.step == rung) {
+                // Run before the crash (a third opinion fetched): its finding stands.
+                ran.winner.clone().zip(ran.decision.clone())
+            } else {
+                let result = match rung {
+                    LadderStep::DomainPriority => {
+                        ladder::domain_priority(panel.domain, &verdicts, &positions)
+                    }
+                    LadderStep::Evidence => ladder::evidence(
+                        &verdicts,
+                        &positions,
+                        shared.engine.settings.conflicts.evidence_margin,
+                    ),
+                    LadderStep::ThirdOpinion => {
+                        let Some(third) = &panel.third_opinion else { continue };
+                        third_asked = true;
+                        let result =
+                            third_opinion(shared, job, attempt, &verdicts, &positions, third).await;
+                        if job.cancel.is_cancelled() {
+                            return Outcome::Cancelled;
+                        }
+                        result
+                    }
+                    LadderStep::Operator => continue,
                 };
-                finish.succeed(&decided, &verdicts, &failed)
+                let winner = result.winner.map(|p| {
+                    (ladder::speaker(&verdicts, &positions[p]), positions[p].decision.clone())
+                });
+                publish_step(shared, &task, &result, winner.as_ref(), None);
+                winner
+            };
+            if let Some((agent, decision)) = winner {
+                if panel.decide == DecideMode::Auto {
+                    shared.publish(Event::ConflictResolved {
+                        task: task.clone(),
+                        decision: decision.clone(),
+                        winner: agent.to_string(),
+                        resolved_by: rung,
+                        by: None,
+                        note: None,
+                    });
+                    let decided = Decided {
+                        decision,
+                        winner: agent.to_string(),
+                        resolved_by: rung.as_str(),
+                        by: None,
+                        note: None,
+                    };
+                    return finish.succeed(&decided, &verdicts, &failed);
+                }
+                recommendation = Some(Recommendation { decision, winner: agent, from: Some(rung) });
+                break;
             }
-            Some(Resolution::Refused { reason }) => finish.fail(reason),
-            None => Outcome::Cancelled,
         }
-    };
-    (attempt, Outcome::Waiting(Box::pin(waiting)))
+
+        let recommendation = recommendation.unwrap_or_else(|| {
+            let p = ladder::fallback_recommendation(&verdicts, &positions);
+            Recommendation {
+                decision: positions[p].decision.clone(),
+                winner: ladder::speaker(&verdicts, &positions[p]),
+                from: None,
+            }
+        });
+        // Registered before it is announced, so whoever reacts to the announcement finds it.
+        let waiter = shared.engine.conflicts.request(OpenConflict {
+            run: shared.run.clone(),
+            task: task.clone(),
+            question: step.description.clone(),
+            options: panel.options.clone(),
+            verdicts: verdicts.clone(),
+            recommendation: Some(recommendation.clone()),
+            third_opinion: panel.third_opinion.clone(),
+            third_opinion_asked: third_asked,
+        });
+        let asked_before = resumed && earlier.iter().any(|s| s.step == LadderStep::Operator);
+        let again = if asked_before { "asked again after the run resumed; " } else { "" };
+        let finding = match recommendation.from {
+            Some(step) => format!(
+                "{again}a person decides; recommended: \"{}\" ({}, found by {step}{})",
+                recommendation.decision,
+                recommendation.winner,
+                if panel.decide == DecideMode::Recommend { ", to confirm" } else { "" }
+            ),
+            None => format!(
+                "{again}no step decided; a person decides; offered first: \"{}\" ({}, most \
+                 members, then highest confidence)",
+                recommendation.decision, recommendation.winner
+            ),
+        };
+        shared.publish(Event::ConflictStep {
+            task: task.clone(),
+            step: LadderStep::Operator,
+            finding,
+            winner: None,
+            decision: None,
+            recommendation: Some(recommendation),
+        });
+        let (shared, job, panel) = (Arc::clone(shared), job.clone(), panel.clone());
+        let waiting = async move {
+            let mut waiter = waiter;
+            let resolution = loop {
+                match waiter.next().await {
+                    Some(Call::Resolved(resolution)) => break Some(resolution),
+                    Some(Call::ThirdOpinion { by }) => {
+                        let asked =
+                            AskedThirdOpinion { by, verdicts: &verdicts, positions: &positions };
+                        asked.fetch(&shared, &job, attempt, &panel).await;
+                    }
+                    None => break None,
+                }
+            };
+            match resolution {
+                Some(Resolution::Decided { decision, winner, by, note }) => {
+                    let decided = Decided {
+                        decision,
+                        winner,
+                        resolved_by: LadderStep::Operator.as_str(),
+                        by: Some(by.to_string()),
+                        note,
+                    };
+                    finish.succeed(&decided, &verdicts, &failed)
+                }
+                Some(Resolution::Refused { reason }) => finish.fail(reason),
+                None => Outcome::Cancelled,
+            }
+        };
+        Outcome::Waiting(Box::pin(waiting))
+    }
+}
+
+/// A person asked for the third opinion while the conflict waited (the prompt's `t`).
+struct AskedThirdOpinion<'a> {
+    by: UserId,
+    verdicts: &'a [MemberVerdict],
+    positions: &'a [Position],
+}
+
+impl AskedThirdOpinion<'_> {
+    /// Ask the third agent now and publish its finding; when it decides, its pick becomes
+    /// the recommendation the person confirms or overrides. The conflict keeps waiting.
+    async fn fetch(self, shared: &Arc<RunShared>, job: &Job, attempt: u32, panel: &PlannedPanel) {
+        let Some(third) = &panel.third_opinion else { return };
+        let task = shared.plan.steps[job.task].id.clone();
+        let mut result =
+            third_opinion(shared, job, attempt, self.verdicts, self.positions, third).await;
+        result.finding = format!("asked by {}: {}", self.by, result.finding);
+        let winner = result.winner.map(|p| {
+            let position = &self.positions[p];
+            (ladder::speaker(self.verdicts, position), position.decision.clone())
+        });
+        publish_step(shared, &task, &result, winner.as_ref(), None);
+        let Some((agent, decision)) = winner else { return };
+        let recommendation =
+            Recommendation { decision, winner: agent, from: Some(LadderStep::ThirdOpinion) };
+        shared.engine.conflicts.recommend(&shared.run, &task, recommendation.clone());
+        shared.publish(Event::ConflictStep {
+            task,
+            step: LadderStep::Operator,
+            finding: format!(
+                "a person decides; recommended now: \"{}\" ({}, found by the third opinion {} \
+                 asked for, to confirm)",
+                recommendation.decision, recommendation.winner, self.by
+            ),
+            winner: None,
+            decision: None,
+            recommendation: Some(recommendation),
+        });
+    }
 }
 
 fn publish_step(

@@ -20,6 +20,7 @@ use super::handle::{Control, RunPhase};
 use super::{EngineInner, approval};
 use crate::event::{Event, RunStatus};
 use crate::ids::{AgentId, RunId, TaskId};
+use crate::model::ConflictModel;
 use crate::resume::ResumePoint;
 use crate::workflow::Plan;
 
@@ -115,6 +116,8 @@ struct Slot {
     failures_before: u32,
     /// When a reviewer was first asked, for a task that waited before a resume.
     asked_ms: Option<u64>,
+    /// A panel task's stored conflict, for a resumed run: its next start goes on from it.
+    conflict: Option<Arc<ConflictModel>>,
 }
 
 pub(crate) struct Scheduler {
@@ -164,6 +167,7 @@ impl Scheduler {
                 generation: 0,
                 failures_before: 0,
                 asked_ms: None,
+                conflict: None,
             })
             .collect::<Vec<_>>();
         let mut lanes: HashMap<&AgentId, usize> = HashMap::new();
@@ -221,6 +225,7 @@ impl Scheduler {
             slot.approved = task.approved;
             slot.failures_before = task.failures;
             slot.asked_ms = task.asked_ms;
+            slot.conflict.clone_from(&task.conflict);
             if task.status.is_final() {
                 slot.status = task.status;
                 self.unfinished -= 1;
@@ -394,6 +399,7 @@ impl Scheduler {
         slot.cancel_reason = None;
         let first_attempt = slot.attempts + 1;
         let failures = std::mem::take(&mut slot.failures_before);
+        let conflict = slot.conflict.take();
         self.running += 1;
         let worker = self.idle_workers.pop().unwrap_or_else(|| {
             let (jobs, queue) = mpsc::unbounded_channel();
@@ -402,7 +408,8 @@ impl Scheduler {
             self.workers.len() - 1
         });
         let context = self.context_for(task);
-        let job = Job { task, worker, reply, first_attempt, failures, context, cancel: token };
+        let job =
+            Job { task, worker, reply, first_attempt, failures, context, cancel: token, conflict };
         // A worker only stops when its queue is dropped, which happens with the scheduler.
         let _ = self.workers[worker].send(job);
     }

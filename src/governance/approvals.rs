@@ -112,7 +112,9 @@ impl From<&Policies> for ApprovalPolicy {
 pub struct Approvals {
     waiting: Arc<Mutex<Waiting>>,
     bus: EventBus,
-    policy: Arc<ApprovalPolicy>,
+    /// Replaced whole when the settings are reloaded; requests already waiting keep the
+    /// deadline and the count of approvers they were given.
+    policy: Arc<std::sync::RwLock<ApprovalPolicy>>,
 }
 
 #[derive(Default)]
@@ -140,7 +142,17 @@ impl Approvals {
     }
 
     pub fn with_policy(bus: EventBus, policy: ApprovalPolicy) -> Self {
-        Self { waiting: Arc::default(), bus, policy: Arc::new(policy) }
+        Self { waiting: Arc::default(), bus, policy: Arc::new(std::sync::RwLock::new(policy)) }
+    }
+
+    /// The rules in force now.
+    pub fn policy(&self) -> ApprovalPolicy {
+        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// New rules (settings reload), for requests asked from now on and for decisions.
+    pub fn set_policy(&self, policy: ApprovalPolicy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 
     /// Remember who started `run`: they may not approve its tasks unless the policy allows.
@@ -160,7 +172,7 @@ impl Approvals {
     ) -> Option<String> {
         let waiting = self.lock();
         let entry = waiting.entries.get(&(run.clone(), task.clone()))?;
-        if !self.policy.self_approval && entry.info.requested_by.as_ref() == Some(user) {
+        if !self.policy().self_approval && entry.info.requested_by.as_ref() == Some(user) {
             return Some(format!(
                 "{user} started run {run} and may not approve its tasks (separation of duties; \
                  policies.self_approval is off)"
@@ -204,8 +216,9 @@ impl Approvals {
         let key = (run.clone(), task.clone());
         // A request asked again after a restart keeps its first time, and so its deadline.
         let requested_ms = asked_ms.unwrap_or_else(now_ms);
-        let timeout = self.policy.timeout;
-        let needs_two = self.policy.two_person_at.is_some_and(|at| risk >= at);
+        let policy = self.policy();
+        let timeout = policy.timeout;
+        let needs_two = policy.two_person_at.is_some_and(|at| risk >= at);
         let mut info = PendingApproval {
             run: run.clone(),
             task: task.clone(),
@@ -219,9 +232,16 @@ impl Approvals {
             approved_by: Vec::new(),
             overdue: false,
         };
+        let terms;
         let ticket = {
             let mut waiting = self.lock();
             info.requested_by = waiting.starters.get(run).cloned();
+            terms = Event::ApprovalTerms {
+                task: task.clone(),
+                requested_by: info.requested_by.clone(),
+                deadline_ms: info.deadline_ms,
+                needed: info.needed,
+            };
             let ticket = waiting.next_ticket;
             waiting.next_ticket += 1;
             let replaced = waiting
@@ -237,6 +257,7 @@ impl Approvals {
             Some(run),
             Event::ApprovalRequested { task: task.clone(), agent: agent.clone(), risk, reasons },
         );
+        self.bus.publish(Some(run), terms);
         let withdraw = Withdraw { approvals: self.clone(), key, ticket };
         let approvals = self.clone();
         // The clock runs from the request, not from when the future is first polled.
@@ -276,7 +297,7 @@ impl Approvals {
         limit: Duration,
     ) -> Option<Decision> {
         let waited = humantime::format_duration(limit);
-        match self.policy.on_timeout {
+        match self.policy().on_timeout {
             OnTimeout::Reject => {
                 let entry = {
                     let mut waiting = self.lock();
@@ -525,7 +546,7 @@ mod tests {
         let kinds: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|envelope| envelope.event.kind())
             .collect();
-        assert_eq!(kinds, ["approval_requested", "approval_decided"]);
+        assert_eq!(kinds, ["approval_requested", "approval_terms", "approval_decided"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,7 +25,8 @@ use crate::ids::RunId;
 /// Checks, audits and announces every command. Cheap to clone.
 #[derive(Clone)]
 pub struct Gate {
-    roles: Arc<Roles>,
+    /// Replaced whole when the settings are reloaded (`users`, `default_role`).
+    roles: Arc<std::sync::RwLock<Arc<Roles>>>,
     audit: AuditLog,
     bus: EventBus,
 }
@@ -69,12 +70,28 @@ impl fmt::Display for DenyReason {
 
 impl Gate {
     pub fn new(settings: &Settings, audit: AuditLog, bus: EventBus) -> Self {
-        Self { roles: Arc::new(Roles::from_settings(settings)), audit, bus }
+        let roles = Arc::new(Roles::from_settings(settings));
+        Self { roles: Arc::new(std::sync::RwLock::new(roles)), audit, bus }
+    }
+
+    /// The users and roles of `settings` from now on (settings reload).
+    pub fn set_roles(&self, settings: &Settings) {
+        let roles = Arc::new(Roles::from_settings(settings));
+        *self.roles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = roles;
+    }
+
+    /// The audit log the gate writes (for records that are not commands: a settings reload).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    fn roles(&self) -> Arc<Roles> {
+        Arc::clone(&self.roles.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Who `user` is under the gate's settings.
     pub fn identify(&self, user: &str) -> Identity {
-        self.roles.identify(user)
+        self.roles().identify(user)
     }
 
     /// Decide one request. `Ok` carries the [`Permit`] that the operation carrying the
@@ -111,7 +128,7 @@ impl Gate {
         provenance: &Provenance,
         broken_rule: Option<String>,
     ) -> Result<Permit, Denied> {
-        let identity = self.roles.identify(request.user.as_str());
+        let identity = self.roles().identify(request.user.as_str());
         self.decide(identity, request, run, provenance, broken_rule, None)
     }
 
@@ -234,10 +251,11 @@ impl Gate {
     /// that role is no higher. A refused claim is audited (`assume_identity`, denied) and
     /// announced like any refused command.
     pub fn assume(&self, caller: &Provenance, claimed: Option<&str>) -> Result<Identity, Denied> {
-        match assume(&self.roles, caller, claimed) {
+        let roles = self.roles();
+        match assume(&roles, caller, claimed) {
             Ok(identity) => Ok(identity),
             Err(refused) => {
-                let own = self.roles.identify(&caller.account);
+                let own = roles.identify(&caller.account);
                 let text = refused.to_string();
                 let entry = AuditEntry {
                     user: own.user.clone(),
@@ -284,7 +302,8 @@ pub fn run_of(command: &Command) -> Option<&RunId> {
         | Command::RetryTask { run, .. }
         | Command::Approve { run, .. }
         | Command::Reject { run, .. }
-        | Command::ResolveConflict { run, .. } => Some(run),
+        | Command::ResolveConflict { run, .. }
+        | Command::AskThirdOpinion { run, .. } => Some(run),
         _ => None,
     }
 }

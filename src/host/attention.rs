@@ -6,6 +6,7 @@
 //! command, so a layer of twenty approvals is one notification, not twenty; each request is
 //! in exactly one. The window keeps the promise of "within 100 ms" with room for the
 //! program's own start. An overdue approval (`on_timeout: escalate`) is announced again.
+//! A panel task whose conflict reaches the ladder's `operator` step waits for a person too.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::EventBus;
+use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event};
 
 /// How long the first request waits for others to join its notification.
@@ -90,6 +92,17 @@ fn waiting_for_a_person(envelope: &Envelope) -> Option<Value> {
             "waited_ms": waited_ms,
             "since": envelope.ts_ms,
         })),
+        // The ladder's last step: a person must settle the panel task's conflict.
+        Event::ConflictStep {
+            task, step: LadderStep::Operator, finding, recommendation, ..
+        } => Some(json!({
+            "kind": "conflict",
+            "run": run,
+            "task": task,
+            "finding": finding,
+            "recommendation": recommendation,
+            "since": envelope.ts_ms,
+        })),
         _ => None,
     }
 }
@@ -120,4 +133,39 @@ async fn notify(command: &[String], batch: &[Value]) {
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{RunId, TaskId};
+
+    fn step(step: LadderStep) -> Envelope {
+        Envelope {
+            seq: 1,
+            ts_ms: 42,
+            run_id: Some(RunId::new("r-1")),
+            event: Event::ConflictStep {
+                task: TaskId::new("q"),
+                step,
+                finding: "no step decided".into(),
+                winner: None,
+                decision: None,
+                recommendation: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_conflict_asking_a_person_is_a_request_and_other_ladder_steps_are_not() {
+        let request = waiting_for_a_person(&step(LadderStep::Operator)).expect("a request");
+        assert_eq!(
+            (request["kind"].as_str(), request["task"].as_str(), request["run"].as_str()),
+            (Some("conflict"), Some("q"), Some("r-1"))
+        );
+        assert_eq!(request["since"], 42);
+        for other in [LadderStep::DomainPriority, LadderStep::Evidence, LadderStep::ThirdOpinion] {
+            assert!(waiting_for_a_person(&step(other)).is_none(), "{other}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::HostError;
 use super::protocol::{
     ClientMessage, HostMessage, MAX_LINE_BYTES, Outcome, PROTOCOL_VERSION, SOCKET_FILE,
+    WaitingConflict,
 };
 use crate::command::Command;
 use crate::governance::{Channel, PendingApproval};
@@ -110,6 +111,22 @@ impl HostClient {
             match self.next().await? {
                 Some(HostMessage::Approvals { id: answered, approvals }) if answered == id => {
                     return Ok(approvals);
+                }
+                Some(HostMessage::Closing { reason }) => return Err(HostError::Refused(reason)),
+                Some(_) => {}
+                None => return Err(self.protocol("the host closed the connection")),
+            }
+        }
+    }
+
+    /// Conflicts waiting for a person on the host, oldest first.
+    pub async fn conflicts(&mut self) -> Result<Vec<WaitingConflict>, HostError> {
+        let id = self.take_id();
+        self.send(&ClientMessage::Conflicts { id }).await?;
+        loop {
+            match self.next().await? {
+                Some(HostMessage::Conflicts { id: answered, conflicts }) if answered == id => {
+                    return Ok(conflicts);
                 }
                 Some(HostMessage::Closing { reason }) => return Err(HostError::Refused(reason)),
                 Some(_) => {}

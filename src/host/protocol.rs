@@ -10,6 +10,8 @@
 //! host   → {"msg":"reply","id":1,"outcome":"done","message":null}
 //! client → {"msg":"approvals","id":2}
 //! host   → {"msg":"approvals","id":2,"approvals":[…]}
+//! client → {"msg":"conflicts","id":3}
+//! host   → {"msg":"conflicts","id":3,"conflicts":[…]}
 //! host   → {"msg":"closing","reason":"the host is exiting"}
 //! ```
 //!
@@ -20,8 +22,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
+use crate::conflict::{MemberVerdict, OpenConflict, Recommendation};
 use crate::event::Envelope;
 use crate::governance::{Channel, PendingApproval};
+use crate::ids::{RunId, TaskId};
 
 /// The protocol's version. A host refuses a hello with another one.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -66,6 +70,8 @@ pub enum ClientMessage {
     Command { id: u64, command: Command },
     /// What waits for a reviewer; answered by `approvals` with the same id.
     Approvals { id: u64 },
+    /// Conflicts waiting for a person; answered by `conflicts` with the same id.
+    Conflicts { id: u64 },
 }
 
 /// How a command ended, as the command-line clients turn it into exit codes (0, 1, 2).
@@ -107,6 +113,37 @@ pub enum HostMessage {
     Reply { id: u64, outcome: Outcome, message: Option<String> },
     /// The answer to `approvals`.
     Approvals { id: u64, approvals: Vec<PendingApproval> },
+    /// The answer to `conflicts`: oldest first.
+    Conflicts { id: u64, conflicts: Vec<WaitingConflict> },
     /// The host is going away.
     Closing { reason: String },
+}
+
+/// A panel task's conflict that waits for a person, as `flightdeck approvals` shows it and
+/// `flightdeck resolve` settles it: the choice numbers count `members` from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitingConflict {
+    pub run: RunId,
+    pub task: TaskId,
+    pub question: String,
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// The members that gave a verdict, in panel order, each with its decision.
+    pub members: Vec<MemberVerdict>,
+    /// What the ladder recommends, if anything.
+    #[serde(default)]
+    pub recommendation: Option<Recommendation>,
+}
+
+impl From<OpenConflict> for WaitingConflict {
+    fn from(open: OpenConflict) -> Self {
+        Self {
+            run: open.run,
+            task: open.task,
+            question: open.question,
+            options: open.options,
+            members: open.verdicts,
+            recommendation: open.recommendation,
+        }
+    }
 }

@@ -84,6 +84,8 @@ pub struct Host {
     socket: PathBuf,
     closing: CancellationToken,
     accept: JoinHandle<()>,
+    /// Reloads users, roles and policies when the governing flightdeck.yaml changes.
+    watcher: Option<super::reload::SettingsWatcher>,
     _lock: File,
 }
 
@@ -103,9 +105,31 @@ impl Host {
             let command = options.notify_command.clone();
             spawn_notifier(runtime.bus(), command, closing.clone());
         }
+        // The governing project's settings: users, roles and policies reload from there.
+        let governing =
+            super::recorded_project(data_dir).unwrap_or_else(|| runtime.project_dir().to_owned());
+        let settings = match crate::config::Settings::load(&governing) {
+            Ok(settings) => Some(settings),
+            Err(error) => {
+                tracing::warn!(%error, "settings are not watched: they do not load now");
+                None
+            }
+        };
+        let watcher = match settings {
+            Some(settings) => {
+                match super::reload::watch_settings(Arc::clone(&runtime), &governing, settings) {
+                    Ok(watcher) => Some(watcher),
+                    Err(error) => {
+                        tracing::warn!(%error, "settings are not watched");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(listener, runtime, closing.clone()));
         tracing::info!(socket = %socket.display(), "host: listening");
-        Ok(Self { socket, closing, accept, _lock: lock })
+        Ok(Self { socket, closing, accept, watcher, _lock: lock })
     }
 
     /// The socket's path.
@@ -117,6 +141,8 @@ impl Host {
     /// connections to end, and remove the socket. Afterwards no task of the host holds the
     /// runtime.
     pub async fn close(mut self) {
+        // Joined first: its thread holds the runtime.
+        drop(self.watcher.take());
         self.closing.cancel();
         let _ = tokio::time::timeout(CLOSE_WAIT, &mut self.accept).await;
     }
@@ -324,6 +350,10 @@ impl Session<'_> {
             ClientMessage::Approvals { id } => {
                 HostMessage::Approvals { id, approvals: self.runtime.pending_approvals() }
             }
+            ClientMessage::Conflicts { id } => HostMessage::Conflicts {
+                id,
+                conflicts: self.runtime.open_conflicts().into_iter().map(Into::into).collect(),
+            },
             ClientMessage::Command { id, command } => {
                 let (outcome, message) = self.command(command).await;
                 HostMessage::Reply { id, outcome, message }

@@ -115,6 +115,10 @@ pub struct ApprovalModel {
     pub needed: u32,
     /// Its deadline passed under `on_timeout: escalate`: still waiting, overdue.
     pub overdue: bool,
+    /// When the deadline passes (ms since the Unix epoch), from `approval_terms`.
+    pub deadline_ms: Option<u64>,
+    /// Who started the run, from `approval_terms`.
+    pub requested_by: Option<UserId>,
 }
 
 /// What a person decided about an approval.
@@ -521,6 +525,9 @@ pub struct RunModel {
     pub spend: Spend,
     /// The latest run budget mark reached.
     pub budget_note: Option<String>,
+    /// Who started the run: the user of the gate's accepted `start_run` (stored with the
+    /// run), so a resumed run still knows whom separation of duties keeps from approving.
+    pub started_by: Option<UserId>,
     keep: OutputKeep,
 }
 
@@ -553,6 +560,7 @@ impl RunModel {
             resumes: 0,
             spend: Spend::default(),
             budget_note: None,
+            started_by: None,
             keep,
         }
     }
@@ -587,6 +595,12 @@ impl RunModel {
         self.tasks
             .iter()
             .filter_map(|t| t.conflict.as_deref().filter(|c| c.is_open()).map(|c| (t, c)))
+    }
+
+    /// "Waiting for a person": the run is live and a task of it awaits an approval or a
+    /// conflict decision. Its own run state, never confused with running or idle.
+    pub fn waits_for_a_person(&self) -> bool {
+        self.is_active() && self.tasks.iter().any(|t| t.status.waits_for_person())
     }
 
     /// Whether this model has seen its `RunStarted`.
@@ -686,6 +700,13 @@ impl RunModel {
                 self.outcome = None;
                 true
             }
+            Event::CommandAccepted { user, command, .. } if command == "start_run" => {
+                if self.started_by.is_some() {
+                    return false;
+                }
+                self.started_by = Some(user.clone());
+                true
+            }
             Event::RunFinished { status, duration_ms, .. } => {
                 self.outcome = Some(RunOutcome {
                     status: *status,
@@ -782,6 +803,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approved_by: Vec::new(),
                 needed: 1,
                 overdue: false,
+                deadline_ms: None,
+                requested_by: None,
             }));
         }
         Event::ApprovalDecided { approved, by, note, .. } => {
@@ -803,6 +826,8 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                         approved_by: Vec::new(),
                         needed: 1,
                         overdue: false,
+                        deadline_ms: None,
+                        requested_by: None,
                     }));
                 }
             }
@@ -813,6 +838,12 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 approval.approved_by.push(by.clone());
             }
             approval.needed = *needed;
+        }
+        Event::ApprovalTerms { requested_by, deadline_ms, needed, .. } => {
+            let Some(approval) = t.approval.as_deref_mut() else { return false };
+            approval.needed = *needed;
+            approval.deadline_ms = *deadline_ms;
+            approval.requested_by.clone_from(requested_by);
         }
         Event::ApprovalOverdue { .. } => {
             let Some(approval) = t.approval.as_deref_mut() else { return false };

@@ -608,6 +608,40 @@ fn retries_used_count_the_round_and_end_with_it() {
 }
 
 #[test]
+fn the_starter_comes_from_the_accepted_start_and_a_waiting_task_makes_the_run_wait() {
+    let accepted = |user: &str, command: &str| Envelope {
+        seq: 0,
+        ts_ms: T0,
+        run_id: Some(RunId::new(RUN)),
+        event: Event::CommandAccepted {
+            user: UserId::new(user),
+            role: "admin".into(),
+            command: command.into(),
+        },
+    };
+    // The gate's decision is published (and stored) before the run's first event.
+    let mut model = RunModel::new(OutputKeep::None);
+    assert!(model.apply(&accepted("ann", "start_run")));
+    let mut feed = Feed { model, seq: 0 };
+    assert!(feed.push(started()));
+    // A resume (or a second start) by someone else is not the starter.
+    feed.push(accepted("rex", "resume_run").event);
+    feed.push(accepted("rex", "start_run").event);
+    assert_eq!(feed.model.started_by, Some(UserId::new("ann")));
+
+    assert!(!feed.model.waits_for_a_person());
+    feed.push(Event::TaskAwaitingApproval {
+        task: TaskId::new("a"),
+        agent: AgentId::new("coder"),
+        risk: Risk::High,
+        reasons: vec!["deploy".into()],
+    });
+    assert!(feed.model.waits_for_a_person(), "a task awaiting approval makes the run wait");
+    feed.push(start(1, true));
+    assert!(!feed.model.waits_for_a_person(), "running again");
+}
+
+#[test]
 fn the_progress_keep_folds_status_and_clocks_but_keeps_no_plan_text_or_answer() {
     let events = |feed: &mut Feed| {
         feed.push(start(1, true));

@@ -2,12 +2,13 @@
 //! resumed run starts from.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::ids::{AgentId, TaskId};
-use crate::model::{RunModel, TaskModel, TaskStatus};
+use crate::model::{ConflictModel, RunModel, TaskModel, TaskStatus};
 
 /// One task of a run that resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskResume {
     /// A final status stays; anything else starts again as pending.
     pub status: TaskStatus,
@@ -24,6 +25,9 @@ pub struct TaskResume {
     pub asked_ms: Option<u64>,
     /// The attempt that was in flight when the run's process died, with its agent.
     pub interrupted: Option<(AgentId, u32)>,
+    /// A panel task's conflict as stored (verdicts, the ladder's steps, a person's decision):
+    /// the resumed task goes on from it instead of asking the members again.
+    pub conflict: Option<Arc<ConflictModel>>,
 }
 
 impl TaskResume {
@@ -39,6 +43,9 @@ impl TaskResume {
             // Running: an attempt had started and not ended (retrying means it had ended).
             interrupted: (task.status == TaskStatus::Running)
                 .then(|| (task.agent.clone(), task.attempts)),
+            conflict: (!final_status)
+                .then(|| task.conflict.as_deref().cloned().map(Arc::new))
+                .flatten(),
         }
     }
 }

@@ -71,6 +71,10 @@ pub enum RunState {
     Cancelled,
     /// Started, never finished, and nobody holds its lock (crash, kill, power loss).
     Interrupted,
+    /// "Waiting for a person": running (its owner holds its lock) with a task awaiting an
+    /// approval or a conflict decision. Only [`RunStore::runs`] and [`RunStore::run`], which
+    /// fold an unfinished run's events, tell it from `Running`.
+    Waiting,
 }
 
 impl RunState {
@@ -81,11 +85,12 @@ impl RunState {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
+            Self::Waiting => "waiting",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        !matches!(self, Self::Running)
+        !matches!(self, Self::Running | Self::Waiting)
     }
 }
 
@@ -426,8 +431,7 @@ impl RunStore {
     /// The finished runs `rule` would prune, newest first. Runs still running are never
     /// pruned (interrupted ones are: nobody holds their lock).
     pub fn prunable(&self, rule: &PruneRule) -> Result<Vec<RunRow>, StoreError> {
-        let finished =
-            self.runs_uncounted()?.into_iter().filter(|run| run.state != RunState::Running);
+        let finished = self.runs_uncounted()?.into_iter().filter(|run| run.state.is_finished());
         let mut prunable: Vec<RunRow> = finished
             .enumerate()
             .filter(|(newest_first, run)| rule.prunes(*newest_first, run.started_ms))
@@ -533,13 +537,17 @@ impl RunStore {
     }
 
     /// Fill the counts of an unfinished run from its events, folded by the run model: each
-    /// task counts once, by where it is now.
+    /// task counts once, by where it is now. A running run with a task waiting for a person
+    /// is [`RunState::Waiting`].
     fn count_tasks(&self, run: &mut RunRow) -> Result<(), StoreError> {
         let events = self.events(&run.run_id)?;
-        let counts =
-            crate::model::RunModel::from_events(&events, crate::model::OutputKeep::None).counts();
+        let model = crate::model::RunModel::from_events(&events, crate::model::OutputKeep::None);
+        let counts = model.counts();
         (run.succeeded, run.failed, run.skipped, run.cancelled) =
             (counts.succeeded, counts.failed, counts.skipped, counts.cancelled);
+        if run.state == RunState::Running && model.waits_for_a_person() {
+            run.state = RunState::Waiting;
+        }
         Ok(())
     }
 

@@ -273,27 +273,25 @@ impl OutcomeBatch<'_> {
     }
 }
 
-/// The task words of a run from its stored `RunStarted`; none when it is not stored. It is
-/// the run's first `run_started` line, usually in its first block but not its first line: the
-/// gate's decision to start the run comes before it.
+/// How many of a run's first blocks are searched for its `RunStarted`: it is among the run's
+/// first events (after the gate's decision to start it, published with the run's id).
+const RUN_STARTED_BLOCKS: usize = 4;
+
+/// The task words of a run from its stored `RunStarted`; none when it is not stored.
 fn stored_run_words(conn: &Connection, run: &RunId) -> rusqlite::Result<RunWords> {
-    let mut select =
-        conn.prepare_cached("SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id")?;
-    let mut bodies = select.query([run.as_str()])?;
-    while let Some(row) = bodies.next()? {
-        let body: String = row.get(0)?;
-        let started = body.lines().find(|line| line.contains(RUN_STARTED_TAG));
-        if let Some(line) = started {
+    let mut select = conn
+        .prepare_cached("SELECT body FROM event_blocks WHERE run_id = ?1 ORDER BY id LIMIT ?2")?;
+    let mut blocks = select.query(params![run.as_str(), RUN_STARTED_BLOCKS as i64])?;
+    while let Some(block) = blocks.next()? {
+        let body: String = block.get(0)?;
+        // The tag cannot appear unescaped inside a JSON string: only the event itself has it.
+        if let Some(line) = body.lines().find(|line| line.contains(r#""type":"run_started""#)) {
             return Ok(serde_json::from_str::<Envelope>(line)
                 .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)));
         }
     }
     Ok(RunWords::new())
 }
-
-/// How a `run_started` line names its type (the store writes `"type"` right after the
-/// envelope's own fields, without spaces).
-const RUN_STARTED_TAG: &str = "\"type\":\"run_started\"";
 
 /// The task words of each task of a `RunStarted` (none for any other event).
 fn plan_words(event: &Event) -> RunWords {

@@ -258,6 +258,19 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
         Event::ApprovalGiven { task, by, count, needed } => {
             (Role::Warn, format!("✓ {task} approved by {by}: {count} of {needed}"))
         }
+        Event::ApprovalTerms { task, requested_by, deadline_ms, needed } => (
+            Role::Muted,
+            format!(
+                "  {task}: {needed} approver(s) needed{}{}",
+                requested_by
+                    .as_ref()
+                    .map(|by| format!(", run started by {by}"))
+                    .unwrap_or_default(),
+                deadline_ms
+                    .map(|at| format!(", deadline {} UTC", super::clock(at)))
+                    .unwrap_or_default(),
+            ),
+        ),
         Event::ApprovalOverdue { task, waited_ms } => (
             Role::Error,
             format!(

@@ -15,10 +15,28 @@ pub fn run_status(run: &RunView) -> (&'static str, Role) {
     match run.outcome.map(|o| o.status) {
         // Read from the store, not followed: it stopped without an end (or goes on elsewhere).
         None if run.from_store => ("↯ interrupted", Role::Warn),
+        // Its own state: a person holds the run up, not the agents.
+        None if run.waits_for_a_person() => ("⏸ waiting for a person", Role::Warn),
         None => ("▶ running", Role::Running),
         Some(RunStatus::Succeeded) => ("✓ succeeded", Role::Ok),
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),
         Some(RunStatus::Cancelled) => ("■ cancelled", Role::Warn),
+    }
+}
+
+/// What waits for a person, across runs: approvals and conflicts between agents.
+fn waiting_words((approvals, conflicts): (usize, usize)) -> Option<String> {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    match (approvals, conflicts) {
+        (0, 0) => None,
+        (n, 0) => Some(format!("⏸ {n} awaiting approval")),
+        (0, n) => Some(format!("⏸ {} to decide", plural(n, "conflict"))),
+        (a, c) => Some(format!(
+            "⏸ {} waiting for a person: {}, {}",
+            a + c,
+            plural(a, "approval"),
+            plural(c, "conflict")
+        )),
     }
 }
 
@@ -66,7 +84,12 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         put_line(buf, area, 0, &Line::from(left));
         return;
     };
-    let (status, role) = run_status(run);
+    let (mut status, role) = run_status(run);
+    let waiting = waiting_words(state.decisions_waiting());
+    if waiting.is_some() && run.waits_for_a_person() {
+        // The right side says for what ("1 conflict to decide"): no need to say it twice.
+        status = "⏸ waiting";
+    }
     left.push(Span::styled(fit(&one_line(&run.workflow), 28), theme.style(Role::Header)));
     left.push(Span::raw("  "));
     left.push(Span::styled(status, theme.style(role)));
@@ -97,14 +120,10 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ),
         ],
     ));
-    let waiting = state.approvals.len();
-    if waiting > 0 {
+    if let Some(waiting) = waiting {
         parts.push((
             3,
-            vec![
-                Span::styled("  │  ", muted),
-                Span::styled(format!("⏸ {waiting} awaiting approval"), theme.style(Role::Warn)),
-            ],
+            vec![Span::styled("  │  ", muted), Span::styled(waiting, theme.style(Role::Warn))],
         ));
     }
     if let Some(spent) = run.spend.describe() {
@@ -174,6 +193,17 @@ mod tests {
             assert_snapshot!(format!("header_{name}_120"), header(fixture, 120));
             assert_snapshot!(format!("header_{name}_60"), header(fixture, 60));
         }
+    }
+
+    #[test]
+    fn decisions_waiting_count_approvals_and_conflicts() {
+        assert_eq!(waiting_words((0, 0)), None);
+        assert_eq!(waiting_words((2, 0)).as_deref(), Some("⏸ 2 awaiting approval"));
+        assert_eq!(waiting_words((0, 1)).as_deref(), Some("⏸ 1 conflict to decide"));
+        assert_eq!(
+            waiting_words((1, 2)).as_deref(),
+            Some("⏸ 3 waiting for a person: 1 approval, 2 conflicts")
+        );
     }
 
     #[test]

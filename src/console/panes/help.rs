@@ -31,12 +31,14 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
     if state.can_review() {
         scopes.push(Scope::Approval);
     }
+    scopes.push(Scope::Conflict);
     scopes.push(Scope::Confirm);
     if state.replay.is_some() {
         scopes.insert(0, Scope::Replay);
     } else {
         scopes.push(Scope::Runs);
     }
+    scopes.push(Scope::Conflicts);
     for scope in scopes {
         let bindings: Vec<_> = keys::bindings(scope, state.role).collect();
         if bindings.is_empty() {

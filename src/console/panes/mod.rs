@@ -6,6 +6,8 @@ pub mod agents;
 pub mod approval;
 pub mod audit;
 pub mod breakers;
+pub mod conflict;
+pub mod conflicts;
 pub mod dag;
 pub mod header;
 pub mod help;
@@ -114,6 +116,7 @@ pub fn render_screen(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer)
             }
         }
         Some(Overlay::Runs) => runs::render(state, theme, area, buf),
+        Some(Overlay::Conflicts) => conflicts::render(state, theme, area, buf),
         None => {}
     }
     approval::render(state, theme, area, buf);

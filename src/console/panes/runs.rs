@@ -41,6 +41,7 @@ pub fn applies(state: &State, action: Action) -> bool {
 fn glyph(entry: &RunEntry) -> &'static str {
     match entry.status {
         "running" => "▶",
+        "waiting" => "⏸",
         "succeeded" => "✓",
         "failed" => "✗",
         "interrupted" => "↯",

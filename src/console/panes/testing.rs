@@ -52,17 +52,44 @@ pub fn envelopes(fixture: Fixture) -> Vec<Arc<Envelope>> {
         Fixture::Failed => failed_events(),
         Fixture::Prompt => {
             let mut events = busy_events();
+            let reasons = vec![
+                "mentions deploy: production-like change".to_owned(),
+                "touches credentials in config/secrets.yaml".to_owned(),
+            ];
+            let task = TaskId::new("deploy-staging");
+            let agent = AgentId::new("devops-engineer");
+            events.push((
+                Some(run_id()),
+                Event::TaskAwaitingApproval {
+                    task: task.clone(),
+                    agent: agent.clone(),
+                    risk: Risk::Critical,
+                    reasons: reasons.clone(),
+                },
+            ));
             events.push((
                 Some(run_id()),
                 Event::ApprovalRequested {
-                    task: TaskId::new("deploy-staging"),
-                    agent: AgentId::new("devops-engineer"),
+                    task: task.clone(),
+                    agent,
                     risk: Risk::Critical,
-                    reasons: vec![
-                        "mentions deploy: production-like change".to_owned(),
-                        "touches credentials in config/secrets.yaml".to_owned(),
-                    ],
+                    reasons,
                 },
+            ));
+            // Numbered from 1, 1.5 s apart: the request's own time, and an hour's deadline.
+            let requested_ms = T0 + events.len() as u64 * 1_500;
+            events.push((
+                Some(run_id()),
+                Event::ApprovalTerms {
+                    task: task.clone(),
+                    requested_by: Some(UserId::new("bob")),
+                    deadline_ms: Some(requested_ms + 3_600_000),
+                    needed: 2,
+                },
+            ));
+            events.push((
+                Some(run_id()),
+                Event::ApprovalGiven { task, by: UserId::new("rita"), count: 1, needed: 2 },
             ));
             events
         }

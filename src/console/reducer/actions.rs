@@ -7,11 +7,11 @@ use crate::event::Level;
 
 use super::super::keys::Action;
 use super::super::panes;
-use super::super::state::{Editing, Overlay, State};
+use super::super::state::{Editing, Overlay, Prompt, State};
 use super::scrolling::{
     WHEEL_ROWS, after_filter_change, filter_mut, move_dag_layer, move_selection, page,
 };
-use super::{Effect, line, prompts, runs, say};
+use super::{Effect, conflicts, line, prompts, runs, say};
 
 pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
     match action {
@@ -61,7 +61,20 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
         Action::PromptConfirm => return prompts::press_prompt(state),
         Action::Approve => return prompts::decide_approval(state, true),
         Action::Reject => return prompts::decide_approval(state, false),
+        Action::Later if matches!(state.prompt, Some(Prompt::Conflict { .. })) => {
+            conflicts::defer(state);
+        }
         Action::Later => prompts::defer_approval(state),
+        Action::PickVerdict(number) => conflicts::pick(state, number),
+        Action::OwnDecision => conflicts::start_own(state),
+        Action::AskThirdOpinion => return conflicts::ask_third_opinion(state),
+        Action::ConflictEdit(edit) => conflicts::edit(state, edit),
+        Action::DecisionKey(key) => conflicts::decision_key(state, key),
+        Action::ConflictAccept => return conflicts::accept(state),
+        Action::ConflictBack => conflicts::back(state),
+        Action::OpenConflict => conflicts::open_selected_task(state),
+        Action::OpenConflicts => conflicts::open_list(state),
+        Action::OpenSelectedConflict => conflicts::open_selected(state),
         Action::ConfirmYes => return prompts::answer(state, true),
         Action::ConfirmNo => return prompts::answer(state, false),
         Action::ReviewSelected => prompts::review_selected(state),

@@ -11,6 +11,7 @@ use super::super::state::{
     AgentEntry, AuditEntry, BreakerState, BreakerView, InstanceState, InstanceView, PaneId,
     PendingApproval, Prompt, RunView, State, TaskModel, matches_filter,
 };
+use super::conflicts;
 use super::prompts::open_next_approval;
 use super::say;
 use super::scrolling::fix_selection;
@@ -27,6 +28,8 @@ pub(super) fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) 
     state.breakers.breakers.clear();
     state.breakers.metrics.clear();
     state.approvals.clear();
+    state.conflicts.waiting.clear();
+    state.conflicts.known.clear();
     // Streams that went on while events were missed start a fresh line.
     state.audit.streams.clear();
     let audited = state.audit.entries.back().map_or(0, |e| e.seq);
@@ -38,6 +41,7 @@ pub(super) fn resync(state: &mut State, backlog: &[Arc<Envelope>], missed: u64) 
     {
         state.prompt = None;
     }
+    conflicts::resynced(state);
     if state.run().is_none() {
         state.shown_run = state.runs.keys().next_back().cloned();
         state.shown_pinned = false;
@@ -138,12 +142,40 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
                     reasons: reasons.clone(),
                     requested_ms: ts,
                     deferred: false,
+                    requested_by: None,
+                    deadline_ms: None,
+                    needed: 1,
+                    approved_by: Vec::new(),
+                    overdue: false,
                 },
             );
             if !state.can_review() {
                 say(state, Level::Info, format!("{task} awaits approval by a reviewer"));
             }
             open_next_approval(state);
+        }
+        Event::ApprovalTerms { task, requested_by, deadline_ms, needed } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                pending.requested_by.clone_from(requested_by);
+                pending.deadline_ms = *deadline_ms;
+                pending.needed = *needed;
+            }
+        }
+        Event::ApprovalGiven { task, by, needed, .. } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                if !pending.approved_by.contains(by) {
+                    pending.approved_by.push(by.clone());
+                }
+                pending.needed = *needed;
+            }
+        }
+        Event::ApprovalOverdue { task, .. } => {
+            if let Some(pending) = state.approvals.get_mut(&(envelope.run_id.clone(), task.clone()))
+            {
+                pending.overdue = true;
+            }
         }
         Event::ApprovalDecided { task, approved, by, note } => {
             state.approvals.remove(&(envelope.run_id.clone(), task.clone()));
@@ -193,7 +225,13 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
         Event::Notice { level, message } => say(state, *level, message.clone()),
         _ => {}
     }
-    fold_run(state, envelope);
+    if let Some(run) = fold_run(state, envelope)
+        && envelope.event.task().is_some()
+    {
+        conflicts::on_event(state, &run, envelope);
+    } else if let (Event::RunFinished { .. }, Some(run)) = (&envelope.event, &envelope.run_id) {
+        conflicts::on_event(state, run, envelope);
+    }
     record_calls(state, envelope);
     // Only the list this event can change needs its selection checked.
     let pane = match &envelope.event {
@@ -253,14 +291,14 @@ const FINISHED_RUNS_KEPT: usize = 16;
 /// Fold the event into its own run's model (an event without a run id goes to the shown
 /// run). A `RunStarted` of a new run adds its view and, unless the operator chose a run,
 /// shows it; the DAG filter carries over.
-fn fold_run(state: &mut State, envelope: &Envelope) {
+fn fold_run(state: &mut State, envelope: &Envelope) -> Option<RunId> {
     let starts = matches!(envelope.event, Event::RunStarted { .. });
     let key = match (&envelope.run_id, &state.shown_run) {
         (Some(id), _) => id.clone(),
         (None, Some(shown)) if !starts => shown.clone(),
         // A run without an id (tests, old stores): one slot, replaced by each start.
         (None, _) if starts => RunId::new(""),
-        (None, _) => return,
+        (None, _) => return None,
     };
     if starts && (!state.runs.contains_key(&key) || envelope.run_id.is_none()) {
         let filter = state.run().map(|r| r.cursor.filter.clone()).unwrap_or_default();
@@ -272,11 +310,11 @@ fn fold_run(state: &mut State, envelope: &Envelope) {
         }
         forget_old_runs(state);
     }
-    if let Some(run) = state.runs.get_mut(&key) {
-        // A run read from the store whose events arrive live again (resumed) is followed.
-        run.from_store = false;
-        run.apply(envelope);
-    }
+    let run = state.runs.get_mut(&key)?;
+    // A run read from the store whose events arrive live again (resumed) is followed.
+    run.from_store = false;
+    run.apply(envelope);
+    Some(key)
 }
 
 /// Keep the shown run, every live one and the newest finished ones.

@@ -8,6 +8,7 @@
 //! decides whether a command asks first) and [`scrolling`] (selection, filters, scrolling).
 
 mod actions;
+mod conflicts;
 mod events;
 mod line;
 mod prompts;

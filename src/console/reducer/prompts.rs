@@ -8,7 +8,7 @@ use crate::ids::RunId;
 
 use super::super::keys::Action;
 use super::super::state::{ApprovalChoice, Confirmed, Editing, Prompt, State, TaskStatus};
-use super::{Effect, actions, say};
+use super::{Effect, actions, conflicts, say};
 
 // ---------------------------------------------------------------- approvals
 
@@ -19,11 +19,12 @@ pub const APPROVAL_ARM_MS: u64 = 600;
 pub(super) fn open_next_approval(state: &mut State) {
     // An open overlay (help, details, the Runs list) has the operator's attention and keys: the
     // prompt waits until it closes, so a key meant for the overlay cannot answer it.
-    if state.prompt.is_some()
-        || state.overlay.is_some()
-        || state.editing != Editing::None
-        || !state.can_review()
-    {
+    if state.prompt.is_some() || state.overlay.is_some() || state.editing != Editing::None {
+        return;
+    }
+    if !state.can_review() {
+        // Approvals first; a conflict's prompt opens when none is waiting.
+        conflicts::open_next(state);
         return;
     }
     let next = state
@@ -36,6 +37,8 @@ pub(super) fn open_next_approval(state: &mut State) {
         let armed_ms = state.now_ms + APPROVAL_ARM_MS;
         let choice = ApprovalChoice::Later;
         state.prompt = Some(Prompt::Approval { run, task, choice, armed_ms });
+    } else {
+        conflicts::open_next(state);
     }
 }
 
@@ -148,6 +151,26 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
                 _ => Ok(()),
             }
         }
+        Command::AskThirdOpinion { run, task } => {
+            let conflict = state
+                .runs
+                .get(run)
+                .and_then(|r| r.task(task))
+                .and_then(|t| t.conflict.as_deref())
+                .filter(|c| c.is_open())
+                .ok_or_else(|| format!("{task} has no conflict waiting for a decision"))?;
+            match conflict
+                .steps
+                .iter()
+                .find(|s| s.step == crate::conflict::LadderStep::ThirdOpinion)
+            {
+                Some(asked) => Err(format!(
+                    "{task}: the third opinion was already asked ({}); it is never fetched twice",
+                    asked.finding
+                )),
+                None => Ok(()),
+            }
+        }
         Command::ResolveConflict { run, task, choice, .. } => {
             let conflict = state
                 .runs
@@ -208,7 +231,9 @@ fn question(state: &State, command: &Command) -> Option<String> {
                     .and_then(|t| t.conflict.as_deref())
                     .and_then(|c| c.verdicts.get(n.saturating_sub(1)))
                     .map(|v| format!("{}'s \"{}\"", v.agent, v.verdict.decision)),
-                ConflictChoice::Own(text) => Some(format!("your own decision \"{text}\"")),
+                ConflictChoice::Own(text) => {
+                    Some(format!("your own decision \"{}\"", crate::console::panes::one_line(text)))
+                }
                 ConflictChoice::Recommended => Some("the ladder's recommendation".to_owned()),
                 ConflictChoice::Refused(_) => {
                     return Some(format!("Refuse to decide {task}? The panel task fails."));
@@ -269,6 +294,9 @@ pub(super) fn answer(state: &mut State, yes: bool) -> Vec<Effect> {
     }
     let Some(Prompt::Confirm { answer, .. }) = state.prompt.take() else { return Vec::new() };
     if !yes {
+        if let Confirmed::Send(command) = &answer {
+            conflicts::reopen_after_no(state, command);
+        }
         open_next_approval(state);
         return Vec::new();
     }
@@ -294,6 +322,7 @@ pub(super) fn cycle_prompt(state: &mut State, forward: bool) {
             *choice = order[next];
         }
         Some(Prompt::Confirm { confirm, .. }) => *confirm = !*confirm,
+        Some(Prompt::Conflict { .. }) => conflicts::cycle(state, forward),
         None => {}
     }
 }
@@ -312,6 +341,7 @@ pub(super) fn press_prompt(state: &mut State) -> Vec<Effect> {
             let yes = *confirm;
             actions::apply_action(state, if yes { Action::ConfirmYes } else { Action::ConfirmNo })
         }
+        Some(Prompt::Conflict { .. }) => conflicts::press(state),
         None => Vec::new(),
     }
 }
@@ -330,6 +360,7 @@ fn describe(command: &Command) -> String {
         Command::OpenBreaker { agent } => format!("open {agent}"),
         Command::SpawnInstance { agent } => format!("spawn {agent}"),
         Command::ReleaseInstance { instance } => format!("release {instance}"),
+        Command::AskThirdOpinion { task, .. } => format!("ask the third opinion on {task}"),
         other => other.name().replace('_', " "),
     }
 }

@@ -56,6 +56,7 @@ pub(super) fn run_loaded(state: &mut State, run: RunId, events: &[Arc<Envelope>]
         view.from_store = true;
         view
     });
+    super::conflicts::run_loaded(state, &run);
     show(state, run);
 }
 

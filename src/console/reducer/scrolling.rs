@@ -15,6 +15,9 @@ pub(super) fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String>
     if state.overlay == Some(Overlay::Runs) {
         return Some(&mut state.runs_list.cursor.filter);
     }
+    if state.overlay == Some(Overlay::Conflicts) {
+        return Some(&mut state.conflicts.cursor.filter);
+    }
     match pane {
         PaneId::Agents => Some(&mut state.agents.cursor.filter),
         PaneId::Pool => Some(&mut state.pool.cursor.filter),
@@ -27,6 +30,10 @@ pub(super) fn filter_mut(state: &mut State, pane: PaneId) -> Option<&mut String>
 pub(super) fn after_filter_change(state: &mut State) {
     if state.overlay == Some(Overlay::Runs) {
         fix_runs_selection(state);
+        return;
+    }
+    if state.overlay == Some(Overlay::Conflicts) {
+        super::conflicts::fix_list_selection(state);
         return;
     }
     match state.focus {
@@ -136,9 +143,13 @@ pub(super) fn move_selection(state: &mut State, delta: isize) {
         move_run_selection(state, delta);
         return;
     }
+    if state.overlay == Some(Overlay::Conflicts) {
+        super::conflicts::move_list_selection(state, delta);
+        return;
+    }
     if let Some(overlay) = &mut state.overlay {
         let scroll = match overlay {
-            Overlay::Runs => return,
+            Overlay::Runs | Overlay::Conflicts => return,
             Overlay::Help { scroll } | Overlay::Details { scroll, .. } => scroll,
         };
         *scroll = scroll.saturating_add_signed(delta.clamp(-10_000, 10_000));

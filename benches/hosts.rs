@@ -1,0 +1,172 @@
+//! Hosts: what attached consoles cost the engine, and how fast an event reaches them.
+//!
+//! A 10,000-task fan-out (1 → 9,998 → 1) on a zero-latency `sim` backend at
+//! `max_parallel: 8`, every event stored, run by a host listening on its control socket:
+//! once with no client, once with 20 clients attached (each subscribed: a snapshot, then
+//! every event, read by its own thread as `attach` reads them). Reported: wall time until the
+//! store is flushed (target: within 20% of the unattached run) and the latency from an
+//! event's publication (`ts_ms`) to its arrival at a client (target: p99 ≤ 50 ms).
+//!
+//! `cargo bench --bench hosts`. Best of 3 rounds each.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flightdeck::config::Settings;
+use flightdeck::host::{Host, HostLock, HostOptions};
+use flightdeck::runtime::{Runtime, RuntimeOptions};
+use flightdeck::workflow::PlanOverrides;
+
+const TASKS: usize = 10_000;
+const CLIENTS: usize = 20;
+const ROUNDS: usize = 3;
+
+const SETTINGS: &str = "default_role: admin
+backends:
+  sim:
+    kind: sim
+    latency_min: 0ms
+    latency_max: 0ms
+";
+
+const AGENT: &str = "---
+name: worker
+description: Does any work at all
+max_instances: 8
+---
+You work.
+";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn main() {
+    println!("hosts: {TASKS}-task fan-out, max_parallel 8, zero-latency sim, every event stored");
+    let best = |clients: usize| {
+        let mut rounds: Vec<(Duration, Vec<u64>)> = (0..ROUNDS).map(|_| round(clients)).collect();
+        rounds.sort_by_key(|(wall, _)| *wall);
+        rounds.swap_remove(0)
+    };
+    let (alone, _) = best(0);
+    let (attached, mut latencies) = best(CLIENTS);
+    let overhead = (attached.as_secs_f64() / alone.as_secs_f64() - 1.0) * 100.0;
+    println!(
+        "  no client      {:7.1} ms wall ({:5.2} µs/task)",
+        alone.as_secs_f64() * 1e3,
+        alone.as_secs_f64() * 1e6 / TASKS as f64
+    );
+    println!(
+        "  {CLIENTS} clients     {:7.1} ms wall ({:5.2} µs/task): {overhead:+.1}% (target ≤ +20%)",
+        attached.as_secs_f64() * 1e3,
+        attached.as_secs_f64() * 1e6 / TASKS as f64
+    );
+    latencies.sort_unstable();
+    if latencies.is_empty() {
+        println!("  no event reached a client");
+        return;
+    }
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "  event → client latency over {} deliveries: p50 {} ms, p99 {} ms (target ≤ 50), max {} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies[latencies.len() - 1]
+    );
+}
+
+/// One run with `clients` attached: its wall time and every delivery's latency (ms).
+fn round(clients: usize) -> (Duration, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("flightdeck.yaml"), SETTINGS).unwrap();
+    std::fs::create_dir_all(root.join("agentpool/tier1-core")).unwrap();
+    std::fs::write(root.join("agentpool/tier1-core/worker.md"), AGENT).unwrap();
+    let mut workflow = String::from(
+        "name: fan\nmax_parallel: 8\ntasks:\n  - {id: t0, description: Start, agent: worker}\n",
+    );
+    for i in 1..TASKS - 1 {
+        let _ = writeln!(
+            workflow,
+            "  - {{id: t{i}, description: Part {i}, agent: worker, depends_on: [t0]}}"
+        );
+    }
+    let all: Vec<String> = (1..TASKS - 1).map(|i| format!("t{i}")).collect();
+    let _ = writeln!(
+        workflow,
+        "  - {{id: end, description: Finish, agent: worker, depends_on: [{}]}}",
+        all.join(", ")
+    );
+    let file = root.join("fan.yaml");
+    std::fs::write(&file, workflow).unwrap();
+    let data_dir = root.join(".flightdeck");
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        let runtime = Arc::new(
+            Runtime::start(RuntimeOptions {
+                project_dir: root.to_owned(),
+                data_dir: data_dir.clone(),
+                settings: Settings::load(root).unwrap(),
+                watch_agents: false,
+            })
+            .unwrap(),
+        );
+        let lock = HostLock::take(&data_dir).unwrap();
+        let host = Host::listen(lock, Arc::clone(&runtime), &HostOptions::default()).unwrap();
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let readers: Vec<_> =
+            (0..clients).map(|_| attach(host.socket(), Arc::clone(&latencies))).collect();
+        let plan = runtime.plan(&file, &PlanOverrides::default()).unwrap();
+        let started = Instant::now();
+        let handle = runtime.start_planned("bench", plan).unwrap();
+        handle.wait().await;
+        runtime.flush().await.unwrap();
+        let wall = started.elapsed();
+        host.close().await;
+        for reader in readers {
+            let _ = reader.join();
+        }
+        let runtime = Arc::try_unwrap(runtime).ok().expect("the host let go of the runtime");
+        runtime.shutdown().await;
+        let latencies = std::mem::take(&mut *latencies.lock().unwrap());
+        (wall, latencies)
+    })
+}
+
+/// A subscribed client on its own thread, as `attach` is: hello, then every line until the
+/// host closes; each live event's latency is kept.
+fn attach(socket: &Path, latencies: Arc<Mutex<Vec<u64>>>) -> std::thread::JoinHandle<()> {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    let hello = r#"{"msg":"hello","version":1,"from":"attach","subscribe":true}"#;
+    writeln!(stream, "{hello}").unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        let mut reader = BufReader::new(stream);
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let arrived = now_ms();
+            // The envelope's publication time, as every client reads it: RFC 3339 in `ts`.
+            if line.starts_with(r#"{"msg":"event""#)
+                && let Ok(message) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(ts) = message["event"]["ts"].as_str()
+                && let Ok(at) = humantime::parse_rfc3339_weak(ts)
+            {
+                let published = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                seen.push(arrived.saturating_sub(published));
+            }
+            if line.starts_with(r#"{"msg":"closing""#) {
+                break;
+            }
+            line.clear();
+        }
+        latencies.lock().unwrap().extend(seen);
+    })
+}

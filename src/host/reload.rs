@@ -1,0 +1,215 @@
+//! Settings reload: the host watches the flightdeck.yaml of the project that governs its data
+//! dir, and changes to `users`, `default_role` and `policies` take effect without a restart.
+//!
+//! An edit that does not load (bad YAML, a duplicate user, an unknown field) keeps the last
+//! good settings and says why: a `notice` event (the console shows it) and a warning in the
+//! log. Each change that loads is one audit record, `settings_reloaded`, naming what changed
+//! (`users.vic: viewer → admin`), never the whole file.
+//!
+//! Like the agent pool's watcher: a blocking receive with a quiet-period timeout on its own
+//! thread, so an idle host never wakes up for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use serde_json::json;
+
+use super::HostError;
+use crate::audit::{AuditEntry, Outcome};
+use crate::config::{SETTINGS_FILE, Settings};
+use crate::event::{Event, Level};
+use crate::governance::SYSTEM_USER;
+use crate::ids::UserId;
+use crate::runtime::Runtime;
+
+/// How long the file must be quiet before it is read; editors write in several steps.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// Policies the engine reads once, at start: a change is recorded and said, and applies from
+/// the next start.
+const ENGINE_POLICIES: [&str; 2] = ["approval_at", "high_risk_words"];
+
+/// The audit action of a settings reload.
+pub const SETTINGS_RELOADED: &str = "settings_reloaded";
+
+enum Signal {
+    Change(notify::Result<notify::Event>),
+    Stop,
+}
+
+/// Watches the governing flightdeck.yaml until dropped (which joins its thread, so the
+/// runtime it holds is released).
+pub struct SettingsWatcher {
+    signals: mpsc::Sender<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for SettingsWatcher {
+    fn drop(&mut self) {
+        let _ = self.signals.send(Signal::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Watch `project_dir`'s flightdeck.yaml; `current` are the settings in force.
+pub fn watch_settings(
+    runtime: Arc<Runtime>,
+    project_dir: &Path,
+    current: Settings,
+) -> Result<SettingsWatcher, HostError> {
+    let dir = std::fs::canonicalize(project_dir).unwrap_or_else(|_| project_dir.to_owned());
+    let io = |error: notify::Error| HostError::Io {
+        path: dir.join(SETTINGS_FILE),
+        source: std::io::Error::other(error.to_string()),
+    };
+    let (signals, inbox) = mpsc::channel();
+    let from_fs = signals.clone();
+    let mut watcher = notify::recommended_watcher(move |result| {
+        let _ = from_fs.send(Signal::Change(result));
+    })
+    .map_err(io)?;
+    // The folder, not the file: editors replace the file by renaming a new one over it.
+    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(io)?;
+    let path = dir.join(SETTINGS_FILE);
+    let thread = std::thread::Builder::new()
+        .name("settings-watcher".to_owned())
+        .spawn(move || {
+            let _watcher = watcher;
+            let mut last = current;
+            while let Ok(Signal::Change(first)) = inbox.recv() {
+                let mut touched = touches_settings(&first);
+                loop {
+                    match inbox.recv_timeout(QUIET) {
+                        Ok(Signal::Change(more)) => touched |= touches_settings(&more),
+                        Ok(Signal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    }
+                }
+                if touched {
+                    reload(&runtime, &dir, &mut last);
+                }
+            }
+        })
+        .map_err(|source| HostError::Io { path, source })?;
+    Ok(SettingsWatcher { signals, thread: Some(thread) })
+}
+
+fn touches_settings(result: &notify::Result<notify::Event>) -> bool {
+    match result {
+        Ok(event) => {
+            event.paths.iter().any(|path| path.file_name() == Some(SETTINGS_FILE.as_ref()))
+        }
+        // Dropped events: read the file again to be sure.
+        Err(_) => true,
+    }
+}
+
+/// Read the file again and apply what changed, or keep `last` and say why.
+fn reload(runtime: &Runtime, dir: &Path, last: &mut Settings) {
+    let file: PathBuf = dir.join(SETTINGS_FILE);
+    let new = match Settings::load(dir) {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::warn!(file = %file.display(), %error, "settings not reloaded; the last good ones stay");
+            let message = format!("settings not reloaded, the last good ones stay: {error}");
+            runtime.bus().publish(None, Event::Notice { level: Level::Error, message });
+            return;
+        }
+    };
+    let changed = changes(last, &new);
+    if changed.is_empty() {
+        return;
+    }
+    runtime.reload_governance(&new);
+    let entry = AuditEntry {
+        user: UserId::new(SYSTEM_USER),
+        role: "system".to_owned(),
+        action: SETTINGS_RELOADED.to_owned(),
+        outcome: Outcome::Accepted,
+        detail: json!({ "file": file, "changes": changed }),
+    };
+    if let Err(error) = runtime.audit_log().append(&entry) {
+        tracing::error!(%error, "settings reload: audit write failed");
+    }
+    tracing::info!(changes = ?changed, "settings reloaded");
+    let message = format!("settings reloaded: {}", changed.join("; "));
+    runtime.bus().publish(None, Event::Notice { level: Level::Info, message });
+    *last = new;
+}
+
+/// What differs in `users`, `default_role` and `policies`, one entry per setting.
+pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (user, role) in &new.users {
+        match old.users.get(user) {
+            None => changed.push(format!("users.{user}: added ({role})")),
+            Some(was) if was != role => changed.push(format!("users.{user}: {was} → {role}")),
+            Some(_) => {}
+        }
+    }
+    for (user, role) in &old.users {
+        if !new.users.contains_key(user) {
+            changed.push(format!("users.{user}: removed (was {role})"));
+        }
+    }
+    if old.default_role != new.default_role {
+        changed.push(format!("default_role: {} → {}", old.default_role, new.default_role));
+    }
+    let (was, now) = (to_map(&old.policies), to_map(&new.policies));
+    for (key, value) in &now {
+        let before = was.get(key).cloned().unwrap_or_default();
+        if before != *value {
+            // The engine assesses risk with the settings it started with.
+            let later = if ENGINE_POLICIES.contains(&key.as_str()) {
+                " (applies from the next start)"
+            } else {
+                ""
+            };
+            changed.push(format!("policies.{key}: {before} → {value}{later}"));
+        }
+    }
+    changed
+}
+
+fn to_map(policies: &crate::config::Policies) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(policies) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_each_setting_that_moved_and_nothing_else() {
+        let old = Settings::parse(
+            "default_role: viewer\nusers:\n  vic: viewer\n  rex: reviewer\n",
+            Path::new("flightdeck.yaml"),
+        )
+        .unwrap();
+        let new = Settings::parse(
+            "default_role: viewer\nusers:\n  vic: admin\n  ann: admin\npolicies:\n  \
+             approval_timeout: 30m\n",
+            Path::new("flightdeck.yaml"),
+        )
+        .unwrap();
+        let changed = changes(&old, &new);
+        assert_eq!(changed.len(), 4, "{changed:?}");
+        assert!(changed.contains(&"users.vic: viewer → admin".to_owned()), "{changed:?}");
+        assert!(changed.contains(&"users.ann: added (admin)".to_owned()), "{changed:?}");
+        assert!(changed.contains(&"users.rex: removed (was reviewer)".to_owned()), "{changed:?}");
+        assert!(
+            changed.iter().any(|c| c.starts_with("policies.approval_timeout: ")),
+            "{changed:?}"
+        );
+        assert!(changes(&new, &new).is_empty());
+    }
+}
