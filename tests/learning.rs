@@ -431,6 +431,27 @@ fn task_words_outlive_the_dropped_run_started() {
     assert_eq!(outcome.words, ["write", "parser"]);
 }
 
+#[test]
+fn task_words_are_read_from_the_stored_run_started_line_whatever_comes_before_it() {
+    // The gate's decision carries the run's id and is stored before the `RunStarted`.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RunStore::open(dir.path().join(RUNS_FILE)).unwrap();
+    let run = RunId::new("r1");
+    let notice = Event::Notice {
+        level: flightdeck::event::Level::Info,
+        message: "decided: \"type\":\"run_started\" quoted in text".into(),
+    };
+    store.append_batch(&envelopes(&run, 1, vec![notice])).unwrap();
+    let first = envelopes(&run, 2, vec![run_started(&[("a", "Write the parser")])]);
+    store.append_batch(&first).unwrap();
+    drop(first);
+    store
+        .append_batch(&envelopes(&run, 3, vec![started("a", 1, false), succeeded("a", 1, 9)]))
+        .unwrap();
+    let outcome = store.outcomes_since(0).unwrap().pop().unwrap();
+    assert_eq!(outcome.words, ["write", "parser"]);
+}
+
 /// Schema 3: runs, meta and event blocks, before outcomes were recorded.
 const SCHEMA_V3: &str = "
     CREATE TABLE runs (

@@ -271,6 +271,12 @@ pub struct OutputLine {
 }
 
 /// Everything known about one task of a run.
+///
+/// What most tasks of a big run never set (errors, notes, attempt history, output tail, usage,
+/// rate-limit waits, spend, approvals, workspaces, conflicts) lives in [`TaskDetails`], boxed
+/// and allocated only when first set: a task of a 100,000-task run's progress printer is 328
+/// bytes instead of 616. Read those fields as if they were the task's own (`task.error`):
+/// the model dereferences to its details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskModel {
     pub planned: PlannedTask,
@@ -294,15 +300,22 @@ pub struct TaskModel {
     pub duration_ms: Option<u64>,
     /// The latest finished attempt alone.
     pub attempt_ms: Option<u64>,
+    pub risk: Option<Risk>,
+    /// The output it succeeded with; dependents receive it.
+    pub result: Option<String>,
+    /// The rarely set rest; read through `Deref`.
+    details: Details,
+}
+
+/// The fields of a [`TaskModel`] that most tasks never set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskDetails {
     pub retry_at_ms: Option<u64>,
     pub error: Option<String>,
     /// Why it was skipped or cancelled, the fallback that happened, or what the answer
     /// reported (truncation, tool calls).
     pub note: Option<String>,
-    pub risk: Option<Risk>,
     pub approval: Option<Box<ApprovalModel>>,
-    /// The output it succeeded with; dependents receive it.
-    pub result: Option<String>,
     pub usage: Option<TokenUsage>,
     pub workspace: Option<Box<WorkspaceModel>>,
     /// A panel task's latest conflict.
@@ -318,6 +331,64 @@ pub struct TaskModel {
     pub spend: Spend,
     /// The latest budget mark it reached ("task budget at 80%: …", "run budget reached: …").
     pub budget_note: Option<String>,
+}
+
+impl TaskDetails {
+    /// Nothing set: what a task without details reads.
+    const NONE: Self = Self {
+        retry_at_ms: None,
+        error: None,
+        note: None,
+        approval: None,
+        usage: None,
+        workspace: None,
+        conflict: None,
+        history: Vec::new(),
+        output: VecDeque::new(),
+        rate_limited: None,
+        spend: Spend { tokens: 0, cost_usd: 0.0, priced: false },
+        budget_note: None,
+    };
+}
+
+impl Default for TaskDetails {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// A task's details, boxed once something sets one; none and all-empty read the same.
+#[derive(Debug, Clone, Default)]
+struct Details(Option<Box<TaskDetails>>);
+
+static NO_DETAILS: TaskDetails = TaskDetails::NONE;
+
+impl Details {
+    fn get(&self) -> &TaskDetails {
+        self.0.as_deref().unwrap_or(&NO_DETAILS)
+    }
+}
+
+impl PartialEq for Details {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::ops::Deref for TaskModel {
+    type Target = TaskDetails;
+
+    fn deref(&self) -> &TaskDetails {
+        self.details.get()
+    }
+}
+
+/// Writing a detail boxes the details first (the fold writes through
+/// [`TaskModel::set_details`] where most tasks would write nothing).
+impl std::ops::DerefMut for TaskModel {
+    fn deref_mut(&mut self) -> &mut TaskDetails {
+        self.details.0.get_or_insert_with(Box::default)
+    }
 }
 
 /// An attempt held back by a backend's rate limit.
@@ -408,21 +479,16 @@ impl TaskModel {
             finished_ms: None,
             duration_ms: None,
             attempt_ms: None,
-            retry_at_ms: None,
-            error: None,
-            note: None,
             risk: None,
-            approval: None,
             result: None,
-            usage: None,
-            workspace: None,
-            conflict: None,
-            history: Vec::new(),
-            output: VecDeque::new(),
-            rate_limited: None,
-            spend: Spend::default(),
-            budget_note: None,
+            details: Details::default(),
         }
+    }
+
+    /// The details, only when something set one: for writes most tasks do not need (clearing
+    /// what is already clear), which would otherwise box empty details for every task.
+    fn set_details(&mut self) -> Option<&mut TaskDetails> {
+        self.details.0.as_deref_mut()
     }
 
     pub fn id(&self) -> &TaskId {
@@ -726,8 +792,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             | Event::TaskFailed { .. }
             | Event::TaskCancelled { .. }
             | Event::TaskSkipped { .. }
-    ) {
-        t.rate_limited = None;
+    ) && let Some(details) = t.set_details()
+    {
+        details.rate_limited = None;
     }
     match event {
         Event::RateLimited { backend, limit, wait_ms, .. } => {
@@ -825,7 +892,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.simulated = *simulated;
             t.started_ms = Some(ts);
             t.finished_ms = None;
-            t.retry_at_ms = None;
+            if let Some(details) = t.set_details() {
+                details.retry_at_ms = None;
+            }
             if keep.keeps_attempts() {
                 t.history.push(attempt_model(agent, *attempt, backend, *simulated, ts));
             }
@@ -879,12 +948,17 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.duration_ms = Some(t.whole_task_ms(ts, *duration_ms));
             t.finished_ms = Some(ts);
             t.simulated = *simulated;
-            t.retry_at_ms = None;
             if keep != OutputKeep::Progress {
                 t.result = Some(output.clone());
             }
-            t.usage = *usage;
-            if let Some(last) = t.history.last_mut() {
+            if usage.is_some() {
+                t.usage = *usage;
+            }
+            if let Some(details) = t.set_details() {
+                details.retry_at_ms = None;
+                details.usage = *usage;
+            }
+            if let Some(last) = t.set_details().and_then(|d| d.history.last_mut()) {
                 last.result = AttemptResult::Succeeded;
                 last.duration_ms = Some(*duration_ms);
                 last.usage = *usage;

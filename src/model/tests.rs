@@ -715,3 +715,33 @@ fn the_progress_keep_folds_status_and_clocks_but_keeps_no_plan_text_or_answer() 
     assert_eq!((a.backend.as_deref(), full.backend.as_deref()), (None, Some("sim")));
     assert!(a.history.is_empty() && a.output.is_empty());
 }
+
+#[test]
+fn a_task_without_details_boxes_none_and_reads_as_empty() {
+    let mut quiet = succeeded(1, AnswerDetails::default());
+    if let Event::TaskSucceeded { usage, .. } = &mut quiet {
+        *usage = None;
+    }
+    // A plain success (a simulated run's every task) sets no detail: nothing is boxed…
+    for keep in [OutputKeep::None, OutputKeep::Progress] {
+        let mut feed = Feed::new(keep);
+        feed.push(start(1, true));
+        feed.push(quiet.clone());
+        assert_eq!(feed.a().status, TaskStatus::Succeeded);
+        assert!(feed.a().details.0.is_none(), "{keep:?}");
+        assert!(feed.a().error.is_none() && feed.a().history.is_empty());
+    }
+    // …one with usage, an error or attempt records is, and reads back what was set.
+    let mut feed = Feed::new(OutputKeep::None);
+    feed.push(start(1, true));
+    feed.push(succeeded(1, AnswerDetails::default()));
+    assert_eq!(feed.a().usage.map(|u| u.input_tokens), Some(10));
+    let mut tail = Feed::new(OutputKeep::Tail(5));
+    tail.push(start(1, true));
+    assert_eq!(tail.a().history.len(), 1);
+    // Boxed but empty details equal none (a cleared rate-limit wait leaves them empty).
+    let mut boxed = TaskModel::new(planned("a", &[]));
+    boxed.rate_limited = None;
+    assert!(boxed.details.0.is_some());
+    assert_eq!(boxed, TaskModel::new(planned("a", &[])));
+}

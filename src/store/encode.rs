@@ -11,7 +11,24 @@
 use std::io::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::event::Envelope;
+use crate::event::{Envelope, Event, PlannedTask};
+
+/// Bytes of a planned task's JSON besides its strings: keys, punctuation and numbers, with
+/// room to spare.
+const PLANNED_TASK_OVERHEAD: usize = 160;
+
+/// A generous guess at the length of a `run_started` object, reserved before it is written:
+/// at 100,000 tasks it is a 17 MB line, and growing a buffer by doubling to that size copies
+/// it over and over, each copy held by the allocator for a while. Room reserved and never
+/// written costs no memory (the pages are never touched).
+fn run_started_len(tasks: &[PlannedTask]) -> usize {
+    let text = |task: &PlannedTask| {
+        let deps: usize = task.depends_on.iter().map(|d| d.as_str().len() + 3).sum();
+        task.task.as_str().len() + task.description.len() + task.agent.as_str().len() + deps
+    };
+    // Escapes can make a string longer; an eighth more covers ordinary text.
+    tasks.iter().map(|t| PLANNED_TASK_OVERHEAD + text(t) + text(t) / 8).sum::<usize>() + 1024
+}
 
 /// Formats `ts` values, remembering the date and time of the last second seen.
 #[derive(Debug, Default)]
@@ -40,6 +57,9 @@ impl Encoder {
             serde_json::to_writer(&mut *out, run)?;
         }
         let event_at = out.len();
+        if let Event::RunStarted { tasks, .. } = &envelope.event {
+            out.reserve(run_started_len(tasks));
+        }
         serde_json::to_writer(&mut *out, &envelope.event)?;
         // An internally tagged enum always writes an object: `{"type":…`. Its brace
         // becomes the comma after the envelope's fields, as `flatten` writes it.
@@ -162,5 +182,39 @@ mod tests {
             String::from_utf8(out).expect("utf-8"),
             "{\"previous\":1}\n{\"seq\":1,\"ts\":\"1970-01-01T00:00:01.000Z\",\"type\":\"task_ready\",\"task\":\"a\"}"
         );
+    }
+
+    #[test]
+    fn the_run_started_guess_covers_its_line_so_the_buffer_never_grows() {
+        let planned = |i: usize| PlannedTask {
+            task: TaskId::new(format!("layer{}_{i}", i / 100)),
+            description: format!("step {i}: \"quoted\", tabbed\t and caf\u{e9}"),
+            agent: AgentId::new("backend-architect"),
+            score: Some(3.25),
+            depends_on: (0..3).map(|d| TaskId::new(format!("layer{}_{d}", i / 100))).collect(),
+            layer: i / 100,
+            timeout_ms: 1_800_000,
+            retries: u32::MAX,
+        };
+        let tasks: Vec<PlannedTask> = (0..1000).map(planned).collect();
+        let guess = run_started_len(&tasks);
+        let envelope = Envelope {
+            seq: u64::MAX,
+            ts_ms: 1_700_000_000_123,
+            run_id: Some(RunId::new("r20261207-0123456789abcdef")),
+            event: Event::RunStarted {
+                workflow: "big".into(),
+                file: PathBuf::from("workflows/big.yaml"),
+                goal: None,
+                max_parallel: 8,
+                fail_fast: false,
+                simulated: true,
+                tasks,
+            },
+        };
+        let mut line = Vec::new();
+        Encoder::default().encode(&mut line, &envelope).expect("encodes");
+        assert!(line.len() <= guess, "{} > {guess}", line.len());
+        assert!(line.len() * 2 > guess, "{} is far below {guess}", line.len());
     }
 }

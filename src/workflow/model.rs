@@ -112,8 +112,9 @@ pub struct TaskSpec {
     pub line: usize,
     /// Where its attempts work; `None` leaves it to the backend.
     pub workspace: Option<WorkspaceKind>,
-    /// Present for a panel task: several agents answer and conflicts are settled.
-    pub panel: Option<Panel>,
+    /// Present for a panel task: several agents answer and conflicts are settled. Boxed: most
+    /// tasks have none, and a 100,000-task workflow's tasks stay small.
+    pub panel: Option<Box<Panel>>,
     /// The task's own token and cost budget (across its attempts).
     pub budget: Budget,
 }
@@ -443,7 +444,7 @@ impl Workflow {
                     stage,
                     line: task_lines[i],
                     workspace,
-                    panel,
+                    panel: panel.map(Box::new),
                     budget: task.budget.unwrap_or_default(),
                 }
             })

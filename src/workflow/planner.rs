@@ -177,21 +177,23 @@ pub fn plan_owned(
     Ok(assemble(&workflow, tasks.into_iter(), choices, max_parallel, overrides))
 }
 
-/// What planning decides for one task, apart from what the workflow says of it.
+/// What planning decides for one task, apart from what the workflow says of it. What most
+/// tasks leave empty is boxed already, as the step keeps it: the choices of a 100,000-task
+/// plan live beside its steps while they are assembled.
 struct Choice {
     agent: AgentId,
-    selection: Option<Selection>,
+    selection: Option<Box<Selection>>,
     backend: String,
     backend_kind: &'static str,
     simulated: bool,
     estimate: Duration,
     timeout: Duration,
-    timeout_auto: Option<AutoTimeout>,
+    timeout_auto: Option<Box<AutoTimeout>>,
     retries: u32,
     risk: Assessment,
     needs_approval: bool,
     workspace: WorkspaceKind,
-    panel: Option<PlannedPanel>,
+    panel: Option<Box<PlannedPanel>>,
 }
 
 /// The `max_parallel` and each task's agent, backend and risk; every problem at once.
@@ -269,7 +271,7 @@ fn choose(
                 continue;
             };
             let selection = Selection { score: scored.score, breakdown: breakdown_lines(&scored) };
-            (scored.agent, Some(selection))
+            (scored.agent, Some(Box::new(selection)))
         };
         let definition = registry.get(agent.as_str());
         let backend = overrides
@@ -291,7 +293,7 @@ fn choose(
         };
         let (timeout, timeout_auto) = if task.timeout_auto {
             let (timeout, why) = history.auto_timeout(&agent, &settings.limits);
-            (timeout, Some(why))
+            (timeout, Some(Box::new(why)))
         } else {
             (task.timeout.unwrap_or(settings.limits.task_timeout), None)
         };
@@ -305,7 +307,7 @@ fn choose(
         let needs_approval = risk.needs_approval(settings.policies.approval_at);
         let panel = match &task.panel {
             Some(panel) => match plan_panel(panel, task, settings, registry, risk.risk) {
-                Ok(planned) => Some(planned),
+                Ok(planned) => Some(Box::new(planned)),
                 Err(agent) => {
                     problems.push(unknown_agent(task.line, &task.id, &agent, registry));
                     continue;
@@ -354,12 +356,12 @@ fn assemble(
             id: task.id,
             description: task.description,
             agent: choice.agent,
-            selection: choice.selection.map(Box::new),
+            selection: choice.selection,
             backend: choice.backend,
             backend_kind: choice.backend_kind,
             simulated: choice.simulated,
             timeout: choice.timeout,
-            timeout_auto: choice.timeout_auto.map(Box::new),
+            timeout_auto: choice.timeout_auto,
             retries: choice.retries,
             depends_on: task.depends_on,
             layer: 0,
@@ -369,14 +371,15 @@ fn assemble(
             risk: choice.risk,
             needs_approval: choice.needs_approval,
             workspace: choice.workspace,
-            panel: choice.panel.map(Box::new),
+            panel: choice.panel,
             deps: task.deps,
             dependents: Vec::new(),
             budget: task.budget,
         })
         .collect();
 
-    let deps: Vec<Vec<usize>> = steps.iter().map(|s| s.deps.clone()).collect();
+    // Borrowed out of the steps (and put back below) rather than copied: 100,000 lists.
+    let deps: Vec<Vec<usize>> = steps.iter_mut().map(|s| std::mem::take(&mut s.deps)).collect();
     let layer_of = graph::layers(&deps);
     let depth = layer_of.iter().copied().max().map_or(0, |d| d + 1);
     let mut layers = vec![Vec::new(); depth];
@@ -387,7 +390,10 @@ fn assemble(
             steps[d].dependents.push(i);
         }
     }
-    let (critical_path, critical) = critical_path(&steps, &deps);
+    let (critical_path, critical) = critical_path(&steps, &deps, &layers);
+    for (step, deps) in steps.iter_mut().zip(deps) {
+        step.deps = deps;
+    }
     let total = steps.iter().fold(Duration::ZERO, |sum, s| sum.saturating_add(s.estimate));
     let spread = total / u32::try_from(max_parallel).unwrap_or(u32::MAX);
 
@@ -474,11 +480,16 @@ fn estimate_task(config: &BackendConfig, timeout: Duration) -> Duration {
     }
 }
 
-/// The longest chain of estimates, and its length.
-fn critical_path(steps: &[PlannedStep], deps: &[Vec<usize>]) -> (Vec<usize>, Duration) {
+/// The longest chain of estimates, and its length. Layer by layer is a topological order
+/// (every dependency lies in an earlier layer), so no second sort is needed.
+fn critical_path(
+    steps: &[PlannedStep],
+    deps: &[Vec<usize>],
+    layers: &[Vec<usize>],
+) -> (Vec<usize>, Duration) {
     let mut finish = vec![Duration::ZERO; steps.len()];
     let mut via = vec![usize::MAX; steps.len()];
-    for task in graph::topological_order(deps) {
+    for &task in layers.iter().flatten() {
         let (start, from) = deps[task]
             .iter()
             .map(|&d| (finish[d], d))
