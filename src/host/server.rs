@@ -20,7 +20,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,65 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The longest line a client may send (commands are small).
 const MAX_CLIENT_LINE: u64 = 1024 * 1024;
+
+/// Live event lines kept for subscribers that are behind; beyond this a subscriber gets a
+/// snapshot instead.
+const FANOUT_CAPACITY: usize = 16_384;
+
+/// Bytes of event lines gathered into one write to a client.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What the fan-out hands every subscribed client: an event line, encoded once for all of
+/// them, or word that events were missed (the fan-out itself fell behind the bus).
+#[derive(Clone)]
+enum Fanout {
+    Line(Arc<[u8]>),
+    Lagged(u64),
+}
+
+/// Encode each event of the bus once, as the `event` message line every subscribed client
+/// is sent, instead of once per client: with 20 consoles attached, encoding was most of the
+/// host's work.
+fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> broadcast::Sender<Fanout> {
+    let (lines, _) = broadcast::channel(FANOUT_CAPACITY);
+    let sender = lines.clone();
+    let mut events = runtime.bus().subscribe();
+    tokio::spawn(async move {
+        loop {
+            let received = tokio::select! {
+                () = closing.cancelled() => return,
+                received = events.recv() => received,
+            };
+            let message = match received {
+                Ok(envelope) if sender.receiver_count() == 0 => {
+                    drop(envelope);
+                    continue;
+                }
+                Ok(envelope) => match event_line(&envelope) {
+                    Ok(line) => Fanout::Line(line),
+                    Err(error) => {
+                        tracing::warn!(%error, seq = envelope.seq, "host: an event did not encode");
+                        continue;
+                    }
+                },
+                Err(RecvError::Lagged(missed)) => Fanout::Lagged(missed),
+                Err(RecvError::Closed) => return,
+            };
+            let _ = sender.send(message);
+        }
+    });
+    lines
+}
+
+/// `{"msg":"event","event":ENVELOPE}` and a newline: [`HostMessage::Event`]'s line, without
+/// a copy of the envelope.
+fn event_line(envelope: &crate::event::Envelope) -> serde_json::Result<Arc<[u8]>> {
+    let mut line = Vec::with_capacity(256);
+    line.extend_from_slice(br#"{"msg":"event","event":"#);
+    serde_json::to_writer(&mut line, envelope)?;
+    line.extend_from_slice(b"}\n");
+    Ok(line.into())
+}
 
 /// How the host listens.
 #[derive(Debug, Clone, Default)]
@@ -127,7 +187,8 @@ impl Host {
             }
             None => None,
         };
-        let accept = tokio::spawn(accept_loop(listener, runtime, closing.clone()));
+        let fanout = spawn_fanout(&runtime, closing.clone());
+        let accept = tokio::spawn(accept_loop(listener, runtime, fanout, closing.clone()));
         tracing::info!(socket = %socket.display(), "host: listening");
         Ok(Self { socket, closing, accept, watcher, _lock: lock })
     }
@@ -205,7 +266,12 @@ fn bind_private(socket: &Path, group: Option<&str>) -> Result<UnixListener, Host
     Ok(listener)
 }
 
-async fn accept_loop(listener: UnixListener, runtime: Arc<Runtime>, closing: CancellationToken) {
+async fn accept_loop(
+    listener: UnixListener,
+    runtime: Arc<Runtime>,
+    fanout: broadcast::Sender<Fanout>,
+    closing: CancellationToken,
+) {
     // Aborted with this task: a connection stuck writing to a client that stopped reading
     // must not outlive the host.
     let mut connections: Vec<AbortOnDrop> = Vec::new();
@@ -230,9 +296,10 @@ async fn accept_loop(listener: UnixListener, runtime: Arc<Runtime>, closing: Can
         };
         let runtime = Arc::clone(&runtime);
         let closing = closing.clone();
+        let fanout = fanout.clone();
         connections.retain(|connection| !connection.0.is_finished());
         connections.push(AbortOnDrop(tokio::spawn(async move {
-            if let Err(error) = serve(stream, &runtime, &closing).await {
+            if let Err(error) = serve(stream, &runtime, &fanout, &closing).await {
                 tracing::debug!(%error, "host: connection ended");
             }
         })));
@@ -244,6 +311,7 @@ async fn accept_loop(listener: UnixListener, runtime: Arc<Runtime>, closing: Can
 async fn serve(
     stream: UnixStream,
     runtime: &Runtime,
+    fanout: &broadcast::Sender<Fanout>,
     closing: &CancellationToken,
 ) -> std::io::Result<()> {
     let credentials = stream.peer_cred()?;
@@ -279,7 +347,7 @@ async fn serve(
     })
     .await?;
     let session = Session { runtime, provenance, identity, readonly };
-    let mut events = subscribe.then(|| runtime.bus().subscribe());
+    let mut events = subscribe.then(|| fanout.subscribe());
     if events.is_some() {
         out.snapshot(runtime).await?;
     }
@@ -308,27 +376,46 @@ async fn serve(
                     out.send(&reply).await?;
                 }
             },
-            received = recv(events.as_mut()) => match received {
-                Ok(envelope) => out.send(&HostMessage::Event { event: (*envelope).clone() }).await?,
-                Err(RecvError::Lagged(missed)) => {
+            received = recv(events.as_mut()) => {
+                // What is already there goes in the same write: one system call for a burst.
+                let mut batch = Vec::new();
+                let mut next = received;
+                let missed = loop {
+                    match next {
+                        Ok(Fanout::Line(line)) => batch.extend_from_slice(&line),
+                        Ok(Fanout::Lagged(missed)) | Err(TryRecvError::Lagged(missed)) => {
+                            break Some(missed);
+                        }
+                        Err(TryRecvError::Empty) => break None,
+                        Err(TryRecvError::Closed) => {
+                            out.0.write_all(&batch).await?;
+                            let reason = "the host is exiting".to_owned();
+                            return out.send(&HostMessage::Closing { reason }).await;
+                        }
+                    }
+                    if batch.len() >= WRITE_BATCH {
+                        break None;
+                    }
+                    next = events.as_mut().map_or(Err(TryRecvError::Empty), broadcast::Receiver::try_recv);
+                };
+                out.0.write_all(&batch).await?;
+                if let Some(missed) = missed {
                     out.send(&HostMessage::Lagged { missed }).await?;
                     out.snapshot(runtime).await?;
-                }
-                Err(RecvError::Closed) => {
-                    let reason = "the host is exiting".to_owned();
-                    return out.send(&HostMessage::Closing { reason }).await;
                 }
             },
         }
     }
 }
 
-/// The next event of a subscription; pending for ever without one.
-async fn recv(
-    events: Option<&mut tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>>,
-) -> Result<Arc<crate::event::Envelope>, RecvError> {
+/// The next line of a subscription (as a `try_recv` result, so the batch loop above reads
+/// both alike); pending for ever without one.
+async fn recv(events: Option<&mut broadcast::Receiver<Fanout>>) -> Result<Fanout, TryRecvError> {
     match events {
-        Some(events) => events.recv().await,
+        Some(events) => events.recv().await.map_err(|error| match error {
+            RecvError::Lagged(missed) => TryRecvError::Lagged(missed),
+            RecvError::Closed => TryRecvError::Closed,
+        }),
         None => std::future::pending().await,
     }
 }
