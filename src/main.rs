@@ -86,8 +86,9 @@ enum Cmd {
         #[arg(long, value_name = "HOW", value_parser = ["recommend", "wait"])]
         decide: Option<String>,
     },
-    /// What waits for a reviewer on the running host: run, task, agent, risk, reasons, who
-    /// started the run, since when, the deadline and the approvals so far.
+    /// What waits for a person on the running host: approvals (run, task, agent, risk,
+    /// reasons, who started the run, since when, the deadline and the approvals so far),
+    /// then conflicts between agents (each member's decision, the recommendation).
     Approvals {
         /// One JSON array on stdout.
         #[arg(long)]
