@@ -40,6 +40,9 @@ pub enum Command {
     ReleaseInstance { instance: InstanceId },
     /// Re-read every definition in the agent pool folder.
     ReloadAgents,
+    /// Re-read the governing project's flightdeck.yaml: `users`, `default_role` and
+    /// `policies` take effect at once (the host does it when the file changes).
+    ReloadSettings,
     /// Delete finished runs and their events from the run store: all but the `keep` newest,
     /// or those started before `before_ms` (ms since the Unix epoch); with both, a run goes
     /// when neither keeps it.
@@ -59,7 +62,8 @@ pub enum Permission {
     ControlRuns,
     /// Approve or reject high-risk tasks.
     Review,
-    /// Reset or open breakers, spawn and release instances, reload agents, prune old runs.
+    /// Reset or open breakers, spawn and release instances, reload agents and settings,
+    /// prune old runs.
     Operate,
 }
 
@@ -80,6 +84,7 @@ impl Command {
             Self::SpawnInstance { .. } => "spawn_instance",
             Self::ReleaseInstance { .. } => "release_instance",
             Self::ReloadAgents => "reload_agents",
+            Self::ReloadSettings => "reload_settings",
             Self::PruneRuns { .. } => "prune_runs",
             Self::ResumeRun { .. } => "resume_run",
         }
@@ -100,6 +105,7 @@ impl Command {
             | Self::SpawnInstance { .. }
             | Self::ReleaseInstance { .. }
             | Self::ReloadAgents
+            | Self::ReloadSettings
             | Self::PruneRuns { .. } => Permission::Operate,
         }
     }

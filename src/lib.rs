@@ -4,6 +4,7 @@
 //! [`command::Command`]s that pass the gate in [`governance`]. See `DESIGN.md` for the picture.
 
 pub mod agents;
+pub mod allocator;
 pub mod audit;
 pub mod bus;
 pub mod cli;

@@ -77,6 +77,9 @@ pub enum RuntimeError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Governance(#[from] GovernanceError),
+    /// The governing flightdeck.yaml did not load on a settings reload.
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
     #[error("agent `{0}` is not in the agent pool")]
     UnknownAgent(AgentId),
     #[error(transparent)]
@@ -120,6 +123,8 @@ struct Inner {
     reader: Mutex<RunStore>,
     /// What opening the audit log found that a person should hear of (torn tail, gap).
     audit_warnings: Vec<String>,
+    /// The settings the gate and the approvals govern by: the start's, then each reload's.
+    governing: Mutex<Settings>,
     /// Instances acquired by `SpawnInstance`, released by `ReleaseInstance`.
     spawned: Mutex<HashSet<InstanceId>>,
     /// The locks of the runs this process owns, held while the engine knows the run (a
@@ -191,6 +196,7 @@ impl Runtime {
         let background = vec![pool.spawn_reaper(), breakers.spawn_ticker()];
         Ok(Self {
             inner: Arc::new(Inner {
+                governing: Mutex::new(Settings::clone(&settings)),
                 project_dir,
                 data_dir,
                 settings,
@@ -308,11 +314,29 @@ impl Runtime {
         self.inner.gate.assume(caller, claimed)
     }
 
-    /// Users, roles and approval policies of `settings` from now on (the host's settings
-    /// reload); requests already waiting keep their deadline. The caller audits the change.
-    pub fn reload_governance(&self, settings: &Settings) {
-        self.inner.gate.set_roles(settings);
-        self.inner.approvals.set_policy((&settings.policies).into());
+    /// The host's settings watcher saw the governing flightdeck.yaml in `dir` change: a
+    /// `reload_settings` by the system user, through the gate, when what governs changed.
+    /// Returns what changed (empty: nothing to do). A file that does not load changes
+    /// nothing and is said as a notice.
+    pub(crate) fn reload_settings_from(&self, dir: &Path) -> Result<Vec<String>, RuntimeError> {
+        let new = match load_governing(&self.inner, dir) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::warn!(%error, "settings not reloaded; the last good ones stay");
+                return Ok(Vec::new());
+            }
+        };
+        if crate::host::settings_changes(&self.governing(), &new).is_empty() {
+            return Ok(Vec::new());
+        }
+        let why = "flightdeck.yaml changed on disk";
+        let permit = self.inner.gate.system(Command::ReloadSettings, why)?;
+        let result = Ok(apply_settings(&self.inner, dir, new));
+        finish(&self.inner, permit, result, |changed| settings_did(dir, changed))
+    }
+
+    fn governing(&self) -> Settings {
+        self.inner.governing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The audit log the gate writes.
@@ -744,8 +768,12 @@ fn plan_file(
     let file =
         if workflow.is_absolute() { workflow.to_owned() } else { inner.project_dir.join(workflow) };
     let workflow = Workflow::load_for(&file, Some(&inner.registry))?;
+    crate::allocator::give_back_freed_memory();
     let history = learned_history(inner);
-    Ok(plan_owned(workflow, &inner.registry, &inner.settings, overrides, &history)?)
+    let plan = plan_owned(workflow, &inner.registry, &inner.settings, overrides, &history)?;
+    // What parsing held is free now, just before the run grows (`allocator` says why).
+    crate::allocator::give_back_freed_memory();
+    Ok(plan)
 }
 
 /// What the run store learned from finished attempts. A store that cannot be read plans
@@ -886,6 +914,13 @@ async fn carry_out(
             inner.pool.release(instance)?;
             json!({ "released": instance })
         }
+        Command::ReloadSettings => {
+            let dir = crate::host::recorded_project(&inner.data_dir)
+                .unwrap_or_else(|| inner.project_dir.clone());
+            let new = load_governing(inner, &dir)?;
+            let changed = apply_settings(inner, &dir, new);
+            settings_did(&dir, &changed)
+        }
         Command::ReloadAgents => {
             let events = inner.registry.rescan();
             let did = crate::agents::registry::summary(&events);
@@ -904,6 +939,38 @@ async fn carry_out(
             json!({ "run": handle.id(), "resumed": true })
         }
     })
+}
+
+/// The governing flightdeck.yaml in `dir`, or why it does not load (also said as a notice:
+/// the last good settings stay).
+fn load_governing(inner: &Inner, dir: &Path) -> Result<Settings, RuntimeError> {
+    Settings::load(dir).map_err(|error| {
+        let message = format!("settings not reloaded, the last good ones stay: {error}");
+        inner.bus.publish(None, Event::Notice { level: Level::Error, message });
+        RuntimeError::from(error)
+    })
+}
+
+/// Users, roles and approval policies of `new` from now on (requests already waiting keep
+/// their deadline); consoles are told what changed, which is returned.
+fn apply_settings(inner: &Inner, dir: &Path, new: Settings) -> Vec<String> {
+    let mut governing = inner.governing.lock().unwrap_or_else(PoisonError::into_inner);
+    let changed = crate::host::settings_changes(&governing, &new);
+    if changed.is_empty() {
+        return changed;
+    }
+    inner.gate.set_roles(&new);
+    inner.approvals.set_policy((&new.policies).into());
+    *governing = new;
+    drop(governing);
+    tracing::info!(file = %dir.join(crate::config::SETTINGS_FILE).display(), changes = ?changed, "settings reloaded");
+    let message = format!("settings reloaded: {}", changed.join("; "));
+    inner.bus.publish(None, Event::Notice { level: Level::Info, message });
+    changed
+}
+
+fn settings_did(dir: &Path, changed: &[String]) -> Value {
+    json!({ "file": dir.join(crate::config::SETTINGS_FILE), "changes": changed })
 }
 
 /// Audit what became of an accepted command (`did` of its result, or its error) and pass

@@ -227,6 +227,7 @@ async fn a_viewer_changes_nothing_and_each_refusal_is_audited() {
         Command::CancelRun { run: run.clone() },
         Command::RetryTask { run: run.clone(), task: TaskId::new("a") },
         Command::ReloadAgents,
+        Command::ReloadSettings,
         Command::PruneRuns { keep: Some(0), before_ms: None },
         Command::ResumeRun { run: run.clone(), backend: None },
     ];
@@ -253,6 +254,36 @@ async fn a_viewer_changes_nothing_and_each_refusal_is_audited() {
     );
     assert!(runtime.resume_run("vic", run.as_str(), None).is_err());
     assert_eq!(runtime.run_ids(), [run], "nothing was started for the viewer");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admin_reloads_the_settings_through_the_gate_and_roles_change_at_once() {
+    let dir = project();
+    let runtime = runtime(dir.path(), false);
+    let viewer_prunes = || Request {
+        user: UserId::new("vic"),
+        command: Command::PruneRuns { keep: Some(5), before_ms: None },
+    };
+    assert!(runtime.submit(viewer_prunes()).await.is_err(), "vic is a viewer");
+
+    // A file that does not load: refused by what it did, nothing changes.
+    let file = dir.path().join("flightdeck.yaml");
+    std::fs::write(&file, SETTINGS.replace("  vic: viewer\n", "  vic: viewer\n  vic: admin\n"))
+        .unwrap();
+    let reload = |user: &str| Request { user: UserId::new(user), command: Command::ReloadSettings };
+    let error = runtime.submit(reload("ann")).await.unwrap_err().to_string();
+    assert!(error.contains("duplicate") && error.contains("flightdeck.yaml"), "{error}");
+    let (_, outcome, detail) = records(dir.path(), "reload_settings").last().cloned().unwrap();
+    assert_eq!(outcome, "failed", "{detail}");
+    assert!(runtime.submit(viewer_prunes()).await.is_err(), "still a viewer");
+
+    std::fs::write(&file, SETTINGS.replace("  vic: viewer\n", "  vic: operator\n")).unwrap();
+    runtime.submit(reload("ann")).await.unwrap();
+    let (user, outcome, detail) = records(dir.path(), "reload_settings").last().cloned().unwrap();
+    assert_eq!((user.as_str(), outcome.as_str()), ("ann", "succeeded"), "{detail}");
+    assert_eq!(detail["did"]["changes"], serde_json::json!(["users.vic: viewer → operator"]));
+    runtime.submit(viewer_prunes()).await.expect("vic operates now");
     runtime.shutdown().await;
 }
 

@@ -93,6 +93,7 @@ fn table() -> Vec<(Command, &'static [Role])> {
         (Command::SpawnInstance { agent: AgentId::new("coder") }, &[Admin, Operator]),
         (Command::ReleaseInstance { instance: InstanceId(3) }, &[Admin, Operator]),
         (Command::ReloadAgents, &[Admin, Operator]),
+        (Command::ReloadSettings, &[Admin, Operator]),
         (Command::PruneRuns { keep: Some(20), before_ms: None }, &[Admin, Operator]),
         (Command::ResumeRun { run: run(), backend: None }, &[Admin, Operator, Developer]),
     ]

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// The group given access to the socket (`host.socket_group`).
@@ -870,12 +870,19 @@ fn users_and_policies_reload_from_an_edited_file_and_a_bad_edit_keeps_the_last_g
     assert_eq!(out.status.code(), Some(0), "now a reviewer: {}", text(&out.stderr));
     assert_eq!(finish(host).0, 0);
 
+    // The change went through the gate as the system's `reload_settings`: accepted, then
+    // what it did. The edit that did not load changed nothing and left no record.
     let audit = project.audit();
-    let reloads: Vec<&Value> =
-        audit.iter().filter(|r| r["action"] == "settings_reloaded").collect();
-    assert_eq!(reloads.len(), 1, "one record per change that loaded");
+    let reloads: Vec<&Value> = audit.iter().filter(|r| r["action"] == "reload_settings").collect();
+    assert_eq!(reloads.len(), 2, "one change that loaded: {reloads:#?}");
     assert_eq!(
-        reloads[0]["detail"]["changes"],
+        (&reloads[0]["user"], &reloads[0]["outcome"]),
+        (&json!("flightdeck"), &json!("accepted"))
+    );
+    assert!(reloads[0]["detail"]["why"].as_str().unwrap().contains("changed on disk"));
+    assert_eq!(reloads[1]["outcome"], "succeeded");
+    assert_eq!(
+        reloads[1]["detail"]["did"]["changes"],
         serde_json::json!(["users.fdvic: viewer → reviewer"])
     );
 }

@@ -520,8 +520,10 @@ mod tests {
         let mut c = def("omega", "x", 1);
         c.triggers = vec!["deploy".into()];
         let defs = pool(vec![a, b, c]);
-        let order: Vec<String> =
-            rank(&defs, &SelectionQuery::new("deploy it")).into_iter().map(|s| s.agent.0).collect();
+        let order: Vec<String> = rank(&defs, &SelectionQuery::new("deploy it"))
+            .into_iter()
+            .map(|s| s.agent.to_string())
+            .collect();
         assert_eq!(order, ["omega", "alpha", "zeta"]);
         assert_eq!(best(&defs, &SelectionQuery::new("deploy it")).unwrap().agent.as_str(), "omega");
     }

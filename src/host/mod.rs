@@ -15,5 +15,5 @@ pub use attention::COALESCE;
 pub use client::{Hello, HostClient, HostCommands, HostEvents};
 pub use error::HostError;
 pub use project::{PROJECT_FILE, governed_settings, record_project, recorded_project};
-pub use reload::{SETTINGS_RELOADED, changes as settings_changes};
+pub use reload::changes as settings_changes;
 pub use server::{Host, HostLock, HostOptions, LOCK_FILE, host_pid};

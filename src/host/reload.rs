@@ -3,27 +3,22 @@
 //!
 //! An edit that does not load (bad YAML, a duplicate user, an unknown field) keeps the last
 //! good settings and says why: a `notice` event (the console shows it) and a warning in the
-//! log. Each change that loads is one audit record, `settings_reloaded`, naming what changed
+//! log. Each change that loads is a `reload_settings` command by the system user through the
+//! gate ([`Runtime::reload_settings_from`]): accepted, then what it did, naming what changed
 //! (`users.vic: viewer → admin`), never the whole file.
 //!
 //! Like the agent pool's watcher: a blocking receive with a quiet-period timeout on its own
 //! thread, so an idle host never wakes up for it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher as _};
-use serde_json::json;
-
 use super::HostError;
-use crate::audit::{AuditEntry, Outcome};
 use crate::config::{SETTINGS_FILE, Settings};
-use crate::event::{Event, Level};
-use crate::governance::SYSTEM_USER;
-use crate::ids::UserId;
 use crate::runtime::Runtime;
+use notify::{RecursiveMode, Watcher as _};
 
 /// How long the file must be quiet before it is read; editors write in several steps.
 const QUIET: Duration = Duration::from_millis(100);
@@ -31,9 +26,6 @@ const QUIET: Duration = Duration::from_millis(100);
 /// Policies the engine reads once, at start: a change is recorded and said, and applies from
 /// the next start.
 const ENGINE_POLICIES: [&str; 2] = ["approval_at", "high_risk_words"];
-
-/// The audit action of a settings reload.
-pub const SETTINGS_RELOADED: &str = "settings_reloaded";
 
 enum Signal {
     Change(notify::Result<notify::Event>),
@@ -56,11 +48,10 @@ impl Drop for SettingsWatcher {
     }
 }
 
-/// Watch `project_dir`'s flightdeck.yaml; `current` are the settings in force.
+/// Watch `project_dir`'s flightdeck.yaml.
 pub fn watch_settings(
     runtime: Arc<Runtime>,
     project_dir: &Path,
-    current: Settings,
 ) -> Result<SettingsWatcher, HostError> {
     let dir = std::fs::canonicalize(project_dir).unwrap_or_else(|_| project_dir.to_owned());
     let io = |error: notify::Error| HostError::Io {
@@ -80,7 +71,6 @@ pub fn watch_settings(
         .name("settings-watcher".to_owned())
         .spawn(move || {
             let _watcher = watcher;
-            let mut last = current;
             while let Ok(Signal::Change(first)) = inbox.recv() {
                 let mut touched = touches_settings(&first);
                 loop {
@@ -91,7 +81,7 @@ pub fn watch_settings(
                     }
                 }
                 if touched {
-                    reload(&runtime, &dir, &mut last);
+                    reload(&runtime, &dir);
                 }
             }
         })
@@ -109,37 +99,11 @@ fn touches_settings(result: &notify::Result<notify::Event>) -> bool {
     }
 }
 
-/// Read the file again and apply what changed, or keep `last` and say why.
-fn reload(runtime: &Runtime, dir: &Path, last: &mut Settings) {
-    let file: PathBuf = dir.join(SETTINGS_FILE);
-    let new = match Settings::load(dir) {
-        Ok(new) => new,
-        Err(error) => {
-            tracing::warn!(file = %file.display(), %error, "settings not reloaded; the last good ones stay");
-            let message = format!("settings not reloaded, the last good ones stay: {error}");
-            runtime.bus().publish(None, Event::Notice { level: Level::Error, message });
-            return;
-        }
-    };
-    let changed = changes(last, &new);
-    if changed.is_empty() {
-        return;
+/// Read the file again: a `reload_settings` by the system when what governs changed.
+fn reload(runtime: &Runtime, dir: &Path) {
+    if let Err(error) = runtime.reload_settings_from(dir) {
+        tracing::error!(%error, "settings reload refused");
     }
-    runtime.reload_governance(&new);
-    let entry = AuditEntry {
-        user: UserId::new(SYSTEM_USER),
-        role: "system".to_owned(),
-        action: SETTINGS_RELOADED.to_owned(),
-        outcome: Outcome::Accepted,
-        detail: json!({ "file": file, "changes": changed }),
-    };
-    if let Err(error) = runtime.audit_log().append(&entry) {
-        tracing::error!(%error, "settings reload: audit write failed");
-    }
-    tracing::info!(changes = ?changed, "settings reloaded");
-    let message = format!("settings reloaded: {}", changed.join("; "));
-    runtime.bus().publish(None, Event::Notice { level: Level::Info, message });
-    *last = new;
 }
 
 /// What differs in `users`, `default_role` and `policies`, one entry per setting.

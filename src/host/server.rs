@@ -168,24 +168,12 @@ impl Host {
         // The governing project's settings: users, roles and policies reload from there.
         let governing =
             super::recorded_project(data_dir).unwrap_or_else(|| runtime.project_dir().to_owned());
-        let settings = match crate::config::Settings::load(&governing) {
-            Ok(settings) => Some(settings),
+        let watcher = match super::reload::watch_settings(Arc::clone(&runtime), &governing) {
+            Ok(watcher) => Some(watcher),
             Err(error) => {
-                tracing::warn!(%error, "settings are not watched: they do not load now");
+                tracing::warn!(%error, "settings are not watched");
                 None
             }
-        };
-        let watcher = match settings {
-            Some(settings) => {
-                match super::reload::watch_settings(Arc::clone(&runtime), &governing, settings) {
-                    Ok(watcher) => Some(watcher),
-                    Err(error) => {
-                        tracing::warn!(%error, "settings are not watched");
-                        None
-                    }
-                }
-            }
-            None => None,
         };
         let fanout = spawn_fanout(&runtime, closing.clone());
         let accept = tokio::spawn(accept_loop(listener, runtime, fanout, closing.clone()));
