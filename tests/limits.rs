@@ -205,6 +205,109 @@ async fn a_task_budget_stops_the_task_and_its_dependents_are_skipped() {
     runtime.shutdown().await;
 }
 
+/// A chat completion whose answer ends with a panel verdict for `decision`.
+fn verdict(prompt: u64, completion: u64, decision: &str) -> Reply {
+    let verdict = json!({
+        "decision": decision, "rationale": "fits the load we measured", "alternatives": [],
+        "tradeoffs": "none worth naming", "evidence": [], "confidence": 0.8
+    });
+    Reply::json(
+        200,
+        &json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("My verdict.\n{verdict}")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        }),
+    )
+}
+
+/// A panel of `writer` and `critic` (both on the fake server) choosing between two options.
+fn panel_project(url: &str, budget: &str) -> TempDir {
+    let dir = project(
+        url,
+        "",
+        &format!(
+            "name: wf\ntasks:\n  - id: pick\n    description: Pick a cache\n    panel: [writer, \
+             critic]\n    options: [redis, memcached]\n{budget}"
+        ),
+    );
+    std::fs::write(
+        dir.path().join("agentpool/tier1-core/critic.md"),
+        "---\nname: critic\ndescription: Criticises text\nbackend: api\n---\nYou criticise.\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panels_calls_are_spent_like_attempts() {
+    let server =
+        FakeServer::start_with(ConnectionMode::Close, vec![], Some(verdict(12, 8, "redis"))).await;
+    let dir = panel_project(&server.url, "");
+    let runtime = runtime(dir.path());
+    let (status, events) = run_to_end(&runtime, dir.path(), nothing).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(kinds(&events, "panel_agreed").len(), 1);
+    let spent: Vec<u64> = kinds(&events, "task_spent")
+        .into_iter()
+        .map(|e| match e {
+            Event::TaskSpent { tokens, .. } => *tokens,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(spent, [20, 20], "one per member");
+    let model = RunModel::from_events(&events, OutputKeep::None);
+    let task = model.task(&flightdeck::ids::TaskId::new("pick")).unwrap();
+    assert_eq!(task.spend.tokens, 40, "the task details and `runs show` count both members");
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panels_members_wait_on_their_backends_rate_limit() {
+    let server =
+        FakeServer::start_with(ConnectionMode::Close, vec![], Some(verdict(12, 8, "redis"))).await;
+    let dir = panel_project(&server.url, "");
+    let settings = dir.path().join("flightdeck.yaml");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    // 60 a minute: one a second, one at once.
+    text.push_str("rate_limits:\n  api: {requests_per_minute: 60}\n");
+    std::fs::write(&settings, text).unwrap();
+    let runtime = runtime(dir.path());
+    let began = Instant::now();
+    let (status, events) = run_to_end(&runtime, dir.path(), nothing).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let limited = kinds(&events, "rate_limited");
+    assert!(!limited.is_empty(), "the second member waited and said so");
+    assert!(began.elapsed() >= Duration::from_millis(700), "{:?}", began.elapsed());
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_stops_at_its_budget_and_no_verdict_past_it_counts() {
+    let server =
+        FakeServer::start_with(ConnectionMode::Close, vec![], Some(verdict(12, 8, "redis"))).await;
+    let dir = panel_project(&server.url, "    budget: {tokens: 30}\n");
+    let runtime = runtime(dir.path());
+    let (status, events) = run_to_end(&runtime, dir.path(), nothing).await;
+    assert_eq!(status, RunStatus::Failed);
+    assert_eq!(kinds(&events, "task_spent").len(), 2, "both members had answered");
+    let exceeded = kinds(&events, "budget_exceeded");
+    assert_eq!(exceeded.len(), 1, "{exceeded:?}");
+    assert!(
+        kinds(&events, "panel_agreed").is_empty(),
+        "the verdict past the budget is not counted"
+    );
+    let failed = kinds(&events, "task_failed");
+    let Event::TaskFailed { error, .. } = failed[0] else { unreachable!() };
+    assert!(
+        error.contains("panel: budget reached: the task spent 40 tokens of its 30 tokens budget"),
+        "{error}"
+    );
+    assert_eq!(server.requests().len(), 2, "nobody was asked again");
+    runtime.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cost_budget_warns_at_80_percent_then_stops_the_run_priced_per_model() {
     // 10 in, 20 out at $1,000 / $2,000 per million: $0.05 an attempt.

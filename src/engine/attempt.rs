@@ -424,7 +424,7 @@ impl Done {
 
 /// Waits while `backend`'s rate limit holds the attempt back, saying so each time. False
 /// when the task was cancelled meanwhile.
-async fn wait_for_rate_limit(
+pub(super) async fn wait_for_rate_limit(
     shared: &Arc<RunShared>,
     job: &Job,
     agent: &AgentId,
@@ -448,7 +448,7 @@ async fn wait_for_rate_limit(
 }
 
 /// Why the task may not start another attempt: its own budget, or the run's, is spent.
-fn spent_budget(shared: &RunShared, meter: &Meter) -> Option<String> {
+pub(super) fn spent_budget(shared: &RunShared, meter: &Meter) -> Option<String> {
     if let Some(crossing) = meter.exceeded() {
         return Some(budget_reason("task", &crossing));
     }
@@ -463,7 +463,7 @@ fn spent_budget(shared: &RunShared, meter: &Meter) -> Option<String> {
 /// `BudgetWarning` at 80%, a `BudgetExceeded` at 100%. The cost is the backend's own, else
 /// priced from `prices` by the agent's model, else the backend's; it is written into the
 /// answer's details when the backend gave none. Returns the reason when a budget is reached.
-fn charge(
+pub(super) fn charge(
     checked: &Checked<'_>,
     backend: &str,
     agent_model: Option<&str>,

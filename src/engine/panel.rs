@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::attempt::{Job, output_sink};
-use super::safety::StreamGuard;
+use super::attempt::{Job, charge, output_sink, spent_budget, wait_for_rate_limit};
+use super::safety::{Checked, StreamGuard};
 use super::scheduler::{Outcome, RunShared};
 use crate::conflict::ladder::{self, Position, StepResult};
 use crate::conflict::{
@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::exec::ExecRequest;
 use crate::ids::{AgentId, TaskId, UserId};
 use crate::model::{ConflictModel, ConflictStepModel};
+use crate::resilience::limits::Meter;
 use crate::workflow::PlannedPanel;
 
 /// Executors enforce their own timeout; this much later the engine stops waiting.
@@ -67,6 +68,7 @@ pub(super) async fn run(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
         return (attempt, Outcome::Cancelled);
     }
     let simulated = answers.iter().any(|a| a.simulated);
+    let budget = answers.iter().find_map(|a| a.budget.clone());
     let mut verdicts = Vec::new();
     let mut failed = Vec::new();
     for (member, answer) in panel.members.iter().zip(answers) {
@@ -89,6 +91,9 @@ pub(super) async fn run(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     let task = step.id.clone();
     let finish =
         Finish { shared: Arc::clone(shared), task: task.clone(), attempt, began, simulated };
+    if let Some(reason) = budget {
+        return (attempt, finish.fail(format!("panel: {reason}")));
+    }
     if verdicts.len() < 2 {
         let why: Vec<String> = failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
         return (
@@ -475,6 +480,8 @@ impl Finish {
 struct MemberAnswer {
     verdict: Result<Verdict, String>,
     simulated: bool,
+    /// The budget reason when asking this member found a budget spent or reached it.
+    budget: Option<String>,
 }
 
 async fn ask_member(
@@ -503,7 +510,7 @@ async fn ask_member(
                         verdict: Some(verdict.clone()),
                         error: None,
                     });
-                    return MemberAnswer { verdict: Ok(verdict), simulated };
+                    return MemberAnswer { verdict: Ok(verdict), simulated, budget: None };
                 }
                 Err(problem) if asked == 1 => {
                     prompt = reask_prompt(&first, &problem);
@@ -514,6 +521,7 @@ async fn ask_member(
             // An agent that could not answer is not asked again: its error is the reason.
             Err(error) => error,
         };
+        let budget = answer.budget;
         shared.publish(Event::PanelVerdict {
             task: step.id.clone(),
             agent: member.clone(),
@@ -521,9 +529,9 @@ async fn ask_member(
             verdict: None,
             error: Some(problem.clone()),
         });
-        return MemberAnswer { verdict: Err(problem), simulated };
+        return MemberAnswer { verdict: Err(problem), simulated, budget };
     }
-    MemberAnswer { verdict: Err("not asked".to_owned()), simulated }
+    MemberAnswer { verdict: Err("not asked".to_owned()), simulated, budget: None }
 }
 
 /// Ask the third agent with the sides in panel order and then reversed.
@@ -561,6 +569,8 @@ async fn third_opinion(
 struct Answer {
     text: Result<String, String>,
     simulated: bool,
+    /// Set when this call found the task's or the run's budget spent, or reached it.
+    budget: Option<String>,
 }
 
 /// One call of one agent for this panel task: breaker, pool instance, executor. Its
@@ -575,7 +585,17 @@ async fn ask_agent(
 ) -> Answer {
     let engine = &shared.engine;
     let step = &shared.plan.steps[job.task];
-    let failed = |error: String| Answer { text: Err(error), simulated: false };
+    let failed = |error: String| Answer { text: Err(error), simulated: false, budget: None };
+    // A panel's calls count against the task's budget and the run's, like attempts: a
+    // budget already spent is not asked again.
+    let spent = {
+        let mut meters = shared.panel_meters();
+        let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget));
+        spent_budget(shared, meter)
+    };
+    if let Some(reason) = spent {
+        return Answer { text: Err(reason.clone()), simulated: false, budget: Some(reason) };
+    }
     let permit = match engine.breakers.try_acquire(agent) {
         Ok(permit) => permit,
         Err(refusal) => return failed(refusal.to_string()),
@@ -592,6 +612,10 @@ async fn ask_agent(
         Ok(executor) => executor,
         Err(e) => return failed(e.to_string()),
     };
+    // Before the pool: a call waiting on a rate limit holds no instance.
+    if !engine.rate_limits.is_empty() && !wait_for_rate_limit(shared, job, agent, &backend).await {
+        return failed("cancelled".into());
+    }
     let acquired = tokio::select! {
         biased;
         () = job.cancel.cancelled() => return failed("cancelled".into()),
@@ -608,7 +632,7 @@ async fn ask_agent(
         agent: agent.clone(),
         attempt,
         instance,
-        backend,
+        backend: backend.clone(),
         simulated,
     });
     let request = ExecRequest {
@@ -638,10 +662,20 @@ async fn ask_agent(
     tail.flush();
     let elapsed = began.elapsed();
     let _ = engine.pool.release(instance);
+    let mut budget = None;
     let text = match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
             engine.breakers.record_success(permit, elapsed);
-            Ok(outcome.output)
+            let checked = Checked { shared, task: job.task, agent, attempt };
+            let mut meters = shared.panel_meters();
+            let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget));
+            budget = charge(&checked, &backend, definition.model.as_deref(), meter, &mut outcome);
+            drop(meters);
+            match &budget {
+                // What reached a budget is not counted: the panel stops there.
+                Some(reason) => Err(reason.clone()),
+                None => Ok(outcome.output),
+            }
         }
         Err(_) if job.cancel.is_cancelled() => Err("cancelled".to_owned()),
         Err(error) => {
@@ -653,5 +687,5 @@ async fn ask_agent(
             Err(error.to_string())
         }
     };
-    Answer { text, simulated }
+    Answer { text, simulated, budget }
 }

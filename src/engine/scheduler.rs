@@ -71,13 +71,25 @@ pub(crate) struct RunShared {
     /// What the run's attempts spent, against `budget`; locked once per attempt that
     /// reported spend.
     pub(crate) spend: crate::resilience::limits::SharedMeter,
+    /// What each panel task's calls spent, against its own budget (an ordinary task keeps
+    /// its meter in its attempt loop; a panel's members are asked at once).
+    panel_spend:
+        std::sync::Mutex<std::collections::HashMap<usize, crate::resilience::limits::Meter>>,
 }
 
 impl RunShared {
     pub(crate) fn new(run: RunId, plan: Arc<Plan>, engine: Arc<EngineInner>) -> Self {
         let budget = plan.budget.unwrap_or(engine.settings.policies.budget);
         let spend = std::sync::Mutex::new(crate::resilience::limits::Meter::new(budget));
-        Self { run, plan, engine, budget, spend }
+        Self { run, plan, engine, budget, spend, panel_spend: std::sync::Mutex::default() }
+    }
+
+    /// The panel tasks' meters, by task index. Locked before the run's meter, never after.
+    pub(crate) fn panel_meters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, crate::resilience::limits::Meter>>
+    {
+        self.panel_spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn meter(&self) -> std::sync::MutexGuard<'_, crate::resilience::limits::Meter> {
