@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -193,6 +194,44 @@ fn tasks_needing_approval_are_refused_when_nobody_can_review() {
     assert!(err.contains("approval  ship  risk critical"), "{err}");
     assert!(err.contains("headless run: no reviewer can approve it"), "{err}");
     assert!(err.contains("done      notes"), "{err}");
+}
+
+#[test]
+fn a_headless_host_whose_output_nobody_reads_still_answers_other_terminals() {
+    let project = Project::new();
+    // About 2,000 events of JSON: far more than a pipe holds.
+    let mut flood = String::from("name: flood\nmax_parallel: 50\ntasks:\n");
+    for i in 0..400 {
+        let _ = writeln!(flood, "  - {{id: t{i}, description: Part {i}, agent: worker}}");
+    }
+    std::fs::write(project.root().join("workflows/flood.yaml"), flood).unwrap();
+    let mut host = project
+        .command("ann", &["run", "workflows/flood.yaml", "--json", "--approvals", "wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads its stdout: the pipe fills, and the run waits for its reader.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut asking = project
+        .command("ann", &["approvals", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answered = wait_with_deadline(&mut asking, Duration::from_secs(10));
+    assert_eq!(answered, Some(0), "the host answered while its own output was stuck");
+    let listed = asking.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]", "{}", stderr(&listed));
+
+    // Its reader comes back: every event arrives, and the run ends well.
+    let stdout = host.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok).count()
+    });
+    assert_eq!(wait_with_deadline(&mut host, Duration::from_secs(60)), Some(0));
+    let lines = reader.join().unwrap();
+    assert!(lines > 2_000, "{lines} lines");
 }
 
 #[test]

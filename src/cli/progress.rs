@@ -1,7 +1,7 @@
 //! Human progress lines for a run's events, live (`flightdeck run`) or replayed from the run
 //! store (`flightdeck runs events`); with `--json`, every envelope on stdout as it is stored.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,9 @@ use crate::terminal::{sanitize, sanitize_line};
 
 /// Largest `--json` line buffer kept between events.
 const LINE_KEPT: usize = 64 * 1024;
+
+/// Bytes gathered before a printer that does not defer writes them out.
+const SPILL_AT: usize = 64 * 1024;
 
 /// Where the elapsed time at the start of each line comes from.
 enum Clock {
@@ -35,18 +38,23 @@ pub(crate) struct Printer {
     waits_for_reviewers: bool,
     /// A progress line before it is sanitised.
     scratch: String,
-    out: BufWriter<std::io::Stdout>,
-    err: BufWriter<std::io::Stderr>,
+    /// What is to go to stdout and stderr. A live run's printer leaves it for
+    /// [`Printer::drain`]: the headless run is a host, and a reader that stops reading its
+    /// pipe must not stop the runtime that answers `flightdeck approve`. Other printers write
+    /// it out once [`SPILL_AT`] bytes gather.
+    out: Vec<u8>,
+    err: Vec<u8>,
+    deferred: bool,
     /// `--json` lines, written as the run store writes them (byte for byte what `serde_json`
     /// writes for the envelope, without the cost of its `flatten`).
     encoder: Encoder,
-    line: Vec<u8>,
 }
 
 impl Printer {
     /// For a run starting now.
+    /// Its output waits for [`Printer::drain`] (or [`Printer::flush`]).
     pub(crate) fn live(json: bool, run: RunId) -> Self {
-        Self::new(json, run, Clock::Live(Instant::now()))
+        Self { deferred: true, ..Self::new(json, run, Clock::Live(Instant::now())) }
     }
 
     /// Approvals of this live run wait for reviewers (`run --approvals wait`).
@@ -68,10 +76,10 @@ impl Printer {
             run,
             clock,
             waits_for_reviewers: false,
-            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-            err: BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+            out: Vec::with_capacity(SPILL_AT),
+            err: Vec::with_capacity(SPILL_AT),
+            deferred: false,
             encoder: Encoder::default(),
-            line: Vec::new(),
         }
     }
 
@@ -103,11 +111,53 @@ impl Printer {
         let _ = std::fmt::Write::write_fmt(&mut scratch, text);
         let _ = writeln!(self.err, "[{elapsed:7.2}s] {}", sanitize_line(&scratch));
         self.scratch = scratch;
+        self.spill_if_full();
     }
 
+    /// Write what is gathered, blocking until the pipes take it (a closed pipe loses it
+    /// quietly, as `head` wants).
     pub(crate) fn flush(&mut self) {
-        let _ = self.out.flush();
-        let _ = self.err.flush();
+        let _ = std::io::stdout().lock().write_all(&self.out);
+        let _ = std::io::stderr().lock().write_all(&self.err);
+        self.out.clear();
+        self.err.clear();
+        self.keep_buffers_small();
+    }
+
+    /// [`Printer::flush`] without blocking the runtime's thread: tokio writes on its blocking
+    /// pool while this task waits. Until the pipe takes it, the printer takes no more events
+    /// and the engine slows to it, as `run` prints only committed events.
+    pub(crate) async fn drain(&mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        if !self.out.is_empty() {
+            let mut stdout = tokio::io::stdout();
+            let _ = stdout.write_all(&self.out).await;
+            let _ = stdout.flush().await;
+            self.out.clear();
+        }
+        if !self.err.is_empty() {
+            let mut stderr = tokio::io::stderr();
+            let _ = stderr.write_all(&self.err).await;
+            let _ = stderr.flush().await;
+            self.err.clear();
+        }
+        self.keep_buffers_small();
+    }
+
+    fn spill_if_full(&mut self) {
+        if !self.deferred && (self.out.len() >= SPILL_AT || self.err.len() >= SPILL_AT) {
+            self.flush();
+        }
+    }
+
+    /// A `run_started` of 100,000 tasks is a 17 MB line: its room is not kept.
+    fn keep_buffers_small(&mut self) {
+        if self.out.capacity() > LINE_KEPT {
+            self.out = Vec::with_capacity(SPILL_AT);
+        }
+        if self.err.capacity() > LINE_KEPT {
+            self.err = Vec::with_capacity(SPILL_AT);
+        }
     }
 
     /// Print one envelope; returns the run's status when this was its `RunFinished`.
@@ -120,22 +170,21 @@ impl Printer {
         // Another run's events (runs handed to this process as the data dir's host) are
         // theirs to print: a script reading this stream sees its run and the shared pool.
         if self.json && (ours || envelope.run_id.is_none()) {
-            self.line.clear();
-            if self.encoder.encode(&mut self.line, envelope).is_ok() {
+            // Encoded in place: a `run_started` of 100,000 tasks is a 17 MB line.
+            let start = self.out.len();
+            if self.encoder.encode(&mut self.out, envelope).is_ok() {
                 // C1 controls pass raw through JSON encoders: shown as `\u00XX` escapes.
                 if let Ok(std::borrow::Cow::Owned(clean)) =
-                    std::str::from_utf8(&self.line).map(sanitize)
+                    std::str::from_utf8(&self.out[start..]).map(sanitize)
                 {
-                    let _ = writeln!(self.out, "{clean}");
-                } else {
-                    self.line.push(b'\n');
-                    let _ = self.out.write_all(&self.line);
+                    self.out.truncate(start);
+                    self.out.extend_from_slice(clean.as_bytes());
                 }
+                self.out.push(b'\n');
+            } else {
+                self.out.truncate(start);
             }
-            // A `run_started` of 100,000 tasks is a 17 MB line: not kept for the small ones.
-            if self.line.capacity() > LINE_KEPT {
-                self.line = Vec::new();
-            }
+            self.spill_if_full();
         }
         if ours {
             self.model.apply(envelope);

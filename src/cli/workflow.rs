@@ -76,7 +76,7 @@ impl PrintCommitted {
                 status = printer.print(&envelope);
             }
         }
-        printer.flush();
+        printer.drain().await;
         printed.done(count);
         status
     }
@@ -623,11 +623,11 @@ async fn follow(
                     "{}: cancelling the run (Ctrl-C again to exit at once)",
                     stop.describe()
                 ));
-                printer.flush();
+                printer.drain().await;
                 let why = format!("{}: the headless run was interrupted", stop.describe());
                 if let Err(error) = runtime.interrupt(&run, &why).await {
                     printer.line(&format!("cannot cancel the run: {error}"));
-                    printer.flush();
+                    printer.drain().await;
                 }
                 continue;
             }
@@ -679,7 +679,7 @@ async fn follow(
         }
     };
     printed.close();
-    printer.flush();
+    printer.drain().await;
     if let Some(stop) = interrupted {
         stop.exit_code()
     } else if status == RunStatus::Succeeded {
