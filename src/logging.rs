@@ -50,7 +50,13 @@ pub fn init(data_dir: &Path) -> LogGuard {
             std::env::var(name).ok()
         })
         .unwrap_or_else(|_| crate::redact::Redactor::shapes_only());
-    let (writer, worker) = tracing_appender::non_blocking(Redacting { inner: appender, redactor });
+    // Lines wait for the writer thread in a queue made whole at start: 16,384 of them (the
+    // crate's default, 128,000, is 4 MB held by every process for a log that is mostly quiet);
+    // past that, lines are dropped rather than block the console.
+    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(Redacting { inner: appender, redactor });
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -59,6 +65,9 @@ pub fn init(data_dir: &Path) -> LogGuard {
         .is_ok();
     LogGuard { _worker: installed.then_some(worker), dir }
 }
+
+/// Log lines queued for the writer thread.
+const LOG_QUEUE_LINES: usize = 16_384;
 
 /// A writer that redacts each formatted log line before it reaches the file.
 struct Redacting<W> {

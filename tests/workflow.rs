@@ -192,7 +192,7 @@ fn plan_has_layers_agents_and_estimate() {
     assert!(compile.selection.is_none());
     assert_eq!(compile.timeout, Duration::from_secs(45));
     assert_eq!(compile.retries, 2);
-    assert_eq!(compile.backend, "sim");
+    assert_eq!(&*compile.backend, "sim");
     assert!(compile.simulated);
     // Unset fields come from the settings.
     let review = &plan.steps[2];

@@ -185,7 +185,7 @@ fn bundled_workflows(
             match planned {
                 Ok(plan) => {
                     let backends: BTreeSet<String> =
-                        plan.steps.iter().map(|step| step.backend.clone()).collect();
+                        plan.steps.iter().map(|step| step.backend.to_string()).collect();
                     WorkflowReport {
                         file: shown,
                         backends: backends.into_iter().collect(),

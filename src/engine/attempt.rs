@@ -97,7 +97,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
     // The task's worktree, made by its first attempt and reused by the next.
     let mut held = TaskWorkspace::default();
     // What this task's attempts spent, against its own budget.
-    let mut meter = Meter::new(step.budget);
+    let mut meter = Meter::new(step.budget());
     let fail = |attempt: u32, agent: &AgentId, duration: Duration, error: String| {
         shared.publish(Event::TaskFailed {
             task: step.id.clone(),
@@ -150,7 +150,7 @@ async fn attempts(shared: &Arc<RunShared>, job: &Job) -> (u32, Outcome) {
             return fail(attempt, &agent, Duration::ZERO, error);
         };
         let backend = if agent == step.agent {
-            step.backend.clone()
+            step.backend.to_string()
         } else {
             engine.backend_for(&shared.plan, definition.backend.as_deref())
         };

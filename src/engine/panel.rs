@@ -590,7 +590,7 @@ async fn ask_agent(
     // budget already spent is not asked again.
     let spent = {
         let mut meters = shared.panel_meters();
-        let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget));
+        let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget()));
         spent_budget(shared, meter)
     };
     if let Some(reason) = spent {
@@ -604,7 +604,7 @@ async fn ask_agent(
         return failed(format!("agent `{agent}` is no longer in the agent pool"));
     };
     let backend = if *agent == step.agent {
-        step.backend.clone()
+        step.backend.to_string()
     } else {
         engine.backend_for(&shared.plan, definition.backend.as_deref())
     };
@@ -668,7 +668,7 @@ async fn ask_agent(
             engine.breakers.record_success(permit, elapsed);
             let checked = Checked { shared, task: job.task, agent, attempt };
             let mut meters = shared.panel_meters();
-            let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget));
+            let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget()));
             budget = charge(&checked, &backend, definition.model.as_deref(), meter, &mut outcome);
             drop(meters);
             match &budget {

@@ -435,7 +435,7 @@ impl Scheduler {
             dependencies.insert(steps[dep].id.to_string(), Value::String(output.to_owned()));
         }
         let mut context = Map::new();
-        context.insert("task".to_owned(), steps[task].context.clone());
+        context.insert("task".to_owned(), steps[task].context().clone());
         context.insert("dependencies".to_owned(), Value::Object(dependencies));
         Value::Object(context)
     }

@@ -59,6 +59,8 @@ pub fn spawn_paced_writer(
         batch: Vec::with_capacity(MAX_BATCH),
         stored_events: Arc::clone(&stored_events),
         backlog,
+        committed: 0,
+        give_back_at: None,
     };
     std::thread::Builder::new()
         .name("flightdeck-store".to_owned())
@@ -98,6 +100,9 @@ struct Writer {
     stored_events: Arc<AtomicU64>,
     /// Told what is committed, for a paced sink.
     backlog: Option<Arc<Backlog>>,
+    /// Events committed so far, and when to give memory back again after a run's start.
+    committed: u64,
+    give_back_at: Option<u64>,
 }
 
 impl Drop for Writer {
@@ -195,9 +200,16 @@ impl Writer {
         if let Some(backlog) = &self.backlog {
             backlog.done(self.batch.len());
         }
+        self.committed += self.batch.len() as u64;
         self.batch.clear();
         if started_a_run {
-            // Give back what it held rather than keep it for the allocator's purge delay.
+            // Give back what it held rather than keep it for the allocator's purge delay;
+            // and again once the bus's ring, which holds the last events published, has
+            // let go of it too.
+            crate::allocator::give_back_freed_memory();
+            self.give_back_at = Some(self.committed + crate::bus::BROADCAST_CAPACITY as u64);
+        } else if self.give_back_at.is_some_and(|at| self.committed >= at) {
+            self.give_back_at = None;
             crate::allocator::give_back_freed_memory();
         }
         Ok(())

@@ -8,6 +8,7 @@
 //! by `max_parallel`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -65,7 +66,8 @@ pub struct PlannedStep {
     /// Present when the agent was selected automatically. Boxed, like the other fields most
     /// tasks leave empty, so a step of a 100,000-task plan stays small.
     pub selection: Option<Box<Selection>>,
-    pub backend: String,
+    /// Shared by every step on the same backend.
+    pub backend: Arc<str>,
     pub backend_kind: &'static str,
     pub simulated: bool,
     #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
@@ -80,7 +82,10 @@ pub struct PlannedStep {
     pub estimate: Duration,
     /// 1-based line of the task in the workflow file.
     pub line: usize,
-    pub context: serde_json::Value,
+    /// The task's `context`, boxed since most tasks have none; read with
+    /// [`PlannedStep::context`].
+    #[serde(rename = "context", serialize_with = "context_or_null")]
+    context_given: Option<Box<serde_json::Value>>,
     /// The risk of its description and agent, from `policies` and the built-in rules.
     pub risk: Assessment,
     /// The risk reaches `policies.approval_at`: a reviewer must approve before it runs.
@@ -96,8 +101,40 @@ pub struct PlannedStep {
     /// Indices of the tasks that wait for this one.
     #[serde(skip)]
     pub dependents: Vec<usize>,
-    /// The task's own token and cost budget.
-    pub budget: crate::config::Budget,
+    /// The task's own token and cost budget, boxed since most tasks have none; read with
+    /// [`PlannedStep::budget`].
+    #[serde(rename = "budget", serialize_with = "budget_or_unlimited")]
+    budget_given: Option<Box<crate::config::Budget>>,
+}
+
+impl PlannedStep {
+    /// The task's `context` from the workflow (`null` when it gave none).
+    pub fn context(&self) -> &serde_json::Value {
+        static NONE: serde_json::Value = serde_json::Value::Null;
+        self.context_given.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The task's own token and cost budget (unlimited when it gave none).
+    pub fn budget(&self) -> crate::config::Budget {
+        self.budget_given.as_deref().copied().unwrap_or_default()
+    }
+}
+
+// serde's `serialize_with` hands the field itself: `&Option<…>`.
+#[allow(clippy::ref_option)]
+fn context_or_null<S: serde::Serializer>(
+    given: &Option<Box<serde_json::Value>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(given.as_deref().unwrap_or(&serde_json::Value::Null), serializer)
+}
+
+#[allow(clippy::ref_option)]
+fn budget_or_unlimited<S: serde::Serializer>(
+    given: &Option<Box<crate::config::Budget>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&given.as_deref().copied().unwrap_or_default(), serializer)
 }
 
 /// A panel as it will run: members, options, the question's domain, the third agent and
@@ -183,7 +220,7 @@ pub fn plan_owned(
 struct Choice {
     agent: AgentId,
     selection: Option<Box<Selection>>,
-    backend: String,
+    backend: Arc<str>,
     backend_kind: &'static str,
     simulated: bool,
     estimate: Duration,
@@ -196,6 +233,16 @@ struct Choice {
     panel: Option<Box<PlannedPanel>>,
 }
 
+/// The shared copy of `name` among `names`, added when new (a plan names few backends).
+fn intern(names: &mut Vec<Arc<str>>, name: String) -> Arc<str> {
+    if let Some(known) = names.iter().find(|known| known.as_ref() == name.as_str()) {
+        return Arc::clone(known);
+    }
+    let name: Arc<str> = name.into();
+    names.push(Arc::clone(&name));
+    name
+}
+
 /// The `max_parallel` and each task's agent, backend and risk; every problem at once.
 fn choose(
     workflow: &Workflow,
@@ -206,6 +253,8 @@ fn choose(
 ) -> Result<(usize, Vec<Choice>), WorkflowError> {
     let success_rate = |agent: &AgentId| history.success_rate(agent);
     let mut problems = Vec::new();
+    // One copy of each backend's name for all the steps that use it.
+    let mut backend_names: Vec<Arc<str>> = Vec::new();
     let max_parallel = match overrides.max_parallel {
         Some(0) => {
             problems.push(Problem { line: 1, kind: ProblemKind::MaxParallel { value: 0 } });
@@ -330,7 +379,7 @@ fn choose(
             backend_kind: config.kind(),
             simulated: matches!(config, BackendConfig::Sim(_)),
             estimate,
-            backend,
+            backend: intern(&mut backend_names, backend),
             timeout,
             timeout_auto,
             retries: task
@@ -367,14 +416,14 @@ fn assemble(
             layer: 0,
             estimate: choice.estimate,
             line: task.line,
-            context: task.context,
+            context_given: (!task.context.is_null()).then(|| Box::new(task.context)),
             risk: choice.risk,
             needs_approval: choice.needs_approval,
             workspace: choice.workspace,
             panel: choice.panel,
             deps: task.deps,
             dependents: Vec::new(),
-            budget: task.budget,
+            budget_given: (!task.budget.is_unlimited()).then(|| Box::new(task.budget)),
         })
         .collect();
 
@@ -433,7 +482,7 @@ impl Plan {
 
     /// Names of the backends the plan uses, each once.
     pub fn backends(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.steps.iter().map(|s| s.backend.as_str()).collect();
+        let mut names: Vec<&str> = self.steps.iter().map(|s| &*s.backend).collect();
         names.sort_unstable();
         names.dedup();
         names
