@@ -326,17 +326,16 @@ impl Runtime {
                 return Ok(Vec::new());
             }
         };
-        if crate::host::settings_changes(&self.governing(), &new).is_empty() {
+        let governing = self.inner.governing.lock().unwrap_or_else(PoisonError::into_inner);
+        let unchanged = crate::host::settings_changes(&governing, &new).is_empty();
+        drop(governing);
+        if unchanged {
             return Ok(Vec::new());
         }
         let why = "flightdeck.yaml changed on disk";
         let permit = self.inner.gate.system(Command::ReloadSettings, why)?;
         let result = Ok(apply_settings(&self.inner, dir, new));
         finish(&self.inner, permit, result, |changed| settings_did(dir, changed))
-    }
-
-    fn governing(&self) -> Settings {
-        self.inner.governing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The audit log the gate writes.

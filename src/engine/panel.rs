@@ -23,7 +23,6 @@ use crate::event::Event;
 use crate::exec::ExecRequest;
 use crate::ids::{AgentId, TaskId, UserId};
 use crate::model::{ConflictModel, ConflictStepModel};
-use crate::resilience::limits::Meter;
 use crate::workflow::PlannedPanel;
 
 /// Executors enforce their own timeout; this much later the engine stops waiting.
@@ -588,11 +587,7 @@ async fn ask_agent(
     let failed = |error: String| Answer { text: Err(error), simulated: false, budget: None };
     // A panel's calls count against the task's budget and the run's, like attempts: a
     // budget already spent is not asked again.
-    let spent = {
-        let mut meters = shared.panel_meters();
-        let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget()));
-        spent_budget(shared, meter)
-    };
+    let spent = shared.with_panel_meter(job.task, |meter| spent_budget(shared, meter));
     if let Some(reason) = spent {
         return Answer { text: Err(reason.clone()), simulated: false, budget: Some(reason) };
     }
@@ -667,10 +662,9 @@ async fn ask_agent(
         Ok(mut outcome) => {
             engine.breakers.record_success(permit, elapsed);
             let checked = Checked { shared, task: job.task, agent, attempt };
-            let mut meters = shared.panel_meters();
-            let meter = meters.entry(job.task).or_insert_with(|| Meter::new(step.budget()));
-            budget = charge(&checked, &backend, definition.model.as_deref(), meter, &mut outcome);
-            drop(meters);
+            budget = shared.with_panel_meter(job.task, |meter| {
+                charge(&checked, &backend, definition.model.as_deref(), meter, &mut outcome)
+            });
             match &budget {
                 // What reached a budget is not counted: the panel stops there.
                 Some(reason) => Err(reason.clone()),

@@ -84,12 +84,16 @@ impl RunShared {
         Self { run, plan, engine, budget, spend, panel_spend: std::sync::Mutex::default() }
     }
 
-    /// The panel tasks' meters, by task index. Locked before the run's meter, never after.
-    pub(crate) fn panel_meters(
+    /// `f` on panel task `task`'s meter (made against its budget on first use). Its lock is
+    /// taken before the run's meter, never after.
+    pub(crate) fn with_panel_meter<R>(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, crate::resilience::limits::Meter>>
-    {
-        self.panel_spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        task: usize,
+        f: impl FnOnce(&mut crate::resilience::limits::Meter) -> R,
+    ) -> R {
+        let mut meters = self.panel_spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let budget = self.plan.steps[task].budget();
+        f(meters.entry(task).or_insert_with(|| crate::resilience::limits::Meter::new(budget)))
     }
 
     pub(crate) fn meter(&self) -> std::sync::MutexGuard<'_, crate::resilience::limits::Meter> {

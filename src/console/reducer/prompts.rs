@@ -152,13 +152,7 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
             }
         }
         Command::AskThirdOpinion { run, task } => {
-            let conflict = state
-                .runs
-                .get(run)
-                .and_then(|r| r.task(task))
-                .and_then(|t| t.conflict.as_deref())
-                .filter(|c| c.is_open())
-                .ok_or_else(|| format!("{task} has no conflict waiting for a decision"))?;
+            let conflict = open_conflict(state, run, task)?;
             match conflict
                 .steps
                 .iter()
@@ -172,13 +166,7 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
             }
         }
         Command::ResolveConflict { run, task, choice, .. } => {
-            let conflict = state
-                .runs
-                .get(run)
-                .and_then(|r| r.task(task))
-                .and_then(|t| t.conflict.as_deref())
-                .filter(|c| c.is_open())
-                .ok_or_else(|| format!("{task} has no conflict waiting for a decision"))?;
+            let conflict = open_conflict(state, run, task)?;
             match choice {
                 ConflictChoice::Verdict(n) if *n == 0 || *n > conflict.verdicts.len() => {
                     Err(format!("{task}: no verdict {n}; choose 1 to {}", conflict.verdicts.len()))
@@ -188,6 +176,21 @@ fn check(state: &State, command: &Command) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// The conflict of `run`'s `task` while it waits for a decision, or why there is none.
+fn open_conflict<'a>(
+    state: &'a State,
+    run: &RunId,
+    task: &crate::ids::TaskId,
+) -> Result<&'a crate::model::ConflictModel, String> {
+    state
+        .runs
+        .get(run)
+        .and_then(|r| r.task(task))
+        .and_then(|t| t.conflict.as_deref())
+        .filter(|c| c.is_open())
+        .ok_or_else(|| format!("{task} has no conflict waiting for a decision"))
 }
 
 /// The question a command asks before it is sent; `None` sends it at once.
