@@ -931,3 +931,121 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
     let listed: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
+
+/// A console attached while a zero-latency fan-out floods the host is sent digests, and what
+/// it folds from them is the run the host stored: every task, its state and its attempts.
+#[test]
+fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
+    use flightdeck::host::protocol::{HostMessage, decode_host_line};
+    use flightdeck::host::{Host, HostLock, HostOptions};
+    use flightdeck::model::{OutputKeep, RunModel};
+    use flightdeck::runtime::{Runtime, RuntimeOptions};
+    use std::sync::Arc;
+
+    const TASKS: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("flightdeck.yaml"),
+        "default_role: admin\nbackends:\n  sim:\n    kind: sim\n    latency_min: 0ms\n    latency_max: 0ms\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("agentpool/tier1-core")).unwrap();
+    std::fs::write(
+        root.join("agentpool/tier1-core/worker.md"),
+        "---\nname: worker\ndescription: Does any work at all\nmax_instances: 8\n---\nYou work.\n",
+    )
+    .unwrap();
+    let mut workflow = String::from(
+        "name: fan\nmax_parallel: 8\ntasks:\n  - {id: t0, description: Start, agent: worker}\n",
+    );
+    for i in 1..TASKS {
+        writeln!(
+            workflow,
+            "  - {{id: t{i}, description: Part {i}, agent: worker, depends_on: [t0]}}"
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("fan.yaml"), workflow).unwrap();
+    let data_dir = root.join(".flightdeck");
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (folded, stored, digests) = tokio.block_on(async {
+        let runtime = Arc::new(
+            Runtime::start(RuntimeOptions {
+                project_dir: root.to_owned(),
+                data_dir: data_dir.clone(),
+                settings: flightdeck::config::Settings::load(root).unwrap(),
+                watch_agents: false,
+            })
+            .unwrap(),
+        );
+        let host = Host::listen(
+            HostLock::take(&data_dir).unwrap(),
+            Arc::clone(&runtime),
+            &HostOptions::default(),
+        )
+        .unwrap();
+        let mut stream = UnixStream::connect(host.socket()).unwrap();
+        writeln!(
+            stream,
+            r#"{{"msg":"hello","version":1,"from":"attach","subscribe":true,"feed":"console"}}"#
+        )
+        .unwrap();
+        let console = std::thread::spawn(move || {
+            let mut model = RunModel::new(OutputKeep::None);
+            let mut digests = 0;
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 {
+                match decode_host_line(line.trim_end()).unwrap() {
+                    HostMessage::Snapshot { events } | HostMessage::Events { events } => {
+                        for envelope in &events {
+                            model.apply(envelope);
+                        }
+                    }
+                    HostMessage::Digest(digest) => {
+                        digests += 1;
+                        for part in &digest.parts {
+                            for envelope in &part.events {
+                                model.apply(envelope);
+                            }
+                            for change in &part.tasks {
+                                model.apply_change(change);
+                            }
+                        }
+                    }
+                    HostMessage::Closing { .. } => break,
+                    HostMessage::Welcome { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+                line.clear();
+            }
+            (model, digests)
+        });
+        let plan = runtime
+            .plan(&root.join("fan.yaml"), &flightdeck::workflow::PlanOverrides::default())
+            .unwrap();
+        let handle = runtime.start_planned("tester", plan).unwrap();
+        handle.wait().await;
+        runtime.flush().await.unwrap();
+        let stored =
+            RunModel::from_events(runtime.backlog().iter().map(AsRef::as_ref), OutputKeep::None);
+        host.close().await;
+        let (folded, digests) = console.join().unwrap();
+        let runtime = Arc::try_unwrap(runtime).ok().expect("the host let go of the runtime");
+        runtime.shutdown().await;
+        (folded, stored, digests)
+    });
+    assert!(digests > 0, "the flood was condensed");
+    assert_eq!(folded.counts().succeeded, TASKS);
+    let state = |model: &RunModel| -> Vec<_> {
+        model
+            .tasks
+            .iter()
+            .map(|t| (t.id().to_string(), t.status, t.attempts, t.finished_ms))
+            .collect()
+    };
+    assert_eq!(state(&folded), state(&stored));
+    assert_eq!(folded.outcome.map(|o| o.status), stored.outcome.map(|o| o.status));
+}

@@ -110,7 +110,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
         let resync_runtime = Arc::clone(&runtime);
         let link = ConsoleLink {
             backlog,
-            events,
+            events: events.into(),
             commands,
             user: globals.user.clone(),
             role: identity.role.to_string(),

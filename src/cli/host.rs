@@ -8,17 +8,17 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::progress::risk_word;
 use super::{Globals, exit};
-use crate::bus::{BROADCAST_CAPACITY, now_ms};
+use crate::bus::now_ms;
 use crate::command::Command;
 use crate::command::ConflictChoice;
-use crate::console::{self, ConsoleLink, ConsoleOptions};
+use crate::console::{self, ConsoleLink, ConsoleOptions, HostFeed, LiveFeed};
 use crate::event::Envelope;
 use crate::governance::{Channel, PendingApproval};
-use crate::host::protocol::{HostMessage, Outcome, WaitingConflict};
+use crate::host::protocol::{Feed, HostMessage, Outcome, WaitingConflict};
 use crate::host::{Hello, HostClient, HostError};
 use crate::ids::{RunId, TaskId, UserId};
 
@@ -227,6 +227,9 @@ fn is_forbidden_in_note(c: char) -> bool {
     c.is_control() && c != '\t'
 }
 
+/// Host messages an attached console holds before it stops reading the socket.
+const HOST_FEED_CAPACITY: usize = 4096;
+
 /// `attach [--readonly]`: the console, fed by the host's socket.
 pub fn attach(globals: &Globals, readonly: bool, log_file: PathBuf) -> i32 {
     let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -269,19 +272,34 @@ async fn run_attached(
         other => color_eyre::eyre::bail!("the host sent {other:?} instead of a snapshot"),
     };
     let latest: Arc<Mutex<Vec<Arc<Envelope>>>> = Arc::new(Mutex::new(backlog));
-    let (events_in, events) = broadcast::channel(BROADCAST_CAPACITY);
+    // Bounded: a console that falls behind stops reading the socket, and the host, seeing
+    // its lines pile up, says it lagged and sends its picture again.
+    let (feed, events) = mpsc::channel::<HostFeed>(HOST_FEED_CAPACITY);
     let snapshot = Arc::clone(&latest);
     let reading = tokio::spawn(async move {
         // Ends (dropping the sender, so the console says the runtime is gone) when the host
         // closes the connection or says it is exiting.
+        let mut missed = 0;
         while let Ok(Some(message)) = incoming.next().await {
-            match message {
-                HostMessage::Event { event } => {
-                    let _ = events_in.send(Arc::new(event));
+            let sent = match message {
+                HostMessage::Events { events } => {
+                    let mut sent = Ok(());
+                    for event in events {
+                        sent = feed.send(HostFeed::Event(Arc::new(event))).await;
+                    }
+                    sent
+                }
+                HostMessage::Event { event } => feed.send(HostFeed::Event(Arc::new(event))).await,
+                HostMessage::Digest(digest) => feed.send(HostFeed::Digest(Arc::new(digest))).await,
+                HostMessage::Lagged { missed: n } => {
+                    missed = n;
+                    Ok(())
                 }
                 HostMessage::Snapshot { events } => {
-                    *snapshot.lock().unwrap_or_else(PoisonError::into_inner) =
-                        events.into_iter().map(Arc::new).collect();
+                    let backlog: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
+                    snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone_from(&backlog);
+                    feed.send(HostFeed::Resync { backlog, missed: std::mem::take(&mut missed) })
+                        .await
                 }
                 HostMessage::Closing { reason } => {
                     tracing::info!(%reason, "attach: the host is going");
@@ -289,8 +307,12 @@ async fn run_attached(
                 }
                 HostMessage::Reply { outcome, message, .. } if outcome != Outcome::Done => {
                     tracing::warn!(?outcome, ?message, "attach: command not carried out");
+                    Ok(())
                 }
-                _ => {}
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
             }
         }
     });
@@ -305,7 +327,7 @@ async fn run_attached(
     let backlog = latest.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let link = ConsoleLink {
         backlog,
-        events,
+        events: LiveFeed::Host(events),
         commands,
         user,
         role,
@@ -341,7 +363,9 @@ async fn run_attached(
 /// Connect and say hello; on failure, say why and return the exit code.
 async fn connect(globals: &Globals, subscribe: bool, readonly: bool) -> Result<HostClient, i32> {
     let from = if subscribe { Channel::Attach } else { Channel::CommandLine };
-    let hello = Hello { from, as_user: globals.claimed.clone(), subscribe, readonly };
+    // A subscriber here is an attached console: it is sent the console feed.
+    let feed = if subscribe { Feed::Console } else { Feed::Events };
+    let hello = Hello { from, as_user: globals.claimed.clone(), subscribe, readonly, feed };
     HostClient::connect(&globals.data_dir, hello).await.map_err(|error| match error {
         HostError::Refused(reason) => {
             eprintln!("flightdeck: refused: {reason}");

@@ -14,7 +14,7 @@ use super::{Globals, exit};
 use crate::command::Command;
 use crate::event::{Envelope, RunStatus};
 use crate::governance::Channel;
-use crate::host::protocol::{HostMessage, Outcome};
+use crate::host::protocol::{Feed, HostMessage, Outcome};
 use crate::host::{Hello, HostClient, HostError};
 use crate::ids::RunId;
 
@@ -33,6 +33,8 @@ pub(super) async fn run_on_host(
         as_user: globals.claimed.clone(),
         subscribe: true,
         readonly: false,
+        // Every event: the run is printed as `run` prints it.
+        feed: Feed::Events,
     };
     let mut client = match HostClient::connect(&globals.data_dir, hello).await {
         Ok(client) => client,

@@ -30,7 +30,7 @@ use super::reducer::{Effect, Input, reduce};
 use super::replay::Replay;
 use super::state::State;
 use super::theme::{self, Theme};
-use super::{Attention, ConsoleLink, ConsoleOptions, panes};
+use super::{Attention, ConsoleLink, ConsoleOptions, HostFeed, LiveFeed, panes};
 use crate::command::Command;
 use crate::event::Envelope;
 
@@ -101,6 +101,52 @@ pub struct Idle {
     /// The last frame drawn.
     pub screen: Buffer,
     pub state: State,
+}
+
+/// The next inputs from the live feed, with what already waits behind them (up to a
+/// burst); `None` once the feed closed.
+async fn next_inputs(
+    feed: &mut LiveFeed,
+    resync: &(dyn Fn() -> Vec<Arc<Envelope>> + Send + Sync),
+) -> Option<Vec<Input>> {
+    match feed {
+        LiveFeed::Bus(events) => {
+            let first = match events.recv().await {
+                Ok(envelope) => Input::Event(envelope),
+                Err(RecvError::Lagged(missed)) => Input::Resync { backlog: resync(), missed },
+                Err(RecvError::Closed) => return None,
+            };
+            let mut batch = vec![first];
+            for _ in 0..EVENT_BURST {
+                match events.try_recv() {
+                    Ok(envelope) => batch.push(Input::Event(envelope)),
+                    Err(TryRecvError::Lagged(missed)) => {
+                        batch.push(Input::Resync { backlog: resync(), missed });
+                    }
+                    Err(_) => break,
+                }
+            }
+            Some(batch)
+        }
+        LiveFeed::Host(items) => {
+            let mut batch = vec![host_input(items.recv().await?)];
+            for _ in 0..EVENT_BURST {
+                match items.try_recv() {
+                    Ok(item) => batch.push(host_input(item)),
+                    Err(_) => break,
+                }
+            }
+            Some(batch)
+        }
+    }
+}
+
+fn host_input(item: HostFeed) -> Input {
+    match item {
+        HostFeed::Event(envelope) => Input::Event(envelope),
+        HostFeed::Digest(digest) => Input::Digest(digest),
+        HostFeed::Resync { backlog, missed } => Input::Resync { backlog, missed },
+    }
 }
 
 /// The console loop over any terminal backend and input stream, so tests can drive it with
@@ -232,25 +278,14 @@ where
                 // The input stream only ends when the terminal is gone.
                 None => break,
             },
-            received = events.recv(), if events_open => match received {
-                Ok(envelope) => {
-                    batch.push(Input::Event(envelope));
-                    for _ in 0..EVENT_BURST {
-                        match events.try_recv() {
-                            Ok(envelope) => batch.push(Input::Event(envelope)),
-                            Err(TryRecvError::Lagged(missed)) => {
-                                batch.push(Input::Resync { backlog: resync(), missed });
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => batch.push(Input::Resync { backlog: resync(), missed }),
-                Err(RecvError::Closed) => {
+            received = next_inputs(&mut events, &resync), if events_open => {
+                if let Some(inputs) = received {
+                    batch.extend(inputs);
+                } else {
                     events_open = false;
                     batch.push(Input::RuntimeGone);
                 }
-            },
+            }
             () = tokio::time::sleep_until(frame_due), if dirty => {}
             () = sleep_until_opt(quit_at), if quit_at.is_some() => {}
             () = tokio::time::sleep(frame), if replay.as_ref().is_some_and(Replay::is_playing) => {

@@ -86,7 +86,7 @@ impl Console {
         let (idle_tx, idle) = mpsc::unbounded_channel();
         let link = ConsoleLink {
             backlog: vec![agent_added(1, "backend-architect")],
-            events,
+            events: events.into(),
             commands: commands_tx,
             user: "alice".into(),
             role: role.into(),

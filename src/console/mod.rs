@@ -34,7 +34,7 @@ pub struct ConsoleLink {
     /// before live events. Envelopes keep their real `seq`; live events with a `seq` at or
     /// below the highest one seen here are treated as duplicates and dropped.
     pub backlog: Vec<Arc<Envelope>>,
-    pub events: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
+    pub events: LiveFeed,
     /// Commands go to the runtime, which passes them through the gate as `user`.
     pub commands: tokio::sync::mpsc::UnboundedSender<Command>,
     pub user: String,
@@ -52,6 +52,33 @@ pub struct ConsoleLink {
     /// Attached to another process's host (`flightdeck attach`): quitting detaches and
     /// leaves its runs going, so it asks nothing and cancels nothing.
     pub attached: bool,
+}
+
+/// Where a console's live events come from.
+pub enum LiveFeed {
+    /// The runtime's own bus: the host's console.
+    Bus(tokio::sync::broadcast::Receiver<Arc<Envelope>>),
+    /// What an attached console reads from its host, in order.
+    Host(tokio::sync::mpsc::Receiver<HostFeed>),
+}
+
+impl From<tokio::sync::broadcast::Receiver<Arc<Envelope>>> for LiveFeed {
+    fn from(events: tokio::sync::broadcast::Receiver<Arc<Envelope>>) -> Self {
+        Self::Bus(events)
+    }
+}
+
+/// One thing an attached console's host sent.
+#[derive(Debug, Clone)]
+pub enum HostFeed {
+    Event(Arc<Envelope>),
+    /// A flood condensed (see [`crate::host::feed`]).
+    Digest(Arc<crate::host::protocol::Digest>),
+    /// The host found this console behind: its picture again, and how much was missed.
+    Resync {
+        backlog: Vec<Arc<Envelope>>,
+        missed: u64,
+    },
 }
 
 /// Reads one stored run's events.

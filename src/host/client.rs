@@ -8,7 +8,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::HostError;
 use super::protocol::{
-    ClientMessage, HostMessage, MAX_LINE_BYTES, Outcome, PROTOCOL_VERSION, SOCKET_FILE,
+    ClientMessage, Feed, HostMessage, MAX_LINE_BYTES, Outcome, PROTOCOL_VERSION, SOCKET_FILE,
     WaitingConflict,
 };
 use crate::command::Command;
@@ -22,6 +22,8 @@ pub struct Hello {
     pub as_user: Option<String>,
     pub subscribe: bool,
     pub readonly: bool,
+    /// What a subscriber is sent: every event, or a console's feed.
+    pub feed: Feed,
 }
 
 /// A connection to a data dir's host, after the host's welcome.
@@ -66,6 +68,7 @@ impl HostClient {
                 as_user: hello.as_user,
                 subscribe: hello.subscribe,
                 readonly: hello.readonly,
+                feed: hello.feed,
             })
             .await?;
         match client.next().await? {
@@ -157,7 +160,9 @@ impl HostClient {
         if line.len() > MAX_LINE_BYTES {
             return Err(self.protocol("a line longer than the protocol allows"));
         }
-        serde_json::from_str(&line).map(Some).map_err(|error| self.protocol(&error.to_string()))
+        super::protocol::decode_host_line(&line)
+            .map(Some)
+            .map_err(|error| self.protocol(&error.to_string()))
     }
 
     /// Split into a reading and a writing half (an attached console reads events while its
@@ -204,7 +209,7 @@ impl HostEvents {
         if read == 0 {
             return Ok(None);
         }
-        serde_json::from_str(&line).map(Some).map_err(|error| HostError::Protocol {
+        super::protocol::decode_host_line(&line).map(Some).map_err(|error| HostError::Protocol {
             path: self.path.clone(),
             message: error.to_string(),
         })

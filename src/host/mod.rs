@@ -6,6 +6,7 @@
 mod attention;
 mod client;
 mod error;
+pub mod feed;
 mod project;
 pub mod protocol;
 mod reload;

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::HostError;
 use super::attention::spawn_notifier;
-use super::protocol::{ClientMessage, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
+use super::feed::spawn_console_feed;
+use super::protocol::{ClientMessage, Feed, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
 use crate::command::{Command, Request};
 use crate::governance::{Channel, Identity, Provenance};
 use crate::runtime::{Runtime, RuntimeError};
@@ -54,7 +55,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// What the fan-out hands every subscribed client: an event line, encoded once for all of
 /// them, or word that events were missed (the fan-out itself fell behind the bus).
 #[derive(Clone)]
-enum Fanout {
+pub(super) enum Fanout {
     Line(Arc<[u8]>),
     Lagged(u64),
 }
@@ -62,11 +63,14 @@ enum Fanout {
 /// Encode each event of the bus once, as the `event` message line every subscribed client
 /// is sent, instead of once per client: with 20 consoles attached, encoding was most of the
 /// host's work.
-fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> broadcast::Sender<Fanout> {
+fn spawn_fanout(
+    runtime: &Runtime,
+    closing: CancellationToken,
+) -> (broadcast::Sender<Fanout>, JoinHandle<()>) {
     let (lines, _) = broadcast::channel(FANOUT_CAPACITY);
     let sender = lines.clone();
     let mut events = runtime.bus().subscribe();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let received = tokio::select! {
                 () = closing.cancelled() => return,
@@ -90,7 +94,7 @@ fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> broadcast::Sen
             let _ = sender.send(message);
         }
     });
-    lines
+    (lines, task)
 }
 
 /// `{"msg":"event","event":ENVELOPE}` and a newline: [`HostMessage::Event`]'s line, without
@@ -100,6 +104,29 @@ fn event_line(envelope: &crate::event::Envelope) -> serde_json::Result<Arc<[u8]>
     line.extend_from_slice(br#"{"msg":"event","event":"#);
     serde_json::to_writer(&mut line, envelope)?;
     line.extend_from_slice(b"}\n");
+    Ok(line.into())
+}
+
+/// `{"msg":"snapshot","events":[…]}` of the runtime's current picture, after
+/// `{"msg":"lagged","missed":N}` when events were missed: encoded straight from the shared
+/// envelopes.
+pub(super) fn snapshot_line(
+    backlog: &[Arc<crate::event::Envelope>],
+    missed: Option<u64>,
+) -> serde_json::Result<Arc<[u8]>> {
+    #[derive(serde::Serialize)]
+    struct Snapshot<'a> {
+        msg: &'static str,
+        events: Vec<&'a crate::event::Envelope>,
+    }
+    let mut line = Vec::new();
+    if let Some(missed) = missed {
+        serde_json::to_writer(&mut line, &HostMessage::Lagged { missed })?;
+        line.push(b'\n');
+    }
+    let events = backlog.iter().map(AsRef::as_ref).collect();
+    serde_json::to_writer(&mut line, &Snapshot { msg: "snapshot", events })?;
+    line.push(b'\n');
     Ok(line.into())
 }
 
@@ -144,6 +171,8 @@ pub struct Host {
     socket: PathBuf,
     closing: CancellationToken,
     accept: JoinHandle<()>,
+    /// The tasks that encode the bus's events for subscribers.
+    feeds: Vec<JoinHandle<()>>,
     /// Reloads users, roles and policies when the governing flightdeck.yaml changes.
     watcher: Option<super::reload::SettingsWatcher>,
     _lock: File,
@@ -175,10 +204,12 @@ impl Host {
                 None
             }
         };
-        let fanout = spawn_fanout(&runtime, closing.clone());
-        let accept = tokio::spawn(accept_loop(listener, runtime, fanout, closing.clone()));
+        let (events, fanout) = spawn_fanout(&runtime, closing.clone());
+        let (console, feed) = spawn_console_feed(&runtime, closing.clone());
+        let feeds = Feeds { events, console };
+        let accept = tokio::spawn(accept_loop(listener, runtime, feeds, closing.clone()));
         tracing::info!(socket = %socket.display(), "host: listening");
-        Ok(Self { socket, closing, accept, watcher, _lock: lock })
+        Ok(Self { socket, closing, accept, feeds: vec![fanout, feed], watcher, _lock: lock })
     }
 
     /// The socket's path.
@@ -194,6 +225,9 @@ impl Host {
         drop(self.watcher.take());
         self.closing.cancel();
         let _ = tokio::time::timeout(CLOSE_WAIT, &mut self.accept).await;
+        for feed in &mut self.feeds {
+            let _ = tokio::time::timeout(CLOSE_WAIT, feed).await;
+        }
     }
 }
 
@@ -201,6 +235,7 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.closing.cancel();
         self.accept.abort();
+        self.feeds.iter().for_each(JoinHandle::abort);
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -254,10 +289,19 @@ fn bind_private(socket: &Path, group: Option<&str>) -> Result<UnixListener, Host
     Ok(listener)
 }
 
+/// The lines subscribers are sent, by feed.
+#[derive(Clone)]
+struct Feeds {
+    /// Every event, one line each.
+    events: broadcast::Sender<Fanout>,
+    /// A console's feed: one line per tick.
+    console: broadcast::Sender<Fanout>,
+}
+
 async fn accept_loop(
     listener: UnixListener,
     runtime: Arc<Runtime>,
-    fanout: broadcast::Sender<Fanout>,
+    feeds: Feeds,
     closing: CancellationToken,
 ) {
     // Aborted with this task: a connection stuck writing to a client that stopped reading
@@ -284,10 +328,10 @@ async fn accept_loop(
         };
         let runtime = Arc::clone(&runtime);
         let closing = closing.clone();
-        let fanout = fanout.clone();
+        let feeds = feeds.clone();
         connections.retain(|connection| !connection.0.is_finished());
         connections.push(AbortOnDrop(tokio::spawn(async move {
-            if let Err(error) = serve(stream, &runtime, &fanout, &closing).await {
+            if let Err(error) = serve(stream, &runtime, &feeds, &closing).await {
                 tracing::debug!(%error, "host: connection ended");
             }
         })));
@@ -299,7 +343,7 @@ async fn accept_loop(
 async fn serve(
     stream: UnixStream,
     runtime: &Runtime,
-    fanout: &broadcast::Sender<Fanout>,
+    feeds: &Feeds,
     closing: &CancellationToken,
 ) -> std::io::Result<()> {
     let credentials = stream.peer_cred()?;
@@ -307,7 +351,8 @@ async fn serve(
     let mut reader = BufReader::new(read);
     let mut out = Writer(write);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut reader)).await;
-    let Ok(Ok(Some(ClientMessage::Hello { version, from, as_user, subscribe, readonly }))) = hello
+    let Ok(Ok(Some(ClientMessage::Hello { version, from, as_user, subscribe, readonly, feed }))) =
+        hello
     else {
         let reason = "the first message must be a hello".to_owned();
         return out.send(&HostMessage::Refused { reason }).await;
@@ -335,7 +380,10 @@ async fn serve(
     })
     .await?;
     let session = Session { runtime, provenance, identity, readonly };
-    let mut events = subscribe.then(|| fanout.subscribe());
+    let mut events = subscribe.then(|| match feed {
+        Feed::Events => feeds.events.subscribe(),
+        Feed::Console => feeds.console.subscribe(),
+    });
     if events.is_some() {
         out.snapshot(runtime).await?;
     }
@@ -489,7 +537,7 @@ impl Writer {
     }
 
     async fn snapshot(&mut self, runtime: &Runtime) -> std::io::Result<()> {
-        let events = runtime.backlog().iter().map(|envelope| (**envelope).clone()).collect();
-        self.send(&HostMessage::Snapshot { events }).await
+        let line = snapshot_line(&runtime.backlog(), None).map_err(std::io::Error::other)?;
+        self.0.write_all(&line).await
     }
 }

@@ -532,6 +532,9 @@ pub struct RunModel {
     /// a 10,000-task run costs a list of pointers instead of every task's strings.
     pub tasks: Vec<Arc<TaskModel>>,
     pub index: Arc<HashMap<TaskId, usize>>,
+    /// Where each task of the latest `RunStarted` is in `tasks`: a host digest's changes
+    /// name tasks by their position in it.
+    pub latest_plan: Arc<Vec<usize>>,
     /// Attempts started on a simulation backend, and on a real one.
     pub simulated_attempts: usize,
     pub real_attempts: usize,
@@ -574,6 +577,7 @@ impl RunModel {
             outcome: None,
             tasks: Vec::new(),
             index: Arc::default(),
+            latest_plan: Arc::default(),
             simulated_attempts: 0,
             real_attempts: 0,
             last_seq: 0,
@@ -686,6 +690,78 @@ impl RunModel {
         changed
     }
 
+    /// Fold a host digest's compact change: tasks that moved along their usual path
+    /// (ready, started, succeeded) and the state they reached. What a change does not carry
+    /// (output, usage, the instance) stays as it was; `runs show` has it from the store.
+    /// Returns how many of the tasks are this run's.
+    pub fn apply_change(&mut self, change: &crate::host::protocol::TaskChange) -> usize {
+        let first = change.first as usize;
+        let last = first.saturating_add(change.count as usize).min(self.latest_plan.len());
+        let mut applied = 0;
+        for position in first..last {
+            let at = self.latest_plan[position];
+            self.change_task(at, change);
+            applied += 1;
+        }
+        self.last_ms = self.last_ms.max(change.at_ms);
+        self.applied += applied as u64;
+        applied
+    }
+
+    /// The task at `at` (in `tasks`) as `change` says.
+    fn change_task(&mut self, at: usize, change: &crate::host::protocol::TaskChange) {
+        let run_simulated = self.simulated;
+        let t = Arc::make_mut(&mut self.tasks[at]);
+        let at_ms = change.at_ms;
+        match change.status {
+            TaskStatus::Running => {
+                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                    t.first_started_ms = Some(at_ms);
+                    t.attempt_ms = None;
+                }
+                t.started_ms = Some(at_ms);
+                t.finished_ms = None;
+            }
+            TaskStatus::Succeeded => {
+                let took = change.duration_ms.unwrap_or(0);
+                let started = at_ms.saturating_sub(took);
+                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                    t.first_started_ms = Some(started);
+                }
+                t.started_ms.get_or_insert(started);
+                t.retries_used = 0;
+                t.attempt_ms = Some(took);
+                t.duration_ms = Some(t.whole_task_ms(at_ms, took));
+                t.finished_ms = Some(at_ms);
+            }
+            _ => {}
+        }
+        let attempt = change.attempt;
+        if attempt > 0 {
+            if t.attempts != attempt
+                && matches!(change.status, TaskStatus::Running | TaskStatus::Succeeded)
+            {
+                // A change does not say its backend: a task's first attempt is taken to run
+                // where the run says its tasks run.
+                if t.attempts == 0 {
+                    t.simulated = run_simulated;
+                }
+                if t.simulated {
+                    self.simulated_attempts += 1;
+                } else {
+                    self.real_attempts += 1;
+                }
+            }
+            t.attempts = attempt;
+        }
+        t.status = change.status;
+    }
+
+    /// The task at `position` of the run's latest plan (a digest's changes count from it).
+    pub fn planned_at(&self, position: usize) -> Option<&TaskModel> {
+        self.latest_plan.get(position).map(|at| &*self.tasks[*at])
+    }
+
     fn fold(&mut self, envelope: &Envelope) -> bool {
         let ts = envelope.ts_ms;
         match &envelope.event {
@@ -710,12 +786,15 @@ impl RunModel {
                 self.outcome = None;
                 self.tasks.reserve(tasks.len());
                 let index = Arc::make_mut(&mut self.index);
+                let mut latest = Vec::with_capacity(tasks.len());
                 for planned in tasks {
-                    if !index.contains_key(&planned.task) {
-                        index.insert(planned.task.clone(), self.tasks.len());
+                    let at = *index.entry(planned.task.clone()).or_insert_with(|| {
                         self.tasks.push(Arc::new(TaskModel::new(self.keep.planned(planned))));
-                    }
+                        self.tasks.len() - 1
+                    });
+                    latest.push(at);
                 }
+                self.latest_plan = Arc::new(latest);
                 true
             }
             Event::RunResumed { .. } => {

@@ -42,8 +42,7 @@ struct Prefix<'a> {
 }
 
 impl Decoder {
-    /// One stored line as an envelope.
-    #[cfg(test)]
+    /// One stored line (or a line of the same shape, as the host sends) as an envelope.
     pub(crate) fn decode(&mut self, line: &str) -> Result<Envelope, serde_json::Error> {
         match self.prefix(line) {
             Some(prefix) => self.read(prefix, line),

@@ -14,7 +14,7 @@
 //! open their own `RunStore` and never block the writer.
 
 mod anchor;
-mod decode;
+pub(crate) mod decode;
 mod encode;
 mod error;
 mod outcomes;

@@ -60,6 +60,11 @@ pub fn stream_text(task: &TaskId, tally: &StreamTally, open: bool) -> String {
     }
 }
 
+/// The line an attached console adds for a host's digest: what it condensed.
+pub fn condensed_entry(envelope: &Arc<Envelope>, text: &str) -> AuditEntry {
+    line_entry(envelope, Role::Muted, text)
+}
+
 fn line_entry(envelope: &Arc<Envelope>, role: Role, text: &str) -> AuditEntry {
     let mut text = one_line(text);
     if text.len() > LINE_MAX_CHARS {

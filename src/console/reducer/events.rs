@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use crate::event::{Envelope, Event, Level, OutputStream};
+use crate::host::protocol::Digest;
 use crate::ids::{AgentId, RunId, TaskId};
+use crate::model::TaskStatus;
 
 use super::super::panes;
 use super::super::state::{
@@ -255,6 +257,76 @@ pub(super) fn apply_event(state: &mut State, envelope: &Arc<Envelope>, audit: bo
     if let Some(pane) = pane {
         fix_selection(state, pane);
     }
+}
+
+/// A host's digest of a flood: whole events as events, each compact task change into its
+/// run, and one audit line that says what was condensed.
+pub(super) fn apply_digest(state: &mut State, digest: &Digest) {
+    if digest.last_seq != 0 && digest.last_seq <= state.applied_seq {
+        return;
+    }
+    let mut moved: [u64; 3] = [0; 3];
+    let mut at_ms = 0;
+    for part in &digest.parts {
+        for envelope in &part.events {
+            if envelope.seq == 0 || envelope.seq > state.applied_seq {
+                apply_event(state, &Arc::new(envelope.clone()), true);
+            }
+        }
+        let key = match (&part.run, &state.shown_run) {
+            (Some(run), _) => run.clone(),
+            (None, Some(shown)) => shown.clone(),
+            (None, None) => continue,
+        };
+        let Some(run) = state.runs.get_mut(&key) else { continue };
+        run.from_store = false;
+        let mut calls: Vec<(AgentId, u64)> = Vec::new();
+        for change in &part.tasks {
+            let applied = run.model.apply_change(change) as u64;
+            if applied == 0 {
+                continue;
+            }
+            at_ms = at_ms.max(change.at_ms);
+            match change.status {
+                TaskStatus::Ready => moved[0] += applied,
+                TaskStatus::Running => moved[1] += applied,
+                TaskStatus::Succeeded => {
+                    moved[2] += applied;
+                    let first = change.first as usize;
+                    for position in first..first + applied as usize {
+                        if let Some(t) = run.model.planned_at(position) {
+                            calls.push((t.agent.clone(), change.duration_ms.unwrap_or(0)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (agent, duration_ms) in calls {
+            state.breakers.metrics.entry(agent).or_default().record(true, duration_ms);
+        }
+    }
+    state.now_ms = state.now_ms.max(at_ms);
+    state.applied_seq = state.applied_seq.max(digest.last_seq);
+    let said: Vec<String> = [(moved[2], "succeeded"), (moved[1], "running"), (moved[0], "ready")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, word)| format!("{n} {word}"))
+        .collect();
+    if !said.is_empty() {
+        let text =
+            format!("⋯ {} events condensed by the host: tasks {}", digest.events, said.join(", "));
+        let envelope = Arc::new(Envelope {
+            seq: digest.last_seq,
+            ts_ms: at_ms,
+            run_id: state.shown_run.clone().filter(|run| !run.as_str().is_empty()),
+            event: Event::Notice { level: Level::Info, message: text.clone() },
+        });
+        let entry = panes::audit::condensed_entry(&envelope, &text);
+        append_audit(state, entry);
+    }
+    fix_selection(state, PaneId::Breakers);
+    fix_selection(state, PaneId::Pool);
 }
 
 fn agent_invalid(state: &mut State, file: &std::path::Path, agent: Option<&AgentId>, error: &str) {

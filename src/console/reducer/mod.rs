@@ -39,6 +39,8 @@ const ERROR_MESSAGE_MS: u64 = 12_000;
 pub enum Input {
     /// A live event from the runtime.
     Event(Arc<Envelope>),
+    /// An attached console's digest of a flood of events from its host.
+    Digest(Arc<crate::host::protocol::Digest>),
     /// The startup backlog: the current picture, applied before live events.
     Backlog(Vec<Arc<Envelope>>),
     /// The broadcast lagged: rebuild the picture from a fresh backlog.
@@ -90,6 +92,7 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
                 events::apply_event(state, &envelope, true);
             }
         }
+        Input::Digest(digest) => events::apply_digest(state, &digest),
         Input::Backlog(backlog) => {
             for envelope in &backlog {
                 events::apply_event(state, envelope, true);

@@ -1343,3 +1343,47 @@ fn an_attached_console_detaches_without_asking() {
     assert_eq!(attached.effects(Action::Quit), vec![Effect::Quit]);
     assert_eq!(attached.state.prompt, None);
 }
+
+#[test]
+fn a_hosts_digest_moves_tasks_counts_their_calls_and_says_what_it_condensed() {
+    use crate::host::protocol::{Digest, DigestPart, TaskChange};
+    let mut feed = Feed::new("operator").with_run();
+    let change = |first, count, status, attempt, duration_ms| TaskChange {
+        first,
+        count,
+        status,
+        attempt,
+        at_ms: T0 + 60_000,
+        duration_ms,
+    };
+    let before = feed.state.audit.entries.len();
+    let digest = Digest {
+        events: 900,
+        last_seq: feed.seq + 900,
+        parts: vec![DigestPart {
+            events: Vec::new(),
+            run: Some(RunId::new("r1")),
+            tasks: vec![
+                change(0, 2, TaskStatus::Succeeded, 1, Some(40)),
+                change(2, 1, TaskStatus::Running, 1, None),
+            ],
+        }],
+    };
+    reduce(&mut feed.state, Input::Digest(Arc::new(digest)));
+    let run = feed.state.run().expect("the run");
+    let status = |id: &str| run.task(&TaskId::new(id)).map(|t| (t.status, t.attempts));
+    assert_eq!(status("design"), Some((TaskStatus::Succeeded, 1)));
+    assert_eq!(status("build"), Some((TaskStatus::Succeeded, 1)));
+    assert_eq!(status("deploy"), Some((TaskStatus::Running, 1)));
+    assert_eq!(run.task(&TaskId::new("build")).and_then(|t| t.duration_ms), Some(40));
+    let calls = feed.state.breakers.metrics[&AgentId::new("backend-architect")].calls.calls;
+    assert_eq!(calls, 2);
+    assert_eq!(feed.state.audit.entries.len(), before + 1);
+    let said = audit_texts(&feed).pop().expect("a line");
+    assert!(
+        said.contains("900 events condensed") && said.contains("2 succeeded, 1 running"),
+        "{said}"
+    );
+    // Events the digest stood for are not applied again.
+    assert_eq!(feed.state.applied_seq, feed.seq + 900);
+}

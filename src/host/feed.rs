@@ -1,0 +1,455 @@
+//! The console feed: what attached consoles are sent, one line per tick for all of them.
+//!
+//! An attached console redraws at most once a frame, so it needs each tick's changes, not
+//! each event as its own line: the feed gathers the bus's events for [`TICK`] (the first
+//! event after a quiet spell goes at once), encodes them once, and hands the line to every
+//! console. A tick of at most [`DIGEST_ABOVE`] events is sent whole (`events`); a flood
+//! (a zero-latency fan-out publishes thousands of events a tick) is condensed into a
+//! `digest`: a task that only moved along its usual path in the tick (ready, started,
+//! succeeded, streamed output) becomes one compact change with its latest state, pool
+//! churn becomes each instance's latest event, and everything else is sent whole and in
+//! order. Twenty consoles then decode a few compact changes per task instead of every
+//! event, and none falls behind into a snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{DIGEST_ABOVE, TaskChange};
+use super::server::{Fanout, snapshot_line};
+use crate::event::{Envelope, Event};
+use crate::ids::{InstanceId, RunId, TaskId};
+use crate::model::TaskStatus;
+use crate::runtime::Runtime;
+
+/// How long the feed gathers events into one line: about a frame.
+pub const TICK: Duration = Duration::from_millis(16);
+
+/// Lines kept for consoles that are behind; beyond this a console gets a snapshot instead.
+const FEED_CAPACITY: usize = 1024;
+
+/// Start the feed; consoles subscribe to the returned sender. The task ends when `closing`
+/// is cancelled.
+pub(super) fn spawn_console_feed(
+    runtime: &Arc<Runtime>,
+    closing: CancellationToken,
+) -> (broadcast::Sender<Fanout>, JoinHandle<()>) {
+    let (lines, _) = broadcast::channel(FEED_CAPACITY);
+    let sender = lines.clone();
+    let mut events = runtime.bus().subscribe();
+    // Weak: the host's tasks let go of the runtime when it closes.
+    let runtime = Arc::downgrade(runtime);
+    // When the feed itself fell behind the bus, every console missed the same events: they
+    // are all sent one picture, encoded once, and the plans are those the picture holds.
+    let consoles = sender.clone();
+    let resync = move |missed: u64, plans: &mut Plans| {
+        plans.0.clear();
+        let runtime = runtime.upgrade().filter(|_| consoles.receiver_count() > 0);
+        let Some(runtime) = runtime else { return Fanout::Lagged(missed) };
+        let backlog = runtime.backlog();
+        for envelope in &backlog {
+            plans.saw(envelope);
+        }
+        match snapshot_line(&backlog, Some(missed)) {
+            Ok(line) => Fanout::Line(line),
+            Err(_) => Fanout::Lagged(missed),
+        }
+    };
+    let task = tokio::spawn(async move {
+        // When the last line went: an event after a quiet spell goes at once.
+        let mut last_sent = Instant::now() - TICK;
+        let mut plans = Plans::default();
+        loop {
+            let first = tokio::select! {
+                () = closing.cancelled() => return,
+                received = events.recv() => received,
+            };
+            let mut tick = match first {
+                // Nobody to send it to: no tick, and no plans kept (a console that attaches
+                // later is sent whole events of the runs already going, as it has not been
+                // sent their plans' positions).
+                Ok(_) if sender.receiver_count() == 0 => {
+                    plans.0.clear();
+                    continue;
+                }
+                Ok(envelope) => vec![envelope],
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "host: the console feed fell behind; consoles resync");
+                    let _ = sender.send(resync(missed, &mut plans));
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let due = last_sent + TICK;
+            let mut missed = None;
+            loop {
+                // What is already there joins the tick; then wait for more until it is due.
+                match events.try_recv() {
+                    Ok(envelope) => {
+                        tick.push(envelope);
+                        // A flood ends its tick on time too.
+                        if Instant::now() < due {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(TryRecvError::Lagged(n)) => {
+                        missed = Some(n);
+                        break;
+                    }
+                    Err(TryRecvError::Closed) => break,
+                    Err(TryRecvError::Empty) => {}
+                }
+                if Instant::now() >= due {
+                    break;
+                }
+                tokio::select! {
+                    () = closing.cancelled() => return,
+                    () = tokio::time::sleep_until(due) => {}
+                    received = events.recv() => match received {
+                        Ok(envelope) => tick.push(envelope),
+                        Err(RecvError::Lagged(n)) => {
+                            missed = Some(n);
+                            break;
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+            last_sent = Instant::now();
+            match tick_line(&tick, &mut plans) {
+                Ok(line) => {
+                    let _ = sender.send(Fanout::Line(line));
+                }
+                Err(error) => tracing::warn!(%error, "host: a console feed line did not encode"),
+            }
+            if let Some(missed) = missed {
+                tracing::warn!(missed, "host: the console feed fell behind; consoles resync");
+                let _ = sender.send(resync(missed, &mut plans));
+            }
+        }
+    });
+    (lines, task)
+}
+
+/// One tick's line for every console: `events`, or a `digest` in a flood. `plans` follows
+/// the runs' starts from tick to tick.
+pub fn tick_line(tick: &[Arc<Envelope>], plans: &mut Plans) -> serde_json::Result<Arc<[u8]>> {
+    let mut line = Vec::with_capacity(256 * tick.len().min(DIGEST_ABOVE * 4));
+    let big_plan = |envelope: &Arc<Envelope>| matches!(&envelope.event, Event::RunStarted { tasks, .. } if tasks.len() > PLAN_IN_COLUMNS_ABOVE);
+    if tick.len() <= DIGEST_ABOVE && !tick.iter().any(big_plan) {
+        for envelope in tick {
+            plans.saw(envelope);
+        }
+        let events: Vec<&Envelope> = tick.iter().map(AsRef::as_ref).collect();
+        serde_json::to_writer(&mut line, &EventsLine { msg: "events", events })?;
+    } else {
+        serde_json::to_writer(&mut line, &digest(tick, plans))?;
+    }
+    line.push(b'\n');
+    Ok(line.into())
+}
+
+#[derive(Serialize)]
+struct EventsLine<'a> {
+    msg: &'static str,
+    events: Vec<&'a Envelope>,
+}
+
+/// [`super::protocol::Digest`] as it is written, borrowing the events.
+#[derive(Serialize)]
+struct DigestLine<'a> {
+    msg: &'static str,
+    events: u64,
+    last_seq: u64,
+    parts: Vec<PartLine<'a>>,
+}
+
+#[derive(Serialize, Default)]
+struct PartLine<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    events: Vec<&'a Envelope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<StartedLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<&'a RunId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tasks: Vec<TaskChange>,
+}
+
+/// A run's start with its plan in columns: a task's agent an index into `agents`, its
+/// dependencies indices into `id`. A 10,000-task fan-out's plan is a sixth the size of its
+/// `run_started` event and reads several times faster (see [`super::protocol`]).
+#[derive(Serialize)]
+struct StartedLine<'a> {
+    seq: u64,
+    ts_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a RunId>,
+    workflow: &'a str,
+    file: &'a std::path::Path,
+    goal: Option<&'a str>,
+    max_parallel: usize,
+    fail_fast: bool,
+    simulated: bool,
+    agents: Vec<&'a str>,
+    tasks: PlanColumns<'a>,
+}
+
+/// The plan's columns; those whose values repeat task after task (a fan-out's tasks share
+/// their agent, dependencies, layer and limits) as runs: `[[value, how many], …]`.
+#[derive(Serialize, Default)]
+struct PlanColumns<'a> {
+    id: Vec<&'a str>,
+    description: Vec<&'a str>,
+    agent: Runs<usize>,
+    score: Runs<Option<f64>>,
+    depends_on: Runs<Vec<usize>>,
+    layer: Runs<usize>,
+    timeout_ms: Runs<u64>,
+    retries: Runs<u32>,
+}
+
+/// Values as runs of equal ones.
+#[derive(Serialize)]
+struct Runs<T>(Vec<(T, usize)>);
+
+impl<T> Default for Runs<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T: PartialEq> Runs<T> {
+    fn push(&mut self, value: T) {
+        match self.0.last_mut() {
+            Some((last, count)) if *last == value => *count += 1,
+            _ => self.0.push((value, 1)),
+        }
+    }
+}
+
+/// A run start's plan in columns; `None` for any other event, or a plan that names a
+/// dependency it does not hold (sent whole, then).
+fn started_line(envelope: &Envelope) -> Option<StartedLine<'_>> {
+    let Event::RunStarted { workflow, file, goal, max_parallel, fail_fast, simulated, tasks } =
+        &envelope.event
+    else {
+        return None;
+    };
+    let index: HashMap<&str, usize> =
+        tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)).collect();
+    let mut agents: Vec<&str> = Vec::new();
+    let mut columns = PlanColumns::default();
+    for task in tasks {
+        let agent = if let Some(at) = agents.iter().position(|known| *known == task.agent.as_str())
+        {
+            at
+        } else {
+            agents.push(task.agent.as_str());
+            agents.len() - 1
+        };
+        let depends_on: Option<Vec<usize>> =
+            task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
+        columns.id.push(task.task.as_str());
+        columns.description.push(&task.description);
+        columns.agent.push(agent);
+        columns.score.push(task.score);
+        columns.depends_on.push(depends_on?);
+        columns.layer.push(task.layer);
+        columns.timeout_ms.push(task.timeout_ms);
+        columns.retries.push(task.retries);
+    }
+    Some(StartedLine {
+        seq: envelope.seq,
+        ts_ms: envelope.ts_ms,
+        run_id: envelope.run_id.as_ref(),
+        workflow,
+        file,
+        goal: goal.as_deref(),
+        max_parallel: *max_parallel,
+        fail_fast: *fail_fast,
+        simulated: *simulated,
+        agents,
+        tasks: columns,
+    })
+}
+
+/// Plans larger than this make their tick a digest, where they go in columns.
+const PLAN_IN_COLUMNS_ABOVE: usize = 256;
+
+/// Where each task is in its run's latest plan, as the feed saw the plans go by: a digest's
+/// changes name tasks by it.
+#[derive(Default)]
+pub struct Plans(HashMap<Option<RunId>, HashMap<TaskId, u32>>);
+
+impl Plans {
+    fn saw(&mut self, envelope: &Envelope) {
+        match &envelope.event {
+            Event::RunStarted { tasks, .. } => {
+                let positions =
+                    (0..).zip(tasks).map(|(at, task)| (task.task.clone(), at)).collect();
+                self.0.insert(envelope.run_id.clone(), positions);
+            }
+            Event::RunFinished { .. } => {
+                self.0.remove(&envelope.run_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn position(&self, run: Option<&RunId>, task: &TaskId) -> Option<u32> {
+        self.0.get(&run.cloned())?.get(task).copied()
+    }
+}
+
+/// What a tick's event is to the digest.
+enum Kind<'a> {
+    /// A step along a task's usual path; `Some` when it sets the task's state.
+    Path(TaskKey<'a>, Option<TaskChange>),
+    /// Pool churn of one instance.
+    Churn(InstanceId),
+    /// The queue length of one agent: only the latest counts.
+    Queue(&'a str),
+    /// Sent whole.
+    Whole,
+}
+
+type TaskKey<'a> = (Option<&'a RunId>, &'a str);
+
+fn kind<'a>(envelope: &'a Envelope, plans: &Plans) -> Kind<'a> {
+    let run = envelope.run_id.as_ref();
+    let change = |task: &TaskId, status, attempt, duration_ms| {
+        let first = plans.position(run, task)?;
+        let at_ms = envelope.ts_ms;
+        Some(TaskChange { first, count: 1, status, attempt, at_ms, duration_ms })
+    };
+    // A task not in a plan the feed saw is sent whole.
+    let path = |task: &'a TaskId, change: Option<TaskChange>| match change {
+        Some(change) => Kind::Path((run, task.as_str()), Some(change)),
+        None => Kind::Whole,
+    };
+    match &envelope.event {
+        Event::TaskReady { task } => path(task, change(task, TaskStatus::Ready, 0, None)),
+        Event::TaskStarted { task, attempt, .. } => {
+            path(task, change(task, TaskStatus::Running, *attempt, None))
+        }
+        Event::TaskSucceeded { task, attempt, duration_ms, .. } => {
+            path(task, change(task, TaskStatus::Succeeded, *attempt, Some(*duration_ms)))
+        }
+        Event::TaskOutput { task, .. } => Kind::Path((run, task.as_str()), None),
+        Event::InstanceWorking { instance, .. } | Event::InstanceIdle { instance, .. } => {
+            Kind::Churn(*instance)
+        }
+        Event::InstanceQueued { agent, .. } => Kind::Queue(agent.as_str()),
+        _ => Kind::Whole,
+    }
+}
+
+/// Condense a flood: see the module's documentation.
+fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
+    let kinds: Vec<Kind<'_>> = tick
+        .iter()
+        .map(|envelope| {
+            plans.saw(envelope);
+            kind(envelope, plans)
+        })
+        .collect();
+    // Tasks that something else happened to in this tick are sent whole, so the order of
+    // their events is kept. (An instance's reservation comes before its churn and its end
+    // after it, so its latest churn alone keeps its order.)
+    let mut whole_tasks: HashSet<TaskKey<'_>> = HashSet::new();
+    for (envelope, kind) in tick.iter().zip(&kinds) {
+        if let (Kind::Whole, Some(task)) = (kind, envelope.event.task()) {
+            whole_tasks.insert((envelope.run_id.as_ref(), task));
+        }
+    }
+    // The latest state-setting step of each task, churn of each instance, queue of each agent.
+    let mut last_step: HashMap<TaskKey<'_>, usize> = HashMap::new();
+    let mut last_churn: HashMap<InstanceId, usize> = HashMap::new();
+    let mut last_queue: HashMap<&str, usize> = HashMap::new();
+    for (at, kind) in kinds.iter().enumerate() {
+        match kind {
+            Kind::Path(task, Some(_)) => {
+                last_step.insert(*task, at);
+            }
+            Kind::Churn(instance) => {
+                last_churn.insert(*instance, at);
+            }
+            Kind::Queue(agent) => {
+                last_queue.insert(agent, at);
+            }
+            Kind::Path(_, None) | Kind::Whole => {}
+        }
+    }
+    let mut parts: Vec<PartLine<'_>> = Vec::new();
+    for (at, (envelope, kind)) in tick.iter().zip(kinds).enumerate() {
+        match kind {
+            Kind::Path(task, _) if whole_tasks.contains(&task) => whole(&mut parts, envelope),
+            Kind::Path(task, Some(change)) if last_step.get(&task) == Some(&at) => {
+                let run = envelope.run_id.as_ref();
+                match parts.last_mut() {
+                    Some(part)
+                        if part.events.is_empty() && part.started.is_none() && part.run == run =>
+                    {
+                        part.tasks.push(change);
+                    }
+                    _ => parts.push(PartLine { run, tasks: vec![change], ..PartLine::default() }),
+                }
+            }
+            Kind::Churn(instance) if last_churn.get(&instance) == Some(&at) => {
+                whole(&mut parts, envelope);
+            }
+            Kind::Queue(agent) if last_queue.get(agent) == Some(&at) => whole(&mut parts, envelope),
+            Kind::Path(..) | Kind::Churn(_) | Kind::Queue(_) => {}
+            Kind::Whole => match started_line(envelope) {
+                Some(started) => {
+                    parts.push(PartLine { started: Some(started), ..PartLine::default() });
+                }
+                None => whole(&mut parts, envelope),
+            },
+        }
+    }
+    for part in &mut parts {
+        part.tasks = ranges(std::mem::take(&mut part.tasks));
+    }
+    DigestLine {
+        msg: "digest",
+        events: tick.len() as u64,
+        last_seq: tick.iter().map(|envelope| envelope.seq).max().unwrap_or(0),
+        parts,
+    }
+}
+
+/// A part's changes (one per task) as ranges: the order of different tasks' changes within
+/// a part means nothing (no other event comes between them), so they are sorted by the
+/// state they reached and consecutive positions with the same state joined.
+fn ranges(mut changes: Vec<TaskChange>) -> Vec<TaskChange> {
+    changes.sort_unstable_by_key(|c| (c.at_ms, c.status as u8, c.attempt, c.duration_ms, c.first));
+    let mut joined: Vec<TaskChange> = Vec::with_capacity(changes.len());
+    for change in changes {
+        match joined.last_mut() {
+            Some(range) if range.extends_with(change.first, &change) => range.count += 1,
+            _ => joined.push(change),
+        }
+    }
+    joined
+}
+
+/// Add a whole event to the digest's last part, or start a part for it.
+fn whole<'a>(parts: &mut Vec<PartLine<'a>>, envelope: &'a Envelope) {
+    match parts.last_mut() {
+        Some(part) if part.tasks.is_empty() && part.started.is_none() => part.events.push(envelope),
+        _ => parts.push(PartLine { events: vec![envelope], ..PartLine::default() }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
