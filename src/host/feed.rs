@@ -168,6 +168,7 @@ struct EventsLine<'a> {
 struct DigestLine<'a> {
     msg: &'static str,
     events: u64,
+    since_ms: u64,
     last_seq: u64,
     parts: Vec<PartLine<'a>>,
 }
@@ -423,6 +424,7 @@ fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
     DigestLine {
         msg: "digest",
         events: tick.len() as u64,
+        since_ms: tick.iter().map(|envelope| envelope.ts_ms).min().unwrap_or(0),
         last_seq: tick.iter().map(|envelope| envelope.seq).max().unwrap_or(0),
         parts,
     }

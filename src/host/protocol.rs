@@ -169,6 +169,9 @@ pub enum HostMessage {
 pub struct Digest {
     /// Events this digest stands for.
     pub events: u64,
+    /// When the first of them was published (ms since the epoch): none waited longer.
+    #[serde(default)]
+    pub since_ms: u64,
     /// The highest `seq` among them: later events repeat nothing of it.
     pub last_seq: u64,
     pub parts: Vec<DigestPart>,
@@ -290,6 +293,8 @@ mod fast {
     #[derive(Deserialize)]
     struct Condensed<'a> {
         events: u64,
+        #[serde(default)]
+        since_ms: u64,
         last_seq: u64,
         #[serde(borrow)]
         parts: Vec<Part<'a>>,
@@ -453,7 +458,7 @@ mod fast {
     }
 
     pub(super) fn digest(line: &str) -> serde_json::Result<HostMessage> {
-        let Condensed { events, last_seq, parts } = serde_json::from_str(line)?;
+        let Condensed { events, since_ms, last_seq, parts } = serde_json::from_str(line)?;
         let parts = parts
             .into_iter()
             .map(|Part { mut events, started, run, tasks }| {
@@ -463,7 +468,7 @@ mod fast {
                 Ok(DigestPart { events, run, tasks })
             })
             .collect::<serde_json::Result<_>>()?;
-        Ok(HostMessage::Digest(Digest { events, last_seq, parts }))
+        Ok(HostMessage::Digest(Digest { events, since_ms, last_seq, parts }))
     }
 
     fn envelopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Envelope>, D::Error> {

@@ -413,28 +413,34 @@ async fn serve(
                 }
             },
             received = recv(events.as_mut()) => {
-                // What is already there goes in the same write: one system call for a burst.
-                let mut batch = Vec::new();
+                // What is already there goes in the same write: one system call for a burst
+                // of small lines; a large line (a tick of a flood) is written as it is,
+                // shared with every other client, not copied.
+                let mut lines: Vec<Arc<[u8]>> = Vec::new();
                 let mut next = received;
-                let missed = loop {
+                let mut pending = 0;
+                let (missed, closed) = loop {
                     match next {
-                        Ok(Fanout::Line(line)) => batch.extend_from_slice(&line),
+                        Ok(Fanout::Line(line)) => {
+                            pending += line.len();
+                            lines.push(line);
+                        }
                         Ok(Fanout::Lagged(missed)) | Err(TryRecvError::Lagged(missed)) => {
-                            break Some(missed);
+                            break (Some(missed), false);
                         }
-                        Err(TryRecvError::Empty) => break None,
-                        Err(TryRecvError::Closed) => {
-                            out.0.write_all(&batch).await?;
-                            let reason = "the host is exiting".to_owned();
-                            return out.send(&HostMessage::Closing { reason }).await;
-                        }
+                        Err(TryRecvError::Empty) => break (None, false),
+                        Err(TryRecvError::Closed) => break (None, true),
                     }
-                    if batch.len() >= WRITE_BATCH {
-                        break None;
+                    if pending >= WRITE_BATCH {
+                        break (None, false);
                     }
                     next = events.as_mut().map_or(Err(TryRecvError::Empty), broadcast::Receiver::try_recv);
                 };
-                out.0.write_all(&batch).await?;
+                out.lines(&lines).await?;
+                if closed {
+                    let reason = "the host is exiting".to_owned();
+                    return out.send(&HostMessage::Closing { reason }).await;
+                }
                 if let Some(missed) = missed {
                     out.send(&HostMessage::Lagged { missed }).await?;
                     out.snapshot(runtime).await?;
@@ -530,6 +536,15 @@ impl Drop for AbortOnDrop {
 struct Writer(OwnedWriteHalf);
 
 impl Writer {
+    /// Lines as they are when there is one, else joined into one write.
+    async fn lines(&mut self, lines: &[Arc<[u8]>]) -> std::io::Result<()> {
+        match lines {
+            [] => Ok(()),
+            [line] => self.0.write_all(line).await,
+            _ => self.0.write_all(&lines.concat()).await,
+        }
+    }
+
     async fn send(&mut self, message: &HostMessage) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
         line.push(b'\n');

@@ -1359,6 +1359,7 @@ fn a_hosts_digest_moves_tasks_counts_their_calls_and_says_what_it_condensed() {
     let before = feed.state.audit.entries.len();
     let digest = Digest {
         events: 900,
+        since_ms: T0 + 59_990,
         last_seq: feed.seq + 900,
         parts: vec![DigestPart {
             events: Vec::new(),
