@@ -351,7 +351,8 @@ mod fast {
     impl<T: Clone> Runs<T> {
         /// Each value as many times as it runs, `n` in all (else `None`).
         fn values(self, n: usize) -> Option<impl Iterator<Item = T>> {
-            if self.0.iter().map(|(_, count)| count).sum::<usize>() != n {
+            let total = self.0.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count));
+            if total != Some(n) {
                 return None;
             }
             Some(self.0.into_iter().flat_map(|(value, count)| std::iter::repeat_n(value, count)))

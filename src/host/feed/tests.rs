@@ -279,3 +279,23 @@ fn a_digest_whose_plan_columns_disagree_is_refused() {
     let error = decode_host_line(&out_of_range).expect_err("refused");
     assert!(error.to_string().contains("dependency out of range"), "{error}");
 }
+
+#[test]
+fn the_fuzz_corpus_digest_decodes_to_what_it_says() {
+    let text = include_str!("../../../fuzz/corpus/control_protocol/console_feed.jsonl");
+    let line = text.lines().find(|l| l.starts_with(r#"{"msg":"digest""#)).expect("a digest");
+    let HostMessage::Digest(digest) = decode_host_line(line).expect("decodes") else {
+        panic!("expected a digest")
+    };
+    let Event::RunStarted { tasks, .. } = &digest.parts[0].events[0].event else {
+        panic!("expected the run's start")
+    };
+    let deps: Vec<Vec<&str>> =
+        tasks.iter().map(|t| t.depends_on.iter().map(TaskId::as_str).collect()).collect();
+    assert_eq!(deps, [vec![], vec!["t0"], vec!["t0"]]);
+    assert_eq!(tasks[2].agent.as_str(), "reviewer");
+    assert_eq!(tasks[2].score, Some(0.5));
+    assert_eq!(tasks[1].description, "Part \"1\"");
+    assert_eq!(digest.parts[1].tasks[0].count, 2);
+    assert_eq!(digest.since_ms, 1_796_652_812_000);
+}
