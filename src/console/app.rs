@@ -301,11 +301,7 @@ where
         let mut calls = Vec::new();
         for item in batch {
             dirty = true;
-            if let Input::Event(envelope) = &item
-                && let Some(call) = attention_call(envelope)
-            {
-                calls.push(call);
-            }
+            calls.extend(attention_calls(&item));
             if let Input::Resync { missed, .. } = &item {
                 tracing::warn!(missed, "console lagged behind the event stream; resynced");
             }
@@ -590,6 +586,18 @@ fn display(path: &Path) -> String {
 #[cfg(test)]
 #[path = "app_tests.rs"]
 mod tests;
+
+/// What to tell a person about an input's events, for those that ask for one.
+fn attention_calls(item: &Input) -> Vec<String> {
+    match item {
+        Input::Event(envelope) => attention_call(envelope).into_iter().collect(),
+        // A flood's digest sends whole every event that asks for a person.
+        Input::Digest(digest) => {
+            digest.parts.iter().flat_map(|part| &part.events).filter_map(attention_call).collect()
+        }
+        _ => Vec::new(),
+    }
+}
 
 /// What to tell a person about `envelope`, when it asks for one.
 fn attention_call(envelope: &crate::event::Envelope) -> Option<String> {

@@ -528,3 +528,29 @@ fn a_conflict_that_asks_a_person_calls_one_like_an_approval() {
     );
     assert_eq!(super::attention_call(&step(LadderStep::ThirdOpinion)), None);
 }
+
+#[test]
+fn a_task_that_waits_inside_a_hosts_digest_still_calls_a_person() {
+    use crate::event::{Envelope, Event, Risk};
+    use crate::host::protocol::{Digest, DigestPart};
+    use crate::ids::{AgentId, RunId, TaskId};
+    let waiting = Envelope {
+        seq: 40,
+        ts_ms: 1,
+        run_id: Some(RunId::new("r-1")),
+        event: Event::TaskAwaitingApproval {
+            task: TaskId::new("deploy"),
+            agent: AgentId::new("ops"),
+            risk: Risk::High,
+            reasons: Vec::new(),
+        },
+    };
+    let digest = Digest {
+        events: 500,
+        since_ms: 1,
+        last_seq: 500,
+        parts: vec![DigestPart { events: vec![waiting], run: None, tasks: Vec::new() }],
+    };
+    let calls = super::attention_calls(&super::Input::Digest(Arc::new(digest)));
+    assert_eq!(calls, ["deploy waits for approval"]);
+}
