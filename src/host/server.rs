@@ -442,8 +442,15 @@ async fn serve(
                     return out.send(&HostMessage::Closing { reason }).await;
                 }
                 if let Some(missed) = missed {
-                    out.send(&HostMessage::Lagged { missed }).await?;
-                    out.snapshot(runtime).await?;
+                    // The picture again after the word that events were missed; a console's
+                    // without what folding would drop (see `condensed_backlog`), a follower
+                    // of every event's whole, so it can print what it missed.
+                    let backlog = match feed {
+                        Feed::Console => super::feed::condensed_backlog(runtime.backlog()),
+                        Feed::Events => runtime.backlog(),
+                    };
+                    let line = snapshot_line(&backlog, Some(missed)).map_err(std::io::Error::other)?;
+                    out.0.write_all(&line).await?;
                 }
             },
         }
@@ -551,6 +558,7 @@ impl Writer {
         self.0.write_all(&line).await
     }
 
+    /// The whole picture, as a subscriber is first sent it.
     async fn snapshot(&mut self, runtime: &Runtime) -> std::io::Result<()> {
         let line = snapshot_line(&runtime.backlog(), None).map_err(std::io::Error::other)?;
         self.0.write_all(&line).await

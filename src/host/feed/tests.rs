@@ -299,3 +299,57 @@ fn the_fuzz_corpus_digest_decodes_to_what_it_says() {
     assert_eq!(digest.parts[1].tasks[0].count, 2);
     assert_eq!(digest.since_ms, 1_796_652_812_000);
 }
+
+#[test]
+fn a_resync_picture_drops_only_what_the_model_folds_away() {
+    let mut stream = Stream::new();
+    stream.push(started(60));
+    for i in 0..50 {
+        stream.at = i as u64;
+        usual_path(&mut stream, i, (i % 4) as u64);
+    }
+    // t3 was retried: its whole story stays. t55 is running: its start stays.
+    stream.push(Event::TaskRetrying {
+        task: task("t3"),
+        agent: AgentId::new("worker"),
+        attempt: 1,
+        delay_ms: 10,
+        duration_ms: 1,
+        error: "flaky".into(),
+    });
+    stream.push(Event::TaskReady { task: task("t55") });
+    stream.push(Event::TaskStarted {
+        task: task("t55"),
+        agent: AgentId::new("worker"),
+        attempt: 1,
+        instance: InstanceId(9),
+        backend: "sim".into(),
+        simulated: true,
+    });
+    let all = stream.events.clone();
+    let condensed = super::condensed_backlog(stream.events);
+    // 49 tasks keep their success alone; t3 its 4 steps and the retry; t55 both steps; the
+    // start; the churn of four instances, latest each.
+    assert_eq!(condensed.len(), 1 + 49 + 5 + 2 + 4, "{} of {}", condensed.len(), all.len());
+    let kinds = |task: &str| -> Vec<&str> {
+        condensed.iter().filter(|e| e.event.task() == Some(task)).map(|e| e.event.kind()).collect()
+    };
+    assert_eq!(
+        kinds("t3"),
+        ["task_ready", "task_started", "task_output", "task_succeeded", "task_retrying"]
+    );
+    assert_eq!(kinds("t7"), ["task_succeeded"]);
+    let fold = |events: &[Arc<Envelope>]| {
+        let mut model = RunModel::new(OutputKeep::None);
+        for envelope in events {
+            model.apply(envelope);
+        }
+        model
+    };
+    let (every, picture) = (fold(&all), fold(&condensed));
+    let state = |m: &RunModel| -> Vec<(TaskStatus, u32, Option<u64>)> {
+        m.tasks.iter().map(|t| (t.status, t.attempts, t.finished_ms)).collect()
+    };
+    assert_eq!(state(&picture), state(&every));
+    assert_eq!(picture.counts(), every.counts());
+}
