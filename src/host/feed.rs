@@ -64,7 +64,7 @@ pub(super) fn spawn_console_feed(
     };
     let task = tokio::spawn(async move {
         // When the last line went: an event after a quiet spell goes at once.
-        let mut last_sent = Instant::now() - TICK;
+        let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
         loop {
             let first = tokio::select! {
