@@ -51,8 +51,10 @@ pub(super) fn spawn_console_feed(
     let consoles = sender.clone();
     let resync = move |missed: u64, plans: &mut Plans| {
         plans.0.clear();
-        let runtime = runtime.upgrade().filter(|_| consoles.receiver_count() > 0);
-        let Some(runtime) = runtime else { return Fanout::Lagged(missed) };
+        if consoles.receiver_count() == 0 {
+            return Fanout::Lagged(missed);
+        }
+        let Some(runtime) = runtime.upgrade() else { return Fanout::Lagged(missed) };
         let backlog = condensed_backlog(runtime.backlog());
         for envelope in &backlog {
             plans.saw(envelope);
@@ -62,7 +64,7 @@ pub(super) fn spawn_console_feed(
             Err(_) => Fanout::Lagged(missed),
         }
     };
-    let task = tokio::spawn(async move {
+    let body = async move {
         // When the last line went: an event after a quiet spell goes at once.
         let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
@@ -135,7 +137,8 @@ pub(super) fn spawn_console_feed(
                 let _ = sender.send(resync(missed, &mut plans));
             }
         }
-    });
+    };
+    let task = tokio::spawn(body);
     (lines, task)
 }
 
