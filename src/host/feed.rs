@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::columns::StartedRun;
 use super::protocol::{DIGEST_ABOVE, TaskChange};
 use super::server::{Fanout, snapshot_line};
 use crate::event::{Envelope, Event};
@@ -64,7 +65,7 @@ pub(super) fn spawn_console_feed(
             Err(_) => Fanout::Lagged(missed),
         }
     };
-    let body = async move {
+    let task = tokio::spawn(async move {
         // When the last line went: an event after a quiet spell goes at once.
         let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
@@ -137,8 +138,7 @@ pub(super) fn spawn_console_feed(
                 let _ = sender.send(resync(missed, &mut plans));
             }
         }
-    };
-    let task = tokio::spawn(body);
+    });
     (lines, task)
 }
 
@@ -184,7 +184,6 @@ pub fn condensed_backlog(backlog: Vec<Arc<Envelope>>) -> Vec<Arc<Envelope>> {
             _ => true,
         })
         .collect();
-    drop((whole_tasks, succeeded));
     backlog.into_iter().zip(keep).filter_map(|(envelope, keep)| keep.then_some(envelope)).collect()
 }
 
@@ -227,109 +226,11 @@ struct PartLine<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     events: Vec<&'a Envelope>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    started: Option<StartedLine<'a>>,
+    started: Option<StartedRun<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run: Option<&'a RunId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tasks: Vec<TaskChange>,
-}
-
-/// A run's start with its plan in columns: a task's agent an index into `agents`, its
-/// dependencies indices into `id`. A 10,000-task fan-out's plan is a sixth the size of its
-/// `run_started` event and reads several times faster (see [`super::protocol`]).
-#[derive(Serialize)]
-struct StartedLine<'a> {
-    seq: u64,
-    ts_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_id: Option<&'a RunId>,
-    workflow: &'a str,
-    file: &'a std::path::Path,
-    goal: Option<&'a str>,
-    max_parallel: usize,
-    fail_fast: bool,
-    simulated: bool,
-    agents: Vec<&'a str>,
-    tasks: PlanColumns<'a>,
-}
-
-/// The plan's columns; those whose values repeat task after task (a fan-out's tasks share
-/// their agent, dependencies, layer and limits) as runs: `[[value, how many], …]`.
-#[derive(Serialize, Default)]
-struct PlanColumns<'a> {
-    id: Vec<&'a str>,
-    description: Vec<&'a str>,
-    agent: Runs<usize>,
-    score: Runs<Option<f64>>,
-    depends_on: Runs<Vec<usize>>,
-    layer: Runs<usize>,
-    timeout_ms: Runs<u64>,
-    retries: Runs<u32>,
-}
-
-/// Values as runs of equal ones.
-#[derive(Serialize)]
-struct Runs<T>(Vec<(T, usize)>);
-
-impl<T> Default for Runs<T> {
-    fn default() -> Self {
-        Self(Vec::new())
-    }
-}
-
-impl<T: PartialEq> Runs<T> {
-    fn push(&mut self, value: T) {
-        match self.0.last_mut() {
-            Some((last, count)) if *last == value => *count += 1,
-            _ => self.0.push((value, 1)),
-        }
-    }
-}
-
-/// A run start's plan in columns; `None` for any other event, or a plan that names a
-/// dependency it does not hold (sent whole, then).
-fn started_line(envelope: &Envelope) -> Option<StartedLine<'_>> {
-    let Event::RunStarted { workflow, file, goal, max_parallel, fail_fast, simulated, tasks } =
-        &envelope.event
-    else {
-        return None;
-    };
-    let index: HashMap<&str, usize> =
-        tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)).collect();
-    let mut agents: Vec<&str> = Vec::new();
-    let mut columns = PlanColumns::default();
-    for task in tasks {
-        let agent = if let Some(at) = agents.iter().position(|known| *known == task.agent.as_str())
-        {
-            at
-        } else {
-            agents.push(task.agent.as_str());
-            agents.len() - 1
-        };
-        let depends_on: Option<Vec<usize>> =
-            task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
-        columns.id.push(task.task.as_str());
-        columns.description.push(&task.description);
-        columns.agent.push(agent);
-        columns.score.push(task.score);
-        columns.depends_on.push(depends_on?);
-        columns.layer.push(task.layer);
-        columns.timeout_ms.push(task.timeout_ms);
-        columns.retries.push(task.retries);
-    }
-    Some(StartedLine {
-        seq: envelope.seq,
-        ts_ms: envelope.ts_ms,
-        run_id: envelope.run_id.as_ref(),
-        workflow,
-        file,
-        goal: goal.as_deref(),
-        max_parallel: *max_parallel,
-        fail_fast: *fail_fast,
-        simulated: *simulated,
-        agents,
-        tasks: columns,
-    })
 }
 
 /// Plans larger than this make their tick a digest, where they go in columns.
@@ -459,7 +360,7 @@ fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
             }
             Kind::Queue(agent) if last_queue.get(agent) == Some(&at) => whole(&mut parts, envelope),
             Kind::Path(..) | Kind::Churn(_) | Kind::Queue(_) => {}
-            Kind::Whole => match started_line(envelope) {
+            Kind::Whole => match StartedRun::of(envelope) {
                 Some(started) => {
                     parts.push(PartLine { started: Some(started), ..PartLine::default() });
                 }

@@ -5,6 +5,7 @@
 
 mod attention;
 mod client;
+mod columns;
 mod error;
 pub mod feed;
 mod project;

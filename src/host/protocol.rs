@@ -271,11 +271,10 @@ mod fast {
     use serde::{Deserialize, Deserializer};
     use serde_json::value::RawValue;
 
-    use std::borrow::Cow;
-
     use super::{Digest, DigestPart, HostMessage, TaskChange};
-    use crate::event::{Envelope, Event, PlannedTask};
-    use crate::ids::{AgentId, RunId, TaskId};
+    use crate::event::Envelope;
+    use crate::host::columns::StartedRun;
+    use crate::ids::RunId;
     use crate::store::decode::Decoder;
 
     #[derive(Deserialize)]
@@ -305,145 +304,11 @@ mod fast {
         #[serde(default, deserialize_with = "envelopes")]
         events: Vec<Envelope>,
         #[serde(default, borrow)]
-        started: Option<Started<'a>>,
+        started: Option<StartedRun<'a>>,
         #[serde(default)]
         run: Option<RunId>,
         #[serde(default)]
         tasks: Vec<TaskChange>,
-    }
-
-    /// A run's start with its plan in columns (see [`crate::host::feed`]).
-    #[derive(Deserialize)]
-    struct Started<'a> {
-        seq: u64,
-        ts_ms: u64,
-        #[serde(default)]
-        run_id: Option<RunId>,
-        workflow: String,
-        file: std::path::PathBuf,
-        goal: Option<String>,
-        max_parallel: usize,
-        fail_fast: bool,
-        simulated: bool,
-        #[serde(borrow)]
-        agents: Vec<Cow<'a, str>>,
-        #[serde(borrow)]
-        tasks: Columns<'a>,
-    }
-
-    #[derive(Deserialize)]
-    struct Columns<'a> {
-        #[serde(borrow)]
-        id: Vec<Cow<'a, str>>,
-        description: Vec<String>,
-        agent: Runs<usize>,
-        score: Runs<Option<f64>>,
-        depends_on: Runs<Vec<usize>>,
-        layer: Runs<usize>,
-        timeout_ms: Runs<u64>,
-        retries: Runs<u32>,
-    }
-
-    /// A column as runs of equal values: `[[value, how many], …]`.
-    #[derive(Deserialize)]
-    struct Runs<T>(Vec<(T, usize)>);
-
-    impl<T: Clone> Runs<T> {
-        /// Each value as many times as it runs, `n` in all (else `None`).
-        fn values(self, n: usize) -> Option<impl Iterator<Item = T>> {
-            let total = self.0.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count));
-            if total != Some(n) {
-                return None;
-            }
-            Some(self.0.into_iter().flat_map(|(value, count)| std::iter::repeat_n(value, count)))
-        }
-    }
-
-    impl Started<'_> {
-        /// The `run_started` event it stands for.
-        fn into_envelope(self) -> serde_json::Result<Envelope> {
-            let Self {
-                seq,
-                ts_ms,
-                run_id,
-                workflow,
-                file,
-                goal,
-                max_parallel,
-                fail_fast,
-                simulated,
-                agents,
-                tasks,
-            } = self;
-            let Columns { id, description, agent, score, depends_on, layer, timeout_ms, retries } =
-                tasks;
-            let n = id.len();
-            let bad = |what: &str| serde_json::Error::custom(format!("a run's plan: {what}"));
-            let differ = || bad("its columns differ in length");
-            let agents: Vec<AgentId> = agents.iter().map(AgentId::new).collect();
-            let ids: Vec<TaskId> = id.iter().map(TaskId::new).collect();
-            // Each run of equal dependencies named once; each task gets its own copy.
-            let depends_on = Runs(
-                depends_on
-                    .0
-                    .into_iter()
-                    .map(|(deps, count)| {
-                        let deps: Option<Vec<TaskId>> =
-                            deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
-                        deps.map(|deps| (deps, count))
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| bad("a dependency out of range"))?,
-            );
-            let agent = agent
-                .0
-                .into_iter()
-                .map(|(at, count)| agents.get(at).map(|agent| (agent.clone(), count)))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("an agent out of range"))?;
-            let columns = description
-                .into_iter()
-                .zip(Runs(agent).values(n).ok_or_else(differ)?)
-                .zip(score.values(n).ok_or_else(differ)?)
-                .zip(depends_on.values(n).ok_or_else(differ)?)
-                .zip(layer.values(n).ok_or_else(differ)?)
-                .zip(timeout_ms.values(n).ok_or_else(differ)?)
-                .zip(retries.values(n).ok_or_else(differ)?);
-            let mut planned = Vec::with_capacity(n);
-            for (
-                task,
-                ((((((description, agent), score), depends_on), layer), timeout_ms), retries),
-            ) in ids.into_iter().zip(columns)
-            {
-                planned.push(PlannedTask {
-                    task,
-                    description,
-                    agent,
-                    score,
-                    depends_on,
-                    layer,
-                    timeout_ms,
-                    retries,
-                });
-            }
-            if planned.len() != n {
-                return Err(differ());
-            }
-            Ok(Envelope {
-                seq,
-                ts_ms,
-                run_id,
-                event: Event::RunStarted {
-                    workflow,
-                    file,
-                    goal,
-                    max_parallel,
-                    fail_fast,
-                    simulated,
-                    tasks: planned,
-                },
-            })
-        }
     }
 
     pub(super) fn events(line: &str) -> serde_json::Result<HostMessage> {
