@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
-use crate::model::{OutputKeep, RunModel};
+use crate::model::TaskClocks;
 use crate::safety::{Enforcement, SafetyAction};
 use crate::store::Encoder;
 use crate::terminal::{sanitize, sanitize_line};
@@ -31,9 +31,9 @@ pub(crate) struct Printer {
     json: bool,
     run: RunId,
     clock: Clock,
-    /// The run folded so far: attempts by backend kind, and when each task's round began,
-    /// so "took" covers the whole task.
-    model: RunModel,
+    /// The run folded as far as its clocks: attempts by backend kind, and when each task's
+    /// round began, so "took" covers the whole task.
+    clocks: TaskClocks,
     /// `run --approvals wait`: approvals wait for a reviewer instead of being refused.
     waits_for_reviewers: bool,
     /// A progress line before it is sanitised.
@@ -71,7 +71,7 @@ impl Printer {
     fn new(json: bool, run: RunId, clock: Clock) -> Self {
         Self {
             json,
-            model: RunModel::for_run(run.clone(), OutputKeep::Progress),
+            clocks: TaskClocks::for_run(run.clone()),
             scratch: String::new(),
             run,
             clock,
@@ -84,7 +84,7 @@ impl Printer {
     }
 
     fn simulated_summary(&self) -> String {
-        match (self.model.simulated_attempts, self.model.real_attempts) {
+        match (self.clocks.simulated_attempts, self.clocks.real_attempts) {
             (0, _) => String::new(),
             (_, 0) => "  (SIMULATED: no real agent ran)".to_owned(),
             (sim, real) => format!("  (PARTLY SIMULATED: {sim} of {} attempts)", sim + real),
@@ -187,7 +187,7 @@ impl Printer {
             self.spill_if_full();
         }
         if ours {
-            self.model.apply(envelope);
+            self.clocks.apply(envelope);
         }
         let label = |simulated: bool| if simulated { "  SIMULATED" } else { "" };
         match &envelope.event {
@@ -211,7 +211,7 @@ impl Printer {
                 ));
             }
             Event::TaskSucceeded { task, attempt, duration_ms, simulated, details, .. } if ours => {
-                let took = self.took(task, *attempt, *duration_ms);
+                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
                 let extra = details.summary().map(|s| format!(" ({s})")).unwrap_or_default();
                 self.line_fmt(format_args!(
                     "done      {task}  in {took}{extra}{}",
@@ -249,7 +249,7 @@ impl Printer {
                 self.line(&format!("fallback  {task}  {from} → {to}: {reason}"));
             }
             Event::TaskFailed { task, attempt, duration_ms, error, .. } if ours => {
-                let took = self.took(task, *attempt, *duration_ms);
+                let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
                 self.line(&format!(
                     "FAILED    {task}  after {attempt} attempt(s) in {took}: {error}"
                 ));
@@ -392,10 +392,10 @@ impl Printer {
 }
 
 impl Printer {
-    /// The whole task's time, from its first start to its end, as the fold took it; with the
+    /// The whole task's time, from the start of its round to its end at `end_ms`; with the
     /// last attempt's own time when there were several.
-    fn took(&self, task: &TaskId, attempt: u32, attempt_ms: u64) -> String {
-        let whole = self.model.task(task).and_then(|t| t.duration_ms).unwrap_or(attempt_ms);
+    fn took(&self, task: &TaskId, end_ms: u64, attempt: u32, attempt_ms: u64) -> String {
+        let whole = self.clocks.whole_task_ms(task, end_ms, attempt_ms);
         let whole = short(Duration::from_millis(whole));
         if attempt > 1 {
             format!("{whole} (attempt {attempt} took {})", short(Duration::from_millis(attempt_ms)))

@@ -6,6 +6,7 @@
 //! The fold is pure: no clocks, no IO. Time comes from the envelopes, so folding a stored
 //! run gives exactly the state it had when its last event was published.
 
+mod clocks;
 mod status;
 
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +20,7 @@ use crate::event::{
 };
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
 
+pub use clocks::TaskClocks;
 pub use status::TaskStatus;
 
 /// Longest output line kept in a tail; the rest is cut (the store has everything).
@@ -38,36 +40,12 @@ pub enum OutputKeep {
     Tail(usize),
     /// Each attempt's whole output, split by stream.
     Full,
-    /// Less than [`OutputKeep::None`]: what a progress printer needs (counters, each task's
-    /// status and clock). A task's plan is kept without its description and dependencies,
-    /// and neither its answer nor its backend's name is kept: a 100,000-task run's live
-    /// printer would otherwise hold a second copy of the whole plan and every answer.
-    Progress,
 }
 
 impl OutputKeep {
     /// Whether each attempt gets its record in [`TaskModel::history`].
     fn keeps_attempts(self) -> bool {
         matches!(self, Self::Tail(_) | Self::Full)
-    }
-
-    /// The task as this model keeps it: without description and dependencies for
-    /// [`OutputKeep::Progress`].
-    fn planned(self, planned: &PlannedTask) -> PlannedTask {
-        if self == Self::Progress {
-            PlannedTask {
-                task: planned.task.clone(),
-                description: String::new(),
-                agent: planned.agent.clone(),
-                score: planned.score,
-                depends_on: Vec::new(),
-                layer: planned.layer,
-                timeout_ms: planned.timeout_ms,
-                retries: planned.retries,
-            }
-        } else {
-            planned.clone()
-        }
     }
 }
 
@@ -789,7 +767,7 @@ impl RunModel {
                 let mut latest = Vec::with_capacity(tasks.len());
                 for planned in tasks {
                     let at = *index.entry(planned.task.clone()).or_insert_with(|| {
-                        self.tasks.push(Arc::new(TaskModel::new(self.keep.planned(planned))));
+                        self.tasks.push(Arc::new(TaskModel::new(planned.clone())));
                         self.tasks.len() - 1
                     });
                     latest.push(at);
@@ -965,9 +943,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.instance = Some(*instance);
-            if keep != OutputKeep::Progress {
-                t.backend = Some(backend.clone());
-            }
+            t.backend = Some(backend.clone());
             t.simulated = *simulated;
             t.started_ms = Some(ts);
             t.finished_ms = None;
@@ -979,7 +955,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             }
         }
         Event::TaskOutput { stream, text, .. } => match keep {
-            OutputKeep::None | OutputKeep::Progress => return false,
+            OutputKeep::None => return false,
             OutputKeep::Tail(lines) => push_tail(&mut t.output, *stream, text, lines),
             OutputKeep::Full => {
                 if let Some(attempt) = t.history.last_mut() {
@@ -1027,9 +1003,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             t.duration_ms = Some(t.whole_task_ms(ts, *duration_ms));
             t.finished_ms = Some(ts);
             t.simulated = *simulated;
-            if keep != OutputKeep::Progress {
-                t.result = Some(output.clone());
-            }
+            t.result = Some(output.clone());
             if usage.is_some() {
                 t.usage = *usage;
             }

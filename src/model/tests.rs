@@ -610,7 +610,7 @@ fn retries_used_count_the_round_and_end_with_it() {
 #[test]
 fn a_fold_that_keeps_no_output_ignores_output_events() {
     // `RunStore::fold_run` leaves them unread when `reads_output` says so.
-    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
+    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
         let mut feed = Feed::new(keep);
         assert!(feed.push(start(1, true)));
         let before = feed.model.clone();
@@ -631,7 +631,7 @@ fn unfolded_kinds_change_nothing() {
         Event::InstanceReserved { instance: InstanceId(7), agent: agent() },
     ];
     assert_eq!(events.len(), UNFOLDED_KINDS.len());
-    for keep in [OutputKeep::None, OutputKeep::Progress, OutputKeep::Tail(5), OutputKeep::Full] {
+    for keep in [OutputKeep::None, OutputKeep::Tail(5), OutputKeep::Full] {
         let mut feed = Feed::new(keep);
         assert!(feed.push(start(1, true)));
         for event in &events {
@@ -678,42 +678,143 @@ fn the_starter_comes_from_the_accepted_start_and_a_waiting_task_makes_the_run_wa
     assert!(!feed.model.waits_for_a_person(), "running again");
 }
 
-#[test]
-fn the_progress_keep_folds_status_and_clocks_but_keeps_no_plan_text_or_answer() {
-    let events = |feed: &mut Feed| {
-        feed.push(start(1, true));
-        feed.push(output(OutputStream::Stdout, "working"));
-        feed.push(Event::TaskRetrying {
-            task: TaskId::new("a"),
-            agent: AgentId::new("coder"),
-            attempt: 1,
+/// Every event the clocks look at, for task `a`; the choice is a number so a seeded walk can
+/// pick among them.
+fn clock_event(choice: u64, attempt: u32) -> Event {
+    let a = || TaskId::new("a");
+    let agent = || AgentId::new("coder");
+    match choice % 13 {
+        0 => Event::TaskReady { task: a() },
+        1 | 2 => start(attempt, choice.is_multiple_of(2)),
+        3 => Event::TaskRetrying {
+            task: a(),
+            agent: agent(),
+            attempt,
             delay_ms: 250,
             duration_ms: 100,
             error: "reset".into(),
+        },
+        4 | 5 => succeeded(attempt, AnswerDetails::default()),
+        6 => Event::TaskFailed {
+            task: a(),
+            agent: None,
+            attempt,
+            duration_ms: 3500,
+            error: "boom".into(),
+        },
+        7 => Event::TaskCancelled { task: a(), reason: "by alice".into() },
+        8 => Event::AttemptInterrupted { task: a(), agent: agent(), attempt },
+        9 => Event::ConflictDetected {
+            task: a(),
+            question: "x or y?".into(),
+            options: vec!["x".into(), "y".into()],
+            domain: None,
+            decide: DecideMode::Auto,
+            verdicts: Vec::new(),
+            failed: Vec::new(),
+        },
+        10 => Event::ConflictStep {
+            task: a(),
+            step: LadderStep::Operator,
+            finding: "a person decides".into(),
+            winner: None,
+            decision: None,
+            recommendation: None,
+        },
+        11 => Event::ConflictResolved {
+            task: a(),
+            decision: "y".into(),
+            winner: "m2".into(),
+            resolved_by: LadderStep::Operator,
+            by: None,
+            note: None,
+        },
+        _ => Event::TaskAwaitingApproval {
+            task: a(),
+            agent: agent(),
+            risk: Risk::High,
+            reasons: Vec::new(),
+        },
+    }
+}
+
+/// The progress printer's clocks time every end as the model does, through retries, new
+/// rounds, interruptions, approvals and conflicts, and count attempts alike.
+#[test]
+fn task_clocks_time_each_end_as_the_model_does() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut ends = 0;
+    for walk in 0..300 {
+        let mut feed = Feed::new(OutputKeep::None);
+        let mut clocks = TaskClocks::for_run(RunId::new(RUN));
+        let first = feed.model.last_seq;
+        // The run's start, as the feed numbered it.
+        clocks.apply(&Envelope {
+            seq: first,
+            ts_ms: T0 + first * 1000,
+            run_id: Some(RunId::new(RUN)),
+            event: started(),
         });
-        feed.push(start(2, true));
-        feed.push(succeeded(2, AnswerDetails::default()));
-    };
-    let mut lean = Feed::new(OutputKeep::Progress);
-    let mut none = Feed::new(OutputKeep::None);
-    events(&mut lean);
-    events(&mut none);
-    let (a, full) = (lean.a(), none.a());
-    // What a progress line needs is the same as with `None`…
-    assert_eq!(a.status, TaskStatus::Succeeded);
-    assert_eq!((a.duration_ms, a.attempt_ms), (full.duration_ms, full.attempt_ms));
-    assert_eq!((a.duration_ms, a.attempts), (Some(4000), 2));
-    assert_eq!(lean.model.counts(), none.model.counts());
-    assert_eq!(lean.model.simulated_attempts, 2);
-    assert_eq!(lean.model.applied, none.model.applied);
-    // …without the plan's text, the answer, the backend's name or any attempt record.
-    assert_eq!(a.id(), &TaskId::new("a"));
-    assert!(a.planned.description.is_empty() && full.planned.description == "do a");
-    let b = lean.model.task(&TaskId::new("b")).expect("task b");
-    assert!(b.planned.depends_on.is_empty());
-    assert_eq!((a.result.as_deref(), full.result.as_deref()), (None, Some("the answer")));
-    assert_eq!((a.backend.as_deref(), full.backend.as_deref()), (None, Some("sim")));
-    assert!(a.history.is_empty() && a.output.is_empty());
+        let mut attempt = 1;
+        for _ in 0..40 {
+            // xorshift: the same walks every time.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let event = clock_event(state >> 11, attempt);
+            if matches!(event, Event::TaskStarted { .. }) {
+                attempt += 1;
+            }
+            let envelope = feed.envelope(event);
+            feed.model.apply(&envelope);
+            clocks.apply(&envelope);
+            let attempt_ms = match &envelope.event {
+                Event::TaskSucceeded { duration_ms, .. }
+                | Event::TaskFailed { duration_ms, .. } => *duration_ms,
+                _ => continue,
+            };
+            ends += 1;
+            let whole = clocks.whole_task_ms(&TaskId::new("a"), envelope.ts_ms, attempt_ms);
+            assert_eq!(Some(whole), feed.a().duration_ms, "walk {walk}, {}", envelope.event.kind());
+        }
+        assert_eq!(
+            (clocks.simulated_attempts, clocks.real_attempts),
+            (feed.model.simulated_attempts, feed.model.real_attempts),
+            "walk {walk}"
+        );
+    }
+    assert!(ends > 1000, "the walks ended tasks {ends} times");
+}
+
+#[test]
+fn task_clocks_ignore_other_runs_repeats_and_unplanned_tasks() {
+    let mut feed = Feed::new(OutputKeep::None);
+    let mut clocks = TaskClocks::for_run(RunId::new(RUN));
+    let start_of_run = feed.model.last_seq;
+    clocks.apply(&Envelope {
+        seq: start_of_run,
+        ts_ms: T0,
+        run_id: Some(RunId::new(RUN)),
+        event: started(),
+    });
+    let begun = feed.envelope(start(1, true));
+    clocks.apply(&begun);
+    // A repeat of the start later, another run's start and an unplanned task change nothing.
+    clocks.apply(&begun);
+    let mut other = feed.envelope(start(1, false));
+    other.run_id = Some(RunId::new("r-2"));
+    clocks.apply(&other);
+    let mut stranger = feed.envelope(start(1, false));
+    if let Event::TaskStarted { task, .. } = &mut stranger.event {
+        *task = TaskId::new("zz");
+    }
+    clocks.apply(&stranger);
+    let end = feed.envelope(succeeded(1, AnswerDetails::default()));
+    clocks.apply(&end);
+    assert_eq!(clocks.whole_task_ms(&TaskId::new("a"), end.ts_ms, 500), end.ts_ms - begun.ts_ms);
+    assert_eq!((clocks.simulated_attempts, clocks.real_attempts), (1, 0));
+    // A task that never started takes its attempt's own time.
+    assert_eq!(clocks.whole_task_ms(&TaskId::new("b"), end.ts_ms, 500), 500);
 }
 
 #[test]
@@ -723,14 +824,12 @@ fn a_task_without_details_boxes_none_and_reads_as_empty() {
         *usage = None;
     }
     // A plain success (a simulated run's every task) sets no detail: nothing is boxed…
-    for keep in [OutputKeep::None, OutputKeep::Progress] {
-        let mut feed = Feed::new(keep);
-        feed.push(start(1, true));
-        feed.push(quiet.clone());
-        assert_eq!(feed.a().status, TaskStatus::Succeeded);
-        assert!(feed.a().details.0.is_none(), "{keep:?}");
-        assert!(feed.a().error.is_none() && feed.a().history.is_empty());
-    }
+    let mut feed = Feed::new(OutputKeep::None);
+    feed.push(start(1, true));
+    feed.push(quiet.clone());
+    assert_eq!(feed.a().status, TaskStatus::Succeeded);
+    assert!(feed.a().details.0.is_none());
+    assert!(feed.a().error.is_none() && feed.a().history.is_empty());
     // …one with usage, an error or attempt records is, and reads back what was set.
     let mut feed = Feed::new(OutputKeep::None);
     feed.push(start(1, true));
