@@ -2,34 +2,26 @@
 //! its current round began, so "took" covers retries) and the attempts by backend kind.
 //!
 //! [`RunModel`](super::RunModel) keeps a whole `TaskModel` per task (plan, status, history,
-//! answer...): 32 MB for a 100,000-task run that a headless `run` only prints. These clocks
-//! follow the same rules at 32 bytes a task beside its shared id; a test folds the same
-//! events through both and compares.
+//! answer...): 32 MB for a 100,000-task run that a headless `run` only prints, and folding
+//! it was a tenth of the run's main thread. These clocks keep a task's status and the start
+//! of its round, at 32 bytes a task beside its shared id, and take both rules from the fold:
+//! [`TaskStatus::after`] for the status an event leaves, [`TaskStatus::in_round`] for when a
+//! start begins a new round. A test folds the same events through both and compares.
 
 use std::collections::HashMap;
 
-use crate::conflict::LadderStep;
 use crate::event::{Envelope, Event};
 use crate::ids::{RunId, TaskId};
 
-/// Where a task is, as far as its clock is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Not in a round: planned, ready, waiting for approval, or finished. The next start
-    /// begins a new round (and restarts the clock).
-    Out,
-    /// Running or between attempts.
-    InRound,
-    /// A conflict waits for a person; its resolution resumes the round.
-    AwaitingDecision,
-}
+use super::TaskStatus;
 
 #[derive(Debug, Clone, Copy)]
 struct Clock {
     /// When the current (or last) round began; none before any start.
     round_began_ms: Option<u64>,
-    phase: Phase,
-    /// A conflict was detected for the task (steps and resolutions of none are ignored).
+    /// As the run's fold has it ([`TaskStatus::after`], the one rule).
+    status: TaskStatus,
+    /// A conflict is on record for the task.
     conflict: bool,
 }
 
@@ -64,7 +56,7 @@ impl TaskClocks {
             for planned in tasks {
                 self.tasks.entry(planned.task.clone()).or_insert(Clock {
                     round_began_ms: None,
-                    phase: Phase::Out,
+                    status: TaskStatus::Pending,
                     conflict: false,
                 });
             }
@@ -79,30 +71,12 @@ impl TaskClocks {
                 self.real_attempts += 1;
             }
         }
-        match event {
-            Event::TaskStarted { .. } => {
-                if clock.phase != Phase::InRound {
-                    clock.round_began_ms = Some(envelope.ts_ms);
-                }
-                clock.phase = Phase::InRound;
-            }
-            Event::TaskRetrying { .. } => clock.phase = Phase::InRound,
-            Event::TaskReady { .. }
-            | Event::TaskAwaitingApproval { .. }
-            | Event::TaskSucceeded { .. }
-            | Event::TaskFailed { .. }
-            | Event::TaskSkipped { .. }
-            | Event::TaskCancelled { .. }
-            | Event::AttemptInterrupted { .. } => clock.phase = Phase::Out,
-            Event::ConflictDetected { .. } => clock.conflict = true,
-            Event::ConflictStep { step: LadderStep::Operator, .. } if clock.conflict => {
-                clock.phase = Phase::AwaitingDecision;
-            }
-            Event::ConflictResolved { .. } if clock.phase == Phase::AwaitingDecision => {
-                clock.phase = Phase::InRound;
-            }
-            _ => {}
+        // A new round (first start, or an operator retry) starts the task's clock.
+        if matches!(event, Event::TaskStarted { .. }) && !clock.status.in_round() {
+            clock.round_began_ms = Some(envelope.ts_ms);
         }
+        clock.status = clock.status.after(event, clock.conflict);
+        clock.conflict |= matches!(event, Event::ConflictDetected { .. });
     }
 
     /// The whole task's time when it ends at `end_ms` after an attempt of `attempt_ms`: from

@@ -693,7 +693,7 @@ impl RunModel {
         let at_ms = change.at_ms;
         match change.status {
             TaskStatus::Running => {
-                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                if !t.status.in_round() {
                     t.first_started_ms = Some(at_ms);
                     t.attempt_ms = None;
                 }
@@ -703,7 +703,7 @@ impl RunModel {
             TaskStatus::Succeeded => {
                 let took = change.duration_ms.unwrap_or(0);
                 let started = at_ms.saturating_sub(took);
-                if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+                if !t.status.in_round() {
                     t.first_started_ms = Some(started);
                 }
                 t.started_ms.get_or_insert(started);
@@ -842,6 +842,7 @@ impl RunModel {
 /// Fold one task event into its task.
 #[allow(clippy::too_many_lines)] // one arm per event type reads better than a dispatch table
 fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> bool {
+    let next = t.status.after(event, t.conflict.is_some());
     if matches!(
         event,
         Event::TaskStarted { .. }
@@ -869,9 +870,9 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         Event::BudgetExceeded { scope, measure, spent, limit, .. } => {
             t.budget_note = Some(budget_note(*scope, *measure, *spent, *limit, true));
         }
-        Event::TaskReady { .. } => t.status = TaskStatus::Ready,
+        Event::TaskReady { .. } => t.status = next,
         Event::TaskAwaitingApproval { risk, .. } => {
-            t.status = TaskStatus::AwaitingApproval;
+            t.status = next;
             t.risk = Some(*risk);
         }
         Event::ApprovalRequested { agent, risk, reasons, .. } => {
@@ -935,11 +936,11 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::TaskStarted { agent, attempt, instance, backend, simulated, .. } => {
             // A new round (first start, or an operator retry) starts the task's clock.
-            if !matches!(t.status, TaskStatus::Running | TaskStatus::Retrying) {
+            if !t.status.in_round() {
                 t.first_started_ms = Some(ts);
                 t.attempt_ms = None;
             }
-            t.status = TaskStatus::Running;
+            t.status = next;
             t.agent = agent.clone();
             t.attempts = *attempt;
             t.instance = Some(*instance);
@@ -964,7 +965,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             }
         },
         Event::TaskRetrying { agent, attempt, delay_ms, duration_ms, error, .. } => {
-            t.status = TaskStatus::Retrying;
+            t.status = next;
             t.retries_used += 1;
             t.agent = agent.clone();
             t.attempts = *attempt;
@@ -995,7 +996,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             if let Some(summary) = details.summary() {
                 t.note = Some(summary);
             }
-            t.status = TaskStatus::Succeeded;
+            t.status = next;
             t.retries_used = 0;
             t.agent = agent.clone();
             t.attempts = *attempt;
@@ -1025,7 +1026,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             }
         }
         Event::TaskFailed { agent, attempt, duration_ms, error, .. } => {
-            t.status = TaskStatus::Failed;
+            t.status = next;
             t.retries_used = 0;
             if let Some(agent) = agent {
                 t.agent = agent.clone();
@@ -1044,12 +1045,12 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             }
         }
         Event::TaskSkipped { reason, .. } => {
-            t.status = TaskStatus::Skipped;
+            t.status = next;
             t.note = Some(reason.clone());
             t.finished_ms = Some(ts);
         }
         Event::TaskCancelled { reason, .. } => {
-            t.status = TaskStatus::Cancelled;
+            t.status = next;
             t.retries_used = 0;
             t.note = Some(reason.clone());
             t.finished_ms = Some(ts);
@@ -1079,8 +1080,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
         }
         Event::InstanceWorking { instance, .. } => t.instance = Some(*instance),
         Event::AttemptInterrupted { attempt, .. } => {
-            // The task starts again; the attempt keeps its place in the history.
-            t.status = TaskStatus::Pending;
+            t.status = next;
             t.started_ms = None;
             t.note = Some(format!("attempt {attempt} interrupted by a crash; may have run twice"));
             if let Some(last) = t.history.iter_mut().rev().find(|a| a.attempt == *attempt) {
@@ -1117,7 +1117,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
             if *step == LadderStep::Operator {
                 conflict.recommendation.clone_from(recommendation);
                 conflict.asked_ms.get_or_insert(ts);
-                t.status = TaskStatus::AwaitingDecision;
+                t.status = next;
             }
         }
         Event::ConflictResolved { decision, winner, resolved_by, by, note, .. } => {
@@ -1130,9 +1130,7 @@ fn fold_task(t: &mut TaskModel, event: &Event, ts: u64, keep: OutputKeep) -> boo
                 note: note.clone(),
                 resolved_ms: ts,
             });
-            if t.status == TaskStatus::AwaitingDecision {
-                t.status = TaskStatus::Running;
-            }
+            t.status = next;
         }
         _ => return false,
     }

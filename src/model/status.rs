@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::conflict::LadderStep;
+use crate::event::Event;
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,6 +42,38 @@ impl TaskStatus {
         Self::Skipped,
         Self::Cancelled,
     ];
+
+    /// The status a task's event leaves it in: the one rule, for the run's fold and for the
+    /// views that keep less of it (the progress printer's clocks). `conflict`: a conflict
+    /// is on record for the task (a ladder step or a resolution of none changes nothing).
+    #[must_use]
+    pub fn after(self, event: &Event, conflict: bool) -> Self {
+        match event {
+            Event::TaskReady { .. } => Self::Ready,
+            Event::TaskAwaitingApproval { .. } => Self::AwaitingApproval,
+            Event::TaskStarted { .. } => Self::Running,
+            Event::TaskRetrying { .. } => Self::Retrying,
+            Event::TaskSucceeded { .. } => Self::Succeeded,
+            Event::TaskFailed { .. } => Self::Failed,
+            Event::TaskSkipped { .. } => Self::Skipped,
+            Event::TaskCancelled { .. } => Self::Cancelled,
+            // The task starts again; the attempt keeps its place in the history.
+            Event::AttemptInterrupted { .. } => Self::Pending,
+            Event::ConflictStep { step: LadderStep::Operator, .. } if conflict => {
+                Self::AwaitingDecision
+            }
+            Event::ConflictResolved { .. } if conflict && self == Self::AwaitingDecision => {
+                Self::Running
+            }
+            _ => self,
+        }
+    }
+
+    /// Running, or between two attempts: a start from any other status begins a new round of
+    /// the task (and its clock, so "took" covers every attempt of the round).
+    pub fn in_round(self) -> bool {
+        matches!(self, Self::Running | Self::Retrying)
+    }
 
     /// Succeeded, failed, skipped or cancelled: nothing more happens unless an operator
     /// retries it.
