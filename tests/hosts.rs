@@ -936,6 +936,7 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
 /// it folds from them is the run the host stored: every task, its state and its attempts.
 #[test]
 fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
+    use flightdeck::event::Event;
     use flightdeck::host::protocol::{HostMessage, decode_host_line};
     use flightdeck::host::{Host, HostLock, HostOptions};
     use flightdeck::model::{OutputKeep, RunModel};
@@ -970,7 +971,7 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
     let data_dir = root.join(".flightdeck");
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (folded, stored, digests) = tokio.block_on(async {
+    let (folded, stored, digests, after_start) = tokio.block_on(async {
         let runtime = Arc::new(
             Runtime::start(RuntimeOptions {
                 project_dir: root.to_owned(),
@@ -995,12 +996,23 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
         let console = std::thread::spawn(move || {
             let mut model = RunModel::new(OutputKeep::None);
             let mut digests = 0;
+            // What the line that carried the run's start carried after it.
+            let mut after_start = None;
             let mut reader = BufReader::new(stream);
             let mut line = String::new();
             while reader.read_line(&mut line).unwrap() > 0 {
+                let mut seen_start = false;
+                let mut after = 0;
+                let mut saw = |is_start: bool| {
+                    if seen_start {
+                        after += 1;
+                    }
+                    seen_start |= is_start;
+                };
                 match decode_host_line(line.trim_end()).unwrap() {
                     HostMessage::Snapshot { events } | HostMessage::Events { events } => {
                         for envelope in &events {
+                            saw(matches!(envelope.event, Event::RunStarted { .. }));
                             model.apply(envelope);
                         }
                     }
@@ -1008,9 +1020,11 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
                         digests += 1;
                         for part in &digest.parts {
                             for envelope in &part.events {
+                                saw(matches!(envelope.event, Event::RunStarted { .. }));
                                 model.apply(envelope);
                             }
                             for change in &part.tasks {
+                                saw(false);
                                 model.apply_change(change);
                             }
                         }
@@ -1019,9 +1033,12 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
                     HostMessage::Welcome { .. } => {}
                     other => panic!("unexpected {other:?}"),
                 }
+                if seen_start {
+                    after_start = Some(after);
+                }
                 line.clear();
             }
-            (model, digests)
+            (model, digests, after_start)
         });
         let plan = runtime
             .plan(&root.join("fan.yaml"), &flightdeck::workflow::PlanOverrides::default())
@@ -1032,12 +1049,14 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
         let stored =
             RunModel::from_events(runtime.backlog().iter().map(AsRef::as_ref), OutputKeep::None);
         host.close().await;
-        let (folded, digests) = console.join().unwrap();
+        let (folded, digests, after_start) = console.join().unwrap();
         let runtime = Arc::try_unwrap(runtime).ok().expect("the host let go of the runtime");
         runtime.shutdown().await;
-        (folded, stored, digests)
+        (folded, stored, digests, after_start)
     });
     assert!(digests > 0, "the flood was condensed");
+    // The run's start (its plan: a console's largest read) went at once, not with the flood.
+    assert_eq!(after_start, Some(0), "the run's start ended its line");
     assert_eq!(folded.counts().succeeded, TASKS);
     let state = |model: &RunModel| -> Vec<_> {
         model

@@ -92,10 +92,14 @@ pub(super) fn spawn_console_feed(
             };
             let due = last_sent + TICK;
             let mut missed = None;
-            loop {
+            // A run's start ends its tick at once: its plan is the largest line a console
+            // reads, and it is read while the run's first flood gathers instead of before it.
+            let mut started = tick.last().is_some_and(|e| starts_a_run(e));
+            while !started {
                 // What is already there joins the tick; then wait for more until it is due.
                 match events.try_recv() {
                     Ok(envelope) => {
+                        started = starts_a_run(&envelope);
                         tick.push(envelope);
                         // A flood ends its tick on time too.
                         if Instant::now() < due {
@@ -117,7 +121,10 @@ pub(super) fn spawn_console_feed(
                     () = closing.cancelled() => return,
                     () = tokio::time::sleep_until(due) => {}
                     received = events.recv() => match received {
-                        Ok(envelope) => tick.push(envelope),
+                        Ok(envelope) => {
+                            started = starts_a_run(&envelope);
+                            tick.push(envelope);
+                        }
                         Err(RecvError::Lagged(n)) => {
                             missed = Some(n);
                             break;
@@ -140,6 +147,11 @@ pub(super) fn spawn_console_feed(
         }
     });
     (lines, task)
+}
+
+/// A run's start: its plan ends the tick it falls in.
+fn starts_a_run(envelope: &Envelope) -> bool {
+    matches!(envelope.event, Event::RunStarted { .. })
 }
 
 /// The picture a console that fell behind is sent again, without what the model would fold

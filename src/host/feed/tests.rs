@@ -353,3 +353,56 @@ fn a_resync_picture_drops_only_what_the_model_folds_away() {
     assert_eq!(state(&picture), state(&every));
     assert_eq!(picture.counts(), every.counts());
 }
+
+/// A run's start ends its tick at once: its plan (a console's largest read) goes on its own
+/// line, before the flood of the run's first tasks, rather than held with it for the tick.
+#[tokio::test(flavor = "current_thread")]
+async fn a_runs_start_ends_its_tick_and_goes_at_once() {
+    use crate::host::server::Fanout;
+    use crate::runtime::{Runtime, RuntimeOptions};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = Arc::new(
+        Runtime::start(RuntimeOptions {
+            project_dir: dir.path().to_owned(),
+            data_dir: dir.path().join(".flightdeck"),
+            settings: crate::config::Settings::default(),
+            watch_agents: false,
+        })
+        .expect("runtime"),
+    );
+    let closing = tokio_util::sync::CancellationToken::new();
+    let (lines, feed) = super::spawn_console_feed(&runtime, closing.clone());
+    let mut console = lines.subscribe();
+    let mut next_line = async || match console.recv().await.expect("a line") {
+        Fanout::Line(line) => {
+            let text = std::str::from_utf8(&line).expect("utf-8").trim_end().to_owned();
+            match decode_host_line(&text).expect("a host line") {
+                HostMessage::Events { events } => events,
+                other => panic!("expected whole events, got {other:?}"),
+            }
+        }
+        Fanout::Lagged(missed) => panic!("lagged by {missed}"),
+    };
+    let run = RunId::new("r1");
+    let bus = runtime.bus();
+    // An event after a quiet spell goes at once…
+    bus.publish(Some(&run), Event::TaskReady { task: task("before") });
+    assert_eq!(next_line().await.len(), 1);
+    // …and the run's start within the next tick, with its first tasks right behind it: the
+    // feed runs only when this test waits, so all of it is queued when it looks.
+    bus.publish(Some(&run), started(3));
+    for i in 0..3 {
+        bus.publish(Some(&run), Event::TaskReady { task: task(&format!("t{i}")) });
+    }
+    let start = next_line().await;
+    assert_eq!(start.len(), 1, "the start alone");
+    assert!(matches!(start[0].event, Event::RunStarted { .. }));
+    let flood = next_line().await;
+    assert_eq!(flood.len(), 3, "its tasks in the next tick");
+    closing.cancel();
+    feed.await.expect("the feed ends");
+    drop(lines);
+    let runtime = Arc::try_unwrap(runtime).ok().expect("the feed let go of the runtime");
+    runtime.shutdown().await;
+}
