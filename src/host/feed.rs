@@ -92,8 +92,9 @@ pub(super) fn spawn_console_feed(
             };
             let due = last_sent + TICK;
             let mut missed = None;
-            // A run's start ends its tick at once: its plan is the largest line a console
-            // reads, and it is read while the run's first flood gathers instead of before it.
+            // A large run's start ends its tick at once: its plan is the largest line a
+            // console reads, and it is read while the run's first flood gathers instead of
+            // before it.
             let mut started = tick.last().is_some_and(|e| starts_a_run(e));
             while !started {
                 // What is already there joins the tick; then wait for more until it is due.
@@ -149,9 +150,9 @@ pub(super) fn spawn_console_feed(
     (lines, task)
 }
 
-/// A run's start: its plan ends the tick it falls in.
+/// A large run's start: its plan ends the tick it falls in (a small one rides with it).
 fn starts_a_run(envelope: &Envelope) -> bool {
-    matches!(envelope.event, Event::RunStarted { .. })
+    matches!(&envelope.event, Event::RunStarted { tasks, .. } if tasks.len() > PLAN_IN_COLUMNS_ABOVE)
 }
 
 /// The picture a console that fell behind is sent again, without what the model would fold

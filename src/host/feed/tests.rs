@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Plans, tick_line};
-use crate::event::{AnswerDetails, Envelope, Event, OutputStream, PlannedTask};
+use crate::event::{AnswerDetails, Envelope, Event, Level, OutputStream, PlannedTask};
 use crate::host::protocol::{DIGEST_ABOVE, Digest, HostMessage, decode_host_line};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 use crate::model::{OutputKeep, RunModel, TaskStatus};
@@ -354,10 +354,11 @@ fn a_resync_picture_drops_only_what_the_model_folds_away() {
     assert_eq!(picture.counts(), every.counts());
 }
 
-/// A run's start ends its tick at once: its plan (a console's largest read) goes on its own
-/// line, before the flood of the run's first tasks, rather than held with it for the tick.
+/// A large run's start ends its tick at once: its plan (a console's largest read) goes on its
+/// own line, before the flood of the run's first tasks, rather than held with it for the tick;
+/// a small plan rides with its tick.
 #[tokio::test(flavor = "current_thread")]
-async fn a_runs_start_ends_its_tick_and_goes_at_once() {
+async fn a_large_runs_start_ends_its_tick_and_goes_at_once() {
     use crate::host::server::Fanout;
     use crate::runtime::{Runtime, RuntimeOptions};
 
@@ -374,32 +375,48 @@ async fn a_runs_start_ends_its_tick_and_goes_at_once() {
     let closing = tokio_util::sync::CancellationToken::new();
     let (lines, feed) = super::spawn_console_feed(&runtime, closing.clone());
     let mut console = lines.subscribe();
+    // Each line as what it carries, in order: event kinds, and `change` for a task range.
     let mut next_line = async || match console.recv().await.expect("a line") {
         Fanout::Line(line) => {
             let text = std::str::from_utf8(&line).expect("utf-8").trim_end().to_owned();
             match decode_host_line(&text).expect("a host line") {
-                HostMessage::Events { events } => events,
-                other => panic!("expected whole events, got {other:?}"),
+                HostMessage::Events { events } => events.iter().map(|e| e.event.kind()).collect(),
+                HostMessage::Digest(digest) => digest
+                    .parts
+                    .iter()
+                    .flat_map(|part| {
+                        let events = part.events.iter().map(|e| e.event.kind());
+                        events.chain(part.tasks.iter().map(|_| "change"))
+                    })
+                    .collect::<Vec<_>>(),
+                other => panic!("expected events, got {other:?}"),
             }
         }
         Fanout::Lagged(missed) => panic!("lagged by {missed}"),
     };
-    let run = RunId::new("r1");
     let bus = runtime.bus();
-    // An event after a quiet spell goes at once…
-    bus.publish(Some(&run), Event::TaskReady { task: task("before") });
-    assert_eq!(next_line().await.len(), 1);
-    // …and the run's start within the next tick, with its first tasks right behind it: the
-    // feed runs only when this test waits, so all of it is queued when it looks.
-    bus.publish(Some(&run), started(3));
-    for i in 0..3 {
-        bus.publish(Some(&run), Event::TaskReady { task: task(&format!("t{i}")) });
+    let ready = |i: usize| Event::TaskReady { task: task(&format!("t{i}")) };
+    for (run, tasks, alone) in [("big", 300, true), ("small", 3, false)] {
+        let run = RunId::new(run);
+        // An event after a quiet spell goes at once…
+        tokio::time::sleep(super::TICK).await;
+        bus.publish(Some(&run), Event::Notice { level: Level::Info, message: "go".into() });
+        assert_eq!(next_line().await, ["notice"]);
+        // …and the run's start comes within the next tick, its first tasks right behind it:
+        // the feed runs only when this test waits, so all of it is queued when it looks.
+        bus.publish(Some(&run), started(tasks));
+        for i in 0..3 {
+            bus.publish(Some(&run), ready(i));
+        }
+        let line = next_line().await;
+        if alone {
+            assert_eq!(line, ["run_started"], "the large plan alone");
+            assert_eq!(next_line().await.len(), 3, "its tasks in the next tick");
+        } else {
+            assert_eq!(line.first(), Some(&"run_started"), "a small plan with its tick");
+            assert_eq!(line.len(), 4, "{line:?}");
+        }
     }
-    let start = next_line().await;
-    assert_eq!(start.len(), 1, "the start alone");
-    assert!(matches!(start[0].event, Event::RunStarted { .. }));
-    let flood = next_line().await;
-    assert_eq!(flood.len(), 3, "its tasks in the next tick");
     closing.cancel();
     feed.await.expect("the feed ends");
     drop(lines);
