@@ -95,12 +95,12 @@ pub(super) fn spawn_console_feed(
             // A large run's start ends its tick at once: its plan is the largest line a
             // console reads, and it is read while the run's first flood gathers instead of
             // before it.
-            let mut started = tick.last().is_some_and(|e| starts_a_run(e));
-            while !started {
+            let mut large_start = tick.last().is_some_and(|e| starts_a_large_run(e));
+            while !large_start {
                 // What is already there joins the tick; then wait for more until it is due.
                 match events.try_recv() {
                     Ok(envelope) => {
-                        started = starts_a_run(&envelope);
+                        large_start = starts_a_large_run(&envelope);
                         tick.push(envelope);
                         // A flood ends its tick on time too.
                         if Instant::now() < due {
@@ -123,7 +123,7 @@ pub(super) fn spawn_console_feed(
                     () = tokio::time::sleep_until(due) => {}
                     received = events.recv() => match received {
                         Ok(envelope) => {
-                            started = starts_a_run(&envelope);
+                            large_start = starts_a_large_run(&envelope);
                             tick.push(envelope);
                         }
                         Err(RecvError::Lagged(n)) => {
@@ -151,7 +151,7 @@ pub(super) fn spawn_console_feed(
 }
 
 /// A large run's start: its plan ends the tick it falls in (a small one rides with it).
-fn starts_a_run(envelope: &Envelope) -> bool {
+fn starts_a_large_run(envelope: &Envelope) -> bool {
     matches!(&envelope.event, Event::RunStarted { tasks, .. } if tasks.len() > PLAN_IN_COLUMNS_ABOVE)
 }
 
