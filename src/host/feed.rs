@@ -204,8 +204,7 @@ pub fn condensed_backlog(backlog: Vec<Arc<Envelope>>) -> Vec<Arc<Envelope>> {
 /// the runs' starts from tick to tick.
 pub fn tick_line(tick: &[Arc<Envelope>], plans: &mut Plans) -> serde_json::Result<Arc<[u8]>> {
     let mut line = Vec::with_capacity(256 * tick.len().min(DIGEST_ABOVE * 4));
-    let big_plan = |envelope: &Arc<Envelope>| matches!(&envelope.event, Event::RunStarted { tasks, .. } if tasks.len() > PLAN_IN_COLUMNS_ABOVE);
-    if tick.len() <= DIGEST_ABOVE && !tick.iter().any(big_plan) {
+    if tick.len() <= DIGEST_ABOVE && !tick.iter().any(|envelope| starts_a_large_run(envelope)) {
         for envelope in tick {
             plans.saw(envelope);
         }
