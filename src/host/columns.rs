@@ -30,7 +30,7 @@ pub(crate) struct StartedRun<'a> {
     fail_fast: bool,
     simulated: bool,
     #[serde(borrow)]
-    agents: Vec<Cow<'a, str>>,
+    agents: Vec<Text<'a>>,
     #[serde(borrow)]
     tasks: Columns<'a>,
 }
@@ -38,8 +38,9 @@ pub(crate) struct StartedRun<'a> {
 #[derive(Serialize, Deserialize, Default)]
 struct Columns<'a> {
     #[serde(borrow)]
-    id: Vec<Cow<'a, str>>,
-    description: Vec<Cow<'a, str>>,
+    id: Vec<Text<'a>>,
+    #[serde(borrow)]
+    description: Vec<Text<'a>>,
     agent: Runs<usize>,
     score: Runs<Option<f64>>,
     depends_on: Runs<Vec<usize>>,
@@ -47,6 +48,12 @@ struct Columns<'a> {
     timeout_ms: Runs<u64>,
     retries: Runs<u32>,
 }
+
+/// A text of the plan, borrowed from the line unless it holds an escape (a plain
+/// `Cow<str>` in a list is always read as an owned copy).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A column as runs of equal values: `[[value, how many], …]`.
 #[derive(Serialize, Deserialize)]
@@ -67,14 +74,28 @@ impl<T: PartialEq> Runs<T> {
     }
 }
 
-impl<T: Clone> Runs<T> {
-    /// Each value as many times as it runs, `n` in all (else `None`).
-    fn values(self, n: usize) -> Option<impl Iterator<Item = T>> {
-        let total = self.0.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count));
-        if total != Some(n) {
-            return None;
+/// A column's runs read value by value, each as many times as it runs.
+struct Cursor<'r, T> {
+    runs: std::slice::Iter<'r, (T, usize)>,
+    value: Option<&'r T>,
+    left: usize,
+}
+
+impl<'r, T> Cursor<'r, T> {
+    /// A cursor over `runs`, which must hold `n` values in all (else `None`).
+    fn new(runs: &'r [(T, usize)], n: usize) -> Option<Self> {
+        let total = runs.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count));
+        (total == Some(n)).then(|| Self { runs: runs.iter(), value: None, left: 0 })
+    }
+
+    fn next(&mut self) -> Option<&'r T> {
+        while self.left == 0 {
+            let (value, count) = self.runs.next()?;
+            self.value = Some(value);
+            self.left = *count;
         }
-        Some(self.0.into_iter().flat_map(|(value, count)| std::iter::repeat_n(value, count)))
+        self.left -= 1;
+        self.value
     }
 }
 
@@ -89,20 +110,20 @@ impl<'a> StartedRun<'a> {
         };
         let index: HashMap<&str, usize> =
             tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)).collect();
-        let mut agents: Vec<Cow<'a, str>> = Vec::new();
+        let mut agents: Vec<Text<'a>> = Vec::new();
         let mut columns = Columns::default();
         for task in tasks {
             let name = task.agent.as_str();
-            let agent = if let Some(at) = agents.iter().position(|known| known == name) {
+            let agent = if let Some(at) = agents.iter().position(|known| known.0 == name) {
                 at
             } else {
-                agents.push(Cow::Borrowed(name));
+                agents.push(Text(Cow::Borrowed(name)));
                 agents.len() - 1
             };
             let depends_on: Option<Vec<usize>> =
                 task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
-            columns.id.push(Cow::Borrowed(task.task.as_str()));
-            columns.description.push(Cow::Borrowed(&task.description));
+            columns.id.push(Text(Cow::Borrowed(task.task.as_str())));
+            columns.description.push(Text(Cow::Borrowed(&task.description)));
             columns.agent.push(agent);
             columns.score.push(task.score);
             columns.depends_on.push(depends_on?);
@@ -145,53 +166,65 @@ impl<'a> StartedRun<'a> {
         let n = id.len();
         let bad = |what: &str| serde_json::Error::custom(format!("a run's plan: {what}"));
         let differ = || bad("its columns differ in length");
-        let agents: Vec<AgentId> = agents.iter().map(AgentId::new).collect();
-        let ids: Vec<TaskId> = id.iter().map(TaskId::new).collect();
+        if description.len() != n {
+            return Err(differ());
+        }
+        let agents: Vec<AgentId> = agents.iter().map(|name| AgentId::new(&name.0)).collect();
+        let ids: Vec<TaskId> = id.iter().map(|id| TaskId::new(&id.0)).collect();
         // Each run of equal dependencies named once; each task gets its own copy.
-        let depends_on = Runs(
-            depends_on
-                .0
-                .into_iter()
-                .map(|(deps, count)| {
-                    let deps: Option<Vec<TaskId>> =
-                        deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
-                    deps.map(|deps| (deps, count))
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("a dependency out of range"))?,
-        );
+        let depends_on = depends_on
+            .0
+            .iter()
+            .map(|(deps, count)| {
+                let deps: Option<Vec<TaskId>> =
+                    deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
+                deps.map(|deps| (deps, *count))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("a dependency out of range"))?;
         let agent = agent
             .0
-            .into_iter()
-            .map(|(at, count)| agents.get(at).map(|agent| (agent.clone(), count)))
+            .iter()
+            .map(|(at, count)| agents.get(*at).map(|agent| (agent.clone(), *count)))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad("an agent out of range"))?;
-        let columns = description
-            .into_iter()
-            .map(Cow::into_owned)
-            .zip(Runs(agent).values(n).ok_or_else(differ)?)
-            .zip(score.values(n).ok_or_else(differ)?)
-            .zip(depends_on.values(n).ok_or_else(differ)?)
-            .zip(layer.values(n).ok_or_else(differ)?)
-            .zip(timeout_ms.values(n).ok_or_else(differ)?)
-            .zip(retries.values(n).ok_or_else(differ)?);
+        let mut agent = Cursor::new(&agent, n).ok_or_else(differ)?;
+        let mut score = Cursor::new(&score.0, n).ok_or_else(differ)?;
+        let mut depends_on = Cursor::new(&depends_on, n).ok_or_else(differ)?;
+        let mut layer = Cursor::new(&layer.0, n).ok_or_else(differ)?;
+        let mut timeout_ms = Cursor::new(&timeout_ms.0, n).ok_or_else(differ)?;
+        let mut retries = Cursor::new(&retries.0, n).ok_or_else(differ)?;
         let mut planned = Vec::with_capacity(n);
-        for (task, ((((((description, agent), score), depends_on), layer), timeout_ms), retries)) in
-            ids.into_iter().zip(columns)
-        {
+        for (task, description) in ids.into_iter().zip(description) {
+            // Each cursor holds `n` values, and this asks each for `n`.
+            let (
+                Some(agent),
+                Some(score),
+                Some(depends_on),
+                Some(layer),
+                Some(timeout_ms),
+                Some(retries),
+            ) = (
+                agent.next(),
+                score.next(),
+                depends_on.next(),
+                layer.next(),
+                timeout_ms.next(),
+                retries.next(),
+            )
+            else {
+                return Err(differ());
+            };
             planned.push(PlannedTask {
                 task,
-                description,
-                agent,
-                score,
-                depends_on,
-                layer,
-                timeout_ms,
-                retries,
+                description: description.0.into_owned(),
+                agent: agent.clone(),
+                score: *score,
+                depends_on: depends_on.clone(),
+                layer: *layer,
+                timeout_ms: *timeout_ms,
+                retries: *retries,
             });
-        }
-        if planned.len() != n {
-            return Err(differ());
         }
         Ok(Envelope {
             seq,
