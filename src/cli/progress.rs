@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bus::Backlog;
 use crate::event::{Envelope, Event, Risk, RunStatus, WorkspaceKind};
 use crate::ids::{RunId, TaskId};
 use crate::model::TaskClocks;
@@ -39,9 +40,8 @@ pub(crate) struct Printer {
     /// A progress line before it is sanitised.
     scratch: String,
     /// What is to go to stdout and stderr. A live run's printer leaves it for
-    /// [`Printer::drain`]: the headless run is a host, and a reader that stops reading its
-    /// pipe must not stop the runtime that answers `flightdeck approve`. Other printers write
-    /// it out once [`SPILL_AT`] bytes gather.
+    /// [`Printer::flush`] (a hosted run's printer is on a thread of its own, see
+    /// [`PrinterThread`]). Other printers write it out once [`SPILL_AT`] bytes gather.
     out: Vec<u8>,
     err: Vec<u8>,
     deferred: bool,
@@ -51,8 +51,7 @@ pub(crate) struct Printer {
 }
 
 impl Printer {
-    /// For a run starting now.
-    /// Its output waits for [`Printer::drain`] (or [`Printer::flush`]).
+    /// For a run starting now. Its output waits for [`Printer::flush`].
     pub(crate) fn live(json: bool, run: RunId) -> Self {
         Self { deferred: true, ..Self::new(json, run, Clock::Live(Instant::now())) }
     }
@@ -121,26 +120,6 @@ impl Printer {
         let _ = std::io::stderr().lock().write_all(&self.err);
         self.out.clear();
         self.err.clear();
-        self.keep_buffers_small();
-    }
-
-    /// [`Printer::flush`] without blocking the runtime's thread: tokio writes on its blocking
-    /// pool while this task waits. Until the pipe takes it, the printer takes no more events
-    /// and the engine slows to it, as `run` prints only committed events.
-    pub(crate) async fn drain(&mut self) {
-        use tokio::io::AsyncWriteExt as _;
-        if !self.out.is_empty() {
-            let mut stdout = tokio::io::stdout();
-            let _ = stdout.write_all(&self.out).await;
-            let _ = stdout.flush().await;
-            self.out.clear();
-        }
-        if !self.err.is_empty() {
-            let mut stderr = tokio::io::stderr();
-            let _ = stderr.write_all(&self.err).await;
-            let _ = stderr.flush().await;
-            self.err.clear();
-        }
         self.keep_buffers_small();
     }
 
@@ -401,6 +380,142 @@ impl Printer {
             format!("{whole} (attempt {attempt} took {})", short(Duration::from_millis(attempt_ms)))
         } else {
             whole
+        }
+    }
+}
+
+/// What the printer's thread is handed, in order.
+enum Job {
+    /// Committed events to print, and how many events the backlog is to be told of once
+    /// they are written (those after the run's end are not printed, but were taken).
+    Events(Vec<Arc<Envelope>>, usize),
+    Line(String),
+}
+
+/// A live run's [`Printer`] on a thread of its own. A 100,000-task run prints 200,000 lines:
+/// formatting and writing them is then not the work of the runtime's thread, which runs the
+/// engine. The thread writes to the pipes blocking: a reader that stops reading holds it
+/// (and, through the backlog, the engine's next tasks), never the runtime that answers
+/// `flightdeck approve`.
+pub(crate) struct PrinterThread {
+    run: RunId,
+    to: To,
+}
+
+enum To {
+    Thread {
+        jobs: std::sync::mpsc::Sender<Job>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    /// No thread could be had: printed on the caller's, the same lines in the same order.
+    Here {
+        printer: Box<Printer>,
+        printed: Arc<Backlog>,
+    },
+}
+
+impl PrinterThread {
+    /// Start printing the live run `run` (`--json`: every envelope on stdout too; with
+    /// `waits_for_reviewers`, approvals wait instead of being refused); `printed` is told
+    /// of every event written.
+    pub(crate) fn start(
+        json: bool,
+        run: &RunId,
+        waits_for_reviewers: bool,
+        printed: Arc<Backlog>,
+    ) -> Self {
+        let began = Instant::now();
+        let printer = {
+            let run = run.clone();
+            move || Printer { waits_for_reviewers, ..Printer::new(json, run, Clock::Live(began)) }
+        };
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let backlog = Arc::clone(&printed);
+        let make = printer.clone();
+        let spawned =
+            std::thread::Builder::new().name("flightdeck-print".to_owned()).spawn(move || {
+                let mut printer = make();
+                for job in inbox {
+                    printer.take(job, &backlog);
+                }
+                printer.flush();
+            });
+        let to = match spawned {
+            Ok(thread) => To::Thread { jobs, thread },
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the printer's thread; printing in place");
+                To::Here { printer: Box::new(printer()), printed }
+            }
+        };
+        Self { run: run.clone(), to }
+    }
+
+    /// Print committed events up to the run's `RunFinished` (what follows it is not);
+    /// returns the run's status when they hold it.
+    pub(crate) fn events(&mut self, mut events: Vec<Arc<Envelope>>) -> Option<RunStatus> {
+        let taken = events.len();
+        let end = events.iter().position(|envelope| {
+            envelope.run_id.as_ref() == Some(&self.run)
+                && matches!(envelope.event, Event::RunFinished { .. })
+        });
+        let status = end.and_then(|at| match &events[at].event {
+            Event::RunFinished { status, .. } => Some(*status),
+            _ => None,
+        });
+        if let Some(at) = end {
+            events.truncate(at + 1);
+        }
+        self.send(Job::Events(events, taken));
+        status
+    }
+
+    /// A line of its own, after what was handed over before it.
+    pub(crate) fn line(&mut self, text: impl Into<String>) {
+        self.send(Job::Line(text.into()));
+    }
+
+    fn send(&mut self, job: Job) {
+        match &mut self.to {
+            To::Thread { jobs, .. } => {
+                // The thread only ends when this is dropped.
+                let _ = jobs.send(job);
+            }
+            To::Here { printer, printed } => printer.take(job, printed),
+        }
+    }
+
+    /// Wait until everything handed over is written, without blocking the runtime.
+    pub(crate) async fn finish(self) {
+        if let To::Thread { jobs, thread } = self.to {
+            drop(jobs);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// [`PrinterThread::finish`], blocking: for a process about to exit.
+    pub(crate) fn finish_now(self) {
+        if let To::Thread { jobs, thread } = self.to {
+            drop(jobs);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Printer {
+    /// Do one job of a [`PrinterThread`], writing it out at once.
+    fn take(&mut self, job: Job, printed: &Backlog) {
+        match job {
+            Job::Events(events, taken) => {
+                for envelope in &events {
+                    self.print(envelope);
+                }
+                self.flush();
+                printed.done(taken);
+            }
+            Job::Line(text) => {
+                self.line(&text);
+                self.flush();
+            }
         }
     }
 }

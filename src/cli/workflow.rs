@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::progress::{Printer, risk_word, short};
+use super::progress::{PrinterThread, risk_word, short};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::bus::Backlog;
@@ -54,31 +54,18 @@ impl PrintCommitted {
         self.pending.len() >= PRINT_BATCH
     }
 
-    /// Wait for the store to commit what is pending, then print it; returns the run's status
-    /// once its `RunFinished` is printed (what follows it is not). A store that cannot commit
-    /// (disk full, locked for too long) is reported on stderr and the events are printed all
-    /// the same, so a consumer is never left waiting for a run that goes on.
-    async fn print(
-        &mut self,
-        runtime: &Runtime,
-        printer: &mut Printer,
-        printed: &Backlog,
-    ) -> Option<RunStatus> {
+    /// Wait for the store to commit what is pending, then hand it to the printer; returns
+    /// the run's status once its `RunFinished` is among it (what follows it is not printed).
+    /// A store that cannot commit (disk full, locked for too long) is reported on stderr and
+    /// the events are printed all the same, so a consumer is never left waiting for a run
+    /// that goes on.
+    async fn print(&mut self, runtime: &Runtime, printer: &mut PrinterThread) -> Option<RunStatus> {
         if let Err(error) = runtime.flush().await
             && !std::mem::replace(&mut self.warned, true)
         {
-            printer.line(&format!("the run store did not commit these events: {error}"));
+            printer.line(format!("the run store did not commit these events: {error}"));
         }
-        let mut status = None;
-        let count = self.pending.len();
-        for envelope in self.pending.drain(..) {
-            if status.is_none() {
-                status = printer.print(&envelope);
-            }
-        }
-        printer.drain().await;
-        printed.done(count);
-        status
+        printer.events(std::mem::take(&mut self.pending))
     }
 }
 
@@ -593,14 +580,12 @@ async fn follow(
     runtime: &Runtime,
     handle: crate::engine::RunHandle,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Envelope>>,
-    printed: &crate::bus::Backlog,
+    printed: &Arc<Backlog>,
     options: &RunOptions,
 ) -> i32 {
     let run = handle.id().clone();
-    let mut printer = Printer::live(options.json, run.clone());
-    if options.wait_for_approvals {
-        printer = printer.waiting_for_reviewers();
-    }
+    let mut printer =
+        PrinterThread::start(options.json, &run, options.wait_for_approvals, Arc::clone(printed));
     let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
@@ -615,19 +600,17 @@ async fn follow(
                 if let Some(first) = interrupted {
                     // A second signal: whoever sent it does not want to wait for the clean-up.
                     printer.line("interrupted again: exiting without waiting");
-                    printer.flush();
+                    printer.finish_now();
                     std::process::exit(first.exit_code());
                 }
                 interrupted = Some(stop);
-                printer.line(&format!(
+                printer.line(format!(
                     "{}: cancelling the run (Ctrl-C again to exit at once)",
                     stop.describe()
                 ));
-                printer.drain().await;
                 let why = format!("{}: the headless run was interrupted", stop.describe());
                 if let Err(error) = runtime.interrupt(&run, &why).await {
-                    printer.line(&format!("cannot cancel the run: {error}"));
-                    printer.drain().await;
+                    printer.line(format!("cannot cancel the run: {error}"));
                 }
                 continue;
             }
@@ -641,13 +624,13 @@ async fn follow(
                 && envelope.run_id.as_ref() == Some(&run)
             {
                 if options.wait_for_approvals {
-                    printer.line(&format!(
+                    printer.line(format!(
                         "{task} waits for a reviewer: `flightdeck approve {run} {task}` from \
                          another terminal (deadline in {})",
                         humantime::format_duration(runtime.settings().policies.approval_timeout)
                     ));
                 } else if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
-                    printer.line(&format!("cannot refuse approval of {task}: {error}"));
+                    printer.line(format!("cannot refuse approval of {task}: {error}"));
                 }
             }
             if let Event::ConflictStep { task, step: LadderStep::Operator, .. } = &envelope.event
@@ -659,7 +642,7 @@ async fn follow(
                 if options.wait_for_decisions
                     || (options.wait_for_approvals && !options.take_recommendation)
                 {
-                    printer.line(&format!(
+                    printer.line(format!(
                         "{task} has a conflict waiting for a person: `flightdeck approvals` \
                          lists it, `flightdeck resolve {run} {task} CHOICE` or an attached \
                          console's prompt settles it"
@@ -667,19 +650,19 @@ async fn follow(
                 } else if let Err(error) =
                     runtime.settle_unattended(&run, task, options.take_recommendation)
                 {
-                    printer.line(&format!("cannot settle the conflict of {task}: {error}"));
+                    printer.line(format!("cannot settle the conflict of {task}: {error}"));
                 }
             }
             committed.push(envelope);
         }
         if (events.is_empty() || committed.is_full())
-            && let Some(status) = committed.print(runtime, &mut printer, printed).await
+            && let Some(status) = committed.print(runtime, &mut printer).await
         {
             break status;
         }
     };
     printed.close();
-    printer.drain().await;
+    printer.finish().await;
     if let Some(stop) = interrupted {
         stop.exit_code()
     } else if status == RunStatus::Succeeded {
