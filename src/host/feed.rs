@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::columns::StartedRun;
 use super::protocol::{DIGEST_ABOVE, TaskChange};
 use super::server::{Fanout, snapshot_line};
+use super::tap::{Lines, Tap};
 use crate::event::{Envelope, Event};
 use crate::ids::{InstanceId, RunId, TaskId};
 use crate::model::TaskStatus;
@@ -41,10 +42,10 @@ const FEED_CAPACITY: usize = 1024;
 pub(super) fn spawn_console_feed(
     runtime: &Arc<Runtime>,
     closing: CancellationToken,
-) -> (broadcast::Sender<Fanout>, JoinHandle<()>) {
-    let (lines, _) = broadcast::channel(FEED_CAPACITY);
-    let sender = lines.clone();
-    let mut events = runtime.bus().subscribe();
+) -> (Lines<Fanout>, JoinHandle<()>) {
+    let (sender, _) = broadcast::channel(FEED_CAPACITY);
+    let lines = Lines { sender: sender.clone(), tap: Tap::new(runtime.bus().clone()) };
+    let tap = Arc::clone(&lines.tap);
     // Weak: the host's tasks let go of the runtime when it closes.
     let runtime = Arc::downgrade(runtime);
     // When the feed itself fell behind the bus, every console missed the same events: they
@@ -69,6 +70,11 @@ pub(super) fn spawn_console_feed(
         // When the last line went: an event after a quiet spell goes at once.
         let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
+        // Nobody listens: the bus is not drawn on until someone does.
+        let mut events = tokio::select! {
+            () = closing.cancelled() => return,
+            events = tap.opened() => events,
+        };
         loop {
             let first = tokio::select! {
                 () = closing.cancelled() => return,
@@ -77,9 +83,14 @@ pub(super) fn spawn_console_feed(
             let mut tick = match first {
                 // Nobody to send it to: no tick, and no plans kept (a console that attaches
                 // later is sent whole events of the runs already going, as it has not been
-                // sent their plans' positions).
-                Ok(_) if sender.receiver_count() == 0 => {
+                // sent their plans' positions); the bus is let go until someone listens.
+                Ok(_) if sender.receiver_count() == 0 && tap.close_if_unheard(&sender) => {
                     plans.0.clear();
+                    drop(events);
+                    events = tokio::select! {
+                        () = closing.cancelled() => return,
+                        events = tap.opened() => events,
+                    };
                     continue;
                 }
                 Ok(envelope) => vec![envelope],

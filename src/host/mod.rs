@@ -12,6 +12,7 @@ mod project;
 pub mod protocol;
 mod reload;
 mod server;
+mod tap;
 
 pub use attention::COALESCE;
 pub use client::{Hello, HostClient, HostCommands, HostEvents};

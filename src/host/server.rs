@@ -29,6 +29,7 @@ use super::HostError;
 use super::attention::spawn_notifier;
 use super::feed::spawn_console_feed;
 use super::protocol::{ClientMessage, Feed, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
+use super::tap::{Lines, Tap};
 use crate::command::{Command, Request};
 use crate::governance::{Channel, Identity, Provenance};
 use crate::runtime::{Runtime, RuntimeError};
@@ -63,35 +64,38 @@ pub(super) enum Fanout {
 /// Encode each event of the bus once, as the `event` message line every subscribed client
 /// is sent, instead of once per client: with 20 consoles attached, encoding was most of the
 /// host's work.
-fn spawn_fanout(
-    runtime: &Runtime,
-    closing: CancellationToken,
-) -> (broadcast::Sender<Fanout>, JoinHandle<()>) {
-    let (lines, _) = broadcast::channel(FANOUT_CAPACITY);
-    let sender = lines.clone();
-    let mut events = runtime.bus().subscribe();
+fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> (Lines<Fanout>, JoinHandle<()>) {
+    let (sender, _) = broadcast::channel(FANOUT_CAPACITY);
+    let lines = Lines { sender: sender.clone(), tap: Tap::new(runtime.bus().clone()) };
+    let tap = Arc::clone(&lines.tap);
     let task = tokio::spawn(async move {
         loop {
-            let received = tokio::select! {
+            // Nobody listens: the bus is not drawn on until someone does.
+            let mut events = tokio::select! {
                 () = closing.cancelled() => return,
-                received = events.recv() => received,
+                events = tap.opened() => events,
             };
-            let message = match received {
-                Ok(envelope) if sender.receiver_count() == 0 => {
-                    drop(envelope);
-                    continue;
-                }
-                Ok(envelope) => match event_line(&envelope) {
-                    Ok(line) => Fanout::Line(line),
-                    Err(error) => {
-                        tracing::warn!(%error, seq = envelope.seq, "host: an event did not encode");
-                        continue;
+            loop {
+                let received = tokio::select! {
+                    () = closing.cancelled() => return,
+                    received = events.recv() => received,
+                };
+                let message = match received {
+                    Ok(_) if sender.receiver_count() == 0 && tap.close_if_unheard(&sender) => {
+                        break;
                     }
-                },
-                Err(RecvError::Lagged(missed)) => Fanout::Lagged(missed),
-                Err(RecvError::Closed) => return,
-            };
-            let _ = sender.send(message);
+                    Ok(envelope) => match event_line(&envelope) {
+                        Ok(line) => Fanout::Line(line),
+                        Err(error) => {
+                            tracing::warn!(%error, seq = envelope.seq, "host: an event did not encode");
+                            continue;
+                        }
+                    },
+                    Err(RecvError::Lagged(missed)) => Fanout::Lagged(missed),
+                    Err(RecvError::Closed) => return,
+                };
+                let _ = sender.send(message);
+            }
         }
     });
     (lines, task)
@@ -293,9 +297,9 @@ fn bind_private(socket: &Path, group: Option<&str>) -> Result<UnixListener, Host
 #[derive(Clone)]
 struct Feeds {
     /// Every event, one line each.
-    events: broadcast::Sender<Fanout>,
+    events: Lines<Fanout>,
     /// A console's feed: one line per tick.
-    console: broadcast::Sender<Fanout>,
+    console: Lines<Fanout>,
 }
 
 async fn accept_loop(
