@@ -435,7 +435,7 @@ impl Workflow {
             return Err(invalid(file, problems));
         }
 
-        let ids: Vec<TaskId> = flat.iter().map(|t| TaskId::new(t.id.clone())).collect();
+        let ids: Vec<TaskId> = flat.iter().map(|t| TaskId::new(&t.id)).collect();
         let tasks = flat
             .into_iter()
             .zip(stage_of)
