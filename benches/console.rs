@@ -66,10 +66,10 @@ fn plan(layers: usize, width: usize) -> Vec<PlannedTask> {
             }
             tasks.push(PlannedTask {
                 task: TaskId::new(format!("task-{layer}-{i}")),
-                description: format!("step {i} of layer {layer}"),
+                description: format!("step {i} of layer {layer}").into(),
                 agent: AgentId::new(format!("agent-{}", i % 40)),
                 score: None,
-                depends_on: deps,
+                depends_on: deps.into(),
                 layer,
                 timeout_ms: 30_000,
                 retries: 1,

@@ -71,10 +71,10 @@ fn run_started() -> Event {
         tasks: (0..TASKS)
             .map(|i| PlannedTask {
                 task: TaskId::new(format!("t{i}")),
-                description: format!("Review the parser module {i} and split the grammar"),
+                description: format!("Review the parser module {i} and split the grammar").into(),
                 agent: agent(i),
                 score: None,
-                depends_on: vec![],
+                depends_on: vec![].into(),
                 layer: 0,
                 timeout_ms: 1000,
                 retries: 0,

@@ -42,10 +42,10 @@ fn main() {
 fn planned(i: usize) -> PlannedTask {
     PlannedTask {
         task: TaskId::new(format!("t{i}")),
-        description: format!("Step {i}"),
+        description: format!("Step {i}").into(),
         agent: AgentId::new("worker"),
         score: None,
-        depends_on: Vec::new(),
+        depends_on: Vec::new().into(),
         layer: 0,
         timeout_ms: 60_000,
         retries: 2,

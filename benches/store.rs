@@ -67,7 +67,7 @@ fn run_started() -> Event {
             description: "x".into(),
             agent: AgentId::new("backend-architect"),
             score: None,
-            depends_on: vec![],
+            depends_on: vec![].into(),
             layer: 0,
             timeout_ms: 1000,
             retries: 0,

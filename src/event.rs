@@ -5,6 +5,7 @@
 //! projections of this one stream, so a field added here is visible everywhere.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -190,11 +191,14 @@ pub struct AgentSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedTask {
     pub task: TaskId,
-    pub description: String,
+    /// Shared with the workflow's task and every copy of the plan (a run's start, the
+    /// console's model): a 100,000-task plan is copied without copying its texts.
+    pub description: Arc<str>,
     pub agent: AgentId,
     /// Selection score when the agent was chosen automatically.
     pub score: Option<f64>,
-    pub depends_on: Vec<TaskId>,
+    /// Shared like `description`; a fan-out's tasks read from a console's feed share one.
+    pub depends_on: Arc<[TaskId]>,
     /// Zero-based layer in the topological layering.
     pub layer: usize,
     pub timeout_ms: u64,

@@ -299,7 +299,7 @@ fn run_started(tasks: usize) -> Event {
                 description: "do it".into(),
                 agent: AgentId::new("coder"),
                 score: None,
-                depends_on: vec![],
+                depends_on: vec![].into(),
                 layer: 0,
                 timeout_ms: 1000,
                 retries: 0,

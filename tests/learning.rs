@@ -284,7 +284,7 @@ fn run_started(tasks: &[(&str, &str)]) -> Event {
                 description: (*description).into(),
                 agent: AgentId::new("coder"),
                 score: None,
-                depends_on: vec![],
+                depends_on: vec![].into(),
                 layer: 0,
                 timeout_ms: 1000,
                 retries: 1,

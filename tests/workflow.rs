@@ -204,7 +204,7 @@ fn plan_has_layers_agents_and_estimate() {
     assert_eq!(plan.critical_path.len(), 2);
     assert!(plan.simulated);
     let planned = plan.planned_tasks();
-    assert_eq!(planned[2].depends_on, vec![TaskId::new("compile"), TaskId::new("notes")]);
+    assert_eq!(*planned[2].depends_on, [TaskId::new("compile"), TaskId::new("notes")]);
     assert_eq!(planned[0].timeout_ms, 45_000);
 }
 

@@ -488,8 +488,8 @@ pub fn task_detail(events: &[Envelope], task: &TaskId) -> Option<TaskDetail> {
     let task = model.task(task)?;
     Some(TaskDetail {
         outcome: TaskOutcome::of(task),
-        description: task.planned.description.clone(),
-        depends_on: task.planned.depends_on.clone(),
+        description: task.planned.description.to_string(),
+        depends_on: task.planned.depends_on.to_vec(),
         history: task.history.iter().map(AttemptRecord::of).collect(),
         result: task.result.clone(),
         usage: task.usage,
@@ -871,10 +871,10 @@ mod tests {
     fn planned(task: &str) -> PlannedTask {
         PlannedTask {
             task: TaskId::new(task),
-            description: format!("do {task}"),
+            description: format!("do {task}").into(),
             agent: AgentId::new("worker"),
             score: None,
-            depends_on: Vec::new(),
+            depends_on: Vec::new().into(),
             layer: 0,
             timeout_ms: 1_000,
             retries: 0,

@@ -282,10 +282,10 @@ async fn idle_console_sleeps_and_an_active_run_ticks() {
         |seq, event| Arc::new(Envelope { seq, ts_ms: T0, run_id: Some(RunId::new("r1")), event });
     let task = PlannedTask {
         task: TaskId::new("only"),
-        description: String::new(),
+        description: String::new().into(),
         agent: AgentId::new("backend-architect"),
         score: None,
-        depends_on: vec![],
+        depends_on: vec![].into(),
         layer: 0,
         timeout_ms: 1000,
         retries: 0,
@@ -384,10 +384,10 @@ async fn quitting_with_a_live_run_asks_then_cancels_it_and_waits_for_its_end() {
     };
     let task = PlannedTask {
         task: TaskId::new("only"),
-        description: String::new(),
+        description: String::new().into(),
         agent: AgentId::new("backend-architect"),
         score: None,
-        depends_on: vec![],
+        depends_on: vec![].into(),
         layer: 0,
         timeout_ms: 1000,
         retries: 0,

@@ -256,7 +256,7 @@ mod tests {
             description: "build it".into(),
             agent: AgentId::new("backend-architect"),
             score: None,
-            depends_on: vec![],
+            depends_on: vec![].into(),
             layer: 0,
             timeout_ms: 1000,
             retries: 0,

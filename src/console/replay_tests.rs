@@ -134,10 +134,10 @@ fn mixed_backends() -> Vec<Arc<Envelope>> {
         .enumerate()
         .map(|(i, (task, _))| PlannedTask {
             task: TaskId::new(*task),
-            description: format!("{task} step"),
+            description: format!("{task} step").into(),
             agent: AgentId::new("backend-architect"),
             score: None,
-            depends_on: if i == 0 { vec![] } else { vec![TaskId::new("build")] },
+            depends_on: (if i == 0 { vec![] } else { vec![TaskId::new("build")] }).into(),
             layer: usize::from(i > 0),
             timeout_ms: 60_000,
             retries: 0,
@@ -255,10 +255,10 @@ fn replay_memory_10k() {
             }
             tasks.push(PlannedTask {
                 task: TaskId::new(format!("task-{layer}-{i}")),
-                description: format!("step {i} of layer {layer}"),
+                description: format!("step {i} of layer {layer}").into(),
                 agent: AgentId::new(format!("agent-{}", i % 40)),
                 score: None,
-                depends_on: deps,
+                depends_on: deps.into(),
                 layer,
                 timeout_ms: 30_000,
                 retries: 1,

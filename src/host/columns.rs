@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
@@ -171,12 +172,12 @@ impl<'a> StartedRun<'a> {
         }
         let agents: Vec<AgentId> = agents.iter().map(|name| AgentId::new(&name.0)).collect();
         let ids: Vec<TaskId> = id.iter().map(|id| TaskId::new(&id.0)).collect();
-        // Each run of equal dependencies named once; each task gets its own copy.
+        // Each run of equal dependencies named once, and shared by its tasks.
         let depends_on = depends_on
             .0
             .iter()
             .map(|(deps, count)| {
-                let deps: Option<Vec<TaskId>> =
+                let deps: Option<Arc<[TaskId]>> =
                     deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
                 deps.map(|deps| (deps, *count))
             })
@@ -217,7 +218,7 @@ impl<'a> StartedRun<'a> {
             };
             planned.push(PlannedTask {
                 task,
-                description: description.0.into_owned(),
+                description: Arc::from(&*description.0),
                 agent: agent.clone(),
                 score: *score,
                 depends_on: depends_on.clone(),

@@ -10,7 +10,7 @@ const T0: u64 = 1_000_000;
 fn planned(id: &str, deps: &[&str]) -> PlannedTask {
     PlannedTask {
         task: TaskId::new(id),
-        description: format!("do {id}"),
+        description: format!("do {id}").into(),
         agent: AgentId::new("coder"),
         score: None,
         depends_on: deps.iter().map(|d| TaskId::new(*d)).collect(),

@@ -33,7 +33,9 @@ impl Redactor {
             Event::RunStarted { goal, tasks, .. } => {
                 goal.iter_mut().for_each(r);
                 for task in tasks {
-                    r(&mut task.description);
+                    if self.has_secret(&task.description) {
+                        task.description = self.redact(&task.description).into();
+                    }
                 }
             }
             Event::TaskAwaitingApproval { reasons, .. }

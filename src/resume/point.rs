@@ -96,10 +96,10 @@ mod tests {
     fn planned(id: &str) -> PlannedTask {
         PlannedTask {
             task: TaskId::new(id),
-            description: format!("deploy {id}"),
+            description: format!("deploy {id}").into(),
             agent: AgentId::new("ops"),
             score: None,
-            depends_on: Vec::new(),
+            depends_on: Vec::new().into(),
             layer: 0,
             timeout_ms: 1000,
             retries: 1,

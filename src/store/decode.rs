@@ -262,7 +262,7 @@ mod tests {
                     description: "do a\twith tabs".into(),
                     agent: agent(),
                     score: Some(0.5),
-                    depends_on: vec![TaskId::new("b")],
+                    depends_on: vec![TaskId::new("b")].into(),
                     layer: 1,
                     timeout_ms: 30_000,
                     retries: 2,

@@ -120,7 +120,7 @@ mod tests {
                     description: "do a\twith tabs".into(),
                     agent: AgentId::new("coder"),
                     score: Some(0.5),
-                    depends_on: vec![TaskId::new("b")],
+                    depends_on: vec![TaskId::new("b")].into(),
                     layer: 1,
                     timeout_ms: 30_000,
                     retries: 2,
@@ -188,7 +188,7 @@ mod tests {
     fn the_run_started_guess_covers_its_line_so_the_buffer_never_grows() {
         let planned = |i: usize| PlannedTask {
             task: TaskId::new(format!("layer{}_{i}", i / 100)),
-            description: format!("step {i}: \"quoted\", tabbed\t and caf\u{e9}"),
+            description: format!("step {i}: \"quoted\", tabbed\t and caf\u{e9}").into(),
             agent: AgentId::new("backend-architect"),
             score: Some(3.25),
             depends_on: (0..3).map(|d| TaskId::new(format!("layer{}_{d}", i / 100))).collect(),

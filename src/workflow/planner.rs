@@ -469,10 +469,10 @@ impl Plan {
             .iter()
             .map(|s| PlannedTask {
                 task: s.id.clone(),
-                description: s.description.clone(),
+                description: s.description.as_str().into(),
                 agent: s.agent.clone(),
                 score: s.selection.as_ref().map(|sel| sel.score),
-                depends_on: s.depends_on.clone(),
+                depends_on: s.depends_on.as_slice().into(),
                 layer: s.layer,
                 timeout_ms: s.timeout.as_millis() as u64,
                 retries: s.retries,

@@ -34,7 +34,7 @@ fn member(agent: &str, domain: Domain, decision: &str, evidence: &[&str]) -> Mem
 fn planned(id: &str, agent: &str, layer: usize, deps: &[&str]) -> PlannedTask {
     PlannedTask {
         task: TaskId::new(id),
-        description: format!("{id} of the notes service"),
+        description: format!("{id} of the notes service").into(),
         agent: AgentId::new(agent),
         score: None,
         depends_on: deps.iter().map(|d| TaskId::new(*d)).collect(),

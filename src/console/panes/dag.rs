@@ -798,10 +798,10 @@ mod tests {
                 }
                 tasks.push(PlannedTask {
                     task: TaskId::new(format!("t{layer}-{i}")),
-                    description: String::new(),
+                    description: String::new().into(),
                     agent: AgentId::new("worker"),
                     score: None,
-                    depends_on: deps,
+                    depends_on: deps.into(),
                     layer,
                     timeout_ms: 1000,
                     retries: 0,

@@ -138,7 +138,7 @@ fn agent(name: &str, tier: u8, category: &str, triggers: usize, warnings: &[&str
 fn task(id: &str, agent: &str, layer: usize, deps: &[&str]) -> PlannedTask {
     PlannedTask {
         task: TaskId::new(id),
-        description: format!("{id} for the demo"),
+        description: format!("{id} for the demo").into(),
         agent: AgentId::new(agent),
         score: Some(4.5),
         depends_on: deps.iter().map(|d| TaskId::new(*d)).collect(),

@@ -48,10 +48,10 @@ fn started(workflow: &str) -> Event {
         simulated: true,
         tasks: vec![PlannedTask {
             task: TaskId::new("only"),
-            description: String::new(),
+            description: String::new().into(),
             agent: AgentId::new("backend-architect"),
             score: None,
-            depends_on: vec![],
+            depends_on: vec![].into(),
             layer: 0,
             timeout_ms: 1_000,
             retries: 0,

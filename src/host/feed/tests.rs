@@ -41,7 +41,7 @@ fn task(name: &str) -> TaskId {
 fn planned(i: usize, deps: &[usize]) -> PlannedTask {
     PlannedTask {
         task: task(&format!("t{i}")),
-        description: format!("Part {i} \"quoted\" \u{e9}"),
+        description: format!("Part {i} \"quoted\" \u{e9}").into(),
         agent: AgentId::new(if i.is_multiple_of(7) { "reviewer" } else { "worker" }),
         score: i.is_multiple_of(5).then_some(0.5),
         depends_on: deps.iter().map(|d| task(&format!("t{d}"))).collect(),
@@ -295,7 +295,7 @@ fn the_fuzz_corpus_digest_decodes_to_what_it_says() {
     assert_eq!(deps, [vec![], vec!["t0"], vec!["t0"]]);
     assert_eq!(tasks[2].agent.as_str(), "reviewer");
     assert_eq!(tasks[2].score, Some(0.5));
-    assert_eq!(tasks[1].description, "Part \"1\"");
+    assert_eq!(&*tasks[1].description, "Part \"1\"");
     assert_eq!(digest.parts[1].tasks[0].count, 2);
     assert_eq!(digest.since_ms, 1_796_652_812_000);
 }
