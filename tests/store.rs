@@ -345,6 +345,53 @@ async fn writer_drains_the_bus_and_flush_waits_for_commit() {
     assert_eq!(reader.events(&run).unwrap().len(), 2 + 2000 * 6);
 }
 
+/// The writer's connection leaves checkpoints to a thread of its own: while it commits, the
+/// log is copied into the database file (without checkpoints every page would stay in the
+/// log until the last connection closes), and once the writer is closed the log is gone.
+#[tokio::test]
+async fn the_log_is_copied_into_the_database_while_the_writer_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_in(dir.path());
+    let bus = EventBus::new();
+    let writer = spawn_writer(store, bus.sink()).unwrap();
+    let run = RunId::new("r1");
+    let _owner = RunLock::claim_new(&dir.path().join("data"), &run).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let size = |file: &Path| std::fs::metadata(file).map_or(0, |m| m.len());
+    let before = size(&path);
+
+    bus.publish(Some(&run), run_started(10));
+    for round in 0..8 {
+        for i in 0..4_000 {
+            for event in task_events(round * 4_000 + i) {
+                bus.publish(Some(&run), event);
+            }
+        }
+        writer.flush().await.unwrap();
+    }
+    // 192,000 events written: the database file holds most of them while the writer is
+    // still open (the last checkpoint may still be under way: wait for it).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while size(&path) < before + 8 * 1024 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing checkpointed: database {} bytes, log {} bytes",
+            size(&path),
+            size(&wal)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    writer.close().await.unwrap();
+    // The writer's connection, closing last, copied the rest and removed the log.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while wal.exists() {
+        assert!(Instant::now() < deadline, "the log outlived the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let reader = RunStore::open(&path).unwrap();
+    assert_eq!(reader.events(&run).unwrap().len(), 1 + 32_000 * 6);
+}
+
 #[tokio::test]
 async fn flush_on_an_idle_writer_returns_at_once() {
     let dir = tempfile::tempdir().unwrap();

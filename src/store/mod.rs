@@ -14,6 +14,7 @@
 //! open their own `RunStore` and never block the writer.
 
 mod anchor;
+mod checkpoint;
 pub(crate) mod decode;
 mod encode;
 mod error;
@@ -229,6 +230,11 @@ impl RunStore {
     /// off by default, so simulated runs teach nothing and cost nothing.
     pub fn record_simulated_outcomes(&mut self, record: bool) {
         self.outcomes.record_simulated = record;
+    }
+
+    /// Leave checkpoints to another connection (the writer's [`checkpoint::Checkpointer`]).
+    fn leave_checkpoints(&self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| self.sql(e))
     }
 
     /// The database file.

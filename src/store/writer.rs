@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{Checkpointer, EVENTS_PER_CHECKPOINT};
 use super::{RunStore, StoreError};
 use crate::bus::Backlog;
 use crate::event::{Envelope, Event};
@@ -52,7 +53,23 @@ pub fn spawn_paced_writer(
 ) -> Result<StoreWriter, StoreError> {
     let (control, control_rx) = mpsc::unbounded_channel();
     let stored_events = Arc::new(AtomicU64::new(0));
+    // Without a thread of its own for them, the writer's connection checkpoints as usual.
+    let checkpointer = match Checkpointer::spawn(store.path()) {
+        Ok(checkpointer) => match store.leave_checkpoints() {
+            Ok(()) => Some(checkpointer),
+            Err(error) => {
+                tracing::warn!(%error, "run store: checkpoints stay with the writer");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "run store: checkpoints stay with the writer");
+            None
+        }
+    };
     let mut writer = Writer {
+        checkpointer,
+        checkpointed_at: 0,
         store,
         events,
         control: control_rx,
@@ -92,6 +109,11 @@ impl StoreWriter {
 }
 
 struct Writer {
+    /// Dropped before `store`: the writer's connection closes last and copies what is left
+    /// of the log.
+    checkpointer: Option<Checkpointer>,
+    /// `committed` when the checkpointer was last woken.
+    checkpointed_at: u64,
     store: RunStore,
     events: mpsc::UnboundedReceiver<Arc<Envelope>>,
     control: mpsc::UnboundedReceiver<Control>,
@@ -202,6 +224,12 @@ impl Writer {
         }
         self.committed += self.batch.len() as u64;
         self.batch.clear();
+        if let Some(checkpointer) = &self.checkpointer
+            && self.committed - self.checkpointed_at >= EVENTS_PER_CHECKPOINT
+        {
+            checkpointer.wake();
+            self.checkpointed_at = self.committed;
+        }
         if started_a_run {
             // Give back what it held rather than keep it for the allocator's purge delay;
             // and again once the bus's ring, which holds the last events published, has
