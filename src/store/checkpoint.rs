@@ -26,7 +26,10 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     /// Start checkpointing the database at `path` when woken.
     pub(super) fn spawn(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|source| super::sql_error(path, source))?;
+        let sql = |source| super::sql_error(path, source);
+        let conn = Connection::open(path).map_err(sql)?;
+        // A checkpoint copies pages from the log to the file: it needs no page cache.
+        conn.pragma_update(None, "cache_size", -64).map_err(sql)?;
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("flightdeck-ckpt".to_owned())
