@@ -434,6 +434,8 @@ impl PrinterThread {
         let make = printer.clone();
         let spawned =
             std::thread::Builder::new().name("flightdeck-print".to_owned()).spawn(move || {
+                // However the thread ends, the run must not wait for its backlog.
+                let _release = Release(Arc::clone(&backlog));
                 let mut printer = make();
                 for job in inbox {
                     printer.take(job, &backlog);
@@ -498,6 +500,15 @@ impl PrinterThread {
             drop(jobs);
             let _ = thread.join();
         }
+    }
+}
+
+/// Closes a backlog when dropped: a printer's thread that ends, even by a panic, holds no run.
+struct Release(Arc<Backlog>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -47,14 +47,11 @@ impl Checkpointer {
     }
 
     /// Ask for a checkpoint; one already asked for and not begun covers this one too.
-    pub(super) fn wake(&self) {
-        if let Some(wake) = &self.wake {
-            match wake.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) => {}
-                Err(TrySendError::Disconnected(())) => {
-                    tracing::warn!("run store: the checkpoint thread is gone");
-                }
-            }
+    /// `false` when the thread is gone (then checkpoints are the writer's again).
+    pub(super) fn wake(&self) -> bool {
+        match self.wake.as_ref().map(|wake| wake.try_send(())) {
+            Some(Ok(()) | Err(TrySendError::Full(()))) => true,
+            Some(Err(TrySendError::Disconnected(()))) | None => false,
         }
     }
 }

@@ -237,6 +237,11 @@ impl RunStore {
         self.conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| self.sql(e))
     }
 
+    /// Checkpoint on commit again, every 1,000 pages as `SQLite` does by default.
+    fn keep_checkpoints(&self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 1000).map_err(|e| self.sql(e))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

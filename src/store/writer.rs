@@ -227,8 +227,14 @@ impl Writer {
         if let Some(checkpointer) = &self.checkpointer
             && self.committed - self.checkpointed_at >= EVENTS_PER_CHECKPOINT
         {
-            checkpointer.wake();
             self.checkpointed_at = self.committed;
+            if !checkpointer.wake() {
+                tracing::warn!("run store: the checkpoint thread is gone; the writer checkpoints");
+                self.checkpointer = None;
+                if let Err(error) = self.store.keep_checkpoints() {
+                    tracing::warn!(%error, "run store: checkpoints could not be turned back on");
+                }
+            }
         }
         if started_a_run {
             // Give back what it held rather than keep it for the allocator's purge delay;
