@@ -392,6 +392,38 @@ async fn the_log_is_copied_into_the_database_while_the_writer_commits() {
     assert_eq!(reader.events(&run).unwrap().len(), 1 + 32_000 * 6);
 }
 
+/// A writer that never pauses still reuses its log: the log file (which never shrinks, so its
+/// size is the most it ever held) stays a fraction of what was written, because the writer
+/// now and then finishes a checkpoint itself and `SQLite` then starts the log over. (Only an
+/// optimised build writes faster than the checkpoint thread copies: there, without that, the
+/// log held all 33 MB; a debug build's thread catches up between commits anyway.)
+#[tokio::test]
+async fn the_log_of_a_writer_that_never_pauses_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path) = store_in(dir.path());
+    let bus = EventBus::new();
+    // Everything is queued before the writer starts: it commits batch after batch without
+    // ever waiting for more.
+    let sink = bus.sink();
+    let run = RunId::new("r1");
+    let _owner = RunLock::claim_new(&dir.path().join("data"), &run).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let size = |file: &Path| std::fs::metadata(file).map_or(0, |m| m.len());
+
+    bus.publish(Some(&run), run_started(10));
+    for i in 0..40_000 {
+        for event in task_events(i) {
+            bus.publish(Some(&run), event);
+        }
+    }
+    let writer = spawn_writer(store, sink).unwrap();
+    writer.flush().await.unwrap();
+    let (database, log) = (size(&path), size(&wal));
+    eprintln!("database {database} bytes, log {log} bytes");
+    assert!(log * 2 < database, "the log grew with the run: {log} bytes beside {database}");
+    writer.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn flush_on_an_idle_writer_returns_at_once() {
     let dir = tempfile::tempdir().unwrap();

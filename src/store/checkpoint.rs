@@ -18,6 +18,9 @@ use super::StoreError;
 /// by default.
 pub(super) const EVENTS_PER_CHECKPOINT: u64 = 16_384;
 
+/// Every this many, the writer checkpoints itself (see `Writer::commit`).
+pub(super) const WAKES_PER_OWN_CHECKPOINT: u64 = 4;
+
 pub(super) struct Checkpointer {
     wake: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,

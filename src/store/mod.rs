@@ -237,6 +237,13 @@ impl RunStore {
         self.conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| self.sql(e))
     }
 
+    /// Copy what it can of the log into the database now, waiting for nobody.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.sql(e))
+    }
+
     /// Checkpoint on commit again, every 1,000 pages as `SQLite` does by default.
     fn keep_checkpoints(&self) -> Result<(), StoreError> {
         self.conn.pragma_update(None, "wal_autocheckpoint", 1000).map_err(|e| self.sql(e))

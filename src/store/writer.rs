@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{Checkpointer, EVENTS_PER_CHECKPOINT};
+use super::checkpoint::{Checkpointer, EVENTS_PER_CHECKPOINT, WAKES_PER_OWN_CHECKPOINT};
 use super::{RunStore, StoreError};
 use crate::bus::Backlog;
 use crate::event::{Envelope, Event};
@@ -70,6 +70,7 @@ pub fn spawn_paced_writer(
     let mut writer = Writer {
         checkpointer,
         checkpointed_at: 0,
+        wakes: 0,
         store,
         events,
         control: control_rx,
@@ -114,6 +115,8 @@ struct Writer {
     checkpointer: Option<Checkpointer>,
     /// `committed` when the checkpointer was last woken.
     checkpointed_at: u64,
+    /// Times it was (or the writer checkpointed instead).
+    wakes: u64,
     store: RunStore,
     events: mpsc::UnboundedReceiver<Arc<Envelope>>,
     control: mpsc::UnboundedReceiver<Control>,
@@ -228,7 +231,16 @@ impl Writer {
             && self.committed - self.checkpointed_at >= EVENTS_PER_CHECKPOINT
         {
             self.checkpointed_at = self.committed;
-            if !checkpointer.wake() {
+            self.wakes += 1;
+            // While the writer keeps committing, the thread's checkpoints never catch up with
+            // the end of the log, and SQLite starts the log over only after a checkpoint that
+            // did: now and then the writer copies the little left itself, so the log is
+            // reused instead of growing for as long as a run goes on.
+            if self.wakes.is_multiple_of(WAKES_PER_OWN_CHECKPOINT) {
+                if let Err(error) = self.store.checkpoint() {
+                    tracing::warn!(%error, "run store: a checkpoint failed; the next one retries");
+                }
+            } else if !checkpointer.wake() {
                 tracing::warn!("run store: the checkpoint thread is gone; the writer checkpoints");
                 self.checkpointer = None;
                 if let Err(error) = self.store.keep_checkpoints() {
