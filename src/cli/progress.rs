@@ -456,19 +456,17 @@ impl PrinterThread {
     /// returns the run's status when they hold it.
     pub(crate) fn events(&mut self, mut events: Vec<Arc<Envelope>>) -> Option<RunStatus> {
         let taken = events.len();
-        let end = events.iter().position(|envelope| {
-            envelope.run_id.as_ref() == Some(&self.run)
-                && matches!(envelope.event, Event::RunFinished { .. })
-        });
-        let status = end.and_then(|at| match &events[at].event {
-            Event::RunFinished { status, .. } => Some(*status),
+        let end = events.iter().enumerate().find_map(|(at, envelope)| match &envelope.event {
+            Event::RunFinished { status, .. } if envelope.run_id.as_ref() == Some(&self.run) => {
+                Some((at, *status))
+            }
             _ => None,
         });
-        if let Some(at) = end {
+        if let Some((at, _)) = end {
             events.truncate(at + 1);
         }
         self.send(Job::Events(events, taken));
-        status
+        end.map(|(_, status)| status)
     }
 
     /// A line of its own, after what was handed over before it.

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::columns::StartedRun;
 use super::protocol::{DIGEST_ABOVE, TaskChange};
 use super::server::{Fanout, snapshot_line};
-use super::tap::{Lines, Tap};
+use super::tap::Lines;
 use crate::event::{Envelope, Event};
 use crate::ids::{InstanceId, RunId, TaskId};
 use crate::model::TaskStatus;
@@ -43,9 +42,9 @@ pub(super) fn spawn_console_feed(
     runtime: &Arc<Runtime>,
     closing: CancellationToken,
 ) -> (Lines<Fanout>, JoinHandle<()>) {
-    let (sender, _) = broadcast::channel(FEED_CAPACITY);
-    let lines = Lines { sender: sender.clone(), tap: Tap::new(runtime.bus().clone()) };
-    let tap = Arc::clone(&lines.tap);
+    let lines = Lines::new(FEED_CAPACITY, runtime.bus().clone());
+    let feed = lines.clone();
+    let sender = lines.sender.clone();
     // Weak: the host's tasks let go of the runtime when it closes.
     let runtime = Arc::downgrade(runtime);
     // When the feed itself fell behind the bus, every console missed the same events: they
@@ -71,10 +70,7 @@ pub(super) fn spawn_console_feed(
         let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
         // Nobody listens: the bus is not drawn on until someone does.
-        let mut events = tokio::select! {
-            () = closing.cancelled() => return,
-            events = tap.opened() => events,
-        };
+        let Some(mut events) = feed.opened(&closing).await else { return };
         loop {
             let first = tokio::select! {
                 () = closing.cancelled() => return,
@@ -84,13 +80,11 @@ pub(super) fn spawn_console_feed(
                 // Nobody to send it to: no tick, and no plans kept (a console that attaches
                 // later is sent whole events of the runs already going, as it has not been
                 // sent their plans' positions); the bus is let go until someone listens.
-                Ok(_) if sender.receiver_count() == 0 && tap.close_if_unheard(&sender) => {
+                Ok(_) if feed.unheard() => {
                     plans.0.clear();
                     drop(events);
-                    events = tokio::select! {
-                        () = closing.cancelled() => return,
-                        events = tap.opened() => events,
-                    };
+                    let Some(opened) = feed.opened(&closing).await else { return };
+                    events = opened;
                     continue;
                 }
                 Ok(envelope) => vec![envelope],

@@ -29,7 +29,7 @@ use super::HostError;
 use super::attention::spawn_notifier;
 use super::feed::spawn_console_feed;
 use super::protocol::{ClientMessage, Feed, HostMessage, Outcome, PROTOCOL_VERSION, SOCKET_FILE};
-use super::tap::{Lines, Tap};
+use super::tap::Lines;
 use crate::command::{Command, Request};
 use crate::governance::{Channel, Identity, Provenance};
 use crate::runtime::{Runtime, RuntimeError};
@@ -65,25 +65,18 @@ pub(super) enum Fanout {
 /// is sent, instead of once per client: with 20 consoles attached, encoding was most of the
 /// host's work.
 fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> (Lines<Fanout>, JoinHandle<()>) {
-    let (sender, _) = broadcast::channel(FANOUT_CAPACITY);
-    let lines = Lines { sender: sender.clone(), tap: Tap::new(runtime.bus().clone()) };
-    let tap = Arc::clone(&lines.tap);
+    let lines = Lines::new(FANOUT_CAPACITY, runtime.bus().clone());
+    let feed = lines.clone();
     let task = tokio::spawn(async move {
-        loop {
-            // Nobody listens: the bus is not drawn on until someone does.
-            let mut events = tokio::select! {
-                () = closing.cancelled() => return,
-                events = tap.opened() => events,
-            };
+        // Nobody listens: the bus is not drawn on until someone does.
+        while let Some(mut events) = feed.opened(&closing).await {
             loop {
                 let received = tokio::select! {
                     () = closing.cancelled() => return,
                     received = events.recv() => received,
                 };
                 let message = match received {
-                    Ok(_) if sender.receiver_count() == 0 && tap.close_if_unheard(&sender) => {
-                        break;
-                    }
+                    Ok(_) if feed.unheard() => break,
                     Ok(envelope) => match event_line(&envelope) {
                         Ok(line) => Fanout::Line(line),
                         Err(error) => {
@@ -94,7 +87,7 @@ fn spawn_fanout(runtime: &Runtime, closing: CancellationToken) -> (Lines<Fanout>
                     Err(RecvError::Lagged(missed)) => Fanout::Lagged(missed),
                     Err(RecvError::Closed) => return,
                 };
-                let _ = sender.send(message);
+                let _ = feed.sender.send(message);
             }
         }
     });

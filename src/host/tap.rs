@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 
 use crate::bus::EventBus;
 use crate::event::Envelope;
@@ -77,11 +78,34 @@ pub(super) struct Lines<T> {
 }
 
 impl<T: Clone> Lines<T> {
+    /// Lines for `capacity` subscribers' worth of backlog, drawn from `bus` once someone
+    /// listens.
+    pub(super) fn new(capacity: usize, bus: EventBus) -> Self {
+        Self { sender: broadcast::channel(capacity).0, tap: Tap::new(bus) }
+    }
+
     /// A client's subscription: every line from now on, and the feed kept drawing on the bus.
     pub(super) fn subscribe(&self) -> broadcast::Receiver<T> {
         let lines = self.sender.subscribe();
         self.tap.open();
         lines
+    }
+
+    /// For the feed: the bus from the next client's subscription on; `None` once `closing`.
+    pub(super) async fn opened(
+        &self,
+        closing: &CancellationToken,
+    ) -> Option<broadcast::Receiver<Arc<Envelope>>> {
+        tokio::select! {
+            () = closing.cancelled() => None,
+            events = self.tap.opened() => Some(events),
+        }
+    }
+
+    /// For the feed, on each event: whether nobody listens, in which case the tap is closed
+    /// and the feed is to drop its receiver (the lock is only taken when nobody seems to).
+    pub(super) fn unheard(&self) -> bool {
+        self.sender.receiver_count() == 0 && self.tap.close_if_unheard(&self.sender)
     }
 }
 
