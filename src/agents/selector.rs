@@ -18,7 +18,6 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -398,26 +397,7 @@ impl MatchTerms {
 
 /// A set of short words with a cheap hash: the sets are small, built by us, and probed
 /// thousands of times per selection, where `SipHash` dominated the profile.
-type WordSet = HashSet<String, BuildHasherDefault<WordHasher>>;
-
-/// `FxHash`: one multiply per 8 bytes.
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0_u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type WordSet = HashSet<String, foldhash::fast::FixedState>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::float_cmp)] // worked examples: scores are exact sums

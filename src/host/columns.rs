@@ -7,10 +7,10 @@
 //! reads it borrowing the line, back into the `run_started` event it stands for.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt as _};
 use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
 
@@ -109,8 +109,8 @@ impl<'a> StartedRun<'a> {
         else {
             return None;
         };
-        let index: HashMap<&str, usize> =
-            tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)).collect();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
+        index.extend(tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)));
         let mut agents: Vec<Text<'a>> = Vec::new();
         let mut columns = Columns::default();
         for task in tasks {

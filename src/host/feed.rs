@@ -11,10 +11,10 @@
 //! order. Twenty consoles then decode a few compact changes per task instead of every
 //! event, and none falls behind into a snapshot.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
@@ -32,6 +32,9 @@ use crate::runtime::Runtime;
 
 /// How long the feed gathers events into one line: about a frame.
 pub const TICK: Duration = Duration::from_millis(16);
+
+/// A flood's tick reads the clock once in this many events.
+const CLOCK_EVERY: usize = 16;
 
 /// Lines kept for consoles that are behind; beyond this a console gets a snapshot instead.
 const FEED_CAPACITY: usize = 1024;
@@ -69,6 +72,9 @@ pub(super) fn spawn_console_feed(
         // When the last line went: an event after a quiet spell goes at once.
         let mut last_sent = Instant::now().checked_sub(TICK).unwrap_or_else(Instant::now);
         let mut plans = Plans::default();
+        // Kept from tick to tick, so a flood's tick does not grow them afresh each time.
+        let mut tick: Vec<Arc<Envelope>> = Vec::new();
+        let mut encoded: Vec<u8> = Vec::new();
         // Nobody listens: the bus is not drawn on until someone does.
         let Some(mut events) = feed.opened(&closing).await else { return };
         loop {
@@ -76,7 +82,7 @@ pub(super) fn spawn_console_feed(
                 () = closing.cancelled() => return,
                 received = events.recv() => received,
             };
-            let mut tick = match first {
+            match first {
                 // Nobody to send it to: no tick, and no plans kept (a console that attaches
                 // later is sent whole events of the runs already going, as it has not been
                 // sent their plans' positions); the bus is let go until someone listens.
@@ -87,14 +93,14 @@ pub(super) fn spawn_console_feed(
                     events = opened;
                     continue;
                 }
-                Ok(envelope) => vec![envelope],
+                Ok(envelope) => tick.push(envelope),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "host: the console feed fell behind; consoles resync");
                     let _ = sender.send(resync(missed, &mut plans));
                     continue;
                 }
                 Err(RecvError::Closed) => return,
-            };
+            }
             let due = last_sent + TICK;
             let mut missed = None;
             // A large run's start ends its tick at once: its plan is the largest line a
@@ -107,8 +113,9 @@ pub(super) fn spawn_console_feed(
                     Ok(envelope) => {
                         large_start = starts_a_large_run(&envelope);
                         tick.push(envelope);
-                        // A flood ends its tick on time too.
-                        if Instant::now() < due {
+                        // A flood ends its tick on time too (the clock read every
+                        // `CLOCK_EVERY` events of it).
+                        if !tick.len().is_multiple_of(CLOCK_EVERY) || Instant::now() < due {
                             continue;
                         }
                         break;
@@ -140,12 +147,13 @@ pub(super) fn spawn_console_feed(
                 }
             }
             last_sent = Instant::now();
-            match tick_line(&tick, &mut plans) {
+            match encode_tick(&tick, &mut plans, &mut encoded) {
                 Ok(line) => {
                     let _ = sender.send(Fanout::Line(line));
                 }
                 Err(error) => tracing::warn!(%error, "host: a console feed line did not encode"),
             }
+            tick.clear();
             if let Some(missed) = missed {
                 tracing::warn!(missed, "host: the console feed fell behind; consoles resync");
                 let _ = sender.send(resync(missed, &mut plans));
@@ -208,18 +216,28 @@ pub fn condensed_backlog(backlog: Vec<Arc<Envelope>>) -> Vec<Arc<Envelope>> {
 /// One tick's line for every console: `events`, or a `digest` in a flood. `plans` follows
 /// the runs' starts from tick to tick.
 pub fn tick_line(tick: &[Arc<Envelope>], plans: &mut Plans) -> serde_json::Result<Arc<[u8]>> {
-    let mut line = Vec::with_capacity(256 * tick.len().min(DIGEST_ABOVE * 4));
+    encode_tick(tick, plans, &mut Vec::new())
+}
+
+/// [`tick_line`], encoded in `buffer` (whatever it held is dropped; its room is kept).
+fn encode_tick(
+    tick: &[Arc<Envelope>],
+    plans: &mut Plans,
+    buffer: &mut Vec<u8>,
+) -> serde_json::Result<Arc<[u8]>> {
+    buffer.clear();
+    let line = buffer;
     if tick.len() <= DIGEST_ABOVE && !tick.iter().any(|envelope| starts_a_large_run(envelope)) {
         for envelope in tick {
             plans.saw(envelope);
         }
         let events: Vec<&Envelope> = tick.iter().map(AsRef::as_ref).collect();
-        serde_json::to_writer(&mut line, &EventsLine { msg: "events", events })?;
+        serde_json::to_writer(&mut *line, &EventsLine { msg: "events", events })?;
     } else {
-        serde_json::to_writer(&mut line, &digest(tick, plans))?;
+        serde_json::to_writer(&mut *line, &digest(tick, plans))?;
     }
     line.push(b'\n');
-    Ok(line.into())
+    Ok(Arc::from(line.as_slice()))
 }
 
 #[derive(Serialize)]
@@ -254,27 +272,32 @@ struct PartLine<'a> {
 const PLAN_IN_COLUMNS_ABOVE: usize = 256;
 
 /// Where each task is in its run's latest plan, as the feed saw the plans go by: a digest's
-/// changes name tasks by it.
+/// changes name tasks by it. A few runs go at once, so they are found by a look along them
+/// (without a copy of the run's id, or a hash of it, for every event).
 #[derive(Default)]
-pub struct Plans(HashMap<Option<RunId>, HashMap<TaskId, u32>>);
+pub struct Plans(Vec<(Option<RunId>, HashMap<TaskId, u32>)>);
 
 impl Plans {
     fn saw(&mut self, envelope: &Envelope) {
         match &envelope.event {
             Event::RunStarted { tasks, .. } => {
-                let positions =
-                    (0..).zip(tasks).map(|(at, task)| (task.task.clone(), at)).collect();
-                self.0.insert(envelope.run_id.clone(), positions);
+                let mut positions = HashMap::with_capacity(tasks.len());
+                positions.extend((0..).zip(tasks).map(|(at, task)| (task.task.clone(), at)));
+                self.forget(envelope.run_id.as_ref());
+                self.0.push((envelope.run_id.clone(), positions));
             }
-            Event::RunFinished { .. } => {
-                self.0.remove(&envelope.run_id);
-            }
+            Event::RunFinished { .. } => self.forget(envelope.run_id.as_ref()),
             _ => {}
         }
     }
 
+    fn forget(&mut self, run: Option<&RunId>) {
+        self.0.retain(|(known, _)| known.as_ref() != run);
+    }
+
     fn position(&self, run: Option<&RunId>, task: &TaskId) -> Option<u32> {
-        self.0.get(&run.cloned())?.get(task).copied()
+        let (_, positions) = self.0.iter().find(|(known, _)| known.as_ref() == run)?;
+        positions.get(task).copied()
     }
 }
 
@@ -340,7 +363,7 @@ fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
         }
     }
     // The latest state-setting step of each task, churn of each instance, queue of each agent.
-    let mut last_step: HashMap<TaskKey<'_>, usize> = HashMap::new();
+    let mut last_step: HashMap<TaskKey<'_>, usize> = HashMap::with_capacity(tick.len());
     let mut last_churn: HashMap<InstanceId, usize> = HashMap::new();
     let mut last_queue: HashMap<&str, usize> = HashMap::new();
     for (at, kind) in kinds.iter().enumerate() {
