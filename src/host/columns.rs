@@ -1,10 +1,12 @@
-//! A run's start with its plan in columns, as a console feed's digest carries it: each
-//! task's `id` and `description`, and the columns whose values repeat task after task (a
-//! fan-out's tasks share their agent, dependencies, layer and limits) as runs of equal values
-//! `[[value, how many], …]`; a task's `agent` is a position in `agents`, its `depends_on`
-//! positions in `id`. A 10,000-task fan-out's plan is a sixth the size of its `run_started`
-//! event and reads several times faster. The host writes it borrowing the event; a console
-//! reads it borrowing the line, back into the `run_started` event it stands for.
+//! A run's start with its plan in columns, as a console feed's digest carries it: the
+//! tasks' `id`s and `description`s each as one text with the length of each part (a reader
+//! parses two strings, not two per task), and the columns whose values repeat task after
+//! task (a fan-out's tasks share their agent, dependencies, layer and limits) as runs of
+//! equal values `[[value, how many], …]`; a task's `agent` is a position in `agents`, its
+//! `depends_on` positions in its plan. A 10,000-task fan-out's plan is an eighth the size of
+//! its `run_started` event and reads several times faster. The host writes it borrowing
+//! the event's texts; a console reads it borrowing the line, back into the `run_started`
+//! event it stands for.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -39,9 +41,9 @@ pub(crate) struct StartedRun<'a> {
 #[derive(Serialize, Deserialize, Default)]
 struct Columns<'a> {
     #[serde(borrow)]
-    id: Vec<Text<'a>>,
+    id: Texts<'a>,
     #[serde(borrow)]
-    description: Vec<Text<'a>>,
+    description: Texts<'a>,
     agent: Runs<usize>,
     score: Runs<Option<f64>>,
     depends_on: Runs<Vec<usize>>,
@@ -56,6 +58,37 @@ struct Columns<'a> {
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// A column of texts as one text and each one's length in bytes (runs of equal lengths):
+/// `{"text":"t0t1t2…","len":[[2,10],[3,90],…]}`. A reader parses one string instead of
+/// one per task, and borrows it from the line unless it holds an escape.
+#[derive(Serialize, Deserialize, Default)]
+struct Texts<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    len: Runs<usize>,
+}
+
+impl Texts<'_> {
+    fn push(&mut self, text: &str) {
+        self.text.to_mut().push_str(text);
+        self.len.push(text.len());
+    }
+
+    /// Each text in turn; `None` where the lengths do not add up to `n` texts that cut
+    /// the text at character boundaries.
+    fn split(&self, n: usize) -> Option<Vec<&str>> {
+        let mut lens = Cursor::new(&self.len.0, n)?;
+        let mut rest: &str = &self.text;
+        let mut texts = Vec::with_capacity(n);
+        while let Some(len) = lens.next() {
+            let (text, after) = rest.split_at_checked(*len)?;
+            texts.push(text);
+            rest = after;
+        }
+        rest.is_empty().then_some(texts)
+    }
+}
+
 /// A column as runs of equal values: `[[value, how many], …]`.
 #[derive(Serialize, Deserialize)]
 struct Runs<T>(Vec<(T, usize)>);
@@ -63,6 +96,13 @@ struct Runs<T>(Vec<(T, usize)>);
 impl<T> Default for Runs<T> {
     fn default() -> Self {
         Self(Vec::new())
+    }
+}
+
+impl<T> Runs<T> {
+    /// How many values the runs hold (`None` past `usize`).
+    fn total(&self) -> Option<usize> {
+        self.0.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count))
     }
 }
 
@@ -123,8 +163,8 @@ impl<'a> StartedRun<'a> {
             };
             let depends_on: Option<Vec<usize>> =
                 task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
-            columns.id.push(Text(Cow::Borrowed(task.task.as_str())));
-            columns.description.push(Text(Cow::Borrowed(&task.description)));
+            columns.id.push(task.task.as_str());
+            columns.description.push(&task.description);
             columns.agent.push(agent);
             columns.score.push(task.score);
             columns.depends_on.push(depends_on?);
@@ -164,14 +204,17 @@ impl<'a> StartedRun<'a> {
         } = self;
         let Columns { id, description, agent, score, depends_on, layer, timeout_ms, retries } =
             tasks;
-        let n = id.len();
         let bad = |what: &str| serde_json::Error::custom(format!("a run's plan: {what}"));
         let differ = || bad("its columns differ in length");
-        if description.len() != n {
+        let n = id.len.total().ok_or_else(differ)?;
+        if description.len.total() != Some(n) {
             return Err(differ());
         }
+        let misfit = || bad("a text's length does not fit its column");
+        let descriptions = description.split(n).ok_or_else(misfit)?;
         let agents: Vec<AgentId> = agents.iter().map(|name| AgentId::new(&name.0)).collect();
-        let ids: Vec<TaskId> = id.iter().map(|id| TaskId::new(&id.0)).collect();
+        let ids: Vec<TaskId> =
+            id.split(n).ok_or_else(misfit)?.into_iter().map(TaskId::new).collect();
         // Each run of equal dependencies named once, and shared by its tasks.
         let depends_on = depends_on
             .0
@@ -196,7 +239,7 @@ impl<'a> StartedRun<'a> {
         let mut timeout_ms = Cursor::new(&timeout_ms.0, n).ok_or_else(differ)?;
         let mut retries = Cursor::new(&retries.0, n).ok_or_else(differ)?;
         let mut planned = Vec::with_capacity(n);
-        for (task, description) in ids.into_iter().zip(description) {
+        for (task, description) in ids.into_iter().zip(descriptions) {
             // Each cursor holds `n` values, and this asks each for `n`.
             let (
                 Some(agent),
@@ -218,7 +261,7 @@ impl<'a> StartedRun<'a> {
             };
             planned.push(PlannedTask {
                 task,
-                description: Arc::from(&*description.0),
+                description: Arc::from(description),
                 agent: agent.clone(),
                 score: *score,
                 depends_on: depends_on.clone(),

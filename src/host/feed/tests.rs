@@ -270,14 +270,25 @@ fn tasks_of_a_run_whose_start_the_feed_never_saw_are_sent_whole() {
 
 #[test]
 fn a_digest_whose_plan_columns_disagree_is_refused() {
-    let line = r#"{"msg":"digest","events":1,"last_seq":1,"parts":[{"started":{"seq":1,"ts_ms":1,"workflow":"w","file":"f","goal":null,"max_parallel":1,"fail_fast":false,"simulated":true,"agents":["a"],"tasks":{"id":["x","y"],"description":["d"],"agent":[[0,2]],"score":[[null,2]],"depends_on":[[[],2]],"layer":[[0,2]],"timeout_ms":[[1,2]],"retries":[[0,2]]}}}]}"#;
+    let line = r#"{"msg":"digest","events":1,"last_seq":1,"parts":[{"started":{"seq":1,"ts_ms":1,"workflow":"w","file":"f","goal":null,"max_parallel":1,"fail_fast":false,"simulated":true,"agents":["a"],"tasks":{"id":{"text":"xy","len":[[1,2]]},"description":{"text":"d","len":[[1,1]]},"agent":[[0,2]],"score":[[null,2]],"depends_on":[[[],2]],"layer":[[0,2]],"timeout_ms":[[1,2]],"retries":[[0,2]]}}}]}"#;
     let error = decode_host_line(line).expect_err("refused");
     assert!(error.to_string().contains("columns differ"), "{error}");
-    let out_of_range = line
-        .replace(r#""depends_on":[[[],2]]"#, r#""depends_on":[[[5],2]]"#)
-        .replace(r#""description":["d"]"#, r#""description":["d","e"]"#);
+    let out_of_range =
+        line.replace(r#""depends_on":[[[],2]]"#, r#""depends_on":[[[5],2]]"#).replace(
+            r#""description":{"text":"d","len":[[1,1]]}"#,
+            r#""description":{"text":"dé","len":[[1,1],[2,1]]}"#,
+        );
     let error = decode_host_line(&out_of_range).expect_err("refused");
     assert!(error.to_string().contains("dependency out of range"), "{error}");
+    // A length that cuts a character, or leaves text over, does not fit.
+    for lens in ["[[2,1],[1,1]]", "[[1,1],[1,1]]"] {
+        let misfit = line.replace(
+            r#""description":{"text":"d","len":[[1,1]]}"#,
+            &format!(r#""description":{{"text":"dé","len":{lens}}}"#),
+        );
+        let error = decode_host_line(&misfit).expect_err("refused");
+        assert!(error.to_string().contains("does not fit"), "{lens}: {error}");
+    }
 }
 
 #[test]
