@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod audit;
 pub mod bus;
 pub mod cli;
+pub(crate) mod columns;
 pub mod command;
 pub mod config;
 pub mod conflict;

@@ -446,6 +446,57 @@ fn sequence_numbers_continue_across_runs_in_one_data_dir() {
 }
 
 #[test]
+fn a_large_plan_stored_in_columns_replays_as_it_ran() {
+    let project = Project::new();
+    // 300 tasks (the store keeps a plan of more than 256 in columns), with texts to escape.
+    let mut workflow = String::from(
+        "name: wide\ntasks:\n  - {id: root, description: \"Start \\\"here\\\"\", agent: worker}\n",
+    );
+    for i in 0..299 {
+        let _ = writeln!(
+            workflow,
+            "  - {{id: part-{i}, description: \"Part {i}: caf\u{e9}\", agent: worker, depends_on: [root]}}"
+        );
+    }
+    std::fs::write(project.root().join("workflows/wide.yaml"), workflow).unwrap();
+    let live = project.run("ann", &["run", "workflows/wide.yaml", "--json"]);
+    assert_eq!(live.status.code(), Some(0), "{}", stderr(&live));
+    let lines: Vec<Value> = String::from_utf8_lossy(&live.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let run = lines.iter().find_map(|v| v["run_id"].as_str()).unwrap().to_owned();
+    let live_run_lines: Vec<&Value> =
+        lines.iter().filter(|v| v["run_id"] == run.as_str()).collect();
+    let started = live_run_lines.iter().find(|v| v["type"] == "run_started").unwrap();
+    assert_eq!(started["tasks"].as_array().map(Vec::len), Some(300));
+
+    let replay = project.run("vic", &["runs", "events", "last", "--json"]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(replayed.iter().collect::<Vec<_>>(), live_run_lines);
+    let show = project.run("vic", &["runs", "show", "last", "--json"]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["tasks"].as_array().map(Vec::len), Some(300));
+    assert_eq!(shown["tasks"][0]["task"], "root");
+
+    // What the store holds is the plan in columns, not the list.
+    let conn = rusqlite::Connection::open(project.root().join(".flightdeck/runs.db")).unwrap();
+    let body: String = conn
+        .query_row(
+            "SELECT body FROM event_blocks WHERE body LIKE '%\"type\":\"run_started\"%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(body.contains(r#""tasks":{"id":{"text":"rootpart-0part-1"#), "{}", &body[..400]);
+}
+
+#[test]
 fn stored_runs_are_listed_shown_and_replayed_as_they_ran() {
     let project = Project::new();
     let live = project.run("ann", &["run", "workflows/failing.yaml", "--json"]);

@@ -21,10 +21,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::columns::StartedRun;
 use super::protocol::{DIGEST_ABOVE, TaskChange};
 use super::server::{Fanout, snapshot_line};
 use super::tap::Lines;
+use crate::columns::StartedRun;
 use crate::event::{Envelope, Event};
 use crate::ids::{InstanceId, RunId, TaskId};
 use crate::model::TaskStatus;
@@ -269,7 +269,7 @@ struct PartLine<'a> {
 }
 
 /// Plans larger than this make their tick a digest, where they go in columns.
-const PLAN_IN_COLUMNS_ABOVE: usize = 256;
+const PLAN_IN_COLUMNS_ABOVE: usize = crate::columns::COLUMNS_ABOVE;
 
 /// Where each task is in its run's latest plan, as the feed saw the plans go by: a digest's
 /// changes name tasks by it. A few runs go at once, so they are found by a look along them

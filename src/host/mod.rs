@@ -5,7 +5,6 @@
 
 mod attention;
 mod client;
-mod columns;
 mod error;
 pub mod feed;
 mod project;

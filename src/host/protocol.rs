@@ -272,8 +272,8 @@ mod fast {
     use serde_json::value::RawValue;
 
     use super::{Digest, DigestPart, HostMessage, TaskChange};
+    use crate::columns::StartedRun;
     use crate::event::Envelope;
-    use crate::host::columns::StartedRun;
     use crate::ids::RunId;
     use crate::store::decode::Decoder;
 

@@ -12,6 +12,7 @@
 
 use std::time::UNIX_EPOCH;
 
+use crate::columns::{Columns, Text, tasks_of};
 use crate::event::TokenUsage;
 use crate::event::{AnswerDetails, Envelope, Event, OutputStream, PlannedTask, RunStatus};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId, UserId};
@@ -79,6 +80,10 @@ impl Decoder {
                 let Prefix { seq, ts_ms, run_id, .. } = prefix;
                 Ok(Envelope { seq, ts_ms, run_id, event })
             }
+            // `serde` cannot read a plan in columns: its own error would name the wrong fault.
+            Some(Err(error)) if prefix.kind == "run_started" => {
+                serde_json::from_str(line).map_err(|_| error)
+            }
             _ => serde_json::from_str(line),
         }
     }
@@ -132,6 +137,72 @@ impl Decoder {
     }
 }
 
+/// A `run_started` event's fields, its plan a list of tasks or in columns (as the store
+/// writes a large one, see [`crate::columns`]).
+fn run_started(fields: &str) -> Result<Event, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        workflow: String,
+        file: std::path::PathBuf,
+        goal: Option<String>,
+        max_parallel: usize,
+        fail_fast: bool,
+        simulated: bool,
+        #[serde(default, borrow)]
+        agents: Vec<Text<'a>>,
+        #[serde(borrow)]
+        tasks: Plan<'a>,
+    }
+    let Fields { workflow, file, goal, max_parallel, fail_fast, simulated, agents, tasks } =
+        serde_json::from_str(fields)?;
+    let tasks = match tasks {
+        Plan::Listed(tasks) => tasks,
+        Plan::Columns(columns) => tasks_of(&agents, *columns)?,
+    };
+    Ok(Event::RunStarted { workflow, file, goal, max_parallel, fail_fast, simulated, tasks })
+}
+
+/// A run's plan as stored: the list of its tasks, or (an object) its columns.
+enum Plan<'a> {
+    Listed(Vec<PlannedTask>),
+    Columns(Box<Columns<'a>>),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Plan<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Plan<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of planned tasks, or a plan in columns")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut tasks = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(task) = seq.next_element()? {
+                    tasks.push(task);
+                }
+                Ok(Plan::Listed(tasks))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let columns = serde::Deserialize::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(Plan::Columns(Box::new(columns)))
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
 /// The byte just past the JSON string `text` starts with, escapes skipped.
 fn string_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
@@ -171,16 +242,10 @@ macro_rules! fast_kinds {
 
 /// The event of a common kind from its fields (a JSON object); `None` for the other kinds.
 fn fast_event(kind: &str, fields: &str) -> Option<Result<Event, serde_json::Error>> {
+    if kind == "run_started" {
+        return Some(run_started(fields));
+    }
     fast_kinds!(kind, fields;
-        "run_started" => RunStarted {
-            workflow: String,
-            file: std::path::PathBuf,
-            goal: Option<String>,
-            max_parallel: usize,
-            fail_fast: bool,
-            simulated: bool,
-            tasks: Vec<PlannedTask>,
-        }
         "task_ready" => TaskReady { task: TaskId }
         "task_started" => TaskStarted {
             task: TaskId,

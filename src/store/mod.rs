@@ -189,7 +189,7 @@ impl RunStore {
                 path,
                 conn,
                 outcomes: outcomes::OutcomeRecorder::default(),
-                encoder: encode::Encoder::default(),
+                encoder: encode::Encoder::storing(),
             }),
             schema::Migration::TooNew(found) => {
                 Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION })
@@ -222,7 +222,7 @@ impl RunStore {
             path,
             conn,
             outcomes: outcomes::OutcomeRecorder::default(),
-            encoder: encode::Encoder::default(),
+            encoder: encode::Encoder::storing(),
         })
     }
 

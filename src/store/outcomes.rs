@@ -286,7 +286,8 @@ fn stored_run_words(conn: &Connection, run: &RunId) -> rusqlite::Result<RunWords
         let body: String = block.get(0)?;
         // The tag cannot appear unescaped inside a JSON string: only the event itself has it.
         if let Some(line) = body.lines().find(|line| line.contains(r#""type":"run_started""#)) {
-            return Ok(serde_json::from_str::<Envelope>(line)
+            return Ok(super::decode::Decoder::default()
+                .decode(line)
                 .map_or_else(|_| RunWords::new(), |e| plan_words(&e.event)));
         }
     }

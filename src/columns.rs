@@ -1,12 +1,13 @@
-//! A run's start with its plan in columns, as a console feed's digest carries it: the
-//! tasks' `id`s and `description`s each as one text with the length of each part (a reader
-//! parses two strings, not two per task), and the columns whose values repeat task after
-//! task (a fan-out's tasks share their agent, dependencies, layer and limits) as runs of
-//! equal values `[[value, how many], …]`; a task's `agent` is a position in `agents`, its
-//! `depends_on` positions in its plan. A 10,000-task fan-out's plan is an eighth the size of
-//! its `run_started` event and reads several times faster. The host writes it borrowing
-//! the event's texts; a console reads it borrowing the line, back into the `run_started`
-//! event it stands for.
+//! A plan in columns: the tasks' `id`s and `description`s each as one text with the length
+//! of each part (a reader parses two strings, not two per task), and the columns whose
+//! values repeat task after task (a fan-out's tasks share their agent, dependencies, layer
+//! and limits) as runs of equal values `[[value, how many], …]`; a task's `agent` is a
+//! position in `agents`, its `depends_on` positions in its plan. A 10,000-task fan-out's
+//! plan is an eighth the size of the list of its tasks and reads several times faster.
+//!
+//! Written borrowing the plan's texts, read borrowing the line. A console feed's digest
+//! carries a large run's start this way ([`StartedRun`]), and the run store keeps a large
+//! `run_started` line this way (`store::encode`).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -18,6 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Envelope, Event, PlannedTask};
 use crate::ids::{AgentId, RunId, TaskId};
+
+/// Plans of more tasks than this are written in columns; a smaller one is written as the
+/// list of its tasks, which anyone can read.
+pub(crate) const COLUMNS_ABOVE: usize = 256;
 
 /// A `run_started` event with its plan in columns.
 #[derive(Serialize, Deserialize)]
@@ -38,8 +43,9 @@ pub(crate) struct StartedRun<'a> {
     tasks: Columns<'a>,
 }
 
+/// The columns of a plan's tasks.
 #[derive(Serialize, Deserialize, Default)]
-struct Columns<'a> {
+pub(crate) struct Columns<'a> {
     #[serde(borrow)]
     id: Texts<'a>,
     #[serde(borrow)]
@@ -56,7 +62,7 @@ struct Columns<'a> {
 /// `Cow<str>` in a list is always read as an owned copy).
 #[derive(Serialize, Deserialize)]
 #[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+pub(crate) struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A column of texts as one text and each one's length in bytes (runs of equal lengths):
 /// `{"text":"t0t1t2…","len":[[2,10],[3,90],…]}`. A reader parses one string instead of
@@ -149,29 +155,7 @@ impl<'a> StartedRun<'a> {
         else {
             return None;
         };
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
-        index.extend(tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)));
-        let mut agents: Vec<Text<'a>> = Vec::new();
-        let mut columns = Columns::default();
-        for task in tasks {
-            let name = task.agent.as_str();
-            let agent = if let Some(at) = agents.iter().position(|known| known.0 == name) {
-                at
-            } else {
-                agents.push(Text(Cow::Borrowed(name)));
-                agents.len() - 1
-            };
-            let depends_on: Option<Vec<usize>> =
-                task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
-            columns.id.push(task.task.as_str());
-            columns.description.push(&task.description);
-            columns.agent.push(agent);
-            columns.score.push(task.score);
-            columns.depends_on.push(depends_on?);
-            columns.layer.push(task.layer);
-            columns.timeout_ms.push(task.timeout_ms);
-            columns.retries.push(task.retries);
-        }
+        let (agents, columns) = columns_of(tasks)?;
         Some(Self {
             seq: envelope.seq,
             ts_ms: envelope.ts_ms,
@@ -202,74 +186,7 @@ impl<'a> StartedRun<'a> {
             agents,
             tasks,
         } = self;
-        let Columns { id, description, agent, score, depends_on, layer, timeout_ms, retries } =
-            tasks;
-        let bad = |what: &str| serde_json::Error::custom(format!("a run's plan: {what}"));
-        let differ = || bad("its columns differ in length");
-        let n = id.len.total().ok_or_else(differ)?;
-        if description.len.total() != Some(n) {
-            return Err(differ());
-        }
-        let misfit = || bad("a text's length does not fit its column");
-        let descriptions = description.split(n).ok_or_else(misfit)?;
-        let agents: Vec<AgentId> = agents.iter().map(|name| AgentId::new(&name.0)).collect();
-        let ids: Vec<TaskId> =
-            id.split(n).ok_or_else(misfit)?.into_iter().map(TaskId::new).collect();
-        // Each run of equal dependencies named once, and shared by its tasks.
-        let depends_on = depends_on
-            .0
-            .iter()
-            .map(|(deps, count)| {
-                let deps: Option<Arc<[TaskId]>> =
-                    deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
-                deps.map(|deps| (deps, *count))
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("a dependency out of range"))?;
-        let agent = agent
-            .0
-            .iter()
-            .map(|(at, count)| agents.get(*at).map(|agent| (agent.clone(), *count)))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("an agent out of range"))?;
-        let mut agent = Cursor::new(&agent, n).ok_or_else(differ)?;
-        let mut score = Cursor::new(&score.0, n).ok_or_else(differ)?;
-        let mut depends_on = Cursor::new(&depends_on, n).ok_or_else(differ)?;
-        let mut layer = Cursor::new(&layer.0, n).ok_or_else(differ)?;
-        let mut timeout_ms = Cursor::new(&timeout_ms.0, n).ok_or_else(differ)?;
-        let mut retries = Cursor::new(&retries.0, n).ok_or_else(differ)?;
-        let mut planned = Vec::with_capacity(n);
-        for (task, description) in ids.into_iter().zip(descriptions) {
-            // Each cursor holds `n` values, and this asks each for `n`.
-            let (
-                Some(agent),
-                Some(score),
-                Some(depends_on),
-                Some(layer),
-                Some(timeout_ms),
-                Some(retries),
-            ) = (
-                agent.next(),
-                score.next(),
-                depends_on.next(),
-                layer.next(),
-                timeout_ms.next(),
-                retries.next(),
-            )
-            else {
-                return Err(differ());
-            };
-            planned.push(PlannedTask {
-                task,
-                description: Arc::from(description),
-                agent: agent.clone(),
-                score: *score,
-                depends_on: depends_on.clone(),
-                layer: *layer,
-                timeout_ms: *timeout_ms,
-                retries: *retries,
-            });
-        }
+        let planned = tasks_of(&agents, tasks)?;
         Ok(Envelope {
             seq,
             ts_ms,
@@ -285,4 +202,109 @@ impl<'a> StartedRun<'a> {
             },
         })
     }
+}
+
+/// A plan's tasks in columns, and the agents they name, borrowing the tasks; `None` when a
+/// task depends on one the plan does not hold (such a plan is written whole).
+pub(crate) fn columns_of(tasks: &[PlannedTask]) -> Option<(Vec<Text<'_>>, Columns<'_>)> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
+    index.extend(tasks.iter().enumerate().map(|(at, task)| (task.task.as_str(), at)));
+    let mut agents: Vec<Text<'_>> = Vec::new();
+    let mut columns = Columns::default();
+    for task in tasks {
+        let name = task.agent.as_str();
+        let agent = if let Some(at) = agents.iter().position(|known| known.0 == name) {
+            at
+        } else {
+            agents.push(Text(Cow::Borrowed(name)));
+            agents.len() - 1
+        };
+        let depends_on: Option<Vec<usize>> =
+            task.depends_on.iter().map(|dep| index.get(dep.as_str()).copied()).collect();
+        columns.id.push(task.task.as_str());
+        columns.description.push(&task.description);
+        columns.agent.push(agent);
+        columns.score.push(task.score);
+        columns.depends_on.push(depends_on?);
+        columns.layer.push(task.layer);
+        columns.timeout_ms.push(task.timeout_ms);
+        columns.retries.push(task.retries);
+    }
+    Some((agents, columns))
+}
+
+/// The planned tasks `columns` stand for, naming `agents`; an error names what does not
+/// add up.
+pub(crate) fn tasks_of(
+    agents: &[Text<'_>],
+    columns: Columns<'_>,
+) -> serde_json::Result<Vec<PlannedTask>> {
+    let tasks = columns;
+    let Columns { id, description, agent, score, depends_on, layer, timeout_ms, retries } = tasks;
+    let bad = |what: &str| serde_json::Error::custom(format!("a run's plan: {what}"));
+    let differ = || bad("its columns differ in length");
+    let n = id.len.total().ok_or_else(differ)?;
+    if description.len.total() != Some(n) {
+        return Err(differ());
+    }
+    let misfit = || bad("a text's length does not fit its column");
+    let descriptions = description.split(n).ok_or_else(misfit)?;
+    let agents: Vec<AgentId> = agents.iter().map(|name| AgentId::new(&name.0)).collect();
+    let ids: Vec<TaskId> = id.split(n).ok_or_else(misfit)?.into_iter().map(TaskId::new).collect();
+    // Each run of equal dependencies named once, and shared by its tasks.
+    let depends_on = depends_on
+        .0
+        .iter()
+        .map(|(deps, count)| {
+            let deps: Option<Arc<[TaskId]>> =
+                deps.iter().map(|dep| ids.get(*dep).cloned()).collect();
+            deps.map(|deps| (deps, *count))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad("a dependency out of range"))?;
+    let agent = agent
+        .0
+        .iter()
+        .map(|(at, count)| agents.get(*at).map(|agent| (agent.clone(), *count)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad("an agent out of range"))?;
+    let mut agent = Cursor::new(&agent, n).ok_or_else(differ)?;
+    let mut score = Cursor::new(&score.0, n).ok_or_else(differ)?;
+    let mut depends_on = Cursor::new(&depends_on, n).ok_or_else(differ)?;
+    let mut layer = Cursor::new(&layer.0, n).ok_or_else(differ)?;
+    let mut timeout_ms = Cursor::new(&timeout_ms.0, n).ok_or_else(differ)?;
+    let mut retries = Cursor::new(&retries.0, n).ok_or_else(differ)?;
+    let mut planned = Vec::with_capacity(n);
+    for (task, description) in ids.into_iter().zip(descriptions) {
+        // Each cursor holds `n` values, and this asks each for `n`.
+        let (
+            Some(agent),
+            Some(score),
+            Some(depends_on),
+            Some(layer),
+            Some(timeout_ms),
+            Some(retries),
+        ) = (
+            agent.next(),
+            score.next(),
+            depends_on.next(),
+            layer.next(),
+            timeout_ms.next(),
+            retries.next(),
+        )
+        else {
+            return Err(differ());
+        };
+        planned.push(PlannedTask {
+            task,
+            description: Arc::from(description),
+            agent: agent.clone(),
+            score: *score,
+            depends_on: depends_on.clone(),
+            layer: *layer,
+            timeout_ms: *timeout_ms,
+            retries: *retries,
+        });
+    }
+    Ok(planned)
 }
