@@ -184,7 +184,8 @@ fn stored_fold_throughput() {
         events.len() as f64 / best_cpu.as_secs_f64() / 1e6
     );
     // Where that time goes: SQLite's read of the blocks alone, every line decoded by serde
-    // (the reader before the store's own decoder), and by `RunStore::events`.
+    // (the reader before the store's own decoder; all but the plan's), and by
+    // `RunStore::events`.
     let conn = rusqlite::Connection::open(dir.path().join(RUNS_FILE)).unwrap();
     let read = |decode: bool| {
         let began = Instant::now();
@@ -194,7 +195,9 @@ fn stored_fold_throughput() {
         while let Some(row) = rows.next().unwrap() {
             let body = row.get_ref(0).unwrap().as_str().unwrap();
             for line in body.lines() {
-                if decode {
+                // serde cannot read a plan the store keeps in columns: that line alone is
+                // left out of its pass.
+                if decode && !line.contains(r#""type":"run_started""#) {
                     let envelope: Envelope = serde_json::from_str(line).unwrap();
                     std::hint::black_box(envelope);
                 }
