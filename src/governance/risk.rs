@@ -12,7 +12,6 @@
 //! ("no production access") are not understood: the assessment errs towards asking.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -170,29 +169,6 @@ impl RiskRules {
     }
 }
 
-/// FNV-1a: the index is looked up once per word of every task, and its keys are the fixed
-/// patterns, so a fast hash without `SipHash`'s flooding protection is enough.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
 /// One pattern: its lower-case words (the last one a prefix when `prefix` is set) and rule.
 #[derive(Debug, Clone)]
 struct Pattern {
@@ -205,8 +181,10 @@ struct Pattern {
 #[derive(Debug, Clone, Default)]
 struct Patterns {
     list: Vec<Pattern>,
-    /// Patterns by their first word, when it must match exactly.
-    by_first_word: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
+    /// Patterns by their first word, when it must match exactly. Looked up once per word of
+    /// every task, its keys fixed patterns: a fast hash without `SipHash`'s flooding
+    /// protection is enough.
+    by_first_word: HashMap<String, Vec<usize>, foldhash::fast::FixedState>,
     /// One-word prefix patterns (`deploy*`): the prefix and the pattern.
     prefixes: Vec<(String, usize)>,
 }
