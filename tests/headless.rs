@@ -132,6 +132,21 @@ impl Project {
     }
 }
 
+/// Each line of a command's stdout, read as JSON.
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The run that `run --json` printed, and its lines among `lines`.
+fn lines_of_run(lines: &[Value]) -> (String, Vec<&Value>) {
+    let run = lines.iter().find_map(|v| v["run_id"].as_str()).unwrap().to_owned();
+    let of_run = lines.iter().filter(|v| v["run_id"] == run.as_str()).collect();
+    (run, of_run)
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -461,22 +476,14 @@ fn a_large_plan_stored_in_columns_replays_as_it_ran() {
     std::fs::write(project.root().join("workflows/wide.yaml"), workflow).unwrap();
     let live = project.run("ann", &["run", "workflows/wide.yaml", "--json"]);
     assert_eq!(live.status.code(), Some(0), "{}", stderr(&live));
-    let lines: Vec<Value> = String::from_utf8_lossy(&live.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let run = lines.iter().find_map(|v| v["run_id"].as_str()).unwrap().to_owned();
-    let live_run_lines: Vec<&Value> =
-        lines.iter().filter(|v| v["run_id"] == run.as_str()).collect();
+    let lines = json_lines(&live);
+    let (_, live_run_lines) = lines_of_run(&lines);
     let started = live_run_lines.iter().find(|v| v["type"] == "run_started").unwrap();
     assert_eq!(started["tasks"].as_array().map(Vec::len), Some(300));
 
     let replay = project.run("vic", &["runs", "events", "last", "--json"]);
     assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
-    let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let replayed = json_lines(&replay);
     assert_eq!(replayed.iter().collect::<Vec<_>>(), live_run_lines);
     let show = project.run("vic", &["runs", "show", "last", "--json"]);
     assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
@@ -501,13 +508,8 @@ fn stored_runs_are_listed_shown_and_replayed_as_they_ran() {
     let project = Project::new();
     let live = project.run("ann", &["run", "workflows/failing.yaml", "--json"]);
     assert_eq!(live.status.code(), Some(1), "{}", stderr(&live));
-    let lines: Vec<Value> = String::from_utf8_lossy(&live.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let run = lines.iter().find_map(|v| v["run_id"].as_str()).unwrap().to_owned();
-    let live_run_lines: Vec<&Value> =
-        lines.iter().filter(|v| v["run_id"] == run.as_str()).collect();
+    let lines = json_lines(&live);
+    let (run, live_run_lines) = lines_of_run(&lines);
 
     // A viewer may look: reading the store changes nothing.
     let list = project.run("vic", &["runs", "list", "--json"]);
@@ -538,10 +540,7 @@ fn stored_runs_are_listed_shown_and_replayed_as_they_ran() {
     // Replayed with --json, the stored stream is what `run --json` printed for the run.
     let replay = project.run("vic", &["runs", "events", "last", "--json"]);
     assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
-    let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let replayed = json_lines(&replay);
     assert_eq!(replayed.iter().collect::<Vec<_>>(), live_run_lines);
     let human = project.run("vic", &["runs", "events", &run]);
     let err = stderr(&human);
