@@ -82,9 +82,10 @@ impl<'a> StartInColumns<'a> {
 /// Formats `ts` values, remembering the date and time of the last second seen.
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
-    /// Whether a large plan is written in columns (the store's lines) or as the list of its
-    /// tasks (`run --json`, byte for byte what `serde` writes).
-    plans_in_columns: bool,
+    /// Whether a line is written for the store: without its `run_id` (the row holding the
+    /// line names the run, 45 bytes of every line) and with a large plan in columns, or
+    /// as `run --json` prints it, byte for byte what `serde` writes.
+    storing: bool,
     /// The second `second_text` is for, in milliseconds since the epoch (a multiple of 1000).
     second_ms: Option<u64>,
     /// `2023-11-14T22:13:20` for `second_ms`.
@@ -92,10 +93,11 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// The store's encoder: a `run_started` of more than [`COLUMNS_ABOVE`] tasks is written
-    /// with its plan in columns ([`StartInColumns`]).
+    /// The store's encoder: lines without their `run_id` (the reader takes it from the
+    /// row), a `run_started` of more than [`COLUMNS_ABOVE`] tasks with its plan in columns
+    /// ([`StartInColumns`]).
     pub(crate) fn storing() -> Self {
-        Self { plans_in_columns: true, ..Self::default() }
+        Self { storing: true, ..Self::default() }
     }
 
     /// Append `envelope` as one JSON object (no newline) to `out`.
@@ -110,12 +112,12 @@ impl Encoder {
         out.extend_from_slice(b",\"ts\":\"");
         self.push_ts(out, envelope.ts_ms);
         out.push(b'"');
-        if let Some(run) = &envelope.run_id {
+        if let Some(run) = envelope.run_id.as_ref().filter(|_| !self.storing) {
             out.extend_from_slice(b",\"run_id\":");
             serde_json::to_writer(&mut *out, run)?;
         }
         let event_at = out.len();
-        if let Some(start) = StartInColumns::of(&envelope.event).filter(|_| self.plans_in_columns) {
+        if let Some(start) = StartInColumns::of(&envelope.event).filter(|_| self.storing) {
             serde_json::to_writer(&mut *out, &start)?;
         } else {
             if let Event::RunStarted { tasks, .. } = &envelope.event {
@@ -316,9 +318,18 @@ mod tests {
         }
     }
 
-    fn decoded(line: &[u8]) -> Envelope {
+    /// A stored line read back as the store reads it: the run's id from its row.
+    fn decoded(line: &[u8], run: &RunId) -> Envelope {
         let line = std::str::from_utf8(line).expect("utf-8");
-        crate::store::decode::Decoder::default().decode(line).expect("decodes")
+        let mut envelope = crate::store::decode::Decoder::default().decode(line).expect("decodes");
+        assert_eq!(envelope.run_id, None, "a stored line holds no run_id");
+        envelope.run_id = Some(run.clone());
+        envelope
+    }
+
+    /// What `serde` writes for the envelope, without its run's id.
+    fn without_run(envelope: &Envelope) -> String {
+        serde_json::to_string(&Envelope { run_id: None, ..envelope.clone() }).expect("serializes")
     }
 
     #[test]
@@ -328,9 +339,9 @@ mod tests {
         Encoder::storing().encode(&mut line, &envelope).expect("encodes");
         let text = String::from_utf8(line.clone()).expect("utf-8");
         assert!(text.contains(r#""agents":["reviewer","coder"],"tasks":{"id":{"text":"#), "{text}");
-        let whole = serde_json::to_string(&envelope).expect("serializes");
+        let whole = without_run(&envelope);
         assert!(line.len() * 2 < whole.len(), "{} vs {}", line.len(), whole.len());
-        assert_eq!(decoded(&line), envelope);
+        assert!(decoded(&line, &RunId::new("r1")) == envelope, "reads back as it was");
     }
 
     #[test]
@@ -347,9 +358,8 @@ mod tests {
         for envelope in [start_of(COLUMNS_ABOVE, None), start_of(1000, Some("elsewhere"))] {
             let mut line = Vec::new();
             Encoder::storing().encode(&mut line, &envelope).expect("encodes");
-            let whole = serde_json::to_string(&envelope).expect("serializes");
-            assert_eq!(String::from_utf8(line.clone()).expect("utf-8"), whole);
-            assert_eq!(decoded(&line), envelope);
+            assert!(String::from_utf8(line.clone()).expect("utf-8") == without_run(&envelope));
+            assert!(decoded(&line, &RunId::new("r1")) == envelope, "reads back as it was");
         }
     }
 

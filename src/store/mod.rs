@@ -456,7 +456,9 @@ impl RunStore {
                         seq: seq_of(line),
                         message: e.to_string(),
                     })?;
-                if let Some(envelope) = envelope.filter(|e| e.seq > after) {
+                if let Some(mut envelope) = envelope.filter(|e| e.seq > after) {
+                    // Stored without it (older stores wrote it into every line): the row's.
+                    envelope.run_id.get_or_insert_with(|| run.clone());
                     each(envelope);
                 }
             }

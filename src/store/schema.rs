@@ -85,9 +85,10 @@ const MIGRATIONS: &[&str] = &[
         last_hash TEXT NOT NULL,               -- SHA-256 of its line
         mac       TEXT NOT NULL                -- HMAC of both under the audit key
     ) STRICT;",
-    // 6: no change to the tables: a `run_started` line of more than 256 tasks may hold its
-    // plan in columns (`crate::columns`), which a build before this one cannot read, so such
-    // a build refuses the store as too new instead of failing on the line.
+    // 6: no change to the tables, to the lines only: a line no longer holds its `run_id`
+    // (its row names the run), and a `run_started` of more than 256 tasks holds its plan in
+    // columns (`crate::columns`). A build before this one would misread such lines, so it
+    // refuses the store as too new.
     "-- the lines' format only",
 ];
 
