@@ -8,7 +8,7 @@
 //! [`TaskStatus::after`] for the status an event leaves, [`TaskStatus::in_round`] for when a
 //! start begins a new round. A test folds the same events through both and compares.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::event::{Envelope, Event};
 use crate::ids::{RunId, TaskId};

@@ -9,9 +9,11 @@
 mod clocks;
 mod status;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::conflict::{DecideMode, Domain, LadderStep, MemberVerdict, Recommendation};
 use crate::event::{
