@@ -175,7 +175,7 @@ fn round(clients: usize) -> (Duration, Histogram, f64) {
 /// stands for from the publication of the digest's first (an upper bound).
 fn attach(socket: &Path, latencies: Arc<Mutex<Histogram>>) -> std::thread::JoinHandle<f64> {
     let mut stream = UnixStream::connect(socket).unwrap();
-    let hello = r#"{"msg":"hello","version":1,"from":"attach","subscribe":true,"feed":"console"}"#;
+    let hello = r#"{"msg":"hello","version":2,"from":"attach","subscribe":true,"feed":"console"}"#;
     writeln!(stream, "{hello}").unwrap();
     std::thread::spawn(move || {
         let mut seen = Histogram::default();

@@ -388,7 +388,7 @@ impl RawClient {
         let mut client =
             Self { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
         client.send(&serde_json::json!({
-            "msg": "hello", "version": 1, "from": "attach", "subscribe": subscribe,
+            "msg": "hello", "version": 2, "from": "attach", "subscribe": subscribe,
             "as_user": as_user
         }));
         let welcome = client.next();
@@ -935,6 +935,77 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
 /// A console attached while a zero-latency fan-out floods the host is sent digests, and what
 /// it folds from them is the run the host stored: every task, its state and its attempts.
 #[test]
+fn a_hello_of_another_protocol_version_is_refused_with_both_versions() {
+    use flightdeck::host::protocol::PROTOCOL_VERSION;
+    use flightdeck::host::{Host, HostLock, HostOptions};
+    use flightdeck::runtime::{Runtime, RuntimeOptions};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("flightdeck.yaml"), "default_role: viewer\n").unwrap();
+    let data_dir = root.join(".flightdeck");
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        let runtime = Arc::new(
+            Runtime::start(RuntimeOptions {
+                project_dir: root.to_owned(),
+                data_dir: data_dir.clone(),
+                settings: flightdeck::config::Settings::load(root).unwrap(),
+                watch_agents: false,
+            })
+            .unwrap(),
+        );
+        let host = Host::listen(
+            HostLock::take(&data_dir).unwrap(),
+            Arc::clone(&runtime),
+            &HostOptions::default(),
+        )
+        .unwrap();
+        let socket = host.socket().to_owned();
+        let answers = tokio::task::spawn_blocking(move || {
+            [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, PROTOCOL_VERSION].map(|version| {
+                let stream = UnixStream::connect(&socket).unwrap();
+                // A host that did not close would leave the read waiting: 10 s, then it shows.
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                writeln!(writer, r#"{{"msg":"hello","version":{version},"from":"attach"}}"#)
+                    .unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut lines = Vec::new();
+                let mut line = String::new();
+                // Up to the end of the connection, or the first line after a welcome.
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let value: Value = serde_json::from_str(&line).unwrap();
+                    line.clear();
+                    let welcomed = value["msg"] == "welcome";
+                    lines.push(value);
+                    if welcomed {
+                        break;
+                    }
+                }
+                lines
+            })
+        })
+        .await
+        .unwrap();
+        for (answer, version) in
+            answers[..2].iter().zip([PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1])
+        {
+            assert_eq!(answer.len(), 1, "refused, then closed: {answer:?}");
+            assert_eq!(answer[0]["msg"], "refused");
+            let reason = answer[0]["reason"].as_str().unwrap();
+            assert_eq!(reason, format!("protocol version {version} is not {PROTOCOL_VERSION}"));
+        }
+        assert_eq!(answers[2][0]["msg"], "welcome", "{:?}", answers[2]);
+        assert_eq!(answers[2][0]["version"], PROTOCOL_VERSION);
+        host.close().await;
+        let runtime = Arc::try_unwrap(runtime).ok().expect("the host let go of the runtime");
+        runtime.shutdown().await;
+    });
+}
+
+#[test]
 fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
     use flightdeck::event::Event;
     use flightdeck::host::protocol::{HostMessage, decode_host_line};
@@ -990,7 +1061,7 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
         let mut stream = UnixStream::connect(host.socket()).unwrap();
         writeln!(
             stream,
-            r#"{{"msg":"hello","version":1,"from":"attach","subscribe":true,"feed":"console"}}"#
+            r#"{{"msg":"hello","version":2,"from":"attach","subscribe":true,"feed":"console"}}"#
         )
         .unwrap();
         let console = std::thread::spawn(move || {

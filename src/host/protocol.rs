@@ -2,8 +2,8 @@
 //! per line, each an object whose `msg` field names it.
 //!
 //! ```text
-//! client → {"msg":"hello","version":1,"from":"attach","as_user":null,"subscribe":true,"readonly":false,"feed":"console"}
-//! host   → {"msg":"welcome","version":1,"user":"rex","role":"reviewer","account":"rex","host_pid":4242}
+//! client → {"msg":"hello","version":2,"from":"attach","as_user":null,"subscribe":true,"readonly":false,"feed":"console"}
+//! host   → {"msg":"welcome","version":2,"user":"rex","role":"reviewer","account":"rex","host_pid":4242}
 //! host   → {"msg":"snapshot","events":[…envelopes…]}          (only when subscribed)
 //! host   → {"msg":"event","event":{"seq":…,"type":"task_started",…}}   (live, in order)
 //! host   → {"msg":"events","events":[…]}         (feed "console": a tick's events, in order)
@@ -39,7 +39,10 @@ use crate::ids::{RunId, TaskId};
 use crate::model::TaskStatus;
 
 /// The protocol's version. A host refuses a hello with another one.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: a large plan's `id` and `description` columns are each one text with the tasks'
+/// lengths (version 1 sent a list of strings), which a version-1 console cannot read.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The socket's file name inside the data dir.
 pub const SOCKET_FILE: &str = "control.sock";
