@@ -108,8 +108,13 @@ impl<T> Default for Runs<T> {
 impl<T> Runs<T> {
     /// How many values the runs hold (`None` past `usize`).
     fn total(&self) -> Option<usize> {
-        self.0.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count))
+        total(&self.0)
     }
+}
+
+/// How many values `runs` hold (`None` past `usize`).
+fn total<T>(runs: &[(T, usize)]) -> Option<usize> {
+    runs.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count))
 }
 
 impl<T: PartialEq> Runs<T> {
@@ -131,8 +136,7 @@ struct Cursor<'r, T> {
 impl<'r, T> Cursor<'r, T> {
     /// A cursor over `runs`, which must hold `n` values in all (else `None`).
     fn new(runs: &'r [(T, usize)], n: usize) -> Option<Self> {
-        let total = runs.iter().try_fold(0_usize, |sum, (_, count)| sum.checked_add(*count));
-        (total == Some(n)).then(|| Self { runs: runs.iter(), value: None, left: 0 })
+        (total(runs) == Some(n)).then(|| Self { runs: runs.iter(), value: None, left: 0 })
     }
 
     fn next(&mut self) -> Option<&'r T> {

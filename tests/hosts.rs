@@ -934,34 +934,43 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
 
 /// A console attached while a zero-latency fan-out floods the host is sent digests, and what
 /// it folds from them is the run the host stored: every task, its state and its attempts.
+/// A runtime on the project at `root` (its data dir `.flightdeck`), and a host listening
+/// for it, in this process: inside a tokio runtime.
+fn in_process_host(
+    root: &Path,
+) -> (std::sync::Arc<flightdeck::runtime::Runtime>, flightdeck::host::Host) {
+    use flightdeck::host::{Host, HostLock, HostOptions};
+    use flightdeck::runtime::{Runtime, RuntimeOptions};
+    let data_dir = root.join(".flightdeck");
+    let runtime = std::sync::Arc::new(
+        Runtime::start(RuntimeOptions {
+            project_dir: root.to_owned(),
+            data_dir: data_dir.clone(),
+            settings: flightdeck::config::Settings::load(root).unwrap(),
+            watch_agents: false,
+        })
+        .unwrap(),
+    );
+    let host = Host::listen(
+        HostLock::take(&data_dir).unwrap(),
+        std::sync::Arc::clone(&runtime),
+        &HostOptions::default(),
+    )
+    .unwrap();
+    (runtime, host)
+}
+
 #[test]
 fn a_hello_of_another_protocol_version_is_refused_with_both_versions() {
     use flightdeck::host::protocol::PROTOCOL_VERSION;
-    use flightdeck::host::{Host, HostLock, HostOptions};
-    use flightdeck::runtime::{Runtime, RuntimeOptions};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("flightdeck.yaml"), "default_role: viewer\n").unwrap();
-    let data_dir = root.join(".flightdeck");
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     tokio.block_on(async {
-        let runtime = Arc::new(
-            Runtime::start(RuntimeOptions {
-                project_dir: root.to_owned(),
-                data_dir: data_dir.clone(),
-                settings: flightdeck::config::Settings::load(root).unwrap(),
-                watch_agents: false,
-            })
-            .unwrap(),
-        );
-        let host = Host::listen(
-            HostLock::take(&data_dir).unwrap(),
-            Arc::clone(&runtime),
-            &HostOptions::default(),
-        )
-        .unwrap();
+        let (runtime, host) = in_process_host(root);
         let socket = host.socket().to_owned();
         let answers = tokio::task::spawn_blocking(move || {
             [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, PROTOCOL_VERSION].map(|version| {
@@ -1009,9 +1018,7 @@ fn a_hello_of_another_protocol_version_is_refused_with_both_versions() {
 fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
     use flightdeck::event::Event;
     use flightdeck::host::protocol::{HostMessage, decode_host_line};
-    use flightdeck::host::{Host, HostLock, HostOptions};
     use flightdeck::model::{OutputKeep, RunModel};
-    use flightdeck::runtime::{Runtime, RuntimeOptions};
     use std::sync::Arc;
 
     const TASKS: usize = 3_000;
@@ -1039,25 +1046,10 @@ fn a_console_attached_through_a_flood_folds_the_run_the_host_stored() {
         .unwrap();
     }
     std::fs::write(root.join("fan.yaml"), workflow).unwrap();
-    let data_dir = root.join(".flightdeck");
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (folded, stored, digests, after_start) = tokio.block_on(async {
-        let runtime = Arc::new(
-            Runtime::start(RuntimeOptions {
-                project_dir: root.to_owned(),
-                data_dir: data_dir.clone(),
-                settings: flightdeck::config::Settings::load(root).unwrap(),
-                watch_agents: false,
-            })
-            .unwrap(),
-        );
-        let host = Host::listen(
-            HostLock::take(&data_dir).unwrap(),
-            Arc::clone(&runtime),
-            &HostOptions::default(),
-        )
-        .unwrap();
+        let (runtime, host) = in_process_host(root);
         let mut stream = UnixStream::connect(host.socket()).unwrap();
         writeln!(
             stream,
