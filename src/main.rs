@@ -97,7 +97,9 @@ enum Cmd {
     /// Approve a task waiting on the running host. Exit 0 done, 1 refused, 2 bad input or
     /// no host.
     Approve {
-        #[arg(help = "Run id (or a unique start of one)")]
+        #[arg(
+            help = "Run id, a unique start of one, or `last` (the newest run with something waiting)"
+        )]
         run: String,
         /// The waiting task.
         task: String,
@@ -107,7 +109,9 @@ enum Cmd {
     },
     /// Reject a task waiting on the running host; it fails with the note as its reason.
     Reject {
-        #[arg(help = "Run id (or a unique start of one)")]
+        #[arg(
+            help = "Run id, a unique start of one, or `last` (the newest run with something waiting)"
+        )]
         run: String,
         /// The waiting task.
         task: String,
@@ -119,7 +123,9 @@ enum Cmd {
     /// number as `approvals` lists them, or a decision in words. Exit 0 done, 1 refused, 2
     /// bad input or no host.
     Resolve {
-        #[arg(help = "Run id (or a unique start of one)")]
+        #[arg(
+            help = "Run id, a unique start of one, or `last` (the newest run with something waiting)"
+        )]
         run: String,
         /// The panel task in conflict.
         task: String,

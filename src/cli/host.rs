@@ -390,9 +390,21 @@ fn block_on(work: impl Future<Output = i32>) -> i32 {
     }
 }
 
-/// The run a person means: an exact id, or the unique one of `waiting` whose id starts so.
-/// `what` says what the runs have waiting, for the message.
+/// What names the newest run with something waiting, as `runs show last` names the newest
+/// run.
+const LAST: &str = "last";
+
+/// The run a person means among `waiting`: an exact id, the unique one whose id starts so,
+/// or [`LAST`], the newest. `what` says what the runs have waiting, for the message.
 fn expand_run(waiting: &[&RunId], given: &str, what: &str) -> Result<RunId, String> {
+    // A run's id starts with the second it started, so the greatest is the newest.
+    if given == LAST {
+        return waiting
+            .iter()
+            .max()
+            .map(|run| (*run).clone())
+            .ok_or_else(|| format!("no run {what} (see `flightdeck approvals`)"));
+    }
     if waiting.iter().any(|run| run.as_str() == given) {
         return Ok(RunId::new(given));
     }
@@ -484,5 +496,36 @@ fn seconds(total: u64) -> String {
         0..60 => format!("{total}s"),
         60..3600 => format!("{}m {:02}s", total / 60, total % 60),
         _ => format!("{}h {:02}m", total / 3600, total % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHAT: &str = "has a task waiting for approval";
+
+    #[test]
+    fn last_is_the_newest_waiting_run() {
+        let older = RunId::new("r20261207230230-07584af5eb8bcafe");
+        let newer = RunId::new("r20261207230231-00000000000000aa");
+        assert_eq!(expand_run(&[&newer, &older], "last", WHAT), Ok(newer.clone()));
+        assert_eq!(expand_run(&[&older, &newer], "last", WHAT), Ok(newer));
+        let none = expand_run(&[], "last", WHAT).expect_err("nothing waits");
+        assert_eq!(none, "no run has a task waiting for approval (see `flightdeck approvals`)");
+    }
+
+    #[test]
+    fn a_run_is_an_exact_id_or_a_unique_start_of_one() {
+        let one = RunId::new("r20261207230230-07584af5eb8bcafe");
+        let two = RunId::new("r20261207230231-00000000000000aa");
+        assert_eq!(expand_run(&[&one, &two], one.as_str(), WHAT), Ok(one.clone()));
+        assert_eq!(expand_run(&[&one, &two], "r20261207230230", WHAT), Ok(one.clone()));
+        // The same run twice (two of its tasks wait) is one run.
+        assert_eq!(expand_run(&[&one, &one], "r20261207230230-0", WHAT), Ok(one.clone()));
+        let several = expand_run(&[&one, &two], "r2026", WHAT).expect_err("two match");
+        assert!(several.contains("several waiting runs"), "{several}");
+        let none = expand_run(&[&one], "r1999", WHAT).expect_err("none match");
+        assert!(none.starts_with("no run `r1999` has a task waiting"), "{none}");
     }
 }
