@@ -65,7 +65,7 @@ impl Console {
     }
 
     fn start_with(role: &str, capacity: usize, before: &[Arc<Envelope>], no_color: bool) -> Self {
-        Self::start_with_store(role, capacity, before, no_color, Vec::new(), Vec::new())
+        Self::start_with_store(role, capacity, before, no_color, Vec::new(), Vec::new(), false)
     }
 
     /// A console whose store lists `rows` and reads `stored` as any stored run's events.
@@ -76,6 +76,7 @@ impl Console {
         no_color: bool,
         rows: Vec<crate::store::RunRow>,
         stored: Vec<Arc<Envelope>>,
+        attached: bool,
     ) -> Self {
         let (bus, events) = broadcast::channel(capacity);
         for envelope in before {
@@ -94,7 +95,7 @@ impl Console {
                 vec![agent_added(1, "backend-architect"), agent_added(2, "resynced-agent")]
             }),
             stored_runs: Box::new(move || rows.clone()),
-            attached: false,
+            attached,
             run_events: Box::new(move |_| stored.clone()),
         };
         let settings = LoopSettings {
@@ -335,6 +336,22 @@ async fn runtime_going_away_is_shown_not_fatal() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_attached_console_says_its_host_exited_and_offers_to_quit() {
+    let mut console =
+        Console::start_with_store("operator", 64, &[], false, Vec::new(), Vec::new(), true);
+    console.settle().await;
+    drop(std::mem::replace(&mut console.bus, broadcast::channel(1).0));
+    let idle = console.until(|idle| !idle.state.runtime_connected).await;
+    let screen = screen_text(idle);
+    assert!(screen.contains("host gone"), "{screen}");
+    assert!(screen.contains("the host exited"), "{screen}");
+    assert!(screen.contains("q quits"), "{screen}");
+    assert!(!screen.contains("runtime stopped"), "{screen}");
+    console.key(KeyCode::Char('q'));
+    assert!(console.task.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
 async fn theme_switches_from_the_command_line_and_bad_names_are_explained() {
     let mut console = Console::start("viewer", 64, &[]);
     console.settle().await;
@@ -459,7 +476,7 @@ async fn a_run_opened_in_replay_from_the_list_changes_nothing_and_q_goes_back() 
         simulated: true,
     };
     let total = stored.len();
-    let mut console = Console::start_with_store("admin", 64, &[], false, vec![row], stored);
+    let mut console = Console::start_with_store("admin", 64, &[], false, vec![row], stored, false);
     console.settle().await;
     let _start = console.commands.recv().await;
     console.key(KeyCode::Char('W'));

@@ -91,7 +91,8 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         ),
     ];
     if !state.runtime_connected {
-        spans.push(Span::styled("│ ⚠ runtime stopped ", on_bar(Role::Error)));
+        let gone = if state.attached { "│ ⚠ host gone " } else { "│ ⚠ runtime stopped " };
+        spans.push(Span::styled(gone, on_bar(Role::Error)));
     }
     let mut used: usize = spans.iter().map(Span::width).sum();
     let width = usize::from(area.width);

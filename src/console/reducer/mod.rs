@@ -132,7 +132,12 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
         Input::RuntimeGone => {
             if state.runtime_connected {
                 state.runtime_connected = false;
-                say(state, Level::Error, "runtime stopped: showing the last picture".to_owned());
+                let said = if state.attached {
+                    "the host exited: showing the last picture · q quits"
+                } else {
+                    "runtime stopped: showing the last picture"
+                };
+                say(state, Level::Error, said.to_owned());
             }
         }
     }
