@@ -1246,29 +1246,39 @@ pub mod unique_map {
         d.deserialize_map(Unique(PhantomData))
     }
 
-    /// The key named by a duplicate-key message.
-    pub(super) fn duplicate_in(message: &str) -> Option<&str> {
-        let rest = message.split("duplicate key `").nth(1)?;
+    /// The key named by a duplicate-key message: a map's (`duplicate key`, from
+    /// [`deserialize`]) or a section's (`duplicate field`, from `serde`, e.g. `users:`
+    /// written twice).
+    pub(crate) fn duplicate_in(message: &str) -> Option<&str> {
+        let rest = message
+            .split("duplicate key `")
+            .nth(1)
+            .or_else(|| message.split("duplicate field `").nth(1))?;
         rest.split('`').next()
     }
 
     /// The 1-based line of the second `key:` at or after `from` (the map's first line):
-    /// the line of the duplicate.
-    pub(super) fn second_line(text: &str, from: usize, key: &str) -> Option<usize> {
-        let mut seen = 0;
+    /// the line of the duplicate. The second is in the same map: on the first's line (flow
+    /// style) or at the first's column, so a key of the same name in a nested map between
+    /// them does not count.
+    pub(crate) fn second_line(text: &str, from: usize, key: &str) -> Option<usize> {
+        let mut first: Option<(usize, usize)> = None;
         for (index, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
-            seen += line
-                .match_indices(key)
-                .filter(|(at, _)| {
-                    let before = line[..*at].trim_end();
-                    let after = line[at + key.len()..].trim_start();
-                    let quoted = before.ends_with(['"', '\'']);
-                    (before.is_empty() || before.ends_with(['{', ',']) || quoted)
-                        && (after.starts_with(':') || after.starts_with(['"', '\'']))
-                })
-                .count();
-            if seen >= 2 {
-                return Some(index + 1);
+            let keys = line.match_indices(key).map(|(at, _)| at).filter(|at| {
+                let before = line[..*at].trim_end();
+                let after = line[at + key.len()..].trim_start();
+                let quoted = before.ends_with(['"', '\'']);
+                (before.is_empty() || before.ends_with(['{', ',', '-']) || quoted)
+                    && (after.starts_with(':') || after.starts_with(['"', '\'']))
+            });
+            for at in keys {
+                match first {
+                    None => first = Some((index, at)),
+                    Some((line_of, column)) if line_of == index || column == at => {
+                        return Some(index + 1);
+                    }
+                    Some(_) => {}
+                }
             }
         }
         None
@@ -1368,6 +1378,12 @@ mod tests {
         let text = "breakers:\n  overrides:\n    a: {failure_threshold: 1}\n    a: {}\n";
         let err = Settings::parse(text, Path::new("f.yaml")).expect_err("duplicate override");
         assert!(err.to_string().starts_with("f.yaml:4:"), "{err}");
+        // A whole section twice (appended to the file) is found at the second one, not
+        // where the file's settings begin.
+        let text = "# settings\ndefault_role: viewer\nusers:\n  vic: viewer\ntheme: dark\nusers:\n  vic: admin\n";
+        let err = Settings::parse(text, Path::new("f.yaml")).expect_err("users twice");
+        assert!(err.to_string().starts_with("f.yaml:6:"), "{err}");
+        assert!(err.to_string().contains("duplicate field `users`"), "{err}");
     }
 
     #[test]

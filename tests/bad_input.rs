@@ -69,6 +69,35 @@ fn a_timeout_near_the_maximum_is_an_error_naming_file_line_and_field() {
 }
 
 #[test]
+fn a_key_given_twice_is_an_error_at_the_second_one() {
+    let dir = project();
+    let cases = [
+        // A task's field twice: its second line, not the task's first.
+        (
+            "twice.yaml",
+            "name: twice\ntasks:\n  - id: a\n    description: Do it\n    agent: worker\n    \
+             agent: other\n",
+            "twice.yaml:6:1: tasks[0]: duplicate field `agent`",
+        ),
+        // A top-level key twice, with the same key inside a stage between them.
+        (
+            "again.yaml",
+            "name: again\nstages:\n  - name: build\n    tasks:\n      - id: a\n        \
+             description: Do it\n        agent: worker\nname: other\n",
+            "again.yaml:8:1: duplicate field `name`",
+        ),
+    ];
+    for (file, text, said) in cases {
+        std::fs::write(dir.path().join("workflows").join(file), text).unwrap();
+        let output = flightdeck(dir.path(), &["plan", &format!("workflows/{file}")]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{said}: {err}");
+        assert!(!err.contains(" at line "), "the place is said once: {err}");
+    }
+}
+
+#[test]
 fn a_sim_latency_near_the_maximum_is_an_error_naming_the_field() {
     let dir = project();
     std::fs::write(

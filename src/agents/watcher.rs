@@ -175,13 +175,17 @@ fn publish(bus: &EventBus, events: Vec<crate::event::Event>) {
 /// A change under `dir`. Opening or reading a file is not a change; it must not count,
 /// or the rescan's own reads would trigger the next rescan forever.
 fn changes_content(event: &notify::Event, dir: &Path) -> bool {
-    let is_read = matches!(
-        event.kind,
+    !is_read(event.kind) && event.paths.iter().any(|path| path.starts_with(dir))
+}
+
+/// Whether an event only opened, read or closed a file it did not write.
+pub(crate) fn is_read(kind: EventKind) -> bool {
+    matches!(
+        kind,
         EventKind::Access(
             AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
         )
-    );
-    !is_read && event.paths.iter().any(|path| path.starts_with(dir))
+    )
 }
 
 /// The folder itself was created, removed or renamed, so its recursive watch is stale.

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::HostError;
+use crate::agents::watcher::is_read;
 use crate::config::{SETTINGS_FILE, Settings};
 use crate::runtime::Runtime;
 use notify::{RecursiveMode, Watcher as _};
@@ -67,10 +68,15 @@ pub fn watch_settings(
     // The folder, not the file: editors replace the file by renaming a new one over it.
     watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(io)?;
     let path = dir.join(SETTINGS_FILE);
+    let file = path.clone();
     let thread = std::thread::Builder::new()
         .name("settings-watcher".to_owned())
         .spawn(move || {
             let _watcher = watcher;
+            // What the file held when last read: an event that leaves it so (its access
+            // time, a rewrite with the same text) reads nothing new, and an edit that does
+            // not load is said once, not again at each later event.
+            let mut last_read: Option<Vec<u8>> = None;
             while let Ok(Signal::Change(first)) = inbox.recv() {
                 let mut touched = touches_settings(&first);
                 loop {
@@ -80,19 +86,28 @@ pub fn watch_settings(
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                     }
                 }
-                if touched {
-                    reload(&runtime, &dir);
+                if !touched {
+                    continue;
                 }
+                let now = std::fs::read(&file).ok();
+                if now.is_some() && now == last_read {
+                    continue;
+                }
+                last_read = now;
+                reload(&runtime, &dir);
             }
         })
         .map_err(|source| HostError::Io { path, source })?;
     Ok(SettingsWatcher { signals, thread: Some(thread) })
 }
 
+/// An event that may have changed flightdeck.yaml. Opening or reading it is no change: the
+/// reload's own read would otherwise trigger the next reload, forever.
 fn touches_settings(result: &notify::Result<notify::Event>) -> bool {
     match result {
         Ok(event) => {
-            event.paths.iter().any(|path| path.file_name() == Some(SETTINGS_FILE.as_ref()))
+            !is_read(event.kind)
+                && event.paths.iter().any(|path| path.file_name() == Some(SETTINGS_FILE.as_ref()))
         }
         // Dropped events: read the file again to be sure.
         Err(_) => true,

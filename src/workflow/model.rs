@@ -46,7 +46,7 @@ use super::lines::SourceLines;
 use super::planner::unknown_agent;
 use super::quick;
 use crate::agents::Registry;
-use crate::config::{Budget, WorkspaceKind};
+use crate::config::{Budget, WorkspaceKind, unique_map};
 use crate::conflict::{Domain, normalise};
 use crate::ids::{AgentId, TaskId};
 
@@ -502,7 +502,16 @@ fn parse_yaml(text: &str, file: &Path) -> Result<(RawWorkflow, Option<Vec<usize>
     }
     let raw = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        WorkflowError::Syntax { file: file.to_owned(), line, column, message: e.to_string() }
+        // The location leads the message already.
+        let mut message = e.to_string();
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        // A duplicate is found where its map starts; point at the second key.
+        let (line, column) = unique_map::duplicate_in(&message)
+            .and_then(|key| unique_map::second_line(text, line, key))
+            .map_or((line, column), |line| (line, 1));
+        WorkflowError::Syntax { file: file.to_owned(), line, column, message }
     })?;
     Ok((raw, None))
 }
