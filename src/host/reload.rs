@@ -121,7 +121,16 @@ fn reload(runtime: &Runtime, dir: &Path) {
     }
 }
 
-/// What differs in `users`, `default_role` and `policies`, one entry per setting.
+/// Said of a change the running process does not take up.
+const LATER: &str = " (applies from the next start)";
+
+/// Sections that take effect when changed: `users`, `default_role` and `policies`.
+const RELOADED: [&str; 3] = ["users", "default_role", "policies"];
+
+/// What differs, one entry per setting: `users`, `default_role` and `policies`, which take
+/// effect at once, and every other section (`backends` by name), which the runtime read at
+/// start and takes up at the next, so an operator who adds a backend is told why a run
+/// cannot use it yet.
 pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     let mut changed = Vec::new();
     for (user, role) in &new.users {
@@ -152,7 +161,33 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
             changed.push(format!("policies.{key}: {before} → {value}{later}"));
         }
     }
+    for (name, backend) in &new.backends {
+        match old.backends.get(name) {
+            None => changed.push(format!("backends.{name}: added{LATER}")),
+            Some(was) if was != backend => changed.push(format!("backends.{name}: changed{LATER}")),
+            Some(_) => {}
+        }
+    }
+    for name in old.backends.keys().filter(|name| !new.backends.contains_key(*name)) {
+        changed.push(format!("backends.{name}: removed{LATER}"));
+    }
+    let (was, now) = (sections(old), sections(new));
+    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    for key in keys {
+        let handled = RELOADED.contains(&key.as_str()) || key == "backends";
+        if !handled && was.get(key) != now.get(key) {
+            changed.push(format!("{key}: changed{LATER}"));
+        }
+    }
     changed
+}
+
+/// The settings' sections by name, as written.
+fn sections(settings: &Settings) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(settings) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 fn to_map(policies: &crate::config::Policies) -> serde_json::Map<String, serde_json::Value> {
@@ -190,5 +225,30 @@ mod tests {
             "{changed:?}"
         );
         assert!(changes(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn sections_read_at_start_are_named_with_when_they_apply() {
+        let old = Settings::parse(
+            "backends:\n  sim:\n    kind: sim\n  old:\n    kind: sim\n",
+            Path::new("flightdeck.yaml"),
+        )
+        .unwrap();
+        let new = Settings::parse(
+            "backends:\n  sim:\n    kind: sim\n    latency_max: 5s\n  writer:\n    kind: process\n    \
+             command: [sh, -c, 'echo hi']\nlimits:\n  max_instances_total: 3\n",
+            Path::new("flightdeck.yaml"),
+        )
+        .unwrap();
+        let changed = changes(&old, &new);
+        assert_eq!(
+            changed,
+            [
+                "backends.sim: changed (applies from the next start)",
+                "backends.writer: added (applies from the next start)",
+                "backends.old: removed (applies from the next start)",
+                "limits: changed (applies from the next start)",
+            ],
+        );
     }
 }
