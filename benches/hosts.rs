@@ -22,8 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flightdeck::config::Settings;
+use flightdeck::event::{AnswerDetails, Envelope, Event, OutputStream, PlannedTask};
+use flightdeck::host::feed::{Plans, tick_line};
 use flightdeck::host::protocol::{HostMessage, decode_host_line};
 use flightdeck::host::{Host, HostLock, HostOptions};
+use flightdeck::ids::{AgentId, InstanceId, RunId, TaskId};
 use flightdeck::runtime::{Runtime, RuntimeOptions};
 use flightdeck::workflow::PlanOverrides;
 use nix::sys::resource::{UsageWho, getrusage};
@@ -108,6 +111,95 @@ fn main() {
         at(0.5),
         at(0.99),
         latencies.max()
+    );
+    feed_cost();
+}
+
+/// The host's own cost of attached consoles, alone: the console feed's lines for such a
+/// run's events (its start, then each task's ready, churn, start, output, success and
+/// churn), in ticks of 2,000 as a flood comes. The same for one console or twenty.
+fn feed_cost() {
+    let run = RunId::new("r20261207231718-656e4f4ee13bfd8b");
+    let agent = AgentId::new("worker");
+    let first = TaskId::new("t0");
+    let tasks: Vec<PlannedTask> = (0..TASKS)
+        .map(|i| PlannedTask {
+            task: TaskId::new(format!("t{i}")),
+            description: format!("Part {i}").into(),
+            agent: agent.clone(),
+            score: None,
+            depends_on: if i == 0 { Arc::from([]) } else { Arc::from([first.clone()]) },
+            layer: usize::from(i > 0),
+            timeout_ms: 600_000,
+            retries: 0,
+        })
+        .collect();
+    let mut events = vec![Event::RunStarted {
+        workflow: "fan".into(),
+        file: "fan.yaml".into(),
+        goal: None,
+        max_parallel: 8,
+        fail_fast: false,
+        simulated: true,
+        tasks: tasks.clone(),
+    }];
+    for (i, planned) in tasks.iter().enumerate() {
+        let (task, instance) = (planned.task.clone(), InstanceId(i as u64 % 8));
+        events.extend([
+            Event::TaskReady { task: task.clone() },
+            Event::InstanceWorking { instance, agent: agent.clone(), task: Some(task.clone()) },
+            Event::TaskStarted {
+                task: task.clone(),
+                agent: agent.clone(),
+                attempt: 1,
+                instance,
+                backend: "sim".into(),
+                simulated: true,
+            },
+            Event::TaskOutput {
+                task: task.clone(),
+                stream: OutputStream::Tokens,
+                text: "x".into(),
+            },
+            Event::TaskSucceeded {
+                task,
+                agent: agent.clone(),
+                attempt: 1,
+                duration_ms: 0,
+                output: "done".into(),
+                usage: None,
+                simulated: true,
+                details: AnswerDetails::default(),
+            },
+            Event::InstanceIdle { instance, agent: agent.clone() },
+        ]);
+    }
+    let envelopes: Vec<Arc<Envelope>> = (1..)
+        .zip(events)
+        .map(|(seq, event)| {
+            let ts_ms = 1_765_100_000_000 + seq / 700;
+            Arc::new(Envelope { seq, ts_ms, run_id: Some(run.clone()), event })
+        })
+        .collect();
+    let mut times: Vec<Duration> = (0..30)
+        .map(|_| {
+            let mut plans = Plans::default();
+            let started = Instant::now();
+            let (start, flood) = envelopes.split_at(1);
+            let mut bytes = tick_line(start, &mut plans).unwrap().len();
+            for tick in flood.chunks(2000) {
+                bytes += tick_line(tick, &mut plans).unwrap().len();
+            }
+            std::hint::black_box(bytes);
+            started.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    println!(
+        "  the console feed alone, {} events: median {:.1} ms, best {:.1} ms (the host's part)",
+        envelopes.len(),
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
     );
 }
 

@@ -26,7 +26,7 @@ use super::server::{Fanout, snapshot_line};
 use super::tap::Lines;
 use crate::columns::StartedRun;
 use crate::event::{Envelope, Event};
-use crate::ids::{InstanceId, RunId, TaskId};
+use crate::ids::{AgentId, InstanceId, RunId, TaskId};
 use crate::model::TaskStatus;
 use crate::runtime::Runtime;
 
@@ -54,7 +54,7 @@ pub(super) fn spawn_console_feed(
     // are all sent one picture, encoded once, and the plans are those the picture holds.
     let consoles = sender.clone();
     let resync = move |missed: u64, plans: &mut Plans| {
-        plans.0.clear();
+        plans.clear();
         if consoles.receiver_count() == 0 {
             return Fanout::Lagged(missed);
         }
@@ -87,7 +87,7 @@ pub(super) fn spawn_console_feed(
                 // later is sent whole events of the runs already going, as it has not been
                 // sent their plans' positions); the bus is let go until someone listens.
                 Ok(_) if feed.unheard() => {
-                    plans.0.clear();
+                    plans.clear();
                     drop(events);
                     let Some(opened) = feed.opened(&closing).await else { return };
                     events = opened;
@@ -168,6 +168,9 @@ fn starts_a_large_run(envelope: &Envelope) -> bool {
     matches!(&envelope.event, Event::RunStarted { tasks, .. } if tasks.len() > PLAN_IN_COLUMNS_ABOVE)
 }
 
+/// A task by its run and its id.
+type TaskKey<'a> = (Option<&'a RunId>, &'a str);
+
 /// The picture a console that fell behind is sent again, without what the model would fold
 /// away: a task that succeeded, and had nothing happen to it but its usual path, is its
 /// `task_succeeded` alone (its ready, start and streamed output dropped), and each pool
@@ -228,6 +231,7 @@ fn encode_tick(
     buffer.clear();
     let line = buffer;
     if tick.len() <= DIGEST_ABOVE && !tick.iter().any(|envelope| starts_a_large_run(envelope)) {
+        plans.tidy();
         for envelope in tick {
             plans.saw(envelope);
         }
@@ -274,8 +278,22 @@ const PLAN_IN_COLUMNS_ABOVE: usize = crate::columns::COLUMNS_ABOVE;
 /// Where each task is in its run's latest plan, as the feed saw the plans go by: a digest's
 /// changes name tasks by it. A few runs go at once, so they are found by a look along them
 /// (without a copy of the run's id, or a hash of it, for every event).
+///
+/// Within a tick a task is known by its plan's slot here and its position in the plan
+/// ([`Place`]), which hashes as one number. A plan that ends (its run finished, or started
+/// again with a new plan) is only marked so until the next tick, so the slots a tick's
+/// events were given stay theirs.
 #[derive(Default)]
-pub struct Plans(Vec<(Option<RunId>, HashMap<TaskId, u32>)>);
+pub struct Plans(Vec<PlanSlot>);
+
+struct PlanSlot {
+    run: Option<RunId>,
+    positions: HashMap<TaskId, u32>,
+    ended: bool,
+}
+
+/// A task of a plan the feed saw: its plan's slot in [`Plans`] and its position in the plan.
+type Place = u64;
 
 impl Plans {
     fn saw(&mut self, envelope: &Envelope) {
@@ -283,108 +301,146 @@ impl Plans {
             Event::RunStarted { tasks, .. } => {
                 let mut positions = HashMap::with_capacity(tasks.len());
                 positions.extend((0..).zip(tasks).map(|(at, task)| (task.task.clone(), at)));
-                self.forget(envelope.run_id.as_ref());
-                self.0.push((envelope.run_id.clone(), positions));
+                self.end(envelope.run_id.as_ref());
+                self.0.push(PlanSlot { run: envelope.run_id.clone(), positions, ended: false });
             }
-            Event::RunFinished { .. } => self.forget(envelope.run_id.as_ref()),
+            Event::RunFinished { .. } => self.end(envelope.run_id.as_ref()),
             _ => {}
         }
     }
 
-    fn forget(&mut self, run: Option<&RunId>) {
-        self.0.retain(|(known, _)| known.as_ref() != run);
+    fn end(&mut self, run: Option<&RunId>) {
+        for slot in &mut self.0 {
+            if slot.run.as_ref() == run {
+                slot.ended = true;
+            }
+        }
     }
 
-    fn position(&self, run: Option<&RunId>, task: &TaskId) -> Option<u32> {
-        let (_, positions) = self.0.iter().find(|(known, _)| known.as_ref() == run)?;
-        positions.get(task).copied()
+    /// Drop the plans that ended: between ticks, when no event holds their slots.
+    fn tidy(&mut self) {
+        self.0.retain(|slot| !slot.ended);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The latest plan of `run`: its slot and the tasks' positions.
+    fn latest(&self, run: Option<&RunId>) -> Option<(usize, &HashMap<TaskId, u32>)> {
+        self.0
+            .iter()
+            .enumerate()
+            .rfind(|(_, slot)| !slot.ended && slot.run.as_ref() == run)
+            .map(|(at, slot)| (at, &slot.positions))
+    }
+
+    /// Where `task` of `run` is: its position in the run's latest plan, and its [`Place`].
+    fn place(&self, run: Option<&RunId>, task: &str) -> Option<(u32, Place)> {
+        let (slot, positions) = self.latest(run)?;
+        let position = *positions.get(task)?;
+        Some((position, ((slot as u64) << 32) | u64::from(position)))
     }
 }
 
 /// What a tick's event is to the digest.
-enum Kind<'a> {
+enum Kind {
     /// A step along a task's usual path; `Some` when it sets the task's state.
-    Path(TaskKey<'a>, Option<TaskChange>),
+    Path(Place, Option<TaskChange>),
     /// Pool churn of one instance.
     Churn(InstanceId),
-    /// The queue length of one agent: only the latest counts.
-    Queue(&'a str),
+    /// The queue length of one agent (its position among the tick's agents): only the
+    /// latest counts.
+    Queue(usize),
     /// Sent whole.
     Whole,
 }
 
-type TaskKey<'a> = (Option<&'a RunId>, &'a str);
-
-fn kind<'a>(envelope: &'a Envelope, plans: &Plans) -> Kind<'a> {
+fn kind(envelope: &Envelope, plans: &Plans, agents: &mut Vec<AgentId>) -> Kind {
     let run = envelope.run_id.as_ref();
-    let change = |task: &TaskId, status, attempt, duration_ms| {
-        let first = plans.position(run, task)?;
-        let at_ms = envelope.ts_ms;
-        Some(TaskChange { first, count: 1, status, attempt, at_ms, duration_ms })
-    };
     // A task not in a plan the feed saw is sent whole.
-    let path = |task: &'a TaskId, change: Option<TaskChange>| match change {
-        Some(change) => Kind::Path((run, task.as_str()), Some(change)),
+    let path = |task: &TaskId, status: Option<TaskStatus>, attempt, duration_ms| match plans
+        .place(run, task.as_str())
+    {
+        Some((first, place)) => {
+            let at_ms = envelope.ts_ms;
+            let change = status.map(|status| TaskChange {
+                first,
+                count: 1,
+                status,
+                attempt,
+                at_ms,
+                duration_ms,
+            });
+            Kind::Path(place, change)
+        }
         None => Kind::Whole,
     };
     match &envelope.event {
-        Event::TaskReady { task } => path(task, change(task, TaskStatus::Ready, 0, None)),
+        Event::TaskReady { task } => path(task, Some(TaskStatus::Ready), 0, None),
         Event::TaskStarted { task, attempt, .. } => {
-            path(task, change(task, TaskStatus::Running, *attempt, None))
+            path(task, Some(TaskStatus::Running), *attempt, None)
         }
         Event::TaskSucceeded { task, attempt, duration_ms, .. } => {
-            path(task, change(task, TaskStatus::Succeeded, *attempt, Some(*duration_ms)))
+            path(task, Some(TaskStatus::Succeeded), *attempt, Some(*duration_ms))
         }
-        Event::TaskOutput { task, .. } => Kind::Path((run, task.as_str()), None),
+        Event::TaskOutput { task, .. } => path(task, None, 0, None),
         Event::InstanceWorking { instance, .. } | Event::InstanceIdle { instance, .. } => {
             Kind::Churn(*instance)
         }
-        Event::InstanceQueued { agent, .. } => Kind::Queue(agent.as_str()),
+        Event::InstanceQueued { agent, .. } => {
+            let at = agents.iter().position(|known| known == agent).unwrap_or_else(|| {
+                agents.push(agent.clone());
+                agents.len() - 1
+            });
+            Kind::Queue(at)
+        }
         _ => Kind::Whole,
     }
 }
 
 /// Condense a flood: see the module's documentation.
 fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
-    let kinds: Vec<Kind<'_>> = tick
-        .iter()
-        .map(|envelope| {
-            plans.saw(envelope);
-            kind(envelope, plans)
-        })
-        .collect();
+    plans.tidy();
+    let mut agents: Vec<AgentId> = Vec::new();
     // Tasks that something else happened to in this tick are sent whole, so the order of
     // their events is kept. (An instance's reservation comes before its churn and its end
-    // after it, so its latest churn alone keeps its order.)
-    let mut whole_tasks: HashSet<TaskKey<'_>> = HashSet::new();
-    for (envelope, kind) in tick.iter().zip(&kinds) {
-        if let (Kind::Whole, Some(task)) = (kind, envelope.event.task()) {
-            whole_tasks.insert((envelope.run_id.as_ref(), task));
+    // after it, so its latest churn alone keeps its order.) Each is known by its place in
+    // the plan its run had at that event; a task of no plan has no path steps to keep in
+    // order.
+    let mut whole_tasks: HashSet<Place> = HashSet::new();
+    let mut kinds: Vec<Kind> = Vec::with_capacity(tick.len());
+    for envelope in tick {
+        plans.saw(envelope);
+        let kind = kind(envelope, plans, &mut agents);
+        if let (Kind::Whole, Some(task)) = (&kind, envelope.event.task())
+            && let Some((_, place)) = plans.place(envelope.run_id.as_ref(), task)
+        {
+            whole_tasks.insert(place);
         }
+        kinds.push(kind);
     }
     // The latest state-setting step of each task, churn of each instance, queue of each agent.
-    let mut last_step: HashMap<TaskKey<'_>, usize> = HashMap::with_capacity(tick.len());
+    let mut last_step: HashMap<Place, usize> = HashMap::with_capacity(tick.len() / 2);
     let mut last_churn: HashMap<InstanceId, usize> = HashMap::new();
-    let mut last_queue: HashMap<&str, usize> = HashMap::new();
+    let mut last_queue: Vec<usize> = vec![0; agents.len()];
     for (at, kind) in kinds.iter().enumerate() {
         match kind {
-            Kind::Path(task, Some(_)) => {
-                last_step.insert(*task, at);
+            Kind::Path(place, Some(_)) => {
+                last_step.insert(*place, at);
             }
             Kind::Churn(instance) => {
                 last_churn.insert(*instance, at);
             }
-            Kind::Queue(agent) => {
-                last_queue.insert(agent, at);
-            }
+            Kind::Queue(agent) => last_queue[*agent] = at,
             Kind::Path(_, None) | Kind::Whole => {}
         }
     }
     let mut parts: Vec<PartLine<'_>> = Vec::new();
     for (at, (envelope, kind)) in tick.iter().zip(kinds).enumerate() {
         match kind {
-            Kind::Path(task, _) if whole_tasks.contains(&task) => whole(&mut parts, envelope),
-            Kind::Path(task, Some(change)) if last_step.get(&task) == Some(&at) => {
+            Kind::Path(place, _) if whole_tasks.contains(&place) => whole(&mut parts, envelope),
+            Kind::Path(place, Some(change)) if last_step.get(&place) == Some(&at) => {
                 let run = envelope.run_id.as_ref();
                 match parts.last_mut() {
                     Some(part)
@@ -398,7 +454,7 @@ fn digest<'a>(tick: &'a [Arc<Envelope>], plans: &mut Plans) -> DigestLine<'a> {
             Kind::Churn(instance) if last_churn.get(&instance) == Some(&at) => {
                 whole(&mut parts, envelope);
             }
-            Kind::Queue(agent) if last_queue.get(agent) == Some(&at) => whole(&mut parts, envelope),
+            Kind::Queue(agent) if last_queue[agent] == at => whole(&mut parts, envelope),
             Kind::Path(..) | Kind::Churn(_) | Kind::Queue(_) => {}
             Kind::Whole => match StartedRun::of(envelope) {
                 Some(started) => {

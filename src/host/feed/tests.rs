@@ -255,6 +255,77 @@ fn changes_of_a_later_tick_name_tasks_by_the_plan_an_earlier_tick_carried() {
     assert_eq!(second.parts.iter().map(|p| p.tasks.len()).sum::<usize>(), 1);
 }
 
+/// `event` as run `run`'s, next in `tick`.
+fn push_as(tick: &mut Stream, run: &RunId, event: Event) {
+    tick.push(event);
+    let last = tick.events.pop().expect("pushed");
+    let envelope = Envelope { run_id: Some(run.clone()), ..(*last).clone() };
+    tick.events.push(Arc::new(envelope));
+}
+
+/// Task `i`'s usual path as run `run`'s, next in `tick`.
+fn steps_as(tick: &mut Stream, run: &RunId, i: usize) {
+    let mut path = Stream { seq: 0, at: tick.at, events: Vec::new() };
+    usual_path(&mut path, i, (i % 4) as u64);
+    for envelope in path.events {
+        push_as(tick, run, envelope.event.clone());
+    }
+}
+
+#[test]
+fn runs_that_end_and_start_again_within_a_flood_fold_to_the_same_runs() {
+    let (a, b) = (RunId::new("r20261207000000-aaaa"), RunId::new("r20261207000000-bbbb"));
+    // Both runs' events in one tick, interleaved: `a` finishes half way; `b` starts again
+    // with a plan in another order (its tasks at new positions) and goes on.
+    let mut tick = Stream::new();
+    push_as(&mut tick, &a, started(40));
+    push_as(&mut tick, &b, started(40));
+    for i in 0..20 {
+        tick.at = i as u64 / 5;
+        steps_as(&mut tick, &a, i);
+        steps_as(&mut tick, &b, i);
+    }
+    let finished = Event::RunFinished {
+        status: crate::event::RunStatus::Succeeded,
+        succeeded: 20,
+        failed: 0,
+        skipped: 0,
+        cancelled: 20,
+        duration_ms: 4,
+    };
+    let mut again = started(40);
+    if let Event::RunStarted { tasks, .. } = &mut again {
+        tasks.reverse();
+    }
+    push_as(&mut tick, &a, finished);
+    push_as(&mut tick, &b, again);
+    for i in 20..40 {
+        tick.at = 10 + i as u64 / 5;
+        steps_as(&mut tick, &b, i);
+    }
+    assert!(tick.events.len() > DIGEST_ABOVE);
+    let digest = digest_of(&tick.events, &mut Plans::default());
+    for run in [&a, &b] {
+        let mut every = RunModel::new(OutputKeep::None);
+        for envelope in tick.events.iter().filter(|e| e.run_id.as_ref() == Some(run)) {
+            every.apply(envelope);
+        }
+        let mut condensed = RunModel::new(OutputKeep::None);
+        for part in &digest.parts {
+            for envelope in part.events.iter().filter(|e| e.run_id.as_ref() == Some(run)) {
+                condensed.apply(envelope);
+            }
+            if part.run.as_ref() == Some(run) {
+                for change in &part.tasks {
+                    condensed.apply_change(change);
+                }
+            }
+        }
+        assert_eq!(statuses(&condensed), statuses(&every), "run {run}");
+        assert_eq!(condensed.counts(), every.counts(), "run {run}");
+    }
+}
+
 #[test]
 fn tasks_of_a_run_whose_start_the_feed_never_saw_are_sent_whole() {
     let mut stream = Stream::new();
