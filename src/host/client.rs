@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -30,6 +30,8 @@ pub struct Hello {
 pub struct HostClient {
     path: PathBuf,
     reader: BufReader<OwnedReadHalf>,
+    /// The line being read, kept from line to line (a large run's plan is a long one).
+    line: String,
     writer: OwnedWriteHalf,
     next_id: u64,
     /// The host's `welcome`: who it takes this client for.
@@ -57,6 +59,7 @@ impl HostClient {
         let mut client = Self {
             path,
             reader: BufReader::new(read),
+            line: String::new(),
             writer,
             next_id: 1,
             welcome: HostMessage::Closing { reason: String::new() },
@@ -148,28 +151,14 @@ impl HostClient {
 
     /// The next message from the host; `None` when it closed the connection.
     pub async fn next(&mut self) -> Result<Option<HostMessage>, HostError> {
-        let mut line = String::new();
-        let read = self
-            .reader
-            .read_line(&mut line)
-            .await
-            .map_err(|source| HostError::Io { path: self.path.clone(), source })?;
-        if read == 0 {
-            return Ok(None);
-        }
-        if line.len() > MAX_LINE_BYTES {
-            return Err(self.protocol("a line longer than the protocol allows"));
-        }
-        super::protocol::decode_host_line(&line)
-            .map(Some)
-            .map_err(|error| self.protocol(&error.to_string()))
+        read_message(&mut self.reader, &mut self.line, &self.path).await
     }
 
     /// Split into a reading and a writing half (an attached console reads events while its
     /// keys send commands).
     pub fn split(self) -> (HostEvents, HostCommands) {
         (
-            HostEvents { path: self.path.clone(), reader: self.reader },
+            HostEvents { path: self.path.clone(), reader: self.reader, line: self.line },
             HostCommands { writer: self.writer, next_id: self.next_id },
         )
     }
@@ -195,25 +184,39 @@ impl HostClient {
 pub struct HostEvents {
     path: PathBuf,
     reader: BufReader<OwnedReadHalf>,
+    line: String,
 }
 
 impl HostEvents {
     /// The next message; `None` when the host closed the connection.
     pub async fn next(&mut self) -> Result<Option<HostMessage>, HostError> {
-        let mut line = String::new();
-        let read = self
-            .reader
-            .read_line(&mut line)
-            .await
-            .map_err(|source| HostError::Io { path: self.path.clone(), source })?;
-        if read == 0 {
-            return Ok(None);
-        }
-        super::protocol::decode_host_line(&line).map(Some).map_err(|error| HostError::Protocol {
-            path: self.path.clone(),
-            message: error.to_string(),
-        })
+        read_message(&mut self.reader, &mut self.line, &self.path).await
     }
+}
+
+/// The next line from the host, decoded; `None` when it closed the connection. `line` is
+/// the caller's buffer, kept from line to line; no line longer than the protocol allows is
+/// read into it.
+async fn read_message(
+    reader: &mut BufReader<OwnedReadHalf>,
+    line: &mut String,
+    path: &Path,
+) -> Result<Option<HostMessage>, HostError> {
+    line.clear();
+    let limit = u64::try_from(MAX_LINE_BYTES).unwrap_or(u64::MAX).saturating_add(1);
+    let read = reader
+        .take(limit)
+        .read_line(line)
+        .await
+        .map_err(|source| HostError::Io { path: path.to_owned(), source })?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let protocol = |message: String| HostError::Protocol { path: path.to_owned(), message };
+    if line.len() > MAX_LINE_BYTES {
+        return Err(protocol("a line longer than the protocol allows".to_owned()));
+    }
+    super::protocol::decode_host_line(line).map(Some).map_err(|error| protocol(error.to_string()))
 }
 
 /// The writing half of a split [`HostClient`].
