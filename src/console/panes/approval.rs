@@ -8,9 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Widget};
 
 use super::dag::risk_word;
-use unicode_width::UnicodeWidthStr;
 
-use super::{fit, one_line, overlay_block, put_line};
+use super::{fit, one_line, overlay_block, put_line, wrap_words};
 use crate::console::layout::centered;
 use crate::console::state::{ApprovalChoice, PendingApproval, Prompt, State};
 use crate::console::theme::{Role, Theme};
@@ -177,38 +176,6 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Some(Prompt::Conflict { .. }) => super::conflict::render(state, theme, area, buf),
         None => {}
     }
-}
-
-/// `text` in lines of at most `width` columns, broken between words, at most `most` lines;
-/// a word longer than a line, or text beyond the last line, is cut with `…`.
-fn wrap_words(text: &str, width: usize, most: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut current = String::new();
-    for word in text.split_whitespace() {
-        let needed =
-            if current.is_empty() { word.width() } else { current.width() + 1 + word.width() };
-        if needed <= width || current.is_empty() {
-            if !current.is_empty() {
-                current.push(' ');
-            }
-            current.push_str(word);
-        } else {
-            lines.push(std::mem::take(&mut current));
-            current.push_str(word);
-        }
-    }
-    if !current.is_empty() || lines.is_empty() {
-        lines.push(current);
-    }
-    let cut = lines.len() > most;
-    lines.truncate(most);
-    for line in &mut lines {
-        *line = fit(line, width);
-    }
-    if cut && let Some(last) = lines.last_mut() {
-        *last = fit(&format!("{last} …"), width);
-    }
-    lines
 }
 
 #[cfg(test)]

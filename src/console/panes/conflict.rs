@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Widget};
 use unicode_width::UnicodeWidthStr;
 
-use super::{clock, fit, one_line, overlay_block, put_line};
+use super::{clock, fit, one_line, overlay_block, put_line, wrap_words};
 use crate::conflict::MemberVerdict;
 use crate::console::conflicts::DecisionEditor;
 use crate::console::layout::centered;
@@ -428,25 +428,12 @@ fn button<'a>(label: &str, focused: bool, role: Role, theme: &Theme) -> Span<'a>
     )
 }
 
-/// Words into lines of at most `width` columns (a longer word is cut).
+/// Words into lines of at most `width` columns (a longer word is cut); none for no words.
 fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        let needed = if line.is_empty() { word.width() } else { line.width() + 1 + word.width() };
-        if needed > width && !line.is_empty() {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(&fit(word, width));
+    if text.trim().is_empty() {
+        return Vec::new();
     }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
+    wrap_words(text, width.max(1), usize::MAX)
 }
 
 #[cfg(test)]

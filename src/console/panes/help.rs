@@ -4,8 +4,9 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::widgets::{Clear, Widget};
+use unicode_width::UnicodeWidthStr;
 
-use super::{RoleLine, overlay_block, put_line, role_line};
+use super::{RoleLine, overlay_block, put_line, role_line, wrap_words};
 use crate::console::command_line::COMMANDS;
 use crate::console::keys::{self, EDITING_KEYS, Scope};
 use crate::console::layout::centered;
@@ -128,7 +129,7 @@ pub fn lines(state: &State) -> Vec<RoleLine> {
 
 pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut Buffer) {
     let popup =
-        centered(area, area.width.saturating_sub(4).min(120), area.height.saturating_sub(2));
+        centered(area, area.width.saturating_sub(4).min(140), area.height.saturating_sub(2));
     if popup.is_empty() {
         return;
     }
@@ -136,9 +137,11 @@ pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut
     let inner = block.inner(popup);
     Clear.render(popup, buf);
     block.render(popup, buf);
-    let lines = lines(state);
     // Wide screens get two columns, split at the section boundary nearest the middle.
-    let columns: Vec<&[RoleLine]> = if inner.width >= 96 {
+    let two = inner.width >= 96;
+    let column = usize::from(if two { inner.width / 2 } else { inner.width }).saturating_sub(1);
+    let lines: Vec<RoleLine> = lines(state).iter().flat_map(|line| wrapped(line, column)).collect();
+    let columns: Vec<&[RoleLine]> = if two {
         let middle = lines.len() / 2;
         let split = (0..lines.len())
             .filter(|i| lines[*i].is_empty())
@@ -162,6 +165,28 @@ pub fn render(state: &State, theme: &Theme, area: Rect, scroll: usize, buf: &mut
     }
 }
 
+/// A key's line whose description is wider than `width`: the description in lines under
+/// itself, after the key's column. Any other line as it is.
+fn wrapped(line: &RoleLine, width: usize) -> Vec<RoleLine> {
+    let [(key_role, key), (role, description)] = line.as_slice() else {
+        return vec![line.clone()];
+    };
+    let indent = key.width();
+    let room = width.saturating_sub(indent);
+    if indent + description.width() <= width || room < 12 {
+        return vec![line.clone()];
+    }
+    wrap_words(description, room, usize::MAX)
+        .into_iter()
+        .enumerate()
+        .map(|(at, piece)| {
+            let lead =
+                if at == 0 { (*key_role, key.clone()) } else { (Role::Text, " ".repeat(indent)) };
+            vec![lead, (*role, piece)]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use insta::assert_snapshot;
@@ -180,6 +205,32 @@ mod tests {
         assert_snapshot!("help_admin_60x16", testing::render_screen(&state, &theme, 60, 16));
         state.role = UserRole::Viewer;
         assert_snapshot!("help_viewer_120x40", testing::render_screen(&state, &theme, 120, 40));
+    }
+
+    #[test]
+    fn a_long_description_wraps_under_itself_and_loses_no_word() {
+        let mut state = testing::state(Fixture::Busy, PaneId::Dag);
+        state.role = UserRole::Admin;
+        let text = |lines: &[RoleLine]| -> Vec<String> {
+            lines
+                .iter()
+                .flat_map(|line| line.iter().map(|(_, t)| t.clone()))
+                .flat_map(|t| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect()
+        };
+        let all = lines(&state);
+        for width in [44, 57, 69] {
+            let every: Vec<RoleLine> = all.iter().flat_map(|l| wrapped(l, width)).collect();
+            assert!(every.len() > all.len(), "width {width}: something wrapped");
+            assert_eq!(text(&every), text(&all), "width {width}: every word, in order");
+            // A key's lines fit (the status and breaker legends are laid out as they are).
+            for line in all.iter().filter(|line| line.len() == 2) {
+                for piece in wrapped(line, width) {
+                    let used: usize = piece.iter().map(|(_, t)| t.width()).sum();
+                    assert!(used <= width, "width {width}: {piece:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -274,6 +274,38 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// `text` in lines of at most `width` columns, broken between words, at most `most` lines;
+/// a word longer than a line, or text beyond the last line, is cut with `…`.
+pub fn wrap_words(text: &str, width: usize, most: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let needed =
+            if current.is_empty() { word.width() } else { current.width() + 1 + word.width() };
+        if needed <= width || current.is_empty() {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+        } else {
+            lines.push(std::mem::take(&mut current));
+            current.push_str(word);
+        }
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    let cut = lines.len() > most;
+    lines.truncate(most);
+    for line in &mut lines {
+        *line = fit(line, width);
+    }
+    if cut && let Some(last) = lines.last_mut() {
+        *last = fit(&format!("{last} …"), width);
+    }
+    lines
+}
+
 /// Cut `text` to `width` columns, ending with `…` when cut.
 pub fn fit(text: &str, width: usize) -> String {
     if text.width() <= width {
