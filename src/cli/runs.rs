@@ -640,7 +640,11 @@ fn attempt_text(attempt: &AttemptRecord) -> String {
     };
     let parts = [
         ("reasoning", reasoning.to_owned()),
-        ("tool calls", tools.join("\n")),
+        // A result of several lines stays under its arrow.
+        (
+            "tool calls",
+            tools.iter().map(|t| t.trim_end().replace('\n', "\n  ")).collect::<Vec<_>>().join("\n"),
+        ),
         ("output", attempt.output.clone()),
         ("stderr", attempt.stderr.clone()),
     ];
@@ -1078,7 +1082,7 @@ mod tests {
             envelope(6, started(2)),
             envelope(7, out(OutputStream::Reasoning, "think first")),
             envelope(8, out(OutputStream::ToolCall, "search {\"q\":\"x\"}")),
-            envelope(9, out(OutputStream::ToolResult, "3 hits")),
+            envelope(9, out(OutputStream::ToolResult, "3 hits\na.rs\nb.rs")),
             envelope(10, out(OutputStream::Tokens, "The answer")),
             envelope(
                 11,
@@ -1102,7 +1106,7 @@ mod tests {
             (second.reasoning.as_str(), second.output.as_str()),
             ("think first", "The answer")
         );
-        assert_eq!(second.tools, ["→ search {\"q\":\"x\"}", "← 3 hits"]);
+        assert_eq!(second.tools, ["→ search {\"q\":\"x\"}", "← 3 hits\na.rs\nb.rs"]);
         let row = RunRow {
             run_id: RunId::new("r1"),
             workflow: "w".into(),
@@ -1127,6 +1131,7 @@ mod tests {
         assert!(!two.contains("partial"), "{text}");
         assert!(two.contains("  reasoning\n    think first\n"), "{text}");
         assert!(two.contains("  tool calls\n    → search"), "{text}");
+        assert!(two.contains("    ← 3 hits\n      a.rs\n      b.rs\n"), "{text}");
         assert!(two.contains("  output\n    The answer\n"), "{text}");
         assert!(two.contains("truncated: the answer was cut off"), "{text}");
         assert!(two.contains("tokens    47 in, 12 out"), "{text}");
