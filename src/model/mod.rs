@@ -248,6 +248,9 @@ pub struct AttemptModel {
 pub struct OutputLine {
     pub stream: OutputStream,
     pub text: String,
+    /// A later line of a piece of output that came whole (a tool's result of several
+    /// lines), not a piece of its own.
+    pub continues: bool,
 }
 
 /// Everything known about one task of a run.
@@ -1178,7 +1181,9 @@ fn push_tail(output: &mut VecDeque<OutputLine>, stream: OutputStream, text: &str
         let room = OUTPUT_LINE_MAX_CHARS.saturating_sub(last.text.chars().count());
         last.text.extend(first.chars().take(room));
     }
-    for piece in pieces {
+    // A tool's call or result is one piece however many lines it has.
+    let whole = matches!(stream, OutputStream::ToolCall | OutputStream::ToolResult);
+    for (at, piece) in pieces.enumerate() {
         let piece = piece.strip_suffix('\r').unwrap_or(piece);
         if !chunked && piece.is_empty() && text.ends_with('\n') {
             continue;
@@ -1186,6 +1191,7 @@ fn push_tail(output: &mut VecDeque<OutputLine>, stream: OutputStream, text: &str
         output.push_back(OutputLine {
             stream,
             text: piece.chars().take(OUTPUT_LINE_MAX_CHARS).collect(),
+            continues: whole && at > 0,
         });
         while output.len() > keep {
             output.pop_front();

@@ -405,7 +405,7 @@ fn detail_lines(
         )]);
     }
     if let Some(workspace) = &task.workspace {
-        lines.extend(workspace_lines(workspace, full));
+        lines.extend(workspace_lines(workspace, task.status.is_final(), full));
     }
 
     if let Some(risk) = task.risk {
@@ -441,6 +441,11 @@ fn detail_lines(
         let (role, mark) = match line.stream {
             OutputStream::Stderr => (Role::Warn, ""),
             OutputStream::Reasoning => (Role::Muted, "thinking: "),
+            // A later line of a call or result goes under the first, without an arrow.
+            OutputStream::ToolCall | OutputStream::ToolResult if line.continues => (
+                if line.stream == OutputStream::ToolCall { Role::Accent } else { Role::Muted },
+                "  ",
+            ),
             OutputStream::ToolCall => (Role::Accent, "→ "),
             OutputStream::ToolResult => (Role::Muted, "← "),
             OutputStream::Stdout | OutputStream::Tokens => (Role::Text, ""),
@@ -510,8 +515,9 @@ fn timing_line(state: &State, task: &TaskModel) -> Vec<(Role, String)> {
 /// Files listed under the workspace line in the small details view; the overlay lists all.
 const FILES_SHOWN: usize = 3;
 
-/// The branch (or folder) and the files its branch changed.
-fn workspace_lines(workspace: &WorkspaceModel, full: bool) -> Vec<Vec<(Role, String)>> {
+/// The branch (or folder) and the files its branch changed; `done`: the task is over, so
+/// an empty diff is no change rather than none yet.
+fn workspace_lines(workspace: &WorkspaceModel, done: bool, full: bool) -> Vec<Vec<(Role, String)>> {
     let mut lines = Vec::new();
     let place = match (&workspace.branch, workspace.kind) {
         (Some(branch), WorkspaceKind::Worktree) => format!("⎇ {branch}"),
@@ -520,7 +526,7 @@ fn workspace_lines(workspace: &WorkspaceModel, full: bool) -> Vec<Vec<(Role, Str
     let mut first = vec![(Role::Accent, place)];
     if workspace.kind == WorkspaceKind::Worktree {
         let summary = if workspace.summary.is_empty() {
-            "no changes yet".to_owned()
+            if done { "no changes" } else { "no changes yet" }.to_owned()
         } else {
             workspace.summary.clone()
         };
@@ -748,6 +754,58 @@ mod tests {
             details.lines.iter().map(|l| l.iter().map(|(_, t)| t.as_str()).collect()).collect();
         assert!(text.iter().any(|l| l.contains("src/schema.rs")), "{text:#?}");
         assert!(text.iter().any(|l| l.contains("from HEAD")), "{text:#?}");
+    }
+
+    #[test]
+    fn a_tools_result_of_several_lines_reads_as_one_and_an_empty_diff_of_a_done_task_is_no_change()
+    {
+        let mut state = testing::state(Fixture::Busy, PaneId::Dag);
+        let run = Some(testing::run_id());
+        let task = || TaskId::new("design-api");
+        let branch = "flightdeck/r20231114-7f3a/design-api";
+        let events = [
+            Event::WorkspaceCreated {
+                task: task(),
+                kind: crate::event::WorkspaceKind::Worktree,
+                path: "/project/.flightdeck/worktrees/r20231114-7f3a/design-api".into(),
+                repo: Some("/project".into()),
+                branch: Some(branch.into()),
+                base: Some("4be1d2c".into()),
+                base_from: Some("HEAD".into()),
+            },
+            Event::TaskOutput {
+                task: task(),
+                stream: crate::event::OutputStream::ToolCall,
+                text: "Bash {\"command\":\"ls\"}".into(),
+            },
+            Event::TaskOutput {
+                task: task(),
+                stream: crate::event::OutputStream::ToolResult,
+                text: "Bash: a.rs\nb.rs\n".into(),
+            },
+            Event::WorkspaceChanges {
+                task: task(),
+                attempt: 1,
+                branch: branch.into(),
+                commit: None,
+                files: Vec::new(),
+                summary: String::new(),
+            },
+        ];
+        for (i, event) in events.into_iter().enumerate() {
+            let envelope =
+                Envelope { seq: 1_000 + i as u64, ts_ms: T0 + 90_000, run_id: run.clone(), event };
+            reduce(&mut state, Input::Event(Arc::new(envelope)));
+        }
+        reduce(&mut state, Input::Action(Action::OpenDetails));
+        let details = DagPane.details(&state).expect("details");
+        let text: Vec<String> =
+            details.lines.iter().map(|l| l.iter().map(|(_, t)| t.as_str()).collect()).collect();
+        let at = |wanted: &str| text.iter().position(|l| l == wanted);
+        let result = at("│ ← Bash: a.rs").expect("the result's first line");
+        assert_eq!(at("│   b.rs"), Some(result + 1), "{text:#?}");
+        assert!(at("│ → Bash {\"command\":\"ls\"}").is_some(), "{text:#?}");
+        assert!(text.iter().any(|l| l == &format!("⎇ {branch} · no changes")), "{text:#?}");
     }
 
     #[test]
