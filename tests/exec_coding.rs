@@ -253,8 +253,10 @@ async fn claude_authentication_failure_is_permanent_and_says_how_to_log_in() {
     let (result, _) = run(&claude(setup.backend("claude", "auth")), setup.request()).await;
     let error = result.unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("Invalid API key"), "{text}");
+    assert!(text.contains("not authenticated: Invalid API key"), "{text}");
     assert!(text.contains("ANTHROPIC_API_KEY"), "{text}");
+    // The result's subtype (`success`) and its turns say nothing here.
+    assert!(!text.contains("success") && !text.contains("turn"), "{text}");
     assert!(error.is_permanent(), "{error:?}");
 }
 

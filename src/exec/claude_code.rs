@@ -270,22 +270,33 @@ impl ClaudeStream {
             return Err(agent_cli::missing_final_event(cli, ending, "result"));
         };
         if result.is_error || result.subtype != "success" {
-            let mut message = format!("{} after {} turns", result.subtype, result.num_turns);
-            for detail in result.text.iter().chain(&result.errors) {
-                if !detail.trim().is_empty() {
-                    message.push_str(": ");
-                    message.push_str(detail.trim());
-                }
-            }
+            let details: Vec<&str> = result
+                .text
+                .iter()
+                .chain(&result.errors)
+                .map(|detail| detail.trim())
+                .filter(|detail| !detail.is_empty())
+                .collect();
             let auth = matches!(
                 self.assistant_error.as_deref(),
                 Some("authentication_failed" | "billing_error")
             ) || matches!(result.api_error_status, Some(401 | 403));
             if auth {
+                // The CLI's own words say what is wrong; how many turns it took does not.
                 return Err(ExecError::Refused(format!(
-                    "claude_code is not authenticated: {message} ({})",
+                    "claude_code is not authenticated: {} ({})",
+                    details.join(": "),
                     cli.login_hint()
                 )));
+            }
+            // An error result may still be of subtype `success` (the CLI ran; the model
+            // call failed).
+            let kind = if result.subtype == "success" { "an error" } else { &result.subtype };
+            let turns = if result.num_turns == 1 { "turn" } else { "turns" };
+            let mut message = format!("{kind} after {} {turns}", result.num_turns);
+            for detail in details {
+                message.push_str(": ");
+                message.push_str(detail);
             }
             if !out.denials.is_empty() {
                 message.push_str("; refused: ");
