@@ -131,8 +131,18 @@ mod tests {
             .process_group(0)
             .spawn()
             .expect("spawn");
+        // Both there, the grandchild past its exec (a forked child's environment reads
+        // empty while it execs, so under load it could be counted once and not again).
+        let settled = || {
+            let found = leftovers(&run);
+            let sleeping = found.iter().any(|l| {
+                std::fs::read_to_string(format!("/proc/{}/comm", l.pid))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            });
+            found.len() == 2 && sleeping
+        };
         let began = Instant::now();
-        while leftovers(&run).len() < 2 && began.elapsed() < Duration::from_secs(5) {
+        while !settled() && began.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
         let found = leftovers(&run);

@@ -702,21 +702,26 @@ mod tests {
         }
     }
 
+    /// The busy fixture's `design-api` given a worktree and branch of its own.
+    fn worktree_of_design_api() -> Event {
+        Event::WorkspaceCreated {
+            task: TaskId::new("design-api"),
+            kind: crate::event::WorkspaceKind::Worktree,
+            path: "/project/.flightdeck/worktrees/r20231114-7f3a/design-api".into(),
+            repo: Some("/project".into()),
+            branch: Some("flightdeck/r20231114-7f3a/design-api".into()),
+            base: Some("4be1d2c".into()),
+            base_from: Some("HEAD".into()),
+        }
+    }
+
     #[test]
     fn task_details_show_the_branch_and_its_changed_files() {
         let mut state = testing::state(Fixture::Busy, PaneId::Dag);
         let run = Some(testing::run_id());
         let task = || TaskId::new("design-api");
         let events = [
-            Event::WorkspaceCreated {
-                task: task(),
-                kind: crate::event::WorkspaceKind::Worktree,
-                path: "/project/.flightdeck/worktrees/r20231114-7f3a/design-api".into(),
-                repo: Some("/project".into()),
-                branch: Some("flightdeck/r20231114-7f3a/design-api".into()),
-                base: Some("4be1d2c".into()),
-                base_from: Some("HEAD".into()),
-            },
+            worktree_of_design_api(),
             Event::WorkspaceChanges {
                 task: task(),
                 attempt: 1,
@@ -764,15 +769,7 @@ mod tests {
         let task = || TaskId::new("design-api");
         let branch = "flightdeck/r20231114-7f3a/design-api";
         let events = [
-            Event::WorkspaceCreated {
-                task: task(),
-                kind: crate::event::WorkspaceKind::Worktree,
-                path: "/project/.flightdeck/worktrees/r20231114-7f3a/design-api".into(),
-                repo: Some("/project".into()),
-                branch: Some(branch.into()),
-                base: Some("4be1d2c".into()),
-                base_from: Some("HEAD".into()),
-            },
+            worktree_of_design_api(),
             Event::TaskOutput {
                 task: task(),
                 stream: crate::event::OutputStream::ToolCall,
