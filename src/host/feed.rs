@@ -359,22 +359,18 @@ enum Kind {
 fn kind(envelope: &Envelope, plans: &Plans, agents: &mut Vec<AgentId>) -> Kind {
     let run = envelope.run_id.as_ref();
     // A task not in a plan the feed saw is sent whole.
-    let path = |task: &TaskId, status: Option<TaskStatus>, attempt, duration_ms| match plans
-        .place(run, task.as_str())
-    {
-        Some((first, place)) => {
-            let at_ms = envelope.ts_ms;
-            let change = status.map(|status| TaskChange {
-                first,
-                count: 1,
-                status,
-                attempt,
-                at_ms,
-                duration_ms,
-            });
-            Kind::Path(place, change)
-        }
-        None => Kind::Whole,
+    let path = |task: &TaskId, status: Option<TaskStatus>, attempt, duration_ms| {
+        let Some((first, place)) = plans.place(run, task.as_str()) else { return Kind::Whole };
+        let at_ms = envelope.ts_ms;
+        let change = status.map(|status| TaskChange {
+            first,
+            count: 1,
+            status,
+            attempt,
+            at_ms,
+            duration_ms,
+        });
+        Kind::Path(place, change)
     };
     match &envelope.event {
         Event::TaskReady { task } => path(task, Some(TaskStatus::Ready), 0, None),
