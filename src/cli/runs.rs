@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::json;
+use unicode_width::UnicodeWidthStr;
 
 use super::progress::{Printer, short};
 use super::{Globals, exit};
@@ -769,20 +770,29 @@ fn run_text(
     if tasks.is_empty() {
         return text;
     }
-    let task_width = tasks.iter().map(|t| t.task.as_str().len()).max().unwrap_or(4).max(4);
-    let agent_width = tasks.iter().map(|t| t.agent.as_str().len()).max().unwrap_or(5).max(5);
+    // An unfinished task of a run whose process is gone will not finish.
+    let state = |task: &TaskOutcome| match (task.state, run.state) {
+        ("running", RunState::Interrupted) => "interrupted".to_owned(),
+        (state, _) => state.replace('_', " "),
+    };
+    // Columns as wide as their widest text on a terminal (an id may be `設計`).
+    let widest = |texts: &mut dyn Iterator<Item = usize>, least: usize| {
+        texts.max().unwrap_or(least).max(least)
+    };
+    let task_width = widest(&mut tasks.iter().map(|t| t.task.as_str().width()), 4);
+    let agent_width = widest(&mut tasks.iter().map(|t| t.agent.as_str().width()), 5);
+    let state_width = widest(&mut tasks.iter().map(|t| state(t).width()), 11);
     let _ = writeln!(
         text,
-        "\n{:<task_width$}  {:<agent_width$}  {:<11}  {:>8}  {:>8}  NOTE",
-        "TASK", "AGENT", "STATE", "ATTEMPTS", "TOOK"
+        "\n{}  {}  {}  {:>8}  {:>8}  NOTE",
+        pad("TASK", task_width),
+        pad("AGENT", agent_width),
+        pad("STATE", state_width),
+        "ATTEMPTS",
+        "TOOK"
     );
     for task in tasks {
         let took = task.duration_ms.map_or_else(|| "-".to_owned(), short_ms);
-        // An unfinished task of a run whose process is gone will not finish.
-        let state = match (task.state, run.state) {
-            ("running", RunState::Interrupted) => "interrupted",
-            (state, _) => state,
-        };
         let mut note = task.note.as_deref().map(one_line).unwrap_or_default();
         let marks =
             [task.rate_limited.clone(), task.spend.as_ref().map(spend_text), task.budget.clone()];
@@ -797,9 +807,10 @@ fn run_text(
             };
         }
         let line = format!(
-            "{:<task_width$}  {:<agent_width$}  {state:<11}  {:>8}  {took:>8}  {note}",
-            task.task.as_str(),
-            task.agent.as_str(),
+            "{}  {}  {}  {:>8}  {took:>8}  {note}",
+            pad(task.task.as_str(), task_width),
+            pad(task.agent.as_str(), agent_width),
+            pad(&state(task), state_width),
             task.attempts,
         );
         let _ = writeln!(text, "{}", line.trim_end());
@@ -846,6 +857,12 @@ fn workspaces_table(tasks: &[TaskOutcome]) -> String {
 fn one_line(text: &str) -> String {
     let first = text.lines().next().unwrap_or_default();
     if text.lines().nth(1).is_some() { format!("{first} …") } else { first.to_owned() }
+}
+
+/// `text` and spaces to `width` columns as a terminal shows them (`{:<w$}` counts chars,
+/// and a wide character takes two columns).
+fn pad(text: &str, width: usize) -> String {
+    format!("{text}{}", " ".repeat(width.saturating_sub(text.width())))
 }
 
 fn short_ms(ms: u64) -> String {
@@ -1138,6 +1155,49 @@ mod tests {
         assert!(text.contains("took 9.0s in all"), "{text}");
         // The result equals the streamed answer: shown once.
         assert_eq!(text.matches("The answer").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn the_task_table_lines_up_with_wide_ids_and_long_states() {
+        let outcome = |task: &str, state: &'static str| TaskOutcome {
+            task: TaskId::new(task),
+            agent: AgentId::new("worker"),
+            state,
+            attempts: 0,
+            duration_ms: None,
+            note: None,
+            simulated: false,
+            workspace: None,
+            spend: None,
+            budget: None,
+            rate_limited: None,
+        };
+        let row = RunRow {
+            run_id: RunId::new("r1"),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 1_000,
+            finished_ms: None,
+            state: RunState::Waiting,
+            tasks: 2,
+            succeeded: 0,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: None,
+            simulated: false,
+        };
+        let tasks = [outcome("設計", "awaiting_approval"), outcome("deploy", "pending")];
+        let text = run_text(&row, None, &tasks, &RunSpend { spent: None, budget: None });
+        let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("TASK")).collect();
+        assert!(table[1].contains("awaiting approval"), "{text}");
+        // Every row's ATTEMPTS column ends where the header's does, as a terminal shows it.
+        let end = |line: &str| line.width() - line.split("ATTEMPTS").nth(1).map_or(0, str::width);
+        let column = end(table[0]);
+        for line in &table[1..] {
+            let before_took = line.trim_end().trim_end_matches('-').trim_end();
+            assert_eq!(before_took.width(), column, "{text}");
+        }
     }
 
     #[test]
