@@ -705,20 +705,30 @@ fn usage_text(usage: &TokenUsage) -> String {
 
 fn runs_table(runs: &[RunRow]) -> String {
     let id_width = runs.iter().map(|r| r.run_id.as_str().len()).max().unwrap_or(3).max(3);
-    let name_width = runs.iter().map(|r| r.workflow.chars().count()).max().unwrap_or(8).max(8);
+    // As wide as a terminal shows the widest name (`ユニコード` takes ten columns).
+    let name_width = runs.iter().map(|r| r.workflow.width()).max().unwrap_or(8).max(8);
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{:<id_width$}  {:<name_width$}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}",
-        "RUN", "WORKFLOW", "STATE", "TASKS", "✓", "✗", "⊘", "■", "STARTED (UTC)", "TOOK"
+        "{:<id_width$}  {}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}",
+        "RUN",
+        pad("WORKFLOW", name_width),
+        "STATE",
+        "TASKS",
+        "✓",
+        "✗",
+        "⊘",
+        "■",
+        "STARTED (UTC)",
+        "TOOK"
     );
     for run in runs {
         let took = run.duration_ms.map_or_else(|| "-".to_owned(), short_ms);
         let _ = writeln!(
             text,
-            "{:<id_width$}  {:<name_width$}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}{}",
+            "{:<id_width$}  {}  {:<11}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:<20}  {:>8}{}",
             run.run_id.as_str(),
-            run.workflow,
+            pad(&run.workflow, name_width),
             run.state.as_str(),
             run.tasks,
             run.succeeded,
@@ -1198,6 +1208,17 @@ mod tests {
             let before_took = line.trim_end().trim_end_matches('-').trim_end();
             assert_eq!(before_took.width(), column, "{text}");
         }
+        // The runs list: a workflow's wide name keeps the STATE column in line.
+        let wide =
+            RunRow { workflow: "ユニコード".into(), run_id: RunId::new("r2"), ..row.clone() };
+        let list = runs_table(&[row, wide]);
+        let state_at: Vec<usize> = list
+            .lines()
+            .map(|line| {
+                line[..line.find("STATE").or_else(|| line.find("waiting")).unwrap_or(0)].width()
+            })
+            .collect();
+        assert!(state_at.iter().all(|at| *at == state_at[0]), "{list}");
     }
 
     #[test]
