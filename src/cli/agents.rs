@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::progress::short;
+use super::table::{self, Align};
 use super::{Globals, exit};
 use crate::agents::registry::tidy_path;
 use crate::agents::selector::{self, MIN_SCORE, Scored, SelectionQuery};
@@ -295,27 +296,9 @@ fn stats_text(stats: &Stats, path: &Path) -> String {
         words(&stats.totals.top_words),
     ]);
     let header = ["AGENT", "ATTEMPTS", "SUCCESS", "MEAN", "BOOST", "SUCCEEDS ON"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        let mut line = String::new();
-        for (index, cell) in row.iter().enumerate() {
-            let width = widths[index];
-            match index {
-                0 => {
-                    let _ = write!(line, "{cell:<width$}  ");
-                }
-                5 => line.push_str(cell),
-                _ => {
-                    let _ = write!(line, "{cell:>width$}  ");
-                }
-            }
-        }
-        out.push_str(line.trim_end());
+    let (left, right) = (Align::Left, Align::Right);
+    for line in table::lines(header, [left, right, right, right, right, left], &rows) {
+        out.push_str(&line);
         out.push('\n');
     }
     out
@@ -490,29 +473,10 @@ fn table(defs: &[std::sync::Arc<AgentDefinition>]) -> String {
         })
         .collect();
     let header = ["ID", "NAME", "TIER", "CATEGORY", "TRIGGERS", "FILE"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
+    let (left, right) = (Align::Left, Align::Right);
     let mut out = String::new();
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        let mut line = String::new();
-        for (index, cell) in row.iter().enumerate() {
-            let width = widths[index];
-            // Numbers right-aligned, text left-aligned; the last column is not padded.
-            match index {
-                2 | 4 => {
-                    let _ = write!(line, "{cell:>width$}  ");
-                }
-                5 => line.push_str(cell),
-                _ => {
-                    let _ = write!(line, "{cell:<width$}  ");
-                }
-            }
-        }
-        out.push_str(line.trim_end());
+    for line in table::lines(header, [left, left, right, left, right, left], &rows) {
+        out.push_str(&line);
         out.push('\n');
     }
     out

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::table::{self, Align};
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::agents::registry::tidy_path;
@@ -530,7 +531,7 @@ fn users_text(report: &BackendReport) -> String {
 /// by indented lines for who uses it and the detail (version, path, URL, error), which are
 /// too long to share a line in an 80- or 120-column terminal.
 fn render(report: &Report) -> String {
-    let header = ["BACKEND", "KIND", "STATUS", "KEY"].map(str::to_owned);
+    let header = ["BACKEND", "KIND", "STATUS", "KEY"];
     let rows: Vec<[String; 4]> = report
         .backends
         .iter()
@@ -543,32 +544,16 @@ fn render(report: &Report) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
+    let mut lines = table::lines(header, [Align::Left; 4], &rows).into_iter();
     let mut out = String::new();
     if report.settings.is_file() {
         let _ = writeln!(out, "backends in {}\n", report.settings.display());
     } else {
         let _ = writeln!(out, "default backends (no {})\n", report.settings.display());
     }
-    let line = |row: &[String; 4]| {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
-            }
-        }
-        line.trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", line(&header));
-    for (row, backend) in rows.iter().zip(&report.backends) {
-        let _ = writeln!(out, "{}", line(row));
+    let _ = writeln!(out, "{}", lines.next().unwrap_or_default());
+    for (line, backend) in lines.zip(&report.backends) {
+        let _ = writeln!(out, "{line}");
         let users = users_text(backend);
         if users != "-" {
             let _ = writeln!(out, "    used by {users}");

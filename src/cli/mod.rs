@@ -19,6 +19,7 @@ pub mod host;
 mod on_host;
 mod progress;
 pub mod runs;
+mod table;
 pub mod workflow;
 
 use std::borrow::Cow;

@@ -15,6 +15,7 @@ use serde_json::json;
 use unicode_width::UnicodeWidthStr;
 
 use super::progress::{Printer, short};
+use super::table::pad;
 use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::engine::workspace::{KeptWorktree, change_counts};
@@ -867,12 +868,6 @@ fn workspaces_table(tasks: &[TaskOutcome]) -> String {
 fn one_line(text: &str) -> String {
     let first = text.lines().next().unwrap_or_default();
     if text.lines().nth(1).is_some() { format!("{first} …") } else { first.to_owned() }
-}
-
-/// `text` and spaces to `width` columns as a terminal shows them (`{:<w$}` counts chars,
-/// and a wide character takes two columns).
-fn pad(text: &str, width: usize) -> String {
-    format!("{text}{}", " ".repeat(width.saturating_sub(text.width())))
 }
 
 fn short_ms(ms: u64) -> String {

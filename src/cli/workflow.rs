@@ -15,8 +15,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
+use unicode_width::UnicodeWidthStr;
 
 use super::progress::{PrinterThread, risk_word, short};
+use super::table::pad;
 use super::{Globals, exit};
 use crate::agents::Registry;
 use crate::bus::Backlog;
@@ -241,9 +243,10 @@ fn plan_text(plan: &Plan) -> String {
         short(plan.estimate),
         simulated_note(plan),
     );
-    let id_width = plan.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
-    let agent_width = plan.steps.iter().map(|s| agent_label(s).len()).max().unwrap_or(0);
-    let backend_width = plan.steps.iter().map(|s| s.backend.len()).max().unwrap_or(0);
+    // Lined up as a terminal shows them (an id like `設計` takes four columns).
+    let id_width = plan.steps.iter().map(|s| s.id.as_str().width()).max().unwrap_or(0);
+    let agent_width = plan.steps.iter().map(|s| agent_label(s).width()).max().unwrap_or(0);
+    let backend_width = plan.steps.iter().map(|s| s.backend.width()).max().unwrap_or(0);
     let timeout_width = plan.steps.iter().map(|s| short(s.timeout).len()).max().unwrap_or(0);
     let estimate_width = plan.steps.iter().map(|s| short(s.estimate).len()).max().unwrap_or(0);
     for (number, layer) in plan.layers.iter().enumerate() {
@@ -251,11 +254,10 @@ fn plan_text(plan: &Plan) -> String {
         for &i in layer {
             let step = &plan.steps[i];
             let mut line = format!(
-                "  {:id_width$}  {:agent_width$}  {:backend_width$}  timeout {:<timeout_width$}  \
-                 retries {}  ~{:<estimate_width$}",
-                step.id.as_str(),
-                agent_label(step),
-                step.backend,
+                "  {}  {}  {}  timeout {:<timeout_width$}  retries {}  ~{:<estimate_width$}",
+                pad(step.id.as_str(), id_width),
+                pad(&agent_label(step), agent_width),
+                pad(&step.backend, backend_width),
                 short(step.timeout),
                 step.retries,
                 short(step.estimate),
