@@ -15,7 +15,7 @@ use serde_json::json;
 use unicode_width::UnicodeWidthStr;
 
 use super::progress::{Printer, short};
-use super::table::pad;
+use super::table::{self, Align, pad};
 use super::{Globals, exit};
 use crate::bus::now_ms;
 use crate::engine::workspace::{KeptWorktree, change_counts};
@@ -832,37 +832,30 @@ fn run_text(
 
 /// Each task that worked in a workspace of its own: branch, changed files and where.
 fn workspaces_table(tasks: &[TaskOutcome]) -> String {
-    let rows: Vec<(&TaskOutcome, &WorkspaceSummary)> =
-        tasks.iter().filter_map(|t| Some((t, t.workspace.as_ref()?))).collect();
+    let rows: Vec<[String; 4]> = tasks
+        .iter()
+        .filter_map(|task| {
+            let workspace = task.workspace.as_ref()?;
+            let changed = match (workspace.kind, workspace.files_changed) {
+                (WorkspaceKind::Worktree, 1) => "1 file".to_owned(),
+                (WorkspaceKind::Worktree, n) => format!("{n} files"),
+                _ => "-".to_owned(),
+            };
+            Some([
+                task.task.to_string(),
+                workspace.branch.clone().unwrap_or_else(|| "(temporary)".into()),
+                changed,
+                workspace.path.display().to_string(),
+            ])
+        })
+        .collect();
     if rows.is_empty() {
         return String::new();
     }
-    let task_width = rows.iter().map(|(t, _)| t.task.as_str().len()).max().unwrap_or(4).max(4);
-    let branch = |w: &WorkspaceSummary| w.branch.clone().unwrap_or_else(|| "(temporary)".into());
-    let branch_width = rows.iter().map(|(_, w)| branch(w).len()).max().unwrap_or(6).max(6);
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "\n{:<task_width$}  {:<branch_width$}  {:>7}  PATH",
-        "TASK", "BRANCH", "CHANGED"
-    );
-    for (task, workspace) in rows {
-        let changed = match workspace.kind {
-            WorkspaceKind::Worktree => match workspace.files_changed {
-                1 => "1 file".to_owned(),
-                n => format!("{n} files"),
-            },
-            _ => "-".to_owned(),
-        };
-        let _ = writeln!(
-            text,
-            "{:<task_width$}  {:<branch_width$}  {changed:>7}  {}",
-            task.task.as_str(),
-            branch(workspace),
-            workspace.path.display()
-        );
-    }
-    text
+    let (left, right) = (Align::Left, Align::Right);
+    let lines =
+        table::lines(["TASK", "BRANCH", "CHANGED", "PATH"], [left, left, right, left], &rows);
+    format!("\n{}\n", lines.join("\n"))
 }
 
 fn one_line(text: &str) -> String {
