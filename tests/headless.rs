@@ -357,6 +357,31 @@ fn a_stop_signal_cancels_the_run_and_kills_the_children(
     assert_eq!(runs[0].state, RunState::Cancelled);
 }
 
+/// `timeout` signals the command and then its process group, so the run gets SIGTERM twice at
+/// once: one request, and the run is still cancelled cleanly (it was left interrupted, as if
+/// asked to exit at once).
+#[test]
+fn a_signal_delivered_twice_at_once_cancels_the_run_once() {
+    let project = Project::new();
+    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
+    let mut child: Child = project
+        .command("ann", &["run", "workflows/local.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pid(&project.pid_file());
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status, Some(143), "{err}");
+    assert!(!err.contains("interrupted again"), "{err}");
+    assert_eq!(project.store().runs().unwrap()[0].state, RunState::Cancelled, "{err}");
+}
+
 /// A host killed with SIGKILL cannot clean up; the kernel kills its agents for it (the
 /// parent-death signal), so nothing keeps running unsupervised.
 #[test]

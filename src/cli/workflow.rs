@@ -100,11 +100,19 @@ impl Stop {
     }
 }
 
+/// A stop signal this soon after the last one is the same request delivered twice, not a
+/// second one: `timeout` sends its signal to the command and then to the command's process
+/// group, and taking that for "again" left the run uncancelled (interrupted) instead of
+/// cancelled. A person pressing Ctrl-C again is slower than this.
+const SAME_STOP_WITHIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The listeners of the three stop signals.
 pub(super) struct Stops {
     interrupt: Option<tokio::signal::unix::Signal>,
     terminate: Option<tokio::signal::unix::Signal>,
     hangup: Option<tokio::signal::unix::Signal>,
+    /// When the last stop was returned.
+    last: Option<std::time::Instant>,
 }
 
 impl Stops {
@@ -113,11 +121,25 @@ impl Stops {
             interrupt: signal(SignalKind::interrupt()).ok(),
             terminate: signal(SignalKind::terminate()).ok(),
             hangup: signal(SignalKind::hangup()).ok(),
+            last: None,
         }
     }
 
-    /// The next stop signal; pending for ever when none can be listened to.
+    /// The next stop signal (one delivered twice at once counts once); pending for ever
+    /// when none can be listened to.
     pub(super) async fn next(&mut self) -> Stop {
+        loop {
+            let stop = self.any().await;
+            let now = std::time::Instant::now();
+            if self.last.is_some_and(|last| now.duration_since(last) < SAME_STOP_WITHIN) {
+                continue;
+            }
+            self.last = Some(now);
+            return stop;
+        }
+    }
+
+    async fn any(&mut self) -> Stop {
         async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
             let received = match signal {
                 Some(signal) => signal.recv().await.is_some(),
