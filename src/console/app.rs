@@ -260,6 +260,8 @@ where
                     }
                     if replay.as_mut().is_some_and(|open| replay_input(open, &event)) {
                         replay = None;
+                        // "replaying run …" was said when it opened; it is over.
+                        state.message = None;
                     }
                 }
                 Some(Ok(event)) => {

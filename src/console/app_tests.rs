@@ -513,6 +513,7 @@ async fn a_run_opened_in_replay_from_the_list_changes_nothing_and_q_goes_back() 
     let idle =
         console.until(|idle| idle.state.agents.entries.contains_key("arrived-meanwhile")).await;
     assert!(!screen_text(idle).contains("REPLAY"));
+    assert!(!screen_text(idle).contains("replaying run"), "{}", screen_text(idle));
     // Back where the replay was opened from: the Runs list, over the live console.
     assert_eq!(idle.state.overlay, Some(crate::console::state::Overlay::Runs));
     assert!(console.commands.try_recv().is_err(), "nothing was sent from the replay");
