@@ -97,6 +97,28 @@ fn a_key_given_twice_is_an_error_at_the_second_one() {
     }
 }
 
+/// The console's `--workflow` is refused as `run` refuses it, before the terminal is taken
+/// over (no terminal here: it is never reached).
+#[test]
+fn the_console_refuses_a_workflow_that_does_not_plan_before_it_opens() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("workflows/bad.yaml"),
+        "name: bad\ntasks:\n  - {id: a, description: A, agent: nobody, depends_on: [ghost]}\n",
+    )
+    .unwrap();
+    for (file, said) in [
+        ("workflows/bad.yaml", "bad.yaml:3: task `a`: agent `nobody` is not in the agent pool"),
+        ("workflows/missing.yaml", "missing.yaml: cannot read"),
+    ] {
+        let output = flightdeck(dir.path(), &["--workflow", file]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{said}: {err}");
+        assert!(!err.contains("terminal"), "refused before the terminal: {err}");
+    }
+}
+
 #[test]
 fn a_sim_latency_near_the_maximum_is_an_error_naming_the_field() {
     let dir = project();

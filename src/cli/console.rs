@@ -16,6 +16,7 @@ use crate::governance::Identity;
 use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::{AgentId, InstanceId};
 use crate::runtime::{Runtime, RuntimeOptions};
+use crate::workflow::PlanOverrides;
 
 /// How the console was asked to start.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +82,18 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
                 return exit::FAILED;
             }
         };
+        // `--workflow FILE` that does not plan is refused here, as `run` refuses it (exit
+        // 2, each problem with its file and line), before the terminal is taken over.
+        let start_workflow = request.workflow.map(|path| globals.resolve(&path));
+        if let Some(workflow) = &start_workflow
+            && let Err(error) = runtime.plan(workflow, &PlanOverrides::default())
+        {
+            eprintln!("{error}");
+            if let Ok(runtime) = Arc::try_unwrap(runtime) {
+                runtime.shutdown().await;
+            }
+            return exit::INVALID;
+        }
         let host = match Host::listen(lock, Arc::clone(&runtime), &host_options) {
             Ok(host) => host,
             Err(error) => {
@@ -129,7 +142,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             project_dir: globals.project_dir.clone(),
             theme,
             log_file,
-            start_workflow: request.workflow.map(|path| globals.resolve(&path)),
+            start_workflow,
             attention,
         };
         let result = console::run(options, link).await;
