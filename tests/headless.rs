@@ -337,18 +337,8 @@ fn a_stop_signal_cancels_the_run_and_kills_the_children(
     #[case] said: &str,
 ) {
     let project = Project::new();
-    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
-    let mut child: Child = project
-        .command("ann", &["run", "workflows/local.yaml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let sleeper = wait_for_pid(&project.pid_file());
-    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
-    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (child, sleeper) = run_a_sleeper(&project);
+    let (status, err) = stopped(child, &[signal]);
     assert_eq!(status, Some(code), "{err}");
     assert!(err.contains(said), "{err}");
     assert!(err.contains("cancelled shell"), "{err}");
@@ -357,26 +347,38 @@ fn a_stop_signal_cancels_the_run_and_kills_the_children(
     assert_eq!(runs[0].state, RunState::Cancelled);
 }
 
+/// `run` of a task whose agent sleeps, started and waited for: the run and the agent's pid.
+fn run_a_sleeper(project: &Project) -> (Child, i32) {
+    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
+    let child = project
+        .command("ann", &["run", "workflows/local.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeper = wait_for_pid(&project.pid_file());
+    (child, sleeper)
+}
+
+/// `signals` sent to the run, one after the other at once: its exit code and stderr.
+fn stopped(mut child: Child, signals: &[Signal]) -> (Option<i32>, String) {
+    for signal in signals {
+        kill(Pid::from_raw(child.id() as i32), *signal).unwrap();
+    }
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
 /// `timeout` signals the command and then its process group, so the run gets SIGTERM twice at
 /// once: one request, and the run is still cancelled cleanly (it was left interrupted, as if
 /// asked to exit at once).
 #[test]
 fn a_signal_delivered_twice_at_once_cancels_the_run_once() {
     let project = Project::new();
-    project.write_script("echo $$ > \"$PID_FILE\"\nexec sleep 30\n");
-    let mut child: Child = project
-        .command("ann", &["run", "workflows/local.yaml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_pid(&project.pid_file());
-    let pid = Pid::from_raw(child.id() as i32);
-    kill(pid, Signal::SIGTERM).unwrap();
-    kill(pid, Signal::SIGTERM).unwrap();
-    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (child, _) = run_a_sleeper(&project);
+    let (status, err) = stopped(child, &[Signal::SIGTERM, Signal::SIGTERM]);
     assert_eq!(status, Some(143), "{err}");
     assert!(!err.contains("interrupted again"), "{err}");
     assert_eq!(project.store().runs().unwrap()[0].state, RunState::Cancelled, "{err}");

@@ -787,12 +787,9 @@ fn run_text(
         (state, _) => state.replace('_', " "),
     };
     // Columns as wide as their widest text on a terminal (an id may be `設計`).
-    let widest = |texts: &mut dyn Iterator<Item = usize>, least: usize| {
-        texts.max().unwrap_or(least).max(least)
-    };
-    let task_width = widest(&mut tasks.iter().map(|t| t.task.as_str().width()), 4);
-    let agent_width = widest(&mut tasks.iter().map(|t| t.agent.as_str().width()), 5);
-    let state_width = widest(&mut tasks.iter().map(|t| state(t).width()), 11);
+    let task_width = tasks.iter().map(|t| t.task.as_str().width()).fold(4, usize::max);
+    let agent_width = tasks.iter().map(|t| t.agent.as_str().width()).fold(5, usize::max);
+    let state_width = tasks.iter().map(|t| state(t).width()).fold(11, usize::max);
     let _ = writeln!(
         text,
         "\n{}  {}  {}  {:>8}  {:>8}  NOTE",
@@ -882,6 +879,25 @@ mod tests {
     use super::*;
     use crate::event::{Event, OutputStream, PlannedTask};
     use crate::ids::RunId;
+
+    /// A stored run of workflow `w` that started at 1 s: one task, succeeded.
+    fn run_row(id: &str) -> RunRow {
+        RunRow {
+            run_id: RunId::new(id),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 1_000,
+            finished_ms: None,
+            state: RunState::Succeeded,
+            tasks: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: None,
+            simulated: false,
+        }
+    }
 
     fn envelope(seq: u64, event: Event) -> Envelope {
         Envelope { seq, ts_ms: 1_000 * seq, run_id: Some(RunId::new("r1")), event }
@@ -1122,21 +1138,7 @@ mod tests {
             ("think first", "The answer")
         );
         assert_eq!(second.tools, ["→ search {\"q\":\"x\"}", "← 3 hits\na.rs\nb.rs"]);
-        let row = RunRow {
-            run_id: RunId::new("r1"),
-            workflow: "w".into(),
-            file: PathBuf::from("w.yaml"),
-            started_ms: 1_000,
-            finished_ms: None,
-            state: RunState::Succeeded,
-            tasks: 1,
-            succeeded: 1,
-            failed: 0,
-            skipped: 0,
-            cancelled: 0,
-            duration_ms: Some(10_000),
-            simulated: false,
-        };
+        let row = RunRow { duration_ms: Some(10_000), ..run_row("r1") };
         let text = task_text(&row, &detail);
         let first = text.find("── attempt 1").expect("first block");
         let second = text.find("── attempt 2").expect("second block");
@@ -1170,21 +1172,7 @@ mod tests {
             budget: None,
             rate_limited: None,
         };
-        let row = RunRow {
-            run_id: RunId::new("r1"),
-            workflow: "w".into(),
-            file: PathBuf::from("w.yaml"),
-            started_ms: 1_000,
-            finished_ms: None,
-            state: RunState::Waiting,
-            tasks: 2,
-            succeeded: 0,
-            failed: 0,
-            skipped: 0,
-            cancelled: 0,
-            duration_ms: None,
-            simulated: false,
-        };
+        let row = RunRow { state: RunState::Waiting, tasks: 2, succeeded: 0, ..run_row("r1") };
         let tasks = [outcome("設計", "awaiting_approval"), outcome("deploy", "pending")];
         let text = run_text(&row, None, &tasks, &RunSpend { spent: None, budget: None });
         let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("TASK")).collect();
@@ -1211,22 +1199,7 @@ mod tests {
 
     #[test]
     fn runs_resolve_by_last_id_or_unique_prefix() {
-        let row = |id: &str| RunRow {
-            run_id: RunId::new(id),
-            workflow: "w".into(),
-            file: PathBuf::from("w.yaml"),
-            started_ms: 0,
-            finished_ms: None,
-            state: RunState::Succeeded,
-            tasks: 1,
-            succeeded: 1,
-            failed: 0,
-            skipped: 0,
-            cancelled: 0,
-            duration_ms: Some(5),
-            simulated: false,
-        };
-        let runs = [row("r2-b"), row("r1-a"), row("r1-ab")];
+        let runs = [run_row("r2-b"), run_row("r1-a"), run_row("r1-ab")];
         let path = Path::new("runs.db");
         assert_eq!(resolve(&runs, "last", path).map(|r| r.run_id), Ok(RunId::new("r2-b")));
         assert_eq!(resolve(&runs, "r2", path).map(|r| r.run_id), Ok(RunId::new("r2-b")));

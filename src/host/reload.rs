@@ -148,7 +148,7 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     if old.default_role != new.default_role {
         changed.push(format!("default_role: {} → {}", old.default_role, new.default_role));
     }
-    let (was, now) = (to_map(&old.policies), to_map(&new.policies));
+    let (was, now) = (fields(&old.policies), fields(&new.policies));
     for (key, value) in &now {
         let before = was.get(key).cloned().unwrap_or_default();
         if before != *value {
@@ -171,7 +171,7 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     for name in old.backends.keys().filter(|name| !new.backends.contains_key(*name)) {
         changed.push(format!("backends.{name}: removed{LATER}"));
     }
-    let (was, now) = (sections(old), sections(new));
+    let (was, now) = (fields(old), fields(new));
     let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
     for key in keys {
         let handled = RELOADED.contains(&key.as_str()) || key == "backends";
@@ -182,16 +182,9 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     changed
 }
 
-/// The settings' sections by name, as written.
-fn sections(settings: &Settings) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(settings) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    }
-}
-
-fn to_map(policies: &crate::config::Policies) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(policies) {
+/// A setting's fields (or the settings' sections) by name, as written.
+fn fields(value: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     }
