@@ -38,7 +38,7 @@ use crate::store::{
     OwnerError, PruneRule, RUNS_FILE, RunLock, RunRow, RunStore, SeqBlocks, StoreError,
     StoreWriter, spawn_paced_writer,
 };
-use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_owned};
+use crate::workflow::{Plan, PlanOverrides, ProblemKind, Workflow, WorkflowError, plan_owned};
 
 pub use crate::audit::AUDIT_FILE;
 
@@ -769,10 +769,27 @@ fn plan_file(
     let workflow = Workflow::load_for(&file, Some(&inner.registry))?;
     crate::allocator::give_back_freed_memory();
     let history = learned_history(inner);
-    let plan = plan_owned(workflow, &inner.registry, &inner.settings, overrides, &history)?;
+    let plan = plan_owned(workflow, &inner.registry, &inner.settings, overrides, &history)
+        .map_err(|error| backends_added_since_start(inner, error))?;
     // What parsing held is free now, just before the run grows (`allocator` says why).
     crate::allocator::give_back_freed_memory();
     Ok(plan)
+}
+
+/// A plan refused for a backend the host's settings do not define, though the project's
+/// flightdeck.yaml defines it now (added while the host runs; backends apply from its next
+/// start): the problem says so, instead of only "not defined".
+fn backends_added_since_start(inner: &Inner, mut error: WorkflowError) -> WorkflowError {
+    let WorkflowError::Invalid { problems, .. } = &mut error else { return error };
+    let mut now: Option<Option<Settings>> = None;
+    for problem in problems {
+        if let ProblemKind::UnknownBackend { backend, added_since_start, .. } = &mut problem.kind {
+            let now = now.get_or_insert_with(|| Settings::load(&inner.project_dir).ok());
+            *added_since_start =
+                now.as_ref().is_some_and(|settings| settings.backends.contains_key(backend));
+        }
+    }
+    error
 }
 
 /// What the run store learned from finished attempts. A store that cannot be read plans

@@ -296,3 +296,51 @@ async fn a_panicking_attempt_fails_its_run_instead_of_hanging_it() {
     let error = finished.1.unwrap();
     assert!(error.contains("panicked") && error.contains("bug in the executor for a"), "{error}");
 }
+
+/// A backend added to flightdeck.yaml while a host runs applies from its next start: a run
+/// that needs it is refused before anything runs, and the refusal says the file has it now
+/// (not only that it "is not defined"), so the operator knows to restart the host.
+#[tokio::test]
+async fn a_backend_added_after_the_host_started_is_refused_with_why() {
+    use flightdeck::runtime::{Runtime, RuntimeOptions};
+    let dir = project();
+    let root = dir.path();
+    std::fs::write(
+        root.join("agentpool/tier1-core/writer.md"),
+        "---\nname: writer\ndescription: Writes\nbackend: writer\n---\nYou write.\n",
+    )
+    .unwrap();
+    let before = "default_role: admin\nbackends:\n  sim:\n    kind: sim\n";
+    std::fs::write(root.join("flightdeck.yaml"), before).unwrap();
+    let workflow = root.join("workflows/write.yaml");
+    std::fs::write(
+        &workflow,
+        "name: write\ntasks:\n  - id: draft\n    description: Draft it\n    agent: writer\n",
+    )
+    .unwrap();
+    let runtime = Runtime::start(RuntimeOptions {
+        project_dir: root.to_owned(),
+        data_dir: root.join(".flightdeck"),
+        settings: Settings::load(root).unwrap(),
+        watch_agents: false,
+    })
+    .unwrap();
+    let refused = |runtime: &Runtime| {
+        runtime.plan(&workflow, &flightdeck::workflow::PlanOverrides::default()).unwrap_err()
+    };
+    let message = refused(&runtime).to_string();
+    assert!(message.contains("write.yaml:5: task `draft`: agent `writer` runs on backend `writer`, which is not defined in flightdeck.yaml (defined: sim)"), "{message}");
+    assert!(!message.contains("after this host started"), "{message}");
+
+    std::fs::write(root.join("flightdeck.yaml"), format!("{before}  writer:\n    kind: sim\n"))
+        .unwrap();
+    let message = refused(&runtime).to_string();
+    assert!(
+        message.ends_with(
+            "(defined: sim); flightdeck.yaml has it now, but it was added after this host \
+             started: backends apply from the host's next start"
+        ),
+        "{message}"
+    );
+    runtime.shutdown().await;
+}

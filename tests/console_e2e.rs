@@ -278,10 +278,46 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
     drop(writer);
     drop(pair.master);
     let deadline = Instant::now() + DEADLINE;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         assert!(Instant::now() < deadline, "the console did not exit after the hang-up");
         std::thread::sleep(Duration::from_millis(20));
+    };
+    // As shells report a process SIGHUP ended, and as a headless `run` exits.
+    assert_eq!(status.exit_code(), 129);
+    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+}
+
+/// `kill` (SIGTERM, a container stop) ends the console as it ends a headless run: the live
+/// run cancelled and stored so, the terminal restored, exit 143.
+#[test]
+fn a_terminate_signal_cancels_the_run_restores_the_terminal_and_exits_143() {
+    let session = Session::start(&["--workflow", "workflows/release.yaml"]);
+    session.wait_text("Approval needed");
+    let pid = session.child.process_id().expect("the console's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (lock, changed) = &*session.output;
+    let deadline = Instant::now() + DEADLINE;
+    let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    while !out.closed {
+        let now = Instant::now();
+        assert!(now < deadline, "the console did not exit after SIGTERM");
+        out = changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
     }
+    let raw = out.raw.clone();
+    drop(out);
+    let Session { mut child, data_dir, .. } = session;
+    assert_eq!(child.wait().unwrap().exit_code(), 143);
+    assert_restored(&raw);
     let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 1);

@@ -159,7 +159,7 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
             }
         }
         match result {
-            Ok(()) => exit::OK,
+            Ok(signalled) => signalled.unwrap_or(exit::OK),
             Err(error) => {
                 eprintln!("flightdeck: {error:#}");
                 exit::FAILED
@@ -269,7 +269,7 @@ pub fn replay(globals: &Globals, wanted: &str, log_file: PathBuf) -> i32 {
     };
     let events = events.into_iter().map(Arc::new).collect();
     match tokio.block_on(console::replay(options, &globals.user, events)) {
-        Ok(()) => exit::OK,
+        Ok(signalled) => signalled.unwrap_or(exit::OK),
         Err(error) => {
             eprintln!("flightdeck: {error:#}");
             exit::FAILED

@@ -245,7 +245,7 @@ pub fn attach(globals: &Globals, readonly: bool, log_file: PathBuf) -> i32 {
             Err(code) => return code,
         };
         match run_attached(globals, client, readonly, log_file).await {
-            Ok(()) => exit::OK,
+            Ok(signalled) => signalled.unwrap_or(exit::OK),
             Err(error) => {
                 eprintln!("flightdeck: {error:#}");
                 exit::FAILED
@@ -261,7 +261,7 @@ async fn run_attached(
     client: HostClient,
     readonly: bool,
     log_file: PathBuf,
-) -> color_eyre::Result<()> {
+) -> color_eyre::Result<Option<i32>> {
     let (user, role) = client.identity();
     let user = user.to_owned();
     // A read-only console shows what a viewer sees: no key that changes anything.

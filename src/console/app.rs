@@ -3,6 +3,7 @@
 //! the reducer, forwards its commands and redraws only when something changed, at most once
 //! per frame. With nothing on screen depending on time, it sleeps until input arrives.
 
+use std::cell::Cell;
 use std::io::{self, Stdout};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
@@ -42,9 +43,10 @@ const QUIT_GRACE: Duration = Duration::from_secs(3);
 /// Events taken from the broadcast per wake-up before the screen gets a turn.
 const EVENT_BURST: usize = 1024;
 
-/// Run the console until the operator quits. Restores the terminal on every exit path,
-/// including panics.
-pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Result<()> {
+/// Run the console until the operator quits (`None`) or a stop signal ends it (the exit code
+/// a shell reports for it, 143 or 129). Restores the terminal on every exit path, including
+/// panics.
+pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Result<Option<i32>> {
     install_panic_hook(options.log_file.clone());
     let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
     // Debug builds only: lets the end-to-end test prove the panic path restores the terminal.
@@ -60,16 +62,11 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
         start_workflow: options.start_workflow.clone(),
         attention: options.attention,
     };
-    let result = run_loop(
-        &mut terminal,
-        EventStream::new(),
-        link,
-        settings,
-        crate::bus::now_ms,
-        termination(),
-        None,
-    )
-    .await;
+    let signalled = Cell::new(None);
+    let stop = async { signalled.set(Some(termination().await)) };
+    let result =
+        run_loop(&mut terminal, EventStream::new(), link, settings, crate::bus::now_ms, stop, None)
+            .await;
     // After a hang-up (the terminal window or SSH session closed) the terminal is gone:
     // ratatui's drop would report the cursor it cannot show with `eprintln!`, which panics on
     // a dead terminal and would abort before the runs are cancelled and stored. Show it here
@@ -80,7 +77,7 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
         std::mem::forget(terminal);
     }
     drop(guard);
-    result.map(|_| ())
+    result.map(|_| signalled.get())
 }
 
 /// What the loop needs besides the link.
@@ -360,15 +357,18 @@ where
 
 /// Replay a stored run (`flightdeck replay RUN`): the console on `events` with a time cursor.
 /// No runtime, no command channel: nothing can change. Restores the terminal on every exit.
+/// Ends as [`run`] does: `None` when the operator quits, else the stop signal's exit code.
 pub async fn replay(
     options: ConsoleOptions,
     user: &str,
     events: Vec<Arc<Envelope>>,
-) -> color_eyre::Result<()> {
+) -> color_eyre::Result<Option<i32>> {
     install_panic_hook(options.log_file.clone());
     let guard = TerminalGuard::enter().wrap_err("cannot set up the terminal")?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     let no_color = theme::no_color_requested(std::env::var_os("NO_COLOR").as_deref());
+    let signalled = Cell::new(None);
+    let stop = async { signalled.set(Some(termination().await)) };
     let result = replay_loop(
         &mut terminal,
         EventStream::new(),
@@ -376,7 +376,7 @@ pub async fn replay(
         user,
         events,
         no_color,
-        termination(),
+        stop,
         None,
     )
     .await;
@@ -386,7 +386,7 @@ pub async fn replay(
         std::mem::forget(terminal);
     }
     drop(guard);
-    result.map(|_| ())
+    result.map(|_| signalled.get())
 }
 
 /// The replay loop over any backend and input stream (tests drive it like [`run_loop`]).
@@ -510,18 +510,19 @@ fn terminal_input(state: &State, event: &TermEvent) -> Option<Action> {
 }
 
 /// Resolves when the process is asked to stop (SIGTERM, SIGHUP), so the guard still restores
-/// the terminal. Raw mode turns Ctrl-C into a key, handled by the keymap.
-async fn termination() {
+/// the terminal, to the exit code a shell reports for a process that signal ended (128 + its
+/// number), which the console exits with. Raw mode turns Ctrl-C into a key, handled by the
+/// keymap.
+async fn termination() -> i32 {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hangup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
     else {
-        std::future::pending::<()>().await;
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = hangup.recv() => {}
+        _ = term.recv() => 128 + 15,
+        _ = hangup.recv() => 128 + 1,
     }
 }
 

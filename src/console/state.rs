@@ -586,7 +586,8 @@ pub struct RunEntry {
     /// `running`, `waiting` (for a person), `succeeded`, `failed`, `cancelled` or
     /// `interrupted`.
     pub status: &'static str,
-    pub done: usize,
+    /// Tasks that succeeded (what a run that ended short of its plan did get done).
+    pub succeeded: usize,
     pub total: usize,
     pub started_ms: u64,
     pub duration_ms: Option<u64>,
@@ -992,7 +993,7 @@ impl State {
             .iter()
             .filter(|(_, run)| run.is_started())
             .map(|(id, run)| {
-                let (done, total) = run.progress();
+                let (succeeded, total) = (run.counts().succeeded, run.tasks.len());
                 let stored = || self.runs_list.stored.iter().find(|row| row.run_id == *id);
                 let status = match run.outcome {
                     Some(outcome) => run_status_key(outcome.status),
@@ -1008,7 +1009,7 @@ impl State {
                     id: id.clone(),
                     workflow: run.workflow.clone(),
                     status,
-                    done,
+                    succeeded,
                     total,
                     started_ms: run.started_ms,
                     duration_ms: run.outcome.map(|o| o.duration_ms),
@@ -1025,7 +1026,7 @@ impl State {
                 id: row.run_id.clone(),
                 workflow: row.workflow.clone(),
                 status: row.state.as_str(),
-                done: row.succeeded + row.failed + row.skipped + row.cancelled,
+                succeeded: row.succeeded,
                 total: row.tasks,
                 started_ms: row.started_ms,
                 duration_ms: row.duration_ms,

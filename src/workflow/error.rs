@@ -87,10 +87,24 @@ pub enum ProblemKind {
     MaxParallel { value: i64 },
     #[error(
         "task `{task}`: agent `{agent}` runs on backend `{backend}`, which is not defined in \
-         flightdeck.yaml (defined: {})",
-        known.join(", ")
+         flightdeck.yaml (defined: {}){}",
+        known.join(", "),
+        if *added_since_start {
+            "; flightdeck.yaml has it now, but it was added after this host started: backends \
+             apply from the host's next start"
+        } else {
+            ""
+        }
     )]
-    UnknownBackend { task: TaskId, agent: AgentId, backend: String, known: Vec<String> },
+    UnknownBackend {
+        task: TaskId,
+        agent: AgentId,
+        backend: String,
+        known: Vec<String>,
+        /// The project's flightdeck.yaml defines it now, but the host planning the run read
+        /// its settings before it was added.
+        added_since_start: bool,
+    },
     #[error("task `{task}`: a panel needs two or more agents, this one has {count}")]
     PanelTooSmall { task: TaskId, count: usize },
     #[error("task `{task}`: agent `{agent}` is on the panel twice")]

@@ -275,6 +275,7 @@ fn choose(
                 agent: first.agent.clone().unwrap_or_else(|| AgentId::new("-")),
                 backend: backend.clone(),
                 known: known_backends.clone(),
+                added_since_start: false,
             },
         });
         return Err(workflow.invalid(problems));
@@ -336,6 +337,7 @@ fn choose(
                     agent,
                     backend,
                     known: known_backends.clone(),
+                    added_since_start: false,
                 },
             });
             continue;

@@ -9,6 +9,7 @@ use super::{fit, one_line, put_line};
 use crate::console::state::{RunView, State};
 use crate::console::theme::{Role, Theme};
 use crate::event::RunStatus;
+use crate::model::TaskCounts;
 
 /// Status word, glyph and role of a run.
 pub fn run_status(run: &RunView) -> (&'static str, Role) {
@@ -22,6 +23,22 @@ pub fn run_status(run: &RunView) -> (&'static str, Role) {
         Some(RunStatus::Failed) => ("✗ failed", Role::Error),
         Some(RunStatus::Cancelled) => ("■ cancelled", Role::Warn),
     }
+}
+
+/// The tasks that ended without succeeding, as the Runs list marks them ("✗ 2 failed · ■ 6
+/// cancelled"), in the colour of the worst; `None` when there are none.
+fn unsuccessful(counts: &TaskCounts) -> Option<(String, Role)> {
+    let words: Vec<String> = [
+        ("✗", counts.failed, "failed"),
+        ("⊘", counts.skipped, "skipped"),
+        ("■", counts.cancelled, "cancelled"),
+    ]
+    .into_iter()
+    .filter(|(_, n, _)| *n > 0)
+    .map(|(mark, n, word)| format!("{mark} {n} {word}"))
+    .collect();
+    let role = if counts.failed > 0 { Role::Error } else { Role::Warn };
+    (!words.is_empty()).then(|| (words.join(" · "), role))
 }
 
 /// What waits for a person, across runs: approvals and conflicts between agents.
@@ -94,24 +111,35 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     left.push(Span::raw("  "));
     left.push(Span::styled(status, theme.style(role)));
 
-    let (done, total) = run.progress();
+    let counts = run.counts();
+    let (done, total) = (counts.finished(), run.tasks.len());
     // Parts of the right side, with how much each is worth keeping on a narrow screen.
     let mut parts: Vec<(u8, Vec<Span<'static>>)> = Vec::new();
-    parts.push((5, vec![Span::styled(format!("{done}/{total}"), theme.style(Role::Text))]));
+    parts.push((6, vec![Span::styled(format!("{done}/{total}"), theme.style(Role::Text))]));
+    // The gauge fills with every task that ended; those that ended without succeeding are
+    // drawn apart (failed, then skipped or cancelled), so a cancelled run's 100% is not read
+    // as a finished one.
     let gauge_width = usize::from(area.width / 6).clamp(6, 30);
-    let filled = (gauge_width * done).checked_div(total).unwrap_or(0);
+    let cells = |n: usize| (gauge_width * n).checked_div(total).unwrap_or(0);
+    let (ok, failed) = (cells(counts.succeeded), cells(counts.succeeded + counts.failed));
+    let filled = cells(done);
     let percent = (done * 100).checked_div(total).unwrap_or(0);
     parts.push((
-        1,
+        2,
         vec![
             Span::raw(" "),
-            Span::styled("━".repeat(filled), theme.style(Role::GaugeFilled)),
+            Span::styled("━".repeat(ok), theme.style(Role::GaugeFilled)),
+            Span::styled("━".repeat(failed - ok), theme.style(Role::Error)),
+            Span::styled("━".repeat(filled - failed), theme.style(Role::Warn)),
             Span::styled("─".repeat(gauge_width - filled), theme.style(Role::GaugeEmpty)),
             Span::styled(format!(" {percent:>3}%"), muted),
         ],
     ));
+    if let Some((text, role)) = unsuccessful(&counts) {
+        parts.push((1, vec![Span::styled("  ", muted), Span::styled(text, theme.style(role))]));
+    }
     parts.push((
-        4,
+        5,
         vec![
             Span::styled("  │  ", muted),
             Span::styled(
@@ -122,7 +150,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     ));
     if let Some(waiting) = waiting {
         parts.push((
-            3,
+            4,
             vec![Span::styled("  │  ", muted), Span::styled(waiting, theme.style(Role::Warn))],
         ));
     }
@@ -132,11 +160,11 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Some(note) => format!("$ {spent} · {note}"),
             None => format!("$ {spent}"),
         };
-        parts.push((2, vec![Span::styled("  │  ", muted), Span::styled(text, theme.style(role))]));
+        parts.push((3, vec![Span::styled("  │  ", muted), Span::styled(text, theme.style(role))]));
     }
     if run.simulated {
         parts.push((
-            2,
+            3,
             vec![Span::raw("  "), Span::styled(" SIMULATED ", theme.style(Role::Simulated))],
         ));
     }
@@ -144,7 +172,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let width_of = |parts: &[(u8, Vec<Span<'static>>)]| -> usize {
         parts.iter().flat_map(|(_, spans)| spans.iter().map(Span::width)).sum::<usize>() + 1
     };
-    for priority in 1..=5 {
+    for priority in 1..=6 {
         if left_width + width_of(&parts) <= usize::from(area.width) {
             break;
         }
@@ -193,6 +221,33 @@ mod tests {
             assert_snapshot!(format!("header_{name}_120"), header(fixture, 120));
             assert_snapshot!(format!("header_{name}_60"), header(fixture, 60));
         }
+    }
+
+    /// A run that ended with tasks that did not succeed: its gauge draws them apart (1 of 7
+    /// succeeded, 1 failed, 5 skipped or cancelled: 3, 4 and 19 of 26 cells) and, where
+    /// there is room, says what they are.
+    #[test]
+    fn tasks_that_did_not_succeed_are_drawn_and_named_apart() {
+        let backend = header(Fixture::Failed, 160);
+        let buffer = backend.buffer();
+        let line: String = (0..160).map(|x| buffer[(x, 0)].symbol()).collect();
+        assert!(line.contains("7/7 ━━━"), "{line}");
+        assert!(line.contains("100%  ✗ 1 failed · ⊘ 4 skipped · ■ 1 cancelled  │"), "{line}");
+        let theme = testing::theme();
+        let cells = |role: Role| {
+            let colour = theme.style(role).fg;
+            (0..160)
+                .filter(|x| {
+                    buffer[(*x, 0)].symbol() == "━"
+                        && buffer[(*x, 0)].fg == colour.unwrap_or_default()
+                })
+                .count()
+        };
+        assert_eq!((cells(Role::GaugeFilled), cells(Role::Error), cells(Role::Warn)), (3, 4, 19));
+        // Narrower, the gauge stays and the words go first.
+        let narrow = header(Fixture::Failed, 120);
+        let line: String = (0..120).map(|x| narrow.buffer()[(x, 0)].symbol()).collect();
+        assert!(line.contains("7/7 ━") && !line.contains("skipped"), "{line}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     block.render(popup, buf);
     let width = usize::from(inner.width);
     // Columns shrink from the right on a narrow screen: the status and name always show.
-    let header = row_text("", "STATUS", "WORKFLOW", "DONE", "STARTED", "TOOK", "RUN", width);
+    let header = row_text("", "STATUS", "WORKFLOW", "SUCCEEDED", "STARTED", "TOOK", "RUN", width);
     put_line(buf, inner, 0, &Line::styled(header, theme.style(Role::Muted)));
     if entries.is_empty() {
         let text = if filter.is_empty() { "no runs yet" } else { "no run matches" };
@@ -93,14 +93,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let offset = super::scrolled_offset(state.runs_list.cursor.offset, at, rows);
     for (row, entry) in entries.iter().enumerate().skip(offset).take(rows) {
         let mark = if entry.shown { "▸" } else { " " };
-        let done = format!("{}/{}", entry.done, entry.total);
+        let succeeded = format!("{}/{}", entry.succeeded, entry.total);
         let took = entry.duration_ms.map_or_else(|| "-".to_owned(), duration);
         let status = format!("{} {}", glyph(entry), entry.status);
         let text = row_text(
             mark,
             &status,
             &entry.workflow,
-            &done,
+            &succeeded,
             &clock(entry.started_ms),
             &took,
             entry.id.as_str(),
@@ -115,13 +115,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
 }
 
-/// One row, columns fitted to `width`: mark, status, workflow, progress, start, duration, id.
+/// One row, columns fitted to `width`: mark, status, workflow, tasks succeeded, start,
+/// duration, id.
 #[allow(clippy::too_many_arguments)] // one argument per column reads better than a struct
 fn row_text(
     mark: &str,
     status: &str,
     workflow: &str,
-    done: &str,
+    succeeded: &str,
     started: &str,
     took: &str,
     id: &str,
@@ -132,7 +133,7 @@ fn row_text(
         cell(mark, 1),
         cell(status, 13),
         cell(workflow, 20),
-        cell(done, 9),
+        cell(succeeded, 9),
         cell(started, 8),
         cell(took, 8),
         id

@@ -215,9 +215,9 @@ fn question(state: &State, command: &Command) -> Option<String> {
             let entries = state.run_entries();
             match entries.iter().find(|e| e.id == *run) {
                 Some(entry) => format!(
-                    "Resume run {} ({run})? {} of {} tasks had ended (succeeded ones never run \
-                     again); the rest run now, resumed by {}.",
-                    entry.workflow, entry.done, entry.total, state.user
+                    "Resume run {} ({run})? {} of {} tasks succeeded and never run again; the \
+                     rest run now, resumed by {}.",
+                    entry.workflow, entry.succeeded, entry.total, state.user
                 ),
                 None => format!("Resume run {run}? Its unfinished tasks run now."),
             }

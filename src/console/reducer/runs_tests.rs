@@ -108,7 +108,11 @@ fn resuming_an_interrupted_run_asks_first_then_sends_resume_run() {
     assert_eq!(press(&state, 'r'), Some(Action::ResumeSelectedRun));
     assert_eq!(commands(&act(&mut state, Action::ResumeSelectedRun)), vec![]);
     let asked = question(&state).expect("asks first").to_owned();
-    assert!(asked.starts_with("Resume run wf-r-int (r-int)? 2 of 4 tasks had ended"), "{asked}");
+    assert!(
+        asked
+            .starts_with("Resume run wf-r-int (r-int)? 2 of 4 tasks succeeded and never run again"),
+        "{asked}"
+    );
     assert!(asked.contains("resumed by alice"), "{asked}");
     // No keeps everything as it was.
     assert_eq!(commands(&act(&mut state, Action::ConfirmNo)), vec![]);

@@ -1158,7 +1158,7 @@ fn runs_list_merges_the_store_with_live_runs_newest_first() {
     let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["r2", "r1", "r0-old"]);
     let r1 = &entries[1];
-    assert_eq!((r1.status, r1.done, r1.total, r1.live), ("running", 0, 3, true));
+    assert_eq!((r1.status, r1.succeeded, r1.total, r1.live), ("running", 0, 3, true));
     assert_eq!(entries[2].status, "interrupted");
     // The shown run is selected first; the filter narrows.
     assert_eq!(feed.state.runs_list.cursor.selected, Some(RunId::new("r2")));
