@@ -22,6 +22,8 @@ use crate::model::ConflictModel;
 const MIN_COLUMN: u16 = 40;
 /// Rows of one stacked verdict.
 const STACKED_ROWS: usize = 4;
+/// Most rows one ladder step's finding wraps to, where the screen has them.
+const LADDER_STEP_ROWS: usize = 3;
 
 pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let Some(Prompt::Conflict { key, choice, input, .. }) = &state.prompt else { return };
@@ -41,7 +43,17 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         STACKED_ROWS * conflict.verdicts.len()
     };
     let choosing = state.can_resolve() && conflict.is_open();
-    let bottom = bottom_lines(conflict, theme, usize::from(inner_width), *choice, input, choosing);
+    // The ladder's findings wrap where the screen has the rows, else a line each.
+    let room = usize::from(area.height.saturating_sub(2));
+    let lines = |step_rows| {
+        let bottom =
+            Bottom { width: usize::from(inner_width), step_rows, choice: *choice, choosing };
+        bottom_lines(conflict, theme, &bottom, input)
+    };
+    let mut bottom = lines(LADDER_STEP_ROWS);
+    if 3 + body_rows + 1 + bottom.len() + 2 > room {
+        bottom = lines(1);
+    }
     let wanted = 3 + body_rows + 1 + bottom.len() + 2;
     let height = u16::try_from(wanted).unwrap_or(u16::MAX).min(area.height.saturating_sub(2));
     let popup = centered(area, width, height);
@@ -235,31 +247,39 @@ fn stacked_lines<'a>(
     ]
 }
 
+/// How the bottom of the prompt is laid out.
+struct Bottom {
+    width: usize,
+    /// Most lines one ladder step's finding may take.
+    step_rows: usize,
+    choice: Option<usize>,
+    /// The viewer may settle it: the buttons show.
+    choosing: bool,
+}
+
 /// The ladder's steps, the recommendation or the decision, then the text being typed or the
 /// buttons.
 fn bottom_lines<'a>(
     conflict: &ConflictModel,
     theme: &Theme,
-    width: usize,
-    choice: Option<usize>,
+    layout: &Bottom,
     input: &ConflictInput,
-    choosing: bool,
 ) -> Vec<Line<'a>> {
+    let &Bottom { width, step_rows, choice, choosing } = layout;
     let mut lines = vec![Line::styled(" ladder", theme.style(Role::Muted))];
     for step in &conflict.steps {
         let mark = if step.winner.is_some() { "✓" } else { "·" };
-        lines.push(Line::styled(
-            fit(
-                &format!(
-                    "  {mark} {} {}: {}",
-                    clock(step.at_ms),
-                    step.step,
-                    one_line(&step.finding)
-                ),
-                width,
-            ),
-            theme.style(Role::Text),
-        ));
+        let text = format!("{} {}: {}", clock(step.at_ms), step.step, one_line(&step.finding));
+        // Wrapped under itself, after the mark; on one line, cut where the line ends.
+        let wrapped = if step_rows > 1 {
+            wrap_words(&text, width.saturating_sub(4).max(1), step_rows)
+        } else {
+            vec![text]
+        };
+        for (k, part) in wrapped.into_iter().enumerate() {
+            let lead = if k == 0 { format!("  {mark} ") } else { "    ".to_owned() };
+            lines.push(Line::styled(fit(&format!("{lead}{part}"), width), theme.style(Role::Text)));
+        }
     }
     if conflict.steps.is_empty() {
         lines.push(Line::styled(fit("  · no step has run yet", width), theme.style(Role::Muted)));
