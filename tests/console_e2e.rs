@@ -154,6 +154,16 @@ impl Session {
     }
 }
 
+/// Everything the console logged in `data_dir`.
+fn logs(data_dir: &std::path::Path) -> String {
+    std::fs::read_dir(data_dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .collect()
+}
+
 fn assert_restored(raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     let entered = text.find("\x1b[?1049h").expect("entered the alternate screen");
@@ -231,8 +241,16 @@ fn demo_workflow_runs_to_completion() {
 #[test]
 fn a_panic_restores_the_terminal_and_says_where_the_log_is() {
     let session = Session::start_with_env(&[], &[("FLIGHTDECK_DEBUG_PANIC", "1")]);
-    let (success, raw) = session.wait_exit();
+    let (success, raw, data_dir) = session.finish();
     assert!(!success, "a panic is a failure exit");
+    // The log it points to says what broke.
+    let logged = logs(data_dir.path());
+    assert!(
+        logged.contains("the console crashed")
+            && logged.contains("FLIGHTDECK_DEBUG_PANIC is set")
+            && logged.contains("src/console/app.rs"),
+        "{logged}"
+    );
     let text = String::from_utf8_lossy(&raw);
     let entered = text.find("\x1b[?1049h").expect("entered the alternate screen");
     let left = text.find("\x1b[?1049l").expect("left the alternate screen");
@@ -286,7 +304,7 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // As shells report a process SIGHUP ended, and as a headless `run` exits.
-    assert_eq!(status.exit_code(), 129);
+    assert_eq!(status.exit_code(), 129, "{}", logs(data_dir.path()));
     let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 1);

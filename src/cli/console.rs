@@ -161,7 +161,11 @@ pub fn open(globals: &Globals, request: ConsoleRequest, log_file: PathBuf) -> i3
         match result {
             Ok(signalled) => signalled.unwrap_or(exit::OK),
             Err(error) => {
-                eprintln!("flightdeck: {error:#}");
+                // Not `eprintln!`: after the console the terminal may be gone, and it panics then.
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!("flightdeck: {error:#}\n"),
+                );
                 exit::FAILED
             }
         }
@@ -271,7 +275,11 @@ pub fn replay(globals: &Globals, wanted: &str, log_file: PathBuf) -> i32 {
     match tokio.block_on(console::replay(options, &globals.user, events)) {
         Ok(signalled) => signalled.unwrap_or(exit::OK),
         Err(error) => {
-            eprintln!("flightdeck: {error:#}");
+            // Not `eprintln!`: after the console the terminal may be gone, and it panics then.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("flightdeck: {error:#}\n"),
+            );
             exit::FAILED
         }
     }

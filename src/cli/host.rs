@@ -247,7 +247,11 @@ pub fn attach(globals: &Globals, readonly: bool, log_file: PathBuf) -> i32 {
         match run_attached(globals, client, readonly, log_file).await {
             Ok(signalled) => signalled.unwrap_or(exit::OK),
             Err(error) => {
-                eprintln!("flightdeck: {error:#}");
+                // Not `eprintln!`: after the console the terminal may be gone, and it panics then.
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!("flightdeck: {error:#}\n"),
+                );
                 exit::FAILED
             }
         }

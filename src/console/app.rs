@@ -77,7 +77,34 @@ pub async fn run(options: ConsoleOptions, link: ConsoleLink) -> color_eyre::Resu
         std::mem::forget(terminal);
     }
     drop(guard);
-    result.map(|_| signalled.get())
+    ended(result, signalled.get())
+}
+
+/// How a console loop's end is reported: `None` when the operator quit, else the exit code of
+/// what ended it. A terminal that failed because it is gone (its window or SSH session
+/// closed) is a hang-up, whichever the console saw first, the failed write or the SIGHUP.
+fn ended<T>(
+    result: color_eyre::Result<T>,
+    signalled: Option<i32>,
+) -> color_eyre::Result<Option<i32>> {
+    match result {
+        Ok(_) => Ok(signalled),
+        Err(error) if terminal_gone(&error) => {
+            tracing::info!(error = %format!("{error:#}"), "the terminal is gone: ended as a hang-up");
+            Ok(Some(128 + 1))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether `error` says the terminal is gone: EIO or ENXIO on its device, or a broken pipe.
+fn terminal_gone(error: &color_eyre::Report) -> bool {
+    error.chain().filter_map(|cause| cause.downcast_ref::<io::Error>()).any(|cause| {
+        cause.kind() == io::ErrorKind::BrokenPipe
+            || cause.raw_os_error().is_some_and(|code| {
+                code == nix::errno::Errno::EIO as i32 || code == nix::errno::Errno::ENXIO as i32
+            })
+    })
 }
 
 /// What the loop needs besides the link.
@@ -326,6 +353,10 @@ where
                     Effect::LoadRuns => {
                         reduce(&mut state, Input::RunsLoaded(stored_runs()));
                     }
+                    Effect::ListWorkflows => {
+                        let files = super::command_line::workflow_files(&settings.project_dir);
+                        reduce(&mut state, Input::WorkflowsListed(files));
+                    }
                     Effect::LoadRun(run) => {
                         let events = run_events(&run);
                         reduce(&mut state, Input::RunLoaded { run, events });
@@ -386,7 +417,7 @@ pub async fn replay(
         std::mem::forget(terminal);
     }
     drop(guard);
-    result.map(|_| signalled.get())
+    ended(result, signalled.get())
 }
 
 /// The replay loop over any backend and input stream (tests drive it like [`run_loop`]).
@@ -468,6 +499,7 @@ fn replay_input(replay: &mut Replay, event: &TermEvent) -> bool {
             Effect::Send(_)
             | Effect::LoadTheme(_)
             | Effect::LoadRuns
+            | Effect::ListWorkflows
             | Effect::LoadRun(_)
             | Effect::OpenReplay(_) => {}
         }
@@ -568,6 +600,8 @@ fn install_panic_hook(log_file: PathBuf) {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_terminal(&mut io::stdout());
+            // The log says what broke, where the message says to look.
+            tracing::error!(panic = %info, "the console crashed");
             // Never `eprintln!` here: on a terminal that is gone it panics inside the hook,
             // and a panic in a panic hook aborts the process.
             let _ = std::io::Write::write_fmt(

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use crate::command::{Command, ConflictChoice, Permission};
 use crate::ids::{AgentId, InstanceId, RunId, TaskId};
+use crate::model::TaskStatus;
 
-use super::state::State;
+use super::state::{CommandLine, State};
 
 /// One command-line command, for help and completion of messages.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,168 @@ const fn spec(
     permission: Option<Permission>,
 ) -> LineCommandSpec {
     LineCommandSpec { name, args, description, permission }
+}
+
+/// Most candidates Tab lists after the command line.
+const SHOWN_CHOICES: usize = 8;
+
+/// Tab on the command line: the word before the cursor completed as far as its candidates
+/// agree (a command; then its argument: a task of the shown run, a task waiting for a
+/// decision, an agent, an instance, a theme, an interrupted run, a workflow file), with a
+/// space after a whole word. Where they differ and nothing more is agreed, the line keeps its
+/// text and offers them in `choices`; without a candidate it is left as it is.
+pub fn complete(line: &CommandLine, state: &State) -> CommandLine {
+    let chars: Vec<char> = line.text.chars().collect();
+    let at = line.cursor.min(chars.len());
+    let before: String = chars[..at].iter().collect();
+    let after: String = chars[at..].iter().collect();
+    let start = before
+        .char_indices()
+        .rfind(|(_, c)| c.is_whitespace())
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let (head, word) = before.split_at(start);
+    let position = head.split_whitespace().count();
+    let command = head.split_whitespace().next();
+    let candidates = candidates(state, command, position);
+    let lower = word.to_lowercase();
+    let matching: Vec<&String> = candidates
+        .iter()
+        .filter(|candidate| {
+            let candidate = candidate.to_lowercase();
+            // A workflow file is found by its name too (`demo` is workflows/demo.yaml).
+            candidate.starts_with(&lower)
+                || (command == Some("run")
+                    && !lower.contains('/')
+                    && candidate.rsplit('/').next().is_some_and(|name| name.starts_with(&lower)))
+        })
+        .collect();
+    let rebuilt = |completed: &str, space: bool| {
+        let space = if space && !after.starts_with(char::is_whitespace) { " " } else { "" };
+        let text = format!("{head}{completed}{space}{after}");
+        let cursor = format!("{head}{completed}{space}").chars().count();
+        CommandLine { text, cursor, choices: Vec::new() }
+    };
+    match matching.as_slice() {
+        [] => CommandLine { choices: Vec::new(), ..line.clone() },
+        [only] => rebuilt(only, true),
+        many => {
+            let agreed = common_prefix(many);
+            if agreed.chars().count() > word.chars().count()
+                && agreed.to_lowercase().starts_with(&lower)
+            {
+                return rebuilt(&agreed, false);
+            }
+            let mut choices: Vec<String> =
+                many.iter().take(SHOWN_CHOICES).map(|c| (*c).clone()).collect();
+            if many.len() > SHOWN_CHOICES {
+                choices.push(format!("+{} more", many.len() - SHOWN_CHOICES));
+            }
+            CommandLine { choices, ..line.clone() }
+        }
+    }
+}
+
+/// The longest start the candidates share (compared without case; the first one's letters).
+fn common_prefix(candidates: &[&String]) -> String {
+    let Some((first, rest)) = candidates.split_first() else { return String::new() };
+    let mut agreed: Vec<char> = first.chars().collect();
+    for other in rest {
+        let shared = agreed
+            .iter()
+            .zip(other.chars())
+            .take_while(|(a, b)| a.to_lowercase().eq(b.to_lowercase()))
+            .count();
+        agreed.truncate(shared);
+    }
+    agreed.into_iter().collect()
+}
+
+/// What may stand at word `position` (0: the command) of `command`'s line.
+fn candidates(state: &State, command: Option<&str>, position: usize) -> Vec<String> {
+    // Tasks of the shown run in a state the command takes.
+    let shown_tasks = |takes: fn(TaskStatus) -> bool| {
+        state.run().map_or_else(Vec::new, |run| {
+            run.tasks
+                .iter()
+                .filter(|task| takes(task.status))
+                .map(|task| task.planned.task.to_string())
+                .collect()
+        })
+    };
+    // Tasks waiting in `keys`, those of the shown run first, each once.
+    let waiting = |keys: Vec<(Option<&RunId>, &TaskId)>| {
+        let shown = state.run().and_then(|run| run.run_id.as_ref());
+        let mut tasks: Vec<String> = Vec::new();
+        let (first, rest): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(run, _)| *run == shown);
+        for (_, task) in first.into_iter().chain(rest) {
+            if !tasks.iter().any(|known| known == task.as_str()) {
+                tasks.push(task.to_string());
+            }
+        }
+        tasks
+    };
+    match (command, position) {
+        (_, 0) => COMMANDS.iter().map(|spec| spec.name.to_owned()).collect(),
+        (Some("run"), 1) => state.workflow_files.clone(),
+        (Some("resume"), 1) => state
+            .run_entries()
+            .into_iter()
+            .filter(|entry| entry.status == "interrupted")
+            .map(|entry| entry.id.to_string())
+            .collect(),
+        (Some("cancel"), 1) => shown_tasks(|status| !status.is_final()),
+        (Some("retry"), 1) => shown_tasks(|status| {
+            matches!(status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled)
+        }),
+        (Some("approve" | "reject"), 1) => {
+            waiting(state.approvals.keys().map(|(run, task)| (run.as_ref(), task)).collect())
+        }
+        (Some("resolve"), 1) => {
+            waiting(state.conflicts.waiting.keys().map(|(run, task)| (Some(run), task)).collect())
+        }
+        (Some("reset" | "open" | "spawn"), 1) => {
+            let mut agents: Vec<String> = state.agents.entries.keys().cloned().collect();
+            for agent in state.breakers.breakers.keys() {
+                if !agents.iter().any(|known| known == agent.as_str()) {
+                    agents.push(agent.to_string());
+                }
+            }
+            agents.sort();
+            agents
+        }
+        (Some("release"), 1) => state.pool.instances.keys().map(ToString::to_string).collect(),
+        (Some("theme"), 1) => {
+            crate::console::theme::BUNDLED.iter().map(|(name, _)| (*name).to_owned()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The project's workflow files for `run`: YAML files in `workflows/` (and one folder
+/// below), as paths from the project folder, sorted.
+pub fn workflow_files(project_dir: &std::path::Path) -> Vec<String> {
+    fn yaml_in(dir: &std::path::Path, depth: usize, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if depth > 0 {
+                    yaml_in(&path, depth - 1, found);
+                }
+            } else if path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    yaml_in(&project_dir.join("workflows"), 1, &mut found);
+    let mut files: Vec<String> = found
+        .iter()
+        .filter_map(|path| path.strip_prefix(project_dir).ok())
+        .filter_map(|path| path.to_str().map(str::to_owned))
+        .collect();
+    files.sort();
+    files
 }
 
 /// What a command line asks for.
@@ -333,5 +496,84 @@ mod tests {
         let state = State::new("alice", "admin", PathBuf::from("/proj"), "dark");
         assert_eq!(parse("cancel", &state), Err("no run yet; start one with `run PATH`".into()));
         assert_eq!(parse("spawn anything", &state).map(|_| ()), Ok(()));
+    }
+
+    /// Tab on `text` (cursor at `cursor`, or at the end): the line it makes.
+    fn tab(state: &State, text: &str, cursor: Option<usize>) -> CommandLine {
+        let mut line = CommandLine::with_text(text);
+        if let Some(cursor) = cursor {
+            line.cursor = cursor;
+        }
+        complete(&line, state)
+    }
+
+    #[rstest]
+    #[case::a_command("ca", "cancel ")]
+    #[case::a_task("cancel b", "cancel build ")]
+    #[case::a_task_without_case("cancel BU", "cancel build ")]
+    #[case::only_a_task_the_command_takes("retry b", "retry b")]
+    #[case::an_agent("spawn back", "spawn backend-architect ")]
+    #[case::a_theme("theme hi", "theme high-contrast ")]
+    #[case::a_workflow_by_its_name("run rel", "run workflows/release.yaml ")]
+    #[case::as_far_as_they_agree("run w", "run workflows/")]
+    #[case::nothing_matches("cancel zzz", "cancel zzz")]
+    #[case::no_argument_there("reload x", "reload x")]
+    fn tab_completes_the_word_before_the_cursor(#[case] text: &str, #[case] completed: &str) {
+        let mut state = state_with_run();
+        state.workflow_files = vec!["workflows/demo.yaml".into(), "workflows/release.yaml".into()];
+        let line = tab(&state, text, None);
+        assert_eq!((line.text.as_str(), line.cursor), (completed, completed.chars().count()));
+        assert!(line.choices.is_empty(), "{:?}", line.choices);
+    }
+
+    /// Candidates that differ past the typed word are offered, not chosen; the line stays.
+    #[test]
+    fn tab_offers_the_candidates_where_they_differ() {
+        let mut state = state_with_run();
+        state.workflow_files = vec!["workflows/demo.yaml".into(), "workflows/release.yaml".into()];
+        let line = tab(&state, "run workflows/", None);
+        assert_eq!(line.text, "run workflows/");
+        assert_eq!(line.choices, ["workflows/demo.yaml", "workflows/release.yaml"]);
+        let line = tab(&state, "re", None);
+        assert_eq!(line.text, "re");
+        assert_eq!(
+            line.choices,
+            ["resume", "retry", "resolve", "reject", "reset", "release", "reload"]
+        );
+        // Typing clears what was offered.
+        let mut typed = line;
+        typed.edit(super::super::state::LineEdit::Insert('l'));
+        assert!(typed.choices.is_empty());
+        // Many: the first few and how many more.
+        state.workflow_files = (0..12).map(|i| format!("workflows/w{i:02}.yaml")).collect();
+        let line = tab(&state, "run w", None);
+        assert_eq!(line.text, "run workflows/w");
+        let line = tab(&state, "run workflows/w", None);
+        assert_eq!(line.choices.len(), SHOWN_CHOICES + 1);
+        assert_eq!(line.choices.last().map(String::as_str), Some("+4 more"));
+    }
+
+    /// The word before the cursor is completed and what follows it is kept.
+    #[test]
+    fn tab_in_the_middle_keeps_the_rest() {
+        let state = state_with_run();
+        let line = tab(&state, "can build", Some(3));
+        assert_eq!((line.text.as_str(), line.cursor), ("cancel build", 6));
+    }
+
+    /// The project's workflow files, as paths from the project, one folder deep.
+    #[test]
+    fn workflow_files_lists_yaml_in_workflows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workflows = dir.path().join("workflows");
+        std::fs::create_dir_all(workflows.join("team/deeper")).expect("folders");
+        for file in ["b.yaml", "a.yml", "notes.md", "team/c.yaml", "team/deeper/d.yaml"] {
+            std::fs::write(workflows.join(file), "").expect("file");
+        }
+        assert_eq!(
+            workflow_files(dir.path()),
+            ["workflows/a.yml", "workflows/b.yaml", "workflows/team/c.yaml"]
+        );
+        assert!(workflow_files(&dir.path().join("missing")).is_empty());
     }
 }

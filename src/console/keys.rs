@@ -54,6 +54,8 @@ pub enum Action {
     OpenCommandLine,
     /// Edit the command line (type, delete, move the cursor).
     CommandLineEdit(LineEdit),
+    /// Complete the word before the cursor (Tab).
+    CompleteCommandLine,
     /// Recall the previous command.
     HistoryPrev,
     /// Recall the next command.
@@ -400,6 +402,7 @@ pub static EDITING_KEYS: &[(&str, &str)] = &[
     ("Enter", "run the command / keep the filter"),
     ("Esc", "close the command line / clear the filter"),
     ("↑ ↓", "command history"),
+    ("Tab", "complete a command, task, agent, instance, theme, run or workflow file"),
     ("Ctrl-c", "quit"),
 ];
 
@@ -458,6 +461,7 @@ fn command_line_action(event: &KeyEvent) -> Option<Action> {
     let edit = match event.code {
         KeyCode::Enter => return Some(Action::SubmitCommandLine),
         KeyCode::Esc => return Some(Action::CloseCommandLine),
+        KeyCode::Tab => return Some(Action::CompleteCommandLine),
         KeyCode::Up => return Some(Action::HistoryPrev),
         KeyCode::Down => return Some(Action::HistoryNext),
         KeyCode::Char('a') if ctrl => LineEdit::Home,

@@ -811,6 +811,9 @@ pub struct CommandLine {
     pub text: String,
     /// Characters before the cursor.
     pub cursor: usize,
+    /// What Tab offered where the candidates differ, shown after the text until the next
+    /// edit.
+    pub choices: Vec<String>,
 }
 
 /// One edit of the command line.
@@ -834,7 +837,7 @@ pub enum LineEdit {
 impl CommandLine {
     /// A line holding `text` with the cursor at its end.
     pub fn with_text(text: &str) -> Self {
-        Self { text: text.to_owned(), cursor: text.chars().count() }
+        Self { text: text.to_owned(), cursor: text.chars().count(), choices: Vec::new() }
     }
 
     /// Byte offset of a character position.
@@ -843,6 +846,7 @@ impl CommandLine {
     }
 
     pub fn edit(&mut self, edit: LineEdit) {
+        self.choices.clear();
         let len = self.text.chars().count();
         self.cursor = self.cursor.min(len);
         match edit {
@@ -936,6 +940,9 @@ pub struct State {
     pub overlay: Option<Overlay>,
     pub editing: Editing,
     pub command_line: CommandLine,
+    /// The project's workflow files (`workflows/demo.yaml`), listed when the command line
+    /// opens: what Tab completes after `run`.
+    pub workflow_files: Vec<String>,
     pub command_history: Vec<String>,
     /// Position while browsing history with Up/Down (`None`: not browsing).
     pub history_pos: Option<usize>,
@@ -975,6 +982,7 @@ impl State {
             overlay: None,
             editing: Editing::None,
             command_line: CommandLine::default(),
+            workflow_files: Vec::new(),
             command_history: Vec::new(),
             history_pos: None,
             message: None,

@@ -14,7 +14,7 @@ use crate::event::Level;
 
 /// Shown in an empty command line.
 const COMMAND_LINE_PLACEHOLDER: &str =
-    "run PATH · cancel [TASK] · retry TASK · approve TASK · spawn AGENT · help";
+    "run PATH · cancel [TASK] · retry TASK · approve TASK · spawn AGENT · help · Tab completes";
 
 /// The typed text with its cursor cell reversed, scrolled so the cursor stays in `width`.
 fn command_line(
@@ -59,12 +59,14 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             put_line(buf, area, 0, &Line::styled(" :", on_bar(Role::Accent)));
             let input = Rect { x: area.x + 2, width: area.width.saturating_sub(2), ..area };
             let cursor = bar.add_modifier(Modifier::REVERSED);
-            put_line(
-                buf,
-                input,
-                0,
-                &command_line(&state.command_line, input.width, bar, cursor, on_bar(Role::Muted)),
-            );
+            let mut line =
+                command_line(&state.command_line, input.width, bar, cursor, on_bar(Role::Muted));
+            // What Tab offered, after the text.
+            if !state.command_line.choices.is_empty() {
+                let choices = state.command_line.choices.join(" · ");
+                line.spans.push(Span::styled(format!("   ⇥ {choices}"), on_bar(Role::Muted)));
+            }
+            put_line(buf, input, 0, &line);
             return;
         }
         Editing::Filter => {
@@ -165,6 +167,19 @@ mod tests {
             );
         }
         assert_snapshot!("status_command_line_120", bar(&typing, 120));
+        // Tab where the candidates differ: they follow the text.
+        reduce(
+            &mut typing,
+            Input::Action(Action::CommandLineEdit(crate::console::state::LineEdit::DeleteToStart)),
+        );
+        for c in "re".chars() {
+            reduce(
+                &mut typing,
+                Input::Action(Action::CommandLineEdit(crate::console::state::LineEdit::Insert(c))),
+            );
+        }
+        reduce(&mut typing, Input::Action(Action::CompleteCommandLine));
+        assert_snapshot!("status_command_line_choices_120", bar(&typing, 120));
         let mut filtering = testing::state(Fixture::Busy, PaneId::Agents);
         reduce(&mut filtering, Input::Action(Action::StartFilter));
         reduce(&mut filtering, Input::Action(Action::FilterPush('s')));

@@ -47,12 +47,13 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
         | Action::FilterPop
         | Action::FilterAccept
         | Action::FilterClear => filter(state, action),
-        Action::OpenCommandLine => line::open(state),
+        Action::OpenCommandLine => return line::open(state),
         Action::CloseCommandLine => {
             state.editing = Editing::None;
             prompts::open_next_approval(state);
         }
         Action::CommandLineEdit(edit) => line::edit(state, edit),
+        Action::CompleteCommandLine => line::complete(state),
         Action::HistoryPrev | Action::HistoryNext => line::browse_history(state, action),
         Action::SubmitCommandLine => return line::submit(state),
         Action::PromptNext | Action::PromptPrev => {

@@ -9,14 +9,21 @@ use super::super::keys::Action;
 use super::super::state::{CommandLine, Editing, LineEdit, Overlay, State};
 use super::{Effect, prompts, say};
 
-pub(super) fn open(state: &mut State) {
+/// Opens the line empty, and asks for the project's workflow files (what Tab offers after
+/// `run`), read again each time so a new file is there.
+pub(super) fn open(state: &mut State) -> Vec<Effect> {
     state.editing = Editing::CommandLine;
     state.command_line = CommandLine::default();
     state.history_pos = None;
+    vec![Effect::ListWorkflows]
 }
 
 pub(super) fn edit(state: &mut State, edit: LineEdit) {
     state.command_line.edit(edit);
+}
+
+pub(super) fn complete(state: &mut State) {
+    state.command_line = command_line::complete(&state.command_line, state);
 }
 
 pub(super) fn submit(state: &mut State) -> Vec<Effect> {

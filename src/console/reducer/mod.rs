@@ -57,6 +57,8 @@ pub enum Input {
     RuntimeGone,
     /// The store's runs, read for the Runs list.
     RunsLoaded(Vec<RunRow>),
+    /// The project's workflow files, for the command line's completion.
+    WorkflowsListed(Vec<String>),
     /// A stored run's events, read to show it.
     RunLoaded { run: RunId, events: Vec<Arc<Envelope>> },
 }
@@ -69,6 +71,8 @@ pub enum Effect {
     Send(Command),
     /// Load a theme (files), then report it with [`Input::ThemeApplied`].
     LoadTheme(String),
+    /// List the project's workflow files, then report them with [`Input::WorkflowsListed`].
+    ListWorkflows,
     /// Read the store's runs, then report them with [`Input::RunsLoaded`].
     LoadRuns,
     /// Read a stored run's events, then report them with [`Input::RunLoaded`].
@@ -128,6 +132,7 @@ pub fn reduce(state: &mut State, input: Input) -> Vec<Effect> {
             }
         }
         Input::RunsLoaded(rows) => runs::loaded(state, rows),
+        Input::WorkflowsListed(files) => state.workflow_files = files,
         Input::RunLoaded { run, events } => runs::run_loaded(state, run, &events),
         Input::RuntimeGone => {
             if state.runtime_connected {

@@ -42,12 +42,26 @@ pub(super) fn after_filter_change(state: &mut State) {
             state.audit.offset = 0;
         }
         PaneId::Dag => {
-            // Jump to the first matching task so the filter finds things.
-            if let Some(run) = state.run_mut()
-                && !run.matches(run.cursor.selected)
-                && let Some(first) = run.layers.iter().flatten().copied().find(|i| run.matches(*i))
-            {
-                run.cursor.selected = first;
+            // The task the filter names exactly (typing `build` stops at `build`, not at the
+            // `build-docs` it matched on the way); else stay on a match, else jump to the
+            // first, so the filter finds things.
+            if let Some(run) = state.run_mut() {
+                let filter = run.cursor.filter.clone();
+                let exact = (!filter.is_empty())
+                    .then(|| {
+                        run.tasks
+                            .iter()
+                            .position(|t| t.planned.task.as_str().eq_ignore_ascii_case(&filter))
+                    })
+                    .flatten();
+                if let Some(exact) = exact {
+                    run.cursor.selected = exact;
+                } else if !run.matches(run.cursor.selected)
+                    && let Some(first) =
+                        run.layers.iter().flatten().copied().find(|i| run.matches(*i))
+                {
+                    run.cursor.selected = first;
+                }
             }
         }
         pane => {

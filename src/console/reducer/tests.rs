@@ -624,6 +624,44 @@ fn filter_narrows_and_esc_clears() {
     assert_eq!(feed.state.editing, Editing::None);
 }
 
+/// Typing a task's id into the DAG's filter stops on that task, though a longer id matched
+/// on the way and the selection stayed there; a filter naming no task exactly keeps a
+/// matching selection.
+#[test]
+fn the_dag_filter_selects_the_task_it_names_exactly() {
+    let mut feed = Feed::new("admin");
+    feed.run_event(Event::RunStarted {
+        workflow: "docs".into(),
+        file: "workflows/docs.yaml".into(),
+        goal: None,
+        max_parallel: 2,
+        fail_fast: false,
+        simulated: true,
+        tasks: vec![
+            planned("build-docs", 0, &[]),
+            planned("build", 0, &[]),
+            planned("ship", 1, &["build", "build-docs"]),
+        ],
+    });
+    let selected = |feed: &Feed| {
+        let run = feed.state.run().expect("the run");
+        run.tasks[run.cursor.selected].planned.task.to_string()
+    };
+    feed.state.focus = PaneId::Dag;
+    feed.act(Action::StartFilter);
+    feed.act(Action::FilterPush('b'));
+    let on_the_way = selected(&feed);
+    assert!(on_the_way.starts_with("build"), "{on_the_way}");
+    for c in "uil".chars() {
+        feed.act(Action::FilterPush(c));
+    }
+    assert_eq!(selected(&feed), on_the_way, "no exact name yet: the selection stays");
+    feed.act(Action::FilterPush('D'));
+    assert_eq!(selected(&feed), "build", "exact, whatever the case");
+    feed.act(Action::FilterPush('-'));
+    assert_eq!(selected(&feed), "build-docs", "the only match left");
+}
+
 #[test]
 fn focus_cycles_and_clicks_focus_the_pane_under_the_pointer() {
     let mut feed = Feed::new("viewer");
@@ -1033,7 +1071,7 @@ fn command_line_edits(
     #[case] expected: &str,
     #[case] expected_cursor: usize,
 ) {
-    let mut line = CommandLine { text: text.to_owned(), cursor };
+    let mut line = CommandLine { text: text.to_owned(), cursor, choices: Vec::new() };
     for edit in edits {
         line.edit(*edit);
     }
