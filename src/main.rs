@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use flightdeck::cli::{self, Globals};
 use flightdeck::exec::reaper;
 use flightdeck::governance::Channel;
@@ -178,6 +178,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a completion script for your shell: `flightdeck completions bash >
+    /// ~/.local/share/bash-completion/completions/flightdeck` (zsh: into a folder of
+    /// `$fpath` as `_flightdeck`; fish: `~/.config/fish/completions/flightdeck.fish`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What a headless run does with tasks that need approval.
@@ -314,6 +321,11 @@ fn main() {
     }
     reaper::install_current_exe();
     let cli = Cli::parse();
+    // Needs no project, data dir or identity: printed before any of them is looked at.
+    if let Some(Cmd::Completions { shell }) = cli.command {
+        cli::print_completions(shell, &mut Cli::command());
+        return;
+    }
     let project_dir = cli.globals.project_dir.clone();
     let data_dir = cli.globals.data_dir.clone().unwrap_or_else(|| project_dir.join(".flightdeck"));
     let claimed = cli.globals.user.clone().or_else(|| std::env::var("FLIGHTDECK_USER").ok());
@@ -394,6 +406,8 @@ fn main() {
             cli::workflow::resume(&globals, &run, &options)
         }
         Some(Cmd::Doctor { json }) => cli::doctor::doctor(&globals, json),
+        // Printed before the project was looked at (above).
+        Some(Cmd::Completions { .. }) => cli::exit::OK,
         Some(Cmd::Audit(cmd)) => match cmd {
             AuditCmd::Verify { json } => cli::audit::verify(&globals, json),
             AuditCmd::Tail { follow, json, user, action, run, lines } => {

@@ -107,6 +107,14 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `flightdeck completions SHELL`: the completion script of `command` for `shell`, written
+/// as every output is (a reader that went away ends it quietly, 141).
+pub fn print_completions(shell: clap_complete::Shell, command: &mut clap::Command) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, command, "flightdeck", &mut script);
+    write_stdout(format_args!("{}", String::from_utf8_lossy(&script)));
+}
+
 /// Say on stderr what opening the audit log found (a torn last record moved aside, records
 /// missing against the anchor), so it is not only in the log file.
 pub(crate) fn say_audit_warnings(runtime: &crate::runtime::Runtime) {
