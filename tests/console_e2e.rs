@@ -128,12 +128,12 @@ impl Session {
 
     /// Wait for the child to exit on its own; returns its success and the raw output.
     fn wait_exit(self) -> (bool, Vec<u8>) {
-        let (success, raw, _data_dir) = self.finish();
-        (success, raw)
+        let (status, raw, _data_dir) = self.finish();
+        (status.success(), raw)
     }
 
-    /// [`Session::wait_exit`], keeping the data dir to look into.
-    fn finish(mut self) -> (bool, Vec<u8>, tempfile::TempDir) {
+    /// [`Session::wait_exit`] with the exit status, keeping the data dir to look into.
+    fn finish(mut self) -> (portable_pty::ExitStatus, Vec<u8>, tempfile::TempDir) {
         let (lock, changed) = &*self.output;
         let deadline = Instant::now() + DEADLINE;
         let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -150,8 +150,16 @@ impl Session {
         let raw = out.raw.clone();
         drop(out);
         let status = self.child.wait().unwrap();
-        (status.success(), raw, self.data_dir)
+        (status, raw, self.data_dir)
     }
+}
+
+/// The data dir holds one run, stored as cancelled.
+fn assert_one_cancelled_run(data_dir: &std::path::Path) {
+    let store = flightdeck::store::RunStore::open(data_dir.join("runs.db")).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
 }
 
 /// Everything the console logged in `data_dir`.
@@ -241,8 +249,8 @@ fn demo_workflow_runs_to_completion() {
 #[test]
 fn a_panic_restores_the_terminal_and_says_where_the_log_is() {
     let session = Session::start_with_env(&[], &[("FLIGHTDECK_DEBUG_PANIC", "1")]);
-    let (success, raw, data_dir) = session.finish();
-    assert!(!success, "a panic is a failure exit");
+    let (status, raw, data_dir) = session.finish();
+    assert!(!status.success(), "a panic is a failure exit");
     // The log it points to says what broke.
     let logged = logs(data_dir.path());
     assert!(
@@ -305,10 +313,7 @@ fn closing_the_terminal_cancels_the_runs_cleanly() {
     };
     // As shells report a process SIGHUP ended, and as a headless `run` exits.
     assert_eq!(status.exit_code(), 129, "{}", logs(data_dir.path()));
-    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
-    let runs = store.runs().unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+    assert_one_cancelled_run(data_dir.path());
 }
 
 /// `kill` (SIGTERM, a container stop) ends the console as it ends a headless run: the live
@@ -323,23 +328,10 @@ fn a_terminate_signal_cancels_the_run_restores_the_terminal_and_exits_143() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let (lock, changed) = &*session.output;
-    let deadline = Instant::now() + DEADLINE;
-    let mut out = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    while !out.closed {
-        let now = Instant::now();
-        assert!(now < deadline, "the console did not exit after SIGTERM");
-        out = changed.wait_timeout(out, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
-    }
-    let raw = out.raw.clone();
-    drop(out);
-    let Session { mut child, data_dir, .. } = session;
-    assert_eq!(child.wait().unwrap().exit_code(), 143);
+    let (status, raw, data_dir) = session.finish();
+    assert_eq!(status.exit_code(), 143);
     assert_restored(&raw);
-    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
-    let runs = store.runs().unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+    assert_one_cancelled_run(data_dir.path());
 }
 
 /// `q` while a run waits for an approval asks first and says what happens to the run; yes
@@ -368,13 +360,10 @@ fn quitting_with_a_live_run_asks_then_cancels_it_through_the_gate() {
     session.press(b"q");
     session.wait_text("Quit? 1 live run (release) is cancelled");
     session.press(b"y");
-    let (success, raw, data_dir) = session.finish();
-    assert!(success, "exit status 0");
+    let (status, raw, data_dir) = session.finish();
+    assert!(status.success(), "exit status 0");
     assert_restored(&raw);
-    let store = flightdeck::store::RunStore::open(data_dir.path().join("runs.db")).unwrap();
-    let runs = store.runs().unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, flightdeck::store::RunState::Cancelled, "{:?}", runs[0]);
+    assert_one_cancelled_run(data_dir.path());
     let audit = std::fs::read_to_string(data_dir.path().join("audit.jsonl")).unwrap();
     assert!(
         audit.lines().any(|line| line.contains("cancel_run") && line.contains("alice")),
