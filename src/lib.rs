@@ -31,4 +31,5 @@ pub mod runtime;
 pub mod safety;
 pub mod store;
 pub mod terminal;
+pub mod words;
 pub mod workflow;

@@ -8,6 +8,7 @@ use super::AuditError;
 use super::anchor::AuditAnchor;
 use super::key::{AuditKey, key_path_for};
 use super::record::{AuditRecord, GENESIS_PREV, Keying, decode_line, sha256_hex};
+use crate::words::plural;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +87,10 @@ impl fmt::Display for VerifyReport {
                 }
                 write!(
                     f,
-                    " {} ({} problem(s) in {} records)",
+                    " {} ({} in {})",
                     first.kind,
-                    self.problems.len(),
-                    self.records
+                    plural(self.problems.len(), "problem"),
+                    plural(self.records, "record")
                 )
             }
         }

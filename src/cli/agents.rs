@@ -18,6 +18,7 @@ use crate::event::{AgentSummary, Envelope, Event};
 use crate::ids::AgentId;
 use crate::learning::{History, LearningSettings, Stats};
 use crate::store::RUNS_FILE;
+use crate::words::plural;
 
 /// `agents validate [DIR] [--json]`: 0 when no file has an error, 1 otherwise.
 pub fn validate(globals: &Globals, dir: Option<PathBuf>, json: bool) -> i32 {
@@ -584,10 +585,6 @@ fn print_json(value: &impl Serialize) {
     }
 }
 
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,11 +605,5 @@ mod tests {
              api-designer  Api Designer     1  architecture        12  agentpool/tier1-core/api-designer.md\n\
              rust-pro      Rust Pro         2  -                    0  agentpool/tier2-specialized/rust-pro.md\n"
         );
-    }
-
-    #[test]
-    fn plurals() {
-        assert_eq!(plural(1, "error"), "1 error");
-        assert_eq!(plural(0, "error"), "0 errors");
     }
 }

@@ -15,6 +15,7 @@ use crate::audit::{
 };
 use crate::store::{RUNS_FILE, RunStore};
 use crate::terminal::sanitize;
+use crate::words::plural;
 
 /// How often `audit tail -f` looks for new records.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -46,10 +47,10 @@ pub fn verify(globals: &Globals, json: bool) -> i32 {
             outln!("{}", problem_line(&report, problem));
         }
         outln!(
-            "{}: {} problem(s) in {} records: the audit log does not prove itself",
+            "{}: {} in {}: the audit log does not prove itself",
             path.display(),
-            report.problems.len(),
-            report.records
+            plural(report.problems.len(), "problem"),
+            plural(report.records, "record")
         );
     }
     if report.is_intact() { exit::OK } else { exit::FAILED }

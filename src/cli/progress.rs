@@ -12,6 +12,7 @@ use crate::model::TaskClocks;
 use crate::safety::{Enforcement, SafetyAction};
 use crate::store::Encoder;
 use crate::terminal::{sanitize, sanitize_line};
+use crate::words::plural;
 
 /// Largest `--json` line buffer kept between events.
 const LINE_KEPT: usize = 64 * 1024;
@@ -229,9 +230,8 @@ impl Printer {
             }
             Event::TaskFailed { task, attempt, duration_ms, error, .. } if ours => {
                 let took = self.took(task, envelope.ts_ms, *attempt, *duration_ms);
-                self.line(&format!(
-                    "FAILED    {task}  after {attempt} attempt(s) in {took}: {error}"
-                ));
+                let attempts = plural(*attempt, "attempt");
+                self.line(&format!("FAILED    {task}  after {attempts} in {took}: {error}"));
             }
             Event::TaskSkipped { task, reason } if ours => {
                 self.line(&format!("skipped   {task}  {reason}"));

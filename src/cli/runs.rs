@@ -24,6 +24,7 @@ use crate::ids::{AgentId, RunId, TaskId};
 use crate::model::{AttemptModel, OutputKeep, RunModel, TaskModel, TaskStatus, WorkspaceModel};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
 use crate::store::{Owner, PruneRule, RUNS_FILE, RunRow, RunState, RunStore, StoreError, owner};
+use crate::words::plural;
 
 /// `runs list [--limit N] [--json]`: newest first. 0, or 2 when the store cannot be read.
 pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
@@ -52,8 +53,8 @@ pub fn list(globals: &Globals, limit: usize, json: bool) -> i32 {
             runs.iter().filter(|r| resumable(r)).map(|r| r.run_id.as_str()).collect();
         if let [first, ..] = interrupted.as_slice() {
             outln!(
-                "\n{} interrupted run(s) can be resumed: flightdeck resume RUN (e.g. {first})",
-                interrupted.len()
+                "\n{} can be resumed: flightdeck resume RUN (e.g. {first})",
+                plural(interrupted.len(), "interrupted run")
             );
         }
     }
@@ -530,8 +531,9 @@ fn task_text(run: &RunRow, detail: &TaskDetail) -> String {
     let simulated = if outcome.simulated { "  SIMULATED" } else { "" };
     let _ = writeln!(
         text,
-        "state     {} after {} attempt(s){took}{simulated}",
-        outcome.state, outcome.attempts
+        "state     {} after {}{took}{simulated}",
+        outcome.state,
+        plural(outcome.attempts, "attempt")
     );
     if !detail.depends_on.is_empty() {
         let deps: Vec<&str> = detail.depends_on.iter().map(TaskId::as_str).collect();

@@ -29,6 +29,7 @@ use crate::host::{Host, HostError, HostLock, HostOptions};
 use crate::ids::TaskId;
 use crate::learning::{History, LearningSettings};
 use crate::runtime::{Runtime, RuntimeError, RuntimeOptions};
+use crate::words::plural;
 use crate::workflow::{Plan, PlanOverrides, Workflow, WorkflowError, plan_learned};
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
@@ -313,9 +314,12 @@ fn plan_text(plan: &Plan) -> String {
     }
     let waiting = plan.steps.iter().filter(|s| s.needs_approval).count();
     if waiting > 0 {
+        let (tasks, wait) = if waiting == 1 { ("task", "waits") } else { ("tasks", "wait") };
         let _ = writeln!(
             out,
-            "\n{waiting} task(s) wait for a reviewer in the console; `flightdeck run` refuses them"
+            "\n{waiting} {tasks} {wait} for a reviewer (the console's prompt, or `flightdeck \
+             approve` from any terminal); `flightdeck run` refuses them unless run with \
+             `--approvals wait`"
         );
     }
     let path: Vec<&str> = plan.critical_path.iter().map(|&i| plan.steps[i].id.as_str()).collect();
@@ -530,9 +534,9 @@ async fn finish_hosted_runs(runtime: &Runtime) {
         let live = runtime.active_run_ids();
         let Some(next) = live.first() else { return };
         eprintln!(
-            "flightdeck: waiting for {} run(s) other terminals started on this host ({next}...); \
+            "flightdeck: waiting for {} other terminals started on this host ({next}...); \
              Ctrl-C cancels them",
-            live.len()
+            plural(live.len(), "run")
         );
         tokio::select! {
             _ = stops.next() => return,

@@ -20,6 +20,7 @@ use crate::console::state::{AuditEntry, PaneId, State, StreamTally};
 use crate::console::theme::{Role, Theme};
 use crate::event::{Envelope, Event, Level, OutputStream, RunStatus, WorkspaceKind};
 use crate::ids::TaskId;
+use crate::words::plural;
 
 pub struct AuditPane;
 
@@ -266,7 +267,8 @@ fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
         Event::ApprovalTerms { task, requested_by, deadline_ms, needed } => (
             Role::Muted,
             format!(
-                "  {task}: {needed} approver(s) needed{}{}",
+                "  {task}: {} needed{}{}",
+                plural(*needed, "approver"),
                 requested_by
                     .as_ref()
                     .map(|by| format!(", run started by {by}"))

@@ -10,6 +10,7 @@ use crate::console::state::{RunView, State};
 use crate::console::theme::{Role, Theme};
 use crate::event::RunStatus;
 use crate::model::TaskCounts;
+use crate::words::plural;
 
 /// Status word, glyph and role of a run.
 pub fn run_status(run: &RunView) -> (&'static str, Role) {
@@ -43,7 +44,6 @@ fn unsuccessful(counts: &TaskCounts) -> Option<(String, Role)> {
 
 /// What waits for a person, across runs: approvals and conflicts between agents.
 fn waiting_words((approvals, conflicts): (usize, usize)) -> Option<String> {
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     match (approvals, conflicts) {
         (0, 0) => None,
         (n, 0) => Some(format!("⏸ {n} awaiting approval")),
