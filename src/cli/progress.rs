@@ -375,9 +375,12 @@ impl Printer {
     /// last attempt's own time when there were several.
     fn took(&self, task: &TaskId, end_ms: u64, attempt: u32, attempt_ms: u64) -> String {
         let whole = self.clocks.whole_task_ms(task, end_ms, attempt_ms);
-        let whole = short(Duration::from_millis(whole));
-        if attempt > 1 {
-            format!("{whole} (attempt {attempt} took {})", short(Duration::from_millis(attempt_ms)))
+        let (whole, last) =
+            (short(Duration::from_millis(whole)), short(Duration::from_millis(attempt_ms)));
+        // The last attempt apart only when it differs (a resumed run's earlier attempt ran
+        // in a process whose clock is gone: then the two are the same).
+        if attempt > 1 && last != whole {
+            format!("{whole} (attempt {attempt} took {last})")
         } else {
             whole
         }

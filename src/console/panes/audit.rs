@@ -83,9 +83,9 @@ fn line_entry(envelope: &Arc<Envelope>, role: Role, text: &str) -> AuditEntry {
 
 fn describe(event: &Event, whole_ms: Option<u64>) -> (Role, String) {
     // "took": the whole task, and the last attempt alone when they differ.
-    let took = |attempt: u32, attempt_ms: u64| match whole_ms {
-        Some(whole) if attempt > 1 && whole > attempt_ms => {
-            format!("{} (attempt {attempt} took {})", duration(whole), duration(attempt_ms))
+    let took = |attempt: u32, attempt_ms: u64| match whole_ms.map(duration) {
+        Some(whole) if attempt > 1 && whole != duration(attempt_ms) => {
+            format!("{whole} (attempt {attempt} took {})", duration(attempt_ms))
         }
         _ => format!("{} (attempt {attempt})", duration(attempt_ms)),
     };

@@ -498,12 +498,12 @@ fn timing_line(state: &State, task: &TaskModel) -> Vec<(Role, String)> {
             }
         }
         (_, _, Some(took)) => {
-            timing.push((Role::Text, format!("took {}", duration(took))));
-            if let Some(last) = task.attempt_ms.filter(|_| task.attempts > 1) {
-                timing.push((
-                    Role::Muted,
-                    format!(" · attempt {} took {}", task.attempts, duration(last)),
-                ));
+            let took = duration(took);
+            // The last attempt apart only where it reads differently from the whole task.
+            let last = task.attempt_ms.filter(|_| task.attempts > 1).map(duration);
+            timing.push((Role::Text, format!("took {took}")));
+            if let Some(last) = last.filter(|last| *last != took) {
+                timing.push((Role::Muted, format!(" · attempt {} took {last}", task.attempts)));
             }
         }
         _ => timing.push((Role::Muted, "not started".to_owned())),
