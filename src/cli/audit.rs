@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::table::pad;
 use super::{Globals, exit};
 use crate::audit::{
     AUDIT_FILE, AuditAnchor, AuditRecord, ChainProblem, VerifyReport, read_records, verify_anchored,
@@ -194,14 +195,16 @@ fn print_record(record: &AuditRecord, json: bool) {
         },
         |reason| format!("reason: {reason}"),
     );
-    outln!(
-        "{:>5}  {}  {:<10} {:<9} {:<18} {:<8}  {}",
+    // Padded by the columns a terminal shows (a user name may be wide), no trailing spaces.
+    let line = format!(
+        "{:>5}  {}  {} {} {} {}  {}",
         record.seq,
         sanitize(&record.ts),
-        sanitize(record.user.as_str()),
-        sanitize(&record.role),
-        sanitize(&record.action),
-        record.outcome.as_str(),
+        pad(&sanitize(record.user.as_str()), 10),
+        pad(&sanitize(&record.role), 9),
+        pad(&sanitize(&record.action), 18),
+        pad(record.outcome.as_str(), 8),
         sanitize(&detail)
     );
+    outln!("{}", line.trim_end());
 }
