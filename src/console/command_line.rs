@@ -553,6 +553,33 @@ mod tests {
         assert_eq!(line.choices.last().map(String::as_str), Some("+4 more"));
     }
 
+    /// `resume` offers the store's interrupted runs, not its finished ones.
+    #[test]
+    fn tab_offers_interrupted_runs_to_resume() {
+        let mut state = state_with_run();
+        let row = |id: &str, run_state| crate::console::state::RunRow {
+            run_id: RunId::new(id),
+            workflow: "nightly".into(),
+            file: "workflows/nightly.yaml".into(),
+            started_ms: 1,
+            finished_ms: None,
+            state: run_state,
+            tasks: 3,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: None,
+            simulated: false,
+        };
+        state.runs_list.stored = vec![
+            row("r20261207-aa", crate::console::state::RunState::Interrupted),
+            row("r20261207-ab", crate::console::state::RunState::Succeeded),
+        ];
+        let line = tab(&state, "resume r2", None);
+        assert_eq!(line.text, "resume r20261207-aa ");
+    }
+
     /// The word before the cursor is completed and what follows it is kept.
     #[test]
     fn tab_in_the_middle_keeps_the_rest() {

@@ -9,13 +9,14 @@ use super::super::keys::Action;
 use super::super::state::{CommandLine, Editing, LineEdit, Overlay, State};
 use super::{Effect, prompts, say};
 
-/// Opens the line empty, and asks for the project's workflow files (what Tab offers after
-/// `run`), read again each time so a new file is there.
+/// Opens the line empty, and asks for what Tab offers that lives outside the console's
+/// picture: the project's workflow files (after `run`) and the store's runs (the interrupted
+/// ones, after `resume`), read again each time so a new one is there.
 pub(super) fn open(state: &mut State) -> Vec<Effect> {
     state.editing = Editing::CommandLine;
     state.command_line = CommandLine::default();
     state.history_pos = None;
-    vec![Effect::ListWorkflows]
+    vec![Effect::ListWorkflows, Effect::LoadRuns]
 }
 
 pub(super) fn edit(state: &mut State, edit: LineEdit) {
