@@ -17,6 +17,7 @@ use crate::console::layout::centered;
 use crate::console::state::{CommandLine, ConflictInput, Prompt, State};
 use crate::console::theme::{Role, Theme};
 use crate::model::ConflictModel;
+use crate::words::plural;
 
 /// Narrower columns than this stack the verdicts.
 const MIN_COLUMN: u16 = 40;
@@ -43,16 +44,28 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
         STACKED_ROWS * conflict.verdicts.len()
     };
     let choosing = state.can_resolve() && conflict.is_open();
-    // The ladder's findings wrap where the screen has the rows, else a line each.
+    // The ladder's findings wrap where the screen has the rows, else a line each; on a
+    // screen too short for a line of every verdict, only the last step shows (the audit
+    // pane has the others): a person must see every side before choosing one.
     let room = usize::from(area.height.saturating_sub(2));
-    let lines = |step_rows| {
-        let bottom =
-            Bottom { width: usize::from(inner_width), step_rows, choice: *choice, choosing };
+    let lines = |step_rows, steps_shown| {
+        let bottom = Bottom {
+            width: usize::from(inner_width),
+            step_rows,
+            steps_shown,
+            choice: *choice,
+            choosing,
+        };
         bottom_lines(conflict, theme, &bottom, input)
     };
-    let mut bottom = lines(LADDER_STEP_ROWS);
-    if 3 + body_rows + 1 + bottom.len() + 2 > room {
-        bottom = lines(1);
+    let fits = |bottom: &[Line<'_>], body: usize| 3 + body + 1 + bottom.len() + 2 <= room;
+    let fewest_body_rows = if columns { body_rows } else { conflict.verdicts.len() };
+    let mut bottom = lines(LADDER_STEP_ROWS, usize::MAX);
+    if !fits(&bottom, body_rows) {
+        bottom = lines(1, usize::MAX);
+    }
+    if !fits(&bottom, fewest_body_rows) {
+        bottom = lines(1, 1);
     }
     let wanted = 3 + body_rows + 1 + bottom.len() + 2;
     let height = u16::try_from(wanted).unwrap_or(u16::MAX).min(area.height.saturating_sub(2));
@@ -121,15 +134,21 @@ pub fn render(state: &State, theme: &Theme, area: Rect, buf: &mut Buffer) {
             }
         }
     } else {
+        // The body's rows shared out among the verdicts (the first ones take what is left
+        // over), each showing its answer first.
+        let count = conflict.verdicts.len().max(1);
+        let (share, left) = (usize::from(body.height) / count, usize::from(body.height) % count);
         let lines = conflict.verdicts.iter().enumerate().flat_map(|(i, verdict)| {
-            stacked_lines(
+            let rows = (share + usize::from(i < left)).clamp(1, STACKED_ROWS);
+            let lines = stacked_lines(
                 i,
                 verdict,
                 recommended == Some(i),
                 *choice == Some(i),
                 theme,
                 usize::from(body.width),
-            )
+            );
+            lines.into_iter().take(rows)
         });
         for (row, line) in lines.enumerate() {
             put_line(buf, body, row, &line);
@@ -252,6 +271,8 @@ struct Bottom {
     width: usize,
     /// Most lines one ladder step's finding may take.
     step_rows: usize,
+    /// How many of the latest ladder steps show (the earlier ones are counted).
+    steps_shown: usize,
     choice: Option<usize>,
     /// The viewer may settle it: the buttons show.
     choosing: bool,
@@ -265,9 +286,14 @@ fn bottom_lines<'a>(
     layout: &Bottom,
     input: &ConflictInput,
 ) -> Vec<Line<'a>> {
-    let &Bottom { width, step_rows, choice, choosing } = layout;
-    let mut lines = vec![Line::styled(" ladder", theme.style(Role::Muted))];
-    for step in &conflict.steps {
+    let &Bottom { width, step_rows, steps_shown, choice, choosing } = layout;
+    let earlier = conflict.steps.len().saturating_sub(steps_shown);
+    let title = match earlier {
+        0 => " ladder".to_owned(),
+        n => format!(" ladder ({} before this one in the audit pane)", plural(n, "step")),
+    };
+    let mut lines = vec![Line::styled(fit(&title, width), theme.style(Role::Muted))];
+    for step in &conflict.steps[earlier..] {
         let mark = if step.winner.is_some() { "✓" } else { "·" };
         let text = format!("{} {}: {}", clock(step.at_ms), step.step, one_line(&step.finding));
         // Wrapped under itself, after the mark; on one line, cut where the line ends.

@@ -235,6 +235,21 @@ fn the_prompt_at_three_sizes() {
     }
 }
 
+/// The smallest console (60x16) has no room for the ladder and every verdict: both sides
+/// are still shown (their answers), and the ladder keeps its last step and counts the rest.
+#[test]
+fn a_short_screen_shows_every_side_before_the_ladder() {
+    let theme = testing::theme();
+    let state = with_conflict("admin", 60, 16);
+    let screen = testing::render_screen(&state, &theme, 60, 16).to_string();
+    assert!(
+        screen.contains("1 backend-developer") && screen.contains("2 frontend-developer"),
+        "{screen}"
+    );
+    assert!(screen.contains("before this one in the audit pane"), "{screen}");
+    assert_snapshot!("conflict_prompt_60x16", testing::render_screen(&state, &theme, 60, 16));
+}
+
 #[test]
 fn the_prompt_never_panics_at_any_size() {
     let theme = testing::theme();
