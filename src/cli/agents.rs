@@ -268,7 +268,7 @@ fn stats_text(stats: &Stats, path: &Path) -> String {
          simulated attempts {sim}{set_aside}\n",
         plural(stats.totals.outcomes as usize, "attempt"),
         stats.totals.agents_tracked,
-        humantime::format_duration(settings.half_life),
+        crate::words::duration(settings.half_life),
         settings.min_outcomes,
     );
     let words = |list: &[crate::learning::WordCount]| {

@@ -549,6 +549,6 @@ pub(crate) fn short(duration: Duration) -> String {
     } else if ms < 60_000 {
         format!("{:.1}s", duration.as_secs_f64())
     } else {
-        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+        crate::words::duration(Duration::from_secs(duration.as_secs()))
     }
 }

@@ -655,7 +655,7 @@ async fn follow(
                     printer.line(format!(
                         "{task} waits for a reviewer: `flightdeck approve {run} {task}` from \
                          another terminal (deadline in {})",
-                        humantime::format_duration(runtime.settings().policies.approval_timeout)
+                        crate::words::duration(runtime.settings().policies.approval_timeout)
                     ));
                 } else if let Err(error) = runtime.refuse_unattended(&run, task, NO_REVIEWER) {
                     printer.line(format!("cannot refuse approval of {task}: {error}"));

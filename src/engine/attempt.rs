@@ -574,8 +574,8 @@ fn next_step(
     if let Some(wait) = retry_after.filter(|wait| *wait > timeout) {
         return NextStep::Fail(format!(
             "{error} (not retried: the server asks to wait {}, longer than the task's timeout of {})",
-            humantime::format_duration(wait),
-            humantime::format_duration(timeout)
+            crate::words::duration(wait),
+            crate::words::duration(timeout)
         ));
     }
     let backoff =

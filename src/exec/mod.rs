@@ -109,7 +109,7 @@ pub trait Executor: Send + Sync {
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecError {
-    #[error("timed out after {}", humantime::format_duration(*.0))]
+    #[error("timed out after {}", crate::words::duration(*.0))]
     Timeout(Duration),
     #[error("cancelled")]
     Cancelled,
@@ -124,7 +124,7 @@ pub enum ExecError {
     #[error("connection failed: {0}")]
     Connection(String),
     /// A stream sent nothing for longer than the backend's `stall_timeout`.
-    #[error("stream stalled: nothing received for {}", humantime::format_duration(*.0))]
+    #[error("stream stalled: nothing received for {}", crate::words::duration(*.0))]
     Stalled(Duration),
     #[error("bad response: {0}")]
     Protocol(String),
@@ -150,7 +150,7 @@ pub enum ExecError {
 
 fn retry_after_note(retry_after: Option<Duration>) -> String {
     retry_after
-        .map(|wait| format!(" (Retry-After: {})", humantime::format_duration(whole_seconds(wait))))
+        .map(|wait| format!(" (Retry-After: {})", crate::words::duration(whole_seconds(wait))))
         .unwrap_or_default()
 }
 

@@ -296,7 +296,7 @@ impl Approvals {
         ticket: u64,
         limit: Duration,
     ) -> Option<Decision> {
-        let waited = humantime::format_duration(limit);
+        let waited = crate::words::duration(limit);
         match self.policy().on_timeout {
             OnTimeout::Reject => {
                 let entry = {

@@ -131,7 +131,7 @@ impl AutoTimeout {
     pub fn describe(&self) -> String {
         match self.mean_ms {
             Some(mean) => {
-                let mean = humantime::format_duration(Duration::from_millis(mean));
+                let mean = crate::words::duration(Duration::from_millis(mean));
                 let clamped = if self.clamped { ", clamped to the limits" } else { "" };
                 format!(
                     "auto: {AUTO_TIMEOUT_FACTOR} × mean {mean} of {} attempts{clamped}",

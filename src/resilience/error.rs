@@ -11,7 +11,7 @@ pub enum BreakerRefusal {
     #[error(
         "breaker for {agent} is open after {failures} consecutive failures{}; half-open in {}",
         last_error_suffix(.last_error.as_deref()),
-        humantime::format_duration(whole_millis(*.half_open_in))
+        crate::words::duration(whole_millis(*.half_open_in))
     )]
     Open { agent: AgentId, failures: u32, half_open_in: Duration, last_error: Option<String> },
     /// The breaker is half-open and every probe call it allows is taken or has succeeded.
