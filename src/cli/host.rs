@@ -466,6 +466,10 @@ fn conflicts_text(conflicts: &[WaitingConflict]) -> String {
 /// The waiting approvals as an aligned table.
 fn approvals_text(pending: &[PendingApproval], now_ms: u64) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "approvals waiting for a reviewer (flightdeck approve RUN TASK, or reject RUN TASK --note T):"
+    );
     for approval in pending {
         let waited = now_ms.saturating_sub(approval.requested_ms) / 1000;
         let _ = writeln!(
