@@ -684,6 +684,16 @@ tasks:
     };
     assert_eq!((*status, *cancelled), (RunStatus::Cancelled, 4));
     assert_eq!(handle.phase(), RunPhase::Finished(RunStatus::Cancelled));
+    // Each task says who cancelled the run.
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::TaskCancelled { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4);
+    assert!(reasons.iter().all(|r| *r == "run cancelled by tester"), "{reasons:?}");
 }
 
 #[tokio::test(start_paused = true)]

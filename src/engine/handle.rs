@@ -18,9 +18,21 @@ pub enum RunPhase {
 
 /// An operator request for the scheduler, with a reply slot.
 pub(crate) enum Control {
-    CancelRun { reply: oneshot::Sender<Result<(), EngineError>> },
-    CancelTask { task: TaskId, reply: oneshot::Sender<Result<(), EngineError>> },
-    RetryTask { task: TaskId, reply: oneshot::Sender<Result<(), EngineError>> },
+    /// `reason`: what the run's unfinished tasks say (`run cancelled by alice`).
+    CancelRun {
+        reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// `reason`: what the task says (`cancelled by alice`).
+    CancelTask {
+        task: TaskId,
+        reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    RetryTask {
+        task: TaskId,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
 }
 
 /// Cheap to clone; every clone controls the same run.
@@ -68,7 +80,12 @@ impl RunHandle {
             format!("cancel_run of {}", self.id),
             |command| matches!(command, Command::CancelRun { run } if run == &self.id),
         )?;
-        self.ask(|reply| Control::CancelRun { reply }).await
+        // Its tasks say who cancelled it, or why the system did (a shutdown, a stop signal).
+        let reason = match permit.why() {
+            Some(why) => format!("run cancelled: {why}"),
+            None => format!("run cancelled by {}", permit.user()),
+        };
+        self.ask(|reply| Control::CancelRun { reason, reply }).await
     }
 
     /// Cancel one task (its dependents are skipped), with the gate's permit to cancel it.
@@ -76,7 +93,8 @@ impl RunHandle {
         permit.require(format!("cancel_task {task} of {}", self.id), |command| {
             matches!(command, Command::CancelTask { run, task: t } if run == &self.id && t == task)
         })?;
-        self.ask(|reply| Control::CancelTask { task: task.clone(), reply }).await
+        let reason = format!("cancelled by {}", permit.user());
+        self.ask(|reply| Control::CancelTask { task: task.clone(), reason, reply }).await
     }
 
     /// Run a failed, skipped or cancelled task again, and after it its dependents, with the

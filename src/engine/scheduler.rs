@@ -327,13 +327,13 @@ impl Scheduler {
 
     fn control(&mut self, control: Control) {
         match control {
-            Control::CancelRun { reply } => {
+            Control::CancelRun { reason, reply } => {
                 self.cancelled_by_operator = true;
-                self.stop_all("run cancelled by operator");
+                self.stop_all(&reason);
                 let _ = reply.send(Ok(()));
             }
-            Control::CancelTask { task, reply } => {
-                let result = self.find(&task).and_then(|i| self.cancel_task(i));
+            Control::CancelTask { task, reason, reply } => {
+                let result = self.find(&task).and_then(|i| self.cancel_task(i, reason));
                 let _ = reply.send(result);
             }
             Control::RetryTask { task, reply } => {
@@ -612,20 +612,19 @@ impl Scheduler {
         }
     }
 
-    fn cancel_task(&mut self, task: usize) -> Result<(), EngineError> {
-        const REASON: &str = "cancelled by operator";
+    fn cancel_task(&mut self, task: usize, reason: String) -> Result<(), EngineError> {
         match self.slots[task].status {
             TaskStatus::Pending
             | TaskStatus::Ready
             | TaskStatus::AwaitingApproval
             | TaskStatus::AwaitingDecision => {
-                self.cancel_pending_with(task, REASON.to_owned());
+                self.cancel_pending_with(task, reason);
                 self.skip_dependents(task);
                 Ok(())
             }
             TaskStatus::Running => {
                 let slot = &mut self.slots[task];
-                slot.cancel_reason = Some(REASON.to_owned());
+                slot.cancel_reason = Some(reason);
                 if let Some(token) = &slot.cancel {
                     token.cancel();
                 }

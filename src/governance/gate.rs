@@ -229,6 +229,7 @@ impl Gate {
                     request.command.clone(),
                     run.cloned(),
                     provenance.clone(),
+                    why.map(str::to_owned),
                 );
                 Ok(permit)
             }

@@ -52,6 +52,9 @@ pub struct Permit {
     command: Command,
     run: Option<RunId>,
     provenance: Provenance,
+    /// Why the system gave itself this permit (a shutdown, a stop signal); `None` for a
+    /// person's command.
+    why: Option<String>,
 }
 
 /// An operation was handed a permit for another command.
@@ -70,8 +73,9 @@ impl Permit {
         command: Command,
         run: Option<RunId>,
         provenance: Provenance,
+        why: Option<String>,
     ) -> Self {
-        Self { identity, command, run, provenance }
+        Self { identity, command, run, provenance, why }
     }
 
     /// Who the gate let through.
@@ -96,6 +100,11 @@ impl Permit {
     /// How the caller's identity was established, and from where.
     pub fn provenance(&self) -> &Provenance {
         &self.provenance
+    }
+
+    /// Why the system acts on its own (`None`: a person asked).
+    pub fn why(&self) -> Option<&str> {
+        self.why.as_deref()
     }
 
     /// `Ok` when this permit is for a command `fits` accepts; else [`WrongPermit`] naming
