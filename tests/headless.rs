@@ -373,6 +373,48 @@ fn stopped(mut child: Child, signals: &[Signal]) -> (Option<i32>, String) {
     (status, err)
 }
 
+/// `run --json | head -1`: once the output's reader is gone the run stops as on a stop
+/// signal (cancelled and stored so, exit 141 as for SIGPIPE), instead of going on unseen
+/// while the shell waits for it to end.
+#[test]
+fn a_reader_that_goes_away_stops_the_run() {
+    let project = Project::new();
+    project.write_script("sleep 0.3\necho done\n");
+    std::fs::write(
+        project.root().join("workflows/chain.yaml"),
+        "name: chain
+tasks:
+  - {id: one, description: First step, agent: scripted}
+  - {id: two, description: Second step, agent: scripted, depends_on: [one]}
+  - {id: three, description: Third step, agent: scripted, depends_on: [two]}
+  - {id: four, description: Fourth step, agent: scripted, depends_on: [three]}
+",
+    )
+    .unwrap();
+    let mut child = project
+        .command("ann", &["run", "workflows/chain.yaml", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&first).is_ok(), "{first}");
+    drop(out);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status, Some(141), "{err}");
+    assert!(
+        err.contains("the output's reader went away (broken pipe): cancelling the run"),
+        "{err}"
+    );
+    let runs = project.store().runs().unwrap();
+    assert_eq!(runs[0].state, RunState::Cancelled, "{err}");
+    assert!(runs[0].succeeded < 4, "{:?}", runs[0]);
+}
+
 /// `timeout` signals the command and then its process group, so the run gets SIGTERM twice at
 /// once: one request, and the run is still cancelled cleanly (it was left interrupted, as if
 /// asked to exit at once).

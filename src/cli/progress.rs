@@ -114,19 +114,24 @@ impl Printer {
         self.spill_if_full();
     }
 
-    /// Write what is gathered, blocking until the pipes take it (a closed pipe loses it
-    /// quietly, as `head` wants).
-    pub(crate) fn flush(&mut self) {
-        let _ = std::io::stdout().lock().write_all(&self.out);
-        let _ = std::io::stderr().lock().write_all(&self.err);
+    /// Write what is gathered, blocking until the pipes take it; `false` when a pipe's
+    /// reader is gone (`run --json | head -1`: what was for it is dropped).
+    pub(crate) fn flush(&mut self) -> bool {
+        let gone = |written: std::io::Result<()>| {
+            written.is_err_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
+        };
+        let out_gone = gone(std::io::stdout().lock().write_all(&self.out));
+        let err_gone = gone(std::io::stderr().lock().write_all(&self.err));
         self.out.clear();
         self.err.clear();
         self.keep_buffers_small();
+        !(out_gone || err_gone)
     }
 
     fn spill_if_full(&mut self) {
         if !self.deferred && (self.out.len() >= SPILL_AT || self.err.len() >= SPILL_AT) {
-            self.flush();
+            // A reader that went away is told by the next job's flush.
+            let _ = self.flush();
         }
     }
 
@@ -403,6 +408,30 @@ enum Job {
 pub(crate) struct PrinterThread {
     run: RunId,
     to: To,
+    gone: Arc<ReaderGone>,
+}
+
+/// Said by a [`PrinterThread`] when a reader of its output went away (`run --json | head
+/// -1`): the run then stops as on a stop signal, instead of going on unseen while the shell
+/// waits for it to end.
+#[derive(Default)]
+pub(crate) struct ReaderGone {
+    said: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ReaderGone {
+    fn say(&self) {
+        if !self.said.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // The permit waits for a `wait` that comes later.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves once a reader went away.
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await;
+    }
 }
 
 enum To {
@@ -435,15 +464,19 @@ impl PrinterThread {
         let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
         let backlog = Arc::clone(&printed);
         let make = printer.clone();
+        let gone = Arc::new(ReaderGone::default());
+        let said = Arc::clone(&gone);
         let spawned =
             std::thread::Builder::new().name("flightdeck-print".to_owned()).spawn(move || {
                 // However the thread ends, the run must not wait for its backlog.
                 let _release = Release(Arc::clone(&backlog));
                 let mut printer = make();
                 for job in inbox {
-                    printer.take(job, &backlog);
+                    if !printer.take(job, &backlog) {
+                        said.say();
+                    }
                 }
-                printer.flush();
+                let _ = printer.flush();
             });
         let to = match spawned {
             Ok(thread) => To::Thread { jobs, thread },
@@ -452,7 +485,12 @@ impl PrinterThread {
                 To::Here { printer: Box::new(printer()), printed }
             }
         };
-        Self { run: run.clone(), to }
+        Self { run: run.clone(), to, gone }
+    }
+
+    /// What says that a reader of the output went away.
+    pub(crate) fn reader_gone(&self) -> Arc<ReaderGone> {
+        Arc::clone(&self.gone)
     }
 
     /// Print committed events up to the run's `RunFinished` (what follows it is not);
@@ -483,7 +521,11 @@ impl PrinterThread {
                 // The thread only ends when this is dropped.
                 let _ = jobs.send(job);
             }
-            To::Here { printer, printed } => printer.take(job, printed),
+            To::Here { printer, printed } => {
+                if !printer.take(job, printed) {
+                    self.gone.say();
+                }
+            }
         }
     }
 
@@ -514,19 +556,21 @@ impl Drop for Release {
 }
 
 impl Printer {
-    /// Do one job of a [`PrinterThread`], writing it out at once.
-    fn take(&mut self, job: Job, printed: &Backlog) {
+    /// Do one job of a [`PrinterThread`], writing it out at once; `false` when a reader of
+    /// the output is gone.
+    fn take(&mut self, job: Job, printed: &Backlog) -> bool {
         match job {
             Job::Events(events, taken) => {
                 for envelope in &events {
                     self.print(envelope);
                 }
-                self.flush();
+                let open = self.flush();
                 printed.done(taken);
+                open
             }
             Job::Line(text) => {
                 self.line(&text);
-                self.flush();
+                self.flush()
             }
         }
     }

@@ -80,6 +80,8 @@ pub(super) enum Stop {
     Interrupt,
     Terminate,
     Hangup,
+    /// A reader of the output went away (`run --json | head -1`): as SIGPIPE would.
+    ReaderGone,
 }
 
 impl Stop {
@@ -88,6 +90,7 @@ impl Stop {
             Self::Interrupt => "interrupted",
             Self::Terminate => "terminated (SIGTERM)",
             Self::Hangup => "hung up (SIGHUP)",
+            Self::ReaderGone => "the output's reader went away (broken pipe)",
         }
     }
 
@@ -97,6 +100,7 @@ impl Stop {
             Self::Interrupt => INTERRUPTED,
             Self::Terminate => 128 + 15,
             Self::Hangup => 128 + 1,
+            Self::ReaderGone => exit::BROKEN_PIPE,
         }
     }
 }
@@ -614,6 +618,7 @@ async fn follow(
     let run = handle.id().clone();
     let mut printer =
         PrinterThread::start(options.json, &run, options.wait_for_approvals, Arc::clone(printed));
+    let reader_gone = printer.reader_gone();
     let mut committed = PrintCommitted::default();
     // One listener per signal for the whole run, so none falls between two polls.
     let mut stops = Stops::listen();
@@ -624,7 +629,13 @@ async fn follow(
     let status = loop {
         let count = tokio::select! {
             biased;
-            stop = stops.next() => {
+            stop = async {
+                tokio::select! {
+                    stop = stops.next() => stop,
+                    // Once: the reader stays gone, and a stop is already under way.
+                    () = reader_gone.wait(), if interrupted.is_none() => Stop::ReaderGone,
+                }
+            } => {
                 if let Some(first) = interrupted {
                     // A second signal: whoever sent it does not want to wait for the clean-up.
                     printer.line("interrupted again: exiting without waiting");
