@@ -928,6 +928,38 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
     let run = events[0]["run_id"].as_str().unwrap().to_owned();
     assert!(events.iter().all(|e| e["run_id"] == run.as_str()), "only its own run's events");
 
+    // A reader of its output that goes away (`run --json | head -1`): the client asks the
+    // host to cancel the run, and exits 141 as for SIGPIPE.
+    let mut chain =
+        String::from("name: chain\ntasks:\n  - {id: t0, description: Step, agent: worker}\n");
+    for i in 1..60 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut chain,
+            format_args!(
+                "  - {{id: t{i}, description: Step, agent: worker, depends_on: [t{}]}}\n",
+                i - 1
+            ),
+        );
+    }
+    std::fs::write(project.root().join("workflows/chain.yaml"), chain).unwrap();
+    let mut client = project
+        .command(&["run", "workflows/chain.yaml", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut reader = std::io::BufReader::new(client.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    drop(reader);
+    let gone = client.wait_with_output().unwrap();
+    assert_eq!(gone.status.code(), Some(141), "{}", text(&gone.stderr));
+    let chain_run =
+        serde_json::from_str::<Value>(&first).unwrap()["run_id"].as_str().unwrap().to_owned();
+    let shown = project.command(&["runs", "show", &chain_run, "--json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["run"]["state"], "cancelled", "{shown}");
+
     // Started by the host's gate as the kernel named the client.
     let audit = project.audit();
     let start = audit_record(&audit, "fdann", "start_run").expect("the start is audited");
@@ -941,7 +973,7 @@ fn a_second_run_on_a_hosted_data_dir_is_handed_to_the_host_and_followed_to_its_e
     assert_eq!(code, 0, "{err}");
     let runs = project.command(&["runs", "list", "--json"]).output().unwrap();
     let listed: Value = serde_json::from_slice(&runs.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }
 
 /// A console attached while a zero-latency fan-out floods the host is sent digests, and what

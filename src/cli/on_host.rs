@@ -134,10 +134,16 @@ async fn follow(
         if let Some(status) = finished {
             break status;
         }
-        printer.flush();
+        // A reader of the output that went away stops the run as a stop signal does.
+        let reader_gone = (!printer.flush() && interrupted.is_none()).then_some(Stop::ReaderGone);
         let message = tokio::select! {
             biased;
-            stop = stops.next() => {
+            stop = async {
+                match reader_gone {
+                    Some(stop) => stop,
+                    None => stops.next().await,
+                }
+            } => {
                 if let Some(first) = interrupted {
                     printer.line("interrupted again: leaving the run to the host");
                     printer.flush();
