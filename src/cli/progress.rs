@@ -416,16 +416,14 @@ pub(crate) struct PrinterThread {
 /// waits for it to end.
 #[derive(Default)]
 pub(crate) struct ReaderGone {
-    said: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
 }
 
 impl ReaderGone {
     fn say(&self) {
-        if !self.said.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            // The permit waits for a `wait` that comes later.
-            self.notify.notify_one();
-        }
+        // One permit, however often it is said, kept for a `wait` that comes later (the run
+        // waits for it once).
+        self.notify.notify_one();
     }
 
     /// Resolves once a reader went away.

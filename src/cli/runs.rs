@@ -884,21 +884,7 @@ mod tests {
 
     /// A stored run of workflow `w` that started at 1 s: one task, succeeded.
     fn run_row(id: &str) -> RunRow {
-        RunRow {
-            run_id: RunId::new(id),
-            workflow: "w".into(),
-            file: PathBuf::from("w.yaml"),
-            started_ms: 1_000,
-            finished_ms: None,
-            state: RunState::Succeeded,
-            tasks: 1,
-            succeeded: 1,
-            failed: 0,
-            skipped: 0,
-            cancelled: 0,
-            duration_ms: None,
-            simulated: false,
-        }
+        RunRow::sample(id, RunState::Succeeded)
     }
 
     fn envelope(seq: u64, event: Event) -> Envelope {

@@ -56,15 +56,8 @@ const SHOWN_CHOICES: usize = 8;
 /// space after a whole word. Where they differ and nothing more is agreed, the line keeps its
 /// text and offers them in `choices`; without a candidate it is left as it is.
 pub fn complete(line: &CommandLine, state: &State) -> CommandLine {
-    let chars: Vec<char> = line.text.chars().collect();
-    let at = line.cursor.min(chars.len());
-    let before: String = chars[..at].iter().collect();
-    let after: String = chars[at..].iter().collect();
-    let start = before
-        .char_indices()
-        .rfind(|(_, c)| c.is_whitespace())
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    let (head, word) = before.split_at(start);
+    let (before, after) = split_at_cursor(line);
+    let (head, word) = before.split_at(word_start(&before));
     let position = head.split_whitespace().count();
     let command = head.split_whitespace().next();
     let candidates = candidates(state, command, position);
@@ -104,6 +97,28 @@ pub fn complete(line: &CommandLine, state: &State) -> CommandLine {
             CommandLine { choices, ..line.clone() }
         }
     }
+}
+
+/// Whether Tab on `line` completes a stored run (`resume`'s argument): the store's runs are
+/// read for it then, not each time the line opens (listing an unfinished run folds its
+/// events, which for a large live run takes seconds).
+pub fn completes_a_stored_run(line: &CommandLine) -> bool {
+    let (before, _) = split_at_cursor(line);
+    let head = &before[..word_start(&before)];
+    let mut words = head.split_whitespace();
+    words.next() == Some("resume") && words.next().is_none()
+}
+
+/// The text before the cursor and after it.
+fn split_at_cursor(line: &CommandLine) -> (String, String) {
+    let chars: Vec<char> = line.text.chars().collect();
+    let at = line.cursor.min(chars.len());
+    (chars[..at].iter().collect(), chars[at..].iter().collect())
+}
+
+/// Where the last word of `before` starts (byte offset).
+fn word_start(before: &str) -> usize {
+    before.char_indices().rfind(|(_, c)| c.is_whitespace()).map_or(0, |(i, c)| i + c.len_utf8())
 }
 
 /// The longest start the candidates share (compared without case; the first one's letters).
@@ -558,19 +573,9 @@ mod tests {
     fn tab_offers_interrupted_runs_to_resume() {
         let mut state = state_with_run();
         let row = |id: &str, run_state| crate::console::state::RunRow {
-            run_id: RunId::new(id),
             workflow: "nightly".into(),
-            file: "workflows/nightly.yaml".into(),
-            started_ms: 1,
-            finished_ms: None,
-            state: run_state,
             tasks: 3,
-            succeeded: 1,
-            failed: 0,
-            skipped: 0,
-            cancelled: 0,
-            duration_ms: None,
-            simulated: false,
+            ..crate::console::state::RunRow::sample(id, run_state)
         };
         state.runs_list.stored = vec![
             row("r20261207-aa", crate::console::state::RunState::Interrupted),

@@ -943,6 +943,8 @@ pub struct State {
     /// The project's workflow files (`workflows/demo.yaml`), listed when the command line
     /// opens: what Tab completes after `run`.
     pub workflow_files: Vec<String>,
+    /// A Tab on `resume`'s argument waits for the store's runs.
+    pub completing_runs: bool,
     pub command_history: Vec<String>,
     /// Position while browsing history with Up/Down (`None`: not browsing).
     pub history_pos: Option<usize>,
@@ -983,6 +985,7 @@ impl State {
             editing: Editing::None,
             command_line: CommandLine::default(),
             workflow_files: Vec::new(),
+            completing_runs: false,
             command_history: Vec::new(),
             history_pos: None,
             message: None,

@@ -154,6 +154,29 @@ pub struct RunRow {
     pub simulated: bool,
 }
 
+#[cfg(test)]
+impl RunRow {
+    /// For unit tests: a stored run `id` of workflow `w` in `state` that started at 1 s, one
+    /// task that succeeded; a test changes what it is about with `..RunRow::sample(…)`.
+    pub(crate) fn sample(id: &str, state: RunState) -> Self {
+        Self {
+            run_id: RunId::new(id),
+            workflow: "w".into(),
+            file: PathBuf::from("w.yaml"),
+            started_ms: 1_000,
+            finished_ms: None,
+            state,
+            tasks: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: None,
+            simulated: false,
+        }
+    }
+}
+
 /// An open run store. One connection: use one `RunStore` per thread (the writer owns one,
 /// a reader opens its own).
 pub struct RunStore {

@@ -53,7 +53,7 @@ pub(super) fn apply_action(state: &mut State, action: Action) -> Vec<Effect> {
             prompts::open_next_approval(state);
         }
         Action::CommandLineEdit(edit) => line::edit(state, edit),
-        Action::CompleteCommandLine => line::complete(state),
+        Action::CompleteCommandLine => return line::complete(state),
         Action::HistoryPrev | Action::HistoryNext => line::browse_history(state, action),
         Action::SubmitCommandLine => return line::submit(state),
         Action::PromptNext | Action::PromptPrev => {

@@ -9,22 +9,37 @@ use super::super::keys::Action;
 use super::super::state::{CommandLine, Editing, LineEdit, Overlay, State};
 use super::{Effect, prompts, say};
 
-/// Opens the line empty, and asks for what Tab offers that lives outside the console's
-/// picture: the project's workflow files (after `run`) and the store's runs (the interrupted
-/// ones, after `resume`), read again each time so a new one is there.
+/// Opens the line empty, and asks for the project's workflow files (what Tab offers after
+/// `run`), read again each time so a new file is there.
 pub(super) fn open(state: &mut State) -> Vec<Effect> {
     state.editing = Editing::CommandLine;
     state.command_line = CommandLine::default();
     state.history_pos = None;
-    vec![Effect::ListWorkflows, Effect::LoadRuns]
+    vec![Effect::ListWorkflows]
 }
 
 pub(super) fn edit(state: &mut State, edit: LineEdit) {
     state.command_line.edit(edit);
 }
 
-pub(super) fn complete(state: &mut State) {
+/// Tab. Completing `resume`'s run first reads the store's runs (the interrupted ones are
+/// offered); the completion then happens when they arrive ([`completes_after_load`]).
+pub(super) fn complete(state: &mut State) -> Vec<Effect> {
+    if command_line::completes_a_stored_run(&state.command_line) && !state.completing_runs {
+        state.completing_runs = true;
+        return vec![Effect::LoadRuns];
+    }
+    state.completing_runs = false;
     state.command_line = command_line::complete(&state.command_line, state);
+    Vec::new()
+}
+
+/// The store's runs arrived: a Tab that waited for them completes now.
+pub(super) fn completes_after_load(state: &mut State) {
+    if state.completing_runs && state.editing == Editing::CommandLine {
+        complete(state);
+    }
+    state.completing_runs = false;
 }
 
 pub(super) fn submit(state: &mut State) -> Vec<Effect> {

@@ -26,6 +26,7 @@ pub(super) fn open(state: &mut State) -> Vec<Effect> {
 pub(super) fn loaded(state: &mut State, rows: Vec<RunRow>) {
     state.runs_list.stored = rows;
     fix_runs_selection(state);
+    super::line::completes_after_load(state);
 }
 
 /// Show the selected run: one this console folds at once, a stored one once the app has

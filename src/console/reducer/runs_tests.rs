@@ -18,19 +18,12 @@ const T0: u64 = 1_700_000_000_000;
 
 fn row(id: &str, state: RunState, started_ms: u64) -> RunRow {
     RunRow {
-        run_id: RunId::new(id),
         workflow: format!("wf-{id}"),
         file: "workflows/x.yaml".into(),
         started_ms,
-        finished_ms: None,
-        state,
         tasks: 4,
         succeeded: 2,
-        failed: 0,
-        skipped: 0,
-        cancelled: 0,
-        duration_ms: None,
-        simulated: false,
+        ..RunRow::sample(id, state)
     }
 }
 
@@ -238,4 +231,25 @@ fn an_interrupted_run_shown_from_the_store_is_not_live() {
         state.run_entries().iter().find(|e| e.id.as_str() == "r-int").map(|e| e.status),
         Some("succeeded")
     );
+}
+
+/// Tab on `resume`'s run reads the store's runs first (not every `:`), then completes with
+/// the interrupted one when they arrive.
+#[test]
+fn tab_on_resume_reads_the_stored_runs_then_completes() {
+    let mut state = State::new("alice", "operator", PathBuf::from("/p"), "dark");
+    assert_eq!(act(&mut state, Action::OpenCommandLine), vec![Effect::ListWorkflows]);
+    for c in "resume r".chars() {
+        act(&mut state, Action::CommandLineEdit(crate::console::state::LineEdit::Insert(c)));
+    }
+    assert_eq!(act(&mut state, Action::CompleteCommandLine), vec![Effect::LoadRuns]);
+    assert_eq!(state.command_line.text, "resume r");
+    reduce(
+        &mut state,
+        Input::RunsLoaded(vec![
+            row("r-int", RunState::Interrupted, T0),
+            row("r-done", RunState::Succeeded, T0 + 1),
+        ]),
+    );
+    assert_eq!(state.command_line.text, "resume r-int ");
 }
